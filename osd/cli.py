@@ -1,0 +1,264 @@
+"""The ``osd`` command: the daemon, its admin subcommands, and a small client."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from osd import __version__
+from osd import config as cfg
+from osd.v1 import cluster_pb2, cluster_pb2_grpc
+
+log = logging.getLogger("osd")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from osd.server.app import Daemon
+
+    settings = cfg.load(vars(args))
+    _setup_logging(settings.log_level)
+    daemon = Daemon(settings)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    daemon.start()
+    stop.wait()
+    daemon.stop()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from osd.store import migrate
+    from osd.store.db import Store
+
+    settings = cfg.load(vars(args))
+    _setup_logging(settings.log_level)
+    store = Store(settings.resolved_database_url())
+    try:
+        if args.db_command == "upgrade":
+            store.upgrade()
+            print(f"store at revision {migrate.current_revision(store.engine)}")
+        else:
+            current = migrate.current_revision(store.engine)
+            head = migrate.head_revision(store.engine)
+            print(f"current {current or 'none'}, head {head}")
+            return 0 if current == head else 1
+    finally:
+        store.close()
+    return 0
+
+
+# -- client ---------------------------------------------------------------
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when the daemon's health service answers SERVING, 1 otherwise."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(args.endpoint) as channel:
+        try:
+            resp = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as err:
+            print(f"osd: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+    print(name)
+    return 0 if resp.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _print(message: Message) -> None:
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
+
+
+def _labels(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"osd: --label {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _flag(value: str | None) -> bool | None:
+    return None if value is None else cfg._bool(value)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.endpoint) as channel:
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        try:
+            _cluster_call(stub, args)
+        except grpc.RpcError as err:
+            print(f"osd: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _cluster_call(stub: cluster_pb2_grpc.ClusterServiceStub, args: argparse.Namespace) -> None:
+    timeout = args.timeout
+    action = args.cluster_command
+    if action == "create":
+        req = cluster_pb2.CreateClusterRequest(name=args.name, labels=_labels(args.label))
+        if args.block is not None:
+            req.block = cfg._bool(args.block)
+        if args.file is not None:
+            req.file = cfg._bool(args.file)
+        _print(stub.CreateCluster(req, timeout=timeout))
+    elif action == "inspect":
+        _print(
+            stub.InspectCluster(
+                cluster_pb2.InspectClusterRequest(cluster_id=args.cluster_id), timeout=timeout
+            )
+        )
+    elif action == "status":
+        _print(
+            stub.GetClusterStatus(
+                cluster_pb2.GetClusterStatusRequest(cluster_id=args.cluster_id), timeout=timeout
+            )
+        )
+    elif action == "list":
+        _print(
+            stub.ListClusters(
+                cluster_pb2.ListClustersRequest(
+                    page_size=args.page_size,
+                    page_token=args.page_token,
+                    name_regex=args.name_regex,
+                    labels=_labels(args.label),
+                ),
+                timeout=timeout,
+            )
+        )
+    elif action == "update":
+        upd = cluster_pb2.UpdateClusterRequest(
+            cluster_id=args.cluster_id, expected_generation=args.expected_generation
+        )
+        if args.name is not None:
+            upd.name = args.name
+            upd.update_mask.paths.append("name")
+        if args.label is not None:
+            upd.labels.update(_labels(args.label))
+            upd.update_mask.paths.append("labels")
+        for flag in ("block", "file"):
+            value = _flag(getattr(args, flag))
+            if value is not None:
+                setattr(upd, flag, value)
+                upd.update_mask.paths.append(flag)
+        _print(stub.UpdateCluster(upd, timeout=timeout))
+    elif action == "delete":
+        _print(
+            stub.DeleteCluster(
+                cluster_pb2.DeleteClusterRequest(cluster_id=args.cluster_id), timeout=timeout
+            )
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="osd", description="osd storage control-plane daemon")
+    parser.add_argument("--version", action="version", version=f"osd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the daemon",
+        description="Run the daemon. Settings come from flags, then OSD_* environment "
+        "variables, then the --config file, then defaults.",
+    )
+    cfg.add_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="store administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("upgrade", "apply pending migrations"),
+        ("current", "print the schema revision; exit 1 when behind"),
+    ):
+        p = db_sub.add_parser(name, help=text)
+        cfg.add_arguments(p)
+        p.set_defaults(func=cmd_db)
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--endpoint",
+        default=os.environ.get("OSD_ENDPOINT", cfg.DEFAULT_GRPC_LISTEN),
+        help=f"daemon gRPC address (env OSD_ENDPOINT, default {cfg.DEFAULT_GRPC_LISTEN})",
+    )
+    client.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+
+    health = sub.add_parser(
+        "health", parents=[client], help="check the daemon's health (exit 0 when SERVING)"
+    )
+    health.add_argument("--service", default="", help="one service's health (default: overall)")
+    health.set_defaults(func=cmd_health)
+
+    cluster = sub.add_parser("cluster", help="manage clusters")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True)
+    create = csub.add_parser("create", parents=[client], help="create a cluster")
+    create.add_argument("name")
+    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--block", metavar="BOOL", help="allow block volumes (default true)")
+    create.add_argument("--file", metavar="BOOL", help="allow file volumes (default true)")
+    for name in ("inspect", "status", "delete"):
+        p = csub.add_parser(name, parents=[client], help=f"{name} a cluster")
+        p.add_argument("cluster_id")
+    lst = csub.add_parser("list", parents=[client], help="list clusters")
+    lst.add_argument("--page-size", type=int, default=0)
+    lst.add_argument("--page-token", default="")
+    lst.add_argument("--name-regex", default="")
+    lst.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    upd = csub.add_parser("update", parents=[client], help="change a cluster's fields")
+    upd.add_argument("cluster_id")
+    upd.add_argument("--name")
+    upd.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="replace the labels with these (repeat)",
+    )
+    upd.add_argument("--block", metavar="BOOL")
+    upd.add_argument("--file", metavar="BOOL")
+    upd.add_argument("--expected-generation", type=int, default=0)
+    cluster.set_defaults(func=cmd_cluster)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except cfg.SettingsError as exc:
+        print(f"osd: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"osd: {exc}", file=sys.stderr)
+        return 1
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Daemon settings and where they come from.
+
+Precedence, highest first: command-line flags, environment variables
+(``OSD_<NAME>``), the config file (TOML, ``--config`` or ``OSD_CONFIG``), then
+the defaults below. ``osd serve --help`` lists every setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_GRPC_LISTEN = "127.0.0.1:9100"
+DEFAULT_REST_LISTEN = "127.0.0.1:9110"
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "osd")
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not a boolean (true/false)")
+
+
+def _positive_int(value: str | int) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{value!r} must be at least 1")
+    return number
+
+
+def _non_negative_float(value: str | float) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return number
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{value!r} is not one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_listen: str = DEFAULT_GRPC_LISTEN
+    rest_listen: str = DEFAULT_REST_LISTEN
+    rest_enabled: bool = True
+    data_dir: str = ""
+    database_url: str = ""
+    driver: str = "fake"
+    workers: int = 16
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir or _default_data_dir()).expanduser()
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir() / 'osd.db'}"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: str
+
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("grpc_listen", str, f"gRPC address (default {DEFAULT_GRPC_LISTEN})", "HOST:PORT"),
+    _Spec("rest_listen", str, f"REST gateway address (default {DEFAULT_REST_LISTEN})", "HOST:PORT"),
+    _Spec("rest_enabled", _bool, "serve the REST gateway in the daemon (default true)", "BOOL"),
+    _Spec(
+        "data_dir",
+        str,
+        "data directory for the SQLite store (default $XDG_DATA_HOME/osd or ~/.local/share/osd)",
+        "DIR",
+    ),
+    _Spec(
+        "database_url",
+        str,
+        "SQLAlchemy URL of the store, e.g. "
+        "postgresql://host/osd (default: SQLite in the data directory)",
+        "URL",
+    ),
+    _Spec("driver", str, "storage driver (default fake)", "NAME"),
+    _Spec("workers", _positive_int, "gRPC worker threads (default 16)", "N"),
+    _Spec(
+        "grace_seconds",
+        _non_negative_float,
+        "on SIGTERM/SIGINT, how long in-flight calls may finish (default 10)",
+        "SECONDS",
+    ),
+    _Spec("log_level", _log_level, "debug, info, warning or error (default info)", "LEVEL"),
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a bad value; the message names the setting and its source."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of settings (env OSD_CONFIG); keys are the setting names below",
+    )
+    for spec in SPECS:
+        flag = "--" + spec.name.replace("_", "-")
+        env = "OSD_" + spec.name.upper()
+        parser.add_argument(
+            flag,
+            dest=spec.name,
+            default=None,
+            metavar=spec.metavar,
+            help=f"{spec.help}; env {env}",
+        )
+
+
+def load(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Settings:
+    """Settings from flags, environment and config file, in that precedence."""
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    path = config_file or flags.get("config") or environ.get("OSD_CONFIG")
+    from_file: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                from_file = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(set(from_file) - known)
+        if unknown:
+            raise SettingsError(f"config file {path}: unknown settings {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        env = "OSD_" + spec.name.upper()
+        for source, raw in (
+            (f"--{spec.name.replace('_', '-')}", flags.get(spec.name)),
+            (env, environ.get(env)),
+            (f"{path}: {spec.name}", from_file.get(spec.name)),
+        ):
+            if raw is None:
+                continue
+            try:
+                values[spec.name] = spec.parse(raw)
+            except (TypeError, ValueError) as exc:
+                raise SettingsError(f"{source}: {exc}") from None
+            break
+    return Settings(**values)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise SettingsError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def describe(settings: Settings) -> Sequence[str]:
+    return [f"{f.name}={getattr(settings, f.name)!r}" for f in fields(settings)]

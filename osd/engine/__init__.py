@@ -1,0 +1,1 @@
+"""The domain: validation, placement, capacity, state machines, jobs."""

@@ -1,0 +1,1 @@
+"""Transport: gRPC servicers, interceptors and the daemon that serves them."""

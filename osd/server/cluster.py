@@ -1,0 +1,110 @@
+"""ClusterService: request -> engine input -> engine -> response."""
+
+from __future__ import annotations
+
+import grpc
+
+from osd.engine import models
+from osd.engine.core import Engine
+from osd.server import convert
+from osd.v1 import cluster_pb2 as pb
+from osd.v1 import cluster_pb2_grpc
+
+UPDATABLE = ("name", "labels", "block", "file")
+
+
+def cluster_to_proto(c: models.Cluster) -> pb.Cluster:
+    return pb.Cluster(
+        id=c.id,
+        name=c.name,
+        labels=c.labels,
+        block=c.block,
+        file=c.file,
+        create_time=convert.timestamp(c.create_time),
+        update_time=convert.timestamp(c.update_time),
+        generation=c.generation,
+    )
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._clusters = engine.clusters
+
+    def CreateCluster(
+        self, request: pb.CreateClusterRequest, context: grpc.ServicerContext
+    ) -> pb.CreateClusterResponse:
+        result = self._clusters.create(
+            models.CreateCluster(
+                name=request.name,
+                labels=dict(request.labels),
+                block=request.block if request.HasField("block") else True,
+                file=request.file if request.HasField("file") else True,
+            )
+        )
+        return pb.CreateClusterResponse(
+            cluster=cluster_to_proto(result.value),
+            created=result.created,
+            generation=result.generation,
+        )
+
+    def InspectCluster(
+        self, request: pb.InspectClusterRequest, context: grpc.ServicerContext
+    ) -> pb.InspectClusterResponse:
+        return pb.InspectClusterResponse(
+            cluster=cluster_to_proto(self._clusters.inspect(request.cluster_id))
+        )
+
+    def ListClusters(
+        self, request: pb.ListClustersRequest, context: grpc.ServicerContext
+    ) -> pb.ListClustersResponse:
+        page = self._clusters.list(
+            models.ListQuery(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                name_regex=request.name_regex,
+                labels=dict(request.labels),
+            )
+        )
+        return pb.ListClustersResponse(
+            clusters=[cluster_to_proto(c) for c in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def UpdateCluster(
+        self, request: pb.UpdateClusterRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateClusterResponse:
+        paths = convert.update_paths(request.update_mask, UPDATABLE)
+        result = self._clusters.update(
+            models.UpdateCluster(
+                cluster_id=request.cluster_id,
+                name=request.name if "name" in paths else None,
+                labels=dict(request.labels) if "labels" in paths else None,
+                block=request.block if "block" in paths else None,
+                file=request.file if "file" in paths else None,
+                expected_generation=request.expected_generation,
+            )
+        )
+        return pb.UpdateClusterResponse(
+            cluster=cluster_to_proto(result.value), generation=result.generation
+        )
+
+    def DeleteCluster(
+        self, request: pb.DeleteClusterRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteClusterResponse:
+        return pb.DeleteClusterResponse(generation=self._clusters.delete(request.cluster_id))
+
+    def GetClusterStatus(
+        self, request: pb.GetClusterStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetClusterStatusResponse:
+        st = self._clusters.status(request.cluster_id)
+        return pb.GetClusterStatusResponse(
+            cluster=cluster_to_proto(st.cluster),
+            node_count=st.node_count,
+            drive_count=st.drive_count,
+            pool_count=st.pool_count,
+            volume_count=st.volume_count,
+            snapshot_count=st.snapshot_count,
+            capacity=convert.capacity(st.capacity),
+            provisioned_bytes=st.provisioned_bytes,
+            generation=st.generation,
+        )

@@ -1,0 +1,42 @@
+"""Conversions between protobuf messages and engine types shared by servicers."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from google.protobuf import field_mask_pb2, timestamp_pb2
+
+from osd.engine import models
+from osd.errors import InvalidArgument
+from osd.v1 import common_pb2
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def capacity(value: models.Capacity) -> common_pb2.Capacity:
+    return common_pb2.Capacity(
+        total_bytes=value.total_bytes, used_bytes=value.used_bytes, free_bytes=value.free_bytes
+    )
+
+
+def update_paths(
+    mask: field_mask_pb2.FieldMask, allowed: Collection[str], field: str = "update_mask"
+) -> set[str]:
+    """The paths of an update mask, each one of ``allowed``; at least one."""
+    paths = set(mask.paths)
+    if not paths:
+        raise InvalidArgument.field(
+            field, f"is required: name the fields to change, among {', '.join(sorted(allowed))}"
+        )
+    unknown = sorted(paths - set(allowed))
+    if unknown:
+        raise InvalidArgument.field(
+            field,
+            f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed))}",
+        )
+    return paths

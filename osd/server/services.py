@@ -1,0 +1,116 @@
+"""Which gRPC services osd serves, and which of their RPCs are still pending.
+
+Every service of the osd.v1 contract is served. An RPC is either implemented
+by its servicer class or pending: a pending RPC answers UNIMPLEMENTED with a
+message that names the capability it waits for. ``PENDING`` is the explicit
+list; tests/test_parity.py checks it against the descriptors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+import osd.v1
+from osd.engine.core import Engine
+from osd.errors import Unimplemented
+from osd.server.cluster import ClusterServicer
+
+# Servicer classes by full service name. Each takes the engine.
+IMPLEMENTED: dict[str, Callable[[Engine], Any]] = {
+    "osd.v1.ClusterService": ClusterServicer,
+}
+
+# Services whose RPCs wait for a capability: full service name -> capability.
+# An RPC of such a service that its servicer does not implement is pending.
+PENDING: dict[str, str] = {
+    "osd.v1.NodeService": "topology (nodes and drives)",
+    "osd.v1.PoolService": "topology (pools)",
+    "osd.v1.Service": "service operations (maintenance, drive add and replace, rebalance)",
+    "osd.v1.JobService": "jobs",
+    "osd.v1.VolumeService": "volumes",
+    "osd.v1.TemplateService": "volume templates",
+    "osd.v1.DatastoreService": "datastore registry",
+}
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    descriptor: ServiceDescriptor
+    grpc_module: ModuleType
+
+    @property
+    def full_name(self) -> str:
+        return str(self.descriptor.full_name)
+
+    @property
+    def base_class(self) -> type:
+        cls: type = getattr(self.grpc_module, f"{self.descriptor.name}Servicer")
+        return cls
+
+    def add_to_server(self, servicer: Any, server: grpc.Server) -> None:
+        getattr(self.grpc_module, f"add_{self.descriptor.name}Servicer_to_server")(servicer, server)
+
+
+def contract() -> list[ServiceEntry]:
+    """Every service in the generated osd.v1 package, by full name."""
+    entries: list[ServiceEntry] = []
+    for info in sorted(pkgutil.iter_modules(osd.v1.__path__), key=lambda m: m.name):
+        if not info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"osd.v1.{info.name}")
+        services = module.DESCRIPTOR.services_by_name
+        if not services:
+            continue
+        grpc_module = importlib.import_module(f"osd.v1.{info.name}_grpc")
+        entries.extend(ServiceEntry(services[name], grpc_module) for name in sorted(services))
+    return entries
+
+
+def implemented_methods(entry: ServiceEntry) -> set[str]:
+    """The RPCs of ``entry`` that its servicer class defines itself."""
+    cls = IMPLEMENTED.get(entry.full_name)
+    if cls is None:
+        return set()
+    own: set[str] = set()
+    for klass in cls.__mro__:  # type: ignore[attr-defined]
+        if klass is entry.base_class:
+            break
+        own.update(vars(klass))
+    return {m.name for m in entry.descriptor.methods} & own
+
+
+def _pending_method(method: str, capability: str) -> Callable[..., Any]:
+    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        raise Unimplemented.capability(method, capability)
+
+    handler.__name__ = method.rsplit(".", 1)[-1]
+    return handler
+
+
+def build_servicer(entry: ServiceEntry, engine: Engine) -> Any:
+    """The servicer for ``entry``, with every pending RPC answering UNIMPLEMENTED."""
+    implemented = implemented_methods(entry)
+    capability = PENDING.get(entry.full_name, "")
+    base = IMPLEMENTED.get(entry.full_name)
+    pending: dict[str, Any] = {}
+    for method in entry.descriptor.methods:
+        if method.name in implemented:
+            continue
+        if not capability:
+            raise RuntimeError(f"{method.full_name} is neither implemented nor listed as pending")
+        pending[method.name] = _pending_method(method.full_name, capability)
+    if base is None:
+        cls = type(f"Pending{entry.descriptor.name}", (entry.base_class,), pending)
+        return cls()
+    if pending:
+        cls = type(f"Partial{entry.descriptor.name}", (base,), pending)  # type: ignore[arg-type]
+        return cls(engine)
+    return base(engine)

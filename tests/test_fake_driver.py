@@ -1,0 +1,55 @@
+"""The fake driver keeps state like storage does and fails where it is told to."""
+
+from __future__ import annotations
+
+import pytest
+
+from osd.engine.drivers import StorageDriver, load
+from osd.engine.drivers.base import DriverError
+from osd.engine.drivers.fake import FakeDriver
+
+
+def test_it_satisfies_the_driver_contract() -> None:
+    assert isinstance(load("fake"), StorageDriver)
+    with pytest.raises(ValueError, match="unknown storage driver"):
+        load("nope")
+
+
+def test_devices_replicas_and_snapshots_keep_state() -> None:
+    d = FakeDriver(default_device_size=1000)
+    d.add_device("n1", "/dev/sdb", 4096, has_data=True)
+    assert d.probe_drive("n1", "/dev/sdb").size_bytes == 4096
+    assert d.probe_drive("n1", "/dev/sdb").has_data
+    assert d.probe_drive("n1", "/dev/sdz").size_bytes == 1000
+    d.format_drive("n1", "/dev/sdb", "drive-a")
+    assert not d.probe_drive("n1", "/dev/sdb").has_data
+    with pytest.raises(DriverError, match="belongs to drive-a"):
+        d.format_drive("n1", "/dev/sdb", "drive-b")
+
+    d.create_replica("drive-a", "r1", 512)
+    d.create_replica("drive-a", "r1", 512)  # idempotent
+    with pytest.raises(DriverError, match="another size"):
+        d.create_replica("drive-a", "r1", 1024)
+    d.copy_replica("drive-a", "drive-b", "r1", 512)
+    d.create_snapshot("drive-a", "r1", "s1")
+    d.revert_replica("drive-a", "r1", "s1")
+    with pytest.raises(DriverError):
+        d.revert_replica("drive-b", "r1", "s1")
+    d.delete_replica("drive-a", "r1")
+    d.delete_replica("drive-a", "r1")  # deleting what is gone is fine
+    assert d.state.replicas == {("drive-b", "r1"): 512}
+
+
+def test_faults_fire_as_told() -> None:
+    d = FakeDriver()
+    d.fail("create_replica", times=2, when=lambda a: a["drive_id"] == "bad")
+    d.create_replica("good", "r", 512)
+    for _ in range(2):
+        with pytest.raises(DriverError, match="injected"):
+            d.create_replica("bad", "r", 512)
+    d.create_replica("bad", "r", 512)
+    assert ("bad", "r") in d.state.replicas
+    d.fail("attach", error=TimeoutError("slow"))
+    with pytest.raises(TimeoutError):
+        d.attach("n1", "v", read_only=True)
+    assert [op for op, _ in d.calls].count("create_replica") == 4
