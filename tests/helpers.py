@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from osd.store.models import NodeRow, utcnow
 
 
 @dataclass
@@ -41,3 +44,23 @@ def error_of(err: grpc.RpcError) -> ErrorView:
             detail.Unpack(req)
             view.request_id = req.request_id
     return view
+
+
+def node_row(cluster_id: str, name: str, zone: str = "z1") -> NodeRow:
+    """A node record, for tests that need one in the store without the node API."""
+    now = utcnow()
+    return NodeRow(
+        id=uuid.uuid4().hex,
+        cluster_id=cluster_id,
+        name=name,
+        zone=zone,
+        management_addresses=["10.0.0.1"],
+        storage_addresses=["10.0.1.1"],
+        labels={},
+        state=1,
+        coordinator_role=1,
+        domain_state=1,
+        create_time=now,
+        update_time=now,
+        generation=1,
+    )

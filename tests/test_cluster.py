@@ -12,11 +12,11 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import func, select
 
-from osd.store.models import ClusterRow, NodeRow, StateRow, utcnow
+from osd.store.models import ClusterRow, NodeRow, StateRow
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc
 from tests.conftest import RunningDaemon
-from tests.helpers import ErrorView, error_of
+from tests.helpers import ErrorView, error_of, node_row
 
 
 @pytest.fixture
@@ -379,23 +379,8 @@ def test_update_unknown_cluster(stub: cluster_pb2_grpc.ClusterServiceStub) -> No
 
 def add_node_row(daemon: RunningDaemon, cluster_id: str, name: str) -> None:
     """Puts a node in the store directly: the node API is not served yet."""
-    now = utcnow()
     with daemon.store.write() as s:
-        s.add(
-            NodeRow(
-                id=uuid.uuid4().hex,
-                cluster_id=cluster_id,
-                name=name,
-                zone="z1",
-                management_address="10.0.0.1",
-                storage_address="10.0.1.1",
-                labels={},
-                state=1,
-                create_time=now,
-                update_time=now,
-                generation=1,
-            )
-        )
+        s.add(node_row(cluster_id, name))
 
 
 def test_delete(stub: cluster_pb2_grpc.ClusterServiceStub, daemon: RunningDaemon) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,10 @@ from sqlalchemy.exc import IntegrityError
 
 from osd.store import migrate
 from osd.store.db import Store
-from osd.store.models import Base, NodeRow, StateRow, utcnow
+from osd.store.models import Base, NodeRow, StateRow
 from osd.store.state import bump_generation, current_generation
 from tests.conftest import Database
+from tests.helpers import node_row
 
 
 @pytest.fixture
@@ -58,23 +58,9 @@ def test_migrations_downgrade_and_upgrade_again(tmp_path: Path) -> None:
 
 
 def test_foreign_keys_are_enforced(store: Store) -> None:
-    now = utcnow()
     with pytest.raises(IntegrityError), store.write() as s:
-        s.add(
-            NodeRow(
-                id=uuid.uuid4().hex,
-                cluster_id="0" * 32,
-                name="n",
-                zone="z",
-                management_address="a",
-                storage_address="b",
-                labels={},
-                state=1,
-                create_time=now,
-                update_time=now,
-                generation=1,
-            )
-        )
+        s.add(node_row("0" * 32, "n"))
+        s.flush()
     with store.read() as s:
         assert s.scalars(select(NodeRow)).all() == []
 

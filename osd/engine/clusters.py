@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.layout import allocation_sizes
 from osd.engine.models import (
     Capacity,
     Changed,
@@ -186,7 +187,9 @@ class ClusterEngine:
                 volume_count=counts.get("volumes", 0),
                 snapshot_count=counts.get("snapshots", 0),
                 capacity=Capacity(total_bytes=total, used_bytes=used),
-                provisioned_bytes=repo.provisioned_bytes(s, cluster_id),
+                provisioned_bytes=sum(
+                    sum(allocation_sizes(*layout)) for layout in repo.volume_layouts(s, cluster_id)
+                ),
                 generation=current_generation(s),
             )
 

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from osd.store.models import ClusterRow, NodeRow
+from osd.store.models import (
+    ClusterRow,
+    DriveRow,
+    JobRow,
+    NodeRow,
+    PoolRow,
+    SnapshotRow,
+    TemplateRow,
+    VolumeRow,
+)
+
+# JobState PENDING, RUNNING, PAUSED: the jobs that still hold their target.
+ACTIVE_JOB_STATES = (1, 2, 3)
 
 
 def get(session: Session, cluster_id: str, *, for_update: bool = False) -> ClusterRow | None:
@@ -43,10 +56,10 @@ def scan_by_name(session: Session, after: str | None, batch: int) -> Iterator[Cl
         after = rows[-1].name
 
 
-def count_nodes(session: Session, cluster_id: str) -> int:
+def _count(session: Session, model: type[Any], cluster_id: str) -> int:
     return (
         session.scalar(
-            select(func.count()).select_from(NodeRow).where(NodeRow.cluster_id == cluster_id)
+            select(func.count()).select_from(model).where(model.cluster_id == cluster_id)
         )
         or 0
     )
@@ -55,25 +68,51 @@ def count_nodes(session: Session, cluster_id: str) -> int:
 def belongings(session: Session, cluster_id: str) -> dict[str, int]:
     """How many objects of each kind belong to the cluster, by plural kind name.
 
-    Every table that references a cluster adds its count here, so delete and
+    Every table that references a cluster is counted here, so delete and
     status see it.
     """
-    return {"nodes": count_nodes(session, cluster_id)}
+    counts = {
+        "nodes": _count(session, NodeRow, cluster_id),
+        "drives": _count(session, DriveRow, cluster_id),
+        "pools": _count(session, PoolRow, cluster_id),
+        "templates": _count(session, TemplateRow, cluster_id),
+        "volumes": _count(session, VolumeRow, cluster_id),
+        "snapshots": _count(session, SnapshotRow, cluster_id),
+    }
+    counts["jobs"] = (
+        session.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(JobRow.cluster_id == cluster_id, JobRow.state.in_(ACTIVE_JOB_STATES))
+        )
+        or 0
+    )
+    return counts
 
 
 def capacity(session: Session, cluster_id: str) -> tuple[int, int]:
-    """Total and used bytes over the cluster's drives.
+    """Total and used bytes over the cluster's data drives (journal drives excluded)."""
+    total, used = session.execute(
+        select(
+            func.coalesce(func.sum(DriveRow.total_bytes), 0),
+            func.coalesce(func.sum(DriveRow.used_bytes), 0),
+        ).where(DriveRow.cluster_id == cluster_id, DriveRow.journal.is_(False))
+    ).one()
+    return int(total), int(used)
 
-    The schema has no drive table yet (drives land with the topology
-    capability), so a cluster has no capacity to sum.
-    """
-    return 0, 0
 
-
-def provisioned_bytes(session: Session, cluster_id: str) -> int:
-    """Bytes promised to the cluster's volumes.
-
-    The schema has no volume table yet (volumes land with the volume
-    capability), so nothing is provisioned.
-    """
-    return 0
+def volume_layouts(
+    session: Session, cluster_id: str
+) -> list[tuple[int, int, int, int, int, float]]:
+    """(size, durability type, replicas, data, redundancy, snapshot factor) per volume."""
+    rows = session.execute(
+        select(
+            VolumeRow.size_bytes,
+            VolumeRow.durability_type,
+            VolumeRow.replicas,
+            VolumeRow.data_fragments,
+            VolumeRow.redundancy_fragments,
+            VolumeRow.snapshot_factor,
+        ).where(VolumeRow.cluster_id == cluster_id)
+    ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]

@@ -9,8 +9,10 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -44,7 +46,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, dict[str, str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, dict[str, str]: JSON, list[str]: JSON}
 
 
 class StateRow(Base):
@@ -71,8 +73,6 @@ class ClusterRow(Base):
 
 
 class NodeRow(Base):
-    """A storage node. Its API lands with the topology capability."""
-
     __tablename__ = "nodes"
     __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_nodes_cluster_name"),)
 
@@ -82,10 +82,336 @@ class NodeRow(Base):
     )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     zone: Mapped[str] = mapped_column(String(200), nullable=False)
-    management_address: Mapped[str] = mapped_column(String(255), nullable=False)
-    storage_address: Mapped[str] = mapped_column(String(255), nullable=False)
-    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
+    management_addresses: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    storage_addresses: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
     state: Mapped[int] = mapped_column(Integer, nullable=False)
+    coordinator_role: Mapped[int] = mapped_column(Integer, nullable=False)
+    domain_state: Mapped[int] = mapped_column(Integer, nullable=False)
+    active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class DriveRow(Base):
+    """A block device of a node.
+
+    ``used_bytes`` is the sum of the bytes of the allocations on the drive. It
+    changes only through osd.store.allocations, in the same transaction as
+    the allocation rows, and ``osd db check`` proves it.
+    """
+
+    __tablename__ = "drives"
+    __table_args__ = (
+        UniqueConstraint("node_id", "device_path", name="uq_drives_node_device"),
+        CheckConstraint("used_bytes >= 0", name="ck_drives_used_not_negative"),
+        CheckConstraint("total_bytes >= 0", name="ck_drives_total_not_negative"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    device_path: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(String(30), nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    journal: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    serial: Mapped[str] = mapped_column(String(200), nullable=False)
+    ssd: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_pools_cluster_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class PoolDriveRow(Base):
+    """A drive that is a member of a pool on its own."""
+
+    __tablename__ = "pool_drives"
+
+    pool_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    drive_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("drives.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class PoolNodeRow(Base):
+    """A node that is a whole member of a pool: every data drive of it is a member."""
+
+    __tablename__ = "pool_nodes"
+
+    pool_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class TemplateRow(Base):
+    """StorPool's volume template: named defaults for new volumes (0/empty: no default)."""
+
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_templates_cluster_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
+    replicas: Mapped[int] = mapped_column(Integer, nullable=False)
+    data_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    provisioning: Mapped[int] = mapped_column(Integer, nullable=False)
+    snapshot_factor: Mapped[float] = mapped_column(Float, nullable=False)
+    qos_iops_limit: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    qos_bandwidth_limit_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class VolumeRow(Base):
+    """A volume. ``placement`` holds the Placement message's fields as JSON;
+    ``pool_id`` and ``tail_pool_id`` repeat its pools for filtering and for
+    the foreign keys that keep a used pool from being deleted."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_volumes_cluster_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
+    replicas: Mapped[int] = mapped_column(Integer, nullable=False)
+    data_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    placement: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    pool_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("pools.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    tail_pool_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("pools.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    provisioning: Mapped[int] = mapped_column(Integer, nullable=False)
+    snapshot_factor: Mapped[float] = mapped_column(Float, nullable=False)
+    qos_iops_limit: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    qos_bandwidth_limit_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    template_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    # Which VolumeSource field was set (0 none, 1 snapshot, 2 volume, 3 datastore version).
+    source_kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    parent_snapshot_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    datastore_version_id: Mapped[str | None] = mapped_column(
+        String(32),
+        ForeignKey("datastore_versions.id", ondelete="RESTRICT"),
+        nullable=True,
+        index=True,
+    )
+    multi_attach: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class SnapshotRow(Base):
+    """A snapshot. ``volume_id`` is kept after its volume is deleted, so it has no
+    foreign key."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_snapshots_cluster_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    auto_named: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    volume_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
+    replicas: Mapped[int] = mapped_column(Integer, nullable=False)
+    data_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    image: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    space_used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class AllocationRow(Base):
+    """Bytes reserved on one drive for one copy or fragment of a volume or snapshot.
+
+    Rows are written only through osd.store.allocations, which keeps
+    ``drives.used_bytes`` equal to the sum of ``bytes`` per drive. ``job_id``
+    names the job or change that reserved a PENDING allocation, so recovery
+    can finish or undo it.
+    """
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        CheckConstraint("bytes >= 0", name="ck_allocations_bytes_not_negative"),
+        CheckConstraint(
+            "(volume_id IS NULL) <> (snapshot_id IS NULL)", name="ck_allocations_one_owner"
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    volume_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("volumes.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    snapshot_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    drive_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("drives.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("nodes.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    index: Mapped[int] = mapped_column(Integer, nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class AttachmentRow(Base):
+    __tablename__ = "attachments"
+
+    volume_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("volumes.id", ondelete="RESTRICT"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("nodes.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    mode: Mapped[int] = mapped_column(Integer, nullable=False)
+    device_path: Mapped[str] = mapped_column(String(255), nullable=False)
+    attach_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class JobRow(Base):
+    """A persistent unit of long-running work.
+
+    ``spec`` holds the job's parameters and ``checkpoint`` what it has done
+    so far, both as JSON the job's kind defines; a restarted daemon resumes
+    from the checkpoint or rolls back. ``owner`` and ``heartbeat_time`` tell
+    which daemon runs it, so another daemon sharing the store can tell a
+    crashed runner from a live one.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    cluster_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    target_kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    target_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    related: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    pause_requested: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    checkpoint: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    progress_done_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    progress_total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    progress_done_steps: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    progress_total_steps: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    progress_message: Mapped[str] = mapped_column(String(500), nullable=False)
+    error_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    error_reason: Mapped[str] = mapped_column(String(100), nullable=False)
+    error_message: Mapped[str] = mapped_column(String(2000), nullable=False)
+    restart_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    heartbeat_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    start_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    end_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class DatastoreRow(Base):
+    __tablename__ = "datastores"
+    __table_args__ = (UniqueConstraint("name", name="uq_datastores_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class DatastoreVersionRow(Base):
+    """One version of a datastore. At most one version per datastore has
+    ``is_default`` set (enforced by the engine inside the write transaction)."""
+
+    __tablename__ = "datastore_versions"
+    __table_args__ = (
+        UniqueConstraint("datastore_id", "name", name="uq_datastore_versions_datastore_name"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    datastore_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("datastores.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    manager: Mapped[str] = mapped_column(String(200), nullable=False)
+    image_snapshot_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=False, index=True
+    )
+    packages: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, nullable=False)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
