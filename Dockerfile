@@ -1,0 +1,29 @@
+# osd: the storage control-plane daemon.
+#   docker build -t osd .
+#   docker run -p 9100:9100 -p 9110:9110 -v osd-data:/var/lib/osd osd
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    OSD_GRPC_LISTEN=0.0.0.0:9100 \
+    OSD_REST_LISTEN=0.0.0.0:9110 \
+    OSD_DATA_DIR=/var/lib/osd
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY osd ./osd
+COPY gateway ./gateway
+RUN pip install . && rm -rf /src \
+    && useradd --system --uid 10001 --home-dir /var/lib/osd --create-home osd
+
+USER osd
+WORKDIR /var/lib/osd
+VOLUME ["/var/lib/osd"]
+# 9100: gRPC; 9110: REST gateway.
+EXPOSE 9100 9110
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["osd", "health", "--endpoint", "127.0.0.1:9100"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["osd"]
+CMD ["serve"]

@@ -1,0 +1,142 @@
+"""The gateway inside the daemon, and standalone as `osd gateway`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.server import GatewayServer
+from osd.config import Settings
+from osd.engine.core import Engine
+from osd.engine.drivers.fake import FakeDriver
+from osd.server.app import Daemon
+from osd.store.db import Store
+from tests.conftest import Database
+from tests.gateway.conftest import RestDaemon
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _daemon(database: Database, **settings: object) -> Daemon:
+    base = {
+        "grpc_listen": "127.0.0.1:0",
+        "rest_listen": "127.0.0.1:0",
+        "database_url": database.url,
+        "workers": 4,
+        "grace_seconds": 1,
+    }
+    return Daemon(
+        Settings(**{**base, **settings}),  # type: ignore[arg-type]
+        engine=Engine(Store(database.url), FakeDriver()),
+    )
+
+
+def test_the_daemon_serves_rest_on_its_own_port(rest_daemon: RestDaemon) -> None:
+    daemon = rest_daemon.daemon
+    assert daemon.rest_port not in (0, daemon.grpc_port)
+    assert rest_daemon.http.get("/healthz").status_code == 200
+    daemon.stop(grace=0)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{rest_daemon.base_url}/healthz", timeout=2)
+
+
+def test_rest_can_be_disabled(database: Database) -> None:
+    daemon = _daemon(database, rest_enabled=False)
+    daemon.start()
+    try:
+        assert daemon.rest_port == 0
+    finally:
+        daemon.stop(grace=0)
+
+
+def test_a_taken_rest_port_fails_the_start(database: Database) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        daemon = _daemon(database, rest_listen=f"127.0.0.1:{port}")
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            daemon.start()
+        daemon.stop(grace=0)
+
+
+def test_a_gateway_server_can_stop_and_start_on_the_same_port() -> None:
+    first = GatewayServer("127.0.0.1:0", "127.0.0.1:1")
+    first.start()
+    port = first.port
+    first.stop()
+    again = GatewayServer(f"127.0.0.1:{port}", "127.0.0.1:1")
+    again.start()
+    try:
+        response = httpx.get(f"{again.url}/v1/openapi.json", timeout=5)
+        assert response.status_code == 200
+    finally:
+        again.stop()
+
+
+def test_osd_gateway_runs_standalone_and_stops_on_sigterm(rest_daemon: RestDaemon) -> None:
+    created = rest_daemon.http.post("/v1/clusters", json={"name": "remote"}).json()
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "osd.cli",
+            "gateway",
+            "--grpc-endpoint",
+            rest_daemon.grpc_target,
+            "--rest-listen",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "osd gateway did not come up"
+            time.sleep(0.1)
+        response = httpx.get(f"http://127.0.0.1:{port}/v1/clusters/{created['cluster']['id']}")
+        assert response.status_code == 200
+        assert response.json()["cluster"]["name"] == "remote"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+
+
+def test_osd_gateway_refuses_a_bad_address() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "osd.cli", "gateway", "--rest-listen", "nowhere"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert b"'nowhere' is not HOST:PORT" in result.stderr
