@@ -1,0 +1,197 @@
+"""Node records."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow, utcnow
+
+# JobState PENDING, RUNNING, PAUSED: the jobs that still hold their target.
+ACTIVE_JOB_STATES = (1, 2, 3)
+# AllocationState numbers.
+_ACTIVE = 2
+_UNAVAILABLE = 3
+# DriveState numbers of drives that serve the data they hold.
+SERVING_DRIVE_STATES = (2, 3, 6)  # ONLINE, SOFT_EJECTING, REPLACING
+
+
+def get(session: Session, node_id: str) -> NodeRow | None:
+    return session.get(NodeRow, node_id)
+
+
+def get_by_name(session: Session, cluster_id: str, name: str) -> NodeRow | None:
+    return session.scalars(
+        select(NodeRow).where(NodeRow.cluster_id == cluster_id, NodeRow.name == name)
+    ).one_or_none()
+
+
+def of_cluster(session: Session, cluster_id: str) -> list[NodeRow]:
+    return list(
+        session.scalars(
+            select(NodeRow).where(NodeRow.cluster_id == cluster_id).order_by(NodeRow.name)
+        )
+    )
+
+
+def add(session: Session, row: NodeRow) -> None:
+    session.add(row)
+    session.flush()
+
+
+def remove(session: Session, node_id: str) -> None:
+    session.execute(delete(NodeRow).where(NodeRow.id == node_id))
+
+
+def scan(
+    session: Session, cluster_id: str | None, after: tuple[str, str] | None, batch: int
+) -> Iterator[NodeRow]:
+    """Nodes in (cluster id, name) order after ``after``, ``batch`` rows at a time."""
+    while True:
+        stmt = select(NodeRow).order_by(NodeRow.cluster_id, NodeRow.name).limit(batch)
+        if cluster_id is not None:
+            stmt = stmt.where(NodeRow.cluster_id == cluster_id)
+        if after is not None:
+            c, n = after
+            stmt = stmt.where(
+                (NodeRow.cluster_id > c) | ((NodeRow.cluster_id == c) & (NodeRow.name > n))
+            )
+        rows = list(session.scalars(stmt))
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1].cluster_id, rows[-1].name)
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """Totals over a node's data drives, and how many drives it has in all."""
+
+    total_bytes: int = 0
+    used_bytes: int = 0
+    drive_count: int = 0
+
+
+def usage(session: Session, node_ids: Collection[str]) -> dict[str, NodeUsage]:
+    ids = list(node_ids)
+    if not ids:
+        return {}
+    data = func.coalesce(
+        func.sum(DriveRow.total_bytes).filter(DriveRow.journal.is_(False)), 0
+    ).label("total")
+    used = func.coalesce(func.sum(DriveRow.used_bytes).filter(DriveRow.journal.is_(False)), 0)
+    rows = session.execute(
+        select(DriveRow.node_id, data, used, func.count())
+        .where(DriveRow.node_id.in_(ids))
+        .group_by(DriveRow.node_id)
+    ).all()
+    out = {n: NodeUsage() for n in ids}
+    for node_id, total, used_bytes, count in rows:
+        out[node_id] = NodeUsage(int(total), int(used_bytes), int(count))
+    return out
+
+
+def belongings(session: Session, node_id: str) -> dict[str, int]:
+    """What still ties a node down: its drives, allocations and attachments."""
+
+    def count(model: type[DriveRow] | type[AllocationRow] | type[AttachmentRow]) -> int:
+        return (
+            session.scalar(select(func.count()).select_from(model).where(model.node_id == node_id))
+            or 0
+        )
+
+    return {
+        "drives": count(DriveRow),
+        "allocations": count(AllocationRow),
+        "attachments": count(AttachmentRow),
+    }
+
+
+def allocation_count(session: Session, node_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(AllocationRow).where(AllocationRow.node_id == node_id)
+        )
+        or 0
+    )
+
+
+def unfinished_job_id(session: Session, object_id: str, active_job_id: str | None) -> str | None:
+    """The unfinished job (PENDING, RUNNING or PAUSED) that targets an object or that the
+    object's ``active_job_id`` names, if any."""
+    cond = JobRow.target_id == object_id
+    if active_job_id:
+        cond = cond | (JobRow.id == active_job_id)
+    return session.scalars(
+        select(JobRow.id).where(cond, JobRow.state.in_(ACTIVE_JOB_STATES)).limit(1)
+    ).first()
+
+
+def set_availability(session: Session, node_id: str, available: bool) -> tuple[set[str], set[str]]:
+    """Marks a node's allocations UNAVAILABLE (``available`` False) or ACTIVE again.
+
+    Going unavailable turns every ACTIVE allocation on the node UNAVAILABLE.
+    Coming back turns UNAVAILABLE allocations ACTIVE, but only on drives that
+    serve data (ONLINE, SOFT_EJECTING, REPLACING): those on EJECTED or FAILED
+    drives stay UNAVAILABLE. PENDING and RELEASING allocations belong to a
+    change in progress and are left to it. Used bytes do not change.
+
+    Returns the ids of the volumes and of the snapshots whose allocations changed.
+    """
+    where: tuple[ColumnElement[bool], ...]
+    if available:
+        serving = select(DriveRow.id).where(
+            DriveRow.node_id == node_id, DriveRow.state.in_(SERVING_DRIVE_STATES)
+        )
+        where = (
+            AllocationRow.node_id == node_id,
+            AllocationRow.state == _UNAVAILABLE,
+            AllocationRow.drive_id.in_(serving),
+        )
+        new_state = _ACTIVE
+    else:
+        where = (AllocationRow.node_id == node_id, AllocationRow.state == _ACTIVE)
+        new_state = _UNAVAILABLE
+    return set_allocation_states(session, where, new_state)
+
+
+def set_allocation_states(
+    session: Session, where: tuple[ColumnElement[bool], ...], new_state: int
+) -> tuple[set[str], set[str]]:
+    """Sets the state of the allocations ``where`` selects (used bytes do not change).
+
+    Returns the ids of the volumes and of the snapshots whose allocations changed.
+    """
+    owners = session.execute(
+        select(AllocationRow.volume_id, AllocationRow.snapshot_id).where(*where)
+    ).all()
+    if owners:
+        session.execute(
+            update(AllocationRow)
+            .where(*where)
+            .values(state=new_state)
+            .execution_options(synchronize_session="fetch")
+        )
+    volumes = {v for v, _ in owners if v is not None}
+    snapshots = {s for _, s in owners if s is not None}
+    return volumes, snapshots
+
+
+def demote_primaries(
+    session: Session, cluster_id: str, except_node_id: str, generation: int
+) -> None:
+    """Makes every PRIMARY coordinator of the cluster but one SECONDARY."""
+    for row in session.scalars(
+        select(NodeRow).where(
+            NodeRow.cluster_id == cluster_id,
+            NodeRow.coordinator_role == 2,
+            NodeRow.id != except_node_id,
+        )
+    ):
+        row.coordinator_role = 3
+        row.generation = generation
+        row.update_time = utcnow()
+    session.flush()
