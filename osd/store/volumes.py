@@ -1,0 +1,327 @@
+"""Volume records, their allocations as seen from a volume, and placement inputs.
+
+Allocation rows themselves change only through :mod:`osd.store.allocations`;
+this module reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, delete, func, select
+from sqlalchemy.orm import Session
+
+from osd.store import pools
+from osd.store.models import (
+    AllocationRow,
+    AttachmentRow,
+    ClusterRow,
+    DriveRow,
+    JobRow,
+    NodeRow,
+    PoolRow,
+    SnapshotRow,
+    VolumeRow,
+)
+
+# DriveState.ONLINE and NodeState.ONLINE.
+ONLINE = 1
+DRIVE_ONLINE = 2
+
+
+def get(session: Session, volume_id: str) -> VolumeRow | None:
+    return session.get(VolumeRow, volume_id)
+
+
+def get_by_name(session: Session, cluster_id: str, name: str) -> VolumeRow | None:
+    return session.scalars(
+        select(VolumeRow).where(VolumeRow.cluster_id == cluster_id, VolumeRow.name == name)
+    ).one_or_none()
+
+
+def add(session: Session, row: VolumeRow) -> None:
+    session.add(row)
+    session.flush()
+
+
+def remove(session: Session, volume_id: str) -> None:
+    """Deletes the volume row; its allocations and attachments must be gone."""
+    session.execute(delete(VolumeRow).where(VolumeRow.id == volume_id))
+
+
+def by_states(session: Session, states: Collection[int]) -> list[VolumeRow]:
+    return list(
+        session.scalars(
+            select(VolumeRow).where(VolumeRow.state.in_(list(states))).order_by(VolumeRow.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class VolumeFilter:
+    """The filters of a volume list that the database applies."""
+
+    cluster_id: str = ""
+    pool_id: str = ""
+    node_id: str = ""
+    states: tuple[int, ...] = ()
+    template_id: str = ""
+    datastore_version_id: str = ""
+
+
+def _usage_columns() -> tuple[Any, Any, Any]:
+    """Per volume row: allocated bytes, attachments, snapshots (correlated)."""
+    allocated = (
+        select(func.coalesce(func.sum(AllocationRow.bytes), 0))
+        .where(AllocationRow.volume_id == VolumeRow.id)
+        .scalar_subquery()
+    )
+    attached = (
+        select(func.count())
+        .select_from(AttachmentRow)
+        .where(AttachmentRow.volume_id == VolumeRow.id)
+        .scalar_subquery()
+    )
+    snapshots = (
+        select(func.count())
+        .select_from(SnapshotRow)
+        .where(SnapshotRow.volume_id == VolumeRow.id)
+        .scalar_subquery()
+    )
+    return allocated, attached, snapshots
+
+
+VolumeWithUsage = tuple[VolumeRow, int, int, int]
+
+
+def scan(
+    session: Session, where: VolumeFilter, after: tuple[str, str] | None, batch: int
+) -> Iterator[VolumeWithUsage]:
+    """Volumes in (cluster id, name) order after ``after``, ``batch`` rows at a
+    time, each with (allocated bytes, attachments, snapshots)."""
+    base = (
+        select(VolumeRow, *_usage_columns())
+        .order_by(VolumeRow.cluster_id, VolumeRow.name)
+        .limit(batch)
+    )
+    if where.cluster_id:
+        base = base.where(VolumeRow.cluster_id == where.cluster_id)
+    if where.pool_id:
+        base = base.where(
+            (VolumeRow.pool_id == where.pool_id) | (VolumeRow.tail_pool_id == where.pool_id)
+        )
+    if where.node_id:
+        on_node = select(AllocationRow.volume_id).where(AllocationRow.node_id == where.node_id)
+        base = base.where(VolumeRow.id.in_(on_node))
+    if where.states:
+        base = base.where(VolumeRow.state.in_(list(where.states)))
+    if where.template_id:
+        base = base.where(VolumeRow.template_id == where.template_id)
+    if where.datastore_version_id:
+        base = base.where(VolumeRow.datastore_version_id == where.datastore_version_id)
+    while True:
+        stmt = base
+        if after is not None:
+            c, n = after
+            if where.cluster_id:
+                stmt = stmt.where(VolumeRow.name > n)
+            else:
+                stmt = stmt.where(
+                    (VolumeRow.cluster_id > c)
+                    | ((VolumeRow.cluster_id == c) & (VolumeRow.name > n))
+                )
+        rows = [(r, int(a), int(n), int(k)) for r, a, n, k in session.execute(stmt)]
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1][0].cluster_id, rows[-1][0].name)
+
+
+def usage_counts(session: Session, volume_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """Per volume: (allocated bytes, attachments, snapshots), in one query."""
+    if not volume_ids:
+        return {}
+    rows = session.execute(
+        select(VolumeRow.id, *_usage_columns()).where(VolumeRow.id.in_(list(volume_ids)))
+    ).all()
+    return {vid: (int(a), int(n), int(k)) for vid, a, n, k in rows}
+
+
+# -- allocations ---------------------------------------------------------------
+
+
+def allocations(session: Session, volume_id: str) -> list[AllocationRow]:
+    """The volume's allocations by index."""
+    return list(
+        session.scalars(
+            select(AllocationRow)
+            .where(AllocationRow.volume_id == volume_id)
+            .order_by(AllocationRow.index, AllocationRow.id)
+        )
+    )
+
+
+def allocations_with_zone(
+    session: Session, *, volume_id: str | None = None, snapshot_id: str | None = None
+) -> list[tuple[AllocationRow, str]]:
+    """The allocations of a volume or a snapshot by index, each with its node's zone."""
+    stmt = select(AllocationRow, NodeRow.zone).join(NodeRow, NodeRow.id == AllocationRow.node_id)
+    if volume_id is not None:
+        stmt = stmt.where(AllocationRow.volume_id == volume_id)
+    else:
+        stmt = stmt.where(AllocationRow.snapshot_id == snapshot_id)
+    rows = session.execute(stmt.order_by(AllocationRow.index, AllocationRow.id)).all()
+    return [(a, zone) for a, zone in rows]
+
+
+def job_ids(session: Session, ids: Collection[str]) -> set[str]:
+    """Which of ``ids`` are jobs (as opposed to the operation ids of a change)."""
+    if not ids:
+        return set()
+    return set(session.scalars(select(JobRow.id).where(JobRow.id.in_(list(ids)))))
+
+
+def pending_allocations(session: Session) -> list[AllocationRow]:
+    """PENDING allocations of volumes, whatever reserved them."""
+    return list(
+        session.scalars(
+            select(AllocationRow)
+            .where(AllocationRow.state == 1, AllocationRow.volume_id.is_not(None))
+            .order_by(AllocationRow.volume_id, AllocationRow.index)
+        )
+    )
+
+
+# -- placement inputs ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriveView:
+    """A drive as placement sees it."""
+
+    drive_id: str
+    node_id: str
+    zone: str
+    free_bytes: int
+    labels: dict[str, str]
+    node_labels: dict[str, str]
+    usable: bool
+
+
+def _drive_select() -> Any:
+    return select(
+        DriveRow.id,
+        DriveRow.node_id,
+        NodeRow.zone,
+        DriveRow.total_bytes - DriveRow.used_bytes,
+        DriveRow.labels,
+        NodeRow.labels,
+        (DriveRow.state == DRIVE_ONLINE) & (NodeRow.state == ONLINE),
+    ).join(NodeRow, NodeRow.id == DriveRow.node_id)
+
+
+def candidates(
+    session: Session, cluster_id: str, within: Collection[str] | None = None
+) -> list[DriveView]:
+    """The ONLINE data drives of ONLINE nodes of a cluster, by id; only ``within``
+    (drive ids) when given."""
+    stmt = _drive_select().where(
+        DriveRow.cluster_id == cluster_id,
+        DriveRow.journal.is_(False),
+        DriveRow.state == DRIVE_ONLINE,
+        NodeRow.state == ONLINE,
+    )
+    if within is not None:
+        stmt = stmt.where(DriveRow.id.in_(list(within)))
+    rows = session.execute(stmt.order_by(DriveRow.id)).all()
+    return [DriveView(*r) for r in rows]
+
+
+def drive_views(session: Session, drive_ids: Collection[str]) -> dict[str, DriveView]:
+    """The given drives whatever their state (``usable`` tells)."""
+    if not drive_ids:
+        return {}
+    rows = session.execute(_drive_select().where(DriveRow.id.in_(list(drive_ids)))).all()
+    return {r[0]: DriveView(*r) for r in rows}
+
+
+def pool_members(session: Session, pool_id: str) -> set[str]:
+    return pools.effective_drive_ids(session, pool_id)
+
+
+def get_pool(session: Session, pool_id: str) -> PoolRow | None:
+    return session.get(PoolRow, pool_id)
+
+
+def only_cluster_id(session: Session) -> str | None:
+    """The id of the only cluster, or None when there are none or several."""
+    ids = list(session.scalars(select(ClusterRow.id).limit(2)))
+    return ids[0] if len(ids) == 1 else None
+
+
+# -- capacity ------------------------------------------------------------------
+
+
+def _free_expr() -> Any:
+    free = DriveRow.total_bytes - DriveRow.used_bytes
+    return func.coalesce(func.sum(case((free > 0, free), else_=0)), 0)
+
+
+def available_bytes(session: Session, cluster_id: str, within: Any | None = None) -> int:
+    """Free bytes on the ONLINE data drives of ONLINE nodes (of ``within``, a
+    select of drive ids, when given)."""
+    stmt = (
+        select(_free_expr())
+        .join(NodeRow, NodeRow.id == DriveRow.node_id)
+        .where(
+            DriveRow.cluster_id == cluster_id,
+            DriveRow.journal.is_(False),
+            DriveRow.state == DRIVE_ONLINE,
+            NodeRow.state == ONLINE,
+        )
+    )
+    if within is not None:
+        stmt = stmt.where(DriveRow.id.in_(within))
+    return int(session.scalar(stmt) or 0)
+
+
+def volume_totals(session: Session, cluster_id: str) -> tuple[int, int]:
+    """(volume count, sum of sizes) of a cluster."""
+    count, logical = session.execute(
+        select(func.count(), func.coalesce(func.sum(VolumeRow.size_bytes), 0)).where(
+            VolumeRow.cluster_id == cluster_id
+        )
+    ).one()
+    return int(count), int(logical)
+
+
+def snapshot_total(session: Session, cluster_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(SnapshotRow)
+            .where(SnapshotRow.cluster_id == cluster_id)
+        )
+        or 0
+    )
+
+
+def cluster_rows(session: Session, cluster_id: str = "") -> list[ClusterRow]:
+    stmt = select(ClusterRow).order_by(ClusterRow.name)
+    if cluster_id:
+        stmt = stmt.where(ClusterRow.id == cluster_id)
+    return list(session.scalars(stmt))
+
+
+def pool_rows(session: Session, cluster_id: str) -> list[PoolRow]:
+    return list(
+        session.scalars(
+            select(PoolRow).where(PoolRow.cluster_id == cluster_id).order_by(PoolRow.name)
+        )
+    )
+
+
+def pool_member_select(pool_id: str) -> Any:
+    return pools.effective_drive_ids_select(pool_id)

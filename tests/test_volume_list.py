@@ -1,0 +1,129 @@
+"""VolumeService inspect, list and the capacity summary over the wire, on both stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from osd.store.models import AllocationRow, VolumeRow
+from osd.v1 import volume_pb2 as pb
+from osd.v1 import volume_pb2_grpc
+from tests.conftest import RunningDaemon
+from tests.factories import make_pool, make_topology
+from tests.volume_helpers import GIB, create, fails, generation, volumes
+
+Topology = tuple[str, list[str], list[str]]
+
+
+@pytest.fixture
+def stub(daemon: RunningDaemon) -> volume_pb2_grpc.VolumeServiceStub:
+    return volumes(daemon)
+
+
+@pytest.fixture
+def topo(daemon: RunningDaemon) -> Topology:
+    return make_topology(daemon.store)
+
+
+# -- inspect and list ----------------------------------------------------------
+
+
+def test_inspect_unknown_or_bad_id(stub: volume_pb2_grpc.VolumeServiceStub, topo: Topology) -> None:
+    err = fails(stub.InspectVolume, pb.InspectVolumeRequest(volume_id="ab" * 16))
+    assert (err.code, list(err.fields)) == (grpc.StatusCode.NOT_FOUND, ["volume_id"])
+    err = fails(stub.InspectVolume, pb.InspectVolumeRequest(volume_id="nope"))
+    assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["volume_id"])
+
+
+def test_list_pages_by_name_with_filters(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    cluster_id, nodes, _ = topo
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
+    for i in range(7):
+        create(
+            stub,
+            cluster_id,
+            f"vol-{i}",
+            replicas=2,
+            labels={"tier": "gold" if i % 2 else "silver"},
+            placement=pb.Placement(pool_id=pool) if i < 3 else None,
+        )
+    names: list[str] = []
+    token = ""
+    while True:
+        page = stub.ListVolumes(pb.ListVolumesRequest(page_size=3, page_token=token))
+        names += [v.name for v in page.volumes]
+        token = page.next_page_token
+        if not token:
+            break
+    assert names == [f"vol-{i}" for i in range(7)]
+
+    def listed(**kw: Any) -> list[str]:
+        return [v.name for v in stub.ListVolumes(pb.ListVolumesRequest(**kw)).volumes]
+
+    assert listed(labels={"tier": "gold"}) == ["vol-1", "vol-3", "vol-5"]
+    assert listed(name_regex="[56]$") == ["vol-5", "vol-6"]
+    assert listed(pool_id=pool) == ["vol-0", "vol-1", "vol-2"]
+    assert listed(cluster_id=cluster_id, states=[pb.VOLUME_STATE_UP]) == names
+    assert listed(states=[pb.VOLUME_STATE_DELETING]) == []
+    on_node = {v.name for v in stub.ListVolumes(pb.ListVolumesRequest(node_id=nodes[0])).volumes}
+    with daemon.store.read() as s:
+        expected = set(
+            s.scalars(
+                select(VolumeRow.name)
+                .join(AllocationRow, AllocationRow.volume_id == VolumeRow.id)
+                .where(AllocationRow.node_id == nodes[0])
+            )
+        )
+    assert on_node == expected and on_node
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"page_size": -1}, "page_size"),
+        ({"page_size": 1001}, "page_size"),
+        ({"page_token": "garbage!"}, "page_token"),
+        ({"cluster_id": "x"}, "cluster_id"),
+        ({"pool_id": "x"}, "pool_id"),
+        ({"node_id": "x"}, "node_id"),
+        ({"template_id": "x"}, "template_id"),
+        ({"name_regex": "("}, "name_regex"),
+        ({"states": [42]}, "states"),
+    ],
+)
+def test_list_bad_arguments(
+    stub: volume_pb2_grpc.VolumeServiceStub,
+    topo: Topology,
+    request_fields: dict[str, Any],
+    field: str,
+) -> None:
+    err = fails(stub.ListVolumes, pb.ListVolumesRequest(**request_fields))
+    assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+
+
+# -- capacity ------------------------------------------------------------------
+
+
+def test_capacity_summary(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    cluster_id, nodes, _ = topo
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes[:2])
+    create(stub, cluster_id, "a", size="10G", replicas=3)
+    create(stub, cluster_id, "b", size="10G", replicas=2, provisioning=pb.PROVISIONING_THIN)
+    resp = stub.GetCapacitySummary(pb.GetCapacitySummaryRequest(cluster_id=cluster_id))
+    [c] = resp.clusters
+    assert c.cluster_id == cluster_id and c.volume_count == 2
+    assert c.capacity.total_bytes == 600 * GIB and c.capacity.used_bytes == 30 * GIB
+    assert c.capacity.free_bytes == 570 * GIB and c.available_bytes == 570 * GIB
+    assert c.logical_bytes == 20 * GIB and c.provisioned_bytes == 50 * GIB
+    [p] = c.pools
+    assert p.pool_id == pool and p.capacity.total_bytes == 400 * GIB
+    assert resp.generation == generation(daemon)
+    err = fails(stub.GetCapacitySummary, pb.GetCapacitySummaryRequest(cluster_id="ab" * 16))
+    assert err.code == grpc.StatusCode.NOT_FOUND
