@@ -1,0 +1,120 @@
+"""Service (maintenance, drive add and replace, pool rebalance): request ->
+engine input -> engine -> response."""
+
+from __future__ import annotations
+
+import grpc
+
+from osd.engine import service as svc
+from osd.engine.core import Engine
+from osd.server.job import job_to_proto, progress_to_proto
+from osd.server.node import drive_to_proto, node_to_proto
+from osd.v1 import service_pb2 as pb
+from osd.v1 import service_pb2_grpc
+
+
+class ServiceServicer(service_pb2_grpc.ServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._service = engine.service
+
+    def EnterMaintenance(
+        self, request: pb.EnterMaintenanceRequest, context: grpc.ServicerContext
+    ) -> pb.EnterMaintenanceResponse:
+        result = self._service.enter_maintenance(request.node_id, request.force)
+        return pb.EnterMaintenanceResponse(
+            node=node_to_proto(result.node),
+            affected_volume_ids=result.affected_volume_ids,
+            generation=result.generation,
+        )
+
+    def ExitMaintenance(
+        self, request: pb.ExitMaintenanceRequest, context: grpc.ServicerContext
+    ) -> pb.ExitMaintenanceResponse:
+        result = self._service.exit_maintenance(request.node_id)
+        return pb.ExitMaintenanceResponse(
+            node=node_to_proto(result.value), generation=result.generation
+        )
+
+    def StartDriveAdd(
+        self, request: pb.StartDriveAddRequest, context: grpc.ServicerContext
+    ) -> pb.StartDriveAddResponse:
+        result = self._service.start_drive_add(
+            svc.StartDriveAdd(
+                node_id=request.node_id,
+                device_path=request.device_path,
+                journal=request.journal,
+                labels=dict(request.labels),
+                description=request.description,
+                pool_ids=list(request.pool_ids),
+                yes_i_really_mean_it=request.yes_i_really_mean_it,
+            )
+        )
+        response = pb.StartDriveAddResponse(
+            job=job_to_proto(result.job), started=result.started, generation=result.generation
+        )
+        if result.drive is not None:
+            response.drive.CopyFrom(drive_to_proto(result.drive))
+        return response
+
+    def GetDriveAddStatus(
+        self, request: pb.GetDriveAddStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetDriveAddStatusResponse:
+        result = self._service.drive_add_status(request.node_id, request.device_path)
+        response = pb.GetDriveAddStatusResponse(job=job_to_proto(result.job))
+        if result.drive is not None:
+            response.drive.CopyFrom(drive_to_proto(result.drive))
+        return response
+
+    def StartDriveReplace(
+        self, request: pb.StartDriveReplaceRequest, context: grpc.ServicerContext
+    ) -> pb.StartDriveReplaceResponse:
+        result = self._service.start_drive_replace(
+            svc.StartDriveReplace(
+                source_drive_id=request.source_drive_id,
+                target_device_path=request.target_device_path,
+                target_drive_id=request.target_drive_id,
+                yes_i_really_mean_it=request.yes_i_really_mean_it,
+            )
+        )
+        response = pb.StartDriveReplaceResponse(
+            source_drive=drive_to_proto(result.source),
+            job=job_to_proto(result.job),
+            started=result.started,
+            generation=result.generation,
+        )
+        if result.target is not None:
+            response.target_drive.CopyFrom(drive_to_proto(result.target))
+        return response
+
+    def GetDriveReplaceStatus(
+        self, request: pb.GetDriveReplaceStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetDriveReplaceStatusResponse:
+        result = self._service.drive_replace_status(request.source_drive_id)
+        response = pb.GetDriveReplaceStatusResponse(
+            job=job_to_proto(result.job), source_drive=drive_to_proto(result.source)
+        )
+        if result.target is not None:
+            response.target_drive.CopyFrom(drive_to_proto(result.target))
+        return response
+
+    def StartPoolRebalance(
+        self, request: pb.StartPoolRebalanceRequest, context: grpc.ServicerContext
+    ) -> pb.StartPoolRebalanceResponse:
+        result = self._service.start_pool_rebalance(request.pool_id)
+        return pb.StartPoolRebalanceResponse(
+            job=job_to_proto(result.job), started=result.started, generation=result.generation
+        )
+
+    def GetPoolRebalanceStatus(
+        self, request: pb.GetPoolRebalanceStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetPoolRebalanceStatusResponse:
+        result = self._service.pool_rebalance_status(request.pool_id)
+        response = pb.GetPoolRebalanceStatusResponse(
+            status=pb.RebalanceStatus.ValueType(result.status),
+            progress=progress_to_proto(result.progress),
+            spread_percent=result.spread_percent,
+            missing_copies=result.missing_copies,
+        )
+        if result.job is not None:
+            response.job.CopyFrom(job_to_proto(result.job))
+        return response
