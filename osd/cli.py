@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import json_format
@@ -18,6 +19,9 @@ from google.protobuf.message import Message
 from osd import __version__
 from osd import config as cfg
 from osd.v1 import cluster_pb2, cluster_pb2_grpc
+
+if TYPE_CHECKING:
+    from osd.store.db import Store
 
 log = logging.getLogger("osd")
 
@@ -49,6 +53,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """The REST gateway alone, in front of the daemon at --grpc-endpoint."""
+    from gateway.server import GatewayServer
+
+    try:
+        level = cfg._log_level(args.log_level)
+        cfg.parse_listen(args.grpc_endpoint)
+        cfg.parse_listen(args.rest_listen)
+    except ValueError as exc:
+        raise cfg.SettingsError(str(exc)) from None
+    _setup_logging(level)
+    server = GatewayServer(args.rest_listen, args.grpc_endpoint, call_timeout=args.call_timeout)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    stop.wait()
+    server.stop()
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from osd.store import migrate
     from osd.store.db import Store
@@ -60,6 +90,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.db_command == "upgrade":
             store.upgrade()
             print(f"store at revision {migrate.current_revision(store.engine)}")
+        elif args.db_command == "check":
+            return _db_check(store)
         else:
             current = migrate.current_revision(store.engine)
             head = migrate.head_revision(store.engine)
@@ -67,6 +99,25 @@ def cmd_db(args: argparse.Namespace) -> int:
             return 0 if current == head else 1
     finally:
         store.close()
+    return 0
+
+
+def _db_check(store: Store) -> int:
+    """Exit 0 when every drive's used bytes equal the sum of its allocations;
+    otherwise list each drive that differs and exit 1."""
+    from osd.store import allocations
+
+    with store.read() as s:
+        wrong = allocations.check(s)
+    for d in wrong:
+        print(
+            f"drive {d.drive_id}: used_bytes {d.used_bytes}, allocations {d.allocated_bytes} "
+            f"(off by {d.used_bytes - d.allocated_bytes})"
+        )
+    if wrong:
+        print(f"{len(wrong)} drive(s) out of balance", file=sys.stderr)
+        return 1
+    print("allocations balance on every drive")
     return 0
 
 
@@ -191,11 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
+    gw = sub.add_parser(
+        "gateway",
+        help="run the REST gateway alone, in front of a remote daemon",
+        description="Serve the REST /v1 API and /v1/openapi.json, calling the daemon at "
+        "--grpc-endpoint over gRPC. `osd serve` already runs one on rest_listen.",
+    )
+    gw.add_argument(
+        "--grpc-endpoint",
+        metavar="HOST:PORT",
+        default=os.environ.get("OSD_ENDPOINT", cfg.DEFAULT_GRPC_LISTEN),
+        help=f"the daemon's gRPC address (env OSD_ENDPOINT, default {cfg.DEFAULT_GRPC_LISTEN})",
+    )
+    gw.add_argument(
+        "--rest-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("OSD_REST_LISTEN", cfg.DEFAULT_REST_LISTEN),
+        help=f"HTTP address (env OSD_REST_LISTEN, default {cfg.DEFAULT_REST_LISTEN})",
+    )
+    gw.add_argument(
+        "--call-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline of each gRPC call (default 30)",
+    )
+    gw.add_argument(
+        "--log-level",
+        default=os.environ.get("OSD_LOG_LEVEL", "info"),
+        metavar="LEVEL",
+        help="debug, info, warning or error (default info)",
+    )
+    gw.set_defaults(func=cmd_gateway)
+
     db = sub.add_parser("db", help="store administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (
         ("upgrade", "apply pending migrations"),
         ("current", "print the schema revision; exit 1 when behind"),
+        ("check", "prove each drive's used bytes equal its allocations; exit 1 listing misfits"),
     ):
         p = db_sub.add_parser(name, help=text)
         cfg.add_arguments(p)

@@ -67,6 +67,7 @@ class Settings:
     database_url: str = ""
     driver: str = "fake"
     workers: int = 16
+    max_jobs: int = 4
     grace_seconds: float = 10.0
     log_level: str = "INFO"
 
@@ -106,6 +107,12 @@ SPECS: tuple[_Spec, ...] = (
     ),
     _Spec("driver", str, "storage driver (default fake)", "NAME"),
     _Spec("workers", _positive_int, "gRPC worker threads (default 16)", "N"),
+    _Spec(
+        "max_jobs",
+        _positive_int,
+        "long-running jobs active at once; more answer RESOURCE_EXHAUSTED (default 4)",
+        "N",
+    ),
     _Spec(
         "grace_seconds",
         _non_negative_float,

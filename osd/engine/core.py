@@ -5,8 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy.orm import Session
+
+from osd.engine import job_kinds
+from osd.engine.attachments import AttachmentEngine
 from osd.engine.clusters import ClusterEngine
+from osd.engine.datastores import DatastoreEngine
 from osd.engine.drivers import StorageDriver
+from osd.engine.drives import DriveEngine
+from osd.engine.jobs import JobEngine
+from osd.engine.nodes import NodeEngine
+from osd.engine.pools import PoolEngine
+from osd.engine.service import ServiceEngine
+from osd.engine.snapshots import SnapshotEngine
+from osd.engine.templates import TemplateEngine
+from osd.engine.topology import Availability, AvailabilityListener
+from osd.engine.volumes import VolumeEngine
 from osd.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -21,16 +35,48 @@ class Engine:
     work a crash left pending is finished or undone first.
     """
 
-    def __init__(self, store: Store, driver: StorageDriver) -> None:
+    def __init__(self, store: Store, driver: StorageDriver, *, max_jobs: int = 4) -> None:
         self.store = store
         self.driver = driver
         self._on_start: list[tuple[str, Callable[[], None]]] = []
         self._on_close: list[tuple[str, Callable[[], None]]] = []
         self.clusters = ClusterEngine(store)
+        self.datastores = DatastoreEngine(store)
+        self._availability: list[AvailabilityListener] = []
+        self.nodes = NodeEngine(store, self._availability_changed)
+        self.drives = DriveEngine(store, driver, self._availability_changed)
+        self.pools = PoolEngine(store)
+        self.jobs = JobEngine(
+            store, driver, max_jobs=max_jobs, availability=self._availability_changed
+        )
+        for handler in job_kinds.handlers():
+            self.jobs.register(handler)
+        self.service = ServiceEngine(store, driver, self.jobs, self._availability_changed)
+        self.on_start("drives left ADDING", self.drives.recover)
+        self.volumes = VolumeEngine(store, driver)
+        self.snapshots = SnapshotEngine(store, driver)
+        self.attachments = AttachmentEngine(store, driver)
+        self.templates = TemplateEngine(store)
+        self.on_start("volume and snapshot changes left unfinished", self.volumes.recover)
+        self.on_availability_change(self.volumes.availability_changed)
+        # Last, so every other recovery has run before jobs resume.
+        self.on_start("job runner (resumes the jobs a gone daemon left)", self.jobs.run)
+        self.on_close("job runner", self.jobs.stop)
 
     def on_start(self, name: str, step: Callable[[], None]) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""
         self._on_start.append((name, step))
+
+    def on_availability_change(self, listener: AvailabilityListener) -> None:
+        """Calls ``listener`` inside every transaction in which a topology change
+        (node OFFLINE or ONLINE, drive hard eject or forget) turned allocations
+        UNAVAILABLE or ACTIVE or released them, with the volumes and snapshots
+        concerned, so whoever keeps their state can update it."""
+        self._availability.append(listener)
+
+    def _availability_changed(self, session: Session, change: Availability) -> None:
+        for listener in self._availability:
+            listener(session, change)
 
     def on_close(self, name: str, step: Callable[[], None]) -> None:
         """Runs ``step`` (stopping workers) when the engine closes, in reverse order."""

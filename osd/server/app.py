@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
+from gateway.server import GatewayServer
 from osd.config import Settings, parse_listen
 from osd.engine import drivers
 from osd.engine.core import Engine
@@ -31,11 +32,13 @@ class Daemon:
         self.settings = settings
         if engine is None:
             store = Store(settings.resolved_database_url())
-            engine = Engine(store, drivers.load(settings.driver))
+            engine = Engine(store, drivers.load(settings.driver), max_jobs=settings.max_jobs)
         self.engine = engine
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.service_names = [e.full_name for e in contract()]
         self.grpc_port = 0
+        self.rest_port = 0
+        self._gateway: GatewayServer | None = None
         self._server: grpc.Server | None = None
         self._stopping = threading.Event()
         self._probe: threading.Thread | None = None
@@ -43,6 +46,7 @@ class Daemon:
     def start(self) -> None:
         """Migrates the store, binds the port and starts serving."""
         self.engine.store.upgrade()
+        self.engine.start()
         server = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=self.settings.workers, thread_name_prefix="osd-rpc"
@@ -76,6 +80,23 @@ class Daemon:
         )
         self._probe.start()
         log.info("serving gRPC on %s:%d", host, self.grpc_port)
+        if self.settings.rest_enabled:
+            self._start_gateway(host)
+
+    def _start_gateway(self, grpc_host: str) -> None:
+        """Serves REST on ``rest_listen``, calling this daemon's gRPC port over loopback."""
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(grpc_host, grpc_host)
+        target = f"[{local}]:{self.grpc_port}" if ":" in local else f"{local}:{self.grpc_port}"
+        try:
+            parse_listen(self.settings.rest_listen)
+            self._gateway = GatewayServer(
+                self.settings.rest_listen, target, grace_seconds=self.settings.grace_seconds
+            )
+            self._gateway.start()
+        except (OSError, ValueError):
+            self.stop(grace=0)
+            raise
+        self.rest_port = self._gateway.port
 
     def _set_serving(self, serving: bool) -> None:
         status = (
@@ -109,6 +130,8 @@ class Daemon:
         self._stopping.set()
         grace = self.settings.grace_seconds if grace is None else grace
         self.health.enter_graceful_shutdown()
+        if self._gateway is not None:
+            self._gateway.stop()
         if self._server is not None:
             self._server.stop(grace).wait()
         if self._probe is not None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from osd.engine import models
+from osd.engine.enums import LabelOperation
 from osd.errors import InvalidArgument
 from osd.v1 import common_pb2
 
@@ -40,3 +41,12 @@ def update_paths(
             f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed))}",
         )
     return paths
+
+
+def label_operation(value: int) -> LabelOperation | None:
+    """A LabelOperation of the proto, or None when unset or unknown (the engine
+    refuses it, naming ``operation``)."""
+    try:
+        return LabelOperation(value)
+    except ValueError:
+        return None

@@ -22,22 +22,30 @@ import osd.v1
 from osd.engine.core import Engine
 from osd.errors import Unimplemented
 from osd.server.cluster import ClusterServicer
+from osd.server.datastore import DatastoreServicer
+from osd.server.job import JobServicer
+from osd.server.node import NodeServicer
+from osd.server.pool import PoolServicer
+from osd.server.service import ServiceServicer
+from osd.server.template import TemplateServicer
+from osd.server.volume import VolumeServicer
 
 # Servicer classes by full service name. Each takes the engine.
 IMPLEMENTED: dict[str, Callable[[Engine], Any]] = {
     "osd.v1.ClusterService": ClusterServicer,
+    "osd.v1.DatastoreService": DatastoreServicer,
+    "osd.v1.NodeService": NodeServicer,
+    "osd.v1.PoolService": PoolServicer,
+    "osd.v1.JobService": JobServicer,
+    "osd.v1.Service": ServiceServicer,
+    "osd.v1.VolumeService": VolumeServicer,
+    "osd.v1.TemplateService": TemplateServicer,
 }
 
 # Services whose RPCs wait for a capability: full service name -> capability.
 # An RPC of such a service that its servicer does not implement is pending.
 PENDING: dict[str, str] = {
     "osd.v1.NodeService": "topology (nodes and drives)",
-    "osd.v1.PoolService": "topology (pools)",
-    "osd.v1.Service": "service operations (maintenance, drive add and replace, rebalance)",
-    "osd.v1.JobService": "jobs",
-    "osd.v1.VolumeService": "volumes",
-    "osd.v1.TemplateService": "volume templates",
-    "osd.v1.DatastoreService": "datastore registry",
 }
 
 

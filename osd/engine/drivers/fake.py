@@ -3,18 +3,37 @@
 It behaves like storage: it remembers devices, replicas, snapshots and
 attachments, refuses what real storage would refuse, and can be told to fail
 a chosen operation, which is how tests inject faults at an exact point.
+
+Options for tests of slow or interrupted work (each also read from the
+environment when the argument is not given, so a daemon run as a child
+process can be configured):
+
+* ``delay_seconds`` (``OSD_FAKE_DRIVER_DELAY``): every operation sleeps this
+  long first, so a job is slow enough to be paused or killed midway.
+* ``state_file`` (``OSD_FAKE_DRIVER_STATE``): a JSON file the state is loaded
+  from and saved to after every change, so the "storage" survives a restart
+  of the daemon process. Without it the state lives in memory only.
+* :meth:`FakeDriver.block` / :meth:`FakeDriver.unblock`: calls of an
+  operation wait until it is unblocked, so a test can hold a job at an exact
+  point without timing.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from osd.engine.drivers.base import DriveInfo, DriverError
 
 TIB = 1 << 40
+DELAY_ENV = "OSD_FAKE_DRIVER_DELAY"
+STATE_ENV = "OSD_FAKE_DRIVER_STATE"
 
 
 @dataclass
@@ -39,18 +58,52 @@ class FakeState:
     snapshots: dict[tuple[str, str], str] = field(default_factory=dict)
     attachments: dict[tuple[str, str], bool] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "devices": [[*k, asdict(v)] for k, v in self.devices.items()],
+            "replicas": [[*k, v] for k, v in self.replicas.items()],
+            "snapshots": [[*k, v] for k, v in self.snapshots.items()],
+            "attachments": [[*k, v] for k, v in self.attachments.items()],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FakeState:
+        return cls(
+            devices={(a, b): FakeDevice(**dev) for a, b, dev in data.get("devices", [])},
+            replicas={(a, b): int(v) for a, b, v in data.get("replicas", [])},
+            snapshots={(a, b): str(v) for a, b, v in data.get("snapshots", [])},
+            attachments={(a, b): bool(v) for a, b, v in data.get("attachments", [])},
+        )
+
 
 class FakeDriver:
     """The in-memory driver. Thread-safe: the daemon calls it from many threads."""
 
     name = "fake"
 
-    def __init__(self, default_device_size: int = TIB) -> None:
+    def __init__(
+        self,
+        default_device_size: int = TIB,
+        *,
+        delay_seconds: float | None = None,
+        state_file: str | Path | None = None,
+    ) -> None:
         self.default_device_size = default_device_size
+        if delay_seconds is None:
+            delay_seconds = float(os.environ.get(DELAY_ENV) or 0)
+        if state_file is None:
+            state_file = os.environ.get(STATE_ENV) or None
+        self.delay_seconds = delay_seconds
+        self.state_file = Path(state_file) if state_file else None
         self.state = FakeState()
+        if self.state_file is not None and self.state_file.exists():
+            self.state = FakeState.from_json(json.loads(self.state_file.read_text()))
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
+        self._gates: dict[str, threading.Event] = {}
+        self._waiting: dict[str, int] = {}
+        self._gate_lock = threading.Condition()
 
     # -- test controls ---------------------------------------------------
 
@@ -60,6 +113,7 @@ class FakeDriver:
         """Puts a device of ``size_bytes`` at ``device_path`` on a node."""
         with self._lock:
             self.state.devices[(node_address, device_path)] = FakeDevice(size_bytes, has_data)
+            self._save()
 
     def fail(
         self,
@@ -79,6 +133,43 @@ class FakeDriver:
         with self._lock:
             self._faults.clear()
 
+    def block(self, op: str) -> None:
+        """Makes calls of ``op`` wait (before doing anything) until :meth:`unblock`."""
+        with self._gate_lock:
+            self._gates.setdefault(op, threading.Event()).clear()
+
+    def unblock(self, op: str) -> None:
+        with self._gate_lock:
+            gate = self._gates.pop(op, None)
+        if gate is not None:
+            gate.set()
+
+    def wait_blocked(self, op: str, timeout: float = 30.0) -> bool:
+        """Waits until a call of ``op`` is held by :meth:`block`; False on timeout."""
+        with self._gate_lock:
+            return self._gate_lock.wait_for(lambda: self._waiting.get(op, 0) > 0, timeout)
+
+    def _pass(self, op: str) -> None:
+        """The delay and the gate, taken outside the state lock."""
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        with self._gate_lock:
+            gate = self._gates.get(op)
+            if gate is None:
+                return
+            self._waiting[op] = self._waiting.get(op, 0) + 1
+            self._gate_lock.notify_all()
+        gate.wait()
+        with self._gate_lock:
+            self._waiting[op] -= 1
+
+    def _save(self) -> None:
+        if self.state_file is None:
+            return
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(json.dumps(self.state.to_json()))
+        os.replace(tmp, self.state_file)
+
     def _enter(self, op: str, **args: Any) -> None:
         self.calls.append((op, args))
         for fault in self._faults:
@@ -89,15 +180,18 @@ class FakeDriver:
     # -- DriveOps --------------------------------------------------------
 
     def probe_drive(self, node_address: str, device_path: str) -> DriveInfo:
+        self._pass("probe_drive")
         with self._lock:
             self._enter("probe_drive", node_address=node_address, device_path=device_path)
             dev = self.state.devices.get((node_address, device_path))
             if dev is None:
                 dev = FakeDevice(self.default_device_size)
                 self.state.devices[(node_address, device_path)] = dev
+                self._save()
             return DriveInfo(device_path, dev.size_bytes, dev.has_data)
 
     def format_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+        self._pass("format_drive")
         with self._lock:
             self._enter(
                 "format_drive",
@@ -112,8 +206,10 @@ class FakeDriver:
                 raise DriverError(f"{device_path} on {node_address} belongs to {dev.drive_id}")
             dev.drive_id = drive_id
             dev.has_data = False
+            self._save()
 
     def release_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+        self._pass("release_drive")
         with self._lock:
             self._enter(
                 "release_drive",
@@ -124,10 +220,12 @@ class FakeDriver:
             dev = self.state.devices.get((node_address, device_path))
             if dev is not None and dev.drive_id == drive_id:
                 dev.drive_id = None
+                self._save()
 
     # -- ReplicaOps ------------------------------------------------------
 
     def create_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
+        self._pass("create_replica")
         with self._lock:
             self._enter(
                 "create_replica", drive_id=drive_id, replica_id=replica_id, size_bytes=size_bytes
@@ -136,13 +234,17 @@ class FakeDriver:
             if have is not None and have != size_bytes:
                 raise DriverError(f"replica {replica_id} exists on {drive_id} with another size")
             self.state.replicas[(drive_id, replica_id)] = size_bytes
+            self._save()
 
     def delete_replica(self, drive_id: str, replica_id: str) -> None:
+        self._pass("delete_replica")
         with self._lock:
             self._enter("delete_replica", drive_id=drive_id, replica_id=replica_id)
             self.state.replicas.pop((drive_id, replica_id), None)
+            self._save()
 
     def resize_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
+        self._pass("resize_replica")
         with self._lock:
             self._enter(
                 "resize_replica", drive_id=drive_id, replica_id=replica_id, size_bytes=size_bytes
@@ -150,10 +252,12 @@ class FakeDriver:
             if (drive_id, replica_id) not in self.state.replicas:
                 raise DriverError(f"no replica {replica_id} on {drive_id}")
             self.state.replicas[(drive_id, replica_id)] = size_bytes
+            self._save()
 
     def copy_replica(
         self, source_drive_id: str, target_drive_id: str, replica_id: str, size_bytes: int
     ) -> None:
+        self._pass("copy_replica")
         with self._lock:
             self._enter(
                 "copy_replica",
@@ -165,10 +269,12 @@ class FakeDriver:
             if (source_drive_id, replica_id) not in self.state.replicas:
                 raise DriverError(f"no replica {replica_id} on {source_drive_id}")
             self.state.replicas[(target_drive_id, replica_id)] = size_bytes
+            self._save()
 
     # -- SnapshotOps -----------------------------------------------------
 
     def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+        self._pass("create_snapshot")
         with self._lock:
             self._enter(
                 "create_snapshot",
@@ -179,13 +285,17 @@ class FakeDriver:
             if (drive_id, replica_id) not in self.state.replicas:
                 raise DriverError(f"no replica {replica_id} on {drive_id}")
             self.state.snapshots[(drive_id, snapshot_id)] = replica_id
+            self._save()
 
     def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None:
+        self._pass("delete_snapshot")
         with self._lock:
             self._enter("delete_snapshot", drive_id=drive_id, snapshot_id=snapshot_id)
             self.state.snapshots.pop((drive_id, snapshot_id), None)
+            self._save()
 
     def revert_replica(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+        self._pass("revert_replica")
         with self._lock:
             self._enter(
                 "revert_replica",
@@ -199,13 +309,17 @@ class FakeDriver:
     # -- AttachmentOps ---------------------------------------------------
 
     def attach(self, node_address: str, volume_id: str, read_only: bool) -> None:
+        self._pass("attach")
         with self._lock:
             self._enter(
                 "attach", node_address=node_address, volume_id=volume_id, read_only=read_only
             )
             self.state.attachments[(node_address, volume_id)] = read_only
+            self._save()
 
     def detach(self, node_address: str, volume_id: str) -> None:
+        self._pass("detach")
         with self._lock:
             self._enter("detach", node_address=node_address, volume_id=volume_id)
             self.state.attachments.pop((node_address, volume_id), None)
+            self._save()
