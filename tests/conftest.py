@@ -158,3 +158,13 @@ def sqlite_daemon(sqlite_database: Database) -> Iterator[RunningDaemon]:
     sqlite_database.reset()
     with running_daemon(sqlite_database) as d:
         yield d
+
+
+@contextlib.contextmanager
+def store_on(database: Database) -> Iterator[Store]:
+    """A store on ``database`` for reading what a test left, closed afterwards."""
+    store = Store(database.url)
+    try:
+        yield store
+    finally:
+        store.close()

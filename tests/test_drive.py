@@ -19,8 +19,9 @@ from osd.engine.enums import AllocationState, DriveState, JobKind, NodeState, Ob
 from osd.engine.topology import Availability
 from osd.server.app import Daemon
 from osd.store.db import Store
-from osd.store.models import AllocationRow, DriveRow, PoolDriveRow
+from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
 from osd.v1 import common_pb2, node_pb2_grpc, pool_pb2, pool_pb2_grpc
+from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as pb
 from tests.conftest import Database, RunningDaemon
 from tests.factories import (
@@ -31,8 +32,11 @@ from tests.factories import (
     make_job_row,
     make_node,
     make_snapshot,
+    make_topology,
+    make_volume,
     make_volume_row,
 )
+from tests.test_job import assert_books, job_count, wait_job
 from tests.test_node import add_node, books_balanced, count, fails, generation_of, mask, new_cluster
 
 
@@ -613,17 +617,71 @@ def test_hard_eject_needs_confirmation_and_makes_allocations_unavailable(
     assert again.drive == resp.drive and again.generation == generation_of(daemon) == before + 1
 
 
-def test_soft_eject_waits_for_the_jobs_capability(
+def test_soft_eject_over_the_wire_moves_data_off_then_ejects(daemon: RunningDaemon) -> None:
+    """EjectDrive(soft) starts a DRIVE_EVACUATE job; the drive ends EJECTED and empty."""
+    cluster_id, _nodes, drives = make_topology(daemon.store)
+    vol = make_volume(
+        daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
+    )
+    stub = node_pb2_grpc.NodeServiceStub(daemon.channel)
+    daemon.driver.block("copy_replica")
+    resp = stub.EjectDrive(pb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    assert resp.HasField("job") and resp.job.kind == jpb.JOB_KIND_DRIVE_EVACUATE
+    assert resp.drive.state == pb.DRIVE_STATE_SOFT_EJECTING
+    assert resp.drive.active_job_id == resp.job.id
+    assert resp.generation >= resp.drive.generation
+    # Again while it runs: the same job, nothing new.
+    again = stub.EjectDrive(pb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    assert again.job.id == resp.job.id
+    daemon.driver.unblock("copy_replica")
+    job = wait_job(daemon, resp.job.id)
+    assert job.state == jpb.JOB_STATE_DONE
+    after = stub.InspectDrive(pb.InspectDriveRequest(drive_id=drives[0]))
+    assert after.drive.state == pb.DRIVE_STATE_EJECTED and list(after.allocations) == []
+    with daemon.store.read() as s:
+        zones = sorted(
+            z
+            for (z,) in s.execute(
+                select(NodeRow.zone)
+                .join(AllocationRow, AllocationRow.node_id == NodeRow.id)
+                .where(AllocationRow.volume_id == vol)
+            )
+        )
+    assert zones == ["zone0", "zone1", "zone2"]
+    assert_books(daemon.store)
+
+
+def test_soft_eject_of_a_drive_that_is_not_online(
     stub: node_pb2_grpc.NodeServiceStub, daemon: RunningDaemon, node: pb.Node
 ) -> None:
     d = add_drive(stub, node.id)
+    stub.EjectDrive(pb.EjectDriveRequest(drive_id=d.id, yes_i_really_mean_it=True))
     err = fails(stub.EjectDrive, pb.EjectDriveRequest(drive_id=d.id, soft=True))
-    assert err.code == grpc.StatusCode.UNIMPLEMENTED
-    assert err.reason == "CAPABILITY_PENDING"
-    assert (
-        stub.InspectDrive(pb.InspectDriveRequest(drive_id=d.id)).drive.state
-        == pb.DRIVE_STATE_ONLINE
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.reason == "DRIVE_NOT_ONLINE"
+    assert job_count(daemon.store) == 0
+
+
+def test_drain_node_over_the_wire(daemon: RunningDaemon) -> None:
+    """DrainNode: DRAINING while its job moves the copies, then MAINTENANCE and empty."""
+    cluster_id, nodes, drives = make_topology(daemon.store, nodes_per_zone=2)
+    make_volume(
+        daemon.store, cluster_id, [drives[0], drives[4], drives[8]], GIB, driver=daemon.driver
     )
+    stub = node_pb2_grpc.NodeServiceStub(daemon.channel)
+    daemon.driver.block("copy_replica")
+    resp = stub.DrainNode(pb.DrainNodeRequest(node_id=nodes[0]))
+    assert resp.job.kind == jpb.JOB_KIND_NODE_DRAIN
+    assert resp.node.state == pb.NODE_STATE_DRAINING
+    daemon.driver.unblock("copy_replica")
+    assert wait_job(daemon, resp.job.id).state == jpb.JOB_STATE_DONE
+    node = stub.InspectNode(pb.InspectNodeRequest(node_id=nodes[0])).node
+    assert node.state == pb.NODE_STATE_MAINTENANCE
+    assert node.capacity.used_bytes == 0
+    assert_books(daemon.store)
+    err = fails(stub.DrainNode, pb.DrainNodeRequest(node_id=nodes[0]))
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.reason == "NODE_NOT_ONLINE"
 
 
 def test_eject_and_delete_refuse_a_drive_with_an_unfinished_job(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory
+from sqlalchemy import select
 
 from osd.server import services
-from tests.conftest import RunningDaemon
+from osd.store.models import ClusterRow
+from osd.v1 import cluster_pb2, cluster_pb2_grpc
+from tests.conftest import Database, running_daemon, store_on
 from tests.helpers import error_of
 
 FIVE = {
@@ -48,37 +50,37 @@ def test_cluster_service_is_complete() -> None:
     assert services.implemented_methods(entry) == {m.name for m in entry.descriptor.methods}
 
 
-def _pending_calls() -> list[tuple[str, str, str]]:
-    out = []
+def test_every_rpc_of_the_contract_is_implemented_now() -> None:
+    assert services.PENDING == {}
     for entry in services.contract():
-        capability = services.PENDING.get(entry.full_name)
-        if capability is None:
-            continue
-        implemented = services.implemented_methods(entry)
-        for method in entry.descriptor.methods:
-            if method.name not in implemented:
-                out.append((entry.full_name, method.name, capability))
-    return out
+        assert services.implemented_methods(entry) == {m.name for m in entry.descriptor.methods}
 
 
-def test_pending_rpcs_answer_unimplemented_naming_the_capability(
-    sqlite_daemon: RunningDaemon,
+def test_a_pending_rpc_answers_unimplemented_naming_its_capability(
+    sqlite_database: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pool = descriptor_pool.Default()
-    calls = _pending_calls()
-    assert calls
-    for service, method, capability in calls:
-        descriptor = pool.FindServiceByName(service).methods_by_name[method]
-        request_cls = message_factory.GetMessageClass(descriptor.input_type)
-        response_cls = message_factory.GetMessageClass(descriptor.output_type)
-        call = sqlite_daemon.channel.unary_unary(
-            f"/{service}/{method}",
-            request_serializer=request_cls.SerializeToString,
-            response_deserializer=response_cls.FromString,
-        )
+    """The mechanism that serves RPCs whose capability has not landed, over the wire:
+    a ClusterService made pending answers UNIMPLEMENTED naming the capability."""
+    monkeypatch.delitem(services.IMPLEMENTED, "osd.v1.ClusterService")
+    monkeypatch.setitem(services.PENDING, "osd.v1.ClusterService", "cluster management")
+    sqlite_database.reset()
+    with running_daemon(sqlite_database) as d:
+        stub = cluster_pb2_grpc.ClusterServiceStub(d.channel)
         with pytest.raises(grpc.RpcError) as info:
-            call(request_cls(), timeout=5)
+            stub.CreateCluster(cluster_pb2.CreateClusterRequest(name="x"), timeout=5)
         err = error_of(info.value)
-        assert err.code == grpc.StatusCode.UNIMPLEMENTED, (service, method)
-        assert capability in err.message and method in err.message
+        assert err.code == grpc.StatusCode.UNIMPLEMENTED
+        assert "cluster management" in err.message and "CreateCluster" in err.message
         assert err.reason == "CAPABILITY_PENDING"
+        assert err.metadata["capability"] == "cluster management"
+    with store_on(sqlite_database) as store, store.read() as s:
+        assert s.scalars(select(ClusterRow)).all() == []
+
+
+def test_an_rpc_neither_implemented_nor_pending_stops_the_daemon_from_starting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delitem(services.IMPLEMENTED, "osd.v1.ClusterService")
+    [entry] = [e for e in services.contract() if e.full_name == "osd.v1.ClusterService"]
+    with pytest.raises(RuntimeError, match="neither implemented nor listed as pending"):
+        services.build_servicer(entry, engine=None)  # type: ignore[arg-type]

@@ -53,7 +53,6 @@ from osd.errors import (
     FieldViolation,
     NotFound,
     Unavailable,
-    Unimplemented,
 )
 from osd.store import allocations as books
 from osd.store import drives as repo
@@ -395,15 +394,6 @@ class DriveEngine:
             return self._stamp(s, row, generation)
 
     # -- out of service ---------------------------------------------------
-
-    def eject(self, drive_id: str, *, soft: bool, confirmed: bool) -> Changed[Drive]:
-        """EjectDrive. Only the hard eject is here; the soft one needs a job."""
-        v.check_id(drive_id, "drive_id")
-        if soft:
-            raise Unimplemented.capability(
-                "osd.v1.NodeService.EjectDrive with soft", "jobs (drive evacuation)"
-            )
-        return self.eject_hard(drive_id, confirmed)
 
     def eject_hard(self, drive_id: str, confirmed: bool) -> Changed[Drive]:
         """Takes a drive out of service at once: EJECTED, its ACTIVE allocations

@@ -11,6 +11,7 @@ import grpc
 from osd.engine import topology as t
 from osd.engine.core import Engine
 from osd.server import convert
+from osd.server.job import job_to_proto
 from osd.v1 import common_pb2, node_pb2_grpc
 from osd.v1 import node_pb2 as pb
 
@@ -80,6 +81,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._nodes = engine.nodes
         self._drives = engine.drives
+        self._jobs = engine.jobs
 
     # -- nodes -----------------------------------------------------------
 
@@ -180,6 +182,16 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             node=node_to_proto(result.value), generation=result.generation
         )
 
+    def DrainNode(
+        self, request: pb.DrainNodeRequest, context: grpc.ServicerContext
+    ) -> pb.DrainNodeResponse:
+        started = self._jobs.drain_node(request.node_id)
+        return pb.DrainNodeResponse(
+            node=node_to_proto(self._nodes.inspect(request.node_id).node),
+            job=job_to_proto(started.job),
+            generation=started.generation,
+        )
+
     def DeleteNode(
         self, request: pb.DeleteNodeRequest, context: grpc.ServicerContext
     ) -> pb.DeleteNodeResponse:
@@ -267,9 +279,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def EjectDrive(
         self, request: pb.EjectDriveRequest, context: grpc.ServicerContext
     ) -> pb.EjectDriveResponse:
-        result = self._drives.eject(
-            request.drive_id, soft=request.soft, confirmed=request.yes_i_really_mean_it
-        )
+        if request.soft:
+            # A soft eject is a DRIVE_EVACUATE job; the job engine owns its rules.
+            started = self._jobs.evacuate_drive(request.drive_id)
+            return pb.EjectDriveResponse(
+                drive=drive_to_proto(self._drives.inspect(request.drive_id).drive),
+                job=job_to_proto(started.job),
+                generation=started.generation,
+            )
+        result = self._drives.eject_hard(request.drive_id, request.yes_i_really_mean_it)
         return pb.EjectDriveResponse(
             drive=drive_to_proto(result.value), generation=result.generation
         )

@@ -7,7 +7,6 @@ gateway code in front of the fake ShapeService.
 
 from __future__ import annotations
 
-import re
 import socket
 from typing import Any
 
@@ -17,10 +16,8 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from gateway.app import GatewayApp
 from gateway.errors import HTTP_STATUS, rpc_error, status_body
 from gateway.server import GatewayServer
-from osd.server.services import PENDING, contract, implemented_methods
 from tests.gateway.conftest import RestDaemon, ShapesGateway
 from tests.helpers import node_row
 
@@ -159,23 +156,6 @@ def test_aborted_on_a_generation_mismatch(http: httpx.Client) -> None:
         f"/v1/clusters/{cluster['id']}", json={"name": "gen2", "expected_generation": "999"}
     )
     assert_error(response, 409, "ABORTED")
-
-
-def test_unimplemented_names_the_pending_capability(http: httpx.Client) -> None:
-    implemented = {f"{e.full_name}.{name}" for e in contract() for name in implemented_methods(e)}
-    pending = [r for r in GatewayApp("127.0.0.1:1").routes if r.method.full_name not in implemented]
-    if not pending:
-        pytest.skip("every RPC is implemented; the fake service covers UNIMPLEMENTED")
-    route = pending[0]
-    url = re.sub(r"\{[^}]+\}", MISSING_ID, route.template)
-    body = assert_error(
-        http.request(route.http_method, url, content=b"{}" if route.body else b""),
-        501,
-        "UNIMPLEMENTED",
-        "CAPABILITY_PENDING",
-    )
-    capability = PENDING[route.method.containing_service.full_name]
-    assert capability in body["message"]
 
 
 def test_deadline_exceeded(http: httpx.Client) -> None:
