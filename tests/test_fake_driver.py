@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from osd.engine.drivers import StorageDriver, load
@@ -53,3 +55,17 @@ def test_faults_fire_as_told() -> None:
     with pytest.raises(TimeoutError):
         d.attach("n1", "v", read_only=True)
     assert [op for op, _ in d.calls].count("create_replica") == 4
+
+
+def test_the_daemon_keeps_fake_storage_in_its_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OSD_FAKE_DRIVER_STATE", raising=False)
+    first = load("fake", tmp_path)
+    first.probe_drive("n1", "/dev/sdb")
+    first.format_drive("n1", "/dev/sdb", "drive-a")
+    first.create_replica("drive-a", "r1", 4096)
+    again = load("fake", tmp_path)  # a restarted daemon
+    assert isinstance(again, FakeDriver)
+    assert again.state.replicas == {("drive-a", "r1"): 4096}
+    assert (tmp_path / "fake-driver.json").exists()

@@ -32,7 +32,11 @@ class Daemon:
         self.settings = settings
         if engine is None:
             store = Store(settings.resolved_database_url())
-            engine = Engine(store, drivers.load(settings.driver), max_jobs=settings.max_jobs)
+            engine = Engine(
+                store,
+                drivers.load(settings.driver, settings.resolved_data_dir()),
+                max_jobs=settings.max_jobs,
+            )
         self.engine = engine
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.service_names = [e.full_name for e in contract()]

@@ -1,5 +1,7 @@
 """Storage drivers: the engine's only way to touch storage."""
 
+from pathlib import Path
+
 from osd.engine.drivers.base import (
     AttachmentOps,
     DriveInfo,
@@ -21,10 +23,20 @@ __all__ = [
 ]
 
 
-def load(name: str) -> StorageDriver:
-    """The driver called ``name`` in settings."""
-    if name == "fake":
-        from osd.engine.drivers.fake import FakeDriver
+def load(name: str, data_dir: Path | None = None) -> StorageDriver:
+    """The driver called ``name`` in settings.
 
+    The fake driver keeps its "storage" in ``data_dir/fake-driver.json`` when
+    a data directory is given (and OSD_FAKE_DRIVER_STATE does not name
+    another file), so a restarted daemon finds the replicas its store records.
+    """
+    if name == "fake":
+        import os
+
+        from osd.engine.drivers.fake import STATE_ENV, FakeDriver
+
+        if data_dir is not None and not os.environ.get(STATE_ENV):
+            data_dir.mkdir(parents=True, exist_ok=True)
+            return FakeDriver(state_file=data_dir / "fake-driver.json")
         return FakeDriver()
     raise ValueError(f"unknown storage driver {name!r}; known drivers: fake")
