@@ -42,6 +42,18 @@ def test_devices_replicas_and_snapshots_keep_state() -> None:
     assert d.state.replicas == {("drive-b", "r1"): 512}
 
 
+def test_a_clone_fills_a_new_replica_from_another() -> None:
+    d = FakeDriver()
+    with pytest.raises(DriverError, match="no replica src"):
+        d.clone_replica("drive-a", "src", "drive-b", "dst", 1024)
+    d.create_replica("drive-a", "src", 512)
+    d.clone_replica("drive-a", "src", "drive-b", "dst", 1024)
+    d.clone_replica("drive-a", "src", "drive-b", "dst", 1024)  # idempotent
+    with pytest.raises(DriverError, match="another size"):
+        d.clone_replica("drive-a", "src", "drive-b", "dst", 2048)
+    assert d.state.replicas == {("drive-a", "src"): 512, ("drive-b", "dst"): 1024}
+
+
 def test_faults_fire_as_told() -> None:
     d = FakeDriver()
     d.fail("create_replica", times=2, when=lambda a: a["drive_id"] == "bad")

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from osd.store.models import ClusterRow, NodeRow
-from osd.v1 import common_pb2, volume_pb2_grpc
+from osd.v1 import common_pb2, job_pb2, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.factories import make_cluster, make_drive, make_node, make_pool, make_topology
@@ -521,17 +521,21 @@ def test_offline_nodes_and_journal_drives_are_not_used(
     assert (err.reason, err.metadata["available"]) == ("PLACEMENT_IMPOSSIBLE", "2")
 
 
-def test_volume_copy_needs_the_job_runner(
+def test_a_volume_copy_is_a_job(
     stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
 ) -> None:
+    """The copy itself is tested in tests/test_volume_jobs.py."""
     source = create(stub, topo[0], "src", replicas=2)
-    before = counts(daemon)
-    err = fails(
-        stub.CreateVolume,
+    resp = stub.CreateVolume(
         pb.CreateVolumeRequest(
             cluster_id=topo[0], name="copy", source=pb.VolumeSource(volume_id=source.id)
-        ),
+        )
     )
-    assert (err.code, err.reason) == (grpc.StatusCode.UNIMPLEMENTED, "CAPABILITY_PENDING")
-    assert err.metadata["capability"] == "jobs"
-    assert counts(daemon) == before
+    assert resp.created and resp.job.kind == job_pb2.JOB_KIND_VOLUME_COPY
+    assert resp.volume.state == pb.VOLUME_STATE_CREATING
+    assert resp.volume.active_job_id == resp.job.id
+    assert resp.volume.size_bytes == source.size_bytes
+    # Creates of other sources answer without a job.
+    assert not stub.CreateVolume(
+        pb.CreateVolumeRequest(cluster_id=topo[0], name="plain", size="1G")
+    ).HasField("job")

@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from osd.store.models import AllocationRow, VolumeRow
+from osd.v1 import job_pb2, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
-from osd.v1 import volume_pb2_grpc
 from tests.conftest import RunningDaemon
 from tests.factories import make_job_row, make_pool, make_topology
+from tests.test_job import wait_job
 from tests.volume_helpers import (
     GIB,
     books,
@@ -194,26 +195,27 @@ def test_update_refusals(
     assert generation(daemon) == gen
 
 
-def test_replica_count_and_moving_placement_need_jobs(
+def test_replica_count_and_moving_placement_start_jobs(
     stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
 ) -> None:
+    """The jobs themselves are tested in tests/test_volume_jobs.py."""
     cluster_id, nodes, _ = topo
     v = create(stub, cluster_id, "v", replicas=2)
-    gen = generation(daemon)
-    err = fails(
-        stub.UpdateVolume,
+    started = stub.UpdateVolume(
         pb.UpdateVolumeRequest(
             volume_id=v.id, durability=replicated(3), update_mask=mask("durability.replicas")
-        ),
-    )
-    assert (err.code, err.metadata["capability"]) == (grpc.StatusCode.UNIMPLEMENTED, "jobs")
-    # The same count is no change at all.
-    same = stub.UpdateVolume(
-        pb.UpdateVolumeRequest(
-            volume_id=v.id, durability=replicated(2), update_mask=mask("durability.replicas")
         )
     )
-    assert same.volume.durability.replicas == 2
+    assert started.job.kind == job_pb2.JOB_KIND_VOLUME_REPLICA_CHANGE
+    assert started.volume.active_job_id == started.job.id
+    assert wait_job(daemon, started.job.id).state == job_pb2.JOB_STATE_DONE
+    # The same count is no change at all, and starts no job.
+    same = stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=v.id, durability=replicated(3), update_mask=mask("durability.replicas")
+        )
+    )
+    assert same.volume.durability.replicas == 3 and not same.HasField("job")
     # A placement its copies already obey is recorded at once.
     everywhere = make_pool(daemon.store, cluster_id, "all", node_ids=nodes)
     moved = stub.UpdateVolume(
@@ -222,9 +224,9 @@ def test_replica_count_and_moving_placement_need_jobs(
             placement=pb.Placement(pool_id=everywhere),
             update_mask=mask("placement"),
         )
-    ).volume
-    assert moved.placement.pool_id == everywhere
-    # One they do not obey needs a move job.
+    )
+    assert moved.volume.placement.pool_id == everywhere and not moved.HasField("job")
+    # One they do not obey starts a move job; a pool with no drive has no room for it.
     nowhere = make_pool(daemon.store, cluster_id, "none")
     gen = generation(daemon)
     err = fails(
@@ -233,7 +235,7 @@ def test_replica_count_and_moving_placement_need_jobs(
             volume_id=v.id, placement=pb.Placement(pool_id=nowhere), update_mask=mask("placement")
         ),
     )
-    assert (err.code, err.metadata["capability"]) == (grpc.StatusCode.UNIMPLEMENTED, "jobs")
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLACEMENT_IMPOSSIBLE")
     assert generation(daemon) == gen
     err = fails(
         stub.UpdateVolume,

@@ -53,7 +53,7 @@ class Engine:
             self.jobs.register(handler)
         self.service = ServiceEngine(store, driver, self.jobs, self._availability_changed)
         self.on_start("drives left ADDING", self.drives.recover)
-        self.volumes = VolumeEngine(store, driver)
+        self.volumes = VolumeEngine(store, driver, self.jobs)
         self.snapshots = SnapshotEngine(store, driver)
         self.attachments = AttachmentEngine(store, driver)
         self.templates = TemplateEngine(store)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from osd.engine import paging
 from osd.engine import validation as v
 from osd.engine.drivers import StorageDriver
@@ -99,42 +101,56 @@ class JobEngine:
             if existing is not None:
                 return Started(self.to_domain(existing), False, current_generation(s))
             generation = bump_generation(s)
-            now = utcnow()
-            job = JobRow(
-                id=uuid.uuid4().hex,
-                cluster_id="",
-                kind=int(kind),
-                target_kind=int(handler.target_kind),
-                target_id="",
-                related=[],
-                state=int(JobState.PENDING),
-                cancel_requested=False,
-                pause_requested=False,
-                spec={},
-                checkpoint={},
-                progress_done_bytes=0,
-                progress_total_bytes=0,
-                progress_done_steps=0,
-                progress_total_steps=0,
-                progress_message="waiting to start",
-                error_code=0,
-                error_reason="",
-                error_message="",
-                restart_count=0,
-                owner=None,
-                heartbeat_time=None,
-                create_time=now,
-                start_time=None,
-                update_time=now,
-                end_time=None,
-                generation=generation,
-            )
-            handler.begin(s, job, spec)
-            self._check_room(repo.count_active(s))
-            repo.add(s, job)
-            result = Started(self.to_domain(job), True, generation)
+            result = Started(self.record(s, kind, spec, generation), True, generation)
         self._runner.wake()
         return result
+
+    def record(self, s: Session, kind: JobKind, spec: Mapping[str, Any], generation: int) -> Job:
+        """Records a job of ``kind`` in the caller's write transaction (which has
+        bumped the generation to ``generation``), so that the change that starts
+        it and the job commit together or not at all; call :meth:`wake` once the
+        transaction has committed. Raises what :meth:`start` raises (no look-up
+        of an unfinished job of the same target: that is the caller's).
+        """
+        handler = self._handler(kind)
+        now = utcnow()
+        job = JobRow(
+            id=uuid.uuid4().hex,
+            cluster_id="",
+            kind=int(kind),
+            target_kind=int(handler.target_kind),
+            target_id="",
+            related=[],
+            state=int(JobState.PENDING),
+            cancel_requested=False,
+            pause_requested=False,
+            spec={},
+            checkpoint={},
+            progress_done_bytes=0,
+            progress_total_bytes=0,
+            progress_done_steps=0,
+            progress_total_steps=0,
+            progress_message="waiting to start",
+            error_code=0,
+            error_reason="",
+            error_message="",
+            restart_count=0,
+            owner=None,
+            heartbeat_time=None,
+            create_time=now,
+            start_time=None,
+            update_time=now,
+            end_time=None,
+            generation=generation,
+        )
+        handler.begin(s, job, spec)
+        self._check_room(repo.count_active(s))
+        repo.add(s, job)
+        return self.to_domain(job)
+
+    def wake(self) -> None:
+        """Makes the runner look for PENDING jobs now (after :meth:`record`)."""
+        self._runner.wake()
 
     def evacuate_drive(self, drive_id: str) -> Started:
         """Soft-ejects a drive: a DRIVE_EVACUATE job (see NodeService.EjectDrive)."""

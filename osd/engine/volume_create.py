@@ -20,13 +20,11 @@ from osd.engine.enums import (
 )
 from osd.engine.sizes import human, spec_violation
 from osd.engine.volume_models import CreateVolume, Durability, Placement, Qos, Source
-from osd.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unimplemented
+from osd.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from osd.store import clusters as cluster_repo
 from osd.store import templates as template_repo
 from osd.store import volumes as repo
 from osd.store.models import ClusterRow, PoolRow, SnapshotRow, TemplateRow, VolumeRow, utcnow
-
-METHOD = "osd.v1.VolumeService.CreateVolume"
 
 
 @dataclass(frozen=True)
@@ -162,10 +160,9 @@ def resolve(session: Session, checked: Checked) -> Plan:
         raise InvalidArgument.field(
             "size_bytes", "is required: neither the template nor a source gives a size"
         )
-    if source_snapshot is not None and size < source_snapshot.size_bytes:
+    if source_size and size < source_size:
         raise InvalidArgument.field(
-            size_field,
-            f"is {human(size)}, smaller than the source's {human(source_snapshot.size_bytes)}",
+            size_field, f"is {human(size)}, smaller than the source's {human(source_size)}"
         )
 
     if spec.snapshot_factor is not None:
@@ -208,14 +205,23 @@ def resolve(session: Session, checked: Checked) -> Plan:
 def _source(
     session: Session, source: Source, named: list[tuple[str, str]]
 ) -> tuple[SnapshotRow | None, int, dict[str, str], str | None]:
-    """(snapshot to clone, its size, labels the volume must carry, datastore version id)."""
+    """(snapshot to clone, the source's size, labels the volume must carry, datastore
+    version id); a volume to copy gives only its size."""
     if source.kind == SourceKind.NONE:
         return None, 0, {}, None
     if source.kind == SourceKind.VOLUME:
         row = repo.get(session, source.id)
         if row is None:
             raise NotFound.object("volume", "source.volume_id", source.id)
-        raise Unimplemented.capability(f"{METHOD} with source.volume_id", "jobs")
+        if row.state not in (VolumeState.UP, VolumeState.DEGRADED):
+            state = VolumeState(row.state).name
+            raise FailedPrecondition(
+                f"volume {row.name} ({row.id}) is {state}, not UP or DEGRADED",
+                reason="SOURCE_NOT_AVAILABLE",
+                metadata={"volume_id": row.id, "state": state},
+            )
+        named.append(("source.volume_id", row.cluster_id))
+        return None, row.size_bytes, {}, None
     if source.kind == SourceKind.DATASTORE_VERSION:
         provision = datastores.provisioning_source(session, source.id)
         snap = session.get(SnapshotRow, provision.image_snapshot_id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from osd.engine.enums import (
     AllocationState,
@@ -18,8 +19,11 @@ from osd.engine.enums import (
     VolumeKind,
     VolumeState,
 )
-from osd.engine.models import Capacity
+from osd.engine.models import Capacity, Changed, Created
 from osd.engine.sizes import SizeSpec
+
+if TYPE_CHECKING:
+    from osd.engine.job_kinds.base import Job
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,20 @@ class Volume:
     create_time: datetime
     update_time: datetime
     generation: int
+
+
+@dataclass(frozen=True)
+class CreatedVolume(Created[Volume]):
+    """A create's result, with the VOLUME_COPY job when the source is a volume."""
+
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
+class ChangedVolume(Changed[Volume]):
+    """An update's result, with the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job it started."""
+
+    job: Job | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 * a volume left CREATING (not by a copy job): its copies are created again
   (driver calls are idempotent) and it becomes UP; if the driver fails, the
   create is undone;
+* a copy of another volume left CREATING without its job (the job ended
+  without settling it): the create is undone, since its data was never
+  copied whole (a copy whose job is unfinished is the job's to finish);
 * a volume left DELETING: the delete finishes, or the freeze it was part of;
 * a snapshot left CREATING: it is finished (or dropped when its volume is gone);
 * a snapshot left DELETING: the delete finishes;
@@ -19,7 +22,7 @@ from collections.abc import Callable
 
 from osd.engine import specs, volume_phases
 from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.enums import SnapshotState, VolumeState
+from osd.engine.enums import SnapshotState, SourceKind, VolumeState
 from osd.engine.volume_common import durability_of, log
 from osd.errors import OsdError
 from osd.store import snapshots as snap_repo
@@ -29,7 +32,13 @@ from osd.store.db import Store
 
 def recover(store: Store, driver: StorageDriver) -> None:
     with store.read() as s:
-        creating = [r.id for r in repo.by_states(s, [VolumeState.CREATING]) if not r.active_job_id]
+        orphans = [r for r in repo.by_states(s, [VolumeState.CREATING]) if not r.active_job_id]
+        creating = [r.id for r in orphans if r.source_kind != SourceKind.VOLUME]
+        copies = {
+            r.id: volume_phases.work_of(repo.allocations(s, r.id))
+            for r in orphans
+            if r.source_kind == SourceKind.VOLUME
+        }
         deleting = {r.id for r in repo.by_states(s, [VolumeState.DELETING])}
         snaps_creating = [
             (r.id, r.volume_id) for r in snap_repo.by_states(s, [SnapshotState.CREATING])
@@ -52,6 +61,9 @@ def recover(store: Store, driver: StorageDriver) -> None:
             len(snaps_deleting),
             len(reshaping),
         )
+    for volume_id, done in copies.items():
+        volume_phases.undo_create(store, driver, volume_id, done)
+        log.info("volume %s: copy left without its job undone", volume_id)
     for volume_id in creating:
         _guard(
             f"finishing the create of volume {volume_id}", _finish_create, store, driver, volume_id

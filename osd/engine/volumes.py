@@ -2,13 +2,17 @@
 
 Creates, size changes and deletes run in phases (see osd.engine.volume_phases);
 recovery on start finishes or undoes what a crash left half done
-(osd.engine.volume_recovery).
+(osd.engine.volume_recovery). A copy of another volume, a replica count
+change and a placement change that moves copies are jobs (the VOLUME_COPY,
+VOLUME_REPLICA_CHANGE and VOLUME_MOVE kinds of osd.engine.job_kinds),
+recorded in the transaction of the call that asks for them.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,11 +25,13 @@ from osd.engine.enums import (
     AttachMode,
     DurabilityType,
     FailureDomain,
+    JobKind,
     SnapshotState,
+    SourceKind,
     VolumeState,
 )
 from osd.engine.layout import allocation_sizes
-from osd.engine.models import Capacity, Changed, Created, Page
+from osd.engine.models import Capacity, Page
 from osd.engine.sizes import spec_violation
 from osd.engine.topology import Availability
 from osd.engine.volume_common import (
@@ -47,7 +53,9 @@ from osd.engine.volume_common import (
 )
 from osd.engine.volume_models import (
     CapacitySummary,
+    ChangedVolume,
     ClusterCapacity,
+    CreatedVolume,
     CreateVolume,
     Deleted,
     Placement,
@@ -64,11 +72,11 @@ from osd.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    Unimplemented,
 )
 from osd.store import allocations
 from osd.store import attachments as attach_repo
 from osd.store import clusters as cluster_repo
+from osd.store import jobs as job_repo
 from osd.store import pools as pool_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
@@ -76,13 +84,26 @@ from osd.store.db import Store
 from osd.store.models import AllocationRow, VolumeRow
 from osd.store.state import bump_generation, current_generation
 
-UPDATE = "osd.v1.VolumeService.UpdateVolume"
+if TYPE_CHECKING:
+    from osd.engine.job_kinds.base import Job
+    from osd.engine.jobs import JobEngine
 
 
 class VolumeEngine:
-    def __init__(self, store: Store, driver: StorageDriver) -> None:
+    def __init__(self, store: Store, driver: StorageDriver, jobs: JobEngine | None = None) -> None:
         self._store = store
         self._driver = driver
+        self._job_engine = jobs
+
+    @property
+    def _jobs(self) -> JobEngine:
+        if self._job_engine is None:
+            raise RuntimeError("this volume engine was made without a job engine")
+        return self._job_engine
+
+    def _record(self, s: Session, kind: JobKind, spec: dict[str, Any], generation: int) -> Job:
+        """Records a job in the caller's transaction (see JobEngine.record)."""
+        return self._jobs.record(s, kind, spec, generation)
 
     def recover(self) -> None:
         """Finishes or undoes the volume and snapshot changes a crash interrupted."""
@@ -112,8 +133,10 @@ class VolumeEngine:
 
     # -- create ----------------------------------------------------------------
 
-    def create(self, spec: CreateVolume) -> Created[Volume]:
+    def create(self, spec: CreateVolume) -> CreatedVolume:
         checked = volume_create.check(spec)
+        if checked.spec.source.kind == SourceKind.VOLUME:
+            return self._create_copy(checked)
         with self._store.read() as s:
             plan = volume_create.resolve(s, checked)
             existing = repo.get_by_name(s, plan.cluster.id, plan.name)
@@ -158,10 +181,41 @@ class VolumeEngine:
         volume_phases.create_replicas(self._store, self._driver, volume_id, work)
         row, generation = volume_phases.finish_create(self._store, volume_id)
         with self._store.read() as s:
-            return Created(volume_from(s, row), True, generation)
+            return CreatedVolume(volume_from(s, row), True, generation)
 
-    @staticmethod
-    def _existing(s: Session, row: VolumeRow, plan: volume_create.Plan) -> Created[Volume]:
+    def _create_copy(self, checked: volume_create.Checked) -> CreatedVolume:
+        """A copy of another volume: the new volume CREATING and its VOLUME_COPY job,
+        recorded together (see osd.engine.job_kinds.volume_copy)."""
+        with self._store.read() as s:
+            plan = volume_create.resolve(s, checked)
+            existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+            if existing is not None:
+                return self._existing(s, existing, plan)
+        volume_id = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                plan = volume_create.resolve(s, checked)
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is not None:
+                    return self._existing(s, existing, plan)
+                volume_create.check_raw_capacity(s, plan)
+                job = self._record(
+                    s, JobKind.VOLUME_COPY, {"plan": plan, "volume_id": volume_id}, generation
+                )
+                result = CreatedVolume(
+                    volume_from(s, get_volume(s, volume_id)), True, generation, job
+                )
+        except IntegrityError:
+            with self._store.read() as s:
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is None:
+                    raise
+                return self._existing(s, existing, plan)
+        self._jobs.wake()
+        return result
+
+    def _existing(self, s: Session, row: VolumeRow, plan: volume_create.Plan) -> CreatedVolume:
         if not volume_create.same_spec(row, plan):
             raise AlreadyExists(
                 f"volume {plan.name!r} already exists in cluster {plan.cluster.name} "
@@ -169,7 +223,11 @@ class VolumeEngine:
                 reason="VOLUME_EXISTS",
                 metadata={"name": plan.name, "volume_id": row.id},
             )
-        return Created(volume_from(s, row), False, current_generation(s))
+        job = None
+        if row.source_kind == SourceKind.VOLUME:
+            found = job_repo.latest(s, int(JobKind.VOLUME_COPY), row.id)
+            job = self._jobs.to_domain(found) if found is not None else None
+        return CreatedVolume(volume_from(s, row), False, current_generation(s), job)
 
     # -- read ------------------------------------------------------------------
 
@@ -267,7 +325,7 @@ class VolumeEngine:
 
     # -- update ----------------------------------------------------------------
 
-    def update(self, change: UpdateVolume) -> Changed[Volume]:
+    def update(self, change: UpdateVolume) -> ChangedVolume:
         size = _check_update(change)
         op = uuid.uuid4().hex
         try:
@@ -281,10 +339,7 @@ class VolumeEngine:
                 self._rename(s, row, change.name)
                 if change.multi_attach is False and row.multi_attach:
                     _refuse_several_writers(s, row)
-                if change.replicas is not None:
-                    _replica_change(row, change.replicas)
-                if change.placement is not None:
-                    _placement_change(s, row, change.placement)
+                job = self._start_job(s, row, change, size, generation)
                 if change.iops_limit is not None:
                     row.qos_iops_limit = change.iops_limit
                 if change.bandwidth_limit_bytes is not None:
@@ -294,25 +349,33 @@ class VolumeEngine:
                 if change.multi_attach is not None:
                     row.multi_attach = change.multi_attach
                 volume_phases.stamp(row, generation)
+                done: ChangedVolume | None = None
+                work: list[tuple[str, str, int]] = []
                 if size is None or size == row.size_bytes:
                     s.flush()
-                    return Changed(volume_from(s, row), generation)
-                if size < row.size_bytes and not change.shrink_ok:
-                    raise FailedPrecondition(
-                        f"volume {row.name} is {row.size_bytes} bytes; shrinking it to {size} "
-                        "loses data past the new end: set shrink_ok to allow it",
-                        reason="SHRINK_NOT_ALLOWED",
-                        metadata={"size_bytes": str(row.size_bytes)},
-                    )
-                require_serving(row)
-                require_no_job(row)
-                allocs = require_settled(s, row)
-                require_all_available(row, allocs)
-                work = volume_phases.begin_reshape(s, row, allocs, size, op)
+                    done = ChangedVolume(volume_from(s, row), generation, job)
+                else:
+                    if size < row.size_bytes and not change.shrink_ok:
+                        raise FailedPrecondition(
+                            f"volume {row.name} is {row.size_bytes} bytes; shrinking it to "
+                            f"{size} loses data past the new end: set shrink_ok to allow it",
+                            reason="SHRINK_NOT_ALLOWED",
+                            metadata={"size_bytes": str(row.size_bytes)},
+                        )
+                    require_serving(row)
+                    require_no_job(row)
+                    allocs = require_settled(s, row)
+                    require_all_available(row, allocs)
+                    work = volume_phases.begin_reshape(s, row, allocs, size, op)
         except IntegrityError:
             raise AlreadyExists(
                 f"volume {change.name!r} already exists", reason="VOLUME_EXISTS"
             ) from None
+        if done is not None:
+            if done.job is not None:
+                self._jobs.wake()
+            return done
+        assert size is not None
         try:
             for drive_id, replica_id, nbytes in work:
                 self._driver.resize_replica(drive_id, replica_id, nbytes)
@@ -323,7 +386,33 @@ class VolumeEngine:
             generation = bump_generation(s)
             row = get_volume(s, change.volume_id)
             volume_phases.end_reshape(s, row, size, generation)
-            return Changed(volume_from(s, row), generation)
+            return ChangedVolume(volume_from(s, row), generation)
+
+    def _start_job(
+        self, s: Session, row: VolumeRow, change: UpdateVolume, size: int | None, generation: int
+    ) -> Job | None:
+        """Records the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job the update asks for, if any
+        (in the update's transaction); records at once a placement the copies obey."""
+        kind: JobKind | None = None
+        spec: dict[str, Any] = {"volume_id": row.id}
+        path = ""
+        if change.replicas is not None:
+            replicas = _replica_change(row, change.replicas)
+            if replicas is not None:
+                kind, path = JobKind.VOLUME_REPLICA_CHANGE, "durability.replicas"
+                spec["replicas"] = replicas
+        if change.placement is not None:
+            moving = _placement_change(s, row, change.placement)
+            if moving is not None:
+                kind, path = JobKind.VOLUME_MOVE, "placement"
+                spec["placement"] = specs.placement_to_json(moving)
+        if kind is None:
+            return None
+        if size is not None and size != row.size_bytes:
+            raise InvalidArgument.field(
+                "update_mask", f"changing {path} starts a job; change the size in a call of its own"
+            )
+        return self._record(s, kind, spec, generation)
 
     @staticmethod
     def _rename(s: Session, row: VolumeRow, name: str | None) -> None:
@@ -481,20 +570,22 @@ def _refuse_several_writers(s: Session, row: VolumeRow) -> None:
         )
 
 
-def _replica_change(row: VolumeRow, replicas: int) -> None:
+def _replica_change(row: VolumeRow, replicas: int) -> int | None:
+    """The new replica count when it differs (a VOLUME_REPLICA_CHANGE job makes it)."""
     if row.durability_type != DurabilityType.REPLICATE:
         raise InvalidArgument.field(
             "durability.replicas", "only a REPLICATE volume's replica count can change"
         )
     wanted = replicas or specs.REPLICAS_DEFAULT
-    if wanted != row.replicas:
-        require_no_job(row)
-        raise Unimplemented.capability(f"{UPDATE} of durability.replicas", "jobs")
+    if wanted == row.replicas:
+        return None
+    require_no_job(row)
+    return wanted
 
 
-def _placement_change(s: Session, row: VolumeRow, wanted: Placement) -> None:
-    """Records a new placement that the current allocations already obey;
-    one they do not obey needs a move job."""
+def _placement_change(s: Session, row: VolumeRow, wanted: Placement) -> Placement | None:
+    """Records a new placement that the current allocations already obey; returns
+    one they do not obey (a VOLUME_MOVE job moves the copies, then records it)."""
     new = specs.normalize_placement(wanted)
     for name, pool_id in (("pool_id", new.pool_id), ("tail_pool_id", new.tail_pool_id)):
         if pool_id:
@@ -510,13 +601,14 @@ def _placement_change(s: Session, row: VolumeRow, wanted: Placement) -> None:
             "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
         )
     if new == placement_of(row):
-        return
+        return None
     if not _obeys(s, row, new):
         require_no_job(row)
-        raise Unimplemented.capability(f"{UPDATE} of placement (moving copies)", "jobs")
+        return new
     row.placement = specs.placement_to_json(new)
     row.pool_id = new.pool_id or None
     row.tail_pool_id = new.tail_pool_id or None
+    return None
 
 
 def _obeys(s: Session, row: VolumeRow, p: Placement) -> bool:

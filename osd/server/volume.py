@@ -13,6 +13,7 @@ from osd.engine.core import Engine
 from osd.engine.enums import SourceKind
 from osd.engine.sizes import SizeSpec
 from osd.server import convert
+from osd.server.job import job_to_proto
 from osd.v1 import common_pb2, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
 
@@ -240,11 +241,14 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 multi_attach=request.multi_attach,
             )
         )
-        return pb.CreateVolumeResponse(
+        response = pb.CreateVolumeResponse(
             volume=volume_to_proto(result.value),
             created=result.created,
             generation=result.generation,
         )
+        if result.job is not None:
+            response.job.CopyFrom(job_to_proto(result.job))
+        return response
 
     def InspectVolume(
         self, request: pb.InspectVolumeRequest, context: grpc.ServicerContext
@@ -322,9 +326,12 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 expected_generation=request.expected_generation,
             )
         )
-        return pb.UpdateVolumeResponse(
+        response = pb.UpdateVolumeResponse(
             volume=volume_to_proto(result.value), generation=result.generation
         )
+        if result.job is not None:
+            response.job.CopyFrom(job_to_proto(result.job))
+        return response
 
     def DeleteVolume(
         self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext

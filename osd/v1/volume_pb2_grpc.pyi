@@ -117,8 +117,9 @@ class VolumeServiceStub:
     copies.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, or both
-    "durability.replicas" and "placement"; name; size_bytes, size;
+    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+    "durability.replicas" and "placement", or a size change together with
+    either of them; name; size_bytes, size;
     qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
     out of range or the volume is not REPLICATE; placement.*); NOT_FOUND
     (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
@@ -336,8 +337,9 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     copies.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, or both
-    "durability.replicas" and "placement"; name; size_bytes, size;
+    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+    "durability.replicas" and "placement", or a size change together with
+    either of them; name; size_bytes, size;
     qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
     out of range or the volume is not REPLICATE; placement.*); NOT_FOUND
     (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
@@ -582,8 +584,9 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         copies.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, or both
-        "durability.replicas" and "placement"; name; size_bytes, size;
+        Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+        "durability.replicas" and "placement", or a size change together with
+        either of them; name; size_bytes, size;
         qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
         out of range or the volume is not REPLICATE; placement.*); NOT_FOUND
         (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS

@@ -63,6 +63,18 @@ class ReplicaOps(Protocol):
         """Copies a replica's data onto another drive (moves are copy + delete)."""
         ...
 
+    def clone_replica(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        """Creates replica ``target_replica_id`` of ``size_bytes`` on a drive, filled
+        with the data of another volume's replica (a full volume copy)."""
+        ...
+
 
 @runtime_checkable
 class SnapshotOps(Protocol):

@@ -271,6 +271,34 @@ class FakeDriver:
             self.state.replicas[(target_drive_id, replica_id)] = size_bytes
             self._save()
 
+    def clone_replica(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        self._pass("clone_replica")
+        with self._lock:
+            self._enter(
+                "clone_replica",
+                source_drive_id=source_drive_id,
+                source_replica_id=source_replica_id,
+                target_drive_id=target_drive_id,
+                target_replica_id=target_replica_id,
+                size_bytes=size_bytes,
+            )
+            if (source_drive_id, source_replica_id) not in self.state.replicas:
+                raise DriverError(f"no replica {source_replica_id} on {source_drive_id}")
+            have = self.state.replicas.get((target_drive_id, target_replica_id))
+            if have is not None and have != size_bytes:
+                raise DriverError(
+                    f"replica {target_replica_id} exists on {target_drive_id} with another size"
+                )
+            self.state.replicas[(target_drive_id, target_replica_id)] = size_bytes
+            self._save()
+
     # -- SnapshotOps -----------------------------------------------------
 
     def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:

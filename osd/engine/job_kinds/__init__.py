@@ -7,8 +7,20 @@ from osd.engine.job_kinds.drive_add import DriveAdd
 from osd.engine.job_kinds.drive_replace import DriveReplace
 from osd.engine.job_kinds.evacuate import DriveEvacuate, NodeDrain
 from osd.engine.job_kinds.rebalance import PoolRebalance
+from osd.engine.job_kinds.volume_copy import VolumeCopy
+from osd.engine.job_kinds.volume_move import VolumeMove
+from osd.engine.job_kinds.volume_replicas import VolumeReplicaChange
 
 
 def handlers() -> list[JobHandler]:
     """One handler of every kind this package implements."""
-    return [DriveAdd(), DriveReplace(), DriveEvacuate(), NodeDrain(), PoolRebalance()]
+    return [
+        DriveAdd(),
+        DriveReplace(),
+        DriveEvacuate(),
+        NodeDrain(),
+        PoolRebalance(),
+        VolumeMove(),
+        VolumeReplicaChange(),
+        VolumeCopy(),
+    ]
