@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.common import check_generation
 from osd.engine.layout import allocation_sizes
 from osd.engine.models import (
     Capacity,
@@ -21,7 +22,7 @@ from osd.engine.models import (
     Page,
     UpdateCluster,
 )
-from osd.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from osd.errors import AlreadyExists, FailedPrecondition, NotFound
 from osd.store import clusters as repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
@@ -126,13 +127,7 @@ class ClusterEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 row = self._get(s, change.cluster_id)
-                if change.expected_generation and change.expected_generation != row.generation:
-                    raise Aborted(
-                        f"cluster {row.id} is at generation {row.generation}, "
-                        f"not {change.expected_generation}",
-                        reason="GENERATION_MISMATCH",
-                        metadata={"generation": str(row.generation)},
-                    )
+                check_generation("cluster", row.id, row.generation, change.expected_generation)
                 if change.name is not None and change.name != row.name:
                     other = repo.get_by_name(s, change.name)
                     if other is not None:

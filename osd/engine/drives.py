@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.common import allocation_of, check_generation
 from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.enums import AllocationState, DriveState, NodeState
+from osd.engine.enums import DriveState, NodeState
 from osd.engine.models import Changed, Created, Page
 from osd.engine.topology import (
-    Allocation,
     Availability,
     AvailabilityListener,
     ChangeLabels,
@@ -36,7 +36,6 @@ from osd.engine.topology import (
     Unchanged,
     UpdateDrive,
     apply_labels,
-    check_generation,
     check_label_change,
     confirmation_required,
     decode_pair,
@@ -307,20 +306,7 @@ class DriveEngine:
         v.check_id(drive_id, "drive_id")
         with self._store.read() as s:
             row = self._get(s, drive_id)
-            allocations = [
-                Allocation(
-                    id=a.id,
-                    volume_id=a.volume_id or "",
-                    snapshot_id=a.snapshot_id or "",
-                    drive_id=a.drive_id,
-                    node_id=a.node_id,
-                    zone=zone,
-                    index=a.index,
-                    bytes=a.bytes,
-                    state=AllocationState(a.state),
-                )
-                for a, zone in repo.allocations(s, drive_id)
-            ]
+            allocations = [allocation_of(a, zone) for a, zone in repo.allocations(s, drive_id)]
             return DriveDetail(drives_from_rows(s, [row])[0], allocations)
 
     def list(self, query: ListDrives) -> Page[Drive]:

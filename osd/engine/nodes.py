@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.common import check_generation
 from osd.engine.enums import CoordinatorRole, DomainState, NodeState
 from osd.engine.models import Changed, Created, Page
 from osd.engine.topology import (
@@ -25,7 +26,6 @@ from osd.engine.topology import (
     Unchanged,
     UpdateNode,
     apply_labels,
-    check_generation,
     check_label_change,
     decode_pair,
     drives_from_rows,

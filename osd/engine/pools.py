@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.common import check_generation
 from osd.engine.models import Capacity, Changed, Created, Page
 from osd.engine.topology import (
     CreatePool,
@@ -24,7 +25,6 @@ from osd.engine.topology import (
     PoolMembers,
     Unchanged,
     UpdatePool,
-    check_generation,
     decode_pair,
     drives_from_rows,
     id_violations,

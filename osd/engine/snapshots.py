@@ -17,12 +17,11 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging, volume_phases
 from osd.engine import validation as v
+from osd.engine.common import allocation_of, check_generation
 from osd.engine.drivers import DriverError, StorageDriver
 from osd.engine.enums import AllocationState, SnapshotState, VolumeState
 from osd.engine.models import Changed, Created, Page
 from osd.engine.volume_common import (
-    allocation_of,
-    check_generation,
     driver_failed,
     get_snapshot,
     get_volume,

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging, specs
 from osd.engine import validation as v
+from osd.engine.common import check_generation
 from osd.engine.enums import DurabilityType
 from osd.engine.models import Changed, Created, Page
 from osd.engine.sizes import spec_violation
-from osd.engine.volume_common import check_generation
 from osd.engine.volume_models import (
     CreateTemplate,
     Durability,

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging
 from osd.engine import validation as v
+from osd.engine.common import Allocation
 from osd.engine.enums import (
-    AllocationState,
     CoordinatorRole,
     DomainState,
     DriveState,
@@ -24,7 +24,7 @@ from osd.engine.enums import (
     NodeState,
 )
 from osd.engine.models import Capacity
-from osd.errors import Aborted, FailedPrecondition, FieldViolation, InvalidArgument
+from osd.errors import FailedPrecondition, FieldViolation, InvalidArgument
 from osd.store import drives as drive_repo
 from osd.store import nodes as node_repo
 from osd.store import pools as pool_repo
@@ -73,19 +73,6 @@ class Drive:
     create_time: datetime
     update_time: datetime
     generation: int
-
-
-@dataclass(frozen=True)
-class Allocation:
-    id: str
-    volume_id: str
-    snapshot_id: str
-    drive_id: str
-    node_id: str
-    zone: str
-    index: int
-    bytes: int
-    state: AllocationState
 
 
 @dataclass(frozen=True)
@@ -301,16 +288,6 @@ def apply_labels(
             "labels", f"the change would leave {len(out)} labels; at most {v.LABELS_MAX}"
         )
     return out
-
-
-def check_generation(kind: str, object_id: str, generation: int, expected: int) -> None:
-    """ABORTED (GENERATION_MISMATCH) when ``expected`` is set and differs."""
-    if expected and expected != generation:
-        raise Aborted(
-            f"{kind} {object_id} is at generation {generation}, not {expected}",
-            reason="GENERATION_MISMATCH",
-            metadata={"generation": str(generation)},
-        )
 
 
 def job_in_progress(kind: str, object_id: str, job_id: str) -> FailedPrecondition:

@@ -22,7 +22,6 @@ from osd.engine.enums import (
     VolumeState,
 )
 from osd.engine.volume_models import (
-    Allocation,
     Attachment,
     Durability,
     Placement,
@@ -32,7 +31,7 @@ from osd.engine.volume_models import (
     Usage,
     Volume,
 )
-from osd.errors import Aborted, FailedPrecondition, NotFound, Unavailable
+from osd.errors import FailedPrecondition, NotFound, Unavailable
 from osd.store import attachments as attach_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
@@ -99,20 +98,6 @@ def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
 def volume_from(session: Session, row: VolumeRow) -> Volume:
     [volume] = volumes_of(session, [row])
     return volume
-
-
-def allocation_of(row: AllocationRow, zone: str) -> Allocation:
-    return Allocation(
-        id=row.id,
-        volume_id=row.volume_id or "",
-        snapshot_id=row.snapshot_id or "",
-        drive_id=row.drive_id,
-        node_id=row.node_id,
-        zone=zone,
-        index=row.index,
-        bytes=row.bytes,
-        state=AllocationState(row.state),
-    )
 
 
 def attachment_of(row: AttachmentRow) -> Attachment:
@@ -186,15 +171,6 @@ def get_snapshot(session: Session, snapshot_id: str, field: str = "snapshot_id")
     if row is None:
         raise NotFound.object("snapshot", field, snapshot_id)
     return row
-
-
-def check_generation(kind: str, object_id: str, generation: int, expected: int) -> None:
-    if expected and expected != generation:
-        raise Aborted(
-            f"{kind} {object_id} is at generation {generation}, not {expected}",
-            reason="GENERATION_MISMATCH",
-            metadata={"generation": str(generation)},
-        )
 
 
 def not_available(row: VolumeRow, why: str = "") -> FailedPrecondition:

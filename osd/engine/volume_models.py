@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from osd.engine.common import Allocation
 from osd.engine.enums import (
-    AllocationState,
     AttachMode,
     Provisioning,
     SnapshotState,
@@ -109,19 +109,6 @@ class ChangedVolume(Changed[Volume]):
     """An update's result, with the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job it started."""
 
     job: Job | None = None
-
-
-@dataclass(frozen=True)
-class Allocation:
-    id: str
-    volume_id: str
-    snapshot_id: str
-    drive_id: str
-    node_id: str
-    zone: str
-    index: int
-    bytes: int
-    state: AllocationState
 
 
 @dataclass(frozen=True)

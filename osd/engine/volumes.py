@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import paging, specs, volume_create, volume_phases
 from osd.engine import validation as v
+from osd.engine.common import allocation_of, check_generation
 from osd.engine.drivers import DriverError, StorageDriver
 from osd.engine.enums import (
     AllocationState,
@@ -35,9 +36,7 @@ from osd.engine.models import Capacity, Page
 from osd.engine.sizes import spec_violation
 from osd.engine.topology import Availability
 from osd.engine.volume_common import (
-    allocation_of,
     attachment_of,
-    check_generation,
     driver_failed,
     durability_of,
     get_volume,

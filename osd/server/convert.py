@@ -8,6 +8,7 @@ from datetime import datetime
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from osd.engine import models
+from osd.engine.common import Allocation
 from osd.engine.enums import LabelOperation
 from osd.errors import InvalidArgument
 from osd.v1 import common_pb2
@@ -50,3 +51,17 @@ def label_operation(value: int) -> LabelOperation | None:
         return LabelOperation(value)
     except ValueError:
         return None
+
+
+def allocation(a: Allocation) -> common_pb2.Allocation:
+    return common_pb2.Allocation(
+        id=a.id,
+        volume_id=a.volume_id,
+        snapshot_id=a.snapshot_id,
+        drive_id=a.drive_id,
+        node_id=a.node_id,
+        zone=a.zone,
+        index=a.index,
+        bytes=a.bytes,
+        state=common_pb2.AllocationState.ValueType(a.state),
+    )

@@ -12,8 +12,8 @@ from osd.engine import topology as t
 from osd.engine.core import Engine
 from osd.server import convert
 from osd.server.job import job_to_proto
-from osd.v1 import common_pb2, node_pb2_grpc
 from osd.v1 import node_pb2 as pb
+from osd.v1 import node_pb2_grpc
 
 NODE_UPDATABLE = ("name", "zone", "management_addresses", "storage_addresses", "labels")
 DRIVE_UPDATABLE = ("description", "labels")
@@ -60,20 +60,6 @@ def drive_to_proto(d: t.Drive) -> pb.Drive:
         create_time=convert.timestamp(d.create_time),
         update_time=convert.timestamp(d.update_time),
         generation=d.generation,
-    )
-
-
-def allocation_to_proto(a: t.Allocation) -> common_pb2.Allocation:
-    return common_pb2.Allocation(
-        id=a.id,
-        volume_id=a.volume_id,
-        snapshot_id=a.snapshot_id,
-        drive_id=a.drive_id,
-        node_id=a.node_id,
-        zone=a.zone,
-        index=a.index,
-        bytes=a.bytes,
-        state=common_pb2.AllocationState.ValueType(a.state),
     )
 
 
@@ -224,7 +210,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         detail = self._drives.inspect(request.drive_id)
         return pb.InspectDriveResponse(
             drive=drive_to_proto(detail.drive),
-            allocations=[allocation_to_proto(a) for a in detail.allocations],
+            allocations=[convert.allocation(a) for a in detail.allocations],
         )
 
     def ListDrives(

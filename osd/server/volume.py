@@ -14,8 +14,8 @@ from osd.engine.enums import SourceKind
 from osd.engine.sizes import SizeSpec
 from osd.server import convert
 from osd.server.job import job_to_proto
-from osd.v1 import common_pb2, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
+from osd.v1 import volume_pb2_grpc
 
 UPDATABLE = (
     "name",
@@ -126,20 +126,6 @@ def volume_to_proto(v: vm.Volume) -> pb.Volume:
         create_time=convert.timestamp(v.create_time),
         update_time=convert.timestamp(v.update_time),
         generation=v.generation,
-    )
-
-
-def allocation_to_proto(a: vm.Allocation) -> common_pb2.Allocation:
-    return common_pb2.Allocation(
-        id=a.id,
-        volume_id=a.volume_id,
-        snapshot_id=a.snapshot_id,
-        drive_id=a.drive_id,
-        node_id=a.node_id,
-        zone=a.zone,
-        index=a.index,
-        bytes=a.bytes,
-        state=common_pb2.AllocationState.ValueType(a.state),
     )
 
 
@@ -256,7 +242,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         detail = self._volumes.inspect(request.volume_id)
         return pb.InspectVolumeResponse(
             volume=volume_to_proto(detail.volume),
-            allocations=[allocation_to_proto(a) for a in detail.allocations],
+            allocations=[convert.allocation(a) for a in detail.allocations],
             attachments=[attachment_to_proto(a) for a in detail.attachments],
         )
 
@@ -361,7 +347,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         detail = self._snapshots.inspect(request.snapshot_id)
         return pb.InspectSnapshotResponse(
             snapshot=snapshot_to_proto(detail.snapshot),
-            allocations=[allocation_to_proto(a) for a in detail.allocations],
+            allocations=[convert.allocation(a) for a in detail.allocations],
         )
 
     def ListSnapshots(
