@@ -20,12 +20,14 @@ from sqlalchemy import delete, select
 from osd.engine.datastores import provisioning_source
 from osd.engine.enums import SnapshotState
 from osd.errors import FailedPrecondition, InvalidArgument, NotFound
+from osd.store import allocations
 from osd.store import datastores as repo
 from osd.store.models import DatastoreRow, DatastoreVersionRow, StateRow, VolumeRow
 from osd.v1 import datastore_pb2 as pb
-from osd.v1 import datastore_pb2_grpc
+from osd.v1 import datastore_pb2_grpc, volume_pb2_grpc
+from osd.v1 import volume_pb2 as vpb
 from tests.conftest import RunningDaemon
-from tests.factories import make_cluster, make_snapshot, make_volume_row
+from tests.factories import make_cluster, make_snapshot, make_topology, make_volume_row
 from tests.helpers import ErrorView, error_of
 
 Stub = datastore_pb2_grpc.DatastoreServiceStub
@@ -795,31 +797,80 @@ def test_versions_using_snapshot(w: World) -> None:
         assert repo.versions_using_snapshot(s, w.image2) == 2
 
 
-def test_deployer_walkthrough(w: World) -> None:
-    """The issue's scenario, with the provisioned volume put in the store."""
-    mysql = register(w, "mysql", "8.0", packages=["mysql-server-8.0"], default=True)
-    pg = register(w, "postgresql", "16", image_snapshot_id=w.image2, default=True)
-    assert mysql.datastore_created and pg.datastore_created
-    listed = w.stub.ListDatastoreVersions(pb.ListDatastoreVersionsRequest()).datastore_versions
-    assert [(v.datastore_name, v.name) for v in listed] == [("mysql", "8.0"), ("postgresql", "16")]
-    update(w, pg.datastore_version.id, "packages", packages=["postgresql-16"])
+def test_deployer_walkthrough(daemon: RunningDaemon) -> None:
+    """The issue's scenario, entirely over gRPC: images are snapshots of real
+    volumes, and the volume is provisioned from a version by CreateVolume."""
+    cluster_id, _nodes, _drives = make_topology(daemon.store)
+    volumes = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    stub = Stub(daemon.channel)
+    images = {}
+    for engine in ("mysql", "postgresql"):
+        base = volumes.CreateVolume(
+            vpb.CreateVolumeRequest(cluster_id=cluster_id, name=f"{engine}-base", size="10G")
+        ).volume
+        snap = volumes.CreateSnapshot(
+            vpb.CreateSnapshotRequest(volume_id=base.id, name=f"{engine}-golden")
+        ).snapshot
+        volumes.UpdateSnapshot(
+            vpb.UpdateSnapshotRequest(snapshot_id=snap.id, image=True, update_mask=mask("image"))
+        )
+        images[engine] = snap.id
 
-    vid = pg.datastore_version.id
-    with w.daemon.store.read() as s:
-        src = provisioning_source(s, vid)
-    volume = make_volume_row(
-        w.daemon.store,
-        w.cluster_id,
-        "orders-db",
-        datastore_version_id=vid,
-        parent_snapshot_id=src.image_snapshot_id,
-        labels=src.labels,
+    mysql = stub.CreateDatastoreVersion(
+        pb.CreateDatastoreVersionRequest(
+            datastore="mysql",
+            name="8.0",
+            manager="mysql",
+            image_snapshot_id=images["mysql"],
+            packages=["mysql-server-8.0"],
+            active=True,
+            default=True,
+        )
     )
+    pg = stub.CreateDatastoreVersion(
+        pb.CreateDatastoreVersionRequest(
+            datastore="postgresql",
+            name="16",
+            manager="postgresql",
+            image_snapshot_id=images["postgresql"],
+            active=True,
+            default=True,
+        )
+    )
+    assert mysql.datastore_created and pg.datastore_created
+    listed = stub.ListDatastoreVersions(pb.ListDatastoreVersionsRequest()).datastore_versions
+    assert [(v.datastore_name, v.name) for v in listed] == [("mysql", "8.0"), ("postgresql", "16")]
+    vid = pg.datastore_version.id
+    stub.UpdateDatastoreVersion(
+        pb.UpdateDatastoreVersionRequest(
+            datastore_version_id=vid, packages=["postgresql-16"], update_mask=mask("packages")
+        )
+    )
+
+    db = volumes.CreateVolume(
+        vpb.CreateVolumeRequest(
+            cluster_id=cluster_id,
+            name="orders-db",
+            source=vpb.VolumeSource(datastore_version_id=vid),
+        )
+    ).volume
+    assert db.parent_snapshot_id == images["postgresql"]
+    assert db.labels["osd.dev/datastore"] == "postgresql"
+    assert db.labels["osd.dev/datastore-version"] == "16"
+    got = stub.InspectDatastoreVersion(
+        pb.InspectDatastoreVersionRequest(datastore_version_id=vid)
+    ).datastore_version
+    assert got.volume_count == 1
+
     err = fails(
-        w.stub.DeleteDatastoreVersion, pb.DeleteDatastoreVersionRequest(datastore_version_id=vid)
+        stub.DeleteDatastoreVersion, pb.DeleteDatastoreVersionRequest(datastore_version_id=vid)
     )
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INSTANCES_EXIST")
-    with w.daemon.store.write() as s:
-        s.execute(delete(VolumeRow).where(VolumeRow.id == volume))
-    w.stub.DeleteDatastoreVersion(pb.DeleteDatastoreVersionRequest(datastore_version_id=vid))
-    assert [v.name for v in stored_versions(w)] == ["8.0"]
+    assert "instances exist" in err.message
+
+    volumes.DeleteVolume(vpb.DeleteVolumeRequest(volume_id=db.id))
+    stub.DeleteDatastoreVersion(pb.DeleteDatastoreVersionRequest(datastore_version_id=vid))
+    left = stub.ListDatastoreVersions(pb.ListDatastoreVersionsRequest()).datastore_versions
+    assert [v.name for v in left] == ["8.0"]
+    with daemon.store.read() as s:
+        assert allocations.check(s) == []
