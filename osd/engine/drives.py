@@ -92,6 +92,17 @@ def device_path_violation(path: str) -> FieldViolation | None:
     return None
 
 
+def new_drive_violations(
+    node_id: str, device_path: str, description: str, labels: dict[str, str]
+) -> list[FieldViolation]:
+    """What is wrong with the fields of a drive to add (CreateDrive, StartDriveAdd)."""
+    violations = id_violations(node_id, "node_id")
+    for problem in (device_path_violation(device_path), description_violation(description)):
+        if problem:
+            violations.append(problem)
+    return violations + v.label_violations(labels)
+
+
 def _address(node: NodeRow) -> str:
     """The address the driver manages a node through."""
     return str(node.management_addresses[0])
@@ -126,14 +137,9 @@ class DriveEngine:
         reach the node (UNAVAILABLE); a non-retryable one means there is no such
         device (NOT_FOUND, device_path).
         """
-        violations = id_violations(spec.node_id, "node_id")
-        for problem in (
-            device_path_violation(spec.device_path),
-            description_violation(spec.description),
-        ):
-            if problem:
-                violations.append(problem)
-        violations += v.label_violations(spec.labels)
+        violations = new_drive_violations(
+            spec.node_id, spec.device_path, spec.description, spec.labels
+        )
         raise_if(violations)
         spec = CreateDrive(
             node_id=spec.node_id,

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine import validation as v
 from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.drives import description_violation, device_path_violation
+from osd.engine.drives import device_path_violation, new_drive_violations
 from osd.engine.enums import (
     AllocationState,
     DurabilityType,
@@ -257,14 +257,9 @@ class ServiceEngine:
     # -- drive add ------------------------------------------------------------------
 
     def start_drive_add(self, spec: StartDriveAdd) -> DriveAddStarted:
-        violations = id_violations(spec.node_id, "node_id")
-        for problem in (
-            device_path_violation(spec.device_path),
-            description_violation(spec.description),
-        ):
-            if problem:
-                violations.append(problem)
-        violations += v.label_violations(spec.labels)
+        violations = new_drive_violations(
+            spec.node_id, spec.device_path, spec.description, spec.labels
+        )
         for i, pool_id in enumerate(spec.pool_ids):
             violations += id_violations(pool_id, f"pool_ids[{i}]")
         raise_if(violations)
