@@ -63,9 +63,9 @@ _JSON = b"application/json"
 
 def default_services() -> list[ServiceDescriptor]:
     """Every service of the osd.v1 contract."""
-    from osd.server.services import contract
+    from osd.contract import descriptors
 
-    return [entry.descriptor for entry in contract()]
+    return descriptors()
 
 
 class _Request:

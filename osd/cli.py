@@ -34,7 +34,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from osd.server.app import Daemon
+    from osd.daemon import Daemon
 
     settings = cfg.load(vars(args))
     _setup_logging(settings.log_level)

@@ -24,9 +24,9 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
 from osd.config import Settings
-from osd.engine.core import Engine
+from osd.daemon import Daemon
 from osd.engine.drivers.fake import FakeDriver
-from osd.server.app import Daemon
+from osd.engine.engine import Engine
 from osd.store.db import Store
 from osd.store.models import Base
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from osd.engine.enums import DriveState, NodeState
+from osd.enums import DriveState, NodeState
 from osd.store.db import Store
 from osd.store.models import ClusterRow, DriveRow, NodeRow, utcnow
 from osd.store.state import bump_generation
@@ -129,7 +129,7 @@ def make_snapshot(
 
     ``volume_id`` is a plain column: the volume need not exist.
     """
-    from osd.engine.enums import DurabilityType
+    from osd.enums import DurabilityType
     from osd.store.models import SnapshotRow
 
     now = utcnow()
@@ -170,7 +170,7 @@ def make_volume_row(
 ) -> str:
     """A bare UP volume record with no allocations; with ``datastore_version_id``
     it stands for a volume provisioned from that version."""
-    from osd.engine.enums import DurabilityType, Provisioning, SourceKind, VolumeKind, VolumeState
+    from osd.enums import DurabilityType, Provisioning, SourceKind, VolumeKind, VolumeState
     from osd.store.models import VolumeRow
 
     now = utcnow()
@@ -389,7 +389,7 @@ def make_volume(
     single drive). With ``driver`` (a FakeDriver), each copy is also created
     in the driver, named by its allocation id as the volume engine names them.
     """
-    from osd.engine.enums import DurabilityType, Provisioning, SourceKind, VolumeKind, VolumeState
+    from osd.enums import DurabilityType, Provisioning, SourceKind, VolumeKind, VolumeState
     from osd.store import allocations
     from osd.store.models import VolumeRow
 

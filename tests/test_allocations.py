@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select, update
 
-from osd.engine.enums import AllocationState
+from osd.enums import AllocationState
 from osd.errors import FailedPrecondition
 from osd.store import allocations
 from osd.store.db import Store

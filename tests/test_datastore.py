@@ -17,8 +17,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import delete, select
 
-from osd.engine.datastores import provisioning_source
-from osd.engine.enums import SnapshotState
+from osd.engine.datastores.registry import provisioning_source
+from osd.enums import SnapshotState
 from osd.errors import FailedPrecondition, InvalidArgument, NotFound
 from osd.store import allocations
 from osd.store import datastores as repo

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from osd.config import Settings
-from osd.engine.core import Engine
+from osd.daemon import Daemon
 from osd.engine.drivers.base import DriverError
 from osd.engine.drivers.fake import TIB, FakeDriver
-from osd.engine.enums import AllocationState, DriveState, JobKind, NodeState, ObjectKind
-from osd.engine.topology import Availability
-from osd.server.app import Daemon
+from osd.engine.engine import Engine
+from osd.engine.topology.availability import Availability
+from osd.enums import AllocationState, DriveState, JobKind, NodeState, ObjectKind
 from osd.store.db import Store
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
 from osd.v1 import common_pb2, node_pb2_grpc, pool_pb2, pool_pb2_grpc

@@ -7,7 +7,7 @@ from enum import IntEnum
 import pytest
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from osd.engine import enums
+from osd import enums
 from osd.v1 import common_pb2, job_pb2, node_pb2, volume_pb2
 
 PAIRS: list[tuple[type[IntEnum], EnumTypeWrapper, str]] = [

@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from osd import config
 from osd.config import Settings
-from osd.engine.core import Engine
+from osd.daemon import Daemon
 from osd.engine.drivers.fake import FakeDriver
-from osd.server.app import Daemon
+from osd.engine.engine import Engine
 from osd.store import allocations
 from osd.store.db import Store
 from osd.store.models import AllocationRow, DriveRow, JobRow, PoolRow

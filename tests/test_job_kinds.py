@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from osd.engine.enums import DriveState, NodeState
+from osd.enums import DriveState, NodeState
 from osd.errors import FailedPrecondition
 from osd.store.models import AllocationRow, DriveRow, NodeRow
 from osd.v1 import job_pb2 as jpb

@@ -12,8 +12,8 @@ import pytest
 from google.protobuf import field_mask_pb2
 from sqlalchemy import func, select
 
-from osd.engine.enums import AllocationState, DriveState, JobState, NodeState
-from osd.engine.topology import Availability
+from osd.engine.topology.availability import Availability
+from osd.enums import AllocationState, DriveState, JobState, NodeState
 from osd.store import allocations
 from osd.store.models import (
     AllocationRow,

@@ -6,7 +6,8 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from osd.server import services
+from osd.contract import contract
+from osd.server import registry as services
 from osd.store.models import ClusterRow
 from osd.v1 import cluster_pb2, cluster_pb2_grpc
 from tests.conftest import Database, running_daemon, store_on
@@ -22,12 +23,12 @@ FIVE = {
 
 
 def test_the_contract_has_the_five_services() -> None:
-    names = {e.full_name for e in services.contract()}
+    names = {e.full_name for e in contract()}
     assert names >= FIVE
 
 
 def test_every_rpc_is_implemented_or_pending() -> None:
-    for entry in services.contract():
+    for entry in contract():
         implemented = services.implemented_methods(entry)
         pending = entry.full_name in services.PENDING
         for method in entry.descriptor.methods:
@@ -39,20 +40,20 @@ def test_every_rpc_is_implemented_or_pending() -> None:
 
 
 def test_pending_lists_only_services_of_the_contract() -> None:
-    names = {e.full_name for e in services.contract()}
+    names = {e.full_name for e in contract()}
     assert set(services.PENDING) <= names
     assert set(services.IMPLEMENTED) <= names
 
 
 def test_cluster_service_is_complete() -> None:
-    [entry] = [e for e in services.contract() if e.full_name == "osd.v1.ClusterService"]
+    [entry] = [e for e in contract() if e.full_name == "osd.v1.ClusterService"]
     assert "osd.v1.ClusterService" not in services.PENDING
     assert services.implemented_methods(entry) == {m.name for m in entry.descriptor.methods}
 
 
 def test_every_rpc_of_the_contract_is_implemented_now() -> None:
     assert services.PENDING == {}
-    for entry in services.contract():
+    for entry in contract():
         assert services.implemented_methods(entry) == {m.name for m in entry.descriptor.methods}
 
 
@@ -81,6 +82,6 @@ def test_an_rpc_neither_implemented_nor_pending_stops_the_daemon_from_starting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delitem(services.IMPLEMENTED, "osd.v1.ClusterService")
-    [entry] = [e for e in services.contract() if e.full_name == "osd.v1.ClusterService"]
+    [entry] = [e for e in contract() if e.full_name == "osd.v1.ClusterService"]
     with pytest.raises(RuntimeError, match="neither implemented nor listed as pending"):
         services.build_servicer(entry, engine=None)  # type: ignore[arg-type]

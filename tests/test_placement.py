@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from osd.engine.enums import FailureDomain
-from osd.engine.placement import Candidate, Request, place
-from osd.engine.sizes import SizeSpec, parse, parse_text
+from osd.engine.placement.place import Candidate, Request, place
+from osd.engine.shared.sizes import SizeSpec, parse, parse_text
+from osd.enums import FailureDomain
 from osd.errors import FailedPrecondition, InvalidArgument
 
 GIB = 1 << 30

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from sqlalchemy import delete
 
-from osd.engine.enums import JobKind, ObjectKind
+from osd.enums import JobKind, ObjectKind
 from osd.store import pools as pool_repo
 from osd.store.models import (
     PoolDriveRow,

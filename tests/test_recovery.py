@@ -19,10 +19,10 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 
-from osd.engine.core import Engine
 from osd.engine.drivers.fake import FakeDriver, FakeState
-from osd.engine.enums import DriveState, JobKind, JobState
-from osd.engine.jobs import MAX_RESTARTS
+from osd.engine.engine import Engine
+from osd.engine.jobs.jobs import MAX_RESTARTS
+from osd.enums import DriveState, JobKind, JobState
 from osd.store import allocations
 from osd.store.db import Store, sqlite_url
 from osd.store.models import AllocationRow, DriveRow, JobRow, utcnow

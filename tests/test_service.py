@@ -6,8 +6,8 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from osd.engine.enums import DurabilityType, NodeState
-from osd.engine.service import RebalanceStatus
+from osd.engine.jobs.service_api import RebalanceStatus
+from osd.enums import DurabilityType, NodeState
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow, VolumeRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from osd.engine.enums import DriveState, FailureDomain
+from osd.enums import DriveState, FailureDomain
 from osd.store import allocations
 from osd.store.models import AllocationRow, DriveRow, NodeRow
 from osd.v1 import job_pb2 as jpb

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from osd.engine.enums import DriveState, NodeState
+from osd.enums import DriveState, NodeState
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb

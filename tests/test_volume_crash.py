@@ -19,7 +19,7 @@ import grpc
 import pytest
 from sqlalchemy import select
 
-from osd.engine.enums import VolumeState
+from osd.enums import VolumeState
 from osd.store import allocations
 from osd.store.db import Store
 from osd.store.models import AllocationRow, VolumeRow

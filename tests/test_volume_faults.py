@@ -10,8 +10,8 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 
-from osd.engine.core import Engine
 from osd.engine.drivers.fake import FakeDriver
+from osd.engine.engine import Engine
 from osd.store.db import Store
 from osd.store.models import AllocationRow, DriveRow, SnapshotRow, VolumeRow
 from osd.v1 import volume_pb2 as pb

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import models
-from osd.engine.core import Engine
+from osd.engine.engine import Engine
+from osd.engine.shared.models import ListQuery
+from osd.engine.topology.models import Cluster, CreateCluster, UpdateCluster
 from osd.server import convert
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc
@@ -13,7 +14,7 @@ from osd.v1 import cluster_pb2_grpc
 UPDATABLE = ("name", "labels", "block", "file")
 
 
-def cluster_to_proto(c: models.Cluster) -> pb.Cluster:
+def cluster_to_proto(c: Cluster) -> pb.Cluster:
     return pb.Cluster(
         id=c.id,
         name=c.name,
@@ -34,7 +35,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: pb.CreateClusterRequest, context: grpc.ServicerContext
     ) -> pb.CreateClusterResponse:
         result = self._clusters.create(
-            models.CreateCluster(
+            CreateCluster(
                 name=request.name,
                 labels=dict(request.labels),
                 block=request.block if request.HasField("block") else True,
@@ -58,7 +59,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: pb.ListClustersRequest, context: grpc.ServicerContext
     ) -> pb.ListClustersResponse:
         page = self._clusters.list(
-            models.ListQuery(
+            ListQuery(
                 page_size=request.page_size,
                 page_token=request.page_token,
                 name_regex=request.name_regex,
@@ -75,7 +76,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     ) -> pb.UpdateClusterResponse:
         paths = convert.update_paths(request.update_mask, UPDATABLE)
         result = self._clusters.update(
-            models.UpdateCluster(
+            UpdateCluster(
                 cluster_id=request.cluster_id,
                 name=request.name if "name" in paths else None,
                 labels=dict(request.labels) if "labels" in paths else None,

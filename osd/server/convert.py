@@ -7,9 +7,9 @@ from datetime import datetime
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from osd.engine import models
-from osd.engine.common import Allocation
-from osd.engine.enums import LabelOperation
+from osd.engine.shared import models
+from osd.engine.shared.models import Allocation
+from osd.enums import LabelOperation
 from osd.errors import InvalidArgument
 from osd.v1 import common_pb2
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import datastore_models as dm
-from osd.engine import models
-from osd.engine.core import Engine
+from osd.engine.datastores import models as dm
+from osd.engine.engine import Engine
+from osd.engine.shared import models
 from osd.server import convert
 from osd.v1 import datastore_pb2 as pb
 from osd.v1 import datastore_pb2_grpc

@@ -6,8 +6,8 @@ from __future__ import annotations
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from osd.engine.core import Engine
-from osd.engine.job_kinds.base import Job, JobProgress, JobQuery, ObjectRef
+from osd.engine.engine import Engine
+from osd.engine.jobs.models import Job, JobProgress, JobQuery, ObjectRef
 from osd.server import convert
 from osd.server.errors import DOMAIN
 from osd.v1 import job_pb2 as pb

@@ -1,15 +1,15 @@
 """NodeService: request -> engine input -> engine -> response.
 
 DrainNode is not defined here: it waits for the jobs capability (see
-osd.server.services.PENDING).
+osd.server.registry.PENDING).
 """
 
 from __future__ import annotations
 
 import grpc
 
-from osd.engine import topology as t
-from osd.engine.core import Engine
+from osd.engine.engine import Engine
+from osd.engine.topology import models as t
 from osd.server import convert
 from osd.server.job import job_to_proto
 from osd.v1 import node_pb2 as pb

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import topology as t
-from osd.engine.core import Engine
+from osd.engine.engine import Engine
+from osd.engine.topology import models as t
 from osd.server import convert
 from osd.server.node import drive_to_proto
 from osd.v1 import pool_pb2 as pb

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import service as svc
-from osd.engine.core import Engine
+from osd.engine.engine import Engine
+from osd.engine.jobs import service_api as svc
 from osd.server.job import job_to_proto, progress_to_proto
 from osd.server.node import drive_to_proto, node_to_proto
 from osd.v1 import service_pb2 as pb
@@ -16,11 +16,12 @@ from osd.v1 import service_pb2_grpc
 class ServiceServicer(service_pb2_grpc.ServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._service = engine.service
+        self._maintenance = engine.maintenance
 
     def EnterMaintenance(
         self, request: pb.EnterMaintenanceRequest, context: grpc.ServicerContext
     ) -> pb.EnterMaintenanceResponse:
-        result = self._service.enter_maintenance(request.node_id, request.force)
+        result = self._maintenance.enter_maintenance(request.node_id, request.force)
         return pb.EnterMaintenanceResponse(
             node=node_to_proto(result.node),
             affected_volume_ids=result.affected_volume_ids,
@@ -30,7 +31,7 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
     def ExitMaintenance(
         self, request: pb.ExitMaintenanceRequest, context: grpc.ServicerContext
     ) -> pb.ExitMaintenanceResponse:
-        result = self._service.exit_maintenance(request.node_id)
+        result = self._maintenance.exit_maintenance(request.node_id)
         return pb.ExitMaintenanceResponse(
             node=node_to_proto(result.value), generation=result.generation
         )

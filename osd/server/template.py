@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import volume_models as vm
-from osd.engine.core import Engine
-from osd.engine.sizes import SizeSpec
-from osd.engine.templates import UPDATABLE
+from osd.engine.engine import Engine
+from osd.engine.shared.sizes import SizeSpec
+from osd.engine.volumes import models as vm
+from osd.engine.volumes.templates import UPDATABLE
 from osd.server import convert
 from osd.server.volume import (
     durability_from_proto,

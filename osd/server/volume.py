@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import grpc
 
-from osd.engine import volume_models as vm
-from osd.engine.core import Engine
-from osd.engine.enums import SourceKind
-from osd.engine.sizes import SizeSpec
+from osd.engine.engine import Engine
+from osd.engine.shared.sizes import SizeSpec
+from osd.engine.volumes import models as vm
+from osd.enums import SourceKind
 from osd.server import convert
 from osd.server.job import job_to_proto
 from osd.v1 import volume_pb2 as pb

@@ -18,7 +18,7 @@ from osd.store.models import (
     VolumeRow,
 )
 
-# JobState numbers (osd.engine.enums.JobState).
+# JobState numbers (osd.enums.JobState).
 PENDING, RUNNING, PAUSED = 1, 2, 3
 # Jobs that hold a slot of the runner.
 SLOT_STATES = (PENDING, RUNNING)

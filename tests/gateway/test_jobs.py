@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.jobs import job_location, starts_jobs
 from gateway.routes import Route, Router, method_routes
-from osd.server.services import contract
+from osd.contract import contract
 from osd.v1 import job_pb2, node_pb2, volume_pb2
 from tests.gateway.conftest import ShapesGateway
 

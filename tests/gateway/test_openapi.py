@@ -20,7 +20,7 @@ from schemathesis import checks
 
 from gateway.app import GatewayApp
 from gateway.errors import HTTP_STATUS
-from osd.server.services import contract
+from osd.contract import contract
 from tests.gateway import shapes as shapes_proto
 from tests.gateway.conftest import RestDaemon, ShapesGateway
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from gateway.app import GatewayApp
 from gateway.routes import Route
-from osd.server.services import PENDING, contract, implemented_methods
+from osd.contract import contract
+from osd.server.registry import PENDING, implemented_methods
 from tests.gateway.conftest import RestDaemon
 
 SOME_ID = "0123456789abcdef0123456789abcdef"

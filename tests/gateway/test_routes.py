@@ -15,7 +15,7 @@ from gateway.routes import (
     _route,
     method_routes,
 )
-from osd.server.services import contract
+from osd.contract import contract
 from tests.gateway import shapes as shapes_proto
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from gateway.server import GatewayServer
 from osd.config import Settings
-from osd.engine.core import Engine
+from osd.daemon import Daemon
 from osd.engine.drivers.fake import FakeDriver
-from osd.server.app import Daemon
+from osd.engine.engine import Engine
 from osd.store.db import Store
 from tests.conftest import Database
 from tests.gateway.conftest import RestDaemon

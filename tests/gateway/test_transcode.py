@@ -11,7 +11,7 @@ from gateway.errors import GatewayError, Reason
 from gateway.routes import Route, Router, method_routes
 from gateway.transcode import build_request, response_json
 from gateway.upstream import message_class
-from osd.server.services import contract
+from osd.contract import contract
 from osd.v1 import cluster_pb2
 from tests.gateway import shapes as shapes_proto
 

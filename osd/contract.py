@@ -1,0 +1,56 @@
+"""The osd.v1 contract: every gRPC service the generated package defines.
+
+A leaf module (it imports only the generated code), so both the gRPC server
+and the REST gateway can enumerate the contract without importing each other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+import osd.v1
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    descriptor: ServiceDescriptor
+    grpc_module: ModuleType
+
+    @property
+    def full_name(self) -> str:
+        return str(self.descriptor.full_name)
+
+    @property
+    def base_class(self) -> type:
+        cls: type = getattr(self.grpc_module, f"{self.descriptor.name}Servicer")
+        return cls
+
+    def add_to_server(self, servicer: Any, server: grpc.Server) -> None:
+        getattr(self.grpc_module, f"add_{self.descriptor.name}Servicer_to_server")(servicer, server)
+
+
+def contract() -> list[ServiceEntry]:
+    """Every service in the generated osd.v1 package, by full name."""
+    entries: list[ServiceEntry] = []
+    for info in sorted(pkgutil.iter_modules(osd.v1.__path__), key=lambda m: m.name):
+        if not info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"osd.v1.{info.name}")
+        services = module.DESCRIPTOR.services_by_name
+        if not services:
+            continue
+        grpc_module = importlib.import_module(f"osd.v1.{info.name}_grpc")
+        entries.extend(ServiceEntry(services[name], grpc_module) for name in sorted(services))
+    return entries
+
+
+def descriptors() -> list[ServiceDescriptor]:
+    """The descriptors of every service of the contract."""
+    return [entry.descriptor for entry in contract()]

@@ -1,0 +1,149 @@
+"""The daemon: the gRPC server with health, reflection and every osd service."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import text
+
+from gateway.server import GatewayServer
+from osd.config import Settings, parse_listen
+from osd.contract import contract
+from osd.engine import drivers
+from osd.engine.engine import Engine
+from osd.server.interceptors import ServerInterceptor
+from osd.server.registry import build_servicer
+from osd.store.db import Store
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+STORE_PROBE_SECONDS = 5.0
+
+
+class Daemon:
+    """One osd daemon: a store, a driver, the engine over them, and the gRPC server."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+        self.settings = settings
+        if engine is None:
+            store = Store(settings.resolved_database_url())
+            engine = Engine(
+                store,
+                drivers.load(settings.driver, settings.resolved_data_dir()),
+                max_jobs=settings.max_jobs,
+            )
+        self.engine = engine
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.service_names = [e.full_name for e in contract()]
+        self.grpc_port = 0
+        self.rest_port = 0
+        self._gateway: GatewayServer | None = None
+        self._server: grpc.Server | None = None
+        self._stopping = threading.Event()
+        self._probe: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Migrates the store, binds the port and starts serving."""
+        self.engine.store.upgrade()
+        self.engine.start()
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=self.settings.workers, thread_name_prefix="osd-rpc"
+            ),
+            interceptors=[ServerInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for entry in contract():
+            entry.add_to_server(build_servicer(entry, self.engine), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        host, port = parse_listen(self.settings.grpc_listen)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from None
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_listen}")
+        server.start()
+        self._server = server
+        self._set_serving(True)
+        self._probe = threading.Thread(
+            target=self._probe_store, name="osd-store-probe", daemon=True
+        )
+        self._probe.start()
+        log.info("serving gRPC on %s:%d", host, self.grpc_port)
+        if self.settings.rest_enabled:
+            self._start_gateway(host)
+
+    def _start_gateway(self, grpc_host: str) -> None:
+        """Serves REST on ``rest_listen``, calling this daemon's gRPC port over loopback."""
+        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(grpc_host, grpc_host)
+        target = f"[{local}]:{self.grpc_port}" if ":" in local else f"{local}:{self.grpc_port}"
+        try:
+            parse_listen(self.settings.rest_listen)
+            self._gateway = GatewayServer(
+                self.settings.rest_listen, target, grace_seconds=self.settings.grace_seconds
+            )
+            self._gateway.start()
+        except (OSError, ValueError):
+            self.stop(grace=0)
+            raise
+        self.rest_port = self._gateway.port
+
+    def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            self.health.set(name, status)
+
+    def _probe_store(self) -> None:
+        """Reports NOT_SERVING while the store cannot be reached."""
+        healthy = True
+        while not self._stopping.wait(STORE_PROBE_SECONDS):
+            try:
+                with self.engine.store.read() as s:
+                    s.execute(text("SELECT 1"))
+                ok = True
+            except Exception as exc:
+                ok = False
+                if healthy:
+                    log.warning("store probe failed: %s", exc)
+            if ok != healthy and not self._stopping.is_set():
+                healthy = ok
+                self._set_serving(ok)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Refuses new calls, lets in-flight ones finish within ``grace``, closes the store."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        grace = self.settings.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        if self._gateway is not None:
+            self._gateway.stop()
+        if self._server is not None:
+            self._server.stop(grace).wait()
+        if self._probe is not None:
+            self._probe.join(timeout=STORE_PROBE_SECONDS + 1)
+        self.engine.close()
+        log.info("stopped")
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()

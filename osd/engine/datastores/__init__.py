@@ -1,0 +1,1 @@
+"""Datastores and their versions: an admin-only registry (Trove's)."""

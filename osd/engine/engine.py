@@ -1,0 +1,98 @@
+"""The engine: the one object servicers call."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from osd.engine.datastores.registry import DatastoreEngine
+from osd.engine.drivers import StorageDriver
+from osd.engine.jobs import kinds as job_kinds
+from osd.engine.jobs.jobs import JobEngine
+from osd.engine.jobs.service_api import ServiceEngine
+from osd.engine.topology.availability import Availability, AvailabilityListener
+from osd.engine.topology.clusters import ClusterEngine
+from osd.engine.topology.drives import DriveEngine
+from osd.engine.topology.maintenance import MaintenanceEngine
+from osd.engine.topology.nodes import NodeEngine
+from osd.engine.topology.pools import PoolEngine
+from osd.engine.volumes.attachments import AttachmentEngine
+from osd.engine.volumes.snapshots import SnapshotEngine
+from osd.engine.volumes.templates import TemplateEngine
+from osd.engine.volumes.volumes import VolumeEngine
+from osd.store.db import Store
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """Domain operations over one store and one storage driver.
+
+    Each capability is a sub-engine attribute (``clusters``, ...). A
+    sub-engine whose changes run in phases registers a recovery step with
+    :meth:`on_start`; :meth:`start` runs them all before the daemon serves, so
+    work a crash left pending is finished or undone first.
+    """
+
+    def __init__(self, store: Store, driver: StorageDriver, *, max_jobs: int = 4) -> None:
+        self.store = store
+        self.driver = driver
+        self._on_start: list[tuple[str, Callable[[], None]]] = []
+        self._on_close: list[tuple[str, Callable[[], None]]] = []
+        self.clusters = ClusterEngine(store)
+        self.datastores = DatastoreEngine(store)
+        self._availability: list[AvailabilityListener] = []
+        self.nodes = NodeEngine(store, self._availability_changed)
+        self.drives = DriveEngine(store, driver, self._availability_changed)
+        self.pools = PoolEngine(store)
+        self.jobs = JobEngine(
+            store, driver, max_jobs=max_jobs, availability=self._availability_changed
+        )
+        for handler in job_kinds.handlers():
+            self.jobs.register(handler)
+        self.maintenance = MaintenanceEngine(store, self._availability_changed)
+        self.service = ServiceEngine(store, driver, self.jobs)
+        self.on_start("drives left ADDING", self.drives.recover)
+        self.volumes = VolumeEngine(store, driver, self.jobs)
+        self.snapshots = SnapshotEngine(store, driver)
+        self.attachments = AttachmentEngine(store, driver)
+        self.templates = TemplateEngine(store)
+        self.on_start("volume and snapshot changes left unfinished", self.volumes.recover)
+        self.on_availability_change(self.volumes.availability_changed)
+        # Last, so every other recovery has run before jobs resume.
+        self.on_start("job runner (resumes the jobs a gone daemon left)", self.jobs.run)
+        self.on_close("job runner", self.jobs.stop)
+
+    def on_start(self, name: str, step: Callable[[], None]) -> None:
+        """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""
+        self._on_start.append((name, step))
+
+    def on_availability_change(self, listener: AvailabilityListener) -> None:
+        """Calls ``listener`` inside every transaction in which a topology change
+        (node OFFLINE or ONLINE, drive hard eject or forget) turned allocations
+        UNAVAILABLE or ACTIVE or released them, with the volumes and snapshots
+        concerned, so whoever keeps their state can update it."""
+        self._availability.append(listener)
+
+    def _availability_changed(self, session: Session, change: Availability) -> None:
+        for listener in self._availability:
+            listener(session, change)
+
+    def on_close(self, name: str, step: Callable[[], None]) -> None:
+        """Runs ``step`` (stopping workers) when the engine closes, in reverse order."""
+        self._on_close.append((name, step))
+
+    def start(self) -> None:
+        for name, step in self._on_start:
+            log.info("starting: %s", name)
+            step()
+
+    def close(self) -> None:
+        for name, step in reversed(self._on_close):
+            try:
+                step()
+            except Exception:
+                log.exception("closing %s failed", name)
+        self.store.close()

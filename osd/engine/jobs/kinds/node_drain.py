@@ -1,0 +1,79 @@
+"""Node drain (NODE_DRAIN): the node DRAINING while its drives' copies move to
+other nodes; in MAINTENANCE when DONE, ONLINE again when cancelled or failed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from osd.engine.jobs.handler import JobContext
+from osd.engine.jobs.kinds.evacuation import Evacuation, check_feasible
+from osd.engine.shared import validation as v
+from osd.engine.shared.refusals import check_no_job
+from osd.engine.shared.rows import get_node, stamp
+from osd.enums import JobKind, NodeState
+from osd.enums import ObjectKind as OK
+from osd.errors import FailedPrecondition
+from osd.store import drives as drive_repo
+from osd.store import jobs as repo
+from osd.store.models import (
+    JobRow,
+    NodeRow,
+)
+
+
+class NodeDrain(Evacuation):
+    """Drain: the node DRAINING while its drives' copies move to other nodes; in
+    MAINTENANCE when DONE, ONLINE again when cancelled or failed."""
+
+    kind = JobKind.NODE_DRAIN
+    target_kind = OK.NODE
+
+    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
+        node_id = str(spec.get("node_id", ""))
+        if not v.ID_RE.fullmatch(node_id):
+            return None
+        row = s.get(NodeRow, node_id)
+        if row is None or row.state != NodeState.DRAINING:
+            return None
+        return repo.unfinished(s, int(self.kind), node_id)
+
+    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
+        node = get_node(s, str(spec.get("node_id", "")))
+        check_no_job(s, "node", node.id, node.active_job_id)
+        drives = drive_repo.of_node(s, node.id)
+        for d in drives:
+            check_no_job(s, "drive", d.id, d.active_job_id)
+        if node.state != NodeState.ONLINE:
+            state = NodeState(node.state).name
+            raise FailedPrecondition(
+                f"node {node.name} is {state}: only an ONLINE node can be drained",
+                reason="NODE_NOT_ONLINE",
+                metadata={"node_id": node.id, "state": state},
+            )
+        check_feasible(s, node.cluster_id, [d.id for d in drives])
+        node.state = int(NodeState.DRAINING)
+        node.active_job_id = job.id
+        stamp(node, job.generation)
+        job.cluster_id = node.cluster_id
+        job.target_id = node.id
+        job.spec = {"node_id": node.id}
+        job.progress_total_bytes = sum(d.used_bytes for d in drives)
+
+    def sources(self, s: Session, ctx: JobContext) -> list[str]:
+        return [d.id for d in drive_repo.of_node(s, ctx.target_id)]
+
+    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+        node = s.get(NodeRow, ctx.target_id)
+        if node is not None and node.state == NodeState.DRAINING:
+            node.state = int(NodeState.MAINTENANCE)
+            stamp(node, generation)
+
+    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+        super().abort(ctx, s, generation)
+        node = s.get(NodeRow, ctx.target_id)
+        if node is not None and node.state == NodeState.DRAINING:
+            node.state = int(NodeState.ONLINE)
+            stamp(node, generation)

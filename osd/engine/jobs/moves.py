@@ -1,0 +1,182 @@
+"""Moving (or rebuilding) one copy as a resumable unit of a job.
+
+One move, in phases:
+
+1. write: reserve the bytes on the target as a PENDING allocation tagged
+   with the job; the checkpoint records the move as ``inflight``;
+2. driver, no transaction open: ``copy_replica`` from the copy's drive to
+   the target; or, to rebuild a copy whose drive is gone, ``create_replica``
+   on the target (the storage engine fills a new copy from the others);
+3. write: release the reservation and move the allocation to the target
+   (the copy keeps its allocation id, which is its name in the driver), or,
+   for a copy that was lost, make the reservation the copy; set its state;
+   tell the volume engine; the checkpoint drops ``inflight`` and records
+   ``cleanup``;
+4. driver: delete the old copy (best effort; repeated after a crash).
+
+A daemon that resumes the job finishes an ``inflight`` move whose
+reservation still exists; a rollback deletes the copy on the target and the
+runner releases the reservation, so a move happens whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from osd.engine.drivers import DriverError
+from osd.engine.jobs.handler import JobContext
+from osd.engine.placement.rules import available_state, drive_and_node
+from osd.enums import AllocationState
+from osd.errors import FailedPrecondition
+from osd.store import allocations
+from osd.store.models import AllocationRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One copy to put on ``target_drive_id``.
+
+    ``allocation_id`` is the copy's allocation on ``source_drive_id`` (None
+    for a copy that was lost and is made anew). ``rebuild``: the source's data
+    cannot be read (its drive is EJECTED or FAILED, or there is none), so the
+    copy is created on the target rather than copied.
+    """
+
+    allocation_id: str | None
+    volume_id: str | None
+    snapshot_id: str | None
+    index: int
+    nbytes: int
+    source_drive_id: str | None
+    rebuild: bool
+    target_drive_id: str
+    target_node_id: str
+    replica_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Move:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+def settle(ctx: JobContext) -> None:
+    """Finishes what a previous run left: the old copy's cleanup, and a move in
+    flight whose reservation still exists (one whose reservation is gone is
+    dropped)."""
+    cleanup = ctx.checkpoint.get("cleanup")
+    if cleanup:
+        _delete_copy(ctx, cleanup[0], cleanup[1])
+        ctx.checkpoint.pop("cleanup", None)
+    inflight = ctx.checkpoint.get("inflight")
+    if not inflight:
+        return
+    with ctx.store.read() as s:
+        res = s.get(AllocationRow, inflight["reservation_id"])
+        alive = (
+            res is not None and res.state == AllocationState.PENDING and res.job_id == ctx.job_id
+        )
+    if alive:
+        _copy_and_commit(ctx, Move.from_json(inflight), inflight["reservation_id"])
+    else:
+        with ctx.write():
+            ctx.checkpoint.pop("inflight", None)
+
+
+def perform(ctx: JobContext, move: Move, message: str) -> bool:
+    """Does one move whole; False (nothing done) when the allocation is no longer
+    where the move expects it."""
+    with ctx.write() as (s, _generation):
+        if move.allocation_id is not None:
+            row = s.get(AllocationRow, move.allocation_id)
+            if row is None or row.drive_id != move.source_drive_id:
+                return False
+        res = allocations.reserve(
+            s,
+            drive_id=move.target_drive_id,
+            node_id=move.target_node_id,
+            nbytes=move.nbytes,
+            index=move.index,
+            state=AllocationState.PENDING,
+            volume_id=move.volume_id,
+            snapshot_id=move.snapshot_id,
+            job_id=ctx.job_id,
+        )
+        move = replace(move, replica_id=move.allocation_id or res.id)
+        ctx.checkpoint["inflight"] = {**move.to_json(), "reservation_id": res.id}
+        ctx.progress.message = message
+    _copy_and_commit(ctx, move, res.id)
+    return True
+
+
+def _copy_and_commit(ctx: JobContext, move: Move, reservation_id: str) -> None:
+    if move.rebuild:
+        ctx.driver.create_replica(move.target_drive_id, move.replica_id, move.nbytes)
+    else:
+        assert move.source_drive_id is not None
+        ctx.driver.copy_replica(
+            move.source_drive_id, move.target_drive_id, move.replica_id, move.nbytes
+        )
+    with ctx.write() as (s, _generation):
+        res = s.get(AllocationRow, reservation_id)
+        if res is None or res.state != AllocationState.PENDING or res.job_id != ctx.job_id:
+            raise FailedPrecondition(
+                f"the reservation for a copy on drive {move.target_drive_id} is gone",
+                reason="RESERVATION_LOST",
+            )
+        drive, node = drive_and_node(s, move.target_drive_id)
+        state = available_state(node.state, drive.state)
+        cleanup: list[str] | None = None
+        source = s.get(AllocationRow, move.allocation_id) if move.allocation_id else None
+        if move.allocation_id is not None and source is None:
+            # The copy was deleted meanwhile: drop what was made for it.
+            allocations.release(s, res)
+            cleanup = [move.target_drive_id, move.replica_id]
+        elif source is not None:
+            allocations.release(s, res)
+            allocations.move(s, source, drive_id=drive.id, node_id=node.id)
+            source.state = int(state)
+            source.job_id = None
+            if move.source_drive_id:
+                cleanup = [move.source_drive_id, move.replica_id]
+        else:
+            res.state = int(state)
+            res.job_id = None
+        ctx.notify(s, [move.volume_id], [move.snapshot_id])
+        ctx.checkpoint.pop("inflight", None)
+        if cleanup:
+            ctx.checkpoint["cleanup"] = cleanup
+        ctx.progress.done_steps += 1
+        ctx.progress.done_bytes += move.nbytes
+    if cleanup:
+        _delete_copy(ctx, cleanup[0], cleanup[1])
+        ctx.checkpoint.pop("cleanup", None)
+
+
+def _delete_copy(ctx: JobContext, drive_id: str, rid: str) -> None:
+    try:
+        ctx.driver.delete_replica(drive_id, rid)
+    except DriverError as exc:
+        log.warning(
+            "job %s: deleting copy %s on drive %s failed: %s", ctx.job_id, rid, drive_id, exc
+        )
+
+
+def undo(ctx: JobContext) -> None:
+    """Deletes the copy a move in flight may have made on its target (best effort).
+
+    The runner releases the reservation; :func:`forget` clears the checkpoint.
+    """
+    inflight = ctx.checkpoint.get("inflight")
+    if inflight:
+        _delete_copy(ctx, inflight["target_drive_id"], inflight["replica_id"])
+
+
+def forget(ctx: JobContext) -> None:
+    ctx.checkpoint.pop("inflight", None)
+    ctx.checkpoint.pop("cleanup", None)

@@ -1,0 +1,297 @@
+"""The Service API's long operations: drive add, drive replace and pool
+rebalance (OpenStorage's Service), each started as a job, and their status.
+
+The starts validate the request, ask the driver about a new device (with
+no transaction open), and record the job through the job engine, whose
+kinds (osd.engine.jobs.kinds) do the rest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.jobs.jobs import JobEngine
+from osd.engine.jobs.kinds.drive_replace import address_of
+from osd.engine.jobs.kinds.pool_rebalance import missing_copies, spread_percent
+from osd.engine.jobs.models import Job, JobProgress, Started
+from osd.engine.shared import validation as v
+from osd.engine.shared.rows import get_drive, get_node
+from osd.engine.shared.validation import id_violations, raise_if
+from osd.engine.topology.drives import device_path_violation, new_drive_violations
+from osd.engine.topology.models import Drive, Node
+from osd.engine.topology.views import drives_from_rows, nodes_from_rows
+from osd.enums import JobKind, JobState, NodeState
+from osd.errors import FieldViolation, NotFound, Unavailable
+from osd.store import drives as drive_repo
+from osd.store import jobs as repo
+from osd.store.db import Store
+from osd.store.models import DriveRow, NodeRow, PoolRow
+
+
+class RebalanceStatus(IntEnum):
+    """The proto's RebalanceStatus (numbers are the proto's)."""
+
+    NONE = 1
+    PENDING = 2
+    RUNNING = 3
+    PAUSED = 4
+    DONE = 5
+    FAILED = 6
+    CANCELLED = 7
+
+
+_REBALANCE_OF_JOB = {
+    JobState.PENDING: RebalanceStatus.PENDING,
+    JobState.RUNNING: RebalanceStatus.RUNNING,
+    JobState.PAUSED: RebalanceStatus.PAUSED,
+    JobState.DONE: RebalanceStatus.DONE,
+    JobState.FAILED: RebalanceStatus.FAILED,
+    JobState.CANCELLED: RebalanceStatus.CANCELLED,
+}
+
+
+@dataclass(frozen=True)
+class StartDriveAdd:
+    node_id: str
+    device_path: str
+    journal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    pool_ids: list[str] = field(default_factory=list)
+    yes_i_really_mean_it: bool = False
+
+
+@dataclass(frozen=True)
+class StartDriveReplace:
+    """Exactly one of ``target_device_path`` and ``target_drive_id`` is set."""
+
+    source_drive_id: str
+    target_device_path: str = ""
+    target_drive_id: str = ""
+    yes_i_really_mean_it: bool = False
+
+
+@dataclass(frozen=True)
+class DriveAddStarted:
+    drive: Drive | None
+    job: Job
+    started: bool
+    generation: int
+
+
+@dataclass(frozen=True)
+class DriveAddStatus:
+    job: Job
+    drive: Drive | None
+
+
+@dataclass(frozen=True)
+class DriveReplaceStarted:
+    source: Drive
+    target: Drive | None
+    job: Job
+    started: bool
+    generation: int
+
+
+@dataclass(frozen=True)
+class DriveReplaceStatus:
+    job: Job
+    source: Drive
+    target: Drive | None
+
+
+@dataclass(frozen=True)
+class PoolRebalanceStatus:
+    status: RebalanceStatus
+    progress: JobProgress
+    job: Job | None
+    spread_percent: float
+    missing_copies: int
+
+
+class ServiceEngine:
+    def __init__(self, store: Store, driver: StorageDriver, jobs: JobEngine) -> None:
+        self._store = store
+        self._driver = driver
+        self._jobs = jobs
+
+    # -- drive add ------------------------------------------------------------------
+
+    def start_drive_add(self, spec: StartDriveAdd) -> DriveAddStarted:
+        violations = new_drive_violations(
+            spec.node_id, spec.device_path, spec.description, spec.labels
+        )
+        for i, pool_id in enumerate(spec.pool_ids):
+            violations += id_violations(pool_id, f"pool_ids[{i}]")
+        raise_if(violations)
+        job_spec: dict[str, Any] = {
+            "node_id": spec.node_id,
+            "device_path": spec.device_path,
+            "journal": spec.journal,
+            "labels": dict(spec.labels),
+            "description": spec.description,
+            "pool_ids": list(spec.pool_ids),
+            "yes_i_really_mean_it": spec.yes_i_really_mean_it,
+        }
+        with self._store.read() as s:
+            node = get_node(s, spec.node_id)
+            taken = drive_repo.get_by_device(s, node.id, spec.device_path) is not None
+            online = node.state == NodeState.ONLINE
+            name, address = node.name, address_of(node)
+        if not taken and online:
+            job_spec["probe"] = self._probe(name, address, spec.device_path, "device_path")
+        started = self._jobs.start(JobKind.DRIVE_ADD, job_spec)
+        with self._store.read() as s:
+            return DriveAddStarted(
+                self._drive(s, started.job.target.id),
+                started.job,
+                started.started,
+                started.generation,
+            )
+
+    def drive_add_status(self, node_id: str, device_path: str) -> DriveAddStatus:
+        violations = id_violations(node_id, "node_id")
+        problem = device_path_violation(device_path)
+        if problem:
+            violations.append(problem)
+        raise_if(violations)
+        with self._store.read() as s:
+            node = get_node(s, node_id)
+            for row in repo.newest_of_kind(s, int(JobKind.DRIVE_ADD), node.cluster_id):
+                if (
+                    row.spec.get("node_id") == node.id
+                    and row.spec.get("device_path") == device_path
+                ):
+                    return DriveAddStatus(self._jobs.to_domain(row), self._drive(s, row.target_id))
+        raise NotFound(
+            f"no drive add was started for {device_path} on node {node.name}",
+            metadata={"kind": "drive add", "field": "device_path", "id": device_path},
+            violations=(FieldViolation("device_path", "no drive add was started for it"),),
+        )
+
+    # -- drive replace --------------------------------------------------------------
+
+    def start_drive_replace(self, spec: StartDriveReplace) -> DriveReplaceStarted:
+        violations = id_violations(spec.source_drive_id, "source_drive_id")
+        if spec.target_drive_id:
+            violations += id_violations(spec.target_drive_id, "target_drive_id")
+        elif spec.target_device_path:
+            problem = device_path_violation(spec.target_device_path)
+            if problem:
+                violations.append(FieldViolation("target_device_path", problem.description))
+        else:
+            violations += [
+                FieldViolation(f, "a target is required: target_device_path or target_drive_id")
+                for f in ("target_device_path", "target_drive_id")
+            ]
+        raise_if(violations)
+        job_spec: dict[str, Any] = {
+            "source_drive_id": spec.source_drive_id,
+            "target_drive_id": spec.target_drive_id,
+            "target_device_path": spec.target_device_path,
+            "yes_i_really_mean_it": spec.yes_i_really_mean_it,
+        }
+        with self._store.read() as s:
+            source = get_drive(s, spec.source_drive_id, "source_drive_id")
+            node = s.get_one(NodeRow, source.node_id)
+            unfinished = repo.unfinished(s, int(JobKind.DRIVE_REPLACE), source.id) is not None
+            probe = (
+                not unfinished
+                and not spec.target_drive_id
+                and drive_repo.get_by_device(s, node.id, spec.target_device_path) is None
+            )
+            name, address = node.name, address_of(node)
+        if probe:
+            job_spec["probe"] = self._probe(
+                name, address, spec.target_device_path, "target_device_path"
+            )
+        started = self._jobs.start(JobKind.DRIVE_REPLACE, job_spec)
+        with self._store.read() as s:
+            source_view, target_view = self._replace_drives(s, started.job)
+            return DriveReplaceStarted(
+                source_view, target_view, started.job, started.started, started.generation
+            )
+
+    def drive_replace_status(self, source_drive_id: str) -> DriveReplaceStatus:
+        v.check_id(source_drive_id, "source_drive_id")
+        with self._store.read() as s:
+            get_drive(s, source_drive_id, "source_drive_id")
+            row = repo.latest(s, int(JobKind.DRIVE_REPLACE), source_drive_id)
+            if row is None:
+                raise NotFound(
+                    f"no replace was started for drive {source_drive_id}",
+                    metadata={"kind": "drive replace", "field": "source_drive_id"},
+                    violations=(
+                        FieldViolation("source_drive_id", "no replace was started for it"),
+                    ),
+                )
+            job = self._jobs.to_domain(row)
+            source, target = self._replace_drives(s, job)
+            return DriveReplaceStatus(job, source, target)
+
+    def _replace_drives(self, s: Session, job: Job) -> tuple[Drive, Drive | None]:
+        source = self._drive(s, job.target.id)
+        assert source is not None
+        target_id = job.related[0].id if job.related else ""
+        return source, self._drive(s, target_id) if target_id else None
+
+    # -- pool rebalance -------------------------------------------------------------
+
+    def start_pool_rebalance(self, pool_id: str) -> Started:
+        v.check_id(pool_id, "pool_id")
+        return self._jobs.start(JobKind.POOL_REBALANCE, {"pool_id": pool_id})
+
+    def pool_rebalance_status(self, pool_id: str) -> PoolRebalanceStatus:
+        v.check_id(pool_id, "pool_id")
+        with self._store.read() as s:
+            pool = s.get(PoolRow, pool_id)
+            if pool is None:
+                raise NotFound.object("pool", "pool_id", pool_id)
+            row = repo.latest(s, int(JobKind.POOL_REBALANCE), pool_id)
+            job = self._jobs.to_domain(row) if row is not None else None
+            return PoolRebalanceStatus(
+                status=_REBALANCE_OF_JOB[job.state] if job else RebalanceStatus.NONE,
+                progress=job.progress if job else JobProgress(),
+                job=job,
+                spread_percent=spread_percent(s, pool.id),
+                missing_copies=missing_copies(s, pool),
+            )
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _probe(self, node_name: str, address: str, device_path: str, field: str) -> dict[str, Any]:
+        """What the driver finds at ``device_path`` (no transaction open)."""
+        try:
+            info = self._driver.probe_drive(address, device_path)
+        except DriverError as exc:
+            if exc.retryable:
+                raise Unavailable(
+                    f"the driver cannot reach node {node_name}: {exc}",
+                    reason="DRIVER_ERROR",
+                    metadata={"operation": "probe_drive"},
+                ) from exc
+            raise NotFound(
+                f"node {node_name} has no device {device_path!r}: {exc}",
+                metadata={"kind": "device", "field": field, "id": device_path},
+                violations=(FieldViolation(field, f"no such device on {node_name}"),),
+            ) from exc
+        return {
+            "size_bytes": info.size_bytes,
+            "has_data": info.has_data,
+            "rotational": info.rotational,
+        }
+
+    @staticmethod
+    def _node(s: Session, row: NodeRow) -> Node:
+        s.flush()
+        return nodes_from_rows(s, [row])[0]
+
+    @staticmethod
+    def _drive(s: Session, drive_id: str) -> Drive | None:
+        row = s.get(DriveRow, drive_id) if drive_id else None
+        return drives_from_rows(s, [row])[0] if row is not None else None

@@ -1,0 +1,2 @@
+"""Topology: clusters, nodes, drives, pools, maintenance, and the
+availability changes they announce to whoever keeps volume state."""

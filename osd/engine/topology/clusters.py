@@ -1,0 +1,187 @@
+"""Cluster operations."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from osd.engine.shared import paging
+from osd.engine.shared import validation as v
+from osd.engine.shared.allocation_math import allocation_sizes
+from osd.engine.shared.models import Capacity, Changed, Created, ListQuery, Page
+from osd.engine.shared.rows import check_generation
+from osd.engine.topology.models import Cluster, ClusterStatus, CreateCluster, UpdateCluster
+from osd.errors import AlreadyExists, FailedPrecondition, NotFound
+from osd.store import clusters as repo
+from osd.store.db import Store
+from osd.store.models import ClusterRow, utcnow
+from osd.store.state import bump_generation, current_generation
+
+
+def _to_domain(row: ClusterRow) -> Cluster:
+    return Cluster(
+        id=row.id,
+        name=row.name,
+        labels=dict(row.labels),
+        block=row.block,
+        file=row.file,
+        create_time=row.create_time,
+        update_time=row.update_time,
+        generation=row.generation,
+    )
+
+
+def _same_spec(row: ClusterRow, spec: CreateCluster) -> bool:
+    return row.labels == spec.labels and row.block == spec.block and row.file == spec.file
+
+
+class ClusterEngine:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def create(self, spec: CreateCluster) -> Created[Cluster]:
+        v.check_name(spec.name)
+        labels = v.check_labels(spec.labels)
+        spec = CreateCluster(name=spec.name, labels=labels, block=spec.block, file=spec.file)
+        try:
+            with self._store.write() as s:
+                existing = repo.get_by_name(s, spec.name)
+                if existing is not None:
+                    return self._existing(existing, spec, current_generation(s))
+                generation = bump_generation(s)
+                now = utcnow()
+                row = ClusterRow(
+                    id=uuid.uuid4().hex,
+                    name=spec.name,
+                    labels=labels,
+                    block=spec.block,
+                    file=spec.file,
+                    create_time=now,
+                    update_time=now,
+                    generation=generation,
+                )
+                repo.add(s, row)
+                return Created(_to_domain(row), True, generation)
+        except IntegrityError:
+            # Another daemon sharing the store created the same name between our
+            # look-up and our insert; answer as if we had seen it.
+            with self._store.read() as s:
+                existing = repo.get_by_name(s, spec.name)
+                if existing is None:
+                    raise
+                return self._existing(existing, spec, current_generation(s))
+
+    @staticmethod
+    def _existing(row: ClusterRow, spec: CreateCluster, generation: int) -> Created[Cluster]:
+        if not _same_spec(row, spec):
+            raise AlreadyExists(
+                f"cluster {spec.name!r} already exists with another spec",
+                reason="CLUSTER_EXISTS",
+                metadata={"name": spec.name, "cluster_id": row.id},
+            )
+        return Created(_to_domain(row), False, generation)
+
+    def inspect(self, cluster_id: str) -> Cluster:
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            return _to_domain(self._get(s, cluster_id))
+
+    def list(self, query: ListQuery) -> Page[Cluster]:
+        size = paging.page_size(query.page_size)
+        after = paging.decode_str_key(query.page_token, "cluster", "name")
+        pattern = v.compile_regex(query.name_regex, "name_regex")
+        wanted = v.check_labels(query.labels)
+
+        def keep(row: ClusterRow) -> bool:
+            if pattern is not None and not pattern.search(row.name):
+                return False
+            return all(row.labels.get(k) == val for k, val in wanted.items())
+
+        with self._store.read() as s:
+            rows, token = paging.take_page(
+                repo.scan_by_name(s, after, size + 1),
+                size,
+                keep,
+                lambda r: {"name": r.name},
+                "cluster",
+            )
+            return Page([_to_domain(r) for r in rows], token)
+
+    def update(self, change: UpdateCluster) -> Changed[Cluster]:
+        v.check_id(change.cluster_id, "cluster_id")
+        if change.name is not None:
+            v.check_name(change.name)
+        labels = v.check_labels(change.labels) if change.labels is not None else None
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = self._get(s, change.cluster_id)
+                check_generation("cluster", row.id, row.generation, change.expected_generation)
+                if change.name is not None and change.name != row.name:
+                    other = repo.get_by_name(s, change.name)
+                    if other is not None:
+                        raise AlreadyExists(
+                            f"cluster {change.name!r} already exists",
+                            reason="CLUSTER_EXISTS",
+                            metadata={"name": change.name, "cluster_id": other.id},
+                        )
+                    row.name = change.name
+                if labels is not None:
+                    row.labels = labels
+                if change.block is not None:
+                    row.block = change.block
+                if change.file is not None:
+                    row.file = change.file
+                row.update_time = utcnow()
+                row.generation = generation
+                s.flush()
+                return Changed(_to_domain(row), generation)
+        except IntegrityError:
+            raise AlreadyExists(
+                f"cluster {change.name!r} already exists", reason="CLUSTER_EXISTS"
+            ) from None
+
+    def delete(self, cluster_id: str) -> int:
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            self._get(s, cluster_id)
+            remaining = {k: n for k, n in repo.belongings(s, cluster_id).items() if n}
+            if remaining:
+                what = ", ".join(f"{n} {k}" for k, n in remaining.items())
+                raise FailedPrecondition(
+                    f"cluster {cluster_id} is not empty: it still has {what}",
+                    reason="CLUSTER_NOT_EMPTY",
+                    metadata={k: str(n) for k, n in remaining.items()},
+                )
+            repo.remove(s, cluster_id)
+            return generation
+
+    def status(self, cluster_id: str) -> ClusterStatus:
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            cluster = _to_domain(self._get(s, cluster_id))
+            counts = repo.belongings(s, cluster_id)
+            total, used = repo.capacity(s, cluster_id)
+            return ClusterStatus(
+                cluster=cluster,
+                node_count=counts.get("nodes", 0),
+                drive_count=counts.get("drives", 0),
+                pool_count=counts.get("pools", 0),
+                volume_count=counts.get("volumes", 0),
+                snapshot_count=counts.get("snapshots", 0),
+                capacity=Capacity(total_bytes=total, used_bytes=used),
+                provisioned_bytes=sum(
+                    sum(allocation_sizes(*layout)) for layout in repo.volume_layouts(s, cluster_id)
+                ),
+                generation=current_generation(s),
+            )
+
+    @staticmethod
+    def _get(s: Session, cluster_id: str) -> ClusterRow:
+        row = repo.get(s, cluster_id)
+        if row is None:
+            raise NotFound.object("cluster", "cluster_id", cluster_id)
+        return row

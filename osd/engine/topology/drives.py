@@ -1,0 +1,521 @@
+"""Drive operations: adding a device to a node, its labels and description,
+hard eject, forget and delete.
+
+Adding a drive runs in phases. The driver probes the device with no
+transaction open; one write records the drive as ADDING; the driver formats
+the device with no transaction open; one write makes the drive ONLINE, or,
+when the driver fails, deletes the record. A daemon that starts finishes (or,
+when the driver still fails, deletes) every drive a crash left ADDING that no
+unfinished job carries on (see :meth:`DriveEngine.recover`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.shared import paging
+from osd.engine.shared import validation as v
+from osd.engine.shared.models import Changed, Created, Page, allocation_of
+from osd.engine.shared.paging import decode_pair
+from osd.engine.shared.refusals import confirmation_required, job_in_progress
+from osd.engine.shared.rows import Unchanged, check_generation
+from osd.engine.shared.validation import enum_value, id_violations, raise_if
+from osd.engine.topology.availability import Availability, AvailabilityListener
+from osd.engine.topology.labels import apply_labels, check_label_change
+from osd.engine.topology.models import (
+    ChangeLabels,
+    CreateDrive,
+    Drive,
+    DriveDetail,
+    Forgotten,
+    ListDrives,
+    UpdateDrive,
+)
+from osd.engine.topology.views import drives_from_rows
+from osd.enums import DriveState, NodeState
+from osd.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    Unavailable,
+)
+from osd.store import allocations as books
+from osd.store import drives as repo
+from osd.store import nodes as node_repo
+from osd.store.db import Store
+from osd.store.models import DriveRow, NodeRow, utcnow
+from osd.store.state import bump_generation, current_generation
+
+log = logging.getLogger(__name__)
+
+# StorPool's disk description rule.
+DESCRIPTION_RE = re.compile(r"[A-Za-z0-9_\- ]{0,30}")
+DEVICE_PATH_MAX = 255
+_DEVICE_PATH_RE = re.compile(r"(/[A-Za-z0-9._+:@,=-]+)+")
+
+
+def description_violation(description: str) -> FieldViolation | None:
+    if DESCRIPTION_RE.fullmatch(description):
+        return None
+    return FieldViolation(
+        "description",
+        "must be at most 30 characters from letters, digits, space, _ and -",
+    )
+
+
+def device_path_violation(path: str) -> FieldViolation | None:
+    if not path:
+        return FieldViolation("device_path", "is required")
+    if len(path) > DEVICE_PATH_MAX:
+        return FieldViolation(
+            "device_path", f"is {len(path)} characters long; at most {DEVICE_PATH_MAX}"
+        )
+    if not _DEVICE_PATH_RE.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        return FieldViolation(
+            "device_path",
+            "must be an absolute path such as /dev/sdb, from letters, digits and ._+:@,=-",
+        )
+    return None
+
+
+def new_drive_violations(
+    node_id: str, device_path: str, description: str, labels: dict[str, str]
+) -> list[FieldViolation]:
+    """What is wrong with the fields of a drive to add (CreateDrive, StartDriveAdd)."""
+    violations = id_violations(node_id, "node_id")
+    for problem in (device_path_violation(device_path), description_violation(description)):
+        if problem:
+            violations.append(problem)
+    return violations + v.label_violations(labels)
+
+
+def _address(node: NodeRow) -> str:
+    """The address the driver manages a node through."""
+    return str(node.management_addresses[0])
+
+
+def _driver_unavailable(exc: DriverError, op: str, what: str) -> Unavailable:
+    return Unavailable(
+        f"the driver failed to {what}: {exc}",
+        reason="DRIVER_ERROR",
+        metadata={"operation": op, "retryable": str(exc.retryable).lower()},
+    )
+
+
+class DriveEngine:
+    """Drives of nodes. ``availability`` is told, inside the same transaction,
+    which volumes and snapshots had allocations turn UNAVAILABLE (hard eject)
+    or released (forget)."""
+
+    def __init__(
+        self, store: Store, driver: StorageDriver, availability: AvailabilityListener
+    ) -> None:
+        self._store = store
+        self._driver = driver
+        self._availability = availability
+
+    # -- create ----------------------------------------------------------
+
+    def create(self, spec: CreateDrive) -> Created[Drive]:
+        """Adds a device of an ONLINE node as a drive; see the module docstring.
+
+        A probe that fails with a retryable DriverError means the driver cannot
+        reach the node (UNAVAILABLE); a non-retryable one means there is no such
+        device (NOT_FOUND, device_path).
+        """
+        violations = new_drive_violations(
+            spec.node_id, spec.device_path, spec.description, spec.labels
+        )
+        raise_if(violations)
+        spec = CreateDrive(
+            node_id=spec.node_id,
+            device_path=spec.device_path,
+            journal=spec.journal,
+            labels=dict(spec.labels),
+            description=spec.description,
+            yes_i_really_mean_it=spec.yes_i_really_mean_it,
+        )
+
+        with self._store.read() as s:
+            node = self._node(s, spec.node_id)
+            existing = repo.get_by_device(s, spec.node_id, spec.device_path)
+            if existing is not None:
+                return self._existing(s, existing, spec)
+            _require_online(node)
+            address = _address(node)
+
+        try:
+            info = self._driver.probe_drive(address, spec.device_path)
+        except DriverError as exc:
+            if exc.retryable:
+                raise _driver_unavailable(exc, "probe_drive", f"reach node {node.name}") from exc
+            raise NotFound(
+                f"node {node.name} has no device {spec.device_path!r}: {exc}",
+                metadata={"kind": "device", "field": "device_path", "id": spec.device_path},
+                violations=(FieldViolation("device_path", f"no such device on {node.name}"),),
+            ) from exc
+        if info.has_data and not spec.yes_i_really_mean_it:
+            raise confirmation_required(
+                f"{spec.device_path} on node {node.name} holds data, which adding it destroys"
+            )
+
+        # Phase 1: record the drive as ADDING.
+        drive_id = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                node = self._node(s, spec.node_id)
+                existing = repo.get_by_device(s, spec.node_id, spec.device_path)
+                if existing is not None:
+                    raise Unchanged(self._existing(s, existing, spec), generation - 1)
+                _require_online(node)
+                now = utcnow()
+                repo.add(
+                    s,
+                    DriveRow(
+                        id=drive_id,
+                        cluster_id=node.cluster_id,
+                        node_id=node.id,
+                        device_path=spec.device_path,
+                        description=spec.description,
+                        labels=spec.labels,
+                        journal=spec.journal,
+                        state=int(DriveState.ADDING),
+                        total_bytes=info.size_bytes,
+                        used_bytes=0,
+                        model="",
+                        serial="",
+                        ssd=not info.rotational,
+                        active_job_id=None,
+                        create_time=now,
+                        update_time=now,
+                        generation=generation,
+                    ),
+                )
+        except Unchanged as same:
+            found: Created[Drive] = same.value
+            return found
+        except IntegrityError:
+            # Another call added the same device meanwhile.
+            with self._store.read() as s:
+                existing = repo.get_by_device(s, spec.node_id, spec.device_path)
+                if existing is None:
+                    raise
+                return self._existing(s, existing, spec)
+
+        # Phase 2: the driver prepares the device, with no transaction open.
+        try:
+            self._driver.format_drive(address, spec.device_path, drive_id)
+        except Exception as exc:
+            self._undo_add(drive_id)
+            if isinstance(exc, DriverError):
+                raise _driver_unavailable(
+                    exc, "format_drive", f"prepare {spec.device_path} on node {node.name}"
+                ) from exc
+            raise
+
+        # Phase 3: the drive is in service.
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = repo.get(s, drive_id)
+            if row is None:
+                raise Aborted(
+                    f"drive {drive_id} was removed while it was being added",
+                    reason="CONCURRENT_CHANGE",
+                )
+            if row.state == DriveState.ADDING:
+                row.state = int(DriveState.ONLINE)
+                row.update_time = utcnow()
+                row.generation = generation
+                s.flush()
+            return Created(drives_from_rows(s, [row])[0], True, generation)
+
+    def _undo_add(self, drive_id: str) -> None:
+        """Deletes a drive record left ADDING by a failed add."""
+        with self._store.write() as s:
+            bump_generation(s)
+            row = repo.get(s, drive_id)
+            if row is not None and row.state == DriveState.ADDING:
+                repo.remove(s, drive_id)
+
+    @staticmethod
+    def _existing(s: Session, row: DriveRow, spec: CreateDrive) -> Created[Drive]:
+        same = (
+            row.journal == spec.journal
+            and row.labels == spec.labels
+            and row.description == spec.description
+        )
+        if not same:
+            raise AlreadyExists(
+                f"{spec.device_path} is already drive {row.id} of node {row.node_id} "
+                "with another spec",
+                reason="DRIVE_EXISTS",
+                metadata={"device_path": spec.device_path, "drive_id": row.id},
+            )
+        return Created(drives_from_rows(s, [row])[0], False, current_generation(s))
+
+    def recover(self) -> None:
+        """Finishes or undoes every add a crash left ADDING with no unfinished job.
+
+        The driver's calls are idempotent, so the device is formatted again:
+        when that works the drive becomes ONLINE (the add had been confirmed
+        when it was recorded); when it fails the device is released and the
+        record deleted.
+        """
+        with self._store.read() as s:
+            left = [
+                (r.id, r.device_path, _address(self._node(s, r.node_id)))
+                for r in repo.left_adding(s)
+            ]
+        for drive_id, device_path, address in left:
+            try:
+                self._driver.format_drive(address, device_path, drive_id)
+            except Exception:
+                log.warning(
+                    "drive %s (%s on %s) was left ADDING and cannot be prepared; deleting it",
+                    drive_id,
+                    device_path,
+                    address,
+                    exc_info=True,
+                )
+                self._release_quietly(address, device_path, drive_id)
+                self._undo_add(drive_id)
+                continue
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = repo.get(s, drive_id)
+                if row is not None and row.state == DriveState.ADDING:
+                    row.state = int(DriveState.ONLINE)
+                    row.update_time = utcnow()
+                    row.generation = generation
+            log.info(
+                "drive %s (%s on %s) left ADDING is now ONLINE", drive_id, device_path, address
+            )
+
+    # -- read ------------------------------------------------------------
+
+    def inspect(self, drive_id: str) -> DriveDetail:
+        v.check_id(drive_id, "drive_id")
+        with self._store.read() as s:
+            row = self._get(s, drive_id)
+            allocations = [allocation_of(a, zone) for a, zone in repo.allocations(s, drive_id)]
+            return DriveDetail(drives_from_rows(s, [row])[0], allocations)
+
+    def list(self, query: ListDrives) -> Page[Drive]:
+        size = paging.page_size(query.page_size)
+        after = decode_pair(query.page_token, "drive", "n", "p")
+        violations: list[FieldViolation] = []
+        for value, field in (
+            (query.node_id, "node_id"),
+            (query.cluster_id, "cluster_id"),
+            (query.pool_id, "pool_id"),
+        ):
+            if value:
+                violations += id_violations(value, field)
+        violations += v.label_violations(query.labels)
+        raise_if(violations)
+        states = {enum_value(DriveState, st, "states") for st in query.states}
+        wanted = dict(query.labels)
+
+        def keep(row: DriveRow) -> bool:
+            if states and row.state not in states:
+                return False
+            return all(row.labels.get(k) == val for k, val in wanted.items())
+
+        with self._store.read() as s:
+            rows, token = paging.take_page(
+                repo.scan(
+                    s,
+                    node_id=query.node_id or None,
+                    cluster_id=query.cluster_id or None,
+                    pool_id=query.pool_id or None,
+                    after=after,
+                    batch=size + 1,
+                ),
+                size,
+                keep,
+                lambda r: {"n": r.node_id, "p": r.device_path},
+                "drive",
+            )
+            return Page(drives_from_rows(s, rows), token)
+
+    # -- update ----------------------------------------------------------
+
+    def update(self, change: UpdateDrive) -> Changed[Drive]:
+        violations = id_violations(change.drive_id, "drive_id")
+        if change.description is not None:
+            problem = description_violation(change.description)
+            if problem:
+                violations.append(problem)
+        if change.labels is not None:
+            violations += v.label_violations(change.labels)
+        raise_if(violations)
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = self._get(s, change.drive_id)
+            check_generation("drive", row.id, row.generation, change.expected_generation)
+            if change.description is not None:
+                row.description = change.description
+            if change.labels is not None:
+                row.labels = dict(change.labels)
+            return self._stamp(s, row, generation)
+
+    def update_labels(self, change: ChangeLabels) -> Changed[Drive]:
+        v.check_id(change.object_id, "drive_id")
+        labels = check_label_change(change)
+        assert change.operation is not None
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = self._get(s, change.object_id)
+            check_generation("drive", row.id, row.generation, change.expected_generation)
+            row.labels = apply_labels(row.labels, change.operation, labels)
+            return self._stamp(s, row, generation)
+
+    # -- out of service ---------------------------------------------------
+
+    def eject_hard(self, drive_id: str, confirmed: bool) -> Changed[Drive]:
+        """Takes a drive out of service at once: EJECTED, its ACTIVE allocations
+        UNAVAILABLE. Ejecting an EJECTED drive changes nothing."""
+        v.check_id(drive_id, "drive_id")
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = self._get(s, drive_id)
+                if row.state == DriveState.EJECTED:
+                    raise Unchanged(drives_from_rows(s, [row])[0], generation - 1)
+                self._check_no_job(s, row)
+                if not confirmed:
+                    raise confirmation_required(
+                        f"a hard eject of drive {row.id} abandons the data on it"
+                    )
+                row.state = int(DriveState.EJECTED)
+                volumes, snapshots = repo.make_unavailable(s, row.id)
+                touched = Availability(frozenset(volumes), frozenset(snapshots))
+                if touched:
+                    self._availability(s, touched)
+                return self._stamp(s, row, generation)
+        except Unchanged as same:
+            drive: Drive = same.value
+            return Changed(drive, same.generation)
+
+    def forget(self, drive_id: str, confirmed: bool) -> Forgotten:
+        """Drops an EJECTED or FAILED drive, releasing every allocation on it."""
+        v.check_id(drive_id, "drive_id")
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = self._get(s, drive_id)
+            if not confirmed:
+                raise confirmation_required(
+                    f"forgetting drive {row.id} loses the copies its allocations held"
+                )
+            self._check_no_job(s, row)
+            if row.state not in (DriveState.EJECTED, DriveState.FAILED):
+                state = DriveState(row.state).name
+                raise FailedPrecondition(
+                    f"drive {row.id} is {state}: only an EJECTED or FAILED drive can be "
+                    "forgotten; eject it first",
+                    reason="DRIVE_NOT_EJECTED",
+                    metadata={"state": state},
+                )
+            volumes: set[str] = set()
+            snapshots: set[str] = set()
+            for allocation in repo.allocation_rows(s, row.id):
+                if allocation.volume_id:
+                    volumes.add(allocation.volume_id)
+                if allocation.snapshot_id:
+                    snapshots.add(allocation.snapshot_id)
+                books.release(s, allocation)
+            touched = Availability(frozenset(volumes), frozenset(snapshots))
+            if touched:
+                self._availability(s, touched)
+            node = self._node(s, row.node_id)
+            address, device_path = _address(node), row.device_path
+            repo.remove(s, row.id)
+        self._release_quietly(address, device_path, drive_id)
+        return Forgotten(sorted(volumes), sorted(snapshots), generation)
+
+    def delete(self, drive_id: str) -> int:
+        """Deletes a drive that holds no allocations; it leaves every pool."""
+        v.check_id(drive_id, "drive_id")
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = self._get(s, drive_id)
+            self._check_no_job(s, row)
+            held = repo.allocation_counts(s, [row.id])[row.id]
+            if held:
+                raise FailedPrecondition(
+                    f"drive {row.id} holds {held} allocations; soft-eject it first",
+                    reason="DRIVE_IN_USE",
+                    metadata={"allocations": str(held)},
+                )
+            node = self._node(s, row.node_id)
+            address, device_path = _address(node), row.device_path
+            repo.remove(s, row.id)
+        self._release_quietly(address, device_path, drive_id)
+        return generation
+
+    def _release_quietly(self, address: str, device_path: str, drive_id: str) -> None:
+        """Tells the driver the device is no longer osd's; a failure is only logged."""
+        try:
+            self._driver.release_drive(address, device_path, drive_id)
+        except Exception:
+            log.warning(
+                "the driver could not release %s on %s (drive %s)",
+                device_path,
+                address,
+                drive_id,
+                exc_info=True,
+            )
+
+    # -- helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _check_no_job(s: Session, row: DriveRow) -> None:
+        job_id = node_repo.unfinished_job_id(s, row.id, row.active_job_id)
+        if job_id:
+            raise job_in_progress("drive", row.id, job_id)
+        if row.state == DriveState.ADDING:
+            raise FailedPrecondition(
+                f"drive {row.id} is still being added",
+                reason="JOB_IN_PROGRESS",
+                metadata={"job_id": row.active_job_id or "", "state": "ADDING"},
+            )
+
+    @staticmethod
+    def _stamp(s: Session, row: DriveRow, generation: int) -> Changed[Drive]:
+        row.update_time = utcnow()
+        row.generation = generation
+        s.flush()
+        return Changed(drives_from_rows(s, [row])[0], generation)
+
+    @staticmethod
+    def _get(s: Session, drive_id: str) -> DriveRow:
+        row = repo.get(s, drive_id)
+        if row is None:
+            raise NotFound.object("drive", "drive_id", drive_id)
+        return row
+
+    @staticmethod
+    def _node(s: Session, node_id: str) -> NodeRow:
+        row = node_repo.get(s, node_id)
+        if row is None:
+            raise NotFound.object("node", "node_id", node_id)
+        return row
+
+
+def _require_online(node: NodeRow) -> None:
+    if node.state != NodeState.ONLINE:
+        state = NodeState(node.state).name
+        raise FailedPrecondition(
+            f"node {node.name} is {state}: drives are added only to ONLINE nodes",
+            reason="NODE_NOT_ONLINE",
+            metadata={"node_id": node.id, "state": state},
+        )

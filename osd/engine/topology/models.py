@@ -1,0 +1,261 @@
+"""Domain objects and inputs of the topology: clusters, nodes, drives, pools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from osd.engine.shared.models import Allocation, Capacity
+from osd.enums import CoordinatorRole, DomainState, DriveState, LabelOperation, NodeState
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    cluster_id: str
+    name: str
+    zone: str
+    management_addresses: list[str]
+    storage_addresses: list[str]
+    labels: dict[str, str]
+    state: NodeState
+    coordinator_role: CoordinatorRole
+    domain_state: DomainState
+    capacity: Capacity
+    drive_count: int
+    active_job_id: str
+    create_time: datetime
+    update_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
+class Drive:
+    id: str
+    node_id: str
+    cluster_id: str
+    device_path: str
+    description: str
+    labels: dict[str, str]
+    journal: bool
+    state: DriveState
+    capacity: Capacity
+    allocation_count: int
+    pool_ids: list[str]
+    model: str
+    serial: str
+    ssd: bool
+    active_job_id: str
+    create_time: datetime
+    update_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    cluster_id: str
+    name: str
+    labels: dict[str, str]
+    drive_ids: list[str]
+    node_ids: list[str]
+    capacity: Capacity
+    volume_count: int
+    active_job_id: str
+    create_time: datetime
+    update_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
+class NodeDetail:
+    node: Node
+    drives: list[Drive]
+
+
+@dataclass(frozen=True)
+class DriveDetail:
+    drive: Drive
+    allocations: list[Allocation]
+
+
+@dataclass(frozen=True)
+class PoolDetail:
+    pool: Pool
+    drives: list[Drive]
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What ForgetDrive released: the volumes and snapshots that lost a copy."""
+
+    volume_ids: list[str]
+    snapshot_ids: list[str]
+    generation: int
+
+
+@dataclass(frozen=True)
+class CreateNode:
+    cluster_id: str
+    name: str
+    zone: str
+    management_addresses: list[str]
+    storage_addresses: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateNode:
+    """Fields left as None are not changed."""
+
+    node_id: str
+    name: str | None = None
+    zone: str | None = None
+    management_addresses: list[str] | None = None
+    storage_addresses: list[str] | None = None
+    labels: dict[str, str] | None = None
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class ChangeLabels:
+    """A label change with Heketi's change types; ``operation`` None is unset."""
+
+    object_id: str
+    operation: LabelOperation | None
+    labels: dict[str, str]
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class SetNodeState:
+    """Raw enum numbers as given; None is unset. The engine checks the values."""
+
+    node_id: str
+    state: int | None = None
+    coordinator_role: int | None = None
+    domain_state: int | None = None
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class ListNodes:
+    page_size: int = 0
+    page_token: str = ""
+    cluster_id: str = ""
+    states: tuple[int, ...] = ()
+    zone: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    name_regex: str = ""
+
+
+@dataclass(frozen=True)
+class CreateDrive:
+    node_id: str
+    device_path: str
+    journal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    yes_i_really_mean_it: bool = False
+
+
+@dataclass(frozen=True)
+class ListDrives:
+    page_size: int = 0
+    page_token: str = ""
+    node_id: str = ""
+    cluster_id: str = ""
+    states: tuple[int, ...] = ()
+    pool_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpdateDrive:
+    """Fields left as None are not changed."""
+
+    drive_id: str
+    description: str | None = None
+    labels: dict[str, str] | None = None
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class CreatePool:
+    cluster_id: str
+    name: str
+    drive_ids: list[str] = field(default_factory=list)
+    node_ids: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListPools:
+    page_size: int = 0
+    page_token: str = ""
+    cluster_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    name_regex: str = ""
+
+
+@dataclass(frozen=True)
+class UpdatePool:
+    """Fields left as None are not changed."""
+
+    pool_id: str
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class PoolMembers:
+    pool_id: str
+    drive_ids: list[str] = field(default_factory=list)
+    node_ids: list[str] = field(default_factory=list)
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    id: str
+    name: str
+    labels: dict[str, str]
+    block: bool
+    file: bool
+    create_time: datetime
+    update_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
+class CreateCluster:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    block: bool = True
+    file: bool = True
+
+
+@dataclass(frozen=True)
+class UpdateCluster:
+    """Fields left as None are not changed."""
+
+    cluster_id: str
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    block: bool | None = None
+    file: bool | None = None
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    cluster: Cluster
+    node_count: int
+    drive_count: int
+    pool_count: int
+    volume_count: int
+    snapshot_count: int
+    capacity: Capacity
+    provisioned_bytes: int
+    generation: int

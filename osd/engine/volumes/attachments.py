@@ -1,0 +1,493 @@
+"""Attachments: which nodes hold a volume, and how.
+
+At most one node holds a volume READ_WRITE unless the volume has
+multi_attach; any number hold it READ_ONLY. Attach records the attachment,
+then asks the driver, and takes the record back if the driver fails; detach
+asks the driver first and then forgets the record. ReassignAttachments
+applies many changes all or nothing: every rule is checked against the
+result, the records change in one transaction, and a driver failure puts
+back the records and, as far as it can, the devices.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.shared import paging
+from osd.engine.shared import validation as v
+from osd.engine.shared.models import Page
+from osd.engine.volumes.guards import best_effort, driver_failed, get_volume, require_serving
+from osd.engine.volumes.models import (
+    Attached,
+    Attachment,
+    AttachmentChange,
+    AttachmentQuery,
+    Detached,
+    Reassigned,
+)
+from osd.engine.volumes.views import attachment_of
+from osd.enums import AttachMode, DomainState, NodeState
+from osd.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    OsdError,
+    ResourceExhausted,
+)
+from osd.store import attachments as repo
+from osd.store.db import Store
+from osd.store.models import AttachmentRow, NodeRow, VolumeRow, utcnow
+from osd.store.state import bump_generation, current_generation
+
+log = logging.getLogger(__name__)
+
+# StorPool's limit of attached volumes per client.
+MAX_ATTACHMENTS_PER_NODE = 1024
+MAX_CHANGES = 1000
+
+
+def device_path(volume_id: str) -> str:
+    return f"/dev/osd/{volume_id}"
+
+
+def node_address(node: NodeRow) -> str:
+    return node.management_addresses[0] if node.management_addresses else node.name
+
+
+class AttachmentEngine:
+    def __init__(self, store: Store, driver: StorageDriver) -> None:
+        self._store = store
+        self._driver = driver
+
+    # -- attach ----------------------------------------------------------------
+
+    def attach(self, volume_id: str, node_id: str, mode: int) -> Attached:
+        v.check_id(volume_id, "volume_id")
+        v.check_id(node_id, "node_id")
+        if mode not in AttachMode._value2member_map_:
+            raise InvalidArgument.field("mode", "is required: READ_WRITE or READ_ONLY")
+        with self._store.read() as s:
+            row = repo.get(s, volume_id, node_id)
+            if row is not None and row.mode == mode:
+                return Attached(attachment_of(row), False, current_generation(s))
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            volume = get_volume(s, volume_id)
+            node = _node(s, node_id, "node_id", volume)
+            row = repo.get(s, volume_id, node_id)
+            if row is not None and row.mode == mode:
+                return Attached(attachment_of(row), False, generation)
+            require_serving(volume)
+            _check_node(s, node, new=row is None)
+            if mode == AttachMode.READ_WRITE and not volume.multi_attach:
+                writers = [
+                    a.node_id
+                    for a in repo.of_volume(s, volume_id)
+                    if a.mode == AttachMode.READ_WRITE and a.node_id != node_id
+                ]
+                if writers:
+                    raise _conflict(volume, writers[0])
+            previous = row.mode if row is not None else None
+            if row is None:
+                row = AttachmentRow(
+                    volume_id=volume_id,
+                    node_id=node_id,
+                    mode=int(mode),
+                    device_path=device_path(volume_id),
+                    attach_time=utcnow(),
+                    generation=generation,
+                )
+                repo.add(s, row)
+            else:
+                row.mode = int(mode)
+                row.generation = generation
+            s.flush()
+            attachment = attachment_of(row)
+            address = node_address(node)
+        try:
+            self._driver.attach(address, volume_id, mode == AttachMode.READ_ONLY)
+        except DriverError as exc:
+            with self._store.write() as s:
+                bump_generation(s)
+                row = repo.get(s, volume_id, node_id)
+                if row is not None and previous is None:
+                    repo.remove(s, volume_id, node_id)
+                elif row is not None and previous is not None:
+                    row.mode = previous
+            raise driver_failed("attaching the volume failed and was rolled back", exc) from exc
+        return Attached(attachment, True, generation)
+
+    # -- detach ----------------------------------------------------------------
+
+    def detach(self, volume_id: str, node_id: str = "", force: bool = False) -> Detached:
+        v.check_id(volume_id, "volume_id")
+        if node_id:
+            v.check_id(node_id, "node_id")
+        with self._store.read() as s:
+            get_volume(s, volume_id)
+            if node_id:
+                node = s.get(NodeRow, node_id)
+                if node is None:
+                    raise NotFound.object("node", "node_id", node_id)
+                rows = [r for r in [repo.get(s, volume_id, node_id)] if r is not None]
+            else:
+                rows = repo.of_volume(s, volume_id)
+            targets = [(r.node_id, node_address(s.get_one(NodeRow, r.node_id))) for r in rows]
+            if not targets:
+                return Detached([], current_generation(s))
+        detached: list[str] = []
+        busy: tuple[str, DriverError] | None = None
+        for target, address in targets:
+            try:
+                self._driver.detach(address, volume_id)
+            except DriverError as exc:
+                if not force:
+                    busy = (target, exc)
+                    break
+                log.warning("forced detach of %s from %s: %s", volume_id, target, exc)
+            detached.append(target)
+        generation = 0
+        if detached:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                for target in detached:
+                    repo.remove(s, volume_id, target)
+        if busy is not None:
+            raise _busy(volume_id, busy[0], busy[1])
+        return Detached(detached, generation)
+
+    # -- list ------------------------------------------------------------------
+
+    def list(self, query: AttachmentQuery) -> Page[Attachment]:
+        size = paging.page_size(query.page_size)
+        after = paging.decode_token(query.page_token, "attachment")
+        key: tuple[str, str] | None = None
+        if after is not None:
+            vid, nid = after.get("v"), after.get("n")
+            if not isinstance(vid, str) or not isinstance(nid, str):
+                raise InvalidArgument.field(
+                    "page_token", "is not a page token of an attachment list"
+                )
+            key = (vid, nid)
+        for name in ("volume_id", "node_id", "cluster_id"):
+            value = getattr(query, name)
+            if value:
+                v.check_id(value, name)
+        with self._store.read() as s:
+            rows, token = paging.take_page(
+                repo.scan(
+                    s,
+                    volume_id=query.volume_id,
+                    node_id=query.node_id,
+                    cluster_id=query.cluster_id,
+                    after=key,
+                    batch=size + 1,
+                ),
+                size,
+                lambda _r: True,
+                lambda r: {"v": r.volume_id, "n": r.node_id},
+                "attachment",
+            )
+            return Page([attachment_of(r) for r in rows], token)
+
+    # -- reassign --------------------------------------------------------------
+
+    def reassign(self, changes: Sequence[AttachmentChange]) -> Reassigned:
+        _check_changes(changes)
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            plans = [_plan(s, i, change) for i, change in enumerate(changes)]
+            _check_node_limits(s, plans)
+            for p in plans:
+                p.apply(s, generation)
+        try:
+            self._drive(plans)
+        except _StepFailed as failed:
+            self._undo(plans)
+            if failed.busy:
+                raise _busy(
+                    changes[failed.index].volume_id, failed.node_id, failed.cause, failed.index
+                ) from failed.cause
+            error = driver_failed(
+                "reassigning attachments failed and was rolled back", failed.cause
+            )
+            error.metadata["change_index"] = str(failed.index)
+            raise error from failed.cause
+        with self._store.read() as s:
+            out = [attachment_of(r) for p in plans for r in repo.of_volume(s, p.volume.id)]
+        return Reassigned(out, generation)
+
+    def _drive(self, plans: Sequence[_ChangePlan]) -> None:
+        for p in plans:
+            for node_id in sorted(p.removed):
+                try:
+                    self._driver.detach(p.addresses[node_id], p.volume.id)
+                except DriverError as exc:
+                    if not p.change.force:
+                        raise _StepFailed(p.index, node_id, exc, busy=True) from exc
+                    log.warning("forced detach of %s from %s: %s", p.volume.id, node_id, exc)
+                p.done_detach.append(node_id)
+        for p in plans:
+            for node_id in sorted(p.attaching):
+                try:
+                    self._driver.attach(
+                        p.addresses[node_id], p.volume.id, p.after[node_id] == AttachMode.READ_ONLY
+                    )
+                except DriverError as exc:
+                    raise _StepFailed(p.index, node_id, exc, busy=False) from exc
+                p.done_attach.append(node_id)
+
+    def _undo(self, plans: Sequence[_ChangePlan]) -> None:
+        for p in plans:
+            for node_id in p.done_attach:
+                if node_id in p.before:
+                    best_effort(
+                        "restoring an attachment's mode",
+                        self._driver.attach,
+                        p.addresses[node_id],
+                        p.volume.id,
+                        p.before[node_id] == AttachMode.READ_ONLY,
+                    )
+                else:
+                    best_effort("detaching", self._driver.detach, p.addresses[node_id], p.volume.id)
+            for node_id in p.done_detach:
+                best_effort(
+                    "re-attaching",
+                    self._driver.attach,
+                    p.addresses[node_id],
+                    p.volume.id,
+                    p.before[node_id] == AttachMode.READ_ONLY,
+                )
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            for p in plans:
+                p.restore(s, generation)
+
+
+# -- reassign: plans -----------------------------------------------------------
+
+
+class _StepFailed(Exception):
+    """A driver step of a reassign failed: which change, which node, why."""
+
+    def __init__(self, index: int, node_id: str, cause: DriverError, *, busy: bool) -> None:
+        super().__init__(str(cause))
+        self.index = index
+        self.node_id = node_id
+        self.cause = cause
+        self.busy = busy
+
+
+@dataclass
+class _ChangePlan:
+    index: int
+    change: AttachmentChange
+    volume: VolumeRow
+    before: dict[str, int]
+    after: dict[str, int]
+    addresses: dict[str, str]
+    done_detach: list[str] = field(default_factory=list)
+    done_attach: list[str] = field(default_factory=list)
+
+    @property
+    def removed(self) -> set[str]:
+        return set(self.before) - set(self.after)
+
+    @property
+    def added(self) -> set[str]:
+        return set(self.after) - set(self.before)
+
+    @property
+    def attaching(self) -> set[str]:
+        """New attachments and mode changes."""
+        return {n for n, m in self.after.items() if self.before.get(n) != m}
+
+    def apply(self, s: Session, generation: int) -> None:
+        self._write(s, self.after, generation)
+
+    def restore(self, s: Session, generation: int) -> None:
+        self._write(s, self.before, generation)
+
+    def _write(self, s: Session, wanted: dict[str, int], generation: int) -> None:
+        current = {r.node_id: r for r in repo.of_volume(s, self.volume.id)}
+        for node_id, row in current.items():
+            if node_id not in wanted:
+                repo.remove(s, self.volume.id, node_id)
+            elif row.mode != wanted[node_id]:
+                row.mode = wanted[node_id]
+                row.generation = generation
+        for node_id, mode in wanted.items():
+            if node_id not in current:
+                repo.add(
+                    s,
+                    AttachmentRow(
+                        volume_id=self.volume.id,
+                        node_id=node_id,
+                        mode=mode,
+                        device_path=device_path(self.volume.id),
+                        attach_time=utcnow(),
+                        generation=generation,
+                    ),
+                )
+        s.flush()
+
+
+def _check_changes(changes: Sequence[AttachmentChange]) -> None:
+    if not changes:
+        raise InvalidArgument.field("changes", "is required: at least one change")
+    if len(changes) > MAX_CHANGES:
+        raise InvalidArgument.field("changes", f"has {len(changes)} changes; at most {MAX_CHANGES}")
+    out: list[FieldViolation] = []
+    seen: set[str] = set()
+    for i, c in enumerate(changes):
+        f = f"changes[{i}]"
+        if not c.volume_id or not v.ID_RE.fullmatch(c.volume_id):
+            out.append(FieldViolation(f"{f}.volume_id", "is required: a volume id"))
+        elif c.volume_id in seen:
+            out.append(FieldViolation(f"{f}.volume_id", "is listed in an earlier change"))
+        seen.add(c.volume_id)
+        lists = (
+            ("detach_node_ids", c.detach_node_ids),
+            ("read_only_node_ids", c.read_only_node_ids),
+            ("read_write_node_ids", c.read_write_node_ids),
+        )
+        for name, ids in lists:
+            for node_id in ids:
+                if not v.ID_RE.fullmatch(node_id):
+                    out.append(FieldViolation(f"{f}.{name}", f"{node_id[:80]!r} is not an id"))
+        if not (c.detach_all or c.detach_node_ids or c.read_only_node_ids or c.read_write_node_ids):
+            out.append(FieldViolation(f, "does nothing: name nodes to detach or attach"))
+        twice = [
+            n for n, k in Counter([*c.read_only_node_ids, *c.read_write_node_ids]).items() if k > 1
+        ] + [n for n, k in Counter(c.detach_node_ids).items() if k > 1]
+        if twice:
+            out.append(FieldViolation(f, f"node {twice[0]} is listed twice"))
+    if out:
+        raise InvalidArgument.fields(out)
+
+
+def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
+    f = f"changes[{index}]"
+    volume = get_volume(s, c.volume_id, f"{f}.volume_id")
+    nodes: dict[str, NodeRow] = {}
+    for name, ids in (
+        ("detach_node_ids", c.detach_node_ids),
+        ("read_only_node_ids", c.read_only_node_ids),
+        ("read_write_node_ids", c.read_write_node_ids),
+    ):
+        for node_id in ids:
+            nodes[node_id] = _node(s, node_id, f"{f}.{name}", volume)
+    current = repo.of_volume(s, volume.id)
+    for r in current:
+        nodes.setdefault(r.node_id, s.get_one(NodeRow, r.node_id))
+    before = {r.node_id: r.mode for r in current}
+    after = {} if c.detach_all else dict(before)
+    for node_id in c.detach_node_ids:
+        after.pop(node_id, None)
+    after.update({n: int(AttachMode.READ_ONLY) for n in c.read_only_node_ids})
+    after.update({n: int(AttachMode.READ_WRITE) for n in c.read_write_node_ids})
+    plan = _ChangePlan(
+        index=index,
+        change=c,
+        volume=volume,
+        before=before,
+        after=after,
+        addresses={n: node_address(node) for n, node in nodes.items()},
+    )
+    try:
+        if plan.attaching:
+            require_serving(volume)
+        for node_id in sorted(plan.attaching):
+            _check_node(s, nodes[node_id], new=node_id in plan.added, count=False)
+        writers = sorted(n for n, m in after.items() if m == AttachMode.READ_WRITE)
+        if len(writers) > 1 and not volume.multi_attach:
+            raise _conflict(volume, writers[0])
+    except OsdError as exc:
+        exc.metadata["change_index"] = str(index)
+        raise
+    return plan
+
+
+def _check_node_limits(s: Session, plans: list[_ChangePlan]) -> None:
+    delta: Counter[str] = Counter()
+    first: dict[str, int] = {}
+    for p in plans:
+        for n in p.added:
+            delta[n] += 1
+            first.setdefault(n, p.index)
+        for n in p.removed:
+            delta[n] -= 1
+    for node_id, more in sorted(delta.items()):
+        if more > 0 and repo.count_on_node(s, node_id) + more > MAX_ATTACHMENTS_PER_NODE:
+            raise _too_many(node_id, first[node_id])
+
+
+# -- shared rules --------------------------------------------------------------
+
+
+def _node(s: Session, node_id: str, field_name: str, volume: VolumeRow) -> NodeRow:
+    node = s.get(NodeRow, node_id)
+    if node is None:
+        raise NotFound.object("node", field_name, node_id)
+    if node.cluster_id != volume.cluster_id:
+        raise InvalidArgument.field(
+            field_name, f"node {node.name} ({node_id}) is in another cluster than the volume"
+        )
+    return node
+
+
+def _check_node(s: Session, node: NodeRow, *, new: bool, count: bool = True) -> None:
+    if node.state != NodeState.ONLINE:
+        raise FailedPrecondition(
+            f"node {node.name} ({node.id}) is {NodeState(node.state).name}, not ONLINE",
+            reason="NODE_NOT_ONLINE",
+            metadata={"node_id": node.id, "state": NodeState(node.state).name},
+        )
+    if new and node.domain_state == DomainState.FLUSH:
+        raise FailedPrecondition(
+            f"node {node.name} ({node.id}) is being flushed: it takes no new attachments",
+            reason="NODE_FLUSHING",
+            metadata={"node_id": node.id},
+        )
+    if new and count and repo.count_on_node(s, node.id) >= MAX_ATTACHMENTS_PER_NODE:
+        raise _too_many(node.id)
+
+
+def _conflict(volume: VolumeRow, writer: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"volume {volume.name} ({volume.id}) is held READ_WRITE by node {writer}; one writer "
+        "at a time unless the volume has multi_attach",
+        reason="ATTACH_CONFLICT",
+        metadata={"node_id": writer, "volume_id": volume.id},
+    )
+
+
+def _too_many(node_id: str, index: int | None = None) -> ResourceExhausted:
+    metadata = {"node_id": node_id, "limit": str(MAX_ATTACHMENTS_PER_NODE)}
+    if index is not None:
+        metadata["change_index"] = str(index)
+    return ResourceExhausted(
+        f"node {node_id} holds the most attachments it may ({MAX_ATTACHMENTS_PER_NODE})",
+        reason="TOO_MANY_ATTACHMENTS",
+        metadata=metadata,
+    )
+
+
+def _busy(
+    volume_id: str, node_id: str, exc: DriverError, index: int | None = None
+) -> FailedPrecondition:
+    metadata = {"node_id": node_id, "volume_id": volume_id}
+    if index is not None:
+        metadata["change_index"] = str(index)
+    return FailedPrecondition(
+        f"volume {volume_id} is busy on node {node_id}: {exc}; retry with force to detach anyway",
+        reason="DEVICE_BUSY",
+        metadata=metadata,
+    )

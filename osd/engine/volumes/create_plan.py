@@ -1,0 +1,387 @@
+"""CreateVolume's rules: checking the request, resolving it against the
+template, the source and the cluster into one spec, and placing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from osd.engine.datastores import registry as datastores
+from osd.engine.placement import place as placement
+from osd.engine.shared import validation as v
+from osd.engine.shared.sizes import human, spec_violation
+from osd.engine.volumes import specs
+from osd.engine.volumes.models import CreateVolume, Durability, Placement, Qos, Source
+from osd.enums import (
+    DurabilityType,
+    FailureDomain,
+    Provisioning,
+    SnapshotState,
+    SourceKind,
+    VolumeKind,
+    VolumeState,
+)
+from osd.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from osd.store import clusters as cluster_repo
+from osd.store import templates as template_repo
+from osd.store import volumes as repo
+from osd.store.models import ClusterRow, PoolRow, SnapshotRow, TemplateRow, VolumeRow, utcnow
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A create request whose every field is well formed."""
+
+    spec: CreateVolume
+    size_bytes: int | None
+
+
+@dataclass
+class Plan:
+    """A create request resolved against its template, source and cluster."""
+
+    cluster: ClusterRow
+    name: str
+    kind: VolumeKind
+    size_bytes: int
+    size_field: str
+    durability: Durability
+    placement: Placement
+    provisioning: Provisioning
+    snapshot_factor: float
+    qos: Qos
+    labels: dict[str, str]
+    template_id: str
+    source: Source
+    multi_attach: bool
+    parent_snapshot_id: str | None = None
+    datastore_version_id: str | None = None
+    pools: dict[str, PoolRow] = field(default_factory=dict)
+
+
+def check(spec: CreateVolume) -> Checked:
+    """Every syntax rule of the request; all violations at once."""
+    out: list[FieldViolation] = []
+    bad_name = v.name_violation(spec.name)
+    if bad_name:
+        out.append(bad_name)
+    for name, value in (("cluster_id", spec.cluster_id), ("template_id", spec.template_id)):
+        if value and not v.ID_RE.fullmatch(value):
+            out.append(FieldViolation(name, f"{value[:80]!r} is not an id (32 hex characters)"))
+    size_bytes, bad_size = spec_violation(spec.size)
+    if bad_size:
+        out.append(bad_size)
+    if spec.durability is not None:
+        out += specs.durability_violations(spec.durability)
+    if spec.placement is not None:
+        out += specs.placement_violations(spec.placement)
+    if spec.qos is not None:
+        out += specs.qos_violations(spec.qos)
+    out += v.label_violations(spec.labels)
+    for violation in (
+        specs.factor_violation(spec.snapshot_factor),
+        specs.kind_violation(spec.kind),
+        specs.provisioning_violation(spec.provisioning),
+    ):
+        if violation:
+            out.append(violation)
+    if spec.source.kind != SourceKind.NONE:
+        source_field = f"source.{spec.source.kind.name.lower()}_id"
+        if not v.ID_RE.fullmatch(spec.source.id):
+            out.append(
+                FieldViolation(
+                    source_field, f"{spec.source.id[:80]!r} is not an id (32 hex characters)"
+                )
+            )
+    if out:
+        raise InvalidArgument.fields(out)
+    return Checked(spec, size_bytes)
+
+
+def resolve(session: Session, checked: Checked) -> Plan:
+    """The spec the volume would have; NOT_FOUND, INVALID_ARGUMENT or
+    FAILED_PRECONDITION when the request cannot be met as asked."""
+    spec = checked.spec
+    named: list[tuple[str, str]] = []
+    template: TemplateRow | None = None
+    if spec.template_id:
+        template = template_repo.get(session, spec.template_id)
+        if template is None:
+            raise NotFound.object("template", "template_id", spec.template_id)
+        named.append(("template_id", template.cluster_id))
+
+    source_snapshot, source_size, labels_extra, version_id = _source(session, spec.source, named)
+
+    wanted_placement = spec.placement
+    if wanted_placement is None and template is not None:
+        wanted_placement = specs.placement_from_json(template.placement)
+    place = specs.normalize_placement(wanted_placement or Placement())
+    pools: dict[str, PoolRow] = {}
+    for name, pool_id in (("pool_id", place.pool_id), ("tail_pool_id", place.tail_pool_id)):
+        if pool_id:
+            pool = repo.get_pool(session, pool_id)
+            if pool is None:
+                raise NotFound.object("pool", f"placement.{name}", pool_id)
+            pools[pool_id] = pool
+            named.append((f"placement.{name}", pool.cluster_id))
+
+    cluster = _cluster(session, spec.cluster_id, named)
+
+    if not specs.is_unset(spec.durability):
+        assert spec.durability is not None
+        durability = specs.normalize_durability(spec.durability)
+    elif template is not None and template.durability_type:
+        durability = specs.normalize_durability(
+            Durability(
+                template.durability_type,
+                template.replicas,
+                template.data_fragments,
+                template.redundancy_fragments,
+            )
+        )
+    else:
+        durability = specs.NONE
+    if place.tail_pool_id and durability.type != DurabilityType.REPLICATE:
+        raise InvalidArgument.field(
+            "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
+        )
+
+    kind = VolumeKind(spec.kind or (template.kind if template else 0) or VolumeKind.BLOCK)
+    allowed = cluster.block if kind == VolumeKind.BLOCK else cluster.file
+    if not allowed:
+        raise FailedPrecondition(
+            f"cluster {cluster.name} does not allow {kind.name} volumes",
+            reason="VOLUME_KIND_DISABLED",
+            metadata={"cluster_id": cluster.id, "kind": kind.name},
+        )
+
+    size_field = checked.spec.size.field if checked.spec.size is not None else "size_bytes"
+    size = checked.size_bytes or (template.size_bytes if template else 0) or source_size
+    if not size:
+        raise InvalidArgument.field(
+            "size_bytes", "is required: neither the template nor a source gives a size"
+        )
+    if source_size and size < source_size:
+        raise InvalidArgument.field(
+            size_field, f"is {human(size)}, smaller than the source's {human(source_size)}"
+        )
+
+    if spec.snapshot_factor is not None:
+        factor = spec.snapshot_factor
+    else:
+        factor = template.snapshot_factor if template and template.snapshot_factor > 1 else 0.0
+    provisioning = Provisioning(
+        spec.provisioning or (template.provisioning if template else 0) or Provisioning.THICK
+    )
+    if spec.qos is not None:
+        qos = spec.qos
+    elif template is not None:
+        qos = Qos(template.qos_iops_limit, template.qos_bandwidth_limit_bytes)
+    else:
+        qos = Qos()
+    labels = {**spec.labels, **labels_extra}
+    if len(labels) > v.LABELS_MAX:
+        raise InvalidArgument.field("labels", f"has {len(labels)} labels; at most {v.LABELS_MAX}")
+    return Plan(
+        cluster=cluster,
+        name=spec.name,
+        kind=kind,
+        size_bytes=size,
+        size_field=size_field,
+        durability=durability,
+        placement=place,
+        provisioning=provisioning,
+        snapshot_factor=factor,
+        qos=qos,
+        labels=labels,
+        template_id=spec.template_id,
+        source=spec.source,
+        multi_attach=spec.multi_attach,
+        parent_snapshot_id=source_snapshot.id if source_snapshot is not None else None,
+        datastore_version_id=version_id,
+        pools=pools,
+    )
+
+
+def _source(
+    session: Session, source: Source, named: list[tuple[str, str]]
+) -> tuple[SnapshotRow | None, int, dict[str, str], str | None]:
+    """(snapshot to clone, the source's size, labels the volume must carry, datastore
+    version id); a volume to copy gives only its size."""
+    if source.kind == SourceKind.NONE:
+        return None, 0, {}, None
+    if source.kind == SourceKind.VOLUME:
+        row = repo.get(session, source.id)
+        if row is None:
+            raise NotFound.object("volume", "source.volume_id", source.id)
+        if row.state not in (VolumeState.UP, VolumeState.DEGRADED):
+            state = VolumeState(row.state).name
+            raise FailedPrecondition(
+                f"volume {row.name} ({row.id}) is {state}, not UP or DEGRADED",
+                reason="SOURCE_NOT_AVAILABLE",
+                metadata={"volume_id": row.id, "state": state},
+            )
+        named.append(("source.volume_id", row.cluster_id))
+        return None, row.size_bytes, {}, None
+    if source.kind == SourceKind.DATASTORE_VERSION:
+        provision = datastores.provisioning_source(session, source.id)
+        snap = session.get(SnapshotRow, provision.image_snapshot_id)
+        if snap is None:
+            raise NotFound.object(
+                "snapshot", "source.datastore_version_id", provision.image_snapshot_id
+            )
+        field_name, labels, version = (
+            "source.datastore_version_id",
+            provision.labels,
+            provision.datastore_version_id,
+        )
+    else:
+        snap = session.get(SnapshotRow, source.id)
+        if snap is None:
+            raise NotFound.object("snapshot", "source.snapshot_id", source.id)
+        field_name, labels, version = "source.snapshot_id", {}, None
+    if snap.state != SnapshotState.READY:
+        raise FailedPrecondition(
+            f"snapshot {snap.name} ({snap.id}) is {SnapshotState(snap.state).name}, not READY",
+            reason="SOURCE_NOT_AVAILABLE",
+            metadata={"snapshot_id": snap.id, "state": SnapshotState(snap.state).name},
+        )
+    named.append((field_name, snap.cluster_id))
+    return snap, snap.size_bytes, labels, version
+
+
+def _cluster(session: Session, cluster_id: str, named: list[tuple[str, str]]) -> ClusterRow:
+    if cluster_id:
+        cluster = cluster_repo.get(session, cluster_id)
+        if cluster is None:
+            raise NotFound.object("cluster", "cluster_id", cluster_id)
+        for what, other in named:
+            if other != cluster_id:
+                raise InvalidArgument.field(
+                    "cluster_id", f"names cluster {cluster_id}, but {what} is in cluster {other}"
+                )
+        return cluster
+    found = {other for _, other in named}
+    if len(found) > 1:
+        whats = ", ".join(what for what, _ in named)
+        raise InvalidArgument.field(
+            "cluster_id", f"cannot be inferred: {whats} are in different clusters"
+        )
+    inferred = found.pop() if found else repo.only_cluster_id(session)
+    if inferred is None:
+        raise InvalidArgument.field(
+            "cluster_id", "is required: there is more than one cluster (or none)"
+        )
+    cluster = cluster_repo.get(session, inferred)
+    if cluster is None:
+        raise NotFound.object("cluster", "cluster_id", inferred)
+    return cluster
+
+
+def check_raw_capacity(session: Session, plan: Plan) -> None:
+    """INVALID_ARGUMENT when the volume could not fit even in an empty cluster."""
+    total, _ = cluster_repo.capacity(session, plan.cluster.id)
+    needed = sum(specs.room_sizes(plan.size_bytes, plan.durability, plan.snapshot_factor))
+    if needed > total:
+        raise InvalidArgument.field(
+            plan.size_field,
+            f"{human(plan.size_bytes)} needs {human(needed)} with its copies, beyond the "
+            f"cluster's raw capacity of {human(total)}",
+        )
+
+
+def place(session: Session, plan: Plan) -> list[placement.Candidate]:
+    """One drive per copy, in copy order (see osd.engine.placement)."""
+    p = plan.placement
+    members = repo.pool_members(session, p.pool_id) if p.pool_id else None
+    tail = repo.pool_members(session, p.tail_pool_id) if p.tail_pool_id else None
+    within = None if members is None else members | (tail or set())
+    views = repo.candidates(session, plan.cluster.id, within)
+    candidates = [
+        placement.Candidate(d.drive_id, d.node_id, d.zone, d.free_bytes, d.labels, d.node_labels)
+        for d in views
+    ]
+    request = placement.Request(
+        sizes=specs.room_sizes(plan.size_bytes, plan.durability, plan.snapshot_factor),
+        failure_domain=FailureDomain(p.failure_domain),
+        pool=members,
+        tail_pool=tail,
+        node_selector=p.node_selector,
+        drive_selector=p.drive_selector,
+        copies_field=specs.copies_field(plan.durability),
+    )
+    return placement.place(candidates, request)
+
+
+def same_spec(row: VolumeRow, plan: Plan) -> bool:
+    return _spec_of_row(row) == _spec_of_plan(plan)
+
+
+def _spec_of_row(row: VolumeRow) -> tuple[object, ...]:
+    return (
+        row.kind,
+        row.size_bytes,
+        (row.durability_type, row.replicas, row.data_fragments, row.redundancy_fragments),
+        specs.placement_to_json(specs.placement_from_json(row.placement) or Placement()),
+        row.provisioning,
+        float(row.snapshot_factor),
+        (row.qos_iops_limit, row.qos_bandwidth_limit_bytes),
+        dict(row.labels),
+        row.template_id or "",
+        (row.source_kind, row.source_id or ""),
+        row.multi_attach,
+    )
+
+
+def _spec_of_plan(plan: Plan) -> tuple[object, ...]:
+    d = plan.durability
+    return (
+        int(plan.kind),
+        plan.size_bytes,
+        (int(d.type), d.replicas, d.data_fragments, d.redundancy_fragments),
+        specs.placement_to_json(plan.placement),
+        int(plan.provisioning),
+        float(plan.snapshot_factor),
+        (plan.qos.iops_limit, plan.qos.bandwidth_limit_bytes),
+        dict(plan.labels),
+        plan.template_id,
+        (int(plan.source.kind), plan.source.id),
+        plan.multi_attach,
+    )
+
+
+def new_row(plan: Plan, volume_id: str, generation: int) -> VolumeRow:
+    now = utcnow()
+    d = plan.durability
+    return VolumeRow(
+        id=volume_id,
+        cluster_id=plan.cluster.id,
+        name=plan.name,
+        kind=int(plan.kind),
+        size_bytes=plan.size_bytes,
+        durability_type=int(d.type),
+        replicas=d.replicas,
+        data_fragments=d.data_fragments,
+        redundancy_fragments=d.redundancy_fragments,
+        placement=specs.placement_to_json(plan.placement),
+        pool_id=plan.placement.pool_id or None,
+        tail_pool_id=plan.placement.tail_pool_id or None,
+        provisioning=int(plan.provisioning),
+        snapshot_factor=float(plan.snapshot_factor),
+        qos_iops_limit=plan.qos.iops_limit,
+        qos_bandwidth_limit_bytes=plan.qos.bandwidth_limit_bytes,
+        labels=dict(plan.labels),
+        template_id=plan.template_id or None,
+        source_kind=int(plan.source.kind),
+        source_id=plan.source.id or None,
+        parent_snapshot_id=plan.parent_snapshot_id,
+        datastore_version_id=plan.datastore_version_id,
+        multi_attach=plan.multi_attach,
+        state=int(VolumeState.CREATING),
+        stored_bytes=0,
+        active_job_id=None,
+        create_time=now,
+        update_time=now,
+        generation=generation,
+    )

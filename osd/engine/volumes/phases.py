@@ -1,0 +1,364 @@
+"""The phases of volume and snapshot changes that more than one caller runs.
+
+A change records its intent in one write transaction, does its driver work
+with no transaction open, then commits its final state or rolls back. The
+second and third phases live here because three callers run them: the RPC
+that started the change, a retry of that RPC (deletes are idempotent), and
+recovery when a daemon starts.
+
+The books of a snapshot chain: while a volume exists its snapshots share its
+allocations. When the volume goes (deleted or frozen) its allocations are
+handed over to its newest remaining snapshot, which then holds them of its
+own; deleting that snapshot hands them to the next newest, and the last
+snapshot of the chain releases them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.volumes import specs
+from osd.engine.volumes.guards import best_effort, driver_failed, log
+from osd.engine.volumes.views import durability_of
+from osd.enums import AllocationState, SnapshotState, VolumeState
+from osd.errors import Unavailable
+from osd.store import allocations
+from osd.store import snapshots as snap_repo
+from osd.store import volumes as repo
+from osd.store.db import Store
+from osd.store.models import AllocationRow, SnapshotRow, VolumeRow, utcnow
+from osd.store.state import bump_generation, current_generation
+
+Work = list[tuple[str, str]]  # (drive id, replica id = allocation id)
+
+
+def work_of(allocs: Iterable[AllocationRow], *, active_only: bool = False) -> Work:
+    return [
+        (a.drive_id, a.id) for a in allocs if not active_only or a.state == AllocationState.ACTIVE
+    ]
+
+
+def stamp(row: VolumeRow | SnapshotRow, generation: int) -> None:
+    row.generation = generation
+    row.update_time = utcnow()
+
+
+def serving_state(allocs: Iterable[AllocationRow]) -> VolumeState:
+    """UP, or DEGRADED when a copy is unavailable."""
+    if any(a.state == AllocationState.UNAVAILABLE for a in allocs):
+        return VolumeState.DEGRADED
+    return VolumeState.UP
+
+
+# -- the snapshot chain's books -------------------------------------------------
+
+
+def heir_of(session: Session, volume_id: str, exclude: str = "") -> SnapshotRow | None:
+    """The newest READY snapshot taken from ``volume_id`` (other than ``exclude``)."""
+    for snap in snap_repo.of_volume(session, volume_id):
+        if snap.id != exclude and snap.state == SnapshotState.READY:
+            return snap
+    return None
+
+
+def hand_over(session: Session, allocs: Iterable[AllocationRow], heir: SnapshotRow) -> None:
+    """Makes ``heir`` hold the allocations of its own; their bytes stay where they are."""
+    for a in allocs:
+        a.volume_id = None
+        a.snapshot_id = heir.id
+        if a.state in (AllocationState.PENDING, AllocationState.RELEASING):
+            a.state = int(AllocationState.ACTIVE)
+        a.job_id = None
+    session.flush()
+
+
+def release_all(session: Session, allocs: Iterable[AllocationRow]) -> None:
+    for a in list(allocs):
+        allocations.release(session, a)
+
+
+def mark(allocs: Iterable[AllocationRow], state: AllocationState, job_id: str | None) -> None:
+    for a in allocs:
+        a.state = int(state)
+        a.job_id = job_id
+
+
+def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
+    """The drives a snapshot's data is on: its own allocations', else its
+    volume's, else those of the chain's holder."""
+    allocs = snap_repo.allocations(session, snap.id)
+    if not allocs:
+        allocs = repo.allocations(session, snap.volume_id)
+    if not allocs:
+        for other in snap_repo.of_volume(session, snap.volume_id):
+            allocs = snap_repo.allocations(session, other.id)
+            if allocs:
+                break
+    return sorted({a.drive_id for a in allocs})
+
+
+# -- create ----------------------------------------------------------------------
+
+
+def create_replicas(
+    store: Store, driver: StorageDriver, volume_id: str, work: list[tuple[str, str, int]]
+) -> None:
+    """Phase 2 of a create: every copy on its drive, or none (and no volume)."""
+    done: Work = []
+    try:
+        for drive_id, replica_id, nbytes in work:
+            driver.create_replica(drive_id, replica_id, nbytes)
+            done.append((drive_id, replica_id))
+    except DriverError as exc:
+        undo_create(store, driver, volume_id, done)
+        raise driver_failed("creating the volume failed and was rolled back", exc) from exc
+
+
+def undo_create(store: Store, driver: StorageDriver, volume_id: str, done: Work) -> None:
+    for drive_id, replica_id in done:
+        best_effort(f"deleting replica {replica_id}", driver.delete_replica, drive_id, replica_id)
+    with store.write() as s:
+        bump_generation(s)
+        row = repo.get(s, volume_id)
+        if row is None or row.state != VolumeState.CREATING:
+            return
+        release_all(s, repo.allocations(s, volume_id))
+        repo.remove(s, volume_id)
+    log.info("volume %s: create rolled back", volume_id)
+
+
+def finish_create(store: Store, volume_id: str) -> tuple[VolumeRow, int]:
+    """Phase 3 of a create: the volume UP, its allocations ACTIVE."""
+    with store.write() as s:
+        generation = bump_generation(s)
+        row = repo.get(s, volume_id)
+        if row is None:
+            raise Unavailable(
+                f"volume {volume_id} was rolled back while it was being created; retry",
+                reason="VOLUME_ROLLED_BACK",
+            )
+        if row.state == VolumeState.CREATING:
+            mark(repo.allocations(s, volume_id), AllocationState.ACTIVE, None)
+            row.state = int(VolumeState.UP)
+            stamp(row, generation)
+        s.flush()
+        return row, generation
+
+
+# -- delete ----------------------------------------------------------------------
+
+
+def finish_delete(store: Store, driver: StorageDriver, volume_id: str) -> int:
+    """Phases 2 and 3 of a delete (the volume is DELETING).
+
+    A driver failure leaves the volume DELETING; deleting it again, or
+    recovery, finishes.
+    """
+    with store.read() as s:
+        # A copy on a drive or node that is unavailable cannot be reached; its
+        # bytes are released all the same (the drive's data goes when it is
+        # replaced or forgotten).
+        work = [
+            (a.drive_id, a.id)
+            for a in repo.allocations(s, volume_id)
+            if a.state != AllocationState.UNAVAILABLE
+        ]
+    try:
+        for drive_id, replica_id in work:
+            driver.delete_replica(drive_id, replica_id)
+    except DriverError as exc:
+        raise driver_failed(
+            f"deleting volume {volume_id} is unfinished (delete it again to finish)", exc
+        ) from exc
+    with store.write() as s:
+        generation = bump_generation(s)
+        if repo.get(s, volume_id) is None:
+            return generation
+        allocs = repo.allocations(s, volume_id)
+        heir = heir_of(s, volume_id)
+        if heir is not None:
+            hand_over(s, allocs, heir)
+            stamp(heir, generation)
+        else:
+            release_all(s, allocs)
+        repo.remove(s, volume_id)
+        log.info("volume %s deleted", volume_id)
+        return generation
+
+
+# -- freeze ----------------------------------------------------------------------
+
+
+def finish_freeze(store: Store, driver: StorageDriver, volume_id: str, snapshot_id: str) -> int:
+    """Phases 2 and 3 of a freeze: the volume's data becomes the snapshot's,
+    its allocations the snapshot's own, and the volume is gone."""
+    with store.read() as s:
+        work = work_of(repo.allocations(s, volume_id), active_only=True)
+    done: list[str] = []
+    try:
+        for drive_id, replica_id in work:
+            driver.create_snapshot(drive_id, replica_id, snapshot_id)
+            done.append(drive_id)
+    except DriverError as exc:
+        for drive_id in done:
+            best_effort("deleting a snapshot", driver.delete_snapshot, drive_id, snapshot_id)
+        with store.write() as s:
+            generation = bump_generation(s)
+            snap = snap_repo.get(s, snapshot_id)
+            if snap is not None and snap.state == SnapshotState.CREATING:
+                snap_repo.remove(s, snapshot_id)
+            row = repo.get(s, volume_id)
+            if row is not None and row.state == VolumeState.DELETING:
+                row.state = int(serving_state(repo.allocations(s, volume_id)))
+                stamp(row, generation)
+        raise driver_failed("freezing the volume failed and was rolled back", exc) from exc
+    with store.write() as s:
+        generation = bump_generation(s)
+        snap = snap_repo.get(s, snapshot_id)
+        if snap is None or repo.get(s, volume_id) is None:
+            return generation
+        allocs = repo.allocations(s, volume_id)
+        hand_over(s, allocs, snap)
+        snap.state = int(SnapshotState.READY)
+        stamp(snap, generation)
+        repo.remove(s, volume_id)
+    for drive_id, replica_id in work:
+        best_effort(f"deleting replica {replica_id}", driver.delete_replica, drive_id, replica_id)
+    return generation
+
+
+# -- snapshots -------------------------------------------------------------------
+
+
+def finish_snapshot_create(store: Store, driver: StorageDriver, snapshot_id: str) -> int:
+    """Phases 2 and 3 of a snapshot: a snapshot of every available copy, then READY."""
+    with store.read() as s:
+        snap = snap_repo.get(s, snapshot_id)
+        if snap is None:
+            return current_generation(s)
+        work = work_of(repo.allocations(s, snap.volume_id), active_only=True)
+    done: list[str] = []
+    try:
+        for drive_id, replica_id in work:
+            driver.create_snapshot(drive_id, replica_id, snapshot_id)
+            done.append(drive_id)
+    except DriverError as exc:
+        for drive_id in done:
+            best_effort("deleting a snapshot", driver.delete_snapshot, drive_id, snapshot_id)
+        with store.write() as s:
+            bump_generation(s)
+            row = snap_repo.get(s, snapshot_id)
+            if row is not None and row.state == SnapshotState.CREATING:
+                snap_repo.remove(s, snapshot_id)
+        raise driver_failed("taking the snapshot failed and was rolled back", exc) from exc
+    with store.write() as s:
+        generation = bump_generation(s)
+        row = snap_repo.get(s, snapshot_id)
+        if row is not None and row.state == SnapshotState.CREATING:
+            row.state = int(SnapshotState.READY)
+            stamp(row, generation)
+        return generation
+
+
+def finish_snapshot_delete(store: Store, driver: StorageDriver, snapshot_id: str) -> int:
+    """Phases 2 and 3 of a snapshot delete (the snapshot is DELETING)."""
+    with store.read() as s:
+        snap = snap_repo.get(s, snapshot_id)
+        if snap is None:
+            return current_generation(s)
+        drives = snapshot_drives(s, snap)
+    try:
+        for drive_id in drives:
+            driver.delete_snapshot(drive_id, snapshot_id)
+    except DriverError as exc:
+        raise driver_failed(
+            f"deleting snapshot {snapshot_id} is unfinished (delete it again to finish)", exc
+        ) from exc
+    with store.write() as s:
+        generation = bump_generation(s)
+        if snap_repo.get(s, snapshot_id) is None:
+            return generation
+        release_all(s, snap_repo.allocations(s, snapshot_id))
+        snap_repo.remove(s, snapshot_id)
+        return generation
+
+
+# -- resize and revert -----------------------------------------------------------
+
+
+def targets(row: VolumeRow, size_bytes: int) -> list[int]:
+    return specs.reserved_sizes(
+        size_bytes, durability_of(row), row.snapshot_factor, row.provisioning
+    )
+
+
+def _at(sizes: list[int], index: int) -> int:
+    return sizes[min(index, len(sizes) - 1)]
+
+
+def begin_reshape(
+    session: Session, row: VolumeRow, allocs: list[AllocationRow], size_bytes: int, op: str
+) -> list[tuple[str, str, int]]:
+    """Phase 1 of a size change: grown allocations reserved, all marked PENDING
+    by ``op``. Returns the driver work: (drive, replica, new copy size)."""
+    want = targets(row, size_bytes)
+    shares = specs.share_sizes(size_bytes, durability_of(row))
+    for a in allocs:
+        if _at(want, a.index) > a.bytes:
+            allocations.resize(session, a, _at(want, a.index))
+    mark(allocs, AllocationState.PENDING, op)
+    session.flush()
+    return [(a.drive_id, a.id, _at(shares, a.index)) for a in allocs]
+
+
+def end_reshape(session: Session, row: VolumeRow, size_bytes: int, generation: int) -> None:
+    """Phase 3: the new size recorded, each allocation exactly its share, ACTIVE."""
+    want = targets(row, size_bytes)
+    for a in repo.allocations(session, row.id):
+        if a.state == AllocationState.PENDING and a.job_id:
+            allocations.resize(session, a, _at(want, a.index), check_room=False)
+            mark([a], AllocationState.ACTIVE, None)
+    row.size_bytes = size_bytes
+    stamp(row, generation)
+    session.flush()
+
+
+def undo_reshape(session: Session, row: VolumeRow) -> list[tuple[str, str, int]]:
+    """Rolls a size change back to the recorded size; returns the driver work
+    that restores the copies' size."""
+    want = targets(row, row.size_bytes)
+    shares = specs.share_sizes(row.size_bytes, durability_of(row))
+    work = []
+    for a in repo.allocations(session, row.id):
+        if a.state == AllocationState.PENDING and a.job_id:
+            allocations.resize(session, a, _at(want, a.index), check_room=False)
+            mark([a], AllocationState.ACTIVE, None)
+            work.append((a.drive_id, a.id, _at(shares, a.index)))
+    session.flush()
+    return work
+
+
+def rollback_reshape(
+    store: Store,
+    driver: StorageDriver,
+    volume_id: str,
+    restore: Callable[[VolumeRow], None] | None = None,
+) -> None:
+    """Phase 3 on failure (and recovery): the books and the copies back at the
+    recorded size; ``restore`` puts back the other fields the change set."""
+    with store.write() as s:
+        generation = bump_generation(s)
+        row = repo.get(s, volume_id)
+        if row is None:
+            return
+        work = undo_reshape(s, row)
+        if restore is not None:
+            restore(row)
+        stamp(row, generation)
+    for drive_id, replica_id, nbytes in work:
+        best_effort(
+            f"restoring replica {replica_id}", driver.resize_replica, drive_id, replica_id, nbytes
+        )

@@ -1,0 +1,367 @@
+"""Snapshot operations: create, read, update, delete, revert a volume to one,
+and freeze a volume into one.
+
+The books (see osd.engine.volume_phases): while its volume exists a snapshot
+shares the volume's allocations and holds none of its own; when the volume
+is deleted or frozen, its newest remaining snapshot takes the allocations
+over; deleting a snapshot that holds allocations hands them to the next
+newest snapshot of the same volume, or releases them when it was the last.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.shared import paging
+from osd.engine.shared import validation as v
+from osd.engine.shared.models import Changed, Created, Page, allocation_of
+from osd.engine.shared.rows import check_generation
+from osd.engine.volumes import phases as volume_phases
+from osd.engine.volumes.guards import (
+    driver_failed,
+    get_snapshot,
+    get_volume,
+    not_available,
+    require_all_available,
+    require_detached,
+    require_no_job,
+    require_serving,
+    require_settled,
+)
+from osd.engine.volumes.models import (
+    CreateSnapshot,
+    FreezeVolume,
+    Snapshot,
+    SnapshotDetail,
+    SnapshotQuery,
+    UpdateSnapshot,
+    Volume,
+)
+from osd.engine.volumes.views import snapshot_from, snapshots_of, volume_from
+from osd.enums import AllocationState, SnapshotState, VolumeState
+from osd.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from osd.store import snapshots as repo
+from osd.store import volumes as volume_repo
+from osd.store.datastores import version_ids_using_snapshot
+from osd.store.db import Store
+from osd.store.models import SnapshotRow, VolumeRow, utcnow
+from osd.store.state import bump_generation, current_generation
+
+
+class SnapshotEngine:
+    def __init__(self, store: Store, driver: StorageDriver) -> None:
+        self._store = store
+        self._driver = driver
+
+    # -- create ----------------------------------------------------------------
+
+    def create(self, spec: CreateSnapshot) -> Created[Snapshot]:
+        v.check_id(spec.volume_id, "volume_id")
+        if spec.name:
+            v.check_name(spec.name)
+        labels = v.check_labels(spec.labels)
+        if spec.name:
+            with self._store.read() as s:
+                volume = get_volume(s, spec.volume_id)
+                existing = repo.get_by_name(s, volume.cluster_id, spec.name)
+                if existing is not None:
+                    return self._existing(s, existing, volume)
+        snapshot_id = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                volume = get_volume(s, spec.volume_id)
+                name = spec.name
+                if name:
+                    existing = repo.get_by_name(s, volume.cluster_id, name)
+                    if existing is not None:
+                        return self._existing(s, existing, volume)
+                require_serving(volume)
+                require_settled(s, volume)
+                if not name:
+                    name = _auto_name(s, volume, generation)
+                repo.add(s, _new_row(volume, snapshot_id, name, labels, generation, not spec.name))
+        except IntegrityError:
+            with self._store.read() as s:
+                volume = get_volume(s, spec.volume_id)
+                existing = repo.get_by_name(s, volume.cluster_id, spec.name)
+                if existing is None:
+                    raise
+                return self._existing(s, existing, volume)
+        generation = volume_phases.finish_snapshot_create(self._store, self._driver, snapshot_id)
+        with self._store.read() as s:
+            return Created(snapshot_from(s, get_snapshot(s, snapshot_id)), True, generation)
+
+    @staticmethod
+    def _existing(s: Session, row: SnapshotRow, volume: VolumeRow) -> Created[Snapshot]:
+        if row.volume_id != volume.id:
+            raise _name_taken(row.name, row)
+        return Created(snapshot_from(s, row), False, current_generation(s))
+
+    # -- read ------------------------------------------------------------------
+
+    def inspect(self, snapshot_id: str) -> SnapshotDetail:
+        v.check_id(snapshot_id, "snapshot_id")
+        with self._store.read() as s:
+            row = get_snapshot(s, snapshot_id)
+            return SnapshotDetail(
+                snapshot=snapshot_from(s, row),
+                allocations=[
+                    allocation_of(a, zone)
+                    for a, zone in volume_repo.allocations_with_zone(s, snapshot_id=snapshot_id)
+                ],
+            )
+
+    def list(self, query: SnapshotQuery) -> Page[Snapshot]:
+        size = paging.page_size(query.page_size)
+        after = paging.decode_token(query.page_token, "snapshot")
+        key: tuple[str, str] | None = None
+        if after is not None:
+            c, n = after.get("c"), after.get("n")
+            if not isinstance(c, str) or not isinstance(n, str):
+                raise InvalidArgument.field("page_token", "is not a page token of a snapshot list")
+            key = (c, n)
+        if query.volume_id:
+            v.check_id(query.volume_id, "volume_id")
+        if query.cluster_id:
+            v.check_id(query.cluster_id, "cluster_id")
+        pattern = v.compile_regex(query.name_regex, "name_regex")
+        wanted = v.check_labels(query.labels).items()
+        where = repo.SnapshotFilter(query.volume_id, query.cluster_id, query.images_only)
+
+        def keep(row: SnapshotRow) -> bool:
+            if pattern is not None and not pattern.search(row.name):
+                return False
+            return wanted <= row.labels.items()
+
+        with self._store.read() as s:
+            rows, token = paging.take_page(
+                repo.scan(s, where, key, size + 1),
+                size,
+                keep,
+                lambda r: {"c": r.cluster_id, "n": r.name},
+                "snapshot",
+            )
+            return Page(snapshots_of(s, rows), token)
+
+    # -- update ----------------------------------------------------------------
+
+    def update(self, change: UpdateSnapshot) -> Changed[Snapshot]:
+        v.check_id(change.snapshot_id, "snapshot_id")
+        if change.name is not None:
+            v.check_name(change.name)
+        labels = v.check_labels(change.labels) if change.labels is not None else None
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = get_snapshot(s, change.snapshot_id)
+                check_generation("snapshot", row.id, row.generation, change.expected_generation)
+                if change.name is not None and change.name != row.name:
+                    other = repo.get_by_name(s, row.cluster_id, change.name)
+                    if other is not None:
+                        raise _name_taken(change.name, other)
+                    row.name = change.name
+                    row.auto_named = False
+                if labels is not None:
+                    row.labels = labels
+                if change.image is False and row.image:
+                    _refuse_image_use(s, row)
+                if change.image is not None:
+                    row.image = change.image
+                volume_phases.stamp(row, generation)
+                s.flush()
+                return Changed(snapshot_from(s, row), generation)
+        except IntegrityError:
+            raise AlreadyExists(
+                f"snapshot {change.name!r} already exists", reason="SNAPSHOT_EXISTS"
+            ) from None
+
+    # -- delete ----------------------------------------------------------------
+
+    def delete(self, snapshot_id: str) -> int:
+        v.check_id(snapshot_id, "snapshot_id")
+        with self._store.write() as s:
+            bump_generation(s)
+            row = get_snapshot(s, snapshot_id)
+            if row.state == SnapshotState.CREATING:
+                raise FailedPrecondition(
+                    f"snapshot {row.name} ({row.id}) is still being taken; retry",
+                    reason="SNAPSHOT_NOT_READY",
+                    metadata={"snapshot_id": row.id},
+                )
+            if row.state != SnapshotState.DELETING:
+                clones = repo.clone_counts(s, [row.id]).get(row.id, 0)
+                if clones:
+                    raise FailedPrecondition(
+                        f"snapshot {row.name} ({row.id}) has {clones} dependent volume(s); "
+                        "delete them first",
+                        reason="SNAPSHOT_HAS_CLONES",
+                        metadata={
+                            "count": str(clones),
+                            "volume_ids": ",".join(repo.clone_ids(s, row.id)),
+                        },
+                    )
+                _refuse_image_use(s, row, deleting=True)
+                own = repo.allocations(s, row.id)
+                heir = volume_phases.heir_of(s, row.volume_id, exclude=row.id)
+                if own and heir is not None:
+                    volume_phases.hand_over(s, own, heir)
+                elif own:
+                    volume_phases.mark(own, AllocationState.RELEASING, None)
+                row.state = int(SnapshotState.DELETING)
+        return volume_phases.finish_snapshot_delete(self._store, self._driver, snapshot_id)
+
+    # -- revert and freeze -----------------------------------------------------
+
+    def revert(self, volume_id: str, snapshot_id: str, confirmed: bool) -> Changed[Volume]:
+        v.check_id(volume_id, "volume_id")
+        v.check_id(snapshot_id, "snapshot_id")
+        op = uuid.uuid4().hex
+        with self._store.write() as s:
+            bump_generation(s)
+            volume = get_volume(s, volume_id)
+            snap = get_snapshot(s, snapshot_id)
+            if snap.volume_id != volume.id:
+                raise InvalidArgument.field(
+                    "snapshot_id", f"snapshot {snap.name} was not taken from volume {volume.name}"
+                )
+            if not confirmed:
+                raise FailedPrecondition(
+                    f"reverting volume {volume.name} to {snap.name} loses every write made "
+                    "since; set yes_i_really_mean_it to confirm",
+                    reason="CONFIRMATION_REQUIRED",
+                )
+            if snap.state != SnapshotState.READY:
+                raise FailedPrecondition(
+                    f"snapshot {snap.name} is {SnapshotState(snap.state).name}, not READY",
+                    reason="SNAPSHOT_NOT_READY",
+                    metadata={"snapshot_id": snap.id},
+                )
+            require_detached(s, volume)
+            require_serving(volume)
+            require_no_job(volume)
+            allocs = require_settled(s, volume)
+            require_all_available(volume, allocs)
+            volume_phases.begin_reshape(s, volume, allocs, snap.size_bytes, op)
+            work = volume_phases.work_of(allocs, active_only=False)
+            size = snap.size_bytes
+        try:
+            for drive_id, replica_id in work:
+                self._driver.revert_replica(drive_id, replica_id, snapshot_id)
+        except DriverError as exc:
+            volume_phases.rollback_reshape(self._store, self._driver, volume_id)
+            raise driver_failed("reverting the volume failed and was rolled back", exc) from exc
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            volume = get_volume(s, volume_id)
+            volume_phases.end_reshape(s, volume, size, generation)
+            return Changed(volume_from(s, volume), generation)
+
+    def freeze(self, spec: FreezeVolume) -> Changed[Snapshot]:
+        v.check_id(spec.volume_id, "volume_id")
+        if spec.name:
+            v.check_name(spec.name)
+        labels = v.check_labels(spec.labels)
+        snapshot_id = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                volume = get_volume(s, spec.volume_id)
+                name = spec.name or volume.name
+                other = repo.get_by_name(s, volume.cluster_id, name)
+                if other is not None:
+                    raise _name_taken(name, other)
+                require_detached(s, volume)
+                require_serving(volume)
+                require_no_job(volume)
+                if any(
+                    snap.state == SnapshotState.CREATING for snap in repo.of_volume(s, volume.id)
+                ):
+                    raise not_available(volume, " with a snapshot being taken; retry")
+                require_settled(s, volume)
+                row = _new_row(
+                    volume, snapshot_id, name, labels or dict(volume.labels), generation, False
+                )
+                repo.add(s, row)
+                volume.state = int(VolumeState.DELETING)
+                volume_phases.stamp(volume, generation)
+        except IntegrityError:
+            raise AlreadyExists(
+                f"snapshot {spec.name!r} already exists", reason="SNAPSHOT_EXISTS"
+            ) from None
+        generation = volume_phases.finish_freeze(
+            self._store, self._driver, spec.volume_id, snapshot_id
+        )
+        with self._store.read() as s:
+            return Changed(snapshot_from(s, get_snapshot(s, snapshot_id)), generation)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _new_row(
+    volume: VolumeRow,
+    snapshot_id: str,
+    name: str,
+    labels: dict[str, str],
+    generation: int,
+    auto_named: bool,
+) -> SnapshotRow:
+    now = utcnow()
+    return SnapshotRow(
+        id=snapshot_id,
+        cluster_id=volume.cluster_id,
+        name=name,
+        auto_named=auto_named,
+        volume_id=volume.id,
+        size_bytes=volume.size_bytes,
+        durability_type=volume.durability_type,
+        replicas=volume.replicas,
+        data_fragments=volume.data_fragments,
+        redundancy_fragments=volume.redundancy_fragments,
+        labels=labels,
+        image=False,
+        state=int(SnapshotState.CREATING),
+        space_used_bytes=0,
+        create_time=now,
+        update_time=now,
+        generation=generation,
+    )
+
+
+def _auto_name(s: Session, volume: VolumeRow, generation: int) -> str:
+    """``<volume>.snap-<generation>``: unique, since every write bumps the generation."""
+    stem = f"{volume.name[: v.NAME_MAX - 30]}.snap-{generation}"
+    name, n = stem, 1
+    while repo.get_by_name(s, volume.cluster_id, name) is not None:
+        n += 1
+        name = f"{stem}-{n}"
+    return name
+
+
+def _name_taken(name: str, other: SnapshotRow) -> AlreadyExists:
+    return AlreadyExists(
+        f"snapshot {name!r} already exists (of volume {other.volume_id})",
+        reason="SNAPSHOT_EXISTS",
+        metadata={"name": name, "snapshot_id": other.id},
+    )
+
+
+def _refuse_image_use(s: Session, row: SnapshotRow, *, deleting: bool = False) -> None:
+    uses = repo.image_use_counts(s, [row.id]).get(row.id, 0)
+    if not uses:
+        return
+    what = "deleted" if deleting else "unmarked as an image"
+    raise FailedPrecondition(
+        f"snapshot {row.name} ({row.id}) is the image of {uses} datastore version(s); "
+        f"it cannot be {what}",
+        reason="SNAPSHOT_IN_USE_AS_IMAGE",
+        metadata={
+            "count": str(uses),
+            "datastore_version_ids": ",".join(version_ids_using_snapshot(s, row.id)),
+        },
+    )

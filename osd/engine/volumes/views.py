@@ -1,0 +1,141 @@
+"""Stored volume, snapshot and attachment rows as domain objects."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from osd.engine.volumes import specs
+from osd.engine.volumes.models import (
+    Attachment,
+    Durability,
+    Placement,
+    Qos,
+    Snapshot,
+    Source,
+    Usage,
+    Volume,
+)
+from osd.enums import (
+    AttachMode,
+    FailureDomain,
+    Provisioning,
+    SnapshotState,
+    SourceKind,
+    VolumeKind,
+    VolumeState,
+)
+from osd.store import snapshots as snap_repo
+from osd.store import volumes as repo
+from osd.store.models import AttachmentRow, SnapshotRow, VolumeRow
+
+
+def durability_of(row: VolumeRow | SnapshotRow) -> Durability:
+    return Durability(
+        row.durability_type, row.replicas, row.data_fragments, row.redundancy_fragments
+    )
+
+
+def placement_of(row: VolumeRow) -> Placement:
+    return specs.placement_from_json(row.placement) or Placement(
+        failure_domain=int(FailureDomain.ZONE)
+    )
+
+
+def volume_of(row: VolumeRow, allocated: int, attachments: int, snapshots: int) -> Volume:
+    durability = durability_of(row)
+    size = row.size_bytes
+    factor = row.snapshot_factor
+    return Volume(
+        id=row.id,
+        cluster_id=row.cluster_id,
+        name=row.name,
+        kind=VolumeKind(row.kind),
+        size_bytes=size,
+        durability=durability,
+        placement=placement_of(row),
+        provisioning=Provisioning(row.provisioning),
+        snapshot_factor=factor,
+        qos=Qos(row.qos_iops_limit, row.qos_bandwidth_limit_bytes),
+        labels=dict(row.labels),
+        template_id=row.template_id or "",
+        source=Source(SourceKind(row.source_kind), row.source_id or ""),
+        parent_snapshot_id=row.parent_snapshot_id or "",
+        multi_attach=row.multi_attach,
+        state=VolumeState(row.state),
+        usage=Usage(sum(specs.room_sizes(size, durability, factor)), allocated, row.stored_bytes),
+        attachment_count=attachments,
+        snapshot_count=snapshots,
+        active_job_id=row.active_job_id or "",
+        create_time=row.create_time,
+        update_time=row.update_time,
+        generation=row.generation,
+    )
+
+
+def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
+    """Volumes with their usage and counts, in one query for the lot."""
+    stats = repo.usage_counts(session, [r.id for r in rows])
+    return [volume_of(r, *stats.get(r.id, (0, 0, 0))) for r in rows]
+
+
+def volume_from(session: Session, row: VolumeRow) -> Volume:
+    [volume] = volumes_of(session, [row])
+    return volume
+
+
+def attachment_of(row: AttachmentRow) -> Attachment:
+    return Attachment(
+        volume_id=row.volume_id,
+        node_id=row.node_id,
+        mode=AttachMode(row.mode),
+        device_path=row.device_path,
+        attach_time=row.attach_time,
+        generation=row.generation,
+    )
+
+
+def snapshots_of(session: Session, rows: Sequence[SnapshotRow]) -> list[Snapshot]:
+    """Snapshots with their space used and dependants.
+
+    A snapshot's space used is what deleting it would free: the bytes of the
+    allocations it holds of its own when no other snapshot of its volume
+    remains to take them over; otherwise nothing.
+    """
+    ids = [r.id for r in rows]
+    own = snap_repo.own_bytes(session, ids)
+    owners = {r.volume_id for r in rows if own.get(r.id)}
+    siblings = snap_repo.live_counts(session, owners)
+    clones = snap_repo.clone_counts(session, ids)
+    images = snap_repo.image_use_counts(session, ids)
+    out = []
+    for r in rows:
+        held = own.get(r.id, 0)
+        alone = held and siblings.get(r.volume_id, 0) <= 1
+        out.append(
+            Snapshot(
+                id=r.id,
+                cluster_id=r.cluster_id,
+                name=r.name,
+                auto_named=r.auto_named,
+                volume_id=r.volume_id,
+                size_bytes=r.size_bytes,
+                durability=durability_of(r),
+                labels=dict(r.labels),
+                image=r.image,
+                state=SnapshotState(r.state),
+                space_used_bytes=held if alone else 0,
+                clone_count=clones.get(r.id, 0),
+                datastore_version_count=images.get(r.id, 0),
+                create_time=r.create_time,
+                update_time=r.update_time,
+                generation=r.generation,
+            )
+        )
+    return out
+
+
+def snapshot_from(session: Session, row: SnapshotRow) -> Snapshot:
+    [snap] = snapshots_of(session, [row])
+    return snap

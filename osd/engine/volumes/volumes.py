@@ -1,0 +1,644 @@
+"""Volume operations: create, read, update, delete, and the capacity summary.
+
+Creates, size changes and deletes run in phases (see osd.engine.volume_phases);
+recovery on start finishes or undoes what a crash left half done
+(osd.engine.volume_recovery). A copy of another volume, a replica count
+change and a placement change that moves copies are jobs (the VOLUME_COPY,
+VOLUME_REPLICA_CHANGE and VOLUME_MOVE kinds of osd.engine.jobs.kinds),
+recorded in the transaction of the call that asks for them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.shared import paging
+from osd.engine.shared import validation as v
+from osd.engine.shared.allocation_math import allocation_sizes
+from osd.engine.shared.models import Capacity, Page, allocation_of
+from osd.engine.shared.rows import check_generation
+from osd.engine.shared.sizes import spec_violation
+from osd.engine.topology.availability import Availability
+from osd.engine.volumes import create_plan as volume_create
+from osd.engine.volumes import phases as volume_phases
+from osd.engine.volumes import specs
+from osd.engine.volumes.guards import (
+    driver_failed,
+    get_volume,
+    not_available,
+    require_all_available,
+    require_detached,
+    require_no_job,
+    require_serving,
+    require_settled,
+)
+from osd.engine.volumes.models import (
+    CapacitySummary,
+    ChangedVolume,
+    ClusterCapacity,
+    CreatedVolume,
+    CreateVolume,
+    Deleted,
+    Placement,
+    PoolCapacity,
+    UpdateVolume,
+    Volume,
+    VolumeDetail,
+    VolumeQuery,
+)
+from osd.engine.volumes.recovery import recover
+from osd.engine.volumes.views import (
+    attachment_of,
+    durability_of,
+    placement_of,
+    volume_from,
+    volume_of,
+)
+from osd.enums import (
+    AllocationState,
+    AttachMode,
+    DurabilityType,
+    FailureDomain,
+    JobKind,
+    SnapshotState,
+    SourceKind,
+    VolumeState,
+)
+from osd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from osd.store import allocations
+from osd.store import attachments as attach_repo
+from osd.store import clusters as cluster_repo
+from osd.store import jobs as job_repo
+from osd.store import pools as pool_repo
+from osd.store import snapshots as snap_repo
+from osd.store import volumes as repo
+from osd.store.db import Store
+from osd.store.models import AllocationRow, VolumeRow
+from osd.store.state import bump_generation, current_generation
+
+if TYPE_CHECKING:
+    from osd.engine.jobs.jobs import JobEngine
+    from osd.engine.jobs.models import Job
+
+
+class VolumeEngine:
+    def __init__(self, store: Store, driver: StorageDriver, jobs: JobEngine | None = None) -> None:
+        self._store = store
+        self._driver = driver
+        self._job_engine = jobs
+
+    @property
+    def _jobs(self) -> JobEngine:
+        if self._job_engine is None:
+            raise RuntimeError("this volume engine was made without a job engine")
+        return self._job_engine
+
+    def _record(self, s: Session, kind: JobKind, spec: dict[str, Any], generation: int) -> Job:
+        """Records a job in the caller's transaction (see JobEngine.record)."""
+        return self._jobs.record(s, kind, spec, generation)
+
+    def recover(self) -> None:
+        """Finishes or undoes the volume and snapshot changes a crash interrupted."""
+        recover(self._store, self._driver)
+
+    def availability_changed(self, s: Session, change: Availability) -> None:
+        """Keeps volume states in step with their copies, inside the topology
+        change's transaction: UP with every copy available, DEGRADED while
+        readable, DOWN while no complete copy is available, DATA_LOST (for
+        good) when too many copies were released."""
+        if not change.volume_ids:
+            return
+        generation = current_generation(s)
+        for volume_id in sorted(change.volume_ids):
+            row = repo.get(s, volume_id)
+            if row is None or row.state in (
+                VolumeState.CREATING,
+                VolumeState.DELETING,
+                VolumeState.DATA_LOST,
+            ):
+                continue
+            state = availability_state(row, repo.allocations(s, volume_id))
+            if state != row.state:
+                row.state = int(state)
+                volume_phases.stamp(row, generation)
+        s.flush()
+
+    # -- create ----------------------------------------------------------------
+
+    def create(self, spec: CreateVolume) -> CreatedVolume:
+        checked = volume_create.check(spec)
+        if checked.spec.source.kind == SourceKind.VOLUME:
+            return self._create_copy(checked)
+        with self._store.read() as s:
+            plan = volume_create.resolve(s, checked)
+            existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+            if existing is not None:
+                return self._existing(s, existing, plan)
+        volume_id, op = uuid.uuid4().hex, uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                plan = volume_create.resolve(s, checked)
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is not None:
+                    return self._existing(s, existing, plan)
+                volume_create.check_raw_capacity(s, plan)
+                picks = volume_create.place(s, plan)
+                repo.add(s, volume_create.new_row(plan, volume_id, generation))
+                reserve = specs.reserved_sizes(
+                    plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
+                )
+                shares = specs.share_sizes(plan.size_bytes, plan.durability)
+                work = []
+                for index, (drive, nbytes) in enumerate(zip(picks, reserve, strict=True)):
+                    a = allocations.reserve(
+                        s,
+                        drive_id=drive.drive_id,
+                        node_id=drive.node_id,
+                        nbytes=nbytes,
+                        index=index,
+                        state=int(AllocationState.PENDING),
+                        volume_id=volume_id,
+                        job_id=op,
+                    )
+                    work.append((a.drive_id, a.id, shares[index]))
+        except IntegrityError:
+            # Another daemon sharing the store took the name between our look-up
+            # and our insert; answer as if we had seen it.
+            with self._store.read() as s:
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is None:
+                    raise
+                return self._existing(s, existing, plan)
+        volume_phases.create_replicas(self._store, self._driver, volume_id, work)
+        row, generation = volume_phases.finish_create(self._store, volume_id)
+        with self._store.read() as s:
+            return CreatedVolume(volume_from(s, row), True, generation)
+
+    def _create_copy(self, checked: volume_create.Checked) -> CreatedVolume:
+        """A copy of another volume: the new volume CREATING and its VOLUME_COPY job,
+        recorded together (see osd.engine.jobs.kinds.volume_copy)."""
+        with self._store.read() as s:
+            plan = volume_create.resolve(s, checked)
+            existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+            if existing is not None:
+                return self._existing(s, existing, plan)
+        volume_id = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                plan = volume_create.resolve(s, checked)
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is not None:
+                    return self._existing(s, existing, plan)
+                volume_create.check_raw_capacity(s, plan)
+                job = self._record(
+                    s, JobKind.VOLUME_COPY, {"plan": plan, "volume_id": volume_id}, generation
+                )
+                result = CreatedVolume(
+                    volume_from(s, get_volume(s, volume_id)), True, generation, job
+                )
+        except IntegrityError:
+            with self._store.read() as s:
+                existing = repo.get_by_name(s, plan.cluster.id, plan.name)
+                if existing is None:
+                    raise
+                return self._existing(s, existing, plan)
+        self._jobs.wake()
+        return result
+
+    def _existing(self, s: Session, row: VolumeRow, plan: volume_create.Plan) -> CreatedVolume:
+        if not volume_create.same_spec(row, plan):
+            raise AlreadyExists(
+                f"volume {plan.name!r} already exists in cluster {plan.cluster.name} "
+                "with another spec",
+                reason="VOLUME_EXISTS",
+                metadata={"name": plan.name, "volume_id": row.id},
+            )
+        job = None
+        if row.source_kind == SourceKind.VOLUME:
+            found = job_repo.latest(s, int(JobKind.VOLUME_COPY), row.id)
+            job = self._jobs.to_domain(found) if found is not None else None
+        return CreatedVolume(volume_from(s, row), False, current_generation(s), job)
+
+    # -- read ------------------------------------------------------------------
+
+    def inspect(self, volume_id: str) -> VolumeDetail:
+        v.check_id(volume_id, "volume_id")
+        with self._store.read() as s:
+            row = get_volume(s, volume_id)
+            return VolumeDetail(
+                volume=volume_from(s, row),
+                allocations=[
+                    allocation_of(a, zone)
+                    for a, zone in repo.allocations_with_zone(s, volume_id=volume_id)
+                ],
+                attachments=[attachment_of(a) for a in attach_repo.of_volume(s, volume_id)],
+            )
+
+    def list(self, query: VolumeQuery) -> Page[Volume]:
+        size = paging.page_size(query.page_size)
+        after = _pair_token(query.page_token, "volume")
+        for name in ("cluster_id", "pool_id", "node_id", "template_id", "datastore_version_id"):
+            value = getattr(query, name)
+            if value:
+                v.check_id(value, name)
+        for state in query.states:
+            if state not in VolumeState._value2member_map_:
+                raise InvalidArgument.field("states", f"{state} is not a volume state")
+        pattern = v.compile_regex(query.name_regex, "name_regex")
+        wanted = v.check_labels(query.labels).items()
+        where = repo.VolumeFilter(
+            cluster_id=query.cluster_id,
+            pool_id=query.pool_id,
+            node_id=query.node_id,
+            states=tuple(query.states),
+            template_id=query.template_id,
+            datastore_version_id=query.datastore_version_id,
+        )
+
+        def keep(item: repo.VolumeWithUsage) -> bool:
+            row = item[0]
+            if pattern is not None and not pattern.search(row.name):
+                return False
+            return wanted <= row.labels.items()
+
+        with self._store.read() as s:
+            items, token = paging.take_page(
+                repo.scan(s, where, after, size + 1),
+                size,
+                keep,
+                lambda item: {"c": item[0].cluster_id, "n": item[0].name},
+                "volume",
+            )
+            return Page([volume_of(*item) for item in items], token)
+
+    def capacity(self, cluster_id: str) -> CapacitySummary:
+        if cluster_id:
+            v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            clusters = repo.cluster_rows(s, cluster_id)
+            if cluster_id and not clusters:
+                raise NotFound.object("cluster", "cluster_id", cluster_id)
+            out = []
+            for c in clusters:
+                total, used = cluster_repo.capacity(s, c.id)
+                count, logical = repo.volume_totals(s, c.id)
+                provisioned = sum(
+                    sum(allocation_sizes(*layout))
+                    for layout in cluster_repo.volume_layouts(s, c.id)
+                )
+                pools = []
+                for p in repo.pool_rows(s, c.id):
+                    p_total, p_used = pool_repo.capacity(s, p.id)
+                    members = repo.pool_member_select(p.id)
+                    pools.append(
+                        PoolCapacity(
+                            pool_id=p.id,
+                            pool_name=p.name,
+                            capacity=Capacity(p_total, p_used),
+                            available_bytes=repo.available_bytes(s, c.id, members),
+                        )
+                    )
+                out.append(
+                    ClusterCapacity(
+                        cluster_id=c.id,
+                        cluster_name=c.name,
+                        capacity=Capacity(total, used),
+                        available_bytes=repo.available_bytes(s, c.id),
+                        logical_bytes=logical,
+                        provisioned_bytes=provisioned,
+                        volume_count=count,
+                        snapshot_count=repo.snapshot_total(s, c.id),
+                        pools=pools,
+                    )
+                )
+            return CapacitySummary(out, current_generation(s))
+
+    # -- update ----------------------------------------------------------------
+
+    def update(self, change: UpdateVolume) -> ChangedVolume:
+        size = _check_update(change)
+        op = uuid.uuid4().hex
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = get_volume(s, change.volume_id)
+                check_generation("volume", row.id, row.generation, change.expected_generation)
+                if row.state in (VolumeState.CREATING, VolumeState.DELETING):
+                    raise not_available(row)
+                restore = _restorer(row)
+                self._rename(s, row, change.name)
+                if change.multi_attach is False and row.multi_attach:
+                    _refuse_several_writers(s, row)
+                job = self._start_job(s, row, change, size, generation)
+                if change.iops_limit is not None:
+                    row.qos_iops_limit = change.iops_limit
+                if change.bandwidth_limit_bytes is not None:
+                    row.qos_bandwidth_limit_bytes = change.bandwidth_limit_bytes
+                if change.labels is not None:
+                    row.labels = dict(change.labels)
+                if change.multi_attach is not None:
+                    row.multi_attach = change.multi_attach
+                volume_phases.stamp(row, generation)
+                done: ChangedVolume | None = None
+                work: list[tuple[str, str, int]] = []
+                if size is None or size == row.size_bytes:
+                    s.flush()
+                    done = ChangedVolume(volume_from(s, row), generation, job)
+                else:
+                    if size < row.size_bytes and not change.shrink_ok:
+                        raise FailedPrecondition(
+                            f"volume {row.name} is {row.size_bytes} bytes; shrinking it to "
+                            f"{size} loses data past the new end: set shrink_ok to allow it",
+                            reason="SHRINK_NOT_ALLOWED",
+                            metadata={"size_bytes": str(row.size_bytes)},
+                        )
+                    require_serving(row)
+                    require_no_job(row)
+                    allocs = require_settled(s, row)
+                    require_all_available(row, allocs)
+                    work = volume_phases.begin_reshape(s, row, allocs, size, op)
+        except IntegrityError:
+            raise AlreadyExists(
+                f"volume {change.name!r} already exists", reason="VOLUME_EXISTS"
+            ) from None
+        if done is not None:
+            if done.job is not None:
+                self._jobs.wake()
+            return done
+        assert size is not None
+        try:
+            for drive_id, replica_id, nbytes in work:
+                self._driver.resize_replica(drive_id, replica_id, nbytes)
+        except DriverError as exc:
+            volume_phases.rollback_reshape(self._store, self._driver, change.volume_id, restore)
+            raise driver_failed("resizing the volume failed and was rolled back", exc) from exc
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = get_volume(s, change.volume_id)
+            volume_phases.end_reshape(s, row, size, generation)
+            return ChangedVolume(volume_from(s, row), generation)
+
+    def _start_job(
+        self, s: Session, row: VolumeRow, change: UpdateVolume, size: int | None, generation: int
+    ) -> Job | None:
+        """Records the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job the update asks for, if any
+        (in the update's transaction); records at once a placement the copies obey."""
+        kind: JobKind | None = None
+        spec: dict[str, Any] = {"volume_id": row.id}
+        path = ""
+        if change.replicas is not None:
+            replicas = _replica_change(row, change.replicas)
+            if replicas is not None:
+                kind, path = JobKind.VOLUME_REPLICA_CHANGE, "durability.replicas"
+                spec["replicas"] = replicas
+        if change.placement is not None:
+            moving = _placement_change(s, row, change.placement)
+            if moving is not None:
+                kind, path = JobKind.VOLUME_MOVE, "placement"
+                spec["placement"] = specs.placement_to_json(moving)
+        if kind is None:
+            return None
+        if size is not None and size != row.size_bytes:
+            raise InvalidArgument.field(
+                "update_mask", f"changing {path} starts a job; change the size in a call of its own"
+            )
+        return self._record(s, kind, spec, generation)
+
+    @staticmethod
+    def _rename(s: Session, row: VolumeRow, name: str | None) -> None:
+        if name is None or name == row.name:
+            return
+        other = repo.get_by_name(s, row.cluster_id, name)
+        if other is not None:
+            raise AlreadyExists(
+                f"volume {name!r} already exists",
+                reason="VOLUME_EXISTS",
+                metadata={"name": name, "volume_id": other.id},
+            )
+        row.name = name
+
+    # -- delete ----------------------------------------------------------------
+
+    def delete(self, volume_id: str, allow_missing: bool = False) -> Deleted:
+        v.check_id(volume_id, "volume_id")
+        with self._store.read() as s:
+            if repo.get(s, volume_id) is None:
+                if allow_missing:
+                    return Deleted(False, current_generation(s))
+                raise NotFound.object("volume", "volume_id", volume_id)
+        freezing = ""
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = repo.get(s, volume_id)
+            if row is None:
+                if allow_missing:
+                    return Deleted(False, generation)
+                raise NotFound.object("volume", "volume_id", volume_id)
+            in_flight = [
+                snap.id
+                for snap in snap_repo.of_volume(s, volume_id)
+                if snap.state == SnapshotState.CREATING
+            ]
+            if row.state == VolumeState.DELETING:
+                freezing = in_flight[0] if in_flight else ""
+            else:
+                require_detached(s, row)
+                require_no_job(row)
+                if row.state == VolumeState.CREATING:
+                    raise not_available(row, "; delete it once it is created")
+                if in_flight:
+                    raise not_available(row, " with a snapshot being taken; retry")
+                allocs = require_settled(s, row)
+                row.state = int(VolumeState.DELETING)
+                volume_phases.stamp(row, generation)
+                if volume_phases.heir_of(s, volume_id) is None:
+                    volume_phases.mark(allocs, AllocationState.RELEASING, None)
+        if freezing:
+            generation = volume_phases.finish_freeze(self._store, self._driver, volume_id, freezing)
+        else:
+            generation = volume_phases.finish_delete(self._store, self._driver, volume_id)
+        return Deleted(True, generation)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def availability_state(row: VolumeRow, allocs: list[AllocationRow]) -> VolumeState:
+    """A settled volume's state from its allocations' states."""
+    d = durability_of(row)
+    copies = specs.copies(d)
+    # The source of a move (RELEASING) still serves its data.
+    live = sum(a.state in (AllocationState.ACTIVE, AllocationState.RELEASING) for a in allocs)
+    away = sum(a.state == AllocationState.UNAVAILABLE for a in allocs)
+    needed = d.data_fragments if d.type == DurabilityType.ERASURE else 1
+    if live >= copies:
+        return VolumeState.UP
+    if live >= needed:
+        return VolumeState.DEGRADED
+    if live + away >= needed:
+        return VolumeState.DOWN
+    return VolumeState.DATA_LOST
+
+
+def _pair_token(token: str, kind: str) -> tuple[str, str] | None:
+    after = paging.decode_token(token, kind)
+    if after is None:
+        return None
+    c, n = after.get("c"), after.get("n")
+    if not isinstance(c, str) or not isinstance(n, str):
+        raise InvalidArgument.field("page_token", f"is not a page token of a {kind} list")
+    return c, n
+
+
+def _check_update(change: UpdateVolume) -> int | None:
+    """The update's syntax; returns the new size, if any."""
+    v.check_id(change.volume_id, "volume_id")
+    out: list[FieldViolation] = []
+    if change.name is not None:
+        bad = v.name_violation(change.name)
+        if bad:
+            out.append(bad)
+    size, bad_size = spec_violation(change.size)
+    if bad_size:
+        out.append(bad_size)
+    for field, value in (
+        ("qos.iops_limit", change.iops_limit),
+        ("qos.bandwidth_limit_bytes", change.bandwidth_limit_bytes),
+    ):
+        if value is not None and value < 0:
+            out.append(FieldViolation(field, f"is {value}; 0 (unlimited) or more"))
+    if change.labels is not None:
+        out += v.label_violations(change.labels)
+    if change.replicas is not None and change.placement is not None:
+        out.append(
+            FieldViolation("update_mask", "change durability.replicas or placement, not both")
+        )
+    if change.replicas is not None:
+        bad = specs.replicas_violation(change.replicas)
+        if bad:
+            out.append(bad)
+    if change.placement is not None:
+        out += specs.placement_violations(change.placement)
+    if out:
+        raise InvalidArgument.fields(out)
+    return size
+
+
+def _restorer(row: VolumeRow) -> Callable[[VolumeRow], None]:
+    """Puts back the fields an update may change along with the size."""
+    before = {f: getattr(row, f) for f in _RESTORED}
+
+    def restore(target: VolumeRow) -> None:
+        for f, value in before.items():
+            setattr(target, f, value)
+
+    return restore
+
+
+_RESTORED = (
+    "name",
+    "qos_iops_limit",
+    "qos_bandwidth_limit_bytes",
+    "labels",
+    "multi_attach",
+    "placement",
+    "pool_id",
+    "tail_pool_id",
+)
+
+
+def _refuse_several_writers(s: Session, row: VolumeRow) -> None:
+    writers = [
+        a.node_id for a in attach_repo.of_volume(s, row.id) if a.mode == AttachMode.READ_WRITE
+    ]
+    if len(writers) > 1:
+        raise FailedPrecondition(
+            f"volume {row.name} is held READ_WRITE by {len(writers)} nodes; detach all but one "
+            "before turning multi_attach off",
+            reason="ATTACH_CONFLICT",
+            metadata={"node_id": writers[0], "node_ids": ",".join(writers)},
+        )
+
+
+def _replica_change(row: VolumeRow, replicas: int) -> int | None:
+    """The new replica count when it differs (a VOLUME_REPLICA_CHANGE job makes it)."""
+    if row.durability_type != DurabilityType.REPLICATE:
+        raise InvalidArgument.field(
+            "durability.replicas", "only a REPLICATE volume's replica count can change"
+        )
+    wanted = replicas or specs.REPLICAS_DEFAULT
+    if wanted == row.replicas:
+        return None
+    require_no_job(row)
+    return wanted
+
+
+def _placement_change(s: Session, row: VolumeRow, wanted: Placement) -> Placement | None:
+    """Records a new placement that the current allocations already obey; returns
+    one they do not obey (a VOLUME_MOVE job moves the copies, then records it)."""
+    new = specs.normalize_placement(wanted)
+    for name, pool_id in (("pool_id", new.pool_id), ("tail_pool_id", new.tail_pool_id)):
+        if pool_id:
+            pool = repo.get_pool(s, pool_id)
+            if pool is None:
+                raise NotFound.object("pool", f"placement.{name}", pool_id)
+            if pool.cluster_id != row.cluster_id:
+                raise InvalidArgument.field(
+                    f"placement.{name}", f"pool {pool_id} is in another cluster than the volume"
+                )
+    if new.tail_pool_id and row.durability_type != DurabilityType.REPLICATE:
+        raise InvalidArgument.field(
+            "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
+        )
+    if new == placement_of(row):
+        return None
+    if not _obeys(s, row, new):
+        require_no_job(row)
+        return new
+    row.placement = specs.placement_to_json(new)
+    row.pool_id = new.pool_id or None
+    row.tail_pool_id = new.tail_pool_id or None
+    return None
+
+
+def _obeys(s: Session, row: VolumeRow, p: Placement) -> bool:
+    """Whether every allocation of the volume is where ``p`` allows."""
+    allocs = repo.allocations(s, row.id)
+    drives = repo.drive_views(s, {a.drive_id for a in allocs})
+    members = repo.pool_members(s, p.pool_id) if p.pool_id else None
+    tail = repo.pool_members(s, p.tail_pool_id) if p.tail_pool_id else None
+    last = max((a.index for a in allocs), default=0)
+    groups = set()
+    node_sel, drive_sel = p.node_selector.items(), p.drive_selector.items()
+    for a in allocs:
+        d = drives.get(a.drive_id)
+        if d is None:
+            return False
+        pool = tail if tail is not None and a.index == last else members
+        if pool is not None and a.drive_id not in pool:
+            return False
+        if not (node_sel <= d.node_labels.items() and drive_sel <= d.labels.items()):
+            return False
+        domain = FailureDomain(p.failure_domain)
+        groups.add(
+            d.zone
+            if domain == FailureDomain.ZONE
+            else d.node_id
+            if domain == FailureDomain.NODE
+            else d.drive_id
+        )
+    return len(groups) == len(allocs)
