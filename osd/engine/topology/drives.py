@@ -11,6 +11,9 @@ unfinished job carries on (see :meth:`DriveEngine.recover`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
 import logging
 import re
 import uuid
@@ -18,8 +21,8 @@ import uuid
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.shared import paging
+from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
+from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
 from osd.engine.shared.paging import decode_pair
@@ -131,75 +134,21 @@ class DriveEngine:
         reach the node (UNAVAILABLE); a non-retryable one means there is no such
         device (NOT_FOUND, device_path).
         """
-        violations = new_drive_violations(
-            spec.node_id, spec.device_path, spec.description, spec.labels
+        raise_if(
+            new_drive_violations(spec.node_id, spec.device_path, spec.description, spec.labels)
         )
-        raise_if(violations)
-        spec = CreateDrive(
-            node_id=spec.node_id,
-            device_path=spec.device_path,
-            journal=spec.journal,
-            labels=dict(spec.labels),
-            description=spec.description,
-            yes_i_really_mean_it=spec.yes_i_really_mean_it,
-        )
-
+        spec = dataclasses.replace(spec, labels=dict(spec.labels))
         with self._store.read() as s:
             node = self._node(s, spec.node_id)
             existing = repo.get_by_device(s, spec.node_id, spec.device_path)
             if existing is not None:
                 return self._existing(s, existing, spec)
             _require_online(node)
-            address = _address(node)
-
-        try:
-            info = self._driver.probe_drive(address, spec.device_path)
-        except DriverError as exc:
-            if exc.retryable:
-                raise _driver_unavailable(exc, "probe_drive", f"reach node {node.name}") from exc
-            raise NotFound(
-                f"node {node.name} has no device {spec.device_path!r}: {exc}",
-                metadata={"kind": "device", "field": "device_path", "id": spec.device_path},
-                violations=(FieldViolation("device_path", f"no such device on {node.name}"),),
-            ) from exc
-        if info.has_data and not spec.yes_i_really_mean_it:
-            raise confirmation_required(
-                f"{spec.device_path} on node {node.name} holds data, which adding it destroys"
-            )
-
-        # Phase 1: record the drive as ADDING.
+            name, address = node.name, _address(node)
+        info = self._probe(name, address, spec)
         drive_id = uuid.uuid4().hex
         try:
-            with self._store.write() as s:
-                generation = bump_generation(s)
-                node = self._node(s, spec.node_id)
-                existing = repo.get_by_device(s, spec.node_id, spec.device_path)
-                if existing is not None:
-                    raise Unchanged(self._existing(s, existing, spec), generation - 1)
-                _require_online(node)
-                now = utcnow()
-                repo.add(
-                    s,
-                    DriveRow(
-                        id=drive_id,
-                        cluster_id=node.cluster_id,
-                        node_id=node.id,
-                        device_path=spec.device_path,
-                        description=spec.description,
-                        labels=spec.labels,
-                        journal=spec.journal,
-                        state=int(DriveState.ADDING),
-                        total_bytes=info.size_bytes,
-                        used_bytes=0,
-                        model="",
-                        serial="",
-                        ssd=not info.rotational,
-                        active_job_id=None,
-                        create_time=now,
-                        update_time=now,
-                        generation=generation,
-                    ),
-                )
+            phased.record(self._store, lambda s, g: self._record_adding(s, g, spec, info, drive_id))
         except Unchanged as same:
             found: Created[Drive] = same.value
             return found
@@ -210,33 +159,93 @@ class DriveEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, spec)
-
-        # Phase 2: the driver prepares the device, with no transaction open.
-        try:
-            self._driver.format_drive(address, spec.device_path, drive_id)
-        except Exception as exc:
-            self._undo_add(drive_id)
-            if isinstance(exc, DriverError):
-                raise _driver_unavailable(
-                    exc, "format_drive", f"prepare {spec.device_path} on node {node.name}"
-                ) from exc
-            raise
-
-        # Phase 3: the drive is in service.
-        with self._store.write() as s:
-            generation = bump_generation(s)
-            row = repo.get(s, drive_id)
-            if row is None:
-                raise Aborted(
-                    f"drive {drive_id} was removed while it was being added",
-                    reason="CONCURRENT_CHANGE",
+        return phased.run(
+            self._store,
+            [
+                phased.Step(
+                    f"preparing {spec.device_path}",
+                    functools.partial(
+                        self._driver.format_drive, address, spec.device_path, drive_id
+                    ),
                 )
-            if row.state == DriveState.ADDING:
-                row.state = int(DriveState.ONLINE)
-                row.update_time = utcnow()
-                row.generation = generation
-                s.flush()
-            return Created(drives_from_rows(s, [row])[0], True, generation)
+            ],
+            finish=lambda s, generation: self._finish_add(s, generation, drive_id),
+            rollback=lambda: self._undo_add(drive_id),
+            failed=lambda exc: (
+                _driver_unavailable(
+                    exc, "format_drive", f"prepare {spec.device_path} on node {name}"
+                )
+                if isinstance(exc, DriverError)
+                else exc
+            ),
+            catch=(Exception,),
+        )
+
+    def _probe(self, node_name: str, address: str, spec: CreateDrive) -> DriveInfo:
+        try:
+            info = self._driver.probe_drive(address, spec.device_path)
+        except DriverError as exc:
+            if exc.retryable:
+                raise _driver_unavailable(exc, "probe_drive", f"reach node {node_name}") from exc
+            raise NotFound(
+                f"node {node_name} has no device {spec.device_path!r}: {exc}",
+                metadata={"kind": "device", "field": "device_path", "id": spec.device_path},
+                violations=(FieldViolation("device_path", f"no such device on {node_name}"),),
+            ) from exc
+        if info.has_data and not spec.yes_i_really_mean_it:
+            raise confirmation_required(
+                f"{spec.device_path} on node {node_name} holds data, which adding it destroys"
+            )
+        return info
+
+    def _record_adding(
+        self, s: Session, generation: int, spec: CreateDrive, info: DriveInfo, drive_id: str
+    ) -> None:
+        """Phase 1 of an add: the drive recorded ADDING."""
+        node = self._node(s, spec.node_id)
+        existing = repo.get_by_device(s, spec.node_id, spec.device_path)
+        if existing is not None:
+            raise Unchanged(self._existing(s, existing, spec), generation - 1)
+        _require_online(node)
+        now = utcnow()
+        repo.add(
+            s,
+            DriveRow(
+                id=drive_id,
+                cluster_id=node.cluster_id,
+                node_id=node.id,
+                device_path=spec.device_path,
+                description=spec.description,
+                labels=spec.labels,
+                journal=spec.journal,
+                state=DriveState.ADDING,
+                total_bytes=info.size_bytes,
+                used_bytes=0,
+                model="",
+                serial="",
+                ssd=not info.rotational,
+                active_job_id=None,
+                create_time=now,
+                update_time=now,
+                generation=generation,
+            ),
+        )
+
+    @staticmethod
+    def _finish_add(s: Session, generation: int, drive_id: str) -> Created[Drive]:
+        """Phase 3 of an add (and of its recovery): the drive ONLINE."""
+        row = repo.get(s, drive_id)
+        if row is None:
+            raise Aborted(
+                f"drive {drive_id} was removed while it was being added",
+                reason="CONCURRENT_CHANGE",
+            )
+        if row.state == DriveState.ADDING:
+            row.state = DriveState.ONLINE
+            row.update_time = utcnow()
+            row.generation = generation
+            s.flush()
+        return Created(drives_from_rows(s, [row])[0], True, generation)
 
     def _undo_add(self, drive_id: str) -> None:
         """Deletes a drive record left ADDING by a failed add."""
@@ -289,13 +298,8 @@ class DriveEngine:
                 self._release_quietly(address, device_path, drive_id)
                 self._undo_add(drive_id)
                 continue
-            with self._store.write() as s:
-                generation = bump_generation(s)
-                row = repo.get(s, drive_id)
-                if row is not None and row.state == DriveState.ADDING:
-                    row.state = int(DriveState.ONLINE)
-                    row.update_time = utcnow()
-                    row.generation = generation
+            with contextlib.suppress(Aborted):
+                phased.record(self._store, functools.partial(self._finish_add, drive_id=drive_id))
             log.info(
                 "drive %s (%s on %s) left ADDING is now ONLINE", drive_id, device_path, address
             )

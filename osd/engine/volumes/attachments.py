@@ -22,7 +22,8 @@ from osd.engine.drivers import DriverError, StorageDriver
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
-from osd.engine.volumes.guards import best_effort, driver_failed, get_volume, require_serving
+from osd.engine.shared.phased import best_effort, driver_failed
+from osd.engine.volumes.guards import get_volume, require_serving
 from osd.engine.volumes.models import (
     Attached,
     Attachment,

@@ -1,20 +1,18 @@
-"""Look-ups and refusals the volume, snapshot and attachment operations share,
-and how a storage driver failure is answered."""
+"""Look-ups and refusals the volume, snapshot and attachment operations share.
+(How a storage driver failure is answered is osd.engine.shared.phased's.)"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError
 from osd.enums import (
     AllocationState,
     VolumeState,
 )
-from osd.errors import FailedPrecondition, NotFound, Unavailable
+from osd.errors import FailedPrecondition, NotFound
 from osd.store import attachments as attach_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
@@ -101,23 +99,3 @@ def require_detached(session: Session, row: VolumeRow) -> None:
             reason="VOLUME_ATTACHED",
             metadata={"node_ids": ",".join(nodes), "volume_id": row.id},
         )
-
-
-def driver_failed(what: str, exc: DriverError) -> Unavailable:
-    """The error a call answers when the storage driver failed and the change
-    was rolled back (or, for deletes, left to finish on retry)."""
-    return Unavailable(
-        f"{what}: the storage driver failed: {exc}",
-        reason="DRIVER_ERROR",
-        metadata={"retryable": str(exc.retryable).lower()},
-    )
-
-
-def best_effort(what: str, fn: Callable[..., None], *args: Any) -> bool:
-    """Calls a driver undo step; logs and swallows its failure."""
-    try:
-        fn(*args)
-    except DriverError as exc:
-        log.warning("%s failed (left for the operator): %s", what, exc)
-        return False
-    return True

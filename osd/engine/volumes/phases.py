@@ -15,13 +15,16 @@ snapshot of the chain releases them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.drivers import StorageDriver
+from osd.engine.shared import phased
+from osd.engine.shared.phased import best_effort
 from osd.engine.volumes import specs
-from osd.engine.volumes.guards import best_effort, driver_failed, log
+from osd.engine.volumes.guards import get_volume, log
 from osd.engine.volumes.views import durability_of
 from osd.enums import AllocationState, SnapshotState, VolumeState
 from osd.errors import Unavailable
@@ -103,21 +106,30 @@ def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
 # -- create ----------------------------------------------------------------------
 
 
-def create_replicas(
+def run_create(
     store: Store, driver: StorageDriver, volume_id: str, work: list[tuple[str, str, int]]
-) -> None:
-    """Phase 2 of a create: every copy on its drive, or none (and no volume)."""
-    done: Work = []
-    try:
-        for drive_id, replica_id, nbytes in work:
-            driver.create_replica(drive_id, replica_id, nbytes)
-            done.append((drive_id, replica_id))
-    except DriverError as exc:
-        undo_create(store, driver, volume_id, done)
-        raise driver_failed("creating the volume failed and was rolled back", exc) from exc
+) -> tuple[VolumeRow, int]:
+    """Phases 2 and 3 of a create: every copy on its drive and the volume UP,
+    its allocations ACTIVE; or no copy and no volume."""
+    return phased.run(
+        store,
+        [
+            phased.Step(
+                f"creating replica {replica_id}",
+                functools.partial(driver.create_replica, drive_id, replica_id, nbytes),
+                functools.partial(driver.delete_replica, drive_id, replica_id),
+            )
+            for drive_id, replica_id, nbytes in work
+        ],
+        finish=lambda s, generation: _finish_create(s, generation, volume_id),
+        rollback=lambda: undo_create(store, driver, volume_id, []),
+        failed=phased.failing("creating the volume failed and was rolled back"),
+    )
 
 
 def undo_create(store: Store, driver: StorageDriver, volume_id: str, done: Work) -> None:
+    """Deletes the copies ``done`` and the volume still CREATING, releasing its
+    allocations."""
     for drive_id, replica_id in done:
         best_effort(f"deleting replica {replica_id}", driver.delete_replica, drive_id, replica_id)
     with store.write() as s:
@@ -130,22 +142,19 @@ def undo_create(store: Store, driver: StorageDriver, volume_id: str, done: Work)
     log.info("volume %s: create rolled back", volume_id)
 
 
-def finish_create(store: Store, volume_id: str) -> tuple[VolumeRow, int]:
-    """Phase 3 of a create: the volume UP, its allocations ACTIVE."""
-    with store.write() as s:
-        generation = bump_generation(s)
-        row = repo.get(s, volume_id)
-        if row is None:
-            raise Unavailable(
-                f"volume {volume_id} was rolled back while it was being created; retry",
-                reason="VOLUME_ROLLED_BACK",
-            )
-        if row.state == VolumeState.CREATING:
-            mark(repo.allocations(s, volume_id), AllocationState.ACTIVE, None)
-            row.state = int(VolumeState.UP)
-            stamp(row, generation)
-        s.flush()
-        return row, generation
+def _finish_create(s: Session, generation: int, volume_id: str) -> tuple[VolumeRow, int]:
+    row = repo.get(s, volume_id)
+    if row is None:
+        raise Unavailable(
+            f"volume {volume_id} was rolled back while it was being created; retry",
+            reason="VOLUME_ROLLED_BACK",
+        )
+    if row.state == VolumeState.CREATING:
+        mark(repo.allocations(s, volume_id), AllocationState.ACTIVE, None)
+        row.state = int(VolumeState.UP)
+        stamp(row, generation)
+    s.flush()
+    return row, generation
 
 
 # -- delete ----------------------------------------------------------------------
@@ -166,30 +175,55 @@ def finish_delete(store: Store, driver: StorageDriver, volume_id: str) -> int:
             for a in repo.allocations(s, volume_id)
             if a.state != AllocationState.UNAVAILABLE
         ]
-    try:
-        for drive_id, replica_id in work:
-            driver.delete_replica(drive_id, replica_id)
-    except DriverError as exc:
-        raise driver_failed(
-            f"deleting volume {volume_id} is unfinished (delete it again to finish)", exc
-        ) from exc
-    with store.write() as s:
-        generation = bump_generation(s)
-        if repo.get(s, volume_id) is None:
-            return generation
-        allocs = repo.allocations(s, volume_id)
-        heir = heir_of(s, volume_id)
-        if heir is not None:
-            hand_over(s, allocs, heir)
-            stamp(heir, generation)
-        else:
-            release_all(s, allocs)
-        repo.remove(s, volume_id)
-        log.info("volume %s deleted", volume_id)
+    return phased.run(
+        store,
+        [
+            phased.Step(
+                f"deleting replica {replica_id}",
+                functools.partial(driver.delete_replica, drive_id, replica_id),
+            )
+            for drive_id, replica_id in work
+        ],
+        finish=lambda s, generation: _finish_delete(s, generation, volume_id),
+        failed=phased.failing(
+            f"deleting volume {volume_id} is unfinished (delete it again to finish)"
+        ),
+    )
+
+
+def _finish_delete(s: Session, generation: int, volume_id: str) -> int:
+    if repo.get(s, volume_id) is None:
         return generation
+    allocs = repo.allocations(s, volume_id)
+    heir = heir_of(s, volume_id)
+    if heir is not None:
+        hand_over(s, allocs, heir)
+        stamp(heir, generation)
+    else:
+        release_all(s, allocs)
+    repo.remove(s, volume_id)
+    log.info("volume %s deleted", volume_id)
+    return generation
 
 
-# -- freeze ----------------------------------------------------------------------
+# -- snapshots and freeze --------------------------------------------------------
+
+
+def _snapshot_steps(driver: StorageDriver, work: Work, snapshot_id: str) -> list[phased.Step]:
+    return [
+        phased.Step(
+            f"snapshotting replica {replica_id}",
+            functools.partial(driver.create_snapshot, drive_id, replica_id, snapshot_id),
+            functools.partial(driver.delete_snapshot, drive_id, snapshot_id),
+        )
+        for drive_id, replica_id in work
+    ]
+
+
+def _drop_snapshot(s: Session, snapshot_id: str) -> None:
+    snap = snap_repo.get(s, snapshot_id)
+    if snap is not None and snap.state == SnapshotState.CREATING:
+        snap_repo.remove(s, snapshot_id)
 
 
 def finish_freeze(store: Store, driver: StorageDriver, volume_id: str, snapshot_id: str) -> int:
@@ -197,40 +231,34 @@ def finish_freeze(store: Store, driver: StorageDriver, volume_id: str, snapshot_
     its allocations the snapshot's own, and the volume is gone."""
     with store.read() as s:
         work = work_of(repo.allocations(s, volume_id), active_only=True)
-    done: list[str] = []
-    try:
-        for drive_id, replica_id in work:
-            driver.create_snapshot(drive_id, replica_id, snapshot_id)
-            done.append(drive_id)
-    except DriverError as exc:
-        for drive_id in done:
-            best_effort("deleting a snapshot", driver.delete_snapshot, drive_id, snapshot_id)
-        with store.write() as s:
-            generation = bump_generation(s)
-            snap = snap_repo.get(s, snapshot_id)
-            if snap is not None and snap.state == SnapshotState.CREATING:
-                snap_repo.remove(s, snapshot_id)
-            row = repo.get(s, volume_id)
-            if row is not None and row.state == VolumeState.DELETING:
-                row.state = int(serving_state(repo.allocations(s, volume_id)))
-                stamp(row, generation)
-        raise driver_failed("freezing the volume failed and was rolled back", exc) from exc
-    with store.write() as s:
-        generation = bump_generation(s)
+
+    def rollback(s: Session, generation: int) -> None:
+        _drop_snapshot(s, snapshot_id)
+        row = repo.get(s, volume_id)
+        if row is not None and row.state == VolumeState.DELETING:
+            row.state = int(serving_state(repo.allocations(s, volume_id)))
+            stamp(row, generation)
+
+    def finish(s: Session, generation: int) -> int:
         snap = snap_repo.get(s, snapshot_id)
         if snap is None or repo.get(s, volume_id) is None:
             return generation
-        allocs = repo.allocations(s, volume_id)
-        hand_over(s, allocs, snap)
+        hand_over(s, repo.allocations(s, volume_id), snap)
         snap.state = int(SnapshotState.READY)
         stamp(snap, generation)
         repo.remove(s, volume_id)
+        return generation
+
+    generation = phased.run(
+        store,
+        _snapshot_steps(driver, work, snapshot_id),
+        finish=finish,
+        rollback=lambda: phased.record(store, rollback),
+        failed=phased.failing("freezing the volume failed and was rolled back"),
+    )
     for drive_id, replica_id in work:
         best_effort(f"deleting replica {replica_id}", driver.delete_replica, drive_id, replica_id)
     return generation
-
-
-# -- snapshots -------------------------------------------------------------------
 
 
 def finish_snapshot_create(store: Store, driver: StorageDriver, snapshot_id: str) -> int:
@@ -240,27 +268,21 @@ def finish_snapshot_create(store: Store, driver: StorageDriver, snapshot_id: str
         if snap is None:
             return current_generation(s)
         work = work_of(repo.allocations(s, snap.volume_id), active_only=True)
-    done: list[str] = []
-    try:
-        for drive_id, replica_id in work:
-            driver.create_snapshot(drive_id, replica_id, snapshot_id)
-            done.append(drive_id)
-    except DriverError as exc:
-        for drive_id in done:
-            best_effort("deleting a snapshot", driver.delete_snapshot, drive_id, snapshot_id)
-        with store.write() as s:
-            bump_generation(s)
-            row = snap_repo.get(s, snapshot_id)
-            if row is not None and row.state == SnapshotState.CREATING:
-                snap_repo.remove(s, snapshot_id)
-        raise driver_failed("taking the snapshot failed and was rolled back", exc) from exc
-    with store.write() as s:
-        generation = bump_generation(s)
+
+    def finish(s: Session, generation: int) -> int:
         row = snap_repo.get(s, snapshot_id)
         if row is not None and row.state == SnapshotState.CREATING:
             row.state = int(SnapshotState.READY)
             stamp(row, generation)
         return generation
+
+    return phased.run(
+        store,
+        _snapshot_steps(driver, work, snapshot_id),
+        finish=finish,
+        rollback=lambda: phased.record(store, lambda s, _: _drop_snapshot(s, snapshot_id)),
+        failed=phased.failing("taking the snapshot failed and was rolled back"),
+    )
 
 
 def finish_snapshot_delete(store: Store, driver: StorageDriver, snapshot_id: str) -> int:
@@ -270,20 +292,27 @@ def finish_snapshot_delete(store: Store, driver: StorageDriver, snapshot_id: str
         if snap is None:
             return current_generation(s)
         drives = snapshot_drives(s, snap)
-    try:
-        for drive_id in drives:
-            driver.delete_snapshot(drive_id, snapshot_id)
-    except DriverError as exc:
-        raise driver_failed(
-            f"deleting snapshot {snapshot_id} is unfinished (delete it again to finish)", exc
-        ) from exc
-    with store.write() as s:
-        generation = bump_generation(s)
-        if snap_repo.get(s, snapshot_id) is None:
-            return generation
-        release_all(s, snap_repo.allocations(s, snapshot_id))
-        snap_repo.remove(s, snapshot_id)
+
+    def finish(s: Session, generation: int) -> int:
+        if snap_repo.get(s, snapshot_id) is not None:
+            release_all(s, snap_repo.allocations(s, snapshot_id))
+            snap_repo.remove(s, snapshot_id)
         return generation
+
+    return phased.run(
+        store,
+        [
+            phased.Step(
+                f"deleting snapshot {snapshot_id}",
+                functools.partial(driver.delete_snapshot, drive_id, snapshot_id),
+            )
+            for drive_id in drives
+        ],
+        finish=finish,
+        failed=phased.failing(
+            f"deleting snapshot {snapshot_id} is unfinished (delete it again to finish)"
+        ),
+    )
 
 
 # -- resize and revert -----------------------------------------------------------
@@ -362,3 +391,30 @@ def rollback_reshape(
         best_effort(
             f"restoring replica {replica_id}", driver.resize_replica, drive_id, replica_id, nbytes
         )
+
+
+def run_reshape(
+    store: Store,
+    volume_id: str,
+    steps: list[phased.Step],
+    size_bytes: int,
+    *,
+    rollback: Callable[[], object],
+    what: str,
+) -> tuple[VolumeRow, int]:
+    """Phases 2 and 3 of a size change (a resize or a revert) that
+    :func:`begin_reshape` recorded: the driver ``steps``, then the new size;
+    or ``rollback`` (see :func:`rollback_reshape`) and UNAVAILABLE."""
+
+    def finish(s: Session, generation: int) -> tuple[VolumeRow, int]:
+        row = get_volume(s, volume_id)
+        end_reshape(s, row, size_bytes, generation)
+        return row, generation
+
+    return phased.run(
+        store,
+        steps,
+        finish=finish,
+        rollback=rollback,
+        failed=phased.failing(f"{what} the volume failed and was rolled back"),
+    )

@@ -120,8 +120,7 @@ def _finish_create(store: Store, driver: StorageDriver, volume_id: str) -> None:
             (a.drive_id, a.id, shares[min(a.index, len(shares) - 1)])
             for a in repo.allocations(s, volume_id)
         ]
-    volume_phases.create_replicas(store, driver, volume_id, work)
-    volume_phases.finish_create(store, volume_id)
+    volume_phases.run_create(store, driver, volume_id, work)
     log.info("volume %s: interrupted create finished", volume_id)
 
 

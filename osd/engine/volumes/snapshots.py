@@ -10,19 +10,19 @@ newest snapshot of the same volume, or releases them when it was the last.
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.shared import paging
+from osd.engine.drivers import StorageDriver
+from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
 from osd.engine.shared.rows import check_generation
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes.guards import (
-    driver_failed,
     get_snapshot,
     get_volume,
     not_available,
@@ -249,17 +249,24 @@ class SnapshotEngine:
             volume_phases.begin_reshape(s, volume, allocs, snap.size_bytes, op)
             work = volume_phases.work_of(allocs, active_only=False)
             size = snap.size_bytes
-        try:
-            for drive_id, replica_id in work:
-                self._driver.revert_replica(drive_id, replica_id, snapshot_id)
-        except DriverError as exc:
-            volume_phases.rollback_reshape(self._store, self._driver, volume_id)
-            raise driver_failed("reverting the volume failed and was rolled back", exc) from exc
-        with self._store.write() as s:
-            generation = bump_generation(s)
-            volume = get_volume(s, volume_id)
-            volume_phases.end_reshape(s, volume, size, generation)
-            return Changed(volume_from(s, volume), generation)
+        volume_row, generation = volume_phases.run_reshape(
+            self._store,
+            volume_id,
+            [
+                phased.Step(
+                    f"reverting replica {replica_id}",
+                    functools.partial(
+                        self._driver.revert_replica, drive_id, replica_id, snapshot_id
+                    ),
+                )
+                for drive_id, replica_id in work
+            ],
+            size,
+            rollback=lambda: volume_phases.rollback_reshape(self._store, self._driver, volume_id),
+            what="reverting",
+        )
+        with self._store.read() as s:
+            return Changed(volume_from(s, volume_row), generation)
 
     def freeze(self, spec: FreezeVolume) -> Changed[Snapshot]:
         v.check_id(spec.volume_id, "volume_id")

@@ -10,6 +10,7 @@ recorded in the transaction of the call that asks for them.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.shared import paging
+from osd.engine.drivers import StorageDriver
+from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity, Page, allocation_of
@@ -29,7 +30,6 @@ from osd.engine.volumes import create_plan as volume_create
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import (
-    driver_failed,
     get_volume,
     not_available,
     require_all_available,
@@ -182,8 +182,7 @@ class VolumeEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, plan)
-        volume_phases.create_replicas(self._store, self._driver, volume_id, work)
-        row, generation = volume_phases.finish_create(self._store, volume_id)
+        row, generation = volume_phases.run_create(self._store, self._driver, volume_id, work)
         with self._store.read() as s:
             return CreatedVolume(volume_from(s, row), True, generation)
 
@@ -380,16 +379,23 @@ class VolumeEngine:
                 self._jobs.wake()
             return done
         assert size is not None
-        try:
-            for drive_id, replica_id, nbytes in work:
-                self._driver.resize_replica(drive_id, replica_id, nbytes)
-        except DriverError as exc:
-            volume_phases.rollback_reshape(self._store, self._driver, change.volume_id, restore)
-            raise driver_failed("resizing the volume failed and was rolled back", exc) from exc
-        with self._store.write() as s:
-            generation = bump_generation(s)
-            row = get_volume(s, change.volume_id)
-            volume_phases.end_reshape(s, row, size, generation)
+        row, generation = volume_phases.run_reshape(
+            self._store,
+            change.volume_id,
+            [
+                phased.Step(
+                    f"resizing replica {replica_id}",
+                    functools.partial(self._driver.resize_replica, drive_id, replica_id, nbytes),
+                )
+                for drive_id, replica_id, nbytes in work
+            ],
+            size,
+            rollback=lambda: volume_phases.rollback_reshape(
+                self._store, self._driver, change.volume_id, restore
+            ),
+            what="resizing",
+        )
+        with self._store.read() as s:
             return ChangedVolume(volume_from(s, row), generation)
 
     def _start_job(
