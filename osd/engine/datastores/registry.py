@@ -29,6 +29,7 @@ from osd.engine.datastores.models import (
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, ListQuery, Page
+from osd.engine.shared.rows import require
 from osd.enums import SnapshotState
 from osd.errors import (
     Aborted,
@@ -163,20 +164,6 @@ def _datastore_view(s: Session, row: DatastoreRow) -> Datastore:
     return _datastore(row, default, repo.version_counts(s, [row.id]).get(row.id, 0))
 
 
-def _get_version(s: Session, version_id: str, field: str) -> DatastoreVersionRow:
-    row = repo.get_version(s, version_id)
-    if row is None:
-        raise NotFound.object("datastore version", field, version_id)
-    return row
-
-
-def _get_datastore(s: Session, datastore_id: str, field: str) -> DatastoreRow:
-    row = repo.get(s, datastore_id)
-    if row is None:
-        raise NotFound.object("datastore", field, datastore_id)
-    return row
-
-
 def _stamp(datastore: DatastoreRow, generation: int) -> None:
     """Marks the datastore changed: its versions, or which one is default, changed."""
     datastore.generation = generation
@@ -219,7 +206,7 @@ def provisioning_source(session: Session, datastore_version_id: str) -> Provisio
     """
     field = "source.datastore_version_id"
     v.check_id(datastore_version_id, field)
-    row = _get_version(session, datastore_version_id, field)
+    row = require(session, DatastoreVersionRow, datastore_version_id, field)
     datastore = session.get_one(DatastoreRow, row.datastore_id)
     if not row.active:
         raise FailedPrecondition(
@@ -309,7 +296,7 @@ class DatastoreEngine:
     def inspect_version(self, datastore_version_id: str) -> DatastoreVersion:
         v.check_id(datastore_version_id, "datastore_version_id")
         with self._store.read() as s:
-            row = _get_version(s, datastore_version_id, "datastore_version_id")
+            row = require(s, DatastoreVersionRow, datastore_version_id, "datastore_version_id")
             return _version_view(s, row)
 
     def list_versions(self, query: ListVersionsQuery) -> Page[DatastoreVersion]:
@@ -328,7 +315,7 @@ class DatastoreEngine:
         with self._store.read() as s:
             datastore_id: str | None = None
             if query.datastore_id:
-                datastore_id = _get_datastore(s, query.datastore_id, "datastore_id").id
+                datastore_id = require(s, DatastoreRow, query.datastore_id, "datastore_id").id
             elif query.datastore_name:
                 named = repo.get_by_name(s, query.datastore_name)
                 if named is None:
@@ -374,7 +361,9 @@ class DatastoreEngine:
         _raise_if(violations)
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = _get_version(s, change.datastore_version_id, "datastore_version_id")
+            row = require(
+                s, DatastoreVersionRow, change.datastore_version_id, "datastore_version_id"
+            )
             if change.expected_generation and change.expected_generation != row.generation:
                 raise Aborted(
                     f"datastore version {row.id} is at generation {row.generation}, "
@@ -416,7 +405,7 @@ class DatastoreEngine:
         v.check_id(datastore_version_id, "datastore_version_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = _get_version(s, datastore_version_id, "datastore_version_id")
+            row = require(s, DatastoreVersionRow, datastore_version_id, "datastore_version_id")
             volumes = repo.volume_counts(s, [row.id]).get(row.id, 0)
             if volumes:
                 raise FailedPrecondition(
@@ -433,7 +422,7 @@ class DatastoreEngine:
     def inspect(self, datastore_id: str) -> Datastore:
         v.check_id(datastore_id, "datastore_id")
         with self._store.read() as s:
-            return _datastore_view(s, _get_datastore(s, datastore_id, "datastore_id"))
+            return _datastore_view(s, require(s, DatastoreRow, datastore_id, "datastore_id"))
 
     def list(self, query: ListQuery) -> Page[Datastore]:
         """Datastores in name order, each with its default version, one page at a time."""
@@ -459,7 +448,7 @@ class DatastoreEngine:
         v.check_id(datastore_id, "datastore_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = _get_datastore(s, datastore_id, "datastore_id")
+            row = require(s, DatastoreRow, datastore_id, "datastore_id")
             versions = repo.version_counts(s, [row.id]).get(row.id, 0)
             if versions:
                 raise FailedPrecondition(

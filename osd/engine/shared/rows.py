@@ -4,17 +4,52 @@ exception that leaves a write transaction when nothing changed."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
 from osd.engine.shared import validation as v
 from osd.errors import Aborted, NotFound
 from osd.store.models import (
+    Base,
+    ClusterRow,
+    DatastoreRow,
+    DatastoreVersionRow,
     DriveRow,
+    JobRow,
     NodeRow,
+    PoolRow,
+    SnapshotRow,
+    TemplateRow,
+    VolumeRow,
     utcnow,
 )
+
+Row = TypeVar("Row", bound=Base)
+
+# The name NOT_FOUND gives each kind of row.
+KIND_OF: dict[type[Base], str] = {
+    ClusterRow: "cluster",
+    DatastoreRow: "datastore",
+    DatastoreVersionRow: "datastore version",
+    DriveRow: "drive",
+    JobRow: "job",
+    NodeRow: "node",
+    PoolRow: "pool",
+    SnapshotRow: "snapshot",
+    TemplateRow: "template",
+    VolumeRow: "volume",
+}
+
+
+def require(s: Session, model: type[Row], object_id: str, field: str = "") -> Row:
+    """The row of ``model`` whose id is ``object_id``, or NOT_FOUND naming
+    ``field`` (by default the kind's id field, e.g. ``volume_id``)."""
+    row = s.get(model, object_id) if object_id else None
+    if row is None:
+        kind = KIND_OF[model]
+        raise NotFound.object(kind, field or f"{kind.replace(' ', '_')}_id", object_id)
+    return row
 
 
 class Unchanged(Exception):
@@ -46,15 +81,9 @@ def stamp(row: DriveRow | NodeRow, generation: int) -> None:
 
 def get_drive(s: Session, drive_id: str, field: str = "drive_id") -> DriveRow:
     v.check_id(drive_id, field)
-    row = s.get(DriveRow, drive_id)
-    if row is None:
-        raise NotFound.object("drive", field, drive_id)
-    return row
+    return require(s, DriveRow, drive_id, field)
 
 
 def get_node(s: Session, node_id: str, field: str = "node_id") -> NodeRow:
     v.check_id(node_id, field)
-    row = s.get(NodeRow, node_id)
-    if row is None:
-        raise NotFound.object("node", field, node_id)
-    return row
+    return require(s, NodeRow, node_id, field)

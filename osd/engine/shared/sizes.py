@@ -15,7 +15,8 @@ from osd.errors import FieldViolation, InvalidArgument
 
 INT64_MAX = (1 << 63) - 1
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
-_TEXT_RE = re.compile(r"([0-9]{1,20})([KMGTP]?)", re.IGNORECASE)
+# ASCII: in Unicode mode the Kelvin sign would fold to "k" and match.
+_TEXT_RE = re.compile(r"([0-9]{1,20})([KMGTP]?)", re.IGNORECASE | re.ASCII)
 _FORMAT_UNITS = (("P", 1 << 50), ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity, Changed, Created, ListQuery, Page
-from osd.engine.shared.rows import check_generation
+from osd.engine.shared.rows import check_generation, require
 from osd.engine.topology.models import Cluster, ClusterStatus, CreateCluster, UpdateCluster
-from osd.errors import AlreadyExists, FailedPrecondition, NotFound
+from osd.errors import AlreadyExists, FailedPrecondition
 from osd.store import clusters as repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
@@ -86,7 +85,7 @@ class ClusterEngine:
     def inspect(self, cluster_id: str) -> Cluster:
         v.check_id(cluster_id, "cluster_id")
         with self._store.read() as s:
-            return _to_domain(self._get(s, cluster_id))
+            return _to_domain(require(s, ClusterRow, cluster_id))
 
     def list(self, query: ListQuery) -> Page[Cluster]:
         size = paging.page_size(query.page_size)
@@ -117,7 +116,7 @@ class ClusterEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, change.cluster_id)
+                row = require(s, ClusterRow, change.cluster_id)
                 check_generation("cluster", row.id, row.generation, change.expected_generation)
                 if change.name is not None and change.name != row.name:
                     other = repo.get_by_name(s, change.name)
@@ -147,7 +146,7 @@ class ClusterEngine:
         v.check_id(cluster_id, "cluster_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            self._get(s, cluster_id)
+            require(s, ClusterRow, cluster_id)
             remaining = {k: n for k, n in repo.belongings(s, cluster_id).items() if n}
             if remaining:
                 what = ", ".join(f"{n} {k}" for k, n in remaining.items())
@@ -162,7 +161,7 @@ class ClusterEngine:
     def status(self, cluster_id: str) -> ClusterStatus:
         v.check_id(cluster_id, "cluster_id")
         with self._store.read() as s:
-            cluster = _to_domain(self._get(s, cluster_id))
+            cluster = _to_domain(require(s, ClusterRow, cluster_id))
             counts = repo.belongings(s, cluster_id)
             total, used = repo.capacity(s, cluster_id)
             return ClusterStatus(
@@ -178,10 +177,3 @@ class ClusterEngine:
                 ),
                 generation=current_generation(s),
             )
-
-    @staticmethod
-    def _get(s: Session, cluster_id: str) -> ClusterRow:
-        row = repo.get(s, cluster_id)
-        if row is None:
-            raise NotFound.object("cluster", "cluster_id", cluster_id)
-        return row

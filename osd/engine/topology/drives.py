@@ -27,7 +27,7 @@ from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
 from osd.engine.shared.paging import decode_pair
 from osd.engine.shared.refusals import confirmation_required, job_in_progress
-from osd.engine.shared.rows import Unchanged, check_generation
+from osd.engine.shared.rows import Unchanged, check_generation, require
 from osd.engine.shared.validation import enum_value, id_violations, raise_if
 from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.engine.topology.labels import apply_labels, check_label_change
@@ -139,7 +139,7 @@ class DriveEngine:
         )
         spec = dataclasses.replace(spec, labels=dict(spec.labels))
         with self._store.read() as s:
-            node = self._node(s, spec.node_id)
+            node = require(s, NodeRow, spec.node_id)
             existing = repo.get_by_device(s, spec.node_id, spec.device_path)
             if existing is not None:
                 return self._existing(s, existing, spec)
@@ -202,7 +202,7 @@ class DriveEngine:
         self, s: Session, generation: int, spec: CreateDrive, info: DriveInfo, drive_id: str
     ) -> None:
         """Phase 1 of an add: the drive recorded ADDING."""
-        node = self._node(s, spec.node_id)
+        node = require(s, NodeRow, spec.node_id)
         existing = repo.get_by_device(s, spec.node_id, spec.device_path)
         if existing is not None:
             raise Unchanged(self._existing(s, existing, spec), generation - 1)
@@ -281,7 +281,7 @@ class DriveEngine:
         """
         with self._store.read() as s:
             left = [
-                (r.id, r.device_path, _address(self._node(s, r.node_id)))
+                (r.id, r.device_path, _address(require(s, NodeRow, r.node_id)))
                 for r in repo.left_adding(s)
             ]
         for drive_id, device_path, address in left:
@@ -309,7 +309,7 @@ class DriveEngine:
     def inspect(self, drive_id: str) -> DriveDetail:
         v.check_id(drive_id, "drive_id")
         with self._store.read() as s:
-            row = self._get(s, drive_id)
+            row = require(s, DriveRow, drive_id)
             allocations = [allocation_of(a, zone) for a, zone in repo.allocations(s, drive_id)]
             return DriveDetail(drives_from_rows(s, [row])[0], allocations)
 
@@ -364,7 +364,7 @@ class DriveEngine:
         raise_if(violations)
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, change.drive_id)
+            row = require(s, DriveRow, change.drive_id)
             check_generation("drive", row.id, row.generation, change.expected_generation)
             if change.description is not None:
                 row.description = change.description
@@ -378,7 +378,7 @@ class DriveEngine:
         assert change.operation is not None
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, change.object_id)
+            row = require(s, DriveRow, change.object_id)
             check_generation("drive", row.id, row.generation, change.expected_generation)
             row.labels = apply_labels(row.labels, change.operation, labels)
             return self._stamp(s, row, generation)
@@ -392,7 +392,7 @@ class DriveEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, drive_id)
+                row = require(s, DriveRow, drive_id)
                 if row.state == DriveState.EJECTED:
                     raise Unchanged(drives_from_rows(s, [row])[0], generation - 1)
                 self._check_no_job(s, row)
@@ -400,7 +400,7 @@ class DriveEngine:
                     raise confirmation_required(
                         f"a hard eject of drive {row.id} abandons the data on it"
                     )
-                row.state = int(DriveState.EJECTED)
+                row.state = DriveState.EJECTED
                 volumes, snapshots = repo.make_unavailable(s, row.id)
                 touched = Availability(frozenset(volumes), frozenset(snapshots))
                 if touched:
@@ -415,7 +415,7 @@ class DriveEngine:
         v.check_id(drive_id, "drive_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, drive_id)
+            row = require(s, DriveRow, drive_id)
             if not confirmed:
                 raise confirmation_required(
                     f"forgetting drive {row.id} loses the copies its allocations held"
@@ -440,7 +440,7 @@ class DriveEngine:
             touched = Availability(frozenset(volumes), frozenset(snapshots))
             if touched:
                 self._availability(s, touched)
-            node = self._node(s, row.node_id)
+            node = require(s, NodeRow, row.node_id)
             address, device_path = _address(node), row.device_path
             repo.remove(s, row.id)
         self._release_quietly(address, device_path, drive_id)
@@ -451,7 +451,7 @@ class DriveEngine:
         v.check_id(drive_id, "drive_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, drive_id)
+            row = require(s, DriveRow, drive_id)
             self._check_no_job(s, row)
             held = repo.allocation_counts(s, [row.id])[row.id]
             if held:
@@ -460,7 +460,7 @@ class DriveEngine:
                     reason="DRIVE_IN_USE",
                     metadata={"allocations": str(held)},
                 )
-            node = self._node(s, row.node_id)
+            node = require(s, NodeRow, row.node_id)
             address, device_path = _address(node), row.device_path
             repo.remove(s, row.id)
         self._release_quietly(address, device_path, drive_id)
@@ -499,20 +499,6 @@ class DriveEngine:
         row.generation = generation
         s.flush()
         return Changed(drives_from_rows(s, [row])[0], generation)
-
-    @staticmethod
-    def _get(s: Session, drive_id: str) -> DriveRow:
-        row = repo.get(s, drive_id)
-        if row is None:
-            raise NotFound.object("drive", "drive_id", drive_id)
-        return row
-
-    @staticmethod
-    def _node(s: Session, node_id: str) -> NodeRow:
-        row = node_repo.get(s, node_id)
-        if row is None:
-            raise NotFound.object("node", "node_id", node_id)
-        return row
 
 
 def _require_online(node: NodeRow) -> None:

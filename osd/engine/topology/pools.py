@@ -18,7 +18,7 @@ from osd.engine.shared import validation as v
 from osd.engine.shared.models import Capacity, Changed, Created, Page
 from osd.engine.shared.paging import decode_pair
 from osd.engine.shared.refusals import job_in_progress
-from osd.engine.shared.rows import Unchanged, check_generation
+from osd.engine.shared.rows import Unchanged, check_generation, require
 from osd.engine.shared.validation import id_violations, raise_if
 from osd.engine.topology.models import (
     CreatePool,
@@ -200,7 +200,7 @@ class PoolEngine:
     def inspect(self, pool_id: str) -> PoolDetail:
         v.check_id(pool_id, "pool_id")
         with self._store.read() as s:
-            row = self._get(s, pool_id)
+            row = require(s, PoolRow, pool_id)
             members = drive_repo.by_ids(s, repo.effective_drive_ids(s, row.id))
             return PoolDetail(_pools_from_rows(s, [row])[0], drives_from_rows(s, members))
 
@@ -242,7 +242,7 @@ class PoolEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, change.pool_id)
+                row = require(s, PoolRow, change.pool_id)
                 check_generation("pool", row.id, row.generation, change.expected_generation)
                 if change.name is not None and change.name != row.name:
                     other = repo.get_by_name(s, row.cluster_id, change.name)
@@ -266,7 +266,7 @@ class PoolEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, change.pool_id)
+                row = require(s, PoolRow, change.pool_id)
                 check_generation("pool", row.id, row.generation, change.expected_generation)
                 members = _resolve(s, row.cluster_id, change.drive_ids, change.node_ids)
                 whole = repo.member_node_ids(s, row.id)
@@ -301,7 +301,7 @@ class PoolEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, change.pool_id)
+                row = require(s, PoolRow, change.pool_id)
                 check_generation("pool", row.id, row.generation, change.expected_generation)
                 for i, drive_id in enumerate(change.drive_ids):
                     if drive_repo.get(s, drive_id) is None:
@@ -356,7 +356,7 @@ class PoolEngine:
         v.check_id(pool_id, "pool_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, pool_id)
+            row = require(s, PoolRow, pool_id)
             job_id = node_repo.unfinished_job_id(s, row.id, row.active_job_id)
             if job_id:
                 raise job_in_progress("pool", row.id, job_id)
@@ -384,13 +384,6 @@ class PoolEngine:
         row.generation = generation
         s.flush()
         return Changed(_pools_from_rows(s, [row])[0], generation)
-
-    @staticmethod
-    def _get(s: Session, pool_id: str) -> PoolRow:
-        row = repo.get(s, pool_id)
-        if row is None:
-            raise NotFound.object("pool", "pool_id", pool_id)
-        return row
 
 
 def _name_taken(name: str, pool_id: str) -> AlreadyExists:

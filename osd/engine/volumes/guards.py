@@ -8,13 +8,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from osd.engine.shared.rows import require
 from osd.enums import (
     AllocationState,
     VolumeState,
 )
-from osd.errors import FailedPrecondition, NotFound
+from osd.errors import FailedPrecondition
 from osd.store import attachments as attach_repo
-from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 
@@ -26,17 +26,11 @@ SERVING = (VolumeState.UP, VolumeState.DEGRADED)
 
 
 def get_volume(session: Session, volume_id: str, field: str = "volume_id") -> VolumeRow:
-    row = repo.get(session, volume_id)
-    if row is None:
-        raise NotFound.object("volume", field, volume_id)
-    return row
+    return require(session, VolumeRow, volume_id, field)
 
 
 def get_snapshot(session: Session, snapshot_id: str, field: str = "snapshot_id") -> SnapshotRow:
-    row = snap_repo.get(session, snapshot_id)
-    if row is None:
-        raise NotFound.object("snapshot", field, snapshot_id)
-    return row
+    return require(session, SnapshotRow, snapshot_id, field)
 
 
 def not_available(row: VolumeRow, why: str = "") -> FailedPrecondition:

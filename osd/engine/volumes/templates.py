@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page
-from osd.engine.shared.rows import check_generation
+from osd.engine.shared.rows import check_generation, require
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.volumes import specs
 from osd.engine.volumes.models import (
@@ -261,7 +261,7 @@ class TemplateEngine:
     def inspect(self, template_id: str) -> Template:
         v.check_id(template_id, "template_id")
         with self._store.read() as s:
-            row = self._get(s, template_id)
+            row = require(s, TemplateRow, template_id)
             return _to_domain(row, repo.volume_counts(s, [row.id]).get(row.id, 0))
 
     def list(self, query: TemplateQuery) -> Page[Template]:
@@ -321,7 +321,7 @@ class TemplateEngine:
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                row = self._get(s, change.template_id)
+                row = require(s, TemplateRow, change.template_id)
                 check_generation("template", row.id, row.generation, change.expected_generation)
                 if "name" in paths and change.name != row.name:
                     other = repo.get_by_name(s, row.cluster_id, change.name)
@@ -364,7 +364,7 @@ class TemplateEngine:
         v.check_id(template_id, "template_id")
         with self._store.write() as s:
             generation = bump_generation(s)
-            row = self._get(s, template_id)
+            row = require(s, TemplateRow, template_id)
             count = repo.volume_counts(s, [row.id]).get(row.id, 0)
             if count:
                 raise FailedPrecondition(
@@ -375,10 +375,3 @@ class TemplateEngine:
                 )
             repo.remove(s, template_id)
             return generation
-
-    @staticmethod
-    def _get(s: Session, template_id: str) -> TemplateRow:
-        row = repo.get(s, template_id)
-        if row is None:
-            raise NotFound.object("template", "template_id", template_id)
-        return row
