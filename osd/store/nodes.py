@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow, utcnow
+from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
 
 # JobState PENDING, RUNNING, PAUSED: the jobs that still hold their target.
 ACTIVE_JOB_STATES = (1, 2, 3)
@@ -180,18 +180,12 @@ def set_allocation_states(
     return volumes, snapshots
 
 
-def demote_primaries(
-    session: Session, cluster_id: str, except_node_id: str, generation: int
-) -> None:
-    """Makes every PRIMARY coordinator of the cluster but one SECONDARY."""
-    for row in session.scalars(
-        select(NodeRow).where(
-            NodeRow.cluster_id == cluster_id,
-            NodeRow.coordinator_role == 2,
-            NodeRow.id != except_node_id,
+def with_role(session: Session, cluster_id: str, role: int) -> list[NodeRow]:
+    """The nodes of a cluster whose coordinator role is ``role``, by id."""
+    return list(
+        session.scalars(
+            select(NodeRow)
+            .where(NodeRow.cluster_id == cluster_id, NodeRow.coordinator_role == role)
+            .order_by(NodeRow.id)
         )
-    ):
-        row.coordinator_role = 3
-        row.generation = generation
-        row.update_time = utcnow()
-    session.flush()
+    )

@@ -380,7 +380,7 @@ class NodeEngine:
                     changed = True
                     row.coordinator_role = int(role)
                     if role is CoordinatorRole.PRIMARY:
-                        repo.demote_primaries(s, row.cluster_id, row.id, generation)
+                        self._demote_other_primaries(s, row, generation)
                 if domain is not None and row.domain_state != domain:
                     changed = True
                     row.domain_state = int(domain)
@@ -414,6 +414,18 @@ class NodeEngine:
             return generation
 
     # -- helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _demote_other_primaries(s: Session, primary: NodeRow, generation: int) -> None:
+        """One PRIMARY coordinator per cluster: the other PRIMARY nodes of
+        ``primary``'s cluster become SECONDARY, stamped with ``generation``."""
+        now = utcnow()
+        for other in repo.with_role(s, primary.cluster_id, int(CoordinatorRole.PRIMARY)):
+            if other.id != primary.id:
+                other.coordinator_role = int(CoordinatorRole.SECONDARY)
+                other.generation = generation
+                other.update_time = now
+        s.flush()
 
     @staticmethod
     def _stamp(s: Session, row: NodeRow, generation: int) -> Changed[Node]:
