@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import threading
+from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, cast, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
 
+from osd.enums import AttachMode, DriveState, NodeState
 from osd.store import migrate
 from osd.store.db import Store
-from osd.store.models import Base, NodeRow, StateRow
+from osd.store.models import (
+    AllocationRow,
+    AttachmentRow,
+    Base,
+    DriveRow,
+    JobRow,
+    NodeRow,
+    SnapshotRow,
+    StateRow,
+    VolumeRow,
+    utcnow,
+)
 from osd.store.state import bump_generation, current_generation
+from osd.store.types import IntEnumType
 from tests.conftest import Database
+from tests.factories import (
+    make_allocation,
+    make_job_row,
+    make_snapshot,
+    make_topology,
+    make_volume_row,
+)
 from tests.helpers import node_row
 
 
@@ -97,3 +119,103 @@ def test_a_failed_write_rolls_back_its_generation(store: Store) -> None:
 def test_unsupported_url_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database URL"):
         Store("mysql://localhost/x")
+
+
+# -- enum columns --------------------------------------------------------------
+
+ENUM_COLUMNS: list[tuple[type[Base], str, type[IntEnum]]] = [
+    (mapper.class_, column.key, column.type.enum)
+    for mapper in Base.registry.mappers
+    for column in mapper.columns
+    if isinstance(column.type, IntEnumType)
+]
+
+
+def one_row_of_each(store: Store) -> dict[type[Base], Any]:
+    """The primary key of one row of every table that has an enum column."""
+    cluster_id, nodes, drives = make_topology(store, zones=1, drives_per_node=1)
+    volume_id = make_volume_row(store, cluster_id, "v")
+    snapshot_id = make_snapshot(store, cluster_id, volume_id, "s")
+    allocation_id = make_allocation(store, drives[0], volume_id=volume_id)
+    job_id = make_job_row(store, cluster_id, nodes[0])
+    with store.write() as s:
+        bump_generation(s)
+        s.add(
+            AttachmentRow(
+                volume_id=volume_id,
+                node_id=nodes[0],
+                mode=AttachMode.READ_WRITE,
+                device_path="/dev/osd0",
+                attach_time=utcnow(),
+                generation=1,
+            )
+        )
+    return {
+        NodeRow: nodes[0],
+        DriveRow: drives[0],
+        VolumeRow: volume_id,
+        SnapshotRow: snapshot_id,
+        AllocationRow: allocation_id,
+        AttachmentRow: (volume_id, nodes[0]),
+        JobRow: job_id,
+    }
+
+
+def test_every_enum_column_round_trips_every_member(store: Store) -> None:
+    keys = one_row_of_each(store)
+    assert {model for model, _, _ in ENUM_COLUMNS} == set(keys)
+    for model, column, enum in ENUM_COLUMNS:
+        attr = getattr(model, column)
+        for number, member in enumerate(enum):
+            # Members and plain numbers both bind; what loads is the member.
+            value = member if number % 2 else int(member)
+            with store.write() as s:
+                setattr(s.get_one(model, keys[model]), column, value)
+            with store.read() as s:
+                row = s.get_one(model, keys[model])
+                assert getattr(row, column) is member, (model.__name__, column)
+                # The database holds the number, and a filter by number finds the row.
+                raw = s.scalars(
+                    select(cast(attr, Integer)).where(attr == int(member)).limit(1)
+                ).one()
+                assert type(raw) is int and raw == member.value
+
+
+def test_an_enum_column_refuses_what_is_not_a_member(store: Store) -> None:
+    cluster_id, _, _ = make_topology(store, zones=1, drives_per_node=0)
+    row = node_row(cluster_id, "n")
+    row.state = 9  # type: ignore[assignment]
+    with (
+        pytest.raises(StatementError, match=r"9 given is not a NodeState \(one of ONLINE=1, "),
+        store.write() as s,
+    ):
+        s.add(row)
+        s.flush()
+    with store.read() as s, pytest.raises(StatementError, match="0 given is not a NodeState"):
+        s.scalars(select(NodeRow).where(NodeRow.state == 0)).all()
+    for wrong in (DriveState.ONLINE, "1", 1.0, True):
+        row = node_row(cluster_id, "n")
+        row.state = wrong  # type: ignore[assignment]
+        with pytest.raises(StatementError, match="where a NodeState"), store.write() as s:
+            s.add(row)
+            s.flush()
+    with store.read() as s:
+        assert s.scalars(select(NodeRow).where(NodeRow.name == "n")).all() == []
+
+
+def test_a_stored_number_that_is_no_member_fails_loudly(store: Store) -> None:
+    _, nodes, _ = make_topology(store, zones=1, drives_per_node=0)
+    with store.write() as s:
+        s.execute(text("UPDATE nodes SET state = 9 WHERE id = :id"), {"id": nodes[0]})
+    with (
+        store.read() as s,
+        pytest.raises(ValueError, match="9 in the database is not a NodeState"),
+    ):
+        s.get(NodeRow, nodes[0])
+    with store.write() as s:
+        s.execute(
+            text("UPDATE nodes SET state = :state WHERE id = :id"),
+            {"state": int(NodeState.OFFLINE), "id": nodes[0]},
+        )
+    with store.read() as s:
+        assert s.get_one(NodeRow, nodes[0]).state is NodeState.OFFLINE

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from osd.enums import AllocationState
 from osd.errors import FailedPrecondition
 from osd.store.models import AllocationRow, DriveRow, utcnow
 
@@ -42,7 +43,7 @@ def reserve(
     node_id: str,
     nbytes: int,
     index: int,
-    state: int,
+    state: AllocationState,
     volume_id: str | None = None,
     snapshot_id: str | None = None,
     job_id: str | None = None,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.enums import JobState
 from osd.store.models import (
     ClusterRow,
     DriveRow,
@@ -19,8 +20,8 @@ from osd.store.models import (
     VolumeRow,
 )
 
-# JobState PENDING, RUNNING, PAUSED: the jobs that still hold their target.
-ACTIVE_JOB_STATES = (1, 2, 3)
+# The jobs that still hold their target.
+ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 
 
 def get(session: Session, cluster_id: str, *, for_update: bool = False) -> ClusterRow | None:

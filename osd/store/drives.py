@@ -8,13 +8,10 @@ from collections.abc import Collection, Iterator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.enums import AllocationState, DriveState
 from osd.store import nodes as node_repo
 from osd.store import pools as pool_repo
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
-
-ADDING = 1
-_ACTIVE = 2
-_UNAVAILABLE = 3
 
 
 def get(session: Session, drive_id: str) -> DriveRow | None:
@@ -63,7 +60,7 @@ def remove(session: Session, drive_id: str) -> None:
 
 def left_adding(session: Session) -> list[DriveRow]:
     """Drives still ADDING whose add no unfinished job carries on: a crash left them."""
-    rows = session.scalars(select(DriveRow).where(DriveRow.state == ADDING)).all()
+    rows = session.scalars(select(DriveRow).where(DriveRow.state == DriveState.ADDING)).all()
     return [r for r in rows if node_repo.unfinished_job_id(session, r.id, r.active_job_id) is None]
 
 
@@ -144,6 +141,6 @@ def make_unavailable(session: Session, drive_id: str) -> tuple[set[str], set[str
     """
     return node_repo.set_allocation_states(
         session,
-        (AllocationRow.drive_id == drive_id, AllocationRow.state == _ACTIVE),
-        _UNAVAILABLE,
+        (AllocationRow.drive_id == drive_id, AllocationRow.state == AllocationState.ACTIVE),
+        AllocationState.UNAVAILABLE,
     )

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from osd.enums import AllocationState, JobKind, JobState
 from osd.store.models import (
     AllocationRow,
     DriveRow,
@@ -18,14 +19,10 @@ from osd.store.models import (
     VolumeRow,
 )
 
-# JobState numbers (osd.enums.JobState).
-PENDING, RUNNING, PAUSED = 1, 2, 3
 # Jobs that hold a slot of the runner.
-SLOT_STATES = (PENDING, RUNNING)
+SLOT_STATES = (JobState.PENDING, JobState.RUNNING)
 # Jobs that still hold their target.
-UNFINISHED_STATES = (PENDING, RUNNING, PAUSED)
-# AllocationState.PENDING.
-ALLOCATION_PENDING = 1
+UNFINISHED_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 
 
 def get(session: Session, job_id: str, *, for_update: bool = False) -> JobRow | None:
@@ -61,7 +58,11 @@ def scan(
     target_id: str = "",
     cluster_id: str = "",
 ) -> Iterator[JobRow]:
-    """Jobs newest first (create time, then id, descending), ``batch`` rows at a time."""
+    """Jobs newest first (create time, then id, descending), ``batch`` rows at a time.
+
+    ``kinds``, ``states`` and ``target_kind`` are JobKind, JobState and ObjectKind
+    numbers (the columns refuse any other); empty or 0 does not filter.
+    """
     base = select(JobRow)
     if kinds:
         base = base.where(JobRow.kind.in_(kinds))
@@ -88,7 +89,7 @@ def scan(
         after = (rows[-1].create_time, rows[-1].id)
 
 
-def latest(session: Session, kind: int, target_id: str) -> JobRow | None:
+def latest(session: Session, kind: JobKind, target_id: str) -> JobRow | None:
     """The newest job of ``kind`` whose target is ``target_id``."""
     return session.scalars(
         select(JobRow)
@@ -98,7 +99,7 @@ def latest(session: Session, kind: int, target_id: str) -> JobRow | None:
     ).first()
 
 
-def unfinished(session: Session, kind: int, target_id: str) -> JobRow | None:
+def unfinished(session: Session, kind: JobKind, target_id: str) -> JobRow | None:
     """The unfinished job of ``kind`` whose target is ``target_id``, if any."""
     return session.scalars(
         select(JobRow)
@@ -111,7 +112,7 @@ def unfinished(session: Session, kind: int, target_id: str) -> JobRow | None:
     ).first()
 
 
-def newest_of_kind(session: Session, kind: int, cluster_id: str) -> Iterator[JobRow]:
+def newest_of_kind(session: Session, kind: JobKind, cluster_id: str) -> Iterator[JobRow]:
     """Jobs of ``kind`` in a cluster, newest first."""
     return iter(
         session.scalars(
@@ -126,14 +127,14 @@ def next_pending(session: Session) -> JobRow | None:
     """The oldest PENDING job nobody asked to cancel."""
     return session.scalars(
         select(JobRow)
-        .where(JobRow.state == PENDING, JobRow.cancel_requested.is_(False))
+        .where(JobRow.state == JobState.PENDING, JobRow.cancel_requested.is_(False))
         .order_by(JobRow.create_time, JobRow.id)
         .limit(1)
         .with_for_update()
     ).first()
 
 
-def in_state(session: Session, states: Sequence[int]) -> list[JobRow]:
+def in_state(session: Session, states: Sequence[JobState]) -> list[JobRow]:
     return list(
         session.scalars(
             select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.create_time, JobRow.id)
@@ -147,7 +148,7 @@ def heartbeat(session: Session, job_ids: Sequence[str], owner: str, now: datetim
         return
     session.execute(
         update(JobRow)
-        .where(JobRow.id.in_(job_ids), JobRow.owner == owner, JobRow.state == RUNNING)
+        .where(JobRow.id.in_(job_ids), JobRow.owner == owner, JobRow.state == JobState.RUNNING)
         .values(heartbeat_time=now)
     )
 
@@ -157,7 +158,7 @@ def pending_allocations(session: Session, job_id: str) -> list[AllocationRow]:
     return list(
         session.scalars(
             select(AllocationRow)
-            .where(AllocationRow.job_id == job_id, AllocationRow.state == ALLOCATION_PENDING)
+            .where(AllocationRow.job_id == job_id, AllocationRow.state == AllocationState.PENDING)
             .order_by(AllocationRow.id)
         )
     )
@@ -244,7 +245,7 @@ def pending_on_node(session: Session, node_id: str) -> list[AllocationRow]:
         session.scalars(
             select(AllocationRow).where(
                 AllocationRow.node_id == node_id,
-                AllocationRow.state == ALLOCATION_PENDING,
+                AllocationRow.state == AllocationState.PENDING,
                 AllocationRow.job_id.is_not(None),
             )
         )

@@ -21,6 +21,25 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from osd.enums import (
+    AllocationState,
+    AttachMode,
+    CoordinatorRole,
+    DomainState,
+    DriveState,
+    DurabilityType,
+    JobKind,
+    JobState,
+    NodeState,
+    ObjectKind,
+    Provisioning,
+    SnapshotState,
+    SourceKind,
+    VolumeKind,
+    VolumeState,
+)
+from osd.store.types import IntEnumType
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every backend (SQLite keeps no zone)."""
@@ -85,9 +104,11 @@ class NodeRow(Base):
     management_addresses: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     storage_addresses: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False)
-    coordinator_role: Mapped[int] = mapped_column(Integer, nullable=False)
-    domain_state: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[NodeState] = mapped_column(IntEnumType(NodeState), nullable=False)
+    coordinator_role: Mapped[CoordinatorRole] = mapped_column(
+        IntEnumType(CoordinatorRole), nullable=False
+    )
+    domain_state: Mapped[DomainState] = mapped_column(IntEnumType(DomainState), nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -120,7 +141,7 @@ class DriveRow(Base):
     description: Mapped[str] = mapped_column(String(30), nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
     journal: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[DriveState] = mapped_column(IntEnumType(DriveState), nullable=False)
     total_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     model: Mapped[str] = mapped_column(String(200), nullable=False)
@@ -186,6 +207,9 @@ class TemplateRow(Base):
     )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    # kind, durability_type and provisioning hold a VolumeKind, DurabilityType and
+    # Provisioning number, or 0 for "no default": none of those enums has a 0
+    # member, so these columns are plain integers.
     kind: Mapped[int] = mapped_column(Integer, nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -215,9 +239,11 @@ class VolumeRow(Base):
         String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
     )
     name: Mapped[str] = mapped_column(String(200), nullable=False)
-    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[VolumeKind] = mapped_column(IntEnumType(VolumeKind), nullable=False)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
+    durability_type: Mapped[DurabilityType] = mapped_column(
+        IntEnumType(DurabilityType), nullable=False
+    )
     replicas: Mapped[int] = mapped_column(Integer, nullable=False)
     data_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
     redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -228,7 +254,7 @@ class VolumeRow(Base):
     tail_pool_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("pools.id", ondelete="RESTRICT"), nullable=True, index=True
     )
-    provisioning: Mapped[int] = mapped_column(Integer, nullable=False)
+    provisioning: Mapped[Provisioning] = mapped_column(IntEnumType(Provisioning), nullable=False)
     snapshot_factor: Mapped[float] = mapped_column(Float, nullable=False)
     qos_iops_limit: Mapped[int] = mapped_column(BigInteger, nullable=False)
     qos_bandwidth_limit_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -236,8 +262,8 @@ class VolumeRow(Base):
     template_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
     )
-    # Which VolumeSource field was set (0 none, 1 snapshot, 2 volume, 3 datastore version).
-    source_kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Which VolumeSource field was set (SourceKind.NONE when none was).
+    source_kind: Mapped[SourceKind] = mapped_column(IntEnumType(SourceKind), nullable=False)
     source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     parent_snapshot_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=True, index=True
@@ -249,7 +275,7 @@ class VolumeRow(Base):
         index=True,
     )
     multi_attach: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False, index=True)
     stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -272,13 +298,15 @@ class SnapshotRow(Base):
     auto_named: Mapped[bool] = mapped_column(Boolean, nullable=False)
     volume_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    durability_type: Mapped[int] = mapped_column(Integer, nullable=False)
+    durability_type: Mapped[DurabilityType] = mapped_column(
+        IntEnumType(DurabilityType), nullable=False
+    )
     replicas: Mapped[int] = mapped_column(Integer, nullable=False)
     data_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
     redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
     image: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[SnapshotState] = mapped_column(IntEnumType(SnapshotState), nullable=False)
     space_used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -317,7 +345,7 @@ class AllocationRow(Base):
     )
     index: Mapped[int] = mapped_column(Integer, nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[AllocationState] = mapped_column(IntEnumType(AllocationState), nullable=False)
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
@@ -331,7 +359,7 @@ class AttachmentRow(Base):
     node_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("nodes.id", ondelete="RESTRICT"), primary_key=True, index=True
     )
-    mode: Mapped[int] = mapped_column(Integer, nullable=False)
+    mode: Mapped[AttachMode] = mapped_column(IntEnumType(AttachMode), nullable=False)
     device_path: Mapped[str] = mapped_column(String(255), nullable=False)
     attach_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -353,11 +381,11 @@ class JobRow(Base):
     cluster_id: Mapped[str] = mapped_column(
         String(32), ForeignKey("clusters.id", ondelete="RESTRICT"), nullable=False, index=True
     )
-    kind: Mapped[int] = mapped_column(Integer, nullable=False)
-    target_kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[JobKind] = mapped_column(IntEnumType(JobKind), nullable=False)
+    target_kind: Mapped[ObjectKind] = mapped_column(IntEnumType(ObjectKind), nullable=False)
     target_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
     related: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
-    state: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    state: Mapped[JobState] = mapped_column(IntEnumType(JobState), nullable=False, index=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False)
     pause_requested: Mapped[bool] = mapped_column(Boolean, nullable=False)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from osd.enums import AllocationState, CoordinatorRole, DriveState, JobState
 from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
 
-# JobState PENDING, RUNNING, PAUSED: the jobs that still hold their target.
-ACTIVE_JOB_STATES = (1, 2, 3)
-# AllocationState numbers.
-_ACTIVE = 2
-_UNAVAILABLE = 3
-# DriveState numbers of drives that serve the data they hold.
-SERVING_DRIVE_STATES = (2, 3, 6)  # ONLINE, SOFT_EJECTING, REPLACING
+# The jobs that still hold their target.
+ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
+# The states of drives that serve the data they hold.
+SERVING_DRIVE_STATES = (DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING)
 
 
 def get(session: Session, node_id: str) -> NodeRow | None:
@@ -148,18 +146,18 @@ def set_availability(session: Session, node_id: str, available: bool) -> tuple[s
         )
         where = (
             AllocationRow.node_id == node_id,
-            AllocationRow.state == _UNAVAILABLE,
+            AllocationRow.state == AllocationState.UNAVAILABLE,
             AllocationRow.drive_id.in_(serving),
         )
-        new_state = _ACTIVE
+        new_state = AllocationState.ACTIVE
     else:
-        where = (AllocationRow.node_id == node_id, AllocationRow.state == _ACTIVE)
-        new_state = _UNAVAILABLE
+        where = (AllocationRow.node_id == node_id, AllocationRow.state == AllocationState.ACTIVE)
+        new_state = AllocationState.UNAVAILABLE
     return set_allocation_states(session, where, new_state)
 
 
 def set_allocation_states(
-    session: Session, where: tuple[ColumnElement[bool], ...], new_state: int
+    session: Session, where: tuple[ColumnElement[bool], ...], new_state: AllocationState
 ) -> tuple[set[str], set[str]]:
     """Sets the state of the allocations ``where`` selects (used bytes do not change).
 
@@ -180,7 +178,7 @@ def set_allocation_states(
     return volumes, snapshots
 
 
-def with_role(session: Session, cluster_id: str, role: int) -> list[NodeRow]:
+def with_role(session: Session, cluster_id: str, role: CoordinatorRole) -> list[NodeRow]:
     """The nodes of a cluster whose coordinator role is ``role``, by id."""
     return list(
         session.scalars(

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.enums import SnapshotState
 from osd.store.models import AllocationRow, DatastoreVersionRow, SnapshotRow, VolumeRow
-
-# SnapshotState.DELETING
-DELETING = 3
 
 
 def get(session: Session, snapshot_id: str) -> SnapshotRow | None:
@@ -50,7 +48,7 @@ def of_volume(session: Session, volume_id: str) -> list[SnapshotRow]:
     )
 
 
-def by_states(session: Session, states: Collection[int]) -> list[SnapshotRow]:
+def by_states(session: Session, states: Collection[SnapshotState]) -> list[SnapshotRow]:
     return list(
         session.scalars(
             select(SnapshotRow).where(SnapshotRow.state.in_(list(states))).order_by(SnapshotRow.id)
@@ -120,7 +118,9 @@ def live_counts(session: Session, volume_ids: Collection[str]) -> dict[str, int]
         return {}
     rows = session.execute(
         select(SnapshotRow.volume_id, func.count())
-        .where(SnapshotRow.volume_id.in_(list(volume_ids)), SnapshotRow.state != DELETING)
+        .where(
+            SnapshotRow.volume_id.in_(list(volume_ids)), SnapshotRow.state != SnapshotState.DELETING
+        )
         .group_by(SnapshotRow.volume_id)
     ).all()
     return {vid: int(n) for vid, n in rows}

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import case, delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.enums import AllocationState, DriveState, NodeState, VolumeState
 from osd.store import pools
 from osd.store.models import (
     AllocationRow,
@@ -25,10 +26,6 @@ from osd.store.models import (
     SnapshotRow,
     VolumeRow,
 )
-
-# DriveState.ONLINE and NodeState.ONLINE.
-ONLINE = 1
-DRIVE_ONLINE = 2
 
 
 def get(session: Session, volume_id: str) -> VolumeRow | None:
@@ -51,7 +48,7 @@ def remove(session: Session, volume_id: str) -> None:
     session.execute(delete(VolumeRow).where(VolumeRow.id == volume_id))
 
 
-def by_states(session: Session, states: Collection[int]) -> list[VolumeRow]:
+def by_states(session: Session, states: Collection[VolumeState]) -> list[VolumeRow]:
     return list(
         session.scalars(
             select(VolumeRow).where(VolumeRow.state.in_(list(states))).order_by(VolumeRow.id)
@@ -188,7 +185,9 @@ def pending_allocations(session: Session) -> list[AllocationRow]:
     return list(
         session.scalars(
             select(AllocationRow)
-            .where(AllocationRow.state == 1, AllocationRow.volume_id.is_not(None))
+            .where(
+                AllocationRow.state == AllocationState.PENDING, AllocationRow.volume_id.is_not(None)
+            )
             .order_by(AllocationRow.volume_id, AllocationRow.index)
         )
     )
@@ -218,7 +217,7 @@ def _drive_select() -> Any:
         DriveRow.total_bytes - DriveRow.used_bytes,
         DriveRow.labels,
         NodeRow.labels,
-        (DriveRow.state == DRIVE_ONLINE) & (NodeRow.state == ONLINE),
+        (DriveRow.state == DriveState.ONLINE) & (NodeRow.state == NodeState.ONLINE),
     ).join(NodeRow, NodeRow.id == DriveRow.node_id)
 
 
@@ -230,8 +229,8 @@ def candidates(
     stmt = _drive_select().where(
         DriveRow.cluster_id == cluster_id,
         DriveRow.journal.is_(False),
-        DriveRow.state == DRIVE_ONLINE,
-        NodeRow.state == ONLINE,
+        DriveRow.state == DriveState.ONLINE,
+        NodeRow.state == NodeState.ONLINE,
     )
     if within is not None:
         stmt = stmt.where(DriveRow.id.in_(list(within)))
@@ -278,8 +277,8 @@ def available_bytes(session: Session, cluster_id: str, within: Any | None = None
         .where(
             DriveRow.cluster_id == cluster_id,
             DriveRow.journal.is_(False),
-            DriveRow.state == DRIVE_ONLINE,
-            NodeRow.state == ONLINE,
+            DriveRow.state == DriveState.ONLINE,
+            NodeRow.state == NodeState.ONLINE,
         )
     )
     if within is not None:

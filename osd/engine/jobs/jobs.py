@@ -108,11 +108,11 @@ class JobEngine:
         job = JobRow(
             id=uuid.uuid4().hex,
             cluster_id="",
-            kind=int(kind),
-            target_kind=int(handler.target_kind),
+            kind=kind,
+            target_kind=handler.target_kind,
             target_id="",
             related=[],
-            state=int(JobState.PENDING),
+            state=JobState.PENDING,
             cancel_requested=False,
             pause_requested=False,
             spec={},
@@ -167,7 +167,7 @@ class JobEngine:
     def latest(self, kind: JobKind, target_id: str) -> Job | None:
         """The newest job of ``kind`` on ``target_id``."""
         with self._store.read() as s:
-            row = repo.latest(s, int(kind), target_id)
+            row = repo.latest(s, kind, target_id)
             return None if row is None else self.to_domain(row)
 
     def list(self, query: JobQuery) -> Page[Job]:
@@ -270,7 +270,7 @@ class JobEngine:
                 return Changed(self.to_domain(row), current_generation(s))
             generation = bump_generation(s)
             if state == JobState.PENDING:
-                row.state = int(JobState.PAUSED)
+                row.state = JobState.PAUSED
             else:
                 row.pause_requested = True
             row.update_time = utcnow()
@@ -289,7 +289,7 @@ class JobEngine:
             if state == JobState.PAUSED:
                 self._check_room(repo.count_active(s))
             generation = bump_generation(s)
-            row.state = int(JobState.PENDING if state == JobState.PAUSED else state)
+            row.state = JobState.PENDING if state == JobState.PAUSED else state
             row.pause_requested = False
             row.update_time = utcnow()
             row.generation = generation

@@ -140,12 +140,12 @@ def _copy_and_commit(ctx: JobContext, move: Move, reservation_id: str) -> None:
         elif source is not None:
             allocations.release(s, res)
             allocations.move(s, source, drive_id=drive.id, node_id=node.id)
-            source.state = int(state)
+            source.state = state
             source.job_id = None
             if move.source_drive_id:
                 cleanup = [move.source_drive_id, move.replica_id]
         else:
-            res.state = int(state)
+            res.state = state
             res.job_id = None
         ctx.notify(s, [move.volume_id], [move.snapshot_id])
         ctx.checkpoint.pop("inflight", None)

@@ -164,7 +164,7 @@ class JobRunner:
             if row is None:
                 return None
             now = utcnow()
-            row.state = int(JobState.RUNNING)
+            row.state = JobState.RUNNING
             row.owner = self.owner
             row.heartbeat_time = now
             row.start_time = row.start_time or now
@@ -343,7 +343,7 @@ class JobRunner:
                 return False
             ctx.progress.message = "paused"
             ctx.save(row, generation)
-            row.state = int(JobState.PAUSED)
+            row.state = JobState.PAUSED
             row.pause_requested = False
             row.owner = None
             row.heartbeat_time = None
@@ -425,7 +425,7 @@ class JobRunner:
 
     @staticmethod
     def _close(row: JobRow, state: JobState, error: JobError | None) -> None:
-        row.state = int(state)
+        row.state = state
         row.end_time = utcnow()
         row.owner = None
         row.heartbeat_time = None

@@ -162,7 +162,7 @@ class ServiceEngine:
         raise_if(violations)
         with self._store.read() as s:
             node = get_node(s, node_id)
-            for row in repo.newest_of_kind(s, int(JobKind.DRIVE_ADD), node.cluster_id):
+            for row in repo.newest_of_kind(s, JobKind.DRIVE_ADD, node.cluster_id):
                 if (
                     row.spec.get("node_id") == node.id
                     and row.spec.get("device_path") == device_path
@@ -199,7 +199,7 @@ class ServiceEngine:
         with self._store.read() as s:
             source = get_drive(s, spec.source_drive_id, "source_drive_id")
             node = s.get_one(NodeRow, source.node_id)
-            unfinished = repo.unfinished(s, int(JobKind.DRIVE_REPLACE), source.id) is not None
+            unfinished = repo.unfinished(s, JobKind.DRIVE_REPLACE, source.id) is not None
             probe = (
                 not unfinished
                 and not spec.target_drive_id
@@ -221,7 +221,7 @@ class ServiceEngine:
         v.check_id(source_drive_id, "source_drive_id")
         with self._store.read() as s:
             get_drive(s, source_drive_id, "source_drive_id")
-            row = repo.latest(s, int(JobKind.DRIVE_REPLACE), source_drive_id)
+            row = repo.latest(s, JobKind.DRIVE_REPLACE, source_drive_id)
             if row is None:
                 raise NotFound(
                     f"no replace was started for drive {source_drive_id}",
@@ -252,7 +252,7 @@ class ServiceEngine:
             pool = s.get(PoolRow, pool_id)
             if pool is None:
                 raise NotFound.object("pool", "pool_id", pool_id)
-            row = repo.latest(s, int(JobKind.POOL_REBALANCE), pool_id)
+            row = repo.latest(s, JobKind.POOL_REBALANCE, pool_id)
             job = self._jobs.to_domain(row) if row is not None else None
             return PoolRebalanceStatus(
                 status=_REBALANCE_OF_JOB[job.state] if job else RebalanceStatus.NONE,

@@ -66,7 +66,7 @@ class MaintenanceEngine:
                 self._check_no_filling_job(s, node)
                 if not force:
                     self._check_durability(s, node)
-                node.state = int(NodeState.MAINTENANCE)
+                node.state = NodeState.MAINTENANCE
                 node.update_time = utcnow()
                 node.generation = generation
                 volumes, snapshots = node_repo.set_availability(s, node.id, False)
@@ -86,7 +86,7 @@ class MaintenanceEngine:
                     raise Unchanged(self._node(s, node), generation - 1)
                 if node.state != NodeState.MAINTENANCE:
                     raise _state_conflict(node, "exit maintenance")
-                node.state = int(NodeState.ONLINE)
+                node.state = NodeState.ONLINE
                 node.update_time = utcnow()
                 node.generation = generation
                 volumes, snapshots = node_repo.set_availability(s, node.id, True)

@@ -166,9 +166,9 @@ class NodeEngine:
                     management_addresses=spec.management_addresses,
                     storage_addresses=spec.storage_addresses,
                     labels=spec.labels,
-                    state=int(NodeState.ONLINE),
-                    coordinator_role=int(CoordinatorRole.NONE),
-                    domain_state=int(DomainState.READY),
+                    state=NodeState.ONLINE,
+                    coordinator_role=CoordinatorRole.NONE,
+                    domain_state=DomainState.READY,
                     active_job_id=None,
                     create_time=now,
                     update_time=now,
@@ -359,7 +359,7 @@ class NodeEngine:
                 row = self._get(s, change.node_id)
                 check_generation("node", row.id, row.generation, change.expected_generation)
                 if state is not None and row.state in (NodeState.MAINTENANCE, NodeState.DRAINING):
-                    current = NodeState(row.state).name
+                    current = row.state.name
                     raise FailedPrecondition(
                         f"node {row.id} is in {current}: its state changes through "
                         "Service.ExitMaintenance or the drain job",
@@ -369,7 +369,7 @@ class NodeEngine:
                 changed = False
                 if state is not None and row.state != state:
                     changed = True
-                    row.state = int(state)
+                    row.state = state
                     volumes, snapshots = repo.set_availability(
                         s, row.id, available=state is NodeState.ONLINE
                     )
@@ -378,12 +378,12 @@ class NodeEngine:
                         self._availability(s, touched)
                 if role is not None and row.coordinator_role != role:
                     changed = True
-                    row.coordinator_role = int(role)
+                    row.coordinator_role = role
                     if role is CoordinatorRole.PRIMARY:
                         self._demote_other_primaries(s, row, generation)
                 if domain is not None and row.domain_state != domain:
                     changed = True
-                    row.domain_state = int(domain)
+                    row.domain_state = domain
                 if not changed:
                     raise Unchanged(nodes_from_rows(s, [row])[0], generation - 1)
                 return self._stamp(s, row, generation)
@@ -420,9 +420,9 @@ class NodeEngine:
         """One PRIMARY coordinator per cluster: the other PRIMARY nodes of
         ``primary``'s cluster become SECONDARY, stamped with ``generation``."""
         now = utcnow()
-        for other in repo.with_role(s, primary.cluster_id, int(CoordinatorRole.PRIMARY)):
+        for other in repo.with_role(s, primary.cluster_id, CoordinatorRole.PRIMARY):
             if other.id != primary.id:
-                other.coordinator_role = int(CoordinatorRole.SECONDARY)
+                other.coordinator_role = CoordinatorRole.SECONDARY
                 other.generation = generation
                 other.update_time = now
         s.flush()

@@ -107,7 +107,7 @@ class AttachmentEngine:
                 )
                 repo.add(s, row)
             else:
-                row.mode = int(mode)
+                row.mode = AttachMode(mode)
                 row.generation = generation
             s.flush()
             attachment = attachment_of(row)
@@ -291,8 +291,8 @@ class _ChangePlan:
     index: int
     change: AttachmentChange
     volume: VolumeRow
-    before: dict[str, int]
-    after: dict[str, int]
+    before: dict[str, AttachMode]
+    after: dict[str, AttachMode]
     addresses: dict[str, str]
     done_detach: list[str] = field(default_factory=list)
     done_attach: list[str] = field(default_factory=list)
@@ -316,7 +316,7 @@ class _ChangePlan:
     def restore(self, s: Session, generation: int) -> None:
         self._write(s, self.before, generation)
 
-    def _write(self, s: Session, wanted: dict[str, int], generation: int) -> None:
+    def _write(self, s: Session, wanted: dict[str, AttachMode], generation: int) -> None:
         current = {r.node_id: r for r in repo.of_volume(s, self.volume.id)}
         for node_id, row in current.items():
             if node_id not in wanted:
@@ -392,8 +392,8 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
     after = {} if c.detach_all else dict(before)
     for node_id in c.detach_node_ids:
         after.pop(node_id, None)
-    after.update({n: int(AttachMode.READ_ONLY) for n in c.read_only_node_ids})
-    after.update({n: int(AttachMode.READ_WRITE) for n in c.read_write_node_ids})
+    after.update({n: AttachMode.READ_ONLY for n in c.read_only_node_ids})
+    after.update({n: AttachMode.READ_WRITE for n in c.read_write_node_ids})
     plan = _ChangePlan(
         index=index,
         change=c,

@@ -378,7 +378,7 @@ def new_row(plan: Plan, volume_id: str, generation: int) -> VolumeRow:
         parent_snapshot_id=plan.parent_snapshot_id,
         datastore_version_id=plan.datastore_version_id,
         multi_attach=plan.multi_attach,
-        state=int(VolumeState.CREATING),
+        state=VolumeState.CREATING,
         stored_bytes=0,
         active_job_id=None,
         create_time=now,

@@ -73,7 +73,7 @@ def hand_over(session: Session, allocs: Iterable[AllocationRow], heir: SnapshotR
         a.volume_id = None
         a.snapshot_id = heir.id
         if a.state in (AllocationState.PENDING, AllocationState.RELEASING):
-            a.state = int(AllocationState.ACTIVE)
+            a.state = AllocationState.ACTIVE
         a.job_id = None
     session.flush()
 
@@ -85,7 +85,7 @@ def release_all(session: Session, allocs: Iterable[AllocationRow]) -> None:
 
 def mark(allocs: Iterable[AllocationRow], state: AllocationState, job_id: str | None) -> None:
     for a in allocs:
-        a.state = int(state)
+        a.state = state
         a.job_id = job_id
 
 
@@ -151,7 +151,7 @@ def _finish_create(s: Session, generation: int, volume_id: str) -> tuple[VolumeR
         )
     if row.state == VolumeState.CREATING:
         mark(repo.allocations(s, volume_id), AllocationState.ACTIVE, None)
-        row.state = int(VolumeState.UP)
+        row.state = VolumeState.UP
         stamp(row, generation)
     s.flush()
     return row, generation
@@ -236,7 +236,7 @@ def finish_freeze(store: Store, driver: StorageDriver, volume_id: str, snapshot_
         _drop_snapshot(s, snapshot_id)
         row = repo.get(s, volume_id)
         if row is not None and row.state == VolumeState.DELETING:
-            row.state = int(serving_state(repo.allocations(s, volume_id)))
+            row.state = serving_state(repo.allocations(s, volume_id))
             stamp(row, generation)
 
     def finish(s: Session, generation: int) -> int:
@@ -244,7 +244,7 @@ def finish_freeze(store: Store, driver: StorageDriver, volume_id: str, snapshot_
         if snap is None or repo.get(s, volume_id) is None:
             return generation
         hand_over(s, repo.allocations(s, volume_id), snap)
-        snap.state = int(SnapshotState.READY)
+        snap.state = SnapshotState.READY
         stamp(snap, generation)
         repo.remove(s, volume_id)
         return generation
@@ -272,7 +272,7 @@ def finish_snapshot_create(store: Store, driver: StorageDriver, snapshot_id: str
     def finish(s: Session, generation: int) -> int:
         row = snap_repo.get(s, snapshot_id)
         if row is not None and row.state == SnapshotState.CREATING:
-            row.state = int(SnapshotState.READY)
+            row.state = SnapshotState.READY
             stamp(row, generation)
         return generation
 

@@ -212,7 +212,7 @@ class SnapshotEngine:
                     volume_phases.hand_over(s, own, heir)
                 elif own:
                     volume_phases.mark(own, AllocationState.RELEASING, None)
-                row.state = int(SnapshotState.DELETING)
+                row.state = SnapshotState.DELETING
         return volume_phases.finish_snapshot_delete(self._store, self._driver, snapshot_id)
 
     # -- revert and freeze -----------------------------------------------------
@@ -294,7 +294,7 @@ class SnapshotEngine:
                     volume, snapshot_id, name, labels or dict(volume.labels), generation, False
                 )
                 repo.add(s, row)
-                volume.state = int(VolumeState.DELETING)
+                volume.state = VolumeState.DELETING
                 volume_phases.stamp(volume, generation)
         except IntegrityError:
             raise AlreadyExists(
@@ -332,7 +332,7 @@ def _new_row(
         redundancy_fragments=volume.redundancy_fragments,
         labels=labels,
         image=False,
-        state=int(SnapshotState.CREATING),
+        state=SnapshotState.CREATING,
         space_used_bytes=0,
         create_time=now,
         update_time=now,

@@ -131,7 +131,7 @@ class VolumeEngine:
                 continue
             state = availability_state(row, repo.allocations(s, volume_id))
             if state != row.state:
-                row.state = int(state)
+                row.state = state
                 volume_phases.stamp(row, generation)
         s.flush()
 
@@ -169,7 +169,7 @@ class VolumeEngine:
                         node_id=drive.node_id,
                         nbytes=nbytes,
                         index=index,
-                        state=int(AllocationState.PENDING),
+                        state=AllocationState.PENDING,
                         volume_id=volume_id,
                         job_id=op,
                     )
@@ -228,7 +228,7 @@ class VolumeEngine:
             )
         job = None
         if row.source_kind == SourceKind.VOLUME:
-            found = job_repo.latest(s, int(JobKind.VOLUME_COPY), row.id)
+            found = job_repo.latest(s, JobKind.VOLUME_COPY, row.id)
             job = self._jobs.to_domain(found) if found is not None else None
         return CreatedVolume(volume_from(s, row), False, current_generation(s), job)
 
@@ -469,7 +469,7 @@ class VolumeEngine:
                 if in_flight:
                     raise not_available(row, " with a snapshot being taken; retry")
                 allocs = require_settled(s, row)
-                row.state = int(VolumeState.DELETING)
+                row.state = VolumeState.DELETING
                 volume_phases.stamp(row, generation)
                 if volume_phases.heir_of(s, volume_id) is None:
                     volume_phases.mark(allocs, AllocationState.RELEASING, None)

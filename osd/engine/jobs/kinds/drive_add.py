@@ -44,7 +44,7 @@ class DriveAdd(JobHandler):
         drive = drive_repo.get_by_device(s, node_id, str(spec.get("device_path", "")))
         if drive is None or drive.state != DriveState.ADDING:
             return None
-        return repo.unfinished(s, int(self.kind), drive.id)
+        return repo.unfinished(s, self.kind, drive.id)
 
     def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
         node = get_node(s, str(spec.get("node_id", "")))
@@ -78,7 +78,7 @@ class DriveAdd(JobHandler):
             description=str(spec.get("description", "")),
             labels=dict(spec.get("labels") or {}),
             journal=journal,
-            state=int(DriveState.ADDING),
+            state=DriveState.ADDING,
             total_bytes=int(probe.get("size_bytes", 0)),
             used_bytes=0,
             model="",
@@ -136,7 +136,7 @@ class DriveAdd(JobHandler):
     def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
         drive = s.get_one(DriveRow, ctx.target_id)
         if drive.state == DriveState.ADDING:
-            drive.state = int(DriveState.ONLINE)
+            drive.state = DriveState.ONLINE
             stamp(drive, generation)
         for pool_id in ctx.spec.get("pool_ids", []):
             if s.get(PoolRow, pool_id) is not None:

@@ -37,7 +37,7 @@ class DriveEvacuate(Evacuation):
         row = s.get(DriveRow, drive_id)
         if row is None or row.state != DriveState.SOFT_EJECTING:
             return None
-        return repo.unfinished(s, int(self.kind), drive_id)
+        return repo.unfinished(s, self.kind, drive_id)
 
     def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
         drive = get_drive(s, str(spec.get("drive_id", "")))
@@ -50,7 +50,7 @@ class DriveEvacuate(Evacuation):
                 metadata={"drive_id": drive.id, "state": state},
             )
         check_feasible(s, drive.cluster_id, [drive.id])
-        drive.state = int(DriveState.SOFT_EJECTING)
+        drive.state = DriveState.SOFT_EJECTING
         drive.active_job_id = job.id
         stamp(drive, job.generation)
         job.cluster_id = drive.cluster_id
@@ -65,12 +65,12 @@ class DriveEvacuate(Evacuation):
     def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:
-            drive.state = int(DriveState.EJECTED)
+            drive.state = DriveState.EJECTED
             stamp(drive, generation)
 
     def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:
-            drive.state = int(DriveState.ONLINE)
+            drive.state = DriveState.ONLINE
             stamp(drive, generation)

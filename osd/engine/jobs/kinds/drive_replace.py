@@ -61,7 +61,7 @@ class DriveReplace(Evacuation):
         source_id = str(spec.get("source_drive_id", ""))
         if not v.ID_RE.fullmatch(source_id):
             return None
-        return repo.unfinished(s, int(self.kind), source_id)
+        return repo.unfinished(s, self.kind, source_id)
 
     def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
         source = get_drive(s, str(spec.get("source_drive_id", "")), "source_drive_id")
@@ -112,7 +112,7 @@ class DriveReplace(Evacuation):
                 if alloc.state in MOVABLE:
                     check_readable(s, alloc)
         previous = source.state
-        source.state = int(DriveState.REPLACING)
+        source.state = DriveState.REPLACING
         source.active_job_id = job.id
         stamp(source, job.generation)
         target.active_job_id = job.id
@@ -175,7 +175,7 @@ class DriveReplace(Evacuation):
             description="",
             labels={},
             journal=source.journal,
-            state=int(DriveState.ADDING),
+            state=DriveState.ADDING,
             total_bytes=size,
             used_bytes=0,
             model="",
@@ -234,7 +234,7 @@ class DriveReplace(Evacuation):
             with ctx.write() as (s, generation):
                 row = s.get_one(DriveRow, target_id)
                 if row.state == DriveState.ADDING:
-                    row.state = int(DriveState.ONLINE)
+                    row.state = DriveState.ONLINE
                     stamp(row, generation)
                 ctx.progress.done_steps += 1
                 ctx.progress.message = "target drive prepared"
@@ -244,7 +244,7 @@ class DriveReplace(Evacuation):
     def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
         source = s.get(DriveRow, ctx.target_id)
         if source is not None and source.state == DriveState.REPLACING:
-            source.state = int(DriveState.EJECTED)
+            source.state = DriveState.EJECTED
             pool_repo.drop_drive(s, source.id)
             stamp(source, generation)
 
@@ -265,7 +265,7 @@ class DriveReplace(Evacuation):
         super().abort(ctx, s, generation)
         source = s.get(DriveRow, ctx.target_id)
         if source is not None and source.state == DriveState.REPLACING:
-            source.state = int(ctx.spec.get("source_state", DriveState.ONLINE))
+            source.state = DriveState(ctx.spec.get("source_state", DriveState.ONLINE))
             stamp(source, generation)
         target = s.get(DriveRow, ctx.spec["target_drive_id"])
         if target is not None and target.state == DriveState.ADDING:

@@ -38,7 +38,7 @@ class NodeDrain(Evacuation):
         row = s.get(NodeRow, node_id)
         if row is None or row.state != NodeState.DRAINING:
             return None
-        return repo.unfinished(s, int(self.kind), node_id)
+        return repo.unfinished(s, self.kind, node_id)
 
     def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
         node = get_node(s, str(spec.get("node_id", "")))
@@ -54,7 +54,7 @@ class NodeDrain(Evacuation):
                 metadata={"node_id": node.id, "state": state},
             )
         check_feasible(s, node.cluster_id, [d.id for d in drives])
-        node.state = int(NodeState.DRAINING)
+        node.state = NodeState.DRAINING
         node.active_job_id = job.id
         stamp(node, job.generation)
         job.cluster_id = node.cluster_id
@@ -68,12 +68,12 @@ class NodeDrain(Evacuation):
     def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:
-            node.state = int(NodeState.MAINTENANCE)
+            node.state = NodeState.MAINTENANCE
             stamp(node, generation)
 
     def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:
-            node.state = int(NodeState.ONLINE)
+            node.state = NodeState.ONLINE
             stamp(node, generation)

@@ -202,7 +202,7 @@ class PoolRebalance(JobHandler):
         pool_id = str(spec.get("pool_id", ""))
         if not v.ID_RE.fullmatch(pool_id):
             return None
-        return repo.unfinished(s, int(self.kind), pool_id)
+        return repo.unfinished(s, self.kind, pool_id)
 
     def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
         pool_id = v.check_id(str(spec.get("pool_id", "")), "pool_id")

@@ -127,7 +127,7 @@ class VolumeCopy(VolumeJob):
         for work in works_of(ctx):
             activate(s, reserved(s, ctx, work))
         if row.state == VolumeState.CREATING:
-            row.state = int(VolumeState.UP)  # the availability listener corrects it
+            row.state = VolumeState.UP  # the availability listener corrects it
         stamp(row, generation)
         self._release_source(ctx, s, generation)
         return []

@@ -167,7 +167,7 @@ def reserve(
         node_id=pick.node_id,
         nbytes=nbytes,
         index=index,
-        state=int(AllocationState.PENDING),
+        state=AllocationState.PENDING,
         volume_id=row.id,
         job_id=job.id,
     )
@@ -189,7 +189,7 @@ def reserved(s: Session, ctx: JobContext, work: Work) -> AllocationRow:
 def activate(s: Session, alloc: AllocationRow) -> None:
     """Settles an allocation: ACTIVE, or UNAVAILABLE when its drive or node is not serving."""
     drive, node = drive_and_node(s, alloc.drive_id)
-    alloc.state = int(available_state(node.state, drive.state))
+    alloc.state = available_state(node.state, drive.state)
     alloc.job_id = None
 
 
