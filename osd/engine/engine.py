@@ -44,14 +44,16 @@ class Engine:
         self.clusters = ClusterEngine(store)
         self.datastores = DatastoreEngine(store)
         self._availability: list[AvailabilityListener] = []
-        self.nodes = NodeEngine(store, self._availability_changed)
-        self.drives = DriveEngine(store, driver, self._availability_changed)
         self.pools = PoolEngine(store)
         self.jobs = JobEngine(
             store, driver, max_jobs=max_jobs, availability=self._availability_changed
         )
         for handler in job_kinds.handlers():
             self.jobs.register(handler)
+        self.nodes = NodeEngine(store, self._availability_changed, drain=self.jobs.drain_node)
+        self.drives = DriveEngine(
+            store, driver, self._availability_changed, evacuate=self.jobs.evacuate_drive
+        )
         self.maintenance = MaintenanceEngine(store, self._availability_changed)
         self.service = ServiceEngine(store, driver, self.jobs)
         self.on_start("drives left ADDING", self.drives.recover)

@@ -38,8 +38,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             CreateCluster(
                 name=request.name,
                 labels=dict(request.labels),
-                block=request.block if request.HasField("block") else True,
-                file=request.file if request.HasField("file") else True,
+                block=request.block if request.HasField("block") else None,
+                file=request.file if request.HasField("file") else None,
             )
         )
         return pb.CreateClusterResponse(

@@ -63,7 +63,7 @@ class DatastoreServicer(datastore_pb2_grpc.DatastoreServiceServicer):
                 image_snapshot_id=request.image_snapshot_id,
                 manager=request.manager,
                 packages=list(request.packages),
-                active=request.active if request.HasField("active") else True,
+                active=request.active if request.HasField("active") else None,
                 default=request.default,
             )
         )

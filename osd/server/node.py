@@ -67,7 +67,6 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._nodes = engine.nodes
         self._drives = engine.drives
-        self._jobs = engine.jobs
 
     # -- nodes -----------------------------------------------------------
 
@@ -171,11 +170,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def DrainNode(
         self, request: pb.DrainNodeRequest, context: grpc.ServicerContext
     ) -> pb.DrainNodeResponse:
-        started = self._jobs.drain_node(request.node_id)
+        result = self._nodes.drain(request.node_id)
         return pb.DrainNodeResponse(
-            node=node_to_proto(self._nodes.inspect(request.node_id).node),
-            job=job_to_proto(started.job),
-            generation=started.generation,
+            node=node_to_proto(result.node),
+            job=job_to_proto(result.job),
+            generation=result.generation,
         )
 
     def DeleteNode(
@@ -265,17 +264,11 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def EjectDrive(
         self, request: pb.EjectDriveRequest, context: grpc.ServicerContext
     ) -> pb.EjectDriveResponse:
-        if request.soft:
-            # A soft eject is a DRIVE_EVACUATE job; the job engine owns its rules.
-            started = self._jobs.evacuate_drive(request.drive_id)
-            return pb.EjectDriveResponse(
-                drive=drive_to_proto(self._drives.inspect(request.drive_id).drive),
-                job=job_to_proto(started.job),
-                generation=started.generation,
-            )
-        result = self._drives.eject_hard(request.drive_id, request.yes_i_really_mean_it)
+        result = self._drives.eject(request.drive_id, request.soft, request.yes_i_really_mean_it)
         return pb.EjectDriveResponse(
-            drive=drive_to_proto(result.value), generation=result.generation
+            drive=drive_to_proto(result.drive),
+            job=job_to_proto(result.job) if result.job is not None else None,
+            generation=result.generation,
         )
 
     def ForgetDrive(

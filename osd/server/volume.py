@@ -194,39 +194,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def CreateVolume(
         self, request: pb.CreateVolumeRequest, context: grpc.ServicerContext
     ) -> pb.CreateVolumeResponse:
-        which = request.source.WhichOneof("source")
-        source = vm.Source()
-        if which is not None:
-            source = vm.Source(_SOURCE_FIELDS[which], getattr(request.source, which))
-        result = self._volumes.create(
-            vm.CreateVolume(
-                name=request.name,
-                cluster_id=request.cluster_id,
-                size=size_from_oneof(
-                    request.WhichOneof("size_spec"), request.size_bytes, request.size
-                ),
-                durability=(
-                    durability_from_proto(request.durability)
-                    if request.HasField("durability")
-                    else None
-                ),
-                placement=(
-                    placement_from_proto(request.placement)
-                    if request.HasField("placement")
-                    else None
-                ),
-                provisioning=request.provisioning,
-                snapshot_factor=(
-                    request.snapshot_factor if request.HasField("snapshot_factor") else None
-                ),
-                qos=qos_from_proto(request.qos) if request.HasField("qos") else None,
-                labels=dict(request.labels),
-                template_id=request.template_id,
-                source=source,
-                kind=request.kind,
-                multi_attach=request.multi_attach,
-            )
-        )
+        result = self._volumes.create(create_volume_from_proto(request))
         response = pb.CreateVolumeResponse(
             volume=volume_to_proto(result.value),
             created=result.created,
@@ -280,38 +248,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def UpdateVolume(
         self, request: pb.UpdateVolumeRequest, context: grpc.ServicerContext
     ) -> pb.UpdateVolumeResponse:
-        paths = convert.update_paths(request.update_mask, UPDATABLE)
-        size = None
-        if {"size_bytes", "size"} <= paths:
-            size = SizeSpec(nbytes=request.size_bytes, text=request.size)
-        elif "size_bytes" in paths:
-            size = SizeSpec(nbytes=request.size_bytes)
-        elif "size" in paths:
-            size = SizeSpec(text=request.size)
-        whole_qos = "qos" in paths
-        result = self._volumes.update(
-            vm.UpdateVolume(
-                volume_id=request.volume_id,
-                name=request.name if "name" in paths else None,
-                size=size,
-                iops_limit=(
-                    request.qos.iops_limit if whole_qos or "qos.iops_limit" in paths else None
-                ),
-                bandwidth_limit_bytes=(
-                    request.qos.bandwidth_limit_bytes
-                    if whole_qos or "qos.bandwidth_limit_bytes" in paths
-                    else None
-                ),
-                labels=dict(request.labels) if "labels" in paths else None,
-                multi_attach=request.multi_attach if "multi_attach" in paths else None,
-                replicas=(request.durability.replicas if "durability.replicas" in paths else None),
-                placement=(
-                    placement_from_proto(request.placement) if "placement" in paths else None
-                ),
-                shrink_ok=request.shrink_ok,
-                expected_generation=request.expected_generation,
-            )
-        )
+        result = self._volumes.update(update_volume_from_proto(request))
         response = pb.UpdateVolumeResponse(
             volume=volume_to_proto(result.value), generation=result.generation
         )
@@ -470,3 +407,58 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
             attachments=[attachment_to_proto(a) for a in result.attachments],
             generation=result.generation,
         )
+
+
+def create_volume_from_proto(request: pb.CreateVolumeRequest) -> vm.CreateVolume:
+    which = request.source.WhichOneof("source")
+    source = vm.Source()
+    if which is not None:
+        source = vm.Source(_SOURCE_FIELDS[which], getattr(request.source, which))
+    return vm.CreateVolume(
+        name=request.name,
+        cluster_id=request.cluster_id,
+        size=size_from_oneof(request.WhichOneof("size_spec"), request.size_bytes, request.size),
+        durability=(
+            durability_from_proto(request.durability) if request.HasField("durability") else None
+        ),
+        placement=(
+            placement_from_proto(request.placement) if request.HasField("placement") else None
+        ),
+        provisioning=request.provisioning,
+        snapshot_factor=(request.snapshot_factor if request.HasField("snapshot_factor") else None),
+        qos=qos_from_proto(request.qos) if request.HasField("qos") else None,
+        labels=dict(request.labels),
+        template_id=request.template_id,
+        source=source,
+        kind=request.kind,
+        multi_attach=request.multi_attach,
+    )
+
+
+def update_volume_from_proto(request: pb.UpdateVolumeRequest) -> vm.UpdateVolume:
+    paths = convert.update_paths(request.update_mask, UPDATABLE)
+    size = None
+    if {"size_bytes", "size"} <= paths:
+        size = SizeSpec(nbytes=request.size_bytes, text=request.size)
+    elif "size_bytes" in paths:
+        size = SizeSpec(nbytes=request.size_bytes)
+    elif "size" in paths:
+        size = SizeSpec(text=request.size)
+    whole_qos = "qos" in paths
+    return vm.UpdateVolume(
+        volume_id=request.volume_id,
+        name=request.name if "name" in paths else None,
+        size=size,
+        iops_limit=(request.qos.iops_limit if whole_qos or "qos.iops_limit" in paths else None),
+        bandwidth_limit_bytes=(
+            request.qos.bandwidth_limit_bytes
+            if whole_qos or "qos.bandwidth_limit_bytes" in paths
+            else None
+        ),
+        labels=dict(request.labels) if "labels" in paths else None,
+        multi_attach=request.multi_attach if "multi_attach" in paths else None,
+        replicas=(request.durability.replicas if "durability.replicas" in paths else None),
+        placement=(placement_from_proto(request.placement) if "placement" in paths else None),
+        shrink_ok=request.shrink_ok,
+        expected_generation=request.expected_generation,
+    )

@@ -47,7 +47,8 @@ class DatastoreVersion:
 class CreateDatastoreVersion:
     """A version to register; its datastore is created when absent.
 
-    An empty ``manager`` means the datastore's name.
+    An empty ``manager`` means the datastore's name; ``active`` left as None
+    means active.
     """
 
     datastore: str
@@ -55,7 +56,7 @@ class CreateDatastoreVersion:
     image_snapshot_id: str
     manager: str = ""
     packages: list[str] = field(default_factory=list)
-    active: bool = True
+    active: bool | None = None
     default: bool = False
 
 

@@ -244,7 +244,8 @@ class DatastoreEngine:
             _id_violation(spec.image_snapshot_id, "image_snapshot_id"),
             *_package_violations(spec.packages),
         ]
-        if spec.default and not spec.active:
+        active = True if spec.active is None else spec.active
+        if spec.default and not active:
             violations.append(FieldViolation("default", "cannot be set on an inactive version"))
         _raise_if(violations)
         with self._store.write() as s:
@@ -282,7 +283,7 @@ class DatastoreEngine:
                 manager=manager,
                 image_snapshot_id=spec.image_snapshot_id,
                 packages=list(spec.packages),
-                active=spec.active,
+                active=active,
                 is_default=spec.default,
                 create_time=now,
                 update_time=now,

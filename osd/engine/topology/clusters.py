@@ -43,7 +43,12 @@ class ClusterEngine:
     def create(self, spec: CreateCluster) -> Created[Cluster]:
         v.check_name(spec.name)
         labels = v.check_labels(spec.labels)
-        spec = CreateCluster(name=spec.name, labels=labels, block=spec.block, file=spec.file)
+        spec = CreateCluster(
+            name=spec.name,
+            labels=labels,
+            block=True if spec.block is None else spec.block,
+            file=True if spec.file is None else spec.file,
+        )
         try:
             with self._store.write() as s:
                 existing = repo.get_by_name(s, spec.name)
@@ -55,8 +60,8 @@ class ClusterEngine:
                     id=uuid.uuid4().hex,
                     name=spec.name,
                     labels=labels,
-                    block=spec.block,
-                    file=spec.file,
+                    block=bool(spec.block),
+                    file=bool(spec.file),
                     create_time=now,
                     update_time=now,
                     generation=generation,

@@ -17,11 +17,13 @@ import functools
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
+from osd.engine.jobs.models import Started
 from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
@@ -36,6 +38,7 @@ from osd.engine.topology.models import (
     CreateDrive,
     Drive,
     DriveDetail,
+    Ejected,
     Forgotten,
     ListDrives,
     UpdateDrive,
@@ -119,11 +122,16 @@ class DriveEngine:
     or released (forget)."""
 
     def __init__(
-        self, store: Store, driver: StorageDriver, availability: AvailabilityListener
+        self,
+        store: Store,
+        driver: StorageDriver,
+        availability: AvailabilityListener,
+        evacuate: Callable[[str], Started],
     ) -> None:
         self._store = store
         self._driver = driver
         self._availability = availability
+        self._evacuate = evacuate
 
     # -- create ----------------------------------------------------------
 
@@ -384,6 +392,15 @@ class DriveEngine:
             return self._stamp(s, row, generation)
 
     # -- out of service ---------------------------------------------------
+
+    def eject(self, drive_id: str, soft: bool, confirmed: bool) -> Ejected:
+        """A soft eject starts a DRIVE_EVACUATE job, which moves the data off
+        then ejects (the job kind owns its rules); a hard eject is at once."""
+        if soft:
+            started = self._evacuate(drive_id)
+            return Ejected(self.inspect(drive_id).drive, started.job, started.generation)
+        hard = self.eject_hard(drive_id, confirmed)
+        return Ejected(hard.value, None, hard.generation)
 
     def eject_hard(self, drive_id: str, confirmed: bool) -> Changed[Drive]:
         """Takes a drive out of service at once: EJECTED, its ACTIVE allocations

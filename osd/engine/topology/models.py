@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from osd.engine.jobs.models import Job
 from osd.engine.shared.models import Allocation, Capacity
 from osd.enums import CoordinatorRole, DomainState, DriveState, LabelOperation, NodeState
 
@@ -83,6 +84,24 @@ class DriveDetail:
 class PoolDetail:
     pool: Pool
     drives: list[Drive]
+
+
+@dataclass(frozen=True)
+class Draining:
+    """What DrainNode did: the node DRAINING and the NODE_DRAIN job."""
+
+    node: Node
+    job: Job
+    generation: int
+
+
+@dataclass(frozen=True)
+class Ejected:
+    """What EjectDrive did: a hard eject (no job) or a soft one (its job)."""
+
+    drive: Drive
+    job: Job | None
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -230,10 +249,12 @@ class Cluster:
 
 @dataclass(frozen=True)
 class CreateCluster:
+    """``block`` and ``file`` left as None allow that kind of volume."""
+
     name: str
     labels: dict[str, str] = field(default_factory=dict)
-    block: bool = True
-    file: bool = True
+    block: bool | None = None
+    file: bool | None = None
 
 
 @dataclass(frozen=True)

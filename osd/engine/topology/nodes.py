@@ -5,10 +5,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from osd.engine.jobs.models import Started
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page
@@ -21,6 +23,7 @@ from osd.engine.topology.labels import apply_labels, check_label_change
 from osd.engine.topology.models import (
     ChangeLabels,
     CreateNode,
+    Draining,
     ListNodes,
     Node,
     NodeDetail,
@@ -115,9 +118,21 @@ class NodeEngine:
     ONLINE), so whoever keeps volume states can update them.
     """
 
-    def __init__(self, store: Store, availability: AvailabilityListener) -> None:
+    def __init__(
+        self,
+        store: Store,
+        availability: AvailabilityListener,
+        drain: Callable[[str], Started],
+    ) -> None:
         self._store = store
         self._availability = availability
+        self._drain = drain
+
+    def drain(self, node_id: str) -> Draining:
+        """Starts a NODE_DRAIN job (the job kind owns its rules), and answers
+        with the node as the job left it."""
+        started = self._drain(node_id)
+        return Draining(self.inspect(node_id).node, started.job, started.generation)
 
     # -- create ----------------------------------------------------------
 
