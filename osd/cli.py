@@ -232,7 +232,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osd", description="osd storage control-plane daemon")
     parser.add_argument("--version", action="version", version=f"osd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
     serve = sub.add_parser(
         "serve",
         help="run the daemon",
@@ -241,7 +240,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfg.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+    _add_gateway(sub)
+    _add_db(sub)
+    client = _client_arguments()
+    health = sub.add_parser(
+        "health", parents=[client], help="check the daemon's health (exit 0 when SERVING)"
+    )
+    health.add_argument("--service", default="", help="one service's health (default: overall)")
+    health.set_defaults(func=cmd_health)
+    _add_cluster(sub, client)
+    return parser
 
+
+def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gw = sub.add_parser(
         "gateway",
         help="run the REST gateway alone, in front of a remote daemon",
@@ -275,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.set_defaults(func=cmd_gateway)
 
+
+def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="store administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (
@@ -286,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         cfg.add_arguments(p)
         p.set_defaults(func=cmd_db)
 
+
+def _client_arguments() -> argparse.ArgumentParser:
+    """The arguments of every command that calls a daemon."""
     client = argparse.ArgumentParser(add_help=False)
     client.add_argument(
         "--endpoint",
@@ -293,13 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"daemon gRPC address (env OSD_ENDPOINT, default {cfg.DEFAULT_GRPC_LISTEN})",
     )
     client.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    return client
 
-    health = sub.add_parser(
-        "health", parents=[client], help="check the daemon's health (exit 0 when SERVING)"
-    )
-    health.add_argument("--service", default="", help="one service's health (default: overall)")
-    health.set_defaults(func=cmd_health)
 
+def _add_cluster(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
+) -> None:
     cluster = sub.add_parser("cluster", help="manage clusters")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
     create = csub.add_parser("create", parents=[client], help="create a cluster")
@@ -328,7 +343,6 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--file", metavar="BOOL")
     upd.add_argument("--expected-generation", type=int, default=0)
     cluster.set_defaults(func=cmd_cluster)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,12 +257,7 @@ class PoolEngine:
 
     def add_members(self, change: PoolMembers) -> Changed[Pool]:
         """Adds drives and whole nodes; members already present stay as they are."""
-        violations = id_violations(change.pool_id, "pool_id")
-        if not change.drive_ids and not change.node_ids:
-            violations += _both_empty()
-        violations += _list_violations(change.drive_ids, "drive_ids", duplicates=True)
-        violations += _list_violations(change.node_ids, "node_ids", duplicates=True)
-        raise_if(violations)
+        _check_members(change)
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
@@ -292,12 +287,7 @@ class PoolEngine:
         A drive that would leave the pool while it holds allocations of
         volumes (or their snapshots) placed in the pool is refused.
         """
-        violations = id_violations(change.pool_id, "pool_id")
-        if not change.drive_ids and not change.node_ids:
-            violations += _both_empty()
-        violations += _list_violations(change.drive_ids, "drive_ids", duplicates=True)
-        violations += _list_violations(change.node_ids, "node_ids", duplicates=True)
-        raise_if(violations)
+        _check_members(change)
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
@@ -392,3 +382,13 @@ def _name_taken(name: str, pool_id: str) -> AlreadyExists:
         reason="POOL_EXISTS",
         metadata={"name": name, "pool_id": pool_id} if pool_id else {"name": name},
     )
+
+
+def _check_members(change: PoolMembers) -> None:
+    """The syntax of a members change: a pool, and drives or nodes, each once."""
+    violations = id_violations(change.pool_id, "pool_id")
+    if not change.drive_ids and not change.node_ids:
+        violations += _both_empty()
+    violations += _list_violations(change.drive_ids, "drive_ids", duplicates=True)
+    violations += _list_violations(change.node_ids, "node_ids", duplicates=True)
+    raise_if(violations)

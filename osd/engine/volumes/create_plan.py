@@ -103,20 +103,65 @@ def resolve(session: Session, checked: Checked) -> Plan:
     """The spec the volume would have; NOT_FOUND, INVALID_ARGUMENT or
     FAILED_PRECONDITION when the request cannot be met as asked."""
     spec = checked.spec
+    # The fields that name an object, with its cluster, to infer or check the cluster by.
     named: list[tuple[str, str]] = []
-    template: TemplateRow | None = None
-    if spec.template_id:
-        template = template_repo.get(session, spec.template_id)
-        if template is None:
-            raise NotFound.object("template", "template_id", spec.template_id)
-        named.append(("template_id", template.cluster_id))
-
+    template = _template(session, spec, named)
     source_snapshot, source_size, labels_extra, version_id = _source(session, spec.source, named)
+    place, pools = _placement(session, spec, template, named)
+    cluster = _cluster(session, spec.cluster_id, named)
+    durability = _durability(spec, template, place)
+    size_field = spec.size.field if spec.size is not None else "size_bytes"
+    kind = _kind(spec, template, cluster)
+    size = _size(checked, size_field, template, source_size)
+    labels = {**spec.labels, **labels_extra}
+    if len(labels) > v.LABELS_MAX:
+        raise InvalidArgument.field("labels", f"has {len(labels)} labels; at most {v.LABELS_MAX}")
+    return Plan(
+        cluster=cluster,
+        name=spec.name,
+        kind=kind,
+        size_bytes=size,
+        size_field=size_field,
+        durability=durability,
+        placement=place,
+        provisioning=Provisioning(
+            spec.provisioning or (template.provisioning if template else 0) or Provisioning.THICK
+        ),
+        snapshot_factor=_snapshot_factor(spec, template),
+        qos=_qos(spec, template),
+        labels=labels,
+        template_id=spec.template_id,
+        source=spec.source,
+        multi_attach=spec.multi_attach,
+        parent_snapshot_id=source_snapshot.id if source_snapshot is not None else None,
+        datastore_version_id=version_id,
+        pools=pools,
+    )
 
-    wanted_placement = spec.placement
-    if wanted_placement is None and template is not None:
-        wanted_placement = specs.placement_from_json(template.placement)
-    place = specs.normalize_placement(wanted_placement or Placement())
+
+def _template(
+    session: Session, spec: CreateVolume, named: list[tuple[str, str]]
+) -> TemplateRow | None:
+    if not spec.template_id:
+        return None
+    template = template_repo.get(session, spec.template_id)
+    if template is None:
+        raise NotFound.object("template", "template_id", spec.template_id)
+    named.append(("template_id", template.cluster_id))
+    return template
+
+
+def _placement(
+    session: Session,
+    spec: CreateVolume,
+    template: TemplateRow | None,
+    named: list[tuple[str, str]],
+) -> tuple[Placement, dict[str, PoolRow]]:
+    """The placement asked (or the template's), and the pools it names."""
+    wanted = spec.placement
+    if wanted is None and template is not None:
+        wanted = specs.placement_from_json(template.placement)
+    place = specs.normalize_placement(wanted or Placement())
     pools: dict[str, PoolRow] = {}
     for name, pool_id in (("pool_id", place.pool_id), ("tail_pool_id", place.tail_pool_id)):
         if pool_id:
@@ -125,9 +170,11 @@ def resolve(session: Session, checked: Checked) -> Plan:
                 raise NotFound.object("pool", f"placement.{name}", pool_id)
             pools[pool_id] = pool
             named.append((f"placement.{name}", pool.cluster_id))
+    return place, pools
 
-    cluster = _cluster(session, spec.cluster_id, named)
 
+def _durability(spec: CreateVolume, template: TemplateRow | None, place: Placement) -> Durability:
+    """The durability asked, else the template's, else NONE."""
     if not specs.is_unset(spec.durability):
         assert spec.durability is not None
         durability = specs.normalize_durability(spec.durability)
@@ -146,7 +193,11 @@ def resolve(session: Session, checked: Checked) -> Plan:
         raise InvalidArgument.field(
             "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
         )
+    return durability
 
+
+def _kind(spec: CreateVolume, template: TemplateRow | None, cluster: ClusterRow) -> VolumeKind:
+    """The kind asked, else the template's, else BLOCK; the cluster must allow it."""
     kind = VolumeKind(spec.kind or (template.kind if template else 0) or VolumeKind.BLOCK)
     allowed = cluster.block if kind == VolumeKind.BLOCK else cluster.file
     if not allowed:
@@ -155,8 +206,11 @@ def resolve(session: Session, checked: Checked) -> Plan:
             reason="VOLUME_KIND_DISABLED",
             metadata={"cluster_id": cluster.id, "kind": kind.name},
         )
+    return kind
 
-    size_field = checked.spec.size.field if checked.spec.size is not None else "size_bytes"
+
+def _size(checked: Checked, size_field: str, template: TemplateRow | None, source_size: int) -> int:
+    """The size asked, else the template's, else the source's; never below the source's."""
     size = checked.size_bytes or (template.size_bytes if template else 0) or source_size
     if not size:
         raise InvalidArgument.field(
@@ -166,42 +220,21 @@ def resolve(session: Session, checked: Checked) -> Plan:
         raise InvalidArgument.field(
             size_field, f"is {human(size)}, smaller than the source's {human(source_size)}"
         )
+    return size
 
+
+def _snapshot_factor(spec: CreateVolume, template: TemplateRow | None) -> float:
     if spec.snapshot_factor is not None:
-        factor = spec.snapshot_factor
-    else:
-        factor = template.snapshot_factor if template and template.snapshot_factor > 1 else 0.0
-    provisioning = Provisioning(
-        spec.provisioning or (template.provisioning if template else 0) or Provisioning.THICK
-    )
+        return spec.snapshot_factor
+    return template.snapshot_factor if template and template.snapshot_factor > 1 else 0.0
+
+
+def _qos(spec: CreateVolume, template: TemplateRow | None) -> Qos:
     if spec.qos is not None:
-        qos = spec.qos
-    elif template is not None:
-        qos = Qos(template.qos_iops_limit, template.qos_bandwidth_limit_bytes)
-    else:
-        qos = Qos()
-    labels = {**spec.labels, **labels_extra}
-    if len(labels) > v.LABELS_MAX:
-        raise InvalidArgument.field("labels", f"has {len(labels)} labels; at most {v.LABELS_MAX}")
-    return Plan(
-        cluster=cluster,
-        name=spec.name,
-        kind=kind,
-        size_bytes=size,
-        size_field=size_field,
-        durability=durability,
-        placement=place,
-        provisioning=provisioning,
-        snapshot_factor=factor,
-        qos=qos,
-        labels=labels,
-        template_id=spec.template_id,
-        source=spec.source,
-        multi_attach=spec.multi_attach,
-        parent_snapshot_id=source_snapshot.id if source_snapshot is not None else None,
-        datastore_version_id=version_id,
-        pools=pools,
-    )
+        return spec.qos
+    if template is not None:
+        return Qos(template.qos_iops_limit, template.qos_bandwidth_limit_bytes)
+    return Qos()
 
 
 def _source(
