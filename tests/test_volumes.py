@@ -524,7 +524,7 @@ def test_offline_nodes_and_journal_drives_are_not_used(
 def test_a_volume_copy_is_a_job(
     stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
 ) -> None:
-    """The copy itself is tested in tests/test_volume_jobs.py."""
+    """The copy itself is tested in tests/test_volumes_jobs.py."""
     source = create(stub, topo[0], "src", replicas=2)
     resp = stub.CreateVolume(
         pb.CreateVolumeRequest(

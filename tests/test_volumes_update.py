@@ -198,7 +198,7 @@ def test_update_refusals(
 def test_replica_count_and_moving_placement_start_jobs(
     stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
 ) -> None:
-    """The jobs themselves are tested in tests/test_volume_jobs.py."""
+    """The jobs themselves are tested in tests/test_volumes_jobs.py."""
     cluster_id, nodes, _ = topo
     v = create(stub, cluster_id, "v", replicas=2)
     started = stub.UpdateVolume(
