@@ -21,14 +21,24 @@ from osd.config import Settings
 from osd.daemon import Daemon
 from osd.engine.drivers.fake import FakeDriver
 from osd.engine.engine import Engine
+from osd.engine.jobs.kinds.drive_evacuate import DriveEvacuateSpec
+from osd.engine.jobs.records import RecordError
+from osd.enums import DriveState, JobKind, JobState, NodeState
 from osd.store import allocations
 from osd.store.db import Store
-from osd.store.models import AllocationRow, DriveRow, JobRow, PoolRow
+from osd.store.models import AllocationRow, DriveRow, JobRow, NodeRow, PoolRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import job_pb2_grpc, service_pb2_grpc
 from osd.v1 import service_pb2 as spb
 from tests.conftest import Database, RunningDaemon
-from tests.factories import GIB, make_drive, make_pool, make_topology, make_volume
+from tests.factories import (
+    GIB,
+    make_drive,
+    make_job_row,
+    make_pool,
+    make_topology,
+    make_volume,
+)
 from tests.helpers import error_of
 
 FINAL = (jpb.JOB_STATE_DONE, jpb.JOB_STATE_FAILED, jpb.JOB_STATE_CANCELLED)
@@ -264,6 +274,55 @@ def test_a_drive_add_job_is_not_pausable(daemon: RunningDaemon) -> None:
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "JOB_NOT_PAUSABLE")
     daemon.driver.unblock("format_drive")
     assert wait_job(daemon, started.job.id).state == jpb.JOB_STATE_DONE
+
+
+# -- a job's spec and checkpoint ---------------------------------------------------
+
+
+def test_a_job_stores_its_kinds_spec_as_json(daemon: RunningDaemon) -> None:
+    _, source, target, _ = replace_setup(daemon)
+    daemon.driver.block("copy_replica")
+    job_id = start_replace(daemon, source, target).job.id
+    assert daemon.driver.wait_blocked("copy_replica")
+    with daemon.store.read() as s:
+        row = s.get_one(JobRow, job_id)
+        spec, checkpoint = dict(row.spec), dict(row.checkpoint)
+    assert spec == {
+        "source_state": int(DriveState.ONLINE),
+        "target_drive_id": target,
+        "new_device": False,
+        "device_path": drive_row(daemon.store, target).device_path,
+        "address": spec["address"],
+    }
+    assert spec["address"]
+    assert checkpoint["inflight"]["reservation_id"]
+    assert checkpoint["inflight"]["target_drive_id"] == target
+    daemon.driver.unblock("copy_replica")
+    assert wait_job(daemon, job_id).state == jpb.JOB_STATE_DONE
+
+
+def test_a_start_takes_the_kinds_request_or_its_json_form(daemon: RunningDaemon) -> None:
+    _, _, drives = make_topology(daemon.store)
+    jobs = daemon.daemon.engine.jobs
+    with pytest.raises(TypeError, match="NODE_DRAIN"):
+        jobs.start(JobKind.NODE_DRAIN, DriveEvacuateSpec(drives[0]))
+    started = jobs.start(JobKind.DRIVE_EVACUATE, {"drive_id": drives[0]})
+    assert started.started and started.job.target.id == drives[0]
+    assert wait_job(daemon, started.job.id).state == jpb.JOB_STATE_DONE
+    with pytest.raises(RecordError, match=r"NodeDrainSpec\.node_id: is missing"):
+        jobs.start(JobKind.NODE_DRAIN, {"drive_id": drives[0]})
+    assert job_count(daemon.store) == 1
+
+
+def test_a_job_whose_stored_spec_cannot_be_read_fails(daemon: RunningDaemon) -> None:
+    cluster_id, nodes, _ = make_topology(daemon.store)
+    job_id = make_job_row(daemon.store, cluster_id, nodes[0], state=int(JobState.PENDING))
+    job = wait_job(daemon, job_id)
+    assert job.state == jpb.JOB_STATE_FAILED
+    assert b"JOB_ABANDONED" in job.error.details[0].value
+    assert "NodeDrainSpec.node_id: is missing" in job.error.message
+    with daemon.store.read() as s:
+        assert s.get_one(NodeRow, nodes[0]).state == NodeState.ONLINE
 
 
 # -- the limit of active jobs ------------------------------------------------------

@@ -18,8 +18,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import StorageDriver
-from osd.engine.jobs.handler import JobHandler, JobLost, Progress
+from osd.engine.jobs.handler import AnyHandler, JobLost, Progress
+from osd.engine.jobs.kinds.drive_evacuate import DriveEvacuateSpec
+from osd.engine.jobs.kinds.node_drain import NodeDrainSpec
 from osd.engine.jobs.models import Job, JobError, JobProgress, JobQuery, ObjectRef, Started
+from osd.engine.jobs.records import Record
 from osd.engine.jobs.runner import MAX_RESTARTS, JobRunner
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
@@ -51,7 +54,7 @@ class JobEngine:
     ) -> None:
         self._store = store
         self.max_jobs = max_jobs
-        self._handlers: dict[JobKind, JobHandler] = {}
+        self._handlers: dict[JobKind, AnyHandler] = {}
         self._runner = JobRunner(
             store,
             driver,
@@ -65,11 +68,11 @@ class JobEngine:
 
     # -- kinds ------------------------------------------------------------------------
 
-    def register(self, handler: JobHandler) -> None:
+    def register(self, handler: AnyHandler) -> None:
         """Makes ``handler`` run the jobs of its kind (register before the engine starts)."""
         self._handlers[handler.kind] = handler
 
-    def _handler(self, kind: JobKind) -> JobHandler:
+    def _handler(self, kind: JobKind) -> AnyHandler:
         handler = self._handlers.get(kind)
         if handler is None:
             raise RuntimeError(f"no handler is registered for job kind {kind.name}")
@@ -77,26 +80,28 @@ class JobEngine:
 
     # -- the API ----------------------------------------------------------------------
 
-    def start(self, kind: JobKind, spec: Mapping[str, Any]) -> Started:
+    def start(self, kind: JobKind, request: Record | Mapping[str, Any]) -> Started:
         """Records a job of ``kind`` and wakes the runner.
 
-        ``spec`` is what the kind needs (e.g. ``{"drive_id": ...}`` for
-        DRIVE_EVACUATE, ``{"node_id": ...}`` for NODE_DRAIN). An unfinished job
-        of the same kind and target is returned instead (``started`` False).
-        Raises the kind's validation errors, and ResourceExhausted
-        (TOO_MANY_JOBS) when ``max_jobs`` jobs are PENDING or RUNNING.
+        ``request`` is the kind's request record (e.g. a ``DriveEvacuateSpec``
+        for DRIVE_EVACUATE, a ``NodeDrainSpec`` for NODE_DRAIN; see the kind's
+        ``request_type``), or its JSON form. An unfinished job of the same kind
+        and target is returned instead (``started`` False). Raises the kind's
+        validation errors, and ResourceExhausted (TOO_MANY_JOBS) when
+        ``max_jobs`` jobs are PENDING or RUNNING.
         """
         handler = self._handler(kind)
+        typed = handler.request_of(request)
         with self._store.write() as s:
-            existing = handler.existing(s, spec)
+            existing = handler.existing(s, typed)
             if existing is not None:
                 return Started(self.to_domain(existing), False, current_generation(s))
             generation = bump_generation(s)
-            result = Started(self.record(s, kind, spec, generation), True, generation)
+            result = Started(self.record(s, kind, typed, generation), True, generation)
         self._runner.wake()
         return result
 
-    def record(self, s: Session, kind: JobKind, spec: Mapping[str, Any], generation: int) -> Job:
+    def record(self, s: Session, kind: JobKind, request: Record, generation: int) -> Job:
         """Records a job of ``kind`` in the caller's write transaction (which has
         bumped the generation to ``generation``), so that the change that starts
         it and the job commit together or not at all; call :meth:`wake` once the
@@ -104,6 +109,7 @@ class JobEngine:
         of an unfinished job of the same target: that is the caller's).
         """
         handler = self._handler(kind)
+        typed = handler.request_of(request)
         now = utcnow()
         job = JobRow(
             id=uuid.uuid4().hex,
@@ -134,7 +140,7 @@ class JobEngine:
             end_time=None,
             generation=generation,
         )
-        handler.begin(s, job, spec)
+        job.spec = handler.begin(s, job, typed).to_json()
         self._check_room(repo.count_active(s))
         repo.add(s, job)
         return self.to_domain(job)
@@ -145,11 +151,11 @@ class JobEngine:
 
     def evacuate_drive(self, drive_id: str) -> Started:
         """Soft-ejects a drive: a DRIVE_EVACUATE job (see NodeService.EjectDrive)."""
-        return self.start(JobKind.DRIVE_EVACUATE, {"drive_id": drive_id})
+        return self.start(JobKind.DRIVE_EVACUATE, DriveEvacuateSpec(drive_id))
 
     def drain_node(self, node_id: str) -> Started:
         """Drains a node: a NODE_DRAIN job (see NodeService.DrainNode)."""
-        return self.start(JobKind.NODE_DRAIN, {"node_id": node_id})
+        return self.start(JobKind.NODE_DRAIN, NodeDrainSpec(node_id))
 
     def _check_room(self, active: int) -> None:
         if active >= self.max_jobs:
@@ -243,11 +249,13 @@ class JobEngine:
             row.generation = generation
             if state == JobState.RUNNING:
                 return Changed(self.to_domain(row), generation)
-            ctx = self._runner.context(row)
+            opened = self._runner.open(row)
         # PENDING or PAUSED: nothing runs it, so it is rolled back here and now
         # (unless a daemon that starts finishes it first).
         with contextlib.suppress(JobLost):
-            self._runner.rollback(handler, ctx, JobState.CANCELLED, None, running=False)
+            self._runner.rollback(
+                opened.handler, opened.ctx, JobState.CANCELLED, None, running=False
+            )
         with self._store.read() as s:
             row = self._get(s, job_id)
             return Changed(self.to_domain(row), row.generation)

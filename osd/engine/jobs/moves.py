@@ -21,12 +21,14 @@ runner releases the reservation, so a move happens whole or not at all.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 from osd.engine.drivers import DriverError
 from osd.engine.jobs.handler import JobContext
+from osd.engine.jobs.records import Record
 from osd.engine.placement.rules import available_state, drive_and_node
 from osd.enums import AllocationState
 from osd.errors import FailedPrecondition
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Move:
+class Move(Record):
     """One copy to put on ``target_drive_id``.
 
     ``allocation_id`` is the copy's allocation on ``source_drive_id`` (None
@@ -57,38 +59,55 @@ class Move:
     target_node_id: str
     replica_id: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Move:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+    def reserved(self, reservation_id: str) -> Inflight:
+        """This move, its bytes reserved on the target as ``reservation_id``."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(Move)}
+        return Inflight(**fields, reservation_id=reservation_id)
 
 
-def settle(ctx: JobContext) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Inflight(Move):
+    """A move whose bytes are reserved on the target, and whose copy may be made."""
+
+    reservation_id: str
+
+
+@dataclass
+class MovesCheckpoint(Record):
+    """The checkpoint of a job that moves copies: the move in flight, and the old
+    copy still to delete from its drive ([drive id, replica id])."""
+
+    inflight: Inflight | None = None
+    cleanup: tuple[str, str] | None = None
+
+
+C = TypeVar("C", bound=MovesCheckpoint)
+
+
+def settle(ctx: JobContext[Any, C]) -> None:
     """Finishes what a previous run left: the old copy's cleanup, and a move in
     flight whose reservation still exists (one whose reservation is gone is
     dropped)."""
-    cleanup = ctx.checkpoint.get("cleanup")
+    cleanup = ctx.checkpoint.cleanup
     if cleanup:
         _delete_copy(ctx, cleanup[0], cleanup[1])
-        ctx.checkpoint.pop("cleanup", None)
-    inflight = ctx.checkpoint.get("inflight")
-    if not inflight:
+        ctx.checkpoint.cleanup = None
+    inflight = ctx.checkpoint.inflight
+    if inflight is None:
         return
     with ctx.store.read() as s:
-        res = s.get(AllocationRow, inflight["reservation_id"])
+        res = s.get(AllocationRow, inflight.reservation_id)
         alive = (
             res is not None and res.state == AllocationState.PENDING and res.job_id == ctx.job_id
         )
     if alive:
-        _copy_and_commit(ctx, Move.from_json(inflight), inflight["reservation_id"])
+        _copy_and_commit(ctx, inflight, inflight.reservation_id)
     else:
         with ctx.write():
-            ctx.checkpoint.pop("inflight", None)
+            ctx.checkpoint.inflight = None
 
 
-def perform(ctx: JobContext, move: Move, message: str) -> bool:
+def perform(ctx: JobContext[Any, C], move: Move, message: str) -> bool:
     """Does one move whole; False (nothing done) when the allocation is no longer
     where the move expects it."""
     with ctx.write() as (s, _generation):
@@ -108,13 +127,13 @@ def perform(ctx: JobContext, move: Move, message: str) -> bool:
             job_id=ctx.job_id,
         )
         move = replace(move, replica_id=move.allocation_id or res.id)
-        ctx.checkpoint["inflight"] = {**move.to_json(), "reservation_id": res.id}
+        ctx.checkpoint.inflight = move.reserved(res.id)
         ctx.progress.message = message
     _copy_and_commit(ctx, move, res.id)
     return True
 
 
-def _copy_and_commit(ctx: JobContext, move: Move, reservation_id: str) -> None:
+def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -> None:
     if move.rebuild:
         ctx.driver.create_replica(move.target_drive_id, move.replica_id, move.nbytes)
     else:
@@ -131,34 +150,34 @@ def _copy_and_commit(ctx: JobContext, move: Move, reservation_id: str) -> None:
             )
         drive, node = drive_and_node(s, move.target_drive_id)
         state = available_state(node.state, drive.state)
-        cleanup: list[str] | None = None
+        cleanup: tuple[str, str] | None = None
         source = s.get(AllocationRow, move.allocation_id) if move.allocation_id else None
         if move.allocation_id is not None and source is None:
             # The copy was deleted meanwhile: drop what was made for it.
             allocations.release(s, res)
-            cleanup = [move.target_drive_id, move.replica_id]
+            cleanup = (move.target_drive_id, move.replica_id)
         elif source is not None:
             allocations.release(s, res)
             allocations.move(s, source, drive_id=drive.id, node_id=node.id)
             source.state = state
             source.job_id = None
             if move.source_drive_id:
-                cleanup = [move.source_drive_id, move.replica_id]
+                cleanup = (move.source_drive_id, move.replica_id)
         else:
             res.state = state
             res.job_id = None
         ctx.notify(s, [move.volume_id], [move.snapshot_id])
-        ctx.checkpoint.pop("inflight", None)
+        ctx.checkpoint.inflight = None
         if cleanup:
-            ctx.checkpoint["cleanup"] = cleanup
+            ctx.checkpoint.cleanup = cleanup
         ctx.progress.done_steps += 1
         ctx.progress.done_bytes += move.nbytes
     if cleanup:
         _delete_copy(ctx, cleanup[0], cleanup[1])
-        ctx.checkpoint.pop("cleanup", None)
+        ctx.checkpoint.cleanup = None
 
 
-def _delete_copy(ctx: JobContext, drive_id: str, rid: str) -> None:
+def _delete_copy(ctx: JobContext[Any, Any], drive_id: str, rid: str) -> None:
     try:
         ctx.driver.delete_replica(drive_id, rid)
     except DriverError as exc:
@@ -167,16 +186,16 @@ def _delete_copy(ctx: JobContext, drive_id: str, rid: str) -> None:
         )
 
 
-def undo(ctx: JobContext) -> None:
+def undo(ctx: JobContext[Any, C]) -> None:
     """Deletes the copy a move in flight may have made on its target (best effort).
 
     The runner releases the reservation; :func:`forget` clears the checkpoint.
     """
-    inflight = ctx.checkpoint.get("inflight")
-    if inflight:
-        _delete_copy(ctx, inflight["target_drive_id"], inflight["replica_id"])
+    inflight = ctx.checkpoint.inflight
+    if inflight is not None:
+        _delete_copy(ctx, inflight.target_drive_id, inflight.replica_id)
 
 
-def forget(ctx: JobContext) -> None:
-    ctx.checkpoint.pop("inflight", None)
-    ctx.checkpoint.pop("cleanup", None)
+def forget(ctx: JobContext[Any, C]) -> None:
+    ctx.checkpoint.inflight = None
+    ctx.checkpoint.cleanup = None

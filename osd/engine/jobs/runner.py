@@ -28,14 +28,16 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
 
 from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.jobs.handler import JobContext, JobHandler, JobLost
+from osd.engine.jobs.handler import AnyHandler, AsStored, JobContext, JobLost
 from osd.engine.jobs.models import JobError
+from osd.engine.jobs.records import RecordError
 from osd.engine.topology.availability import AvailabilityListener
 from osd.enums import JobKind, JobState
 from osd.errors import OsdError
@@ -73,6 +75,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class OpenJob:
+    """A job's context and the handler that runs it. The handler is None when no
+    handler runs the job's kind in this daemon, or when the kind cannot read the
+    job's stored spec or checkpoint (``why`` says which); the context then holds
+    them as stored."""
+
+    handler: AnyHandler | None
+    ctx: JobContext[Any, Any]
+    why: str = ""
+
+
 class JobRunner:
     """Runs the jobs of one store with the handlers of their kinds."""
 
@@ -80,7 +94,7 @@ class JobRunner:
         self,
         store: Store,
         driver: StorageDriver,
-        handlers: Mapping[JobKind, JobHandler],
+        handlers: Mapping[JobKind, AnyHandler],
         *,
         max_jobs: int,
         heartbeat_seconds: float,
@@ -229,20 +243,37 @@ class JobRunner:
                 row = repo.get(s, job_id)
                 if row is None or not row.cancel_requested or row.state == JobState.RUNNING:
                     continue
-                ctx = self.context(row)
+                opened = self.open(row)
             try:
-                self.rollback(
-                    self._handlers.get(JobKind(row.kind)),
-                    ctx,
-                    JobState.CANCELLED,
-                    None,
-                    running=False,
-                )
+                self.rollback(opened.handler, opened.ctx, JobState.CANCELLED, None, running=False)
             except JobLost:
                 log.info("job %s: its cancel was finished elsewhere", job_id)
 
-    def context(self, row: JobRow) -> JobContext:
-        return JobContext.of(self._store, self._driver, self.owner, row, self._availability)
+    def open(self, row: JobRow) -> OpenJob:
+        """The job ``row`` as its handler runs it (see :class:`OpenJob`)."""
+        kind = JobKind(row.kind)
+        handler = self._handlers.get(kind)
+        if handler is None:
+            why = f"no handler runs {kind.name} jobs in this daemon"
+        else:
+            try:
+                ctx = handler.context(
+                    self._store, self._driver, self.owner, row, self._availability
+                )
+                return OpenJob(handler, ctx)
+            except RecordError as exc:
+                log.error("job %s: its stored data cannot be read: %s", row.id, exc)
+                why = f"its stored data cannot be read: {exc}"
+        stored = JobContext.of(
+            self._store,
+            self._driver,
+            self.owner,
+            row,
+            AsStored.from_json(row.spec),
+            AsStored.from_json(row.checkpoint),
+            self._availability,
+        )
+        return OpenJob(None, stored, why)
 
     def _launch(self, job_id: str) -> None:
         thread = threading.Thread(
@@ -258,12 +289,12 @@ class JobRunner:
                 row = repo.get(s, job_id)
                 if row is None:
                     return
-                ctx = self.context(row)
+                opened = self.open(row)
                 restarts = row.restart_count
-            handler = self._handlers.get(ctx.kind)
+            handler, ctx = opened.handler, opened.ctx
             if handler is None or restarts > MAX_RESTARTS:
                 why = (
-                    f"no handler runs {ctx.kind.name} jobs in this daemon"
+                    opened.why
                     if handler is None
                     else f"the job was resumed {restarts} times without settling"
                 )
@@ -281,7 +312,7 @@ class JobRunner:
                 self._threads.pop(job_id, None)
             self._wake.set()
 
-    def _drive(self, handler: JobHandler, ctx: JobContext) -> None:
+    def _drive(self, handler: AnyHandler, ctx: JobContext[Any, Any]) -> None:
         while True:
             if self._stopping.is_set():
                 self._abandon(ctx)
@@ -317,7 +348,7 @@ class JobRunner:
             row = repo.get(s, job_id)
             return row is not None and row.cancel_requested
 
-    def _complete(self, handler: JobHandler, ctx: JobContext) -> None:
+    def _complete(self, handler: AnyHandler, ctx: JobContext[Any, Any]) -> None:
         with self._store.write() as s:
             generation = bump_generation(s)
             row = self._mine(s, ctx.job_id)
@@ -335,7 +366,7 @@ class JobRunner:
             raise JobLost(job_id)
         return row
 
-    def _pause(self, ctx: JobContext) -> bool:
+    def _pause(self, ctx: JobContext[Any, Any]) -> bool:
         with self._store.write() as s:
             generation = bump_generation(s)
             row = self._mine(s, ctx.job_id)
@@ -349,7 +380,7 @@ class JobRunner:
             row.heartbeat_time = None
             return True
 
-    def _abandon(self, ctx: JobContext) -> None:
+    def _abandon(self, ctx: JobContext[Any, Any]) -> None:
         """Leaves a RUNNING job for the next daemon (this one is stopping)."""
         with self._store.write() as s:
             row = self._mine(s, ctx.job_id)
@@ -358,8 +389,8 @@ class JobRunner:
 
     def rollback(
         self,
-        handler: JobHandler | None,
-        ctx: JobContext,
+        handler: AnyHandler | None,
+        ctx: JobContext[Any, Any],
         state: JobState,
         error: JobError | None,
         *,

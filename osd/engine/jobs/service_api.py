@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError, StorageDriver
 from osd.engine.jobs.jobs import JobEngine
-from osd.engine.jobs.kinds.drive_replace import address_of
-from osd.engine.jobs.kinds.pool_rebalance import missing_copies, spread_percent
+from osd.engine.jobs.kinds.drive_add import DriveAddRequest, DriveAddSpec
+from osd.engine.jobs.kinds.drive_replace import DriveReplaceRequest, Probe, address_of
+from osd.engine.jobs.kinds.pool_rebalance import (
+    PoolRebalanceSpec,
+    missing_copies,
+    spread_percent,
+)
 from osd.engine.jobs.models import Job, JobProgress, Started
+from osd.engine.jobs.records import RecordError
 from osd.engine.shared import validation as v
 from osd.engine.shared.rows import get_drive, get_node
 from osd.engine.shared.validation import id_violations, raise_if
@@ -129,23 +134,25 @@ class ServiceEngine:
         for i, pool_id in enumerate(spec.pool_ids):
             violations += id_violations(pool_id, f"pool_ids[{i}]")
         raise_if(violations)
-        job_spec: dict[str, Any] = {
-            "node_id": spec.node_id,
-            "device_path": spec.device_path,
-            "journal": spec.journal,
-            "labels": dict(spec.labels),
-            "description": spec.description,
-            "pool_ids": list(spec.pool_ids),
-            "yes_i_really_mean_it": spec.yes_i_really_mean_it,
-        }
         with self._store.read() as s:
             node = get_node(s, spec.node_id)
             taken = drive_repo.get_by_device(s, node.id, spec.device_path) is not None
             online = node.state == NodeState.ONLINE
             name, address = node.name, address_of(node)
+        probe = None
         if not taken and online:
-            job_spec["probe"] = self._probe(name, address, spec.device_path, "device_path")
-        started = self._jobs.start(JobKind.DRIVE_ADD, job_spec)
+            probe = self._probe(name, address, spec.device_path, "device_path")
+        request = DriveAddRequest(
+            node_id=spec.node_id,
+            device_path=spec.device_path,
+            journal=spec.journal,
+            labels=dict(spec.labels),
+            description=spec.description,
+            pool_ids=tuple(spec.pool_ids),
+            yes_i_really_mean_it=spec.yes_i_really_mean_it,
+            probe=probe,
+        )
+        started = self._jobs.start(JobKind.DRIVE_ADD, request)
         with self._store.read() as s:
             return DriveAddStarted(
                 self._drive(s, started.job.target.id),
@@ -163,10 +170,7 @@ class ServiceEngine:
         with self._store.read() as s:
             node = get_node(s, node_id)
             for row in repo.newest_of_kind(s, JobKind.DRIVE_ADD, node.cluster_id):
-                if (
-                    row.spec.get("node_id") == node.id
-                    and row.spec.get("device_path") == device_path
-                ):
+                if _adds(row.spec, node.id, device_path):
                     return DriveAddStatus(self._jobs.to_domain(row), self._drive(s, row.target_id))
         raise NotFound(
             f"no drive add was started for {device_path} on node {node.name}",
@@ -190,12 +194,6 @@ class ServiceEngine:
                 for f in ("target_device_path", "target_drive_id")
             ]
         raise_if(violations)
-        job_spec: dict[str, Any] = {
-            "source_drive_id": spec.source_drive_id,
-            "target_drive_id": spec.target_drive_id,
-            "target_device_path": spec.target_device_path,
-            "yes_i_really_mean_it": spec.yes_i_really_mean_it,
-        }
         with self._store.read() as s:
             source = get_drive(s, spec.source_drive_id, "source_drive_id")
             node = s.get_one(NodeRow, source.node_id)
@@ -206,11 +204,18 @@ class ServiceEngine:
                 and drive_repo.get_by_device(s, node.id, spec.target_device_path) is None
             )
             name, address = node.name, address_of(node)
-        if probe:
-            job_spec["probe"] = self._probe(
-                name, address, spec.target_device_path, "target_device_path"
-            )
-        started = self._jobs.start(JobKind.DRIVE_REPLACE, job_spec)
+        request = DriveReplaceRequest(
+            source_drive_id=spec.source_drive_id,
+            target_drive_id=spec.target_drive_id,
+            target_device_path=spec.target_device_path,
+            yes_i_really_mean_it=spec.yes_i_really_mean_it,
+            probe=(
+                self._probe(name, address, spec.target_device_path, "target_device_path")
+                if probe
+                else None
+            ),
+        )
+        started = self._jobs.start(JobKind.DRIVE_REPLACE, request)
         with self._store.read() as s:
             source_view, target_view = self._replace_drives(s, started.job)
             return DriveReplaceStarted(
@@ -244,7 +249,7 @@ class ServiceEngine:
 
     def start_pool_rebalance(self, pool_id: str) -> Started:
         v.check_id(pool_id, "pool_id")
-        return self._jobs.start(JobKind.POOL_REBALANCE, {"pool_id": pool_id})
+        return self._jobs.start(JobKind.POOL_REBALANCE, PoolRebalanceSpec(pool_id))
 
     def pool_rebalance_status(self, pool_id: str) -> PoolRebalanceStatus:
         v.check_id(pool_id, "pool_id")
@@ -264,7 +269,7 @@ class ServiceEngine:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _probe(self, node_name: str, address: str, device_path: str, field: str) -> dict[str, Any]:
+    def _probe(self, node_name: str, address: str, device_path: str, field: str) -> Probe:
         """What the driver finds at ``device_path`` (no transaction open)."""
         try:
             info = self._driver.probe_drive(address, device_path)
@@ -280,11 +285,7 @@ class ServiceEngine:
                 metadata={"kind": "device", "field": field, "id": device_path},
                 violations=(FieldViolation(field, f"no such device on {node_name}"),),
             ) from exc
-        return {
-            "size_bytes": info.size_bytes,
-            "has_data": info.has_data,
-            "rotational": info.rotational,
-        }
+        return Probe(info.size_bytes, info.has_data, info.rotational)
 
     @staticmethod
     def _node(s: Session, row: NodeRow) -> Node:
@@ -295,3 +296,13 @@ class ServiceEngine:
     def _drive(s: Session, drive_id: str) -> Drive | None:
         row = s.get(DriveRow, drive_id) if drive_id else None
         return drives_from_rows(s, [row])[0] if row is not None else None
+
+
+def _adds(spec: object, node_id: str, device_path: str) -> bool:
+    """Whether the DRIVE_ADD job of ``spec`` (as stored) adds ``device_path`` of the
+    node ``node_id`` (False when the spec cannot be read)."""
+    try:
+        add = DriveAddSpec.from_json(spec)
+    except RecordError:
+        return False
+    return add.node_id == node_id and add.device_path == device_path

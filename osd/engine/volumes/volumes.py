@@ -13,12 +13,16 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import StorageDriver
+from osd.engine.jobs.kinds.volume_copy import VolumeCopyRequest
+from osd.engine.jobs.kinds.volume_move import VolumeMoveRequest
+from osd.engine.jobs.kinds.volume_replica_change import VolumeReplicaChangeRequest
+from osd.engine.jobs.records import Record
 from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
@@ -105,9 +109,9 @@ class VolumeEngine:
             raise RuntimeError("this volume engine was made without a job engine")
         return self._job_engine
 
-    def _record(self, s: Session, kind: JobKind, spec: dict[str, Any], generation: int) -> Job:
+    def _record(self, s: Session, kind: JobKind, request: Record, generation: int) -> Job:
         """Records a job in the caller's transaction (see JobEngine.record)."""
-        return self._jobs.record(s, kind, spec, generation)
+        return self._jobs.record(s, kind, request, generation)
 
     def recover(self) -> None:
         """Finishes or undoes the volume and snapshot changes a crash interrupted."""
@@ -203,9 +207,8 @@ class VolumeEngine:
                 if existing is not None:
                     return self._existing(s, existing, plan)
                 volume_create.check_raw_capacity(s, plan)
-                job = self._record(
-                    s, JobKind.VOLUME_COPY, {"plan": plan, "volume_id": volume_id}, generation
-                )
+                request = VolumeCopyRequest.of(plan, volume_id)
+                job = self._record(s, JobKind.VOLUME_COPY, request, generation)
                 result = CreatedVolume(
                     volume_from(s, get_volume(s, volume_id)), True, generation, job
                 )
@@ -404,25 +407,25 @@ class VolumeEngine:
         """Records the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job the update asks for, if any
         (in the update's transaction); records at once a placement the copies obey."""
         kind: JobKind | None = None
-        spec: dict[str, Any] = {"volume_id": row.id}
+        request: Record | None = None
         path = ""
         if change.replicas is not None:
             replicas = _replica_change(row, change.replicas)
             if replicas is not None:
                 kind, path = JobKind.VOLUME_REPLICA_CHANGE, "durability.replicas"
-                spec["replicas"] = replicas
+                request = VolumeReplicaChangeRequest(row.id, replicas)
         if change.placement is not None:
             moving = _placement_change(s, row, change.placement)
             if moving is not None:
                 kind, path = JobKind.VOLUME_MOVE, "placement"
-                spec["placement"] = specs.placement_to_json(moving)
-        if kind is None:
+                request = VolumeMoveRequest(row.id, moving)
+        if kind is None or request is None:
             return None
         if size is not None and size != row.size_bytes:
             raise InvalidArgument.field(
                 "update_mask", f"changing {path} starts a job; change the size in a call of its own"
             )
-        return self._record(s, kind, spec, generation)
+        return self._record(s, kind, request, generation)
 
     @staticmethod
     def _rename(s: Session, row: VolumeRow, name: str | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from osd.engine.jobs.handler import JobHandler
+from osd.engine.jobs.handler import AnyHandler
 from osd.engine.jobs.kinds.drive_add import DriveAdd
 from osd.engine.jobs.kinds.drive_evacuate import DriveEvacuate
 from osd.engine.jobs.kinds.drive_replace import DriveReplace
@@ -13,7 +13,7 @@ from osd.engine.jobs.kinds.volume_move import VolumeMove
 from osd.engine.jobs.kinds.volume_replica_change import VolumeReplicaChange
 
 
-def handlers() -> list[JobHandler]:
+def handlers() -> list[AnyHandler]:
     """One handler of every kind this package implements."""
     return [
         DriveAdd(),

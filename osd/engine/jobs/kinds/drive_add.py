@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError
-from osd.engine.jobs.handler import JobContext, JobHandler
-from osd.engine.jobs.kinds.drive_replace import address_of
+from osd.engine.jobs.handler import JobContext, JobHandler, NoCheckpoint
+from osd.engine.jobs.kinds.drive_replace import Probe, address_of
+from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import confirmation_required
 from osd.engine.shared.rows import get_node, stamp
@@ -32,25 +32,57 @@ from osd.store import pools as pool_repo
 from osd.store.models import DriveRow, JobRow, PoolRow, utcnow
 
 
-class DriveAdd(JobHandler):
+@dataclass(frozen=True)
+class DriveAddRequest(Record):
+    """A drive add to start: the device, what the drive is to be, and what the
+    driver found at the device (if the caller probed it)."""
+
+    node_id: str
+    device_path: str
+    journal: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    pool_ids: tuple[str, ...] = ()
+    yes_i_really_mean_it: bool = False
+    probe: Probe | None = None
+
+
+@dataclass(frozen=True)
+class DriveAddSpec(Record):
+    """A drive add as the job keeps it: the device, where the driver reaches its
+    node, and the pools the drive joins."""
+
+    node_id: str
+    device_path: str
+    address: str
+    pool_ids: tuple[str, ...]
+
+
+Context = JobContext[DriveAddSpec, NoCheckpoint]
+
+
+class DriveAdd(JobHandler[DriveAddRequest, DriveAddSpec, NoCheckpoint]):
     kind = JobKind.DRIVE_ADD
     target_kind = OK.DRIVE
     pausable = False
+    request_type = DriveAddRequest
+    spec_type = DriveAddSpec
+    checkpoint_type = NoCheckpoint
 
-    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
-        node_id = str(spec.get("node_id", ""))
+    def existing(self, s: Session, request: DriveAddRequest) -> JobRow | None:
+        node_id = request.node_id
         if not v.ID_RE.fullmatch(node_id):
             return None
-        drive = drive_repo.get_by_device(s, node_id, str(spec.get("device_path", "")))
+        drive = drive_repo.get_by_device(s, node_id, request.device_path)
         if drive is None or drive.state != DriveState.ADDING:
             return None
         return repo.unfinished(s, self.kind, drive.id)
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        node = get_node(s, str(spec.get("node_id", "")))
-        device_path = str(spec["device_path"])
-        journal = bool(spec.get("journal"))
-        pools = self._pools(s, node.cluster_id, list(spec.get("pool_ids") or []), journal)
+    def begin(self, s: Session, job: JobRow, request: DriveAddRequest) -> DriveAddSpec:
+        node = get_node(s, request.node_id)
+        device_path = request.device_path
+        journal = request.journal
+        pools = self._pools(s, node.cluster_id, list(request.pool_ids), journal)
         if drive_repo.get_by_device(s, node.id, device_path) is not None:
             raise AlreadyExists(
                 f"{device_path} is already a drive of node {node.name}",
@@ -64,8 +96,8 @@ class DriveAdd(JobHandler):
                 reason="NODE_NOT_ONLINE",
                 metadata={"node_id": node.id, "state": state},
             )
-        probe = dict(spec.get("probe") or {})
-        if probe.get("has_data") and not spec.get("yes_i_really_mean_it"):
+        probe = request.probe or Probe()
+        if probe.has_data and not request.yes_i_really_mean_it:
             raise confirmation_required(
                 f"{device_path} on node {node.name} holds data, which adding it destroys"
             )
@@ -75,15 +107,15 @@ class DriveAdd(JobHandler):
             cluster_id=node.cluster_id,
             node_id=node.id,
             device_path=device_path,
-            description=str(spec.get("description", "")),
-            labels=dict(spec.get("labels") or {}),
+            description=request.description,
+            labels=dict(request.labels),
             journal=journal,
             state=DriveState.ADDING,
-            total_bytes=int(probe.get("size_bytes", 0)),
+            total_bytes=probe.size_bytes,
             used_bytes=0,
             model="",
             serial="",
-            ssd=not probe.get("rotational", False),
+            ssd=not probe.rotational,
             active_job_id=job.id,
             create_time=now,
             update_time=now,
@@ -95,14 +127,14 @@ class DriveAdd(JobHandler):
         job.related = [{"kind": int(OK.NODE), "id": node.id}] + [
             {"kind": int(OK.POOL), "id": p} for p in pools
         ]
-        job.spec = {
-            "node_id": node.id,
-            "device_path": device_path,
-            "address": address_of(node),
-            "pool_ids": pools,
-        }
         job.progress_total_steps = 1
         job.progress_total_bytes = drive.total_bytes
+        return DriveAddSpec(
+            node_id=node.id,
+            device_path=device_path,
+            address=address_of(node),
+            pool_ids=tuple(pools),
+        )
 
     @staticmethod
     def _pools(s: Session, cluster_id: str, pool_ids: list[str], journal: bool) -> list[str]:
@@ -129,25 +161,25 @@ class DriveAdd(JobHandler):
             raise NotFound.object("pool", "pool_ids", missing[0])
         return out
 
-    def step(self, ctx: JobContext) -> bool:
-        ctx.driver.format_drive(ctx.spec["address"], ctx.spec["device_path"], ctx.target_id)
+    def step(self, ctx: Context) -> bool:
+        ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, ctx.target_id)
         return True
 
-    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def finish(self, ctx: Context, s: Session, generation: int) -> None:
         drive = s.get_one(DriveRow, ctx.target_id)
         if drive.state == DriveState.ADDING:
             drive.state = DriveState.ONLINE
             stamp(drive, generation)
-        for pool_id in ctx.spec.get("pool_ids", []):
+        for pool_id in ctx.spec.pool_ids:
             if s.get(PoolRow, pool_id) is not None:
                 pool_repo.add_drives(s, pool_id, [drive.id])
         ctx.progress.done_bytes = drive.total_bytes
 
-    def undo(self, ctx: JobContext) -> None:
+    def undo(self, ctx: Context) -> None:
         with contextlib.suppress(DriverError):
-            ctx.driver.release_drive(ctx.spec["address"], ctx.spec["device_path"], ctx.target_id)
+            ctx.driver.release_drive(ctx.spec.address, ctx.spec.device_path, ctx.target_id)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context, s: Session, generation: int) -> None:
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.ADDING:
             drive_repo.remove(s, drive.id)

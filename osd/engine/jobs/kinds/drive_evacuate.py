@@ -3,13 +3,12 @@ to other drives; EJECTED when DONE, ONLINE again when cancelled or failed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.handler import JobContext
-from osd.engine.jobs.kinds.evacuation import Evacuation, check_feasible
+from osd.engine.jobs.kinds.evacuation import Context, Evacuation, check_feasible
+from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job
 from osd.engine.shared.rows import get_drive, stamp
@@ -23,15 +22,24 @@ from osd.store.models import (
 )
 
 
-class DriveEvacuate(Evacuation):
+@dataclass(frozen=True)
+class DriveEvacuateSpec(Record):
+    """The drive to empty (both what a start takes and what the job keeps)."""
+
+    drive_id: str
+
+
+class DriveEvacuate(Evacuation[DriveEvacuateSpec, DriveEvacuateSpec]):
     """Soft eject: the drive SOFT_EJECTING while its copies move; EJECTED when DONE,
     ONLINE again when cancelled or failed."""
 
     kind = JobKind.DRIVE_EVACUATE
     target_kind = OK.DRIVE
+    request_type = DriveEvacuateSpec
+    spec_type = DriveEvacuateSpec
 
-    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
-        drive_id = str(spec.get("drive_id", ""))
+    def existing(self, s: Session, request: DriveEvacuateSpec) -> JobRow | None:
+        drive_id = request.drive_id
         if not v.ID_RE.fullmatch(drive_id):
             return None
         row = s.get(DriveRow, drive_id)
@@ -39,8 +47,8 @@ class DriveEvacuate(Evacuation):
             return None
         return repo.unfinished(s, self.kind, drive_id)
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        drive = get_drive(s, str(spec.get("drive_id", "")))
+    def begin(self, s: Session, job: JobRow, request: DriveEvacuateSpec) -> DriveEvacuateSpec:
+        drive = get_drive(s, request.drive_id)
         check_no_job(s, "drive", drive.id, drive.active_job_id)
         if drive.state != DriveState.ONLINE:
             state = DriveState(drive.state).name
@@ -56,19 +64,19 @@ class DriveEvacuate(Evacuation):
         job.cluster_id = drive.cluster_id
         job.target_id = drive.id
         job.related = [{"kind": int(OK.NODE), "id": drive.node_id}]
-        job.spec = {"drive_id": drive.id}
         job.progress_total_bytes = drive.used_bytes
+        return DriveEvacuateSpec(drive.id)
 
-    def sources(self, s: Session, ctx: JobContext) -> list[str]:
+    def sources(self, s: Session, ctx: Context[DriveEvacuateSpec]) -> list[str]:
         return [ctx.target_id]
 
-    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def finish(self, ctx: Context[DriveEvacuateSpec], s: Session, generation: int) -> None:
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:
             drive.state = DriveState.EJECTED
             stamp(drive, generation)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context[DriveEvacuateSpec], s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError
-from osd.engine.jobs.handler import JobContext
-from osd.engine.jobs.kinds.evacuation import MOVABLE, Evacuation, check_readable
+from osd.engine.jobs.kinds.evacuation import MOVABLE, Context, Evacuation, check_readable
+from osd.engine.jobs.records import Record
 from osd.engine.placement.cluster_view import ClusterView, Disk
 from osd.engine.placement.rules import rules_for
 from osd.engine.shared import validation as v
@@ -37,6 +36,42 @@ from osd.store import drives as drive_repo
 from osd.store import jobs as repo
 from osd.store import pools as pool_repo
 from osd.store.models import AllocationRow, DriveRow, JobRow, NodeRow, utcnow
+
+
+@dataclass(frozen=True)
+class Probe(Record):
+    """What the driver found at a device: its size, whether it holds data, and
+    whether it is a rotational disk."""
+
+    size_bytes: int = 0
+    has_data: bool = False
+    rotational: bool = False
+
+
+@dataclass(frozen=True)
+class DriveReplaceRequest(Record):
+    """A replace to start: the source, and its target, an existing drive
+    (``target_drive_id``) or a new device (``target_device_path``, with what the
+    driver found there, if the caller probed it)."""
+
+    source_drive_id: str
+    target_drive_id: str = ""
+    target_device_path: str = ""
+    yes_i_really_mean_it: bool = False
+    probe: Probe | None = None
+
+
+@dataclass(frozen=True)
+class DriveReplaceSpec(Record):
+    """A replace as the job keeps it: the source's state before the job, the target
+    drive (a new device still to prepare when ``new_device``) and where the driver
+    reaches its node."""
+
+    source_state: DriveState
+    target_drive_id: str
+    new_device: bool
+    device_path: str
+    address: str
 
 
 def address_of(node: NodeRow) -> str:
@@ -53,21 +88,23 @@ def too_small(target_bytes: int, source: DriveRow) -> FailedPrecondition:
     )
 
 
-class DriveReplace(Evacuation):
+class DriveReplace(Evacuation[DriveReplaceRequest, DriveReplaceSpec]):
     kind = JobKind.DRIVE_REPLACE
     target_kind = OK.DRIVE
+    request_type = DriveReplaceRequest
+    spec_type = DriveReplaceSpec
 
-    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
-        source_id = str(spec.get("source_drive_id", ""))
+    def existing(self, s: Session, request: DriveReplaceRequest) -> JobRow | None:
+        source_id = request.source_drive_id
         if not v.ID_RE.fullmatch(source_id):
             return None
         return repo.unfinished(s, self.kind, source_id)
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        source = get_drive(s, str(spec.get("source_drive_id", "")), "source_drive_id")
+    def begin(self, s: Session, job: JobRow, request: DriveReplaceRequest) -> DriveReplaceSpec:
+        source = get_drive(s, request.source_drive_id, "source_drive_id")
         node = s.get_one(NodeRow, source.node_id)
-        target_id = str(spec.get("target_drive_id") or "")
-        device_path = str(spec.get("target_device_path") or "")
+        target_id = request.target_drive_id
+        device_path = request.target_device_path
         target = self._existing_target(s, source, target_id) if target_id else None
         if target is None and drive_repo.get_by_device(s, node.id, device_path) is not None:
             raise AlreadyExists(
@@ -106,7 +143,7 @@ class DriveReplace(Evacuation):
             if target.total_bytes < source.total_bytes:
                 raise too_small(target.total_bytes, source)
         else:
-            target = self._new_target(s, job, source, node, device_path, spec)
+            target = self._new_target(s, job, source, node, device_path, request)
         if source.state == DriveState.FAILED:
             for alloc in repo.allocations_on_drives(s, [source.id]):
                 if alloc.state in MOVABLE:
@@ -125,15 +162,15 @@ class DriveReplace(Evacuation):
         job.cluster_id = source.cluster_id
         job.target_id = source.id
         job.related = [{"kind": int(OK.DRIVE), "id": target.id}]
-        job.spec = {
-            "source_state": previous,
-            "target_drive_id": target.id,
-            "new_device": new_device,
-            "device_path": target.device_path,
-            "address": address_of(node),
-        }
         job.progress_total_steps = count + (1 if new_device else 0)
         job.progress_total_bytes = source.used_bytes
+        return DriveReplaceSpec(
+            source_state=previous,
+            target_drive_id=target.id,
+            new_device=new_device,
+            device_path=target.device_path,
+            address=address_of(node),
+        )
 
     @staticmethod
     def _existing_target(s: Session, source: DriveRow, target_id: str) -> DriveRow:
@@ -156,11 +193,11 @@ class DriveReplace(Evacuation):
         source: DriveRow,
         node: NodeRow,
         device_path: str,
-        spec: Mapping[str, Any],
+        request: DriveReplaceRequest,
     ) -> DriveRow:
-        probe = dict(spec.get("probe") or {})
-        size = int(probe.get("size_bytes", 0))
-        if probe.get("has_data") and not spec.get("yes_i_really_mean_it"):
+        probe = request.probe or Probe()
+        size = probe.size_bytes
+        if probe.has_data and not request.yes_i_really_mean_it:
             raise confirmation_required(
                 f"{device_path} on node {node.name} holds data, which the replace destroys"
             )
@@ -180,7 +217,7 @@ class DriveReplace(Evacuation):
             used_bytes=0,
             model="",
             serial="",
-            ssd=not probe.get("rotational", False),
+            ssd=not probe.rotational,
             active_job_id=job.id,
             create_time=now,
             update_time=now,
@@ -191,22 +228,24 @@ class DriveReplace(Evacuation):
 
     # -- steps ---------------------------------------------------------------------
 
-    def unreadable(self, ctx: JobContext, view: ClusterView, alloc: AllocationRow) -> bool:
+    def unreadable(
+        self, ctx: Context[DriveReplaceSpec], view: ClusterView, alloc: AllocationRow
+    ) -> bool:
         # The source is REPLACING now: what it was before tells whether it can be read.
-        return ctx.spec.get("source_state") == DriveState.FAILED
+        return ctx.spec.source_state == DriveState.FAILED
 
-    def sources(self, s: Session, ctx: JobContext) -> list[str]:
+    def sources(self, s: Session, ctx: Context[DriveReplaceSpec]) -> list[str]:
         return [ctx.target_id]
 
     def target(
         self,
         s: Session,
-        ctx: JobContext,
+        ctx: Context[DriveReplaceSpec],
         view: ClusterView,
         alloc: AllocationRow,
         sources: list[str],
     ) -> Disk:
-        disk = view.disks[ctx.spec["target_drive_id"]]
+        disk = view.disks[ctx.spec.target_drive_id]
         rules = rules_for(s, alloc)
         taken = {
             view.disks[a.drive_id].key(rules.domain)
@@ -224,13 +263,13 @@ class DriveReplace(Evacuation):
             )
         return disk
 
-    def step(self, ctx: JobContext) -> bool:
-        target_id = ctx.spec["target_drive_id"]
+    def step(self, ctx: Context[DriveReplaceSpec]) -> bool:
+        target_id = ctx.spec.target_drive_id
         with ctx.store.read() as s:
             target = s.get(DriveRow, target_id)
             adding = target is not None and target.state == DriveState.ADDING
         if adding:
-            ctx.driver.format_drive(ctx.spec["address"], ctx.spec["device_path"], target_id)
+            ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, target_id)
             with ctx.write() as (s, generation):
                 row = s.get_one(DriveRow, target_id)
                 if row.state == DriveState.ADDING:
@@ -241,32 +280,32 @@ class DriveReplace(Evacuation):
             return False
         return super().step(ctx)
 
-    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def finish(self, ctx: Context[DriveReplaceSpec], s: Session, generation: int) -> None:
         source = s.get(DriveRow, ctx.target_id)
         if source is not None and source.state == DriveState.REPLACING:
             source.state = DriveState.EJECTED
             pool_repo.drop_drive(s, source.id)
             stamp(source, generation)
 
-    def undo(self, ctx: JobContext) -> None:
+    def undo(self, ctx: Context[DriveReplaceSpec]) -> None:
         super().undo(ctx)
-        if not ctx.spec.get("new_device"):
+        if not ctx.spec.new_device:
             return
         with ctx.store.read() as s:
-            target = s.get(DriveRow, ctx.spec["target_drive_id"])
+            target = s.get(DriveRow, ctx.spec.target_drive_id)
             adding = target is not None and target.state == DriveState.ADDING
         if adding:
             with contextlib.suppress(DriverError):
                 ctx.driver.release_drive(
-                    ctx.spec["address"], ctx.spec["device_path"], ctx.spec["target_drive_id"]
+                    ctx.spec.address, ctx.spec.device_path, ctx.spec.target_drive_id
                 )
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context[DriveReplaceSpec], s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
         source = s.get(DriveRow, ctx.target_id)
         if source is not None and source.state == DriveState.REPLACING:
-            source.state = DriveState(ctx.spec.get("source_state", DriveState.ONLINE))
+            source.state = ctx.spec.source_state
             stamp(source, generation)
-        target = s.get(DriveRow, ctx.spec["target_drive_id"])
+        target = s.get(DriveRow, ctx.spec.target_drive_id)
         if target is not None and target.state == DriveState.ADDING:
             drive_repo.remove(s, target.id)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from osd.engine.jobs import moves
-from osd.engine.jobs.handler import JobContext, JobHandler
+from osd.engine.jobs.handler import JobContext, JobHandler, RequestT, SpecT
 from osd.engine.placement.cluster_view import ClusterView, Disk
 from osd.engine.placement.rules import DEAD_DRIVE_STATES, copies_to_read, rules_for
 from osd.enums import AllocationState, DurabilityType
@@ -122,26 +123,39 @@ def check_feasible(s: Session, cluster_id: str, sources: Sequence[str]) -> None:
         planned[alloc.id] = disk.id
 
 
-class Evacuation(JobHandler):
+@dataclass
+class EvacuationCheckpoint(moves.MovesCheckpoint):
+    """The moves' checkpoint, and how many times a step has waited for a change
+    in progress on the sources."""
+
+    busy_waits: int = 0
+
+
+Context = JobContext[SpecT, EvacuationCheckpoint]
+
+
+class Evacuation(JobHandler[RequestT, SpecT, EvacuationCheckpoint]):
     """Moves every allocation off ``sources``; subclasses pick the targets."""
 
-    def sources(self, s: Session, ctx: JobContext) -> list[str]:
+    checkpoint_type = EvacuationCheckpoint
+
+    def sources(self, s: Session, ctx: Context[SpecT]) -> list[str]:
         raise NotImplementedError
 
     def target(
         self,
         s: Session,
-        ctx: JobContext,
+        ctx: Context[SpecT],
         view: ClusterView,
         alloc: AllocationRow,
         sources: list[str],
     ) -> Disk:
         return view.choose(rules_for(s, alloc), alloc.bytes, siblings_of(s, alloc), sources)
 
-    def unreadable(self, ctx: JobContext, view: ClusterView, alloc: AllocationRow) -> bool:
+    def unreadable(self, ctx: Context[SpecT], view: ClusterView, alloc: AllocationRow) -> bool:
         return unreadable(view, alloc)
 
-    def step(self, ctx: JobContext) -> bool:
+    def step(self, ctx: Context[SpecT]) -> bool:
         moves.settle(ctx)
         with ctx.store.read() as s:
             sources = self.sources(s, ctx)
@@ -162,8 +176,8 @@ class Evacuation(JobHandler):
         moves.perform(ctx, move, f"{verb} allocation {n} of {ctx.progress.total_steps}")
         return False
 
-    def _wait_busy(self, ctx: JobContext, alloc: AllocationRow) -> bool:
-        waits = int(ctx.checkpoint.get("busy_waits", 0))
+    def _wait_busy(self, ctx: Context[SpecT], alloc: AllocationRow) -> bool:
+        waits = ctx.checkpoint.busy_waits
         if waits >= BUSY_WAITS_MAX:
             raise FailedPrecondition(
                 f"allocation {alloc.id} is held by another change in progress",
@@ -171,13 +185,13 @@ class Evacuation(JobHandler):
                 metadata={"allocation_id": alloc.id},
             )
         with ctx.write():
-            ctx.checkpoint["busy_waits"] = waits + 1
+            ctx.checkpoint.busy_waits = waits + 1
             ctx.progress.message = "waiting for a change in progress on the drive"
         time.sleep(BUSY_WAIT_SECONDS)
         return False
 
-    def undo(self, ctx: JobContext) -> None:
+    def undo(self, ctx: Context[SpecT]) -> None:
         moves.undo(ctx)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context[SpecT], s: Session, generation: int) -> None:
         moves.forget(ctx)

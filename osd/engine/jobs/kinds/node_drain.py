@@ -3,13 +3,12 @@ other nodes; in MAINTENANCE when DONE, ONLINE again when cancelled or failed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.handler import JobContext
-from osd.engine.jobs.kinds.evacuation import Evacuation, check_feasible
+from osd.engine.jobs.kinds.evacuation import Context, Evacuation, check_feasible
+from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job
 from osd.engine.shared.rows import get_node, stamp
@@ -24,15 +23,24 @@ from osd.store.models import (
 )
 
 
-class NodeDrain(Evacuation):
+@dataclass(frozen=True)
+class NodeDrainSpec(Record):
+    """The node to drain (both what a start takes and what the job keeps)."""
+
+    node_id: str
+
+
+class NodeDrain(Evacuation[NodeDrainSpec, NodeDrainSpec]):
     """Drain: the node DRAINING while its drives' copies move to other nodes; in
     MAINTENANCE when DONE, ONLINE again when cancelled or failed."""
 
     kind = JobKind.NODE_DRAIN
     target_kind = OK.NODE
+    request_type = NodeDrainSpec
+    spec_type = NodeDrainSpec
 
-    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
-        node_id = str(spec.get("node_id", ""))
+    def existing(self, s: Session, request: NodeDrainSpec) -> JobRow | None:
+        node_id = request.node_id
         if not v.ID_RE.fullmatch(node_id):
             return None
         row = s.get(NodeRow, node_id)
@@ -40,8 +48,8 @@ class NodeDrain(Evacuation):
             return None
         return repo.unfinished(s, self.kind, node_id)
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        node = get_node(s, str(spec.get("node_id", "")))
+    def begin(self, s: Session, job: JobRow, request: NodeDrainSpec) -> NodeDrainSpec:
+        node = get_node(s, request.node_id)
         check_no_job(s, "node", node.id, node.active_job_id)
         drives = drive_repo.of_node(s, node.id)
         for d in drives:
@@ -59,19 +67,19 @@ class NodeDrain(Evacuation):
         stamp(node, job.generation)
         job.cluster_id = node.cluster_id
         job.target_id = node.id
-        job.spec = {"node_id": node.id}
         job.progress_total_bytes = sum(d.used_bytes for d in drives)
+        return NodeDrainSpec(node.id)
 
-    def sources(self, s: Session, ctx: JobContext) -> list[str]:
+    def sources(self, s: Session, ctx: Context[NodeDrainSpec]) -> list[str]:
         return [d.id for d in drive_repo.of_node(s, ctx.target_id)]
 
-    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def finish(self, ctx: Context[NodeDrainSpec], s: Session, generation: int) -> None:
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:
             node.state = NodeState.MAINTENANCE
             stamp(node, generation)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context[NodeDrainSpec], s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:

@@ -21,15 +21,14 @@ flight.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from osd.engine.jobs import moves
 from osd.engine.jobs.handler import JobContext, JobHandler
+from osd.engine.jobs.records import Record
 from osd.engine.placement.cluster_view import ClusterView, Disk
 from osd.engine.placement.rules import (
     DEAD_DRIVE_STATES,
@@ -194,18 +193,39 @@ class Balancer:
         return out
 
 
-class PoolRebalance(JobHandler):
+@dataclass(frozen=True)
+class PoolRebalanceSpec(Record):
+    """The pool to rebalance (both what a start takes and what the job keeps)."""
+
+    pool_id: str
+
+
+@dataclass
+class PoolRebalanceCheckpoint(moves.MovesCheckpoint):
+    """The moves' checkpoint, and the copies (``volume id:index``) found that
+    cannot be rebuilt now, which later steps skip."""
+
+    skipped: list[str] = field(default_factory=list)
+
+
+Context = JobContext[PoolRebalanceSpec, PoolRebalanceCheckpoint]
+
+
+class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalanceCheckpoint]):
     kind = JobKind.POOL_REBALANCE
     target_kind = OK.POOL
+    request_type = PoolRebalanceSpec
+    spec_type = PoolRebalanceSpec
+    checkpoint_type = PoolRebalanceCheckpoint
 
-    def existing(self, s: Session, spec: Mapping[str, Any]) -> JobRow | None:
-        pool_id = str(spec.get("pool_id", ""))
+    def existing(self, s: Session, request: PoolRebalanceSpec) -> JobRow | None:
+        pool_id = request.pool_id
         if not v.ID_RE.fullmatch(pool_id):
             return None
         return repo.unfinished(s, self.kind, pool_id)
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        pool_id = v.check_id(str(spec.get("pool_id", "")), "pool_id")
+    def begin(self, s: Session, job: JobRow, request: PoolRebalanceSpec) -> PoolRebalanceSpec:
+        pool_id = v.check_id(request.pool_id, "pool_id")
         pool = s.get(PoolRow, pool_id)
         if pool is None:
             raise NotFound.object("pool", "pool_id", pool_id)
@@ -226,11 +246,11 @@ class PoolRebalance(JobHandler):
         pool.generation = job.generation
         job.cluster_id = pool.cluster_id
         job.target_id = pool.id
-        job.spec = {"pool_id": pool.id}
+        return PoolRebalanceSpec(pool.id)
 
-    def step(self, ctx: JobContext) -> bool:
+    def step(self, ctx: Context) -> bool:
         moves.settle(ctx)
-        skipped = set(ctx.checkpoint.get("skipped", []))
+        skipped = set(ctx.checkpoint.skipped)
         newly: list[str] = []
         move: moves.Move | None = None
         with ctx.store.read() as s:
@@ -260,10 +280,10 @@ class PoolRebalance(JobHandler):
         rebuilds = len(needs) - len(newly)
         if newly or move is None:
             with ctx.write():
-                ctx.checkpoint["skipped"] = sorted(skipped | set(newly))
-                if ctx.checkpoint["skipped"]:
+                ctx.checkpoint.skipped = sorted(skipped | set(newly))
+                if ctx.checkpoint.skipped:
                     ctx.progress.message = (
-                        f"{len(ctx.checkpoint['skipped'])} copies could not be rebuilt"
+                        f"{len(ctx.checkpoint.skipped)} copies could not be rebuilt"
                     )
         if move is None:
             return True
@@ -309,8 +329,8 @@ class PoolRebalance(JobHandler):
             target_node_id=target.node_id,
         )
 
-    def undo(self, ctx: JobContext) -> None:
+    def undo(self, ctx: Context) -> None:
         moves.undo(ctx)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def abort(self, ctx: Context, s: Session, generation: int) -> None:
         moves.forget(ctx)

@@ -13,14 +13,14 @@ new volume is gone, as if it had never been asked for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.handler import JobContext
 from osd.engine.jobs.kinds.volume_job import (
+    Context,
     VolumeJob,
+    VolumeJobSpec,
     Work,
     activate,
     mark,
@@ -28,19 +28,20 @@ from osd.engine.jobs.kinds.volume_job import (
     reserved,
     set_totals,
     unfinished,
-    works_of,
 )
+from osd.engine.jobs.records import Record, RecordError
 from osd.engine.volumes import create_plan as volume_create
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import SERVING
+from osd.engine.volumes.models import Durability, Placement, Qos, Source
 from osd.engine.volumes.phases import stamp
-from osd.enums import AllocationState, JobKind, VolumeState
+from osd.enums import AllocationState, JobKind, Provisioning, VolumeKind, VolumeState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition, NotFound
 from osd.store import allocations
 from osd.store import jobs as repo
 from osd.store import volumes as vol_repo
-from osd.store.models import JobRow, VolumeRow
+from osd.store.models import ClusterRow, JobRow, PoolRow, VolumeRow
 
 
 def source_not_available(source: VolumeRow, why: str, **extra: str) -> FailedPrecondition:
@@ -52,15 +53,100 @@ def source_not_available(source: VolumeRow, why: str, **extra: str) -> FailedPre
     )
 
 
-class VolumeCopy(VolumeJob):
+@dataclass(frozen=True, kw_only=True)
+class VolumeCopyRequest(Record):
+    """A copy to start: the new volume's id, and the create request resolved (a
+    :class:`~osd.engine.volumes.create_plan.Plan`) as plain data, whose
+    cluster and pools are read again by id when the job is recorded."""
+
+    volume_id: str
+    cluster_id: str
+    name: str
+    kind: VolumeKind
+    size_bytes: int
+    size_field: str
+    durability: Durability
+    placement: Placement
+    provisioning: Provisioning
+    snapshot_factor: float
+    qos: Qos
+    labels: dict[str, str]
+    template_id: str
+    source: Source
+    multi_attach: bool
+    parent_snapshot_id: str | None = None
+    datastore_version_id: str | None = None
+
+    @classmethod
+    def of(cls, plan: volume_create.Plan, volume_id: str) -> VolumeCopyRequest:
+        return cls(
+            volume_id=volume_id,
+            cluster_id=plan.cluster.id,
+            name=plan.name,
+            kind=plan.kind,
+            size_bytes=plan.size_bytes,
+            size_field=plan.size_field,
+            durability=plan.durability,
+            placement=plan.placement,
+            provisioning=plan.provisioning,
+            snapshot_factor=plan.snapshot_factor,
+            qos=plan.qos,
+            labels=dict(plan.labels),
+            template_id=plan.template_id,
+            source=plan.source,
+            multi_attach=plan.multi_attach,
+            parent_snapshot_id=plan.parent_snapshot_id,
+            datastore_version_id=plan.datastore_version_id,
+        )
+
+    def plan(self, s: Session) -> volume_create.Plan:
+        """The plan this request holds, with its cluster and pools read from ``s``."""
+        cluster = s.get(ClusterRow, self.cluster_id)
+        if cluster is None:
+            raise NotFound.object("cluster", "cluster_id", self.cluster_id)
+        pools = {
+            pool_id: pool
+            for pool_id in (self.placement.pool_id, self.placement.tail_pool_id)
+            if pool_id and (pool := s.get(PoolRow, pool_id)) is not None
+        }
+        return volume_create.Plan(
+            cluster=cluster,
+            name=self.name,
+            kind=self.kind,
+            size_bytes=self.size_bytes,
+            size_field=self.size_field,
+            durability=self.durability,
+            placement=self.placement,
+            provisioning=self.provisioning,
+            snapshot_factor=self.snapshot_factor,
+            qos=self.qos,
+            labels=dict(self.labels),
+            template_id=self.template_id,
+            source=self.source,
+            multi_attach=self.multi_attach,
+            parent_snapshot_id=self.parent_snapshot_id,
+            datastore_version_id=self.datastore_version_id,
+            pools=pools,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeCopySpec(VolumeJobSpec):
+    """A copy as the job keeps it: the new volume, its copies to fill, and the
+    volume they are filled from."""
+
+    source_volume_id: str
+
+
+class VolumeCopy(VolumeJob[VolumeCopyRequest, VolumeCopySpec]):
     kind = JobKind.VOLUME_COPY
     verb = "filling copy"
+    request_type = VolumeCopyRequest
+    spec_type = VolumeCopySpec
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        """``spec``: "plan" (the resolved :class:`~osd.engine.volume_create.Plan`)
-        and "volume_id" (the new volume's id)."""
-        plan: volume_create.Plan = spec["plan"]
-        volume_id = str(spec["volume_id"])
+    def begin(self, s: Session, job: JobRow, request: VolumeCopyRequest) -> VolumeCopySpec:
+        plan = request.plan(s)
+        volume_id = request.volume_id
         source = s.get(VolumeRow, plan.source.id)
         if source is None:
             raise NotFound.object("volume", "source.volume_id", plan.source.id)
@@ -80,12 +166,8 @@ class VolumeCopy(VolumeJob):
             works.append(Work(res.id, res.drive_id, res.id, shares[index], index))
         mark(row, job)
         job.related = [{"kind": int(OK.VOLUME), "id": source.id}]
-        job.spec = {
-            "volume_id": row.id,
-            "source_volume_id": source.id,
-            "work": [w.to_json() for w in works],
-        }
         set_totals(job, works)
+        return VolumeCopySpec(volume_id=row.id, source_volume_id=source.id, work=tuple(works))
 
     @staticmethod
     def _claim(s: Session, source: VolumeRow, job: JobRow) -> None:
@@ -105,8 +187,8 @@ class VolumeCopy(VolumeJob):
         source.active_job_id = job.id
         stamp(source, job.generation)
 
-    def make(self, ctx: JobContext, work: Work) -> None:
-        source_id = str(ctx.spec["source_volume_id"])
+    def make(self, ctx: Context[VolumeCopySpec], work: Work) -> None:
+        source_id = ctx.spec.source_volume_id
         with ctx.store.read() as s:
             source = s.get(VolumeRow, source_id)
             if source is None:
@@ -122,9 +204,9 @@ class VolumeCopy(VolumeJob):
         )
 
     def switch(
-        self, ctx: JobContext, s: Session, generation: int, row: VolumeRow
-    ) -> list[list[str]]:
-        for work in works_of(ctx):
+        self, ctx: Context[VolumeCopySpec], s: Session, generation: int, row: VolumeRow
+    ) -> list[tuple[str, str]]:
+        for work in ctx.spec.work:
             activate(s, reserved(s, ctx, work))
         if row.state == VolumeState.CREATING:
             row.state = VolumeState.UP  # the availability listener corrects it
@@ -132,7 +214,7 @@ class VolumeCopy(VolumeJob):
         self._release_source(ctx, s, generation)
         return []
 
-    def restore(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def restore(self, ctx: Context[VolumeCopySpec], s: Session, generation: int) -> None:
         row = s.get(VolumeRow, ctx.target_id)
         if row is not None and row.state == VolumeState.CREATING:
             for alloc in vol_repo.allocations(s, row.id):
@@ -141,9 +223,9 @@ class VolumeCopy(VolumeJob):
         self._release_source(ctx, s, generation)
 
     @staticmethod
-    def _release_source(ctx: JobContext, s: Session, generation: int) -> None:
+    def _release_source(ctx: Context[VolumeCopySpec], s: Session, generation: int) -> None:
         """Hands the source's mark to another copy that reads it, or clears it."""
-        source = s.get(VolumeRow, ctx.spec.get("source_volume_id", ""))
+        source = s.get(VolumeRow, ctx.spec.source_volume_id)
         if source is None or source.active_job_id != ctx.job_id:
             return
         heirs = [
@@ -156,4 +238,8 @@ class VolumeCopy(VolumeJob):
 
 
 def _source_of(job: JobRow) -> str:
-    return str((job.spec or {}).get("source_volume_id", ""))
+    """The volume the VOLUME_COPY ``job`` reads ("" when its spec cannot be read)."""
+    try:
+        return VolumeCopySpec.from_json(job.spec).source_volume_id
+    except RecordError:
+        return ""

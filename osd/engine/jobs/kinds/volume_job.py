@@ -29,14 +29,15 @@ the runner releases the reservations, and the kind puts the volume back
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError
-from osd.engine.jobs.handler import JobContext, JobHandler
+from osd.engine.jobs.handler import JobContext, JobHandler, RequestT
+from osd.engine.jobs.records import Record
 from osd.engine.placement import place as placement
 from osd.engine.placement.rules import available_state, drive_and_node
 from osd.engine.volumes.models import Placement
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Work:
+class Work(Record):
     """One new copy: its reservation, where it goes and how the driver makes it.
 
     ``replica_id`` is the copy's name in the driver (the reservation's id for
@@ -72,16 +73,28 @@ class Work:
     allocation_id: str = ""
     rebuild: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Work:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+@dataclass(frozen=True, kw_only=True)
+class VolumeJobSpec(Record):
+    """What the specs of the volume jobs share: the volume, and the new copies to
+    make, in the order the steps make them."""
+
+    volume_id: str
+    work: tuple[Work, ...]
 
 
-def works_of(ctx: JobContext) -> list[Work]:
-    return [Work.from_json(w) for w in ctx.spec.get("work", [])]
+@dataclass
+class VolumeJobCheckpoint(Record):
+    """What a volume job has done: the copies made (their reservation ids); once
+    ``switched``, the copies left behind ([drive id, replica id]) to delete."""
+
+    made: list[str] = field(default_factory=list)
+    switched: bool = False
+    cleanup: list[tuple[str, str]] = field(default_factory=list)
+
+
+SpecT = TypeVar("SpecT", bound=VolumeJobSpec)
+Context = JobContext[SpecT, VolumeJobCheckpoint]
 
 
 def domain_key(view: DriveView, domain: FailureDomain) -> str:
@@ -173,7 +186,7 @@ def reserve(
     )
 
 
-def reserved(s: Session, ctx: JobContext, work: Work) -> AllocationRow:
+def reserved(s: Session, ctx: JobContext[Any, Any], work: Work) -> AllocationRow:
     """The reservation of ``work``; RESERVATION_LOST when it is gone (e.g. its
     drive was forgotten)."""
     res = s.get(AllocationRow, work.reservation_id)
@@ -211,25 +224,26 @@ def unfinished(job: JobRow | None) -> bool:
     return job is not None and not JobState(job.state).final
 
 
-class VolumeJob(JobHandler):
+class VolumeJob(JobHandler[RequestT, SpecT, VolumeJobCheckpoint]):
     """A job on one volume that makes copies, then switches (see the module doc)."""
 
     target_kind = OK.VOLUME
+    checkpoint_type = VolumeJobCheckpoint
     verb: ClassVar[str] = "making copy"
 
     # -- what each kind does ------------------------------------------------------
 
-    def make(self, ctx: JobContext, work: Work) -> None:
+    def make(self, ctx: Context[SpecT], work: Work) -> None:
         """Makes one new copy through the driver (no transaction open)."""
         raise NotImplementedError
 
     def switch(
-        self, ctx: JobContext, s: Session, generation: int, row: VolumeRow
-    ) -> list[list[str]]:
+        self, ctx: Context[SpecT], s: Session, generation: int, row: VolumeRow
+    ) -> list[tuple[str, str]]:
         """Commits the change; returns the copies ([drive id, replica id]) to delete."""
         raise NotImplementedError
 
-    def restore(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def restore(self, ctx: Context[SpecT], s: Session, generation: int) -> None:
         """Puts the volume back as it was before the job (the reservations are released)."""
         row = s.get(VolumeRow, ctx.target_id)
         if row is not None:
@@ -238,14 +252,14 @@ class VolumeJob(JobHandler):
     # -- the contract -------------------------------------------------------------
 
     def cancellable(self, job: JobRow) -> bool:
-        return not job.checkpoint.get("switched")
+        return not self.checkpoint_type.from_json(job.checkpoint).switched
 
-    def step(self, ctx: JobContext) -> bool:
-        if ctx.checkpoint.get("switched"):
+    def step(self, ctx: Context[SpecT]) -> bool:
+        if ctx.checkpoint.switched:
             _clean(ctx)
             return True
-        works = works_of(ctx)
-        made = set(ctx.checkpoint.get("made", []))
+        works = ctx.spec.work
+        made = set(ctx.checkpoint.made)
         todo = [w for w in works if w.reservation_id not in made]
         if todo:
             work = todo[0]
@@ -253,7 +267,7 @@ class VolumeJob(JobHandler):
                 reserved(s, ctx, work)
             self.make(ctx, work)
             with ctx.write():
-                ctx.checkpoint["made"] = sorted(made | {work.reservation_id})
+                ctx.checkpoint.made = sorted(made | {work.reservation_id})
                 ctx.progress.done_steps += 1
                 ctx.progress.done_bytes += work.nbytes
                 ctx.progress.message = f"{self.verb} {len(made) + 1} of {len(works)}"
@@ -268,42 +282,42 @@ class VolumeJob(JobHandler):
                 )
             cleanup = self.switch(ctx, s, generation, row)
             ctx.notify(s, [row.id])
-            ctx.checkpoint["switched"] = True
-            ctx.checkpoint["cleanup"] = cleanup
+            ctx.checkpoint.switched = True
+            ctx.checkpoint.cleanup = cleanup
             ctx.progress.done_steps += 1
             ctx.progress.message = "switched over; deleting the copies left behind"
         _clean(ctx)
         return True
 
-    def finish(self, ctx: JobContext, s: Session, generation: int) -> None:
+    def finish(self, ctx: Context[SpecT], s: Session, generation: int) -> None:
         row = s.get(VolumeRow, ctx.target_id)
         if row is not None and row.active_job_id == ctx.job_id:
             row.active_job_id = None
             stamp(row, generation)
 
-    def undo(self, ctx: JobContext) -> None:
+    def undo(self, ctx: Context[SpecT]) -> None:
         """Deletes the copies made so far, and the one that may be in the making."""
-        if ctx.checkpoint.get("switched"):
+        if ctx.checkpoint.switched:
             return
-        made = set(ctx.checkpoint.get("made", []))
-        works = works_of(ctx)
+        made = set(ctx.checkpoint.made)
+        works = ctx.spec.work
         todo = [w for w in works if w.reservation_id not in made]
         for work in [w for w in works if w.reservation_id in made] + todo[:1]:
             _delete(ctx, work.drive_id, work.replica_id)
 
-    def abort(self, ctx: JobContext, s: Session, generation: int) -> None:
-        if ctx.checkpoint.get("switched"):
+    def abort(self, ctx: Context[SpecT], s: Session, generation: int) -> None:
+        if ctx.checkpoint.switched:
             return
-        ctx.checkpoint.pop("made", None)
+        ctx.checkpoint.made = []
         self.restore(ctx, s, generation)
 
 
-def _clean(ctx: JobContext) -> None:
-    for drive_id, replica_id in ctx.checkpoint.get("cleanup", []):
+def _clean(ctx: JobContext[Any, VolumeJobCheckpoint]) -> None:
+    for drive_id, replica_id in ctx.checkpoint.cleanup:
         _delete(ctx, drive_id, replica_id)
 
 
-def _delete(ctx: JobContext, drive_id: str, replica_id: str) -> None:
+def _delete(ctx: JobContext[Any, Any], drive_id: str, replica_id: str) -> None:
     try:
         ctx.driver.delete_replica(drive_id, replica_id)
     except DriverError as exc:

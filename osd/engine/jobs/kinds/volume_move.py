@@ -16,15 +16,16 @@ failed or cancelled, it is as it was.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.handler import JobContext
 from osd.engine.jobs.kinds.evacuation import check_readable
 from osd.engine.jobs.kinds.volume_job import (
+    Context,
     VolumeJob,
+    VolumeJobSpec,
     Work,
     activate,
     domain_key,
@@ -34,8 +35,8 @@ from osd.engine.jobs.kinds.volume_job import (
     reserved,
     room_at,
     set_totals,
-    works_of,
 )
+from osd.engine.jobs.records import Record
 from osd.engine.placement.rules import DEAD_DRIVE_STATES
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import get_volume, require_no_job, require_serving, require_settled
@@ -89,15 +90,31 @@ def tail_index_of(row: VolumeRow, where: Placement) -> int | None:
     return None
 
 
-class VolumeMove(VolumeJob):
+@dataclass(frozen=True)
+class VolumeMoveRequest(Record):
+    """A move to start: the volume and its new placement (normalized)."""
+
+    volume_id: str
+    placement: Placement
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeMoveSpec(VolumeJobSpec):
+    """A move as the job keeps it: the new placement, and a copy to make on a new
+    drive for each copy that moves."""
+
+    placement: Placement
+
+
+class VolumeMove(VolumeJob[VolumeMoveRequest, VolumeMoveSpec]):
     kind = JobKind.VOLUME_MOVE
     verb = "copying allocation"
+    request_type = VolumeMoveRequest
+    spec_type = VolumeMoveSpec
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        """``spec``: "volume_id" and "placement" (the new placement, normalized, as
-        stored)."""
-        row = get_volume(s, str(spec["volume_id"]))
-        where = specs.placement_from_json(spec["placement"]) or Placement()
+    def begin(self, s: Session, job: JobRow, request: VolumeMoveRequest) -> VolumeMoveSpec:
+        row = get_volume(s, request.volume_id)
+        where = request.placement
         require_no_job(row)
         require_serving(row)
         allocs = require_settled(s, row)
@@ -136,14 +153,10 @@ class VolumeMove(VolumeJob):
                 )
             )
         mark(row, job)
-        job.spec = {
-            "volume_id": row.id,
-            "placement": specs.placement_to_json(where),
-            "work": [w.to_json() for w in works],
-        }
         set_totals(job, works)
+        return VolumeMoveSpec(volume_id=row.id, placement=where, work=tuple(works))
 
-    def make(self, ctx: JobContext, work: Work) -> None:
+    def make(self, ctx: Context[VolumeMoveSpec], work: Work) -> None:
         if work.rebuild:
             ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
         else:
@@ -152,10 +165,10 @@ class VolumeMove(VolumeJob):
             )
 
     def switch(
-        self, ctx: JobContext, s: Session, generation: int, row: VolumeRow
-    ) -> list[list[str]]:
-        cleanup: list[list[str]] = []
-        for work in works_of(ctx):
+        self, ctx: Context[VolumeMoveSpec], s: Session, generation: int, row: VolumeRow
+    ) -> list[tuple[str, str]]:
+        cleanup: list[tuple[str, str]] = []
+        for work in ctx.spec.work:
             res = reserved(s, ctx, work)
             alloc = s.get(AllocationRow, work.allocation_id)
             if alloc is None or alloc.drive_id != work.source_drive_id:
@@ -169,8 +182,8 @@ class VolumeMove(VolumeJob):
             allocations.release(s, res)
             allocations.move(s, alloc, drive_id=work.drive_id, node_id=node_id)
             activate(s, alloc)
-            cleanup.append([work.source_drive_id, work.replica_id])
-        where = specs.placement_from_json(ctx.spec["placement"]) or Placement()
+            cleanup.append((work.source_drive_id, work.replica_id))
+        where = ctx.spec.placement
         row.placement = specs.placement_to_json(where)
         row.pool_id = where.pool_id or None
         row.tail_pool_id = where.tail_pool_id or None

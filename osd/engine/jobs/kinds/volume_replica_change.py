@@ -14,14 +14,14 @@ its copies and its count; failed or cancelled, it is as it was.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.handler import JobContext
 from osd.engine.jobs.kinds.volume_job import (
+    Context,
     VolumeJob,
+    VolumeJobSpec,
     Work,
     activate,
     mark,
@@ -30,8 +30,8 @@ from osd.engine.jobs.kinds.volume_job import (
     reserved,
     room_at,
     set_totals,
-    works_of,
 )
+from osd.engine.jobs.records import Record
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import (
     get_volume,
@@ -51,14 +51,35 @@ from osd.store.models import AllocationRow, JobRow, VolumeRow
 FIELD = "durability.replicas"
 
 
-class VolumeReplicaChange(VolumeJob):
+@dataclass(frozen=True)
+class VolumeReplicaChangeRequest(Record):
+    """A change to start: the volume and its new copy count (already valid)."""
+
+    volume_id: str
+    replicas: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeReplicaChangeSpec(VolumeJobSpec):
+    """A change as the job keeps it: the new count and the one before; the new
+    copies to make (more copies), or the allocations to release (fewer)."""
+
+    replicas: int
+    previous: int
+    remove: tuple[str, ...]
+
+
+class VolumeReplicaChange(VolumeJob[VolumeReplicaChangeRequest, VolumeReplicaChangeSpec]):
     kind = JobKind.VOLUME_REPLICA_CHANGE
     verb = "creating new copy"
+    request_type = VolumeReplicaChangeRequest
+    spec_type = VolumeReplicaChangeSpec
 
-    def begin(self, s: Session, job: JobRow, spec: Mapping[str, Any]) -> None:
-        """``spec``: "volume_id" and "replicas" (the new count, already valid)."""
-        row = get_volume(s, str(spec["volume_id"]))
-        wanted = int(spec["replicas"])
+    def begin(
+        self, s: Session, job: JobRow, request: VolumeReplicaChangeRequest
+    ) -> VolumeReplicaChangeSpec:
+        row = get_volume(s, request.volume_id)
+        wanted = request.replicas
         require_no_job(row)
         require_serving(row)
         allocs = require_settled(s, row)
@@ -88,30 +109,30 @@ class VolumeReplicaChange(VolumeJob):
         else:
             removed = [a.id for a in _to_remove(row, allocs, before - wanted)]
         mark(row, job)
-        job.spec = {
-            "volume_id": row.id,
-            "replicas": wanted,
-            "previous": before,
-            "work": [w.to_json() for w in works],
-            "remove": removed,
-        }
         set_totals(job, works)
+        return VolumeReplicaChangeSpec(
+            volume_id=row.id,
+            replicas=wanted,
+            previous=before,
+            work=tuple(works),
+            remove=tuple(removed),
+        )
 
-    def make(self, ctx: JobContext, work: Work) -> None:
+    def make(self, ctx: Context[VolumeReplicaChangeSpec], work: Work) -> None:
         ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
 
     def switch(
-        self, ctx: JobContext, s: Session, generation: int, row: VolumeRow
-    ) -> list[list[str]]:
-        wanted, before = int(ctx.spec["replicas"]), int(ctx.spec["previous"])
-        added = [reserved(s, ctx, w) for w in works_of(ctx)]
+        self, ctx: Context[VolumeReplicaChangeSpec], s: Session, generation: int, row: VolumeRow
+    ) -> list[tuple[str, str]]:
+        wanted, before = ctx.spec.replicas, ctx.spec.previous
+        added = [reserved(s, ctx, w) for w in ctx.spec.work]
         for res in added:
             activate(s, res)
-        cleanup: list[list[str]] = []
-        for alloc_id in ctx.spec.get("remove", []):
+        cleanup: list[tuple[str, str]] = []
+        for alloc_id in ctx.spec.remove:
             alloc = s.get(AllocationRow, alloc_id)
             if alloc is not None:
-                cleanup.append([alloc.drive_id, alloc.id])
+                cleanup.append((alloc.drive_id, alloc.id))
                 allocations.release(s, alloc)
         # Copy indices 0..wanted-1; the tail copy (the last, when the volume has
         # a tail pool) stays the last.
