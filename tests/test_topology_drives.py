@@ -36,8 +36,16 @@ from tests.factories import (
     make_volume,
     make_volume_row,
 )
-from tests.test_job import assert_books, job_count, wait_job
-from tests.test_topology_nodes import add_node, books_balanced, count, fails, generation_of, mask, new_cluster
+from tests.test_jobs import assert_books, job_count, wait_job
+from tests.test_topology_nodes import (
+    add_node,
+    books_balanced,
+    count,
+    fails,
+    generation_of,
+    mask,
+    new_cluster,
+)
 
 
 @pytest.fixture

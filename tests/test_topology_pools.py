@@ -33,7 +33,15 @@ from tests.factories import (
     make_volume_row,
     place_volume_in_pool,
 )
-from tests.test_topology_nodes import add_node, books_balanced, count, fails, generation_of, mask, new_cluster
+from tests.test_topology_nodes import (
+    add_node,
+    books_balanced,
+    count,
+    fails,
+    generation_of,
+    mask,
+    new_cluster,
+)
 
 
 @pytest.fixture

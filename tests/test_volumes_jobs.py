@@ -27,7 +27,7 @@ from osd.v1 import volume_pb2 as pb
 from tests.conftest import Database, RunningDaemon, running_daemon
 from tests.factories import make_pool, make_topology
 from tests.helpers import error_of
-from tests.test_job import assert_books, daemon_with, job_count, jobs_stub, wait_job
+from tests.test_jobs import assert_books, daemon_with, job_count, jobs_stub, wait_job
 from tests.volume_helpers import (
     GIB,
     counts,

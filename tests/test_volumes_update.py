@@ -13,7 +13,7 @@ from osd.v1 import job_pb2, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.factories import make_job_row, make_pool, make_topology
-from tests.test_job import wait_job
+from tests.test_jobs import wait_job
 from tests.volume_helpers import (
     GIB,
     books,

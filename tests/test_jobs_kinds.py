@@ -13,7 +13,7 @@ from osd.store.models import AllocationRow, DriveRow, NodeRow
 from osd.v1 import job_pb2 as jpb
 from tests.conftest import RunningDaemon
 from tests.factories import GIB, make_drive, make_node, make_topology, make_volume
-from tests.test_job import allocs_on, assert_books, drive_row, job_count, jobs_stub, wait_job
+from tests.test_jobs import allocs_on, assert_books, drive_row, job_count, jobs_stub, wait_job
 
 
 def _node(d: RunningDaemon, node_id: str) -> NodeRow:

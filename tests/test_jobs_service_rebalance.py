@@ -26,7 +26,7 @@ from tests.factories import (
     make_volume,
 )
 from tests.helpers import error_of
-from tests.test_job import assert_books, service_stub, wait_job
+from tests.test_jobs import assert_books, service_stub, wait_job
 
 
 def _status(d: RunningDaemon, pool_id: str) -> spb.GetPoolRebalanceStatusResponse:

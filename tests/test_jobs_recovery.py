@@ -32,7 +32,7 @@ from osd.v1 import service_pb2 as spb
 from tests.conftest import Database, RunningDaemon, running_daemon
 from tests.factories import GIB, make_drive, make_topology, make_volume
 from tests.test_daemon import serving
-from tests.test_job import (
+from tests.test_jobs import (
     FINAL,
     allocs_on,
     assert_books,

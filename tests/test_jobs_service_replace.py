@@ -16,7 +16,7 @@ from osd.v1 import service_pb2 as spb
 from tests.conftest import RunningDaemon
 from tests.factories import GIB, make_drive, make_node, make_pool, make_topology, make_volume
 from tests.helpers import error_of
-from tests.test_job import (
+from tests.test_jobs import (
     allocs_on,
     assert_books,
     drive_row,

@@ -23,7 +23,7 @@ from tests.factories import (
     make_volume,
 )
 from tests.helpers import error_of
-from tests.test_job import assert_books, job_count, jobs_stub, service_stub, wait_job
+from tests.test_jobs import assert_books, job_count, jobs_stub, service_stub, wait_job
 
 
 def _states(d: RunningDaemon, node_id: str) -> list[int]:
