@@ -73,6 +73,7 @@ class _Request:
 
     __slots__ = (
         "api_key",
+        "arrival",
         "authorization",
         "content_length",
         "method",
@@ -88,6 +89,7 @@ class _Request:
         self.raw_path: bytes = raw.split(b"?", 1)[0]
         self.query: bytes = scope.get("query_string", b"")
         self.request_id = ""
+        self.arrival = time.monotonic()
         self.authorization: str | None = None
         self.api_key: str | None = None
         self.content_length: str | None = None
@@ -267,7 +269,17 @@ class GatewayApp:
                 f"{request.timeout[:32]!r} is not a timeout: 1 to 8 digits and a unit among "
                 "H, M, S, m, u, n (e.g. 5S, 250m)",
             )
-        return min(seconds, self.call_timeout)
+        # The client's deadline runs from when its request arrived: what reading
+        # and decoding took is spent, and a deadline already past is not called.
+        left = seconds - (time.monotonic() - request.arrival)
+        if left <= 0:
+            raise GatewayError(
+                504,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the deadline Grpc-Timeout {request.timeout} passed before the call was made",
+                reason=Reason.DEADLINE_EXCEEDED,
+            )
+        return min(left, self.call_timeout)
 
     async def _read_body(self, request: _Request, receive: Receive) -> bytes:
         limit = self.max_body_bytes
