@@ -350,16 +350,23 @@ def test_too_many_jobs_is_resource_exhausted(request: pytest.FixtureRequest, bac
         jobs.PauseJob(jpb.PauseJobRequest(job_id=first), timeout=10)
         d.driver.unblock("copy_replica")
         wait_job(d, first, (jpb.JOB_STATE_PAUSED,))
-        d.driver.block("copy_replica")
-        second = svc.StartPoolRebalance(spb.StartPoolRebalanceRequest(pool_id=pool), timeout=10)
+        # (A drive add held in its format step keeps the slot for as long as the
+        # test needs; a rebalance with nothing to move could end at any time.)
+        with d.store.read() as s:
+            node_id = s.get_one(DriveRow, source).node_id
+        d.driver.block("format_drive")
+        second = svc.StartDriveAdd(
+            spb.StartDriveAddRequest(node_id=node_id, device_path="/dev/sdq"), timeout=10
+        )
         assert second.started
+        assert d.driver.wait_blocked("format_drive")
         # ... and cannot resume while the limit is reached.
         with pytest.raises(grpc.RpcError) as info:
             jobs.ResumeJob(jpb.ResumeJobRequest(job_id=first), timeout=10)
         err = error_of(info.value)
         assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TOO_MANY_JOBS")
-        d.driver.unblock("copy_replica")
-        wait_job(d, second.job.id)
+        d.driver.unblock("format_drive")
+        assert wait_job(d, second.job.id).state == jpb.JOB_STATE_DONE
         jobs.ResumeJob(jpb.ResumeJobRequest(job_id=first), timeout=10)
         assert wait_job(d, first).state == jpb.JOB_STATE_DONE
         assert_books(d.store)
