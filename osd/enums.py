@@ -91,6 +91,7 @@ class JobKind(IntEnum):
     VOLUME_MOVE = 6
     VOLUME_REPLICA_CHANGE = 7
     VOLUME_COPY = 8
+    VOLUME_REPAIR = 9
 
 
 class JobState(IntEnum):

@@ -54,6 +54,15 @@ def job_to_proto(j: Job) -> pb.Job:
         status = status_pb2.Status(code=j.error.code, message=j.error.message)
         status.details.add().Pack(error_details_pb2.ErrorInfo(reason=j.error.reason, domain=DOMAIN))
         msg.error.CopyFrom(status)
+    if j.result is not None:
+        msg.result.CopyFrom(
+            pb.JobResult(
+                complete=j.result.complete,
+                reason=j.result.reason,
+                summary=j.result.summary,
+                counts=j.result.counts,
+            )
+        )
     return msg
 
 

@@ -398,6 +398,8 @@ class JobRow(Base):
     error_code: Mapped[int] = mapped_column(Integer, nullable=False)
     error_reason: Mapped[str] = mapped_column(String(100), nullable=False)
     error_message: Mapped[str] = mapped_column(String(2000), nullable=False)
+    # What the job achieved once final (JobResult's fields), or None.
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     restart_count: Mapped[int] = mapped_column(Integer, nullable=False)
     owner: Mapped[str | None] = mapped_column(String(100), nullable=True)
     heartbeat_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -75,6 +75,12 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     (VolumeService.CreateVolume with source.volume_id). Target: the new
     volume; related: the source volume.
     """
+    JOB_KIND_VOLUME_REPAIR: _JobKind.ValueType  # 9
+    """Rebuilds a volume's missing or unavailable copies on healthy drives
+    within its placement rules, then releases the lost allocations (started
+    by the repair controller, or VolumeService.RepairVolume). Target: the
+    volume.
+    """
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What a job does."""
@@ -111,6 +117,12 @@ JOB_KIND_VOLUME_COPY: JobKind.ValueType  # 8
 """Copies the data of a source volume into a new volume
 (VolumeService.CreateVolume with source.volume_id). Target: the new
 volume; related: the source volume.
+"""
+JOB_KIND_VOLUME_REPAIR: JobKind.ValueType  # 9
+"""Rebuilds a volume's missing or unavailable copies on healthy drives
+within its placement rules, then releases the lost allocations (started
+by the repair controller, or VolumeService.RepairVolume). Target: the
+volume.
 """
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
@@ -248,6 +260,70 @@ class JobProgress(_message.Message):
 Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
 
 @_typing.final
+class JobResult(_message.Message):
+    """What a job achieved. Set once the job is final (DONE, FAILED or
+    CANCELLED), by kinds that can fall short of their goal or undo only part of
+    their work: a rebalance that found no valid target, a soft eject cancelled
+    after some copies moved.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    complete: _builtins.bool
+    """True when the job reached its whole goal. A DONE job with complete false
+    did what it could; `reason` and `counts` say what it could not do.
+    """
+    reason: _builtins.str
+    """Why the goal was not met, as a reason code (e.g. NO_VALID_TARGET);
+    empty when complete.
+    """
+    summary: _builtins.str
+    """For people: what was done and what was not."""
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Counts by name, e.g. "moved_copies", "moved_bytes", "missing_copies"."""
+
+    def __init__(
+        self,
+        *,
+        complete: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "counts", b"counts", "reason", b"reason", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
 class Job(_message.Message):
     """A persistent unit of long-running work."""
 
@@ -270,6 +346,7 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     kind: Global___JobKind.ValueType
@@ -316,6 +393,10 @@ class Job(_message.Message):
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """When the job reached a final state; unset before."""
 
+    @_builtins.property
+    def result(self) -> Global___JobResult:
+        """What the job achieved, once it is final (see JobResult)."""
+
     def __init__(
         self,
         *,
@@ -336,10 +417,11 @@ class Job(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        result: Global___JobResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "start_time", b"start_time", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "result", b"result", "start_time", b"start_time", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "cancellable", b"cancellable", "cluster_id", b"cluster_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "generation", b"generation", "id", b"id", "kind", b"kind", "pausable", b"pausable", "progress", b"progress", "related", b"related", "restart_count", b"restart_count", "start_time", b"start_time", "state", b"state", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "cancellable", b"cancellable", "cluster_id", b"cluster_id", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "generation", b"generation", "id", b"id", "kind", b"kind", "pausable", b"pausable", "progress", b"progress", "related", b"related", "restart_count", b"restart_count", "result", b"result", "start_time", b"start_time", "state", b"state", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

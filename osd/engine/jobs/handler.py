@@ -38,6 +38,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import StorageDriver
+from osd.engine.jobs.models import JobResult
 from osd.engine.jobs.records import Record
 from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.enums import JobKind, JobState, ObjectKind
@@ -106,6 +107,10 @@ class JobContext(Generic[SpecT, CheckpointT]):
     checkpoint: CheckpointT
     progress: Progress = field(default_factory=Progress)
     availability: AvailabilityListener | None = None
+    # What the job achieved; a kind sets it (in finish, abort or a step) when
+    # it falls short of its goal or has partial work to report. Saved with the
+    # job's final state.
+    result: JobResult | None = None
 
     @classmethod
     def of(
@@ -178,6 +183,8 @@ class JobContext(Generic[SpecT, CheckpointT]):
         row.progress_done_steps = self.progress.done_steps
         row.progress_total_steps = self.progress.total_steps
         row.progress_message = self.progress.message[:500]
+        if self.result is not None:
+            row.result = self.result.to_json()
         row.heartbeat_time = now
         row.update_time = now
         row.generation = generation

@@ -21,7 +21,15 @@ from osd.engine.drivers import StorageDriver
 from osd.engine.jobs.handler import AnyHandler, JobLost, Progress
 from osd.engine.jobs.kinds.drive_evacuate import DriveEvacuateSpec
 from osd.engine.jobs.kinds.node_drain import NodeDrainSpec
-from osd.engine.jobs.models import Job, JobError, JobProgress, JobQuery, ObjectRef, Started
+from osd.engine.jobs.models import (
+    Job,
+    JobError,
+    JobProgress,
+    JobQuery,
+    JobResult,
+    ObjectRef,
+    Started,
+)
 from osd.engine.jobs.records import Record
 from osd.engine.jobs.runner import MAX_RESTARTS, JobRunner
 from osd.engine.shared import paging
@@ -131,6 +139,7 @@ class JobEngine:
             error_code=0,
             error_reason="",
             error_message="",
+            result=None,
             restart_count=0,
             owner=None,
             heartbeat_time=None,
@@ -360,6 +369,7 @@ class JobEngine:
             update_time=row.update_time,
             end_time=row.end_time,
             generation=row.generation,
+            result=JobResult.from_json(row.result) if row.result is not None else None,
         )
 
     # -- the runner -------------------------------------------------------------------

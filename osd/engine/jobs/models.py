@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from osd.enums import JobKind, JobState, ObjectKind
 
@@ -35,6 +36,34 @@ class JobError:
 
 
 @dataclass(frozen=True)
+class JobResult:
+    """What a final job achieved (the proto's JobResult)."""
+
+    complete: bool
+    reason: str = ""
+    summary: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "reason": self.reason,
+            "summary": self.summary,
+            "counts": dict(self.counts),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobResult:
+        counts = data.get("counts") or {}
+        return cls(
+            complete=bool(data.get("complete", False)),
+            reason=str(data.get("reason", "")),
+            summary=str(data.get("summary", "")),
+            counts={str(k): int(v) for k, v in counts.items()},
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     kind: JobKind
@@ -53,6 +82,7 @@ class Job:
     update_time: datetime
     end_time: datetime | None
     generation: int
+    result: JobResult | None = None
 
 
 @dataclass(frozen=True)
