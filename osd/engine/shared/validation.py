@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+import re2  # type: ignore[import-untyped]
 
 from osd.enums import CoordinatorRole, DomainState, DriveState, NodeState
 from osd.errors import FieldViolation, InvalidArgument
@@ -79,16 +81,38 @@ def check_labels(labels: Mapping[str, str], field: str = "labels") -> dict[str, 
     return dict(labels)
 
 
-def compile_regex(pattern: str, field: str) -> re.Pattern[str] | None:
-    """A user-supplied filter regex, or None when empty."""
+class Pattern(Protocol):
+    """A compiled user-supplied pattern: ``search`` says whether it matches."""
+
+    def search(self, text: str) -> object: ...
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_regex(pattern: str, field: str) -> Pattern | None:
+    """A user-supplied filter regex, or None when empty.
+
+    Patterns are RE2's: matched in time linear in the text, so no pattern can
+    hold the daemon (Python's backtracking engine takes seconds on
+    ``^(a+)+$`` against a short name). What RE2 cannot compile, such as
+    backreferences and lookaround, is INVALID_ARGUMENT.
+    """
     if not pattern:
         return None
     if len(pattern) > REGEX_MAX:
         raise InvalidArgument.field(field, f"is longer than {REGEX_MAX} characters")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise InvalidArgument.field(field, f"is not a valid regular expression: {exc}") from None
+        compiled: Pattern = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise InvalidArgument.field(
+            field, f"is not a regular expression RE2 accepts: {str(detail)[:200]}"
+        ) from None
+    return compiled
 
 
 E = TypeVar("E", NodeState, CoordinatorRole, DomainState, DriveState)
