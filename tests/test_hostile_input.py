@@ -7,7 +7,10 @@ import threading
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc, node_pb2, node_pb2_grpc, volume_pb2, volume_pb2_grpc
@@ -62,3 +65,80 @@ def test_a_pattern_the_linear_engine_cannot_run_is_invalid_argument(
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert list(err.fields) == ["name_regex"]
     assert err.fields["name_regex"].startswith("is not a regular expression RE2 accepts")
+
+
+# -- bytes that do not parse -------------------------------------------------------
+
+
+def _raw(daemon: RunningDaemon, method: str) -> grpc.UnaryUnaryMultiCallable:
+    return daemon.channel.unary_unary(
+        method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x0a\x02\xff\xfe",  # name: two bytes that are not UTF-8
+        b"\x0a\x05ab",  # name: five bytes announced, two sent
+        b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # a tag that is no tag
+    ],
+)
+def test_bytes_that_do_not_parse_are_invalid_argument_naming_the_method(
+    daemon: RunningDaemon, payload: bytes
+) -> None:
+    method = "/osd.v1.ClusterService/CreateCluster"
+    with pytest.raises(grpc.RpcError) as info:
+        _raw(daemon, method)(payload, timeout=5)
+    err = error_of(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.reason == "MALFORMED_REQUEST"
+    assert err.message.startswith(f"{method}: the request does not parse")
+    assert err.metadata == {"method": method}
+    # Nothing was created, and the daemon goes on serving.
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    assert list(clusters.ListClusters(pb.ListClustersRequest(), timeout=5).clusters) == []
+
+
+# -- errors are bounded ------------------------------------------------------------
+
+
+def _trailer_bytes(err: grpc.RpcError) -> int:
+    assert isinstance(err, grpc.Call)
+    return sum(len(k) + len(v) for k, v in err.trailing_metadata() or ())
+
+
+def test_a_huge_client_value_comes_back_clipped(daemon: RunningDaemon) -> None:
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cluster = clusters.CreateCluster(pb.CreateClusterRequest(name="c1")).cluster
+    path = "x" * 100_000
+    with pytest.raises(grpc.RpcError) as info:
+        clusters.UpdateCluster(
+            pb.UpdateClusterRequest(
+                cluster_id=cluster.id, update_mask=field_mask_pb2.FieldMask(paths=[path])
+            ),
+            timeout=5,
+        )
+    err = error_of(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(err.message) < 1200
+    assert "more characters" in err.message
+    assert _trailer_bytes(info.value) < 12 * 1024
+
+
+def test_thousands_of_violations_stay_under_the_details_bound(daemon: RunningDaemon) -> None:
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    labels = {f"bad key {i} " + "k" * 50: "v" for i in range(3000)}
+    with pytest.raises(grpc.RpcError) as info:
+        clusters.CreateCluster(pb.CreateClusterRequest(name="c2", labels=labels), timeout=10)
+    err = error_of(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    assert sum(len(d.value) for d in status.details) < 8 * 1024
+    bad = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad) for d in status.details)
+    listed = [v for v in bad.field_violations if v.field]
+    assert 0 < len(listed) < 3000
+    assert bad.field_violations[-1].description.endswith("more violations, not listed")
+    assert _trailer_bytes(info.value) < 12 * 1024

@@ -1,4 +1,10 @@
-"""The one place where domain errors become gRPC statuses."""
+"""The one place where domain errors become gRPC statuses.
+
+Statuses are bounded whatever the client sent: a message keeps at most
+MESSAGE_MAX characters, a metadata value or a field name VALUE_MAX, a field
+description DESCRIPTION_MAX, and all the details together stay under
+DETAILS_MAX bytes (field violations past that are counted, not listed).
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,52 @@ from osd.errors import OsdError
 
 DOMAIN = "osd.dev"
 
+MESSAGE_MAX = 1000
+VALUE_MAX = 200
+DESCRIPTION_MAX = 400
+DETAILS_MAX = 8 * 1024
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
 
 def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
     """A status with google.rpc details: ErrorInfo, BadRequest, RequestInfo."""
-    status = status_pb2.Status(code=error.code.value[0], message=error.message)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
-    info.metadata.update(error.metadata)
+    status = status_pb2.Status(code=error.code.value[0], message=clip(error.message, MESSAGE_MAX))
+    info = error_details_pb2.ErrorInfo(reason=clip(error.reason, VALUE_MAX), domain=DOMAIN)
+    for key, value in list(error.metadata.items())[:32]:
+        info.metadata[clip(key, 64)] = clip(value, VALUE_MAX)
     status.details.add().Pack(info)
+    request_info = error_details_pb2.RequestInfo(request_id=request_id)
     if error.violations:
-        bad = error_details_pb2.BadRequest()
-        for violation in error.violations:
-            bad.field_violations.add(field=violation.field, description=violation.description)
-        status.details.add().Pack(bad)
+        budget = DETAILS_MAX - status.ByteSize() - request_info.ByteSize()
+        status.details.add().Pack(_bad_request(error, budget))
     if request_id:
-        status.details.add().Pack(error_details_pb2.RequestInfo(request_id=request_id))
+        status.details.add().Pack(request_info)
     return rpc_status.to_status(status)
+
+
+def _bad_request(error: OsdError, budget: int) -> error_details_pb2.BadRequest:
+    """The field violations that fit in ``budget`` bytes; the rest are counted."""
+    bad = error_details_pb2.BadRequest()
+    reserve = 120  # room for the "and N more" entry
+    for i, violation in enumerate(error.violations):
+        entry = error_details_pb2.BadRequest.FieldViolation(
+            field=clip(violation.field, VALUE_MAX),
+            description=clip(violation.description, DESCRIPTION_MAX),
+        )
+        if bad.ByteSize() + entry.ByteSize() + 8 > budget - reserve:
+            left = len(error.violations) - i
+            bad.field_violations.add(
+                field="", description=f"and {left} more violations, not listed"
+            )
+            break
+        bad.field_violations.append(entry)
+    return bad
 
 
 def internal_status(request_id: str) -> grpc.Status:

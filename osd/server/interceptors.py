@@ -2,7 +2,11 @@
 
 A gRPC server interceptor only sees the handler, not the call: a try around
 ``continuation()`` would catch nothing the servicer raises. So the
-interceptor wraps the handler's behaviour itself.
+interceptor wraps the handler's behaviour itself, and its request
+deserializer: bytes that do not parse as the request message (invalid UTF-8
+in a string field, a truncated message) reach the behaviour as an
+:class:`_Undecodable`, which answers INVALID_ARGUMENT naming the method
+instead of grpc's INTERNAL.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from osd.errors import OsdError
+from osd.errors import InvalidArgument, OsdError
 from osd.server.errors import internal_status, to_status
 
 log = logging.getLogger("osd.access")
@@ -66,10 +70,41 @@ class _Call:
         return (time.perf_counter() - self.start) * 1000
 
 
+class _Undecodable:
+    """A request whose bytes did not parse, and why."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def error(self, method: str) -> InvalidArgument:
+        return InvalidArgument(
+            f"{method}: the request does not parse: {self.why[:200]}",
+            reason="MALFORMED_REQUEST",
+            metadata={"method": method},
+        )
+
+
+def _lenient(
+    deserialize: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return _Undecodable(str(exc) or type(exc).__name__)
+
+    return parse
+
+
 def _wrap_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         call = _Call(method, context)
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error(method)
             response = behaviour(request, context)
         except Exception as exc:
             call.fail(exc)
@@ -84,6 +119,8 @@ def _wrap_stream(behaviour: Callable[..., Iterator[Any]], method: str) -> Callab
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         call = _Call(method, context)
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error(method)
             yield from behaviour(request, context)
         except Exception as exc:
             call.fail(exc)
@@ -107,8 +144,13 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         method = handler_call_details.method
         if method.startswith("/grpc."):
             return handler  # health and reflection speak for themselves
+        parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_wrap_unary(handler.unary_unary, method))
+            return handler._replace(
+                unary_unary=_wrap_unary(handler.unary_unary, method), request_deserializer=parse
+            )
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_wrap_stream(handler.unary_stream, method))
+            return handler._replace(
+                unary_stream=_wrap_stream(handler.unary_stream, method), request_deserializer=parse
+            )
         return handler
