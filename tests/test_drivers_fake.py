@@ -81,3 +81,64 @@ def test_the_daemon_keeps_fake_storage_in_its_data_dir(
     assert isinstance(again, FakeDriver)
     assert again.state.replicas == {("drive-a", "r1"): 4096}
     assert (tmp_path / "fake-driver.json").exists()
+
+
+def test_a_copy_carries_its_snapshots_and_a_purge_takes_them() -> None:
+    d = FakeDriver()
+    d.create_replica("drive-a", "r1", 512)
+    d.create_snapshot("drive-a", "r1", "s1")
+    d.create_snapshot("drive-a", "r1", "s2")
+    d.create_replica("drive-a", "r2", 512)
+    d.create_snapshot("drive-a", "r2", "s3")
+    d.copy_replica("drive-a", "drive-b", "r1", 512)
+    d.copy_replica("drive-a", "drive-b", "r1", 512)  # idempotent
+    d.revert_replica("drive-b", "r1", "s1")
+    d.revert_replica("drive-b", "r1", "s2")
+    assert ("drive-b", "s3") not in d.state.snapshots  # another replica's snapshot stays
+    d.purge_replica("drive-a", "r1")
+    d.purge_replica("drive-a", "r1")  # purging what is gone is fine
+    assert d.state.replicas == {("drive-a", "r2"): 512, ("drive-b", "r1"): 512}
+    assert d.state.snapshots == {
+        ("drive-a", "s3"): "r2",
+        ("drive-b", "s1"): "r1",
+        ("drive-b", "s2"): "r1",
+    }
+
+
+def test_a_chain_whose_data_was_deleted_copies_as_its_snapshots() -> None:
+    d = FakeDriver()
+    with pytest.raises(DriverError, match="no replica r1"):
+        d.copy_replica("drive-a", "drive-b", "r1", 512)
+    d.create_replica("drive-a", "r1", 512)
+    d.create_snapshot("drive-a", "r1", "s1")
+    d.delete_replica("drive-a", "r1")  # a deleted volume's snapshots stay
+    assert d.state.snapshots == {("drive-a", "s1"): "r1"}
+    d.copy_replica("drive-a", "drive-b", "r1", 512)
+    assert d.state.replicas == {}
+    assert d.state.snapshots == {("drive-a", "s1"): "r1", ("drive-b", "s1"): "r1"}
+
+
+def test_a_copy_that_would_clash_with_another_replicas_snapshot_does_nothing() -> None:
+    d = FakeDriver()
+    d.create_replica("drive-a", "r1", 512)
+    d.create_snapshot("drive-a", "r1", "s1")
+    d.create_replica("drive-b", "other", 512)
+    d.create_snapshot("drive-b", "other", "s1")
+    before = (dict(d.state.replicas), dict(d.state.snapshots))
+    with pytest.raises(DriverError, match="snapshot of other"):
+        d.copy_replica("drive-a", "drive-b", "r1", 512)
+    with pytest.raises(DriverError, match="snapshot of other"):
+        d.copy_snapshots("drive-a", "r1", "drive-b", "r1")
+    assert (d.state.replicas, d.state.snapshots) == before
+
+
+def test_a_rebuilt_copy_takes_the_snapshots_of_the_copy_it_is_rebuilt_from() -> None:
+    d = FakeDriver()
+    d.create_replica("drive-a", "r1", 512)
+    d.create_snapshot("drive-a", "r1", "s1")
+    d.create_replica("drive-c", "r3", 512)
+    d.copy_snapshots("drive-a", "r1", "drive-c", "r3")
+    d.copy_snapshots("drive-a", "r1", "drive-c", "r3")  # idempotent
+    d.revert_replica("drive-c", "r3", "s1")
+    d.copy_snapshots("drive-a", "none", "drive-c", "r3")  # no snapshot: nothing to copy
+    assert d.state.snapshots == {("drive-a", "s1"): "r1", ("drive-c", "s1"): "r3"}

@@ -4,6 +4,15 @@ The engine calls a driver only outside any database transaction (the
 "exec" phase of a change). A driver call either does all of its work or
 raises :class:`DriverError` having done none of it that the engine must
 undo; every call is idempotent, so the engine can repeat one after a crash.
+
+A replica (a copy, or fragment, of a volume, named by its allocation id)
+has snapshots on its drive, named by their snapshot ids. They outlive the
+replica's own data: deleting a volume's replicas keeps its snapshots, which
+its snapshot chain then holds. Data that moves never leaves its snapshots
+behind: a copy carries its snapshots (:meth:`ReplicaOps.copy_replica`), a
+copy rebuilt from another copy is given that copy's snapshots
+(:meth:`SnapshotOps.copy_snapshots`), and what a move leaves on the drive
+it left is deleted with its snapshots (:meth:`ReplicaOps.purge_replica`).
 """
 
 from __future__ import annotations
@@ -52,7 +61,15 @@ class ReplicaOps(Protocol):
         ...
 
     def delete_replica(self, drive_id: str, replica_id: str) -> None:
-        """Deletes a copy; deleting one that is not there is not an error."""
+        """Deletes a copy's data, keeping its snapshots on the drive (a deleted
+        or frozen volume's snapshot chain holds them); deleting one that is not
+        there is not an error."""
+        ...
+
+    def purge_replica(self, drive_id: str, replica_id: str) -> None:
+        """Deletes a copy and every snapshot of it on a drive: what a move leaves
+        on the drive the copy left (or, rolled back, on its target). Deleting
+        what is not there is not an error."""
         ...
 
     def resize_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None: ...
@@ -60,7 +77,12 @@ class ReplicaOps(Protocol):
     def copy_replica(
         self, source_drive_id: str, target_drive_id: str, replica_id: str, size_bytes: int
     ) -> None:
-        """Copies a replica's data onto another drive (moves are copy + delete)."""
+        """Copies a replica onto another drive with every snapshot of it there, as
+        snapshots of the same replica: a move (copy, then purge of the source)
+        leaves every snapshot usable where the copy now is. A replica whose data
+        was deleted but whose snapshots remain (the chain of a deleted or frozen
+        volume) is copied as its snapshots alone. Raises when the source drive
+        holds neither the replica nor a snapshot of it."""
         ...
 
     def clone_replica(
@@ -82,7 +104,24 @@ class SnapshotOps(Protocol):
 
     def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None: ...
 
-    def revert_replica(self, drive_id: str, replica_id: str, snapshot_id: str) -> None: ...
+    def revert_replica(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+        """Rolls a replica back to its snapshot on the same drive."""
+        ...
+
+    def copy_snapshots(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+    ) -> None:
+        """Gives replica ``target_replica_id`` on the target drive every snapshot
+        that replica ``source_replica_id`` has on the source drive (same ids,
+        their data from the source): a copy rebuilt from another copy carries
+        that copy's snapshots. The target replica need not exist (a snapshot
+        chain whose volume is gone is its snapshots alone); a source with no
+        snapshot copies nothing."""
+        ...
 
 
 @runtime_checkable

@@ -243,6 +243,15 @@ class FakeDriver:
             self.state.replicas.pop((drive_id, replica_id), None)
             self._save()
 
+    def purge_replica(self, drive_id: str, replica_id: str) -> None:
+        self._pass("purge_replica")
+        with self._lock:
+            self._enter("purge_replica", drive_id=drive_id, replica_id=replica_id)
+            self.state.replicas.pop((drive_id, replica_id), None)
+            for snapshot_id in self._snapshots_of(drive_id, replica_id):
+                del self.state.snapshots[(drive_id, snapshot_id)]
+            self._save()
+
     def resize_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
         self._pass("resize_replica")
         with self._lock:
@@ -266,9 +275,15 @@ class FakeDriver:
                 replica_id=replica_id,
                 size_bytes=size_bytes,
             )
-            if (source_drive_id, replica_id) not in self.state.replicas:
+            has_data = (source_drive_id, replica_id) in self.state.replicas
+            snaps = self._snapshots_of(source_drive_id, replica_id)
+            if not has_data and not snaps:
                 raise DriverError(f"no replica {replica_id} on {source_drive_id}")
-            self.state.replicas[(target_drive_id, replica_id)] = size_bytes
+            self._check_free(target_drive_id, snaps, replica_id)
+            if has_data:
+                self.state.replicas[(target_drive_id, replica_id)] = size_bytes
+            for snapshot_id in snaps:
+                self.state.snapshots[(target_drive_id, snapshot_id)] = replica_id
             self._save()
 
     def clone_replica(
@@ -333,6 +348,46 @@ class FakeDriver:
             )
             if self.state.snapshots.get((drive_id, snapshot_id)) != replica_id:
                 raise DriverError(f"snapshot {snapshot_id} is not of {replica_id} on {drive_id}")
+
+    def copy_snapshots(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+    ) -> None:
+        self._pass("copy_snapshots")
+        with self._lock:
+            self._enter(
+                "copy_snapshots",
+                source_drive_id=source_drive_id,
+                source_replica_id=source_replica_id,
+                target_drive_id=target_drive_id,
+                target_replica_id=target_replica_id,
+            )
+            snaps = self._snapshots_of(source_drive_id, source_replica_id)
+            self._check_free(target_drive_id, snaps, target_replica_id)
+            for snapshot_id in snaps:
+                self.state.snapshots[(target_drive_id, snapshot_id)] = target_replica_id
+            self._save()
+
+    def _snapshots_of(self, drive_id: str, replica_id: str) -> list[str]:
+        """The ids of the snapshots of ``replica_id`` on a drive."""
+        return sorted(
+            snapshot_id
+            for (drive, snapshot_id), of in self.state.snapshots.items()
+            if drive == drive_id and of == replica_id
+        )
+
+    def _check_free(self, drive_id: str, snapshot_ids: list[str], replica_id: str) -> None:
+        """Refuses (before any change) to put snapshots on a drive where one of
+        those ids is a snapshot of another replica."""
+        for snapshot_id in snapshot_ids:
+            have = self.state.snapshots.get((drive_id, snapshot_id))
+            if have is not None and have != replica_id:
+                raise DriverError(
+                    f"snapshot {snapshot_id} exists on {drive_id} as a snapshot of {have}"
+                )
 
     # -- AttachmentOps ---------------------------------------------------
 
