@@ -5,18 +5,30 @@ One move, in phases:
 1. write: reserve the bytes on the target as a PENDING allocation tagged
    with the job; the checkpoint records the move as ``inflight``;
 2. driver, no transaction open: ``copy_replica`` from the copy's drive to
-   the target; or, to rebuild a copy whose drive is gone, ``create_replica``
-   on the target (the storage engine fills a new copy from the others);
+   the target, which copies the copy's snapshots with it; or, to rebuild a
+   copy whose drive is gone, ``create_replica`` on the target (the storage
+   engine fills a new copy from the others; a snapshot chain whose volume is
+   gone has no copy of its own to create) and ``copy_snapshots`` from one of
+   the owner's readable copies, so the rebuilt copy carries that copy's
+   snapshots;
 3. write: release the reservation and move the allocation to the target
    (the copy keeps its allocation id, which is its name in the driver), or,
    for a copy that was lost, make the reservation the copy; set its state;
    tell the volume engine; the checkpoint drops ``inflight`` and records
    ``cleanup``;
-4. driver: delete the old copy (best effort; repeated after a crash).
+4. driver: purge the old copy, its snapshots with it (best effort; repeated
+   after a crash).
+
+The rule: moving data never makes a snapshot unusable. A snapshot lives on
+the drives of the copies of its chain (see
+:func:`osd.engine.volumes.phases.snapshot_drives`); every move puts the
+copy's snapshots where the copy goes, and the allocation books (the
+volume's, or the holding snapshot's) follow the copy unchanged.
 
 A daemon that resumes the job finishes an ``inflight`` move whose
-reservation still exists; a rollback deletes the copy on the target and the
-runner releases the reservation, so a move happens whole or not at all.
+reservation still exists; a rollback purges the copy (and the snapshots
+copied with it) on the target and the runner releases the reservation, so a
+move happens whole or not at all.
 """
 
 from __future__ import annotations
@@ -33,7 +45,9 @@ from osd.engine.placement.rules import available_state, drive_and_node
 from osd.enums import AllocationState
 from osd.errors import FailedPrecondition
 from osd.store import allocations
-from osd.store.models import AllocationRow
+from osd.store import jobs as jobs_repo
+from osd.store import snapshots as snap_repo
+from osd.store.models import AllocationRow, SnapshotRow
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +147,58 @@ def perform(ctx: JobContext[Any, C], move: Move, message: str) -> bool:
     return True
 
 
-def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -> None:
-    if move.rebuild:
-        ctx.driver.create_replica(move.target_drive_id, move.replica_id, move.nbytes)
-    else:
+def _make_copy(ctx: JobContext[Any, C], move: Move) -> None:
+    """Puts the copy, with its snapshots, on the target (driver calls only)."""
+    if not move.rebuild:
         assert move.source_drive_id is not None
         ctx.driver.copy_replica(
             move.source_drive_id, move.target_drive_id, move.replica_id, move.nbytes
         )
+        return
+    source = _snapshot_source(ctx, move)
+    if move.volume_id is not None:
+        ctx.driver.create_replica(move.target_drive_id, move.replica_id, move.nbytes)
+    if source is not None:
+        ctx.driver.copy_snapshots(source[0], source[1], move.target_drive_id, move.replica_id)
+
+
+def _snapshot_source(ctx: JobContext[Any, C], move: Move) -> tuple[str, str] | None:
+    """The readable copy ([drive id, replica id]) a rebuilt copy takes its
+    snapshots from: another ACTIVE copy of the same owner (the same index
+    first). None when the chain has no snapshot; DATA_UNAVAILABLE when it has
+    some and no copy that holds them can be read."""
+    with ctx.store.read() as s:
+        chain = move.volume_id
+        if chain is None and move.snapshot_id is not None:
+            holder = s.get(SnapshotRow, move.snapshot_id)
+            chain = holder.volume_id if holder is not None else None
+        if chain is None or not snap_repo.of_volume(s, chain):
+            return None
+        readable = sorted(
+            (
+                a
+                for a in jobs_repo.allocations_of_owner(
+                    s, volume_id=move.volume_id, snapshot_id=move.snapshot_id
+                )
+                if a.id not in (move.allocation_id, move.replica_id)
+                and a.state == AllocationState.ACTIVE
+                and a.drive_id != move.target_drive_id
+            ),
+            key=lambda a: (a.index != move.index, a.index, a.id),
+        )
+        if not readable:
+            owner = move.volume_id or move.snapshot_id or ""
+            raise FailedPrecondition(
+                f"no copy of {owner} that holds its snapshots can be read to rebuild "
+                f"the copy on drive {move.target_drive_id}",
+                reason="DATA_UNAVAILABLE",
+                metadata={"drive_id": move.target_drive_id},
+            )
+        return readable[0].drive_id, readable[0].id
+
+
+def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -> None:
+    _make_copy(ctx, move)
     with ctx.write() as (s, _generation):
         res = s.get(AllocationRow, reservation_id)
         if res is None or res.state != AllocationState.PENDING or res.job_id != ctx.job_id:
@@ -178,8 +236,9 @@ def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -
 
 
 def _delete_copy(ctx: JobContext[Any, Any], drive_id: str, rid: str) -> None:
+    """Purges a copy and its snapshots from a drive it no longer lives on."""
     try:
-        ctx.driver.delete_replica(drive_id, rid)
+        ctx.driver.purge_replica(drive_id, rid)
     except DriverError as exc:
         log.warning(
             "job %s: deleting copy %s on drive %s failed: %s", ctx.job_id, rid, drive_id, exc
@@ -187,7 +246,8 @@ def _delete_copy(ctx: JobContext[Any, Any], drive_id: str, rid: str) -> None:
 
 
 def undo(ctx: JobContext[Any, C]) -> None:
-    """Deletes the copy a move in flight may have made on its target (best effort).
+    """Purges the copy (and the snapshots copied with it) a move in flight may have
+    made on its target (best effort).
 
     The runner releases the reservation; :func:`forget` clears the checkpoint.
     """

@@ -11,6 +11,13 @@ allocations. When the volume goes (deleted or frozen) its allocations are
 handed over to its newest remaining snapshot, which then holds them of its
 own; deleting that snapshot hands them to the next newest, and the last
 snapshot of the chain releases them.
+
+Where a snapshot's data is: on the drive of each copy of its chain (in the
+driver, a snapshot of that copy's replica). A job that moves or rebuilds a
+copy (:mod:`osd.engine.jobs.moves`) takes the copy's snapshots with it and
+moves the allocation in the books, whoever holds it, so the allocations
+always say where the snapshots are: a revert reaches them on the volume's
+copies, and a delete on :func:`snapshot_drives`.
 """
 
 from __future__ import annotations
@@ -91,7 +98,8 @@ def mark(allocs: Iterable[AllocationRow], state: AllocationState, job_id: str | 
 
 def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
     """The drives a snapshot's data is on: its own allocations', else its
-    volume's, else those of the chain's holder."""
+    volume's, else those of the chain's holder. Moves keep these right: a
+    snapshot goes wherever the allocation it lives with goes."""
     allocs = snap_repo.allocations(session, snap.id)
     if not allocs:
         allocs = repo.allocations(session, snap.volume_id)
