@@ -206,6 +206,20 @@ def activate(s: Session, alloc: AllocationRow) -> None:
     alloc.job_id = None
 
 
+def live_ids(s: Session, allocs: Sequence[AllocationRow]) -> set[str]:
+    """The ids of the live copies among ``allocs``: ACTIVE, on a drive and a node
+    that serve (a copy on an ejected drive or an OFFLINE node is not live,
+    whatever its state says)."""
+    out = set()
+    for alloc in allocs:
+        if alloc.state != AllocationState.ACTIVE:
+            continue
+        drive, node = drive_and_node(s, alloc.drive_id)
+        if available_state(node.state, drive.state) == AllocationState.ACTIVE:
+            out.add(alloc.id)
+    return out
+
+
 def mark(row: VolumeRow, job: JobRow) -> None:
     """Makes ``job`` the volume's active job, and ``row`` the job's target."""
     row.active_job_id = job.id
