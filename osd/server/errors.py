@@ -1,9 +1,10 @@
 """The one place where domain errors become gRPC statuses.
 
 Statuses are bounded whatever the client sent: a message keeps at most
-MESSAGE_MAX characters, a metadata value or a field name VALUE_MAX, a field
-description DESCRIPTION_MAX, and all the details together stay under
-DETAILS_MAX bytes (field violations past that are counted, not listed).
+MESSAGE_MAX characters, a metadata value METADATA_MAX (a list of ten ids
+fits), a reason or a field name VALUE_MAX, a field description
+DESCRIPTION_MAX, and all the details together stay under DETAILS_MAX bytes
+(field violations past that are counted, not listed).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ DOMAIN = "osd.dev"
 
 MESSAGE_MAX = 1000
 VALUE_MAX = 200
+METADATA_MAX = 1000
 DESCRIPTION_MAX = 400
 DETAILS_MAX = 8 * 1024
 
@@ -34,7 +36,7 @@ def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
     status = status_pb2.Status(code=error.code.value[0], message=clip(error.message, MESSAGE_MAX))
     info = error_details_pb2.ErrorInfo(reason=clip(error.reason, VALUE_MAX), domain=DOMAIN)
     for key, value in list(error.metadata.items())[:32]:
-        info.metadata[clip(key, 64)] = clip(value, VALUE_MAX)
+        info.metadata[clip(key, 64)] = clip(value, METADATA_MAX)
     status.details.add().Pack(info)
     request_info = error_details_pb2.RequestInfo(request_id=request_id)
     if error.violations:
