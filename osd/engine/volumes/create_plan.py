@@ -1,9 +1,21 @@
 """CreateVolume's rules: checking the request, resolving it against the
-template, the source and the cluster into one spec, and placing it."""
+template, the source and the cluster into one spec, and placing it.
+
+Durability and placement, each on its own: the request's when it gives
+one, else the source's, else the template's, else the defaults (NONE; any
+drive of the cluster, copies in distinct zones). A clone keeps the safety
+of the data it is made from, and a template, which is written for volumes
+in general, never lowers it; what the request asks for explicitly wins.
+The source's durability is the volume's (source.volume_id) or the
+snapshot's (source.snapshot_id, and the image of source.datastore_version_id);
+its placement is the volume's, or for a snapshot that of the volume it was
+taken of while that volume exists (none otherwise). An inherited placement
+drops its tail pool when the durability is not REPLICATE. Every other
+field is the request's, else the template's, else its default."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.orm import Session
 
@@ -35,6 +47,21 @@ class Checked:
 
     spec: CreateVolume
     size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What the source gives the volume: the snapshot to clone, its size, labels
+    the volume must carry, the datastore version, and the durability and
+    placement a clone keeps unless asked otherwise (None: the source gives
+    none)."""
+
+    snapshot: SnapshotRow | None = None
+    size_bytes: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+    datastore_version_id: str | None = None
+    durability: Durability | None = None
+    placement: Placement | None = None
 
 
 @dataclass
@@ -106,14 +133,18 @@ def resolve(session: Session, checked: Checked) -> Plan:
     # The fields that name an object, with its cluster, to infer or check the cluster by.
     named: list[tuple[str, str]] = []
     template = _template(session, spec, named)
-    source_snapshot, source_size, labels_extra, version_id = _source(session, spec.source, named)
-    place, pools = _placement(session, spec, template, named)
+    origin = _source(session, spec.source, named)
+    durability = _durability(spec, template, origin)
+    place, pools = _placement(session, spec, template, origin, durability, named)
     cluster = _cluster(session, spec.cluster_id, named)
-    durability = _durability(spec, template, place)
+    if place.tail_pool_id and durability.type != DurabilityType.REPLICATE:
+        raise InvalidArgument.field(
+            "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
+        )
     size_field = spec.size.field if spec.size is not None else "size_bytes"
     kind = _kind(spec, template, cluster)
-    size = _size(checked, size_field, template, source_size)
-    labels = {**spec.labels, **labels_extra}
+    size = _size(checked, size_field, template, origin.size_bytes)
+    labels = {**spec.labels, **origin.labels}
     if len(labels) > v.LABELS_MAX:
         raise InvalidArgument.field("labels", f"has {len(labels)} labels; at most {v.LABELS_MAX}")
     return Plan(
@@ -133,8 +164,8 @@ def resolve(session: Session, checked: Checked) -> Plan:
         template_id=spec.template_id,
         source=spec.source,
         multi_attach=spec.multi_attach,
-        parent_snapshot_id=source_snapshot.id if source_snapshot is not None else None,
-        datastore_version_id=version_id,
+        parent_snapshot_id=origin.snapshot.id if origin.snapshot is not None else None,
+        datastore_version_id=origin.datastore_version_id,
         pools=pools,
     )
 
@@ -155,10 +186,18 @@ def _placement(
     session: Session,
     spec: CreateVolume,
     template: TemplateRow | None,
+    origin: Origin,
+    durability: Durability,
     named: list[tuple[str, str]],
 ) -> tuple[Placement, dict[str, PoolRow]]:
-    """The placement asked (or the template's), and the pools it names."""
+    """The placement asked, else the source's (without its tail pool when
+    ``durability`` has no tail copy), else the template's; and the pools it
+    names."""
     wanted = spec.placement
+    if wanted is None and origin.placement is not None:
+        wanted = origin.placement
+        if durability.type != DurabilityType.REPLICATE:
+            wanted = replace(wanted, tail_pool_id="")
     if wanted is None and template is not None:
         wanted = specs.placement_from_json(template.placement)
     place = specs.normalize_placement(wanted or Placement())
@@ -173,13 +212,15 @@ def _placement(
     return place, pools
 
 
-def _durability(spec: CreateVolume, template: TemplateRow | None, place: Placement) -> Durability:
-    """The durability asked, else the template's, else NONE."""
+def _durability(spec: CreateVolume, template: TemplateRow | None, origin: Origin) -> Durability:
+    """The durability asked, else the source's, else the template's, else NONE."""
     if not specs.is_unset(spec.durability):
         assert spec.durability is not None
-        durability = specs.normalize_durability(spec.durability)
-    elif template is not None and template.durability_type:
-        durability = specs.normalize_durability(
+        return specs.normalize_durability(spec.durability)
+    if origin.durability is not None:
+        return specs.normalize_durability(origin.durability)
+    if template is not None and template.durability_type:
+        return specs.normalize_durability(
             Durability(
                 template.durability_type,
                 template.replicas,
@@ -187,13 +228,7 @@ def _durability(spec: CreateVolume, template: TemplateRow | None, place: Placeme
                 template.redundancy_fragments,
             )
         )
-    else:
-        durability = specs.NONE
-    if place.tail_pool_id and durability.type != DurabilityType.REPLICATE:
-        raise InvalidArgument.field(
-            "placement.tail_pool_id", "only REPLICATE volumes have a tail copy"
-        )
-    return durability
+    return specs.NONE
 
 
 def _kind(spec: CreateVolume, template: TemplateRow | None, cluster: ClusterRow) -> VolumeKind:
@@ -237,13 +272,11 @@ def _qos(spec: CreateVolume, template: TemplateRow | None) -> Qos:
     return Qos()
 
 
-def _source(
-    session: Session, source: Source, named: list[tuple[str, str]]
-) -> tuple[SnapshotRow | None, int, dict[str, str], str | None]:
-    """(snapshot to clone, the source's size, labels the volume must carry, datastore
-    version id); a volume to copy gives only its size."""
+def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> Origin:
+    """What the source gives the volume (see :class:`Origin`); a volume to copy
+    gives its size, durability and placement, and no snapshot."""
     if source.kind == SourceKind.NONE:
-        return None, 0, {}, None
+        return Origin()
     if source.kind == SourceKind.VOLUME:
         row = repo.get(session, source.id)
         if row is None:
@@ -256,7 +289,11 @@ def _source(
                 metadata={"volume_id": row.id, "state": state},
             )
         named.append(("source.volume_id", row.cluster_id))
-        return None, row.size_bytes, {}, None
+        return Origin(
+            size_bytes=row.size_bytes,
+            durability=_durability_of(row),
+            placement=specs.placement_from_json(row.placement),
+        )
     if source.kind == SourceKind.DATASTORE_VERSION:
         provision = datastores.provisioning_source(session, source.id)
         snap = session.get(SnapshotRow, provision.image_snapshot_id)
@@ -281,7 +318,28 @@ def _source(
             metadata={"snapshot_id": snap.id, "state": SnapshotState(snap.state).name},
         )
     named.append((field_name, snap.cluster_id))
-    return snap, snap.size_bytes, labels, version
+    taken_of = repo.get(session, snap.volume_id)
+    return Origin(
+        snapshot=snap,
+        size_bytes=snap.size_bytes,
+        labels=dict(labels),
+        datastore_version_id=version,
+        durability=_durability_of(snap),
+        placement=(
+            specs.placement_from_json(taken_of.placement)
+            if taken_of is not None and taken_of.cluster_id == snap.cluster_id
+            else None
+        ),
+    )
+
+
+def _durability_of(row: VolumeRow | SnapshotRow) -> Durability | None:
+    """The durability ``row`` records; None when it records none."""
+    if not row.durability_type:
+        return None
+    return Durability(
+        row.durability_type, row.replicas, row.data_fragments, row.redundancy_fragments
+    )
 
 
 def _cluster(session: Session, cluster_id: str, named: list[tuple[str, str]]) -> ClusterRow:

@@ -1,6 +1,11 @@
 """VOLUME_COPY: a new volume filled with the data of another
 (VolumeService.CreateVolume with source.volume_id).
 
+The new volume has the source's durability and placement unless the
+request gives its own, so a copy is as safe as its source (a template's
+are weaker than the source's; see :mod:`osd.engine.volumes.create_plan`,
+which resolves the request).
+
 Started in CreateVolume's transaction: the new volume is recorded CREATING
 with its copies placed and reserved (PENDING, tagged with the job), and both
 volumes name the job as their active job: the source can be neither deleted,
