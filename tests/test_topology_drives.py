@@ -179,6 +179,8 @@ def test_a_node_set_offline_over_the_api_takes_no_drive(
         ({"device_path": "/dev/"}, "device_path", "absolute path"),
         ({"device_path": "/dev/../etc/passwd"}, "device_path", "absolute path"),
         ({"device_path": "/dev/sd b"}, "device_path", "absolute path"),
+        ({"device_path": "/etc/passwd"}, "device_path", "a device under /dev"),
+        ({"device_path": "/devices/sdb"}, "device_path", "a device under /dev"),
         ({"device_path": "/dev/" + "x" * 251}, "device_path", "at most 255"),
         ({"description": "bad!"}, "description", "at most 30"),
         ({"description": "x" * 31}, "description", "at most 30"),

@@ -89,6 +89,10 @@ def device_path_violation(path: str) -> FieldViolation | None:
             "device_path",
             "must be an absolute path such as /dev/sdb, from letters, digits and ._+:@,=-",
         )
+    if not path.startswith("/dev/") or path == "/dev/":
+        # A device is named under /dev; a path elsewhere (/etc/passwd) is a file
+        # of the host, never something to format.
+        return FieldViolation("device_path", "must name a device under /dev, such as /dev/sdb")
     return None
 
 
