@@ -51,6 +51,20 @@ def _non_negative_float(value: str | float) -> float:
     return number
 
 
+def _non_negative_int(value: str | int) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return number
+
+
+def _positive_float(value: str | float) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(f"{value!r} must be more than 0")
+    return number
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -70,6 +84,13 @@ class Settings:
     max_jobs: int = 4
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    # Self-healing (the repair controller); a cluster may override the policy.
+    repair_enabled: bool = True
+    repair_delay_seconds: int = 300
+    repair_maintenance_timeout_seconds: int = 3600
+    repair_max: int = 2
+    repair_max_per_drive: int = 1
+    repair_interval_seconds: float = 30.0
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or _default_data_dir()).expanduser()
@@ -120,6 +141,47 @@ SPECS: tuple[_Spec, ...] = (
         "SECONDS",
     ),
     _Spec("log_level", _log_level, "debug, info, warning or error (default info)", "LEVEL"),
+    _Spec(
+        "repair_enabled",
+        _bool,
+        "run the repair controller, which rebuilds lost copies by itself (default true)",
+        "BOOL",
+    ),
+    _Spec(
+        "repair_delay_seconds",
+        _non_negative_int,
+        "how long a volume stays degraded before its repair starts, unless its cluster "
+        "sets repair.delay_seconds (default 300)",
+        "SECONDS",
+    ),
+    _Spec(
+        "repair_maintenance_timeout_seconds",
+        _non_negative_int,
+        "copies on a node in maintenance are rebuilt only after this long, unless the "
+        "cluster sets repair.maintenance_timeout_seconds (default 3600)",
+        "SECONDS",
+    ),
+    _Spec(
+        "repair_max",
+        _positive_int,
+        "repairs unfinished at once per cluster, unless the cluster sets "
+        "repair.max_repairs (default 2)",
+        "N",
+    ),
+    _Spec(
+        "repair_max_per_drive",
+        _positive_int,
+        "repairs writing to one drive at once, unless the cluster sets "
+        "repair.max_repairs_per_drive (default 1)",
+        "N",
+    ),
+    _Spec(
+        "repair_interval_seconds",
+        _positive_float,
+        "how often the repair controller looks for volumes to repair besides when "
+        "availability changes (default 30)",
+        "SECONDS",
+    ),
 )
 
 

@@ -16,6 +16,7 @@ from osd.config import Settings, parse_listen
 from osd.contract import contract
 from osd.engine import drivers
 from osd.engine.engine import Engine
+from osd.engine.topology.models import RepairPolicy
 from osd.server.interceptors import ServerInterceptor
 from osd.server.registry import build_servicer
 from osd.store.db import Store
@@ -37,6 +38,14 @@ class Daemon:
                 store,
                 drivers.load(settings.driver, settings.resolved_data_dir()),
                 max_jobs=settings.max_jobs,
+                repair=RepairPolicy(
+                    delay_seconds=settings.repair_delay_seconds,
+                    maintenance_timeout_seconds=settings.repair_maintenance_timeout_seconds,
+                    max_repairs=settings.repair_max,
+                    max_repairs_per_drive=settings.repair_max_per_drive,
+                ),
+                repair_interval_seconds=settings.repair_interval_seconds,
+                repair_enabled=settings.repair_enabled,
             )
         self.engine = engine
         self.health = health.HealthServicer(experimental_non_blocking=True)

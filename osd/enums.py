@@ -129,3 +129,13 @@ class LabelOperation(IntEnum):
     SET = 1
     UPDATE = 2
     DELETE = 3
+
+
+class CopyLoss(IntEnum):
+    """Why a declared copy of a volume is not live."""
+
+    DRIVE_FORGOTTEN = 1
+    DRIVE_EJECTED = 2
+    NODE_OFFLINE = 3
+    NODE_MAINTENANCE = 4
+    DRIVE_UNAVAILABLE = 5

@@ -16,9 +16,11 @@ from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.engine.topology.clusters import ClusterEngine
 from osd.engine.topology.drives import DriveEngine
 from osd.engine.topology.maintenance import MaintenanceEngine
+from osd.engine.topology.models import RepairPolicy
 from osd.engine.topology.nodes import NodeEngine
 from osd.engine.topology.pools import PoolEngine
 from osd.engine.volumes.attachments import AttachmentEngine
+from osd.engine.volumes.repair import RepairController
 from osd.engine.volumes.snapshots import SnapshotEngine
 from osd.engine.volumes.templates import TemplateEngine
 from osd.engine.volumes.volumes import VolumeEngine
@@ -36,12 +38,22 @@ class Engine:
     work a crash left pending is finished or undone first.
     """
 
-    def __init__(self, store: Store, driver: StorageDriver, *, max_jobs: int = 4) -> None:
+    def __init__(
+        self,
+        store: Store,
+        driver: StorageDriver,
+        *,
+        max_jobs: int = 4,
+        repair: RepairPolicy | None = None,
+        repair_interval_seconds: float = 30.0,
+        repair_enabled: bool = True,
+    ) -> None:
         self.store = store
         self.driver = driver
         self._on_start: list[tuple[str, Callable[[], None]]] = []
         self._on_close: list[tuple[str, Callable[[], None]]] = []
-        self.clusters = ClusterEngine(store)
+        repair = repair or RepairPolicy()
+        self.clusters = ClusterEngine(store, repair)
         self.datastores = DatastoreEngine(store)
         self._availability: list[AvailabilityListener] = []
         self.pools = PoolEngine(store)
@@ -63,9 +75,22 @@ class Engine:
         self.templates = TemplateEngine(store)
         self.on_start("volume and snapshot changes left unfinished", self.volumes.recover)
         self.on_availability_change(self.volumes.availability_changed)
+        # Rebuilds lost copies: woken (after the volume engine has recorded the
+        # change) by availability changes, and by its own timer.
+        self.repair = RepairController(
+            store,
+            self.jobs,
+            repair,
+            interval_seconds=repair_interval_seconds,
+            enabled=repair_enabled,
+        )
+        self.on_availability_change(self.repair.availability_changed)
+        self.clusters.repair_changed = self.repair.wake
         # Last, so every other recovery has run before jobs resume.
         self.on_start("job runner (resumes the jobs a gone daemon left)", self.jobs.run)
+        self.on_start("repair controller", self.repair.run)
         self.on_close("job runner", self.jobs.stop)
+        self.on_close("repair controller", self.repair.stop)
 
     def on_start(self, name: str, step: Callable[[], None]) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""

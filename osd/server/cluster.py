@@ -6,12 +6,50 @@ import grpc
 
 from osd.engine.engine import Engine
 from osd.engine.shared.models import ListQuery
-from osd.engine.topology.models import Cluster, CreateCluster, UpdateCluster
+from osd.engine.topology.models import (
+    Cluster,
+    CreateCluster,
+    RepairPolicy,
+    RepairPolicyChange,
+    UpdateCluster,
+)
 from osd.server import convert
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc
 
-UPDATABLE = ("name", "labels", "block", "file")
+REPAIR_FIELDS = (
+    "paused",
+    "delay_seconds",
+    "maintenance_timeout_seconds",
+    "max_repairs",
+    "max_repairs_per_drive",
+)
+UPDATABLE = ("name", "labels", "block", "file", "repair", *(f"repair.{f}" for f in REPAIR_FIELDS))
+
+
+def repair_to_proto(p: RepairPolicy) -> pb.RepairPolicy:
+    return pb.RepairPolicy(
+        paused=p.paused,
+        delay_seconds=p.delay_seconds,
+        maintenance_timeout_seconds=p.maintenance_timeout_seconds,
+        max_repairs=p.max_repairs,
+        max_repairs_per_drive=p.max_repairs_per_drive,
+    )
+
+
+def repair_change(msg: pb.RepairPolicy, paths: set[str]) -> RepairPolicyChange | None:
+    """The policy fields to change: those named "repair.<field>", and with
+    "repair" every field the message sets."""
+    if not paths & set(UPDATABLE[4:]):
+        return None
+    whole = "repair" in paths
+    present = {f.name for f, _value in msg.ListFields()}
+    values = {
+        f: getattr(msg, f)
+        for f in REPAIR_FIELDS
+        if f"repair.{f}" in paths or (whole and f in present)
+    }
+    return RepairPolicyChange(**values)
 
 
 def cluster_to_proto(c: Cluster) -> pb.Cluster:
@@ -24,6 +62,7 @@ def cluster_to_proto(c: Cluster) -> pb.Cluster:
         create_time=convert.timestamp(c.create_time),
         update_time=convert.timestamp(c.update_time),
         generation=c.generation,
+        repair=repair_to_proto(c.repair),
     )
 
 
@@ -83,6 +122,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 block=request.block if "block" in paths else None,
                 file=request.file if "file" in paths else None,
                 expected_generation=request.expected_generation,
+                repair=repair_change(request.repair, paths),
             )
         )
         return pb.UpdateClusterResponse(

@@ -126,6 +126,22 @@ def volume_to_proto(v: vm.Volume) -> pb.Volume:
         create_time=convert.timestamp(v.create_time),
         update_time=convert.timestamp(v.update_time),
         generation=v.generation,
+        declared_copies=v.copies.declared,
+        live_copies=v.copies.live,
+        missing_copies=[
+            pb.MissingCopy(
+                index=m.index,
+                loss=pb.CopyLoss.ValueType(m.loss),
+                allocation_id=m.allocation_id,
+                drive_id=m.drive_id,
+                node_id=m.node_id,
+            )
+            for m in v.copies.missing
+        ],
+        repair_job_id=v.copies.repair_job_id,
+        degraded_time=(
+            convert.timestamp(v.copies.degraded_time) if v.copies.degraded_time else None
+        ),
     )
 
 
@@ -171,6 +187,7 @@ def _capacity_to_proto(c: vm.ClusterCapacity) -> pb.ClusterCapacity:
         provisioned_bytes=c.provisioned_bytes,
         volume_count=c.volume_count,
         snapshot_count=c.snapshot_count,
+        repair_reserved_bytes=c.repair_reserved_bytes,
         pools=[
             pb.PoolCapacity(
                 pool_id=p.pool_id,
@@ -188,6 +205,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self._volumes = engine.volumes
         self._snapshots = engine.snapshots
         self._attachments = engine.attachments
+        self._repair = engine.repair
 
     # -- volumes ---------------------------------------------------------------
 
@@ -229,6 +247,8 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 states=tuple(int(s) for s in request.states),
                 template_id=request.template_id,
                 datastore_version_id=request.datastore_version_id,
+                degraded=request.degraded,
+                repairing=request.repairing,
             )
         )
         return pb.ListVolumesResponse(
@@ -255,6 +275,17 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         if result.job is not None:
             response.job.CopyFrom(job_to_proto(result.job))
         return response
+
+    def RepairVolume(
+        self, request: pb.RepairVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.RepairVolumeResponse:
+        result = self._repair.repair_now(request.volume_id)
+        return pb.RepairVolumeResponse(
+            volume=volume_to_proto(result.volume),
+            job=job_to_proto(result.job),
+            started=result.started,
+            generation=result.generation,
+        )
 
     def DeleteVolume(
         self, request: pb.DeleteVolumeRequest, context: grpc.ServicerContext

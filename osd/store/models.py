@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -86,6 +87,16 @@ class ClusterRow(Base):
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False, default=dict)
     block: Mapped[bool] = mapped_column(Boolean, nullable=False)
     file: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # The repair policy; NULL keeps the daemon's setting.
+    repair_paused: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    repair_delay_seconds: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    repair_maintenance_timeout_seconds: Mapped[int | None] = mapped_column(
+        BigInteger, nullable=True
+    )
+    repair_max: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    repair_max_per_drive: Mapped[int | None] = mapped_column(Integer, nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -278,6 +289,8 @@ class VolumeRow(Base):
     state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False, index=True)
     stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Since when it has had fewer live copies than declared (None while all are).
+    degraded_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)

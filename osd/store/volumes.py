@@ -10,10 +10,10 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, DriveState, NodeState, VolumeState
+from osd.enums import AllocationState, DriveState, JobKind, JobState, NodeState, VolumeState
 from osd.store import pools
 from osd.store.models import (
     AllocationRow,
@@ -324,3 +324,124 @@ def pool_rows(session: Session, cluster_id: str) -> list[PoolRow]:
 
 def pool_member_select(pool_id: str) -> Any:
     return pools.effective_drive_ids_select(pool_id)
+
+
+# -- repair ---------------------------------------------------------------------
+
+UNFINISHED_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
+
+
+@dataclass(frozen=True)
+class CopyView:
+    """A volume's allocation with the states of its drive and node."""
+
+    allocation_id: str
+    volume_id: str
+    index: int
+    state: AllocationState
+    nbytes: int
+    drive_id: str
+    drive_state: DriveState
+    node_id: str
+    node_state: NodeState
+
+
+def copy_views(session: Session, volume_ids: Collection[str]) -> dict[str, list[CopyView]]:
+    """The allocations of ``volume_ids`` by index, per volume, in one query."""
+    out: dict[str, list[CopyView]] = {v: [] for v in volume_ids}
+    if not volume_ids:
+        return out
+    rows = session.execute(
+        select(
+            AllocationRow.id,
+            AllocationRow.volume_id,
+            AllocationRow.index,
+            AllocationRow.state,
+            AllocationRow.bytes,
+            AllocationRow.drive_id,
+            DriveRow.state,
+            AllocationRow.node_id,
+            NodeRow.state,
+        )
+        .join(DriveRow, DriveRow.id == AllocationRow.drive_id)
+        .join(NodeRow, NodeRow.id == AllocationRow.node_id)
+        .where(AllocationRow.volume_id.in_(list(volume_ids)))
+        .order_by(AllocationRow.index, AllocationRow.id)
+    ).all()
+    for aid, vid, index, state, nbytes, drive_id, drive_state, node_id, node_state in rows:
+        out.setdefault(str(vid), []).append(
+            CopyView(
+                aid,
+                str(vid),
+                index,
+                AllocationState(state),
+                nbytes,
+                drive_id,
+                DriveState(drive_state),
+                node_id,
+                NodeState(node_state),
+            )
+        )
+    return out
+
+
+def unfinished_jobs_of_kind(
+    session: Session, kind: JobKind, *, cluster_id: str = "", target_ids: Collection[str] = ()
+) -> list[JobRow]:
+    """Unfinished jobs of ``kind``, of one cluster or on some targets, oldest first."""
+    stmt = select(JobRow).where(JobRow.kind == kind, JobRow.state.in_(UNFINISHED_JOB_STATES))
+    if cluster_id:
+        stmt = stmt.where(JobRow.cluster_id == cluster_id)
+    if target_ids:
+        stmt = stmt.where(JobRow.target_id.in_(list(target_ids)))
+    return list(session.scalars(stmt.order_by(JobRow.create_time, JobRow.id)))
+
+
+def job_reservations(session: Session, job_ids: Collection[str]) -> list[AllocationRow]:
+    """The PENDING allocations that the jobs ``job_ids`` hold."""
+    if not job_ids:
+        return []
+    return list(
+        session.scalars(
+            select(AllocationRow).where(
+                AllocationRow.state == AllocationState.PENDING,
+                AllocationRow.job_id.in_(list(job_ids)),
+            )
+        )
+    )
+
+
+def degraded_in_cluster(session: Session, cluster_id: str) -> list[VolumeRow]:
+    """The volumes of a cluster that may lack a live copy: ``degraded_time`` set,
+    or DEGRADED."""
+    return list(
+        session.scalars(
+            select(VolumeRow)
+            .where(
+                VolumeRow.cluster_id == cluster_id,
+                or_(
+                    VolumeRow.degraded_time.is_not(None),
+                    VolumeRow.state == VolumeState.DEGRADED,
+                ),
+            )
+            .order_by(VolumeRow.id)
+        )
+    )
+
+
+def repair_reserved_bytes(session: Session, cluster_id: str) -> int:
+    """Bytes the unfinished VOLUME_REPAIR jobs of a cluster hold reserved."""
+    repairs = select(JobRow.id).where(
+        JobRow.kind == JobKind.VOLUME_REPAIR,
+        JobRow.cluster_id == cluster_id,
+        JobRow.state.in_(UNFINISHED_JOB_STATES),
+    )
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(AllocationRow.bytes), 0)).where(
+                AllocationRow.state == AllocationState.PENDING,
+                AllocationRow.job_id.in_(repairs),
+            )
+        )
+        or 0
+    )

@@ -57,6 +57,7 @@ class Cluster(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    REPAIR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     name: _builtins.str
@@ -73,6 +74,12 @@ class Cluster(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def repair(self) -> Global___RepairPolicy:
+        """How osd rebuilds lost copies of the cluster's volumes: the values in
+        force (a value the cluster does not set is the daemon's setting).
+        """
+
     def __init__(
         self,
         *,
@@ -84,14 +91,89 @@ class Cluster(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        repair: Global___RepairPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "repair", b"repair", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "create_time", b"create_time", "file", b"file", "generation", b"generation", "id", b"id", "labels", b"labels", "name", b"name", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "create_time", b"create_time", "file", b"file", "generation", b"generation", "id", b"id", "labels", b"labels", "name", b"name", "repair", b"repair", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Cluster: _TypeAlias = Cluster  # noqa: Y015
+
+@_typing.final
+class RepairPolicy(_message.Message):
+    """The repair policy of a cluster. The repair controller starts a
+    JOB_KIND_VOLUME_REPAIR job for a volume with a copy that is not live
+    (lost with a forgotten drive, UNAVAILABLE on an ejected drive or an
+    OFFLINE or MAINTENANCE node) once the delay has passed, the most
+    endangered volumes first (fewest live copies beyond what the data needs,
+    then the longest degraded). In UpdateCluster, the fields left unset are
+    not changed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAUSED_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_REPAIRS_FIELD_NUMBER: _builtins.int
+    MAX_REPAIRS_PER_DRIVE_FIELD_NUMBER: _builtins.int
+    paused: _builtins.bool
+    """True stops the controller from starting repairs in the cluster (as
+    Ceph's noout); running repairs go on and RepairVolume still works.
+    """
+    delay_seconds: _builtins.int
+    """How long a volume stays degraded before its repair starts, so that a
+    node that reboots is not rebuilt around (daemon default 300).
+    """
+    maintenance_timeout_seconds: _builtins.int
+    """Copies on a node in MAINTENANCE are rebuilt only once the volume has
+    been degraded this long (daemon default 3600).
+    """
+    max_repairs: _builtins.int
+    """At most this many repairs unfinished at once in the cluster (daemon
+    default 2).
+    """
+    max_repairs_per_drive: _builtins.int
+    """At most this many repairs writing to one drive at once (daemon
+    default 1).
+    """
+    def __init__(
+        self,
+        *,
+        paused: _builtins.bool | None = ...,
+        delay_seconds: _builtins.int | None = ...,
+        maintenance_timeout_seconds: _builtins.int | None = ...,
+        max_repairs: _builtins.int | None = ...,
+        max_repairs_per_drive: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_maintenance_timeout_seconds", b"_maintenance_timeout_seconds", "_max_repairs", b"_max_repairs", "_max_repairs_per_drive", b"_max_repairs_per_drive", "_paused", b"_paused", "delay_seconds", b"delay_seconds", "maintenance_timeout_seconds", b"maintenance_timeout_seconds", "max_repairs", b"max_repairs", "max_repairs_per_drive", b"max_repairs_per_drive", "paused", b"paused"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_maintenance_timeout_seconds", b"_maintenance_timeout_seconds", "_max_repairs", b"_max_repairs", "_max_repairs_per_drive", b"_max_repairs_per_drive", "_paused", b"_paused", "delay_seconds", b"delay_seconds", "maintenance_timeout_seconds", b"maintenance_timeout_seconds", "max_repairs", b"max_repairs", "max_repairs_per_drive", b"max_repairs_per_drive", "paused", b"paused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
+    _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__maintenance_timeout_seconds: _TypeAlias = _typing.Literal["maintenance_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__maintenance_timeout_seconds: _TypeAlias = _typing.Literal["_maintenance_timeout_seconds", b"_maintenance_timeout_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__max_repairs: _TypeAlias = _typing.Literal["max_repairs"]  # noqa: Y015
+    _WhichOneofArgType__max_repairs: _TypeAlias = _typing.Literal["_max_repairs", b"_max_repairs"]  # noqa: Y015
+    _WhichOneofReturnType__max_repairs_per_drive: _TypeAlias = _typing.Literal["max_repairs_per_drive"]  # noqa: Y015
+    _WhichOneofArgType__max_repairs_per_drive: _TypeAlias = _typing.Literal["_max_repairs_per_drive", b"_max_repairs_per_drive"]  # noqa: Y015
+    _WhichOneofReturnType__paused: _TypeAlias = _typing.Literal["paused"]  # noqa: Y015
+    _WhichOneofArgType__paused: _TypeAlias = _typing.Literal["_paused", b"_paused"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maintenance_timeout_seconds) -> _WhichOneofReturnType__maintenance_timeout_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_repairs) -> _WhichOneofReturnType__max_repairs | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_repairs_per_drive) -> _WhichOneofReturnType__max_repairs_per_drive | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__paused) -> _WhichOneofReturnType__paused | None: ...
+
+Global___RepairPolicy: _TypeAlias = RepairPolicy  # noqa: Y015
 
 @_typing.final
 class CreateClusterRequest(_message.Message):
@@ -326,6 +408,7 @@ class UpdateClusterRequest(_message.Message):
     FILE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    REPAIR_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
@@ -339,8 +422,12 @@ class UpdateClusterRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required, non-empty: paths among "name", "labels", "block", "file"."""
+        """Required, non-empty: paths among "name", "labels", "block", "file",
+        "repair" and "repair.<field>".
+        """
 
+    @_builtins.property
+    def repair(self) -> Global___RepairPolicy: ...
     def __init__(
         self,
         *,
@@ -351,10 +438,11 @@ class UpdateClusterRequest(_message.Message):
         file: _builtins.bool = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
+        repair: Global___RepairPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "file", b"file", "labels", b"labels", "name", b"name", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "file", b"file", "labels", b"labels", "name", b"name", "repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

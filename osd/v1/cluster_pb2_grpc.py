@@ -103,10 +103,14 @@ class ClusterServiceServicer:
 
     def UpdateCluster(self, request, context):
         """Changes the fields named in update_mask: "name", "labels", "block",
-        "file".
+        "file", and the repair policy: "repair" (the fields of repair that are
+        set) or one of "repair.paused", "repair.delay_seconds",
+        "repair.maintenance_timeout_seconds", "repair.max_repairs",
+        "repair.max_repairs_per_drive".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (update_mask, name, labels); NOT_FOUND
+        Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
+        negative time, or a limit below 1); NOT_FOUND
         (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
         does not match the cluster's generation).
         """

@@ -55,10 +55,14 @@ class ClusterServiceStub:
     """
     UpdateCluster: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.UpdateClusterRequest, _cluster_pb2.UpdateClusterResponse]
     """Changes the fields named in update_mask: "name", "labels", "block",
-    "file".
+    "file", and the repair policy: "repair" (the fields of repair that are
+    set) or one of "repair.paused", "repair.delay_seconds",
+    "repair.maintenance_timeout_seconds", "repair.max_repairs",
+    "repair.max_repairs_per_drive".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (update_mask, name, labels); NOT_FOUND
+    Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
+    negative time, or a limit below 1); NOT_FOUND
     (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
     does not match the cluster's generation).
     """
@@ -103,10 +107,14 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """
     UpdateCluster: _aio.UnaryUnaryMultiCallable[_cluster_pb2.UpdateClusterRequest, _cluster_pb2.UpdateClusterResponse]  # type: ignore[assignment]
     """Changes the fields named in update_mask: "name", "labels", "block",
-    "file".
+    "file", and the repair policy: "repair" (the fields of repair that are
+    set) or one of "repair.paused", "repair.delay_seconds",
+    "repair.maintenance_timeout_seconds", "repair.max_repairs",
+    "repair.max_repairs_per_drive".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (update_mask, name, labels); NOT_FOUND
+    Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
+    negative time, or a limit below 1); NOT_FOUND
     (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
     does not match the cluster's generation).
     """
@@ -172,10 +180,14 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.UpdateClusterResponse, _abc.Awaitable[_cluster_pb2.UpdateClusterResponse]]:
         """Changes the fields named in update_mask: "name", "labels", "block",
-        "file".
+        "file", and the repair policy: "repair" (the fields of repair that are
+        set) or one of "repair.paused", "repair.delay_seconds",
+        "repair.maintenance_timeout_seconds", "repair.max_repairs",
+        "repair.max_repairs_per_drive".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (update_mask, name, labels); NOT_FOUND
+        Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
+        negative time, or a limit below 1); NOT_FOUND
         (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
         does not match the cluster's generation).
         """

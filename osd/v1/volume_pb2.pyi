@@ -207,6 +207,44 @@ VOLUME_STATE_DELETING: VolumeState.ValueType  # 6
 """Being deleted."""
 Global___VolumeState: _TypeAlias = VolumeState  # noqa: Y015
 
+class _CopyLoss:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CopyLossEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CopyLoss.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COPY_LOSS_UNSPECIFIED: _CopyLoss.ValueType  # 0
+    COPY_LOSS_DRIVE_FORGOTTEN: _CopyLoss.ValueType  # 1
+    """Its allocation is gone: the drive that held it was forgotten."""
+    COPY_LOSS_DRIVE_EJECTED: _CopyLoss.ValueType  # 2
+    """UNAVAILABLE on a drive that was hard-ejected (EJECTED) or FAILED."""
+    COPY_LOSS_NODE_OFFLINE: _CopyLoss.ValueType  # 3
+    """UNAVAILABLE on a node that is OFFLINE."""
+    COPY_LOSS_NODE_MAINTENANCE: _CopyLoss.ValueType  # 4
+    """UNAVAILABLE on a node in MAINTENANCE (repaired only once the cluster's
+    maintenance timeout has passed, or by RepairVolume).
+    """
+    COPY_LOSS_DRIVE_UNAVAILABLE: _CopyLoss.ValueType  # 5
+    """UNAVAILABLE for another reason (its drive is not serving)."""
+
+class CopyLoss(_CopyLoss, metaclass=_CopyLossEnumTypeWrapper):
+    """Why a copy of a volume is not live."""
+
+COPY_LOSS_UNSPECIFIED: CopyLoss.ValueType  # 0
+COPY_LOSS_DRIVE_FORGOTTEN: CopyLoss.ValueType  # 1
+"""Its allocation is gone: the drive that held it was forgotten."""
+COPY_LOSS_DRIVE_EJECTED: CopyLoss.ValueType  # 2
+"""UNAVAILABLE on a drive that was hard-ejected (EJECTED) or FAILED."""
+COPY_LOSS_NODE_OFFLINE: CopyLoss.ValueType  # 3
+"""UNAVAILABLE on a node that is OFFLINE."""
+COPY_LOSS_NODE_MAINTENANCE: CopyLoss.ValueType  # 4
+"""UNAVAILABLE on a node in MAINTENANCE (repaired only once the cluster's
+maintenance timeout has passed, or by RepairVolume).
+"""
+COPY_LOSS_DRIVE_UNAVAILABLE: CopyLoss.ValueType  # 5
+"""UNAVAILABLE for another reason (its drive is not serving)."""
+Global___CopyLoss: _TypeAlias = CopyLoss  # noqa: Y015
+
 class _SnapshotState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -504,6 +542,11 @@ class Volume(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    DECLARED_COPIES_FIELD_NUMBER: _builtins.int
+    LIVE_COPIES_FIELD_NUMBER: _builtins.int
+    MISSING_COPIES_FIELD_NUMBER: _builtins.int
+    REPAIR_JOB_ID_FIELD_NUMBER: _builtins.int
+    DEGRADED_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -533,6 +576,16 @@ class Volume(_message.Message):
     """
     generation: _builtins.int
     """The store generation of this volume's last change."""
+    declared_copies: _builtins.int
+    """How many copies (or fragments) its durability declares."""
+    live_copies: _builtins.int
+    """How many of them are live: their allocation is ACTIVE (or the source
+    of a move in progress).
+    """
+    repair_job_id: _builtins.str
+    """The unfinished JOB_KIND_VOLUME_REPAIR job rebuilding its copies, if
+    any (it is also active_job_id).
+    """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -551,6 +604,19 @@ class Volume(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def missing_copies(self) -> _containers.RepeatedCompositeFieldContainer[Global___MissingCopy]:
+        """The declared copies that are not live, and why (none while CREATING
+        or DELETING).
+        """
+
+    @_builtins.property
+    def degraded_time(self) -> _timestamp_pb2.Timestamp:
+        """Since when the volume has had fewer live copies than declared; unset
+        while every copy is live. Repair waits for the cluster's repair delay
+        from this time.
+        """
+
     def __init__(
         self,
         *,
@@ -577,14 +643,56 @@ class Volume(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        declared_copies: _builtins.int = ...,
+        live_copies: _builtins.int = ...,
+        missing_copies: _abc.Iterable[Global___MissingCopy] | None = ...,
+        repair_job_id: _builtins.str = ...,
+        degraded_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "durability", b"durability", "placement", b"placement", "qos", b"qos", "source", b"source", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "degraded_time", b"degraded_time", "durability", b"durability", "placement", b"placement", "qos", b"qos", "source", b"source", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "declared_copies", b"declared_copies", "degraded_time", b"degraded_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "live_copies", b"live_copies", "missing_copies", b"missing_copies", "multi_attach", b"multi_attach", "name", b"name", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "repair_job_id", b"repair_job_id", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class MissingCopy(_message.Message):
+    """One declared copy of a volume that is not live."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    LOSS_FIELD_NUMBER: _builtins.int
+    ALLOCATION_ID_FIELD_NUMBER: _builtins.int
+    DRIVE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The copy's index (0 .. declared_copies-1)."""
+    loss: Global___CopyLoss.ValueType
+    allocation_id: _builtins.str
+    """The allocation that holds it, and where; empty when it is gone
+    (COPY_LOSS_DRIVE_FORGOTTEN).
+    """
+    drive_id: _builtins.str
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        loss: Global___CopyLoss.ValueType = ...,
+        allocation_id: _builtins.str = ...,
+        drive_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation_id", b"allocation_id", "drive_id", b"drive_id", "index", b"index", "loss", b"loss", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MissingCopy: _TypeAlias = MissingCopy  # noqa: Y015
 
 @_typing.final
 class Snapshot(_message.Message):
@@ -781,6 +889,7 @@ class ClusterCapacity(_message.Message):
     VOLUME_COUNT_FIELD_NUMBER: _builtins.int
     SNAPSHOT_COUNT_FIELD_NUMBER: _builtins.int
     POOLS_FIELD_NUMBER: _builtins.int
+    REPAIR_RESERVED_BYTES_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     cluster_name: _builtins.str
     available_bytes: _builtins.int
@@ -793,6 +902,10 @@ class ClusterCapacity(_message.Message):
     """
     volume_count: _builtins.int
     snapshot_count: _builtins.int
+    repair_reserved_bytes: _builtins.int
+    """Bytes reserved on drives for copies being rebuilt by unfinished
+    JOB_KIND_VOLUME_REPAIR jobs (included in capacity.used_bytes).
+    """
     @_builtins.property
     def capacity(self) -> _common_pb2.Capacity:
         """Over every data drive of the cluster; used_bytes is the sum of all
@@ -813,10 +926,11 @@ class ClusterCapacity(_message.Message):
         volume_count: _builtins.int = ...,
         snapshot_count: _builtins.int = ...,
         pools: _abc.Iterable[Global___PoolCapacity] | None = ...,
+        repair_reserved_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_bytes", b"available_bytes", "capacity", b"capacity", "cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "logical_bytes", b"logical_bytes", "pools", b"pools", "provisioned_bytes", b"provisioned_bytes", "snapshot_count", b"snapshot_count", "volume_count", b"volume_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_bytes", b"available_bytes", "capacity", b"capacity", "cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "logical_bytes", b"logical_bytes", "pools", b"pools", "provisioned_bytes", b"provisioned_bytes", "repair_reserved_bytes", b"repair_reserved_bytes", "snapshot_count", b"snapshot_count", "volume_count", b"volume_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1040,6 +1154,8 @@ class ListVolumesRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     DATASTORE_VERSION_ID_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    REPAIRING_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     cluster_id: _builtins.str
@@ -1056,6 +1172,12 @@ class ListVolumesRequest(_message.Message):
     """Only volumes created with this template."""
     datastore_version_id: _builtins.str
     """Only volumes provisioned from this datastore version."""
+    degraded: _builtins.bool
+    """Only volumes with fewer live copies than their durability declares
+    (missing_copies is not empty).
+    """
+    repairing: _builtins.bool
+    """Only volumes with an unfinished JOB_KIND_VOLUME_REPAIR job."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only volumes that carry every one of these labels with these values."""
@@ -1077,10 +1199,12 @@ class ListVolumesRequest(_message.Message):
         states: _abc.Iterable[Global___VolumeState.ValueType] | None = ...,
         template_id: _builtins.str = ...,
         datastore_version_id: _builtins.str = ...,
+        degraded: _builtins.bool = ...,
+        repairing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "datastore_version_id", b"datastore_version_id", "labels", b"labels", "name_regex", b"name_regex", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "pool_id", b"pool_id", "states", b"states", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "datastore_version_id", b"datastore_version_id", "degraded", b"degraded", "labels", b"labels", "name_regex", b"name_regex", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "pool_id", b"pool_id", "repairing", b"repairing", "states", b"states", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1279,6 +1403,60 @@ class UpdateVolumeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateVolumeResponse: _TypeAlias = UpdateVolumeResponse  # noqa: Y015
+
+@_typing.final
+class RepairVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairVolumeRequest: _TypeAlias = RepairVolumeRequest  # noqa: Y015
+
+@_typing.final
+class RepairVolumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    started: _builtins.bool
+    """False when an unfinished repair of the volume was answered."""
+    generation: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___Volume:
+        """The volume as the repair's start left it."""
+
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The repair job (JobService.InspectJob follows it)."""
+
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+        job: _job_pb2.Job | None = ...,
+        started: _builtins.bool = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "job", b"job", "started", b"started", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairVolumeResponse: _TypeAlias = RepairVolumeResponse  # noqa: Y015
 
 @_typing.final
 class DeleteVolumeRequest(_message.Message):

@@ -59,6 +59,11 @@ class VolumeServiceStub:
                 request_serializer=osd_dot_v1_dot_volume__pb2.UpdateVolumeRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_volume__pb2.UpdateVolumeResponse.FromString,
                 _registered_method=True)
+        self.RepairVolume = channel.unary_unary(
+                '/osd.v1.VolumeService/RepairVolume',
+                request_serializer=osd_dot_v1_dot_volume__pb2.RepairVolumeRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_volume__pb2.RepairVolumeResponse.FromString,
+                _registered_method=True)
         self.DeleteVolume = channel.unary_unary(
                 '/osd.v1.VolumeService/DeleteVolume',
                 request_serializer=osd_dot_v1_dot_volume__pb2.DeleteVolumeRequest.SerializeToString,
@@ -222,6 +227,30 @@ class VolumeServiceServicer:
         DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
         expected_generation does not match); RESOURCE_EXHAUSTED (reason
         TOO_MANY_JOBS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RepairVolume(self, request, context):
+        """Starts repairing a volume now: a JOB_KIND_VOLUME_REPAIR job rebuilds
+        every copy the volume is missing (see Volume.missing_copies) on a drive
+        its placement allows, then switches over and releases the lost
+        allocations. The repair controller starts such jobs by itself once the
+        cluster's repair delay has passed (Cluster.repair); this call does not
+        wait for the delay, rebuilds copies held by a node in MAINTENANCE too,
+        and runs while the cluster's repair is paused. It still keeps the
+        cluster's limits on repairs at once. Idempotent: while a repair of the
+        volume is unfinished, that job is answered (started false).
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id);
+        FAILED_PRECONDITION (reason NOTHING_TO_REPAIR: every copy is live;
+        reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED; reason
+        DATA_UNAVAILABLE: too few copies are live to rebuild from, or the
+        volume has a single copy; reason JOB_IN_PROGRESS: another job acts on
+        the volume); RESOURCE_EXHAUSTED (reason REPAIR_LIMIT: the cluster runs
+        as many repairs as its policy allows; reason TOO_MANY_JOBS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -436,6 +465,11 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     request_deserializer=osd_dot_v1_dot_volume__pb2.UpdateVolumeRequest.FromString,
                     response_serializer=osd_dot_v1_dot_volume__pb2.UpdateVolumeResponse.SerializeToString,
             ),
+            'RepairVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairVolume,
+                    request_deserializer=osd_dot_v1_dot_volume__pb2.RepairVolumeRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_volume__pb2.RepairVolumeResponse.SerializeToString,
+            ),
             'DeleteVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteVolume,
                     request_deserializer=osd_dot_v1_dot_volume__pb2.DeleteVolumeRequest.FromString,
@@ -632,6 +666,33 @@ class VolumeService:
             '/osd.v1.VolumeService/UpdateVolume',
             osd_dot_v1_dot_volume__pb2.UpdateVolumeRequest.SerializeToString,
             osd_dot_v1_dot_volume__pb2.UpdateVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.VolumeService/RepairVolume',
+            osd_dot_v1_dot_volume__pb2.RepairVolumeRequest.SerializeToString,
+            osd_dot_v1_dot_volume__pb2.RepairVolumeResponse.FromString,
             options,
             channel_credentials,
             insecure,

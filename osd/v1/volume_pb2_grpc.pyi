@@ -132,6 +132,26 @@ class VolumeServiceStub:
     expected_generation does not match); RESOURCE_EXHAUSTED (reason
     TOO_MANY_JOBS).
     """
+    RepairVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.RepairVolumeRequest, _volume_pb2.RepairVolumeResponse]
+    """Starts repairing a volume now: a JOB_KIND_VOLUME_REPAIR job rebuilds
+    every copy the volume is missing (see Volume.missing_copies) on a drive
+    its placement allows, then switches over and releases the lost
+    allocations. The repair controller starts such jobs by itself once the
+    cluster's repair delay has passed (Cluster.repair); this call does not
+    wait for the delay, rebuilds copies held by a node in MAINTENANCE too,
+    and runs while the cluster's repair is paused. It still keeps the
+    cluster's limits on repairs at once. Idempotent: while a repair of the
+    volume is unfinished, that job is answered (started false).
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id);
+    FAILED_PRECONDITION (reason NOTHING_TO_REPAIR: every copy is live;
+    reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED; reason
+    DATA_UNAVAILABLE: too few copies are live to rebuild from, or the
+    volume has a single copy; reason JOB_IN_PROGRESS: another job acts on
+    the volume); RESOURCE_EXHAUSTED (reason REPAIR_LIMIT: the cluster runs
+    as many repairs as its policy allows; reason TOO_MANY_JOBS).
+    """
     DeleteVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.DeleteVolumeRequest, _volume_pb2.DeleteVolumeResponse]
     """Deletes a volume and releases every one of its allocations; its
     snapshots remain and keep the data they need. Idempotent: deleting a
@@ -351,6 +371,26 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
     expected_generation does not match); RESOURCE_EXHAUSTED (reason
     TOO_MANY_JOBS).
+    """
+    RepairVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.RepairVolumeRequest, _volume_pb2.RepairVolumeResponse]  # type: ignore[assignment]
+    """Starts repairing a volume now: a JOB_KIND_VOLUME_REPAIR job rebuilds
+    every copy the volume is missing (see Volume.missing_copies) on a drive
+    its placement allows, then switches over and releases the lost
+    allocations. The repair controller starts such jobs by itself once the
+    cluster's repair delay has passed (Cluster.repair); this call does not
+    wait for the delay, rebuilds copies held by a node in MAINTENANCE too,
+    and runs while the cluster's repair is paused. It still keeps the
+    cluster's limits on repairs at once. Idempotent: while a repair of the
+    volume is unfinished, that job is answered (started false).
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id);
+    FAILED_PRECONDITION (reason NOTHING_TO_REPAIR: every copy is live;
+    reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED; reason
+    DATA_UNAVAILABLE: too few copies are live to rebuild from, or the
+    volume has a single copy; reason JOB_IN_PROGRESS: another job acts on
+    the volume); RESOURCE_EXHAUSTED (reason REPAIR_LIMIT: the cluster runs
+    as many repairs as its policy allows; reason TOO_MANY_JOBS).
     """
     DeleteVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.DeleteVolumeRequest, _volume_pb2.DeleteVolumeResponse]  # type: ignore[assignment]
     """Deletes a volume and releases every one of its allocations; its
@@ -598,6 +638,32 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
         expected_generation does not match); RESOURCE_EXHAUSTED (reason
         TOO_MANY_JOBS).
+        """
+
+    @_abc_1.abstractmethod
+    def RepairVolume(
+        self,
+        request: _volume_pb2.RepairVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.RepairVolumeResponse, _abc.Awaitable[_volume_pb2.RepairVolumeResponse]]:
+        """Starts repairing a volume now: a JOB_KIND_VOLUME_REPAIR job rebuilds
+        every copy the volume is missing (see Volume.missing_copies) on a drive
+        its placement allows, then switches over and releases the lost
+        allocations. The repair controller starts such jobs by itself once the
+        cluster's repair delay has passed (Cluster.repair); this call does not
+        wait for the delay, rebuilds copies held by a node in MAINTENANCE too,
+        and runs while the cluster's repair is paused. It still keeps the
+        cluster's limits on repairs at once. Idempotent: while a repair of the
+        volume is unfinished, that job is answered (started false).
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id);
+        FAILED_PRECONDITION (reason NOTHING_TO_REPAIR: every copy is live;
+        reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED; reason
+        DATA_UNAVAILABLE: too few copies are live to rebuild from, or the
+        volume has a single copy; reason JOB_IN_PROGRESS: another job acts on
+        the volume); RESOURCE_EXHAUSTED (reason REPAIR_LIMIT: the cluster runs
+        as many repairs as its policy allows; reason TOO_MANY_JOBS).
         """
 
     @_abc_1.abstractmethod

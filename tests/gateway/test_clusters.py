@@ -35,6 +35,7 @@ def test_create_inspect_and_idempotent_create(rest_daemon: RestDaemon) -> None:
         "create_time",
         "update_time",
         "generation",
+        "repair",
     }
     again = ok(
         http.post("/v1/clusters", json={"name": "east", "labels": {"env": "prod"}, "file": False})

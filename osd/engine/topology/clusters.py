@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
@@ -11,15 +12,40 @@ from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity, Changed, Created, ListQuery, Page
 from osd.engine.shared.rows import check_generation, require
-from osd.engine.topology.models import Cluster, ClusterStatus, CreateCluster, UpdateCluster
-from osd.errors import AlreadyExists, FailedPrecondition
+from osd.engine.topology.models import (
+    Cluster,
+    ClusterStatus,
+    CreateCluster,
+    RepairPolicy,
+    RepairPolicyChange,
+    UpdateCluster,
+)
+from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from osd.store import clusters as repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 
-def _to_domain(row: ClusterRow) -> Cluster:
+def repair_policy(row: ClusterRow, defaults: RepairPolicy) -> RepairPolicy:
+    """The repair policy in force in a cluster: its own values, else ``defaults``
+    (the daemon's settings)."""
+
+    def pick(value: int | None, default: int) -> int:
+        return default if value is None else value
+
+    return RepairPolicy(
+        paused=row.repair_paused,
+        delay_seconds=pick(row.repair_delay_seconds, defaults.delay_seconds),
+        maintenance_timeout_seconds=pick(
+            row.repair_maintenance_timeout_seconds, defaults.maintenance_timeout_seconds
+        ),
+        max_repairs=pick(row.repair_max, defaults.max_repairs),
+        max_repairs_per_drive=pick(row.repair_max_per_drive, defaults.max_repairs_per_drive),
+    )
+
+
+def _to_domain(row: ClusterRow, defaults: RepairPolicy | None = None) -> Cluster:
     return Cluster(
         id=row.id,
         name=row.name,
@@ -29,7 +55,35 @@ def _to_domain(row: ClusterRow) -> Cluster:
         create_time=row.create_time,
         update_time=row.update_time,
         generation=row.generation,
+        repair=repair_policy(row, defaults or RepairPolicy()),
     )
+
+
+def _check_repair(change: RepairPolicyChange) -> None:
+    violations = []
+    for name in ("delay_seconds", "maintenance_timeout_seconds"):
+        value = getattr(change, name)
+        if value is not None and value < 0:
+            violations.append(FieldViolation(f"repair.{name}", f"is {value}; 0 or more"))
+    for name in ("max_repairs", "max_repairs_per_drive"):
+        value = getattr(change, name)
+        if value is not None and value < 1:
+            violations.append(FieldViolation(f"repair.{name}", f"is {value}; at least 1"))
+    if violations:
+        raise InvalidArgument.fields(violations)
+
+
+def _apply_repair(row: ClusterRow, change: RepairPolicyChange) -> None:
+    if change.paused is not None:
+        row.repair_paused = change.paused
+    if change.delay_seconds is not None:
+        row.repair_delay_seconds = change.delay_seconds
+    if change.maintenance_timeout_seconds is not None:
+        row.repair_maintenance_timeout_seconds = change.maintenance_timeout_seconds
+    if change.max_repairs is not None:
+        row.repair_max = change.max_repairs
+    if change.max_repairs_per_drive is not None:
+        row.repair_max_per_drive = change.max_repairs_per_drive
 
 
 def _same_spec(row: ClusterRow, spec: CreateCluster) -> bool:
@@ -37,8 +91,17 @@ def _same_spec(row: ClusterRow, spec: CreateCluster) -> bool:
 
 
 class ClusterEngine:
-    def __init__(self, store: Store) -> None:
+    """Clusters. ``repair_defaults`` is the daemon's repair policy, which a
+    cluster's own policy values override."""
+
+    def __init__(self, store: Store, repair_defaults: RepairPolicy | None = None) -> None:
         self._store = store
+        self.repair_defaults = repair_defaults or RepairPolicy()
+        # Told (after the commit) when a cluster's repair policy changed.
+        self.repair_changed: Callable[[], None] = lambda: None
+
+    def _domain(self, row: ClusterRow) -> Cluster:
+        return _to_domain(row, self.repair_defaults)
 
     def create(self, spec: CreateCluster) -> Created[Cluster]:
         v.check_name(spec.name)
@@ -62,12 +125,13 @@ class ClusterEngine:
                     labels=labels,
                     block=bool(spec.block),
                     file=bool(spec.file),
+                    repair_paused=False,
                     create_time=now,
                     update_time=now,
                     generation=generation,
                 )
                 repo.add(s, row)
-                return Created(_to_domain(row), True, generation)
+                return Created(self._domain(row), True, generation)
         except IntegrityError:
             # Another daemon sharing the store created the same name between our
             # look-up and our insert; answer as if we had seen it.
@@ -77,20 +141,19 @@ class ClusterEngine:
                     raise
                 return self._existing(existing, spec, current_generation(s))
 
-    @staticmethod
-    def _existing(row: ClusterRow, spec: CreateCluster, generation: int) -> Created[Cluster]:
+    def _existing(self, row: ClusterRow, spec: CreateCluster, generation: int) -> Created[Cluster]:
         if not _same_spec(row, spec):
             raise AlreadyExists(
                 f"cluster {spec.name!r} already exists with another spec",
                 reason="CLUSTER_EXISTS",
                 metadata={"name": spec.name, "cluster_id": row.id},
             )
-        return Created(_to_domain(row), False, generation)
+        return Created(self._domain(row), False, generation)
 
     def inspect(self, cluster_id: str) -> Cluster:
         v.check_id(cluster_id, "cluster_id")
         with self._store.read() as s:
-            return _to_domain(require(s, ClusterRow, cluster_id))
+            return self._domain(require(s, ClusterRow, cluster_id))
 
     def list(self, query: ListQuery) -> Page[Cluster]:
         size = paging.page_size(query.page_size)
@@ -111,13 +174,15 @@ class ClusterEngine:
                 lambda r: {"name": r.name},
                 "cluster",
             )
-            return Page([_to_domain(r) for r in rows], token)
+            return Page([self._domain(r) for r in rows], token)
 
     def update(self, change: UpdateCluster) -> Changed[Cluster]:
         v.check_id(change.cluster_id, "cluster_id")
         if change.name is not None:
             v.check_name(change.name)
         labels = v.check_labels(change.labels) if change.labels is not None else None
+        if change.repair is not None:
+            _check_repair(change.repair)
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
@@ -138,14 +203,19 @@ class ClusterEngine:
                     row.block = change.block
                 if change.file is not None:
                     row.file = change.file
+                if change.repair is not None:
+                    _apply_repair(row, change.repair)
                 row.update_time = utcnow()
                 row.generation = generation
                 s.flush()
-                return Changed(_to_domain(row), generation)
+                changed = Changed(self._domain(row), generation)
         except IntegrityError:
             raise AlreadyExists(
                 f"cluster {change.name!r} already exists", reason="CLUSTER_EXISTS"
             ) from None
+        if change.repair is not None:
+            self.repair_changed()
+        return changed
 
     def delete(self, cluster_id: str) -> int:
         v.check_id(cluster_id, "cluster_id")
@@ -166,7 +236,7 @@ class ClusterEngine:
     def status(self, cluster_id: str) -> ClusterStatus:
         v.check_id(cluster_id, "cluster_id")
         with self._store.read() as s:
-            cluster = _to_domain(require(s, ClusterRow, cluster_id))
+            cluster = self._domain(require(s, ClusterRow, cluster_id))
             counts = repo.belongings(s, cluster_id)
             total, used = repo.capacity(s, cluster_id)
             return ClusterStatus(

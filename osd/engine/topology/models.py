@@ -245,6 +245,32 @@ class Cluster:
     create_time: datetime
     update_time: datetime
     generation: int
+    repair: RepairPolicy = field(default_factory=lambda: RepairPolicy())
+
+
+@dataclass(frozen=True)
+class RepairPolicy:
+    """How the repair controller treats a cluster (see osd.engine.volumes.repair):
+    whether it is paused, how long a volume stays degraded before its repair
+    starts (longer for copies on a node in MAINTENANCE), and how many repairs
+    may be unfinished at once in the cluster and write to one drive."""
+
+    paused: bool = False
+    delay_seconds: int = 300
+    maintenance_timeout_seconds: int = 3600
+    max_repairs: int = 2
+    max_repairs_per_drive: int = 1
+
+
+@dataclass(frozen=True)
+class RepairPolicyChange:
+    """Fields left as None are not changed."""
+
+    paused: bool | None = None
+    delay_seconds: int | None = None
+    maintenance_timeout_seconds: int | None = None
+    max_repairs: int | None = None
+    max_repairs_per_drive: int | None = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +293,7 @@ class UpdateCluster:
     block: bool | None = None
     file: bool | None = None
     expected_generation: int = 0
+    repair: RepairPolicyChange | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING
 
 from osd.engine.shared.models import Allocation, Capacity, Changed, Created
 from osd.engine.shared.sizes import SizeSpec
-from osd.enums import AttachMode, Provisioning, SnapshotState, SourceKind, VolumeKind, VolumeState
+from osd.enums import (
+    AttachMode,
+    CopyLoss,
+    Provisioning,
+    SnapshotState,
+    SourceKind,
+    VolumeKind,
+    VolumeState,
+)
 
 if TYPE_CHECKING:
     from osd.engine.jobs.models import Job
@@ -86,6 +94,40 @@ class Volume:
     active_job_id: str
     create_time: datetime
     update_time: datetime
+    generation: int
+    copies: Copies = field(default_factory=lambda: Copies(0, 0))
+
+
+@dataclass(frozen=True)
+class MissingCopy:
+    """A declared copy that is not live, and why; the allocation fields are empty
+    when its allocation is gone."""
+
+    index: int
+    loss: CopyLoss
+    allocation_id: str = ""
+    drive_id: str = ""
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class Copies:
+    """A volume's copies as repair sees them (see osd.engine.volumes.health)."""
+
+    declared: int
+    live: int
+    missing: tuple[MissingCopy, ...] = ()
+    repair_job_id: str = ""
+    degraded_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RepairStarted:
+    """RepairVolume's answer: the volume, its repair job, whether it is new."""
+
+    volume: Volume
+    job: Job
+    started: bool
     generation: int
 
 
@@ -203,6 +245,8 @@ class VolumeQuery:
     states: tuple[int, ...] = ()
     template_id: str = ""
     datastore_version_id: str = ""
+    degraded: bool = False
+    repairing: bool = False
 
 
 @dataclass(frozen=True)
@@ -360,6 +404,7 @@ class ClusterCapacity:
     volume_count: int
     snapshot_count: int
     pools: list[PoolCapacity]
+    repair_reserved_bytes: int = 0
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from osd.engine.volumes import specs
+from osd.engine.volumes.health import health_of
 from osd.engine.volumes.models import (
     Attachment,
+    Copies,
     Durability,
+    MissingCopy,
     Placement,
     Qos,
     Snapshot,
@@ -20,6 +23,7 @@ from osd.engine.volumes.models import (
 from osd.enums import (
     AttachMode,
     FailureDomain,
+    JobKind,
     Provisioning,
     SnapshotState,
     SourceKind,
@@ -43,7 +47,13 @@ def placement_of(row: VolumeRow) -> Placement:
     )
 
 
-def volume_of(row: VolumeRow, allocated: int, attachments: int, snapshots: int) -> Volume:
+def volume_of(
+    row: VolumeRow,
+    allocated: int,
+    attachments: int,
+    snapshots: int,
+    copies: Copies | None = None,
+) -> Volume:
     durability = durability_of(row)
     size = row.size_bytes
     factor = row.snapshot_factor
@@ -71,13 +81,44 @@ def volume_of(row: VolumeRow, allocated: int, attachments: int, snapshots: int) 
         create_time=row.create_time,
         update_time=row.update_time,
         generation=row.generation,
+        copies=copies or Copies(durability_copies(row), 0),
     )
 
 
+def durability_copies(row: VolumeRow) -> int:
+    return specs.copies(durability_of(row))
+
+
+def copies_of(session: Session, rows: Sequence[VolumeRow]) -> dict[str, Copies]:
+    """The copies of each of ``rows``: declared, live, missing, and the repair job."""
+    ids = [r.id for r in rows]
+    views = repo.copy_views(session, ids)
+    repairs = {
+        j.target_id: j.id
+        for j in repo.unfinished_jobs_of_kind(session, JobKind.VOLUME_REPAIR, target_ids=ids)
+    }
+    out: dict[str, Copies] = {}
+    for r in rows:
+        h = health_of(r, views.get(r.id, []))
+        out[r.id] = Copies(
+            declared=h.declared,
+            live=h.live,
+            missing=tuple(
+                MissingCopy(m.index, m.loss, m.allocation_id, m.drive_id, m.node_id)
+                for m in h.missing
+            ),
+            repair_job_id=repairs.get(r.id, ""),
+            degraded_time=r.degraded_time,
+        )
+    return out
+
+
 def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
-    """Volumes with their usage and counts, in one query for the lot."""
-    stats = repo.usage_counts(session, [r.id for r in rows])
-    return [volume_of(r, *stats.get(r.id, (0, 0, 0))) for r in rows]
+    """Volumes with their usage, counts and copies, in a few queries for the lot."""
+    ids = [r.id for r in rows]
+    stats = repo.usage_counts(session, ids)
+    copies = copies_of(session, rows)
+    return [volume_of(r, *stats.get(r.id, (0, 0, 0)), copies.get(r.id)) for r in rows]
 
 
 def volume_from(session: Session, row: VolumeRow) -> Volume:

@@ -42,6 +42,7 @@ from osd.engine.volumes.guards import (
     require_serving,
     require_settled,
 )
+from osd.engine.volumes.health import health_of
 from osd.engine.volumes.models import (
     CapacitySummary,
     ChangedVolume,
@@ -59,6 +60,7 @@ from osd.engine.volumes.models import (
 from osd.engine.volumes.recovery import recover
 from osd.engine.volumes.views import (
     attachment_of,
+    copies_of,
     durability_of,
     placement_of,
     volume_from,
@@ -89,7 +91,7 @@ from osd.store import pools as pool_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
-from osd.store.models import AllocationRow, VolumeRow
+from osd.store.models import AllocationRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 if TYPE_CHECKING:
@@ -137,7 +139,25 @@ class VolumeEngine:
             if state != row.state:
                 row.state = state
                 volume_phases.stamp(row, generation)
+        for volume_id in sorted(change.volume_ids):
+            self._track_degraded(s, volume_id, generation)
         s.flush()
+
+    @staticmethod
+    def _track_degraded(s: Session, volume_id: str, generation: int) -> None:
+        """Records since when a volume lacks a live copy (repair waits its delay
+        from then), and forgets it once every copy is live again."""
+        row = repo.get(s, volume_id)
+        if row is None or row.state in (VolumeState.CREATING, VolumeState.DELETING):
+            return
+        views = repo.copy_views(s, [volume_id]).get(volume_id, [])
+        degraded = health_of(row, views).degraded
+        if degraded and row.degraded_time is None:
+            row.degraded_time = utcnow()
+            volume_phases.stamp(row, generation)
+        elif not degraded and row.degraded_time is not None:
+            row.degraded_time = None
+            volume_phases.stamp(row, generation)
 
     # -- create ----------------------------------------------------------------
 
@@ -271,13 +291,28 @@ class VolumeEngine:
             datastore_version_id=query.datastore_version_id,
         )
 
-        def keep(item: repo.VolumeWithUsage) -> bool:
-            row = item[0]
-            if pattern is not None and not pattern.search(row.name):
-                return False
-            return wanted <= row.labels.items()
-
         with self._store.read() as s:
+            repairing = (
+                {
+                    j.target_id
+                    for j in repo.unfinished_jobs_of_kind(
+                        s, JobKind.VOLUME_REPAIR, cluster_id=query.cluster_id
+                    )
+                }
+                if query.repairing
+                else set()
+            )
+
+            def keep(item: repo.VolumeWithUsage) -> bool:
+                row = item[0]
+                if pattern is not None and not pattern.search(row.name):
+                    return False
+                if query.repairing and row.id not in repairing:
+                    return False
+                if query.degraded and not _degraded(s, row):
+                    return False
+                return wanted <= row.labels.items()
+
             items, token = paging.take_page(
                 repo.scan(s, where, after, size + 1),
                 size,
@@ -285,7 +320,8 @@ class VolumeEngine:
                 lambda item: {"c": item[0].cluster_id, "n": item[0].name},
                 "volume",
             )
-            return Page([volume_of(*item) for item in items], token)
+            copies = copies_of(s, [item[0] for item in items])
+            return Page([volume_of(*item, copies.get(item[0].id)) for item in items], token)
 
     def capacity(self, cluster_id: str) -> CapacitySummary:
         if cluster_id:
@@ -325,6 +361,7 @@ class VolumeEngine:
                         volume_count=count,
                         snapshot_count=repo.snapshot_total(s, c.id),
                         pools=pools,
+                        repair_reserved_bytes=repo.repair_reserved_bytes(s, c.id),
                     )
                 )
             return CapacitySummary(out, current_generation(s))
@@ -484,6 +521,11 @@ class VolumeEngine:
 
 
 # -- helpers -------------------------------------------------------------------
+
+
+def _degraded(s: Session, row: VolumeRow) -> bool:
+    """Whether a volume lacks a live copy (ListVolumes' ``degraded``)."""
+    return health_of(row, repo.copy_views(s, [row.id]).get(row.id, [])).degraded
 
 
 def availability_state(row: VolumeRow, allocs: list[AllocationRow]) -> VolumeState:

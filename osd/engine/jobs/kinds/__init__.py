@@ -10,6 +10,7 @@ from osd.engine.jobs.kinds.node_drain import NodeDrain
 from osd.engine.jobs.kinds.pool_rebalance import PoolRebalance
 from osd.engine.jobs.kinds.volume_copy import VolumeCopy
 from osd.engine.jobs.kinds.volume_move import VolumeMove
+from osd.engine.jobs.kinds.volume_repair import VolumeRepair
 from osd.engine.jobs.kinds.volume_replica_change import VolumeReplicaChange
 
 
@@ -24,4 +25,5 @@ def handlers() -> list[AnyHandler]:
         VolumeMove(),
         VolumeReplicaChange(),
         VolumeCopy(),
+        VolumeRepair(),
     ]
