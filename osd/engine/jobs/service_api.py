@@ -3,7 +3,11 @@ rebalance (OpenStorage's Service), each started as a job, and their status.
 
 The starts validate the request, ask the driver about a new device (with
 no transaction open), and record the job through the job engine, whose
-kinds (osd.engine.jobs.kinds) do the rest."""
+kinds (osd.engine.jobs.kinds) do the rest.
+
+A pool's rebalance status agrees with its latest job's result: DONE only for a
+job that reached its goal (a DONE job whose result says it fell short reports
+FAILED), and a job that fell short says in its result what is missing."""
 
 from __future__ import annotations
 
@@ -260,7 +264,7 @@ class ServiceEngine:
             row = repo.latest(s, JobKind.POOL_REBALANCE, pool_id)
             job = self._jobs.to_domain(row) if row is not None else None
             return PoolRebalanceStatus(
-                status=_REBALANCE_OF_JOB[job.state] if job else RebalanceStatus.NONE,
+                status=_rebalance_status(job),
                 progress=job.progress if job else JobProgress(),
                 job=job,
                 spread_percent=spread_percent(s, pool.id),
@@ -296,6 +300,17 @@ class ServiceEngine:
     def _drive(s: Session, drive_id: str) -> Drive | None:
         row = s.get(DriveRow, drive_id) if drive_id else None
         return drives_from_rows(s, [row])[0] if row is not None else None
+
+
+def _rebalance_status(job: Job | None) -> RebalanceStatus:
+    """The rebalance status of a pool whose latest rebalance is ``job``: the job's
+    state, except that a DONE job whose result is not complete (it did not
+    restore every copy) is FAILED."""
+    if job is None:
+        return RebalanceStatus.NONE
+    if job.state == JobState.DONE and job.result is not None and not job.result.complete:
+        return RebalanceStatus.FAILED
+    return _REBALANCE_OF_JOB[job.state]
 
 
 def _adds(spec: object, node_id: str, device_path: str) -> bool:

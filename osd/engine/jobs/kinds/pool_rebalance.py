@@ -7,12 +7,26 @@ Each step does one move (see :mod:`osd.engine.jobs.kinds.moves`):
    allocation was released by ForgetDrive) or UNAVAILABLE on an EJECTED or
    FAILED drive is created anew on a drive its placement allows, from the
    volume's other available copies. A copy that cannot be rebuilt now (no
-   available source, or no drive may take it) is skipped and reported.
+   available source, or no drive may take it) is skipped, and tried again
+   at the end should it have become possible meanwhile.
 2. Balance: the move of one of the pool's copies between ONLINE member
    drives that most lowers sum(used^2 / total) over the drives, which is
    least when every drive is used to the same fraction of its size. Each
    move strictly lowers it, so the job ends; it ends when no move within the
    placement rules lowers it any more.
+
+The job reaches its goal only when no copy is missing: it then ends DONE
+with a complete result. When copies are still missing once nothing else can
+be done, it ends FAILED (FAILED_PRECONDITION) with reason NO_VALID_TARGET
+(some copy has no drive its placement allows that has room) or
+DATA_UNAVAILABLE (too few copies to rebuild from), and its result says so:
+complete false, that reason, and counts of what it did and what is missing
+(``moved_copies``, ``rebuilt_copies``, ``moved_bytes``, ``missing_copies``).
+A cancel or a failure also sets the result. Every end sets it.
+
+Progress never shows more done than total: the totals are what is done
+plus what the current plan still holds (the rebuilds to try and the balance
+moves), and, for a job that fell short, plus the copies still missing.
 
 A cancel or a failure leaves the moves already made and undoes the one in
 flight.
@@ -28,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine.jobs import moves
 from osd.engine.jobs.handler import JobContext, JobHandler
+from osd.engine.jobs.models import JobResult
 from osd.engine.jobs.records import Record
 from osd.engine.placement.cluster_view import ClusterView, Disk
 from osd.engine.placement.rules import (
@@ -40,6 +55,7 @@ from osd.engine.placement.rules import (
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.refusals import check_no_job
+from osd.engine.shared.sizes import human
 from osd.enums import AllocationState, DriveState, DurabilityType, JobKind, VolumeState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition, NotFound
@@ -49,6 +65,12 @@ from osd.store.models import AllocationRow, DriveRow, JobRow, PoolRow, VolumeRow
 
 _HEALTH = (VolumeState.UP, VolumeState.DEGRADED, VolumeState.DOWN)
 MAX_PLAN = 10_000
+
+# Why a missing copy cannot be rebuilt (the reasons a rebalance that falls short
+# ends with): no drive its placement allows has room for it; too few available
+# copies of its data to rebuild it from.
+NO_VALID_TARGET = "NO_VALID_TARGET"
+DATA_UNAVAILABLE = "DATA_UNAVAILABLE"
 
 
 @dataclass(frozen=True)
@@ -202,10 +224,12 @@ class PoolRebalanceSpec(Record):
 
 @dataclass
 class PoolRebalanceCheckpoint(moves.MovesCheckpoint):
-    """The moves' checkpoint, and the copies (``volume id:index``) found that
-    cannot be rebuilt now, which later steps skip."""
+    """The moves' checkpoint, the copies (``volume id:index``) found that cannot
+    be rebuilt now, which later steps skip, and how many of the moves done were
+    rebuilds of missing copies."""
 
     skipped: list[str] = field(default_factory=list)
+    rebuilt: int = 0
 
 
 Context = JobContext[PoolRebalanceSpec, PoolRebalanceCheckpoint]
@@ -249,18 +273,22 @@ class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalan
         return PoolRebalanceSpec(pool.id)
 
     def step(self, ctx: Context) -> bool:
-        moves.settle(ctx)
+        self._settle(ctx)
         skipped = set(ctx.checkpoint.skipped)
         newly: list[str] = []
         move: moves.Move | None = None
+        unmet: list[tuple[Need, str]] = []
+        retry: set[str] = set()
         with ctx.store.read() as s:
             view = ClusterView(s, ctx.cluster_id)
             volumes = repo.volumes_of_pool(s, ctx.target_id)
             allocs = repo.allocations_of_volumes(s, [vol.id for vol in volumes])
-            needs = [n for n in rebuild_needs(view, volumes, allocs) if n.key not in skipped]
+            missing = rebuild_needs(view, volumes, allocs)
+            needs = [n for n in missing if n.key not in skipped]
             for need in needs:
-                move = self._rebuild(s, view, need, allocs)
-                if move is not None:
+                found = self._rebuild(s, view, need, allocs)
+                if isinstance(found, moves.Move):
+                    move = found
                     break
                 newly.append(need.key)
             balance = Balancer(s, view, ctx.target_id, volumes, allocs).plan()
@@ -277,27 +305,94 @@ class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalan
                     target_drive_id=target.id,
                     target_node_id=target.node_id,
                 )
-        rebuilds = len(needs) - len(newly)
-        if newly or move is None:
+            if move is None:
+                # Nothing left to do: what is still missing, and why.
+                for need in missing:
+                    found = self._rebuild(s, view, need, allocs)
+                    if isinstance(found, moves.Move):
+                        retry.add(need.key)
+                    else:
+                        unmet.append((need, found))
+        if move is None:
+            return self._end(ctx, skipped | set(newly), retry, unmet)
+        if newly:
             with ctx.write():
                 ctx.checkpoint.skipped = sorted(skipped | set(newly))
-                if ctx.checkpoint.skipped:
-                    ctx.progress.message = (
-                        f"{len(ctx.checkpoint.skipped)} copies could not be rebuilt"
-                    )
-        if move is None:
-            return True
-        ctx.progress.total_steps = ctx.progress.done_steps + rebuilds + len(balance)
+        rebuilds = [n for n in needs if n.key not in newly]
+        ctx.progress.total_steps = ctx.progress.done_steps + len(rebuilds) + len(balance)
+        ctx.progress.total_bytes = (
+            ctx.progress.done_bytes
+            + sum(n.nbytes for n in rebuilds)
+            + sum(a.bytes for a, _ in balance)
+        )
         n, total = ctx.progress.done_steps + 1, ctx.progress.total_steps
         verb = "rebuilding copy" if move.rebuild else "moving allocation"
+        done = ctx.progress.done_steps
         moves.perform(ctx, move, f"{verb} {n} of about {total}")
+        if move.rebuild and ctx.progress.done_steps > done:
+            ctx.checkpoint.rebuilt += 1
         return False
+
+    @staticmethod
+    def _settle(ctx: Context) -> None:
+        """Finishes what a previous run left (see :func:`moves.settle`), counting a
+        rebuild it completes."""
+        inflight, done = ctx.checkpoint.inflight, ctx.progress.done_steps
+        moves.settle(ctx)
+        if inflight is not None and inflight.rebuild and ctx.progress.done_steps > done:
+            ctx.checkpoint.rebuilt += 1
+
+    def _end(
+        self, ctx: Context, skipped: set[str], retry: set[str], unmet: list[tuple[Need, str]]
+    ) -> bool:
+        """The last step: True when no copy is missing; False to try again the skipped
+        copies that can now be rebuilt; otherwise the job fails with a result that
+        says what is missing and why."""
+        with ctx.write():
+            ctx.checkpoint.skipped = sorted(skipped - retry)
+            if retry:
+                return False
+            ctx.progress.total_steps = ctx.progress.done_steps + len(unmet)
+            ctx.progress.total_bytes = ctx.progress.done_bytes + sum(n.nbytes for n, _ in unmet)
+            if unmet:
+                ctx.result = self._short(ctx, unmet)
+                ctx.progress.message = ctx.result.summary
+        if not unmet:
+            return True
+        assert ctx.result is not None
+        raise FailedPrecondition(
+            ctx.result.summary,
+            reason=ctx.result.reason,
+            metadata={
+                "pool_id": ctx.target_id,
+                "missing_copies": str(len(unmet)),
+                "volume_id": unmet[0][0].volume.id,
+            },
+        )
+
+    @staticmethod
+    def _short(ctx: Context, unmet: list[tuple[Need, str]]) -> JobResult:
+        """The result of a rebalance that could not restore the copies of ``unmet``."""
+        why = {reason for _, reason in unmet}
+        reason = NO_VALID_TARGET if NO_VALID_TARGET in why else DATA_UNAVAILABLE
+        no_target = sum(1 for _, r in unmet if r == NO_VALID_TARGET)
+        parts = []
+        if no_target:
+            parts.append(f"{no_target} with no drive its placement allows that has room")
+        if len(unmet) > no_target:
+            parts.append(f"{len(unmet) - no_target} with too few available copies to rebuild from")
+        summary = (
+            f"{_copies(len(unmet))} of the pool's volumes still missing "
+            f"({'; '.join(parts)}); {_done(ctx)}"
+        )
+        return JobResult(False, reason, summary, _counts(ctx, len(unmet)))
 
     @staticmethod
     def _rebuild(
         s: Session, view: ClusterView, need: Need, allocs: list[AllocationRow]
-    ) -> moves.Move | None:
-        """The move that rebuilds ``need``, or None when it cannot be rebuilt now."""
+    ) -> moves.Move | str:
+        """The move that rebuilds ``need``, or why it cannot be rebuilt now
+        (DATA_UNAVAILABLE or NO_VALID_TARGET)."""
         mine = [
             a
             for a in allocs
@@ -308,7 +403,7 @@ class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalan
             len(available) < copies_to_read(need.volume)
             or need.volume.durability_type == DurabilityType.NONE
         ):
-            return None
+            return DATA_UNAVAILABLE
         try:
             target = view.choose(
                 rules_of(s, need.volume.id, None, need.index),
@@ -316,7 +411,7 @@ class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalan
                 [a.drive_id for a in mine],
             )
         except FailedPrecondition:
-            return None
+            return NO_VALID_TARGET
         return moves.Move(
             allocation_id=need.alloc.id if need.alloc else None,
             volume_id=need.volume.id,
@@ -329,8 +424,50 @@ class PoolRebalance(JobHandler[PoolRebalanceSpec, PoolRebalanceSpec, PoolRebalan
             target_node_id=target.node_id,
         )
 
+    def finish(self, ctx: Context, s: Session, generation: int) -> None:
+        ctx.result = JobResult(
+            True,
+            summary=f"no copy is missing; {_done(ctx)}",
+            counts=_counts(ctx, 0),
+        )
+
     def undo(self, ctx: Context) -> None:
         moves.undo(ctx)
 
     def abort(self, ctx: Context, s: Session, generation: int) -> None:
         moves.forget(ctx)
+        if ctx.result is not None and not ctx.result.complete:
+            return  # the step that found copies missing said what it could not do
+        row = s.get(JobRow, ctx.job_id)
+        cancelled = row is not None and row.cancel_requested
+        pool = s.get(PoolRow, ctx.target_id)
+        missing = missing_copies(s, pool) if pool is not None else 0
+        how = "cancelled" if cancelled else "stopped by an error"
+        ctx.result = JobResult(
+            False,
+            "CANCELLED" if cancelled else "JOB_FAILED",
+            f"{how}; {_done(ctx)}; the moves made stay where they went; "
+            f"{_copies(missing)} of the pool's volumes missing",
+            _counts(ctx, missing),
+        )
+
+
+def _counts(ctx: Context, missing: int) -> dict[str, int]:
+    return {
+        "moved_copies": ctx.progress.done_steps,
+        "rebuilt_copies": ctx.checkpoint.rebuilt,
+        "moved_bytes": ctx.progress.done_bytes,
+        "missing_copies": missing,
+    }
+
+
+def _done(ctx: Context) -> str:
+    """What the job has done, for people."""
+    return (
+        f"placed {_copies(ctx.progress.done_steps)} ({human(ctx.progress.done_bytes)}), "
+        f"{ctx.checkpoint.rebuilt} of them rebuilt"
+    )
+
+
+def _copies(n: int) -> str:
+    return f"{n} copy" if n == 1 else f"{n} copies"

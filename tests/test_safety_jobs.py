@@ -1,0 +1,213 @@
+"""Data safety of the jobs that move data, through the wire on both stores.
+
+A pool rebalance that cannot restore every copy says so (FAILED, with a
+result that counts what is missing) and never shows more done than total;
+its status agrees with that result. A pool of whole nodes takes no data on,
+and counts no capacity of, a member drive that cannot take data. A cancelled
+soft eject or drain returns its source to service and says in the job's
+result what moved (those copies stay where they went).
+"""
+
+from __future__ import annotations
+
+import grpc
+from sqlalchemy import select
+
+from osd.store.models import AllocationRow
+from osd.v1 import job_pb2 as jpb
+from osd.v1 import node_pb2 as npb
+from osd.v1 import node_pb2_grpc
+from osd.v1 import service_pb2 as spb
+from tests.conftest import RunningDaemon
+from tests.factories import GIB, make_pool, make_topology, make_volume
+from tests.test_jobs import allocs_on, assert_books, jobs_stub, service_stub, wait_job
+
+
+def _node_stub(d: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
+    return node_pb2_grpc.NodeServiceStub(d.channel)
+
+
+def _hard_eject(d: RunningDaemon, drive_id: str) -> None:
+    resp = _node_stub(d).EjectDrive(
+        npb.EjectDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True), timeout=10
+    )
+    assert resp.drive.state == npb.DRIVE_STATE_EJECTED
+
+
+def _status(d: RunningDaemon, pool_id: str) -> spb.GetPoolRebalanceStatusResponse:
+    return service_stub(d).GetPoolRebalanceStatus(
+        spb.GetPoolRebalanceStatusRequest(pool_id=pool_id), timeout=10
+    )
+
+
+def _rebalance(d: RunningDaemon, pool_id: str) -> jpb.Job:
+    started = service_stub(d).StartPoolRebalance(
+        spb.StartPoolRebalanceRequest(pool_id=pool_id), timeout=10
+    )
+    return wait_job(d, started.job.id)
+
+
+def _assert_progress_within_totals(job: jpb.Job) -> None:
+    p = job.progress
+    assert p.done_bytes <= p.total_bytes, p
+    assert p.done_steps <= p.total_steps, p
+    assert 0 <= p.percent <= 100
+
+
+def _assert_status_agrees(status: spb.GetPoolRebalanceStatusResponse, job: jpb.Job) -> None:
+    assert status.job.id == job.id and status.job.result == job.result
+    assert status.progress == job.progress
+    assert status.missing_copies == job.result.counts["missing_copies"]
+    if job.result.complete:
+        assert status.status == spb.REBALANCE_STATUS_DONE
+    else:
+        assert status.status != spb.REBALANCE_STATUS_DONE
+
+
+def _used(d: RunningDaemon, drive_id: str) -> int:
+    return sum(a.bytes for a in allocs_on(d.store, drive_id))
+
+
+# -- bug: a rebalance with no valid target ended DONE at 100% ------------------------
+
+
+def test_a_rebalance_with_no_valid_target_fails_saying_what_is_missing(
+    daemon: RunningDaemon,
+) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
+    lost = make_volume(
+        daemon.store,
+        cluster_id,
+        [drives[0], drives[2], drives[4]],
+        GIB,
+        pool_id=pool,
+        driver=daemon.driver,
+    )
+    # Zones 1 and 2 are uneven (drives 3 and 5 empty): the balance has work to do.
+    for _ in range(4):
+        make_volume(
+            daemon.store,
+            cluster_id,
+            [drives[2], drives[4]],
+            5 * GIB,
+            pool_id=pool,
+            driver=daemon.driver,
+        )
+    # Both drives of zone 0 are ejected: the copy of `lost` there has nowhere
+    # to go (zones 1 and 2 hold its other copies).
+    _hard_eject(daemon, drives[0])
+    _hard_eject(daemon, drives[1])
+    assert _status(daemon, pool).missing_copies == 1
+
+    job = _rebalance(daemon, pool)
+
+    assert job.state == jpb.JOB_STATE_FAILED
+    assert job.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    [info] = [d for d in job.error.details if d.type_url.endswith("google.rpc.ErrorInfo")]
+    assert b"NO_VALID_TARGET" in info.value
+    result = job.result
+    assert not result.complete and result.reason == "NO_VALID_TARGET"
+    assert result.counts["missing_copies"] == 1
+    assert result.counts["rebuilt_copies"] == 0
+    assert result.counts["moved_copies"] == job.progress.done_steps > 0
+    assert result.counts["moved_bytes"] == job.progress.done_bytes > 0
+    assert "missing" in result.summary
+    _assert_progress_within_totals(job)
+    assert job.progress.percent < 100
+    assert job.progress.message != "done"
+    # The balance moves were made and stay; the missing copy is still missing.
+    assert _used(daemon, drives[3]) > 0 and _used(daemon, drives[5]) > 0
+    assert [a.drive_id for a in allocs_on(daemon.store, drives[0])] == [drives[0]]
+    assert len(allocs_on(daemon.store, drives[1])) == 0
+    with daemon.store.read() as s:
+        copies = s.scalars(select(AllocationRow).where(AllocationRow.volume_id == lost)).all()
+    assert len(copies) == 3
+    status = _status(daemon, pool)
+    assert status.status == spb.REBALANCE_STATUS_FAILED
+    _assert_status_agrees(status, job)
+    assert_books(daemon.store)
+
+
+def test_a_rebalance_with_nothing_to_rebuild_from_fails_with_data_unavailable(
+    daemon: RunningDaemon,
+) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
+    make_volume(daemon.store, cluster_id, [drives[0]], GIB, pool_id=pool, driver=daemon.driver)
+    _hard_eject(daemon, drives[0])
+
+    job = _rebalance(daemon, pool)
+
+    assert job.state == jpb.JOB_STATE_FAILED
+    assert not job.result.complete and job.result.reason == "DATA_UNAVAILABLE"
+    assert dict(job.result.counts) == {
+        "moved_copies": 0,
+        "rebuilt_copies": 0,
+        "moved_bytes": 0,
+        "missing_copies": 1,
+    }
+    _assert_progress_within_totals(job)
+    _assert_status_agrees(_status(daemon, pool), job)
+    assert_books(daemon.store)
+
+
+def test_a_rebalance_that_restores_every_copy_says_it_is_complete(daemon: RunningDaemon) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
+    make_volume(
+        daemon.store,
+        cluster_id,
+        [drives[0], drives[2], drives[4]],
+        GIB,
+        pool_id=pool,
+        driver=daemon.driver,
+    )
+    _hard_eject(daemon, drives[0])  # drive 1, in the same zone, can take the copy
+
+    job = _rebalance(daemon, pool)
+
+    assert job.state == jpb.JOB_STATE_DONE
+    assert job.result.complete and job.result.reason == ""
+    assert job.result.counts["missing_copies"] == 0
+    assert job.result.counts["rebuilt_copies"] == 1
+    assert job.result.counts["moved_copies"] == job.progress.done_steps >= 1
+    assert job.result.counts["moved_bytes"] == job.progress.done_bytes
+    assert job.progress.done_bytes == job.progress.total_bytes
+    _assert_progress_within_totals(job)
+    status = _status(daemon, pool)
+    assert status.status == spb.REBALANCE_STATUS_DONE and status.missing_copies == 0
+    _assert_status_agrees(status, job)
+    assert_books(daemon.store)
+
+
+def test_a_cancelled_rebalance_says_what_it_moved(daemon: RunningDaemon) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
+    for _ in range(3):
+        make_volume(
+            daemon.store,
+            cluster_id,
+            [drives[0], drives[2], drives[4]],
+            GIB,
+            pool_id=pool,
+            driver=daemon.driver,
+        )
+    daemon.driver.block("copy_replica")
+    started = service_stub(daemon).StartPoolRebalance(
+        spb.StartPoolRebalanceRequest(pool_id=pool), timeout=10
+    )
+    assert daemon.driver.wait_blocked("copy_replica")
+    jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=started.job.id), timeout=10)
+    daemon.driver.unblock("copy_replica")
+
+    job = wait_job(daemon, started.job.id)
+
+    assert job.state == jpb.JOB_STATE_CANCELLED
+    assert not job.result.complete and job.result.reason == "CANCELLED"
+    assert job.result.counts["moved_copies"] == job.progress.done_steps == 1
+    assert job.result.counts["moved_bytes"] == job.progress.done_bytes == GIB
+    assert job.result.counts["missing_copies"] == 0
+    _assert_progress_within_totals(job)
+    _assert_status_agrees(_status(daemon, pool), job)
+    assert_books(daemon.store)
