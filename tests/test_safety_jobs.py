@@ -11,16 +11,21 @@ result what moved (those copies stay where they went).
 from __future__ import annotations
 
 import grpc
+import pytest
 from sqlalchemy import select
 
+from osd.enums import DriveState
 from osd.store.models import AllocationRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb
-from osd.v1 import node_pb2_grpc
+from osd.v1 import node_pb2_grpc, pool_pb2_grpc, volume_pb2_grpc
+from osd.v1 import pool_pb2 as ppb
 from osd.v1 import service_pb2 as spb
+from osd.v1 import volume_pb2 as vpb
 from tests.conftest import RunningDaemon
-from tests.factories import GIB, make_pool, make_topology, make_volume
+from tests.factories import GIB, make_drive, make_pool, make_topology, make_volume
 from tests.test_jobs import allocs_on, assert_books, jobs_stub, service_stub, wait_job
+from tests.volume_helpers import create
 
 
 def _node_stub(d: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
@@ -211,3 +216,60 @@ def test_a_cancelled_rebalance_says_what_it_moved(daemon: RunningDaemon) -> None
     _assert_progress_within_totals(job)
     _assert_status_agrees(_status(daemon, pool), job)
     assert_books(daemon.store)
+
+
+# -- bug: a pool of whole nodes took in drives that cannot take data ------------------
+
+
+@pytest.mark.parametrize("state", [DriveState.EJECTED, DriveState.FAILED], ids=lambda s: s.name)
+def test_a_pool_of_whole_nodes_counts_and_places_only_on_drives_that_take_data(
+    daemon: RunningDaemon, state: DriveState
+) -> None:
+    cluster_id, nodes, _drives = make_topology(daemon.store)
+    # An empty drive of node 0 that cannot take data, ten times the size of the
+    # others: placement (emptiest after the copy first) would pick it for every
+    # copy in zone 0 were it a target.
+    dead = make_drive(daemon.store, nodes[0], "/dev/sdz", 1000 * GIB, state=state)
+    pools = pool_pb2_grpc.PoolServiceStub(daemon.channel)
+    pool = pools.CreatePool(
+        ppb.CreatePoolRequest(cluster_id=cluster_id, name="whole", node_ids=nodes), timeout=10
+    ).pool
+    assert dead in pool.drive_ids  # still a member through its node
+    assert pool.capacity.total_bytes == 6 * 100 * GIB
+    inspected = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
+    assert inspected.capacity == pool.capacity
+
+    volumes = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    for i in range(3):
+        create(volumes, cluster_id, f"v{i}", placement=vpb.Placement(pool_id=pool.id))
+    assert allocs_on(daemon.store, dead) == []
+    summary = volumes.GetCapacitySummary(vpb.GetCapacitySummaryRequest(cluster_id=cluster_id))
+    [p] = summary.clusters[0].pools
+    assert p.pool_id == pool.id
+    assert p.capacity.total_bytes == 6 * 100 * GIB
+    assert p.capacity.used_bytes == 9 * GIB
+    assert p.available_bytes == p.capacity.free_bytes
+    inspected = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
+    assert inspected.capacity == p.capacity
+    # Neither does a rebalance of the pool put anything on it.
+    assert _rebalance(daemon, pool.id).state == jpb.JOB_STATE_DONE
+    assert allocs_on(daemon.store, dead) == []
+    assert_books(daemon.store)
+
+
+def test_a_node_that_is_not_online_adds_no_pool_capacity(daemon: RunningDaemon) -> None:
+    cluster_id, nodes, _drives = make_topology(daemon.store)
+    pools = pool_pb2_grpc.PoolServiceStub(daemon.channel)
+    pool = pools.CreatePool(
+        ppb.CreatePoolRequest(cluster_id=cluster_id, name="whole", node_ids=nodes), timeout=10
+    ).pool
+    assert pool.capacity.total_bytes == 6 * 100 * GIB
+    _node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=nodes[0], state=npb.NODE_STATE_OFFLINE), timeout=10
+    )
+    after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
+    assert after.capacity.total_bytes == 4 * 100 * GIB
+    volumes = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    summary = volumes.GetCapacitySummary(vpb.GetCapacitySummaryRequest(cluster_id=cluster_id))
+    [p] = summary.clusters[0].pools
+    assert p.capacity == after.capacity and p.available_bytes == 4 * 100 * GIB

@@ -3,18 +3,27 @@
 A pool's members are the drives added alone (``pool_drives``) and the data
 drives of the nodes added whole (``pool_nodes``): a drive that a member node
 gains later is a member too. :func:`effective_drive_ids` is that union.
+
+Membership is not the right to take data: a member drive takes data only
+while it is an ONLINE data drive of an ONLINE node (:func:`takes_data`), so
+a node's EJECTED, FAILED, SOFT_EJECTING, REPLACING or ADDING drive, or any
+drive of a node that is not ONLINE, stays a member but is no placement
+target, and a pool's capacity (:func:`capacity`) counts only the member
+drives that take data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
-from sqlalchemy import Select, delete, func, select, union
+from sqlalchemy import ColumnElement, Select, and_, delete, func, select, union
 from sqlalchemy.orm import Session
 
+from osd.enums import DriveState, NodeState
 from osd.store.models import (
     AllocationRow,
     DriveRow,
+    NodeRow,
     PoolDriveRow,
     PoolNodeRow,
     PoolRow,
@@ -22,6 +31,18 @@ from osd.store.models import (
     TemplateRow,
     VolumeRow,
 )
+
+
+def takes_data() -> ColumnElement[bool]:
+    """The condition on a drive row, joined with its node's row, that the drive
+    can take data: an ONLINE data (non-journal) drive of an ONLINE node. A drive
+    in any other state (ADDING, SOFT_EJECTING, EJECTED, FAILED, REPLACING) or of
+    a node that is OFFLINE, in MAINTENANCE or DRAINING takes none."""
+    return and_(
+        DriveRow.state == DriveState.ONLINE,
+        DriveRow.journal.is_(False),
+        NodeRow.state == NodeState.ONLINE,
+    )
 
 
 def effective_drive_ids_select(pool_id: str) -> Select[tuple[str]]:
@@ -42,8 +63,9 @@ def effective_drive_ids(session: Session, pool_id: str) -> set[str]:
     Members are the drives added alone (``pool_drives``) together with every
     data (non-journal) drive of the nodes that are whole members
     (``pool_nodes``), including drives those nodes gained after they joined.
-    The drives' and nodes' states are not looked at: placement must still keep
-    only ONLINE drives of ONLINE nodes. An unknown pool has no members.
+    The drives' and nodes' states are not looked at: membership makes no drive
+    a placement target, which must also satisfy :func:`takes_data`. An unknown
+    pool has no members.
     """
     return set(session.scalars(effective_drive_ids_select(pool_id)))
 
@@ -167,13 +189,16 @@ def drop_node(session: Session, node_id: str) -> None:
 
 
 def capacity(session: Session, pool_id: str) -> tuple[int, int]:
-    """Total and used bytes over the pool's member drives."""
+    """Total and used bytes over the pool's member drives that take data
+    (:func:`takes_data`): a member that is EJECTED, say, adds nothing."""
     members = effective_drive_ids_select(pool_id).subquery()
     total, used = session.execute(
         select(
             func.coalesce(func.sum(DriveRow.total_bytes), 0),
             func.coalesce(func.sum(DriveRow.used_bytes), 0),
-        ).where(DriveRow.id.in_(select(members.c.drive_id)), DriveRow.journal.is_(False))
+        )
+        .join(NodeRow, NodeRow.id == DriveRow.node_id)
+        .where(DriveRow.id.in_(select(members.c.drive_id)), takes_data())
     ).one()
     return int(total), int(used)
 
