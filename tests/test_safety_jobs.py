@@ -273,3 +273,92 @@ def test_a_node_that_is_not_online_adds_no_pool_capacity(daemon: RunningDaemon) 
     summary = volumes.GetCapacitySummary(vpb.GetCapacitySummaryRequest(cluster_id=cluster_id))
     [p] = summary.clusters[0].pools
     assert p.capacity == after.capacity and p.available_bytes == 4 * 100 * GIB
+
+
+# -- bug: a cancelled soft eject or drain did not say what it had moved ---------------
+
+
+def test_cancelling_a_soft_eject_returns_the_drive_online_and_says_what_moved(
+    daemon: RunningDaemon,
+) -> None:
+    cluster_id, _nodes, drives = make_topology(daemon.store)
+    for _ in range(3):
+        make_volume(
+            daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
+        )
+    daemon.driver.block("copy_replica")
+    resp = _node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    assert resp.job.kind == jpb.JOB_KIND_DRIVE_EVACUATE
+    assert daemon.driver.wait_blocked("copy_replica")
+    jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=resp.job.id), timeout=10)
+    daemon.driver.unblock("copy_replica")
+
+    job = wait_job(daemon, resp.job.id)
+
+    assert job.state == jpb.JOB_STATE_CANCELLED
+    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
+    assert drive.state == npb.DRIVE_STATE_ONLINE
+    # The copy moved before the cancel stays where it went.
+    assert len(allocs_on(daemon.store, drives[0])) == 2
+    assert len(allocs_on(daemon.store, drives[1])) == 1
+    assert not job.result.complete and job.result.reason == "CANCELLED"
+    assert dict(job.result.counts) == {
+        "moved_copies": 1,
+        "moved_bytes": GIB,
+        "remaining_copies": 2,
+    }
+    assert job.result.counts["moved_copies"] == job.progress.done_steps
+    assert "stay where they went" in job.result.summary
+    assert_books(daemon.store)
+
+
+def test_a_soft_eject_that_is_done_says_what_moved(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, drives = make_topology(daemon.store)
+    for _ in range(2):
+        make_volume(
+            daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
+        )
+    resp = _node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    job = wait_job(daemon, resp.job.id)
+    assert job.state == jpb.JOB_STATE_DONE
+    assert job.result.complete and job.result.reason == ""
+    assert dict(job.result.counts) == {
+        "moved_copies": 2,
+        "moved_bytes": 2 * GIB,
+        "remaining_copies": 0,
+    }
+    assert_books(daemon.store)
+
+
+def test_cancelling_a_drain_returns_the_node_online_and_says_what_moved(
+    daemon: RunningDaemon,
+) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store, zones=4)
+    for _ in range(2):
+        make_volume(
+            daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
+        )
+    make_volume(
+        daemon.store, cluster_id, [drives[1], drives[3], drives[5]], GIB, driver=daemon.driver
+    )
+    daemon.driver.block("copy_replica")
+    resp = _node_stub(daemon).DrainNode(npb.DrainNodeRequest(node_id=nodes[0]))
+    assert daemon.driver.wait_blocked("copy_replica")
+    jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=resp.job.id), timeout=10)
+    daemon.driver.unblock("copy_replica")
+
+    job = wait_job(daemon, resp.job.id)
+
+    assert job.state == jpb.JOB_STATE_CANCELLED
+    node = _node_stub(daemon).InspectNode(npb.InspectNodeRequest(node_id=nodes[0])).node
+    assert node.state == npb.NODE_STATE_ONLINE
+    on_node = len(allocs_on(daemon.store, drives[0])) + len(allocs_on(daemon.store, drives[1]))
+    assert on_node == 2
+    assert not job.result.complete and job.result.reason == "CANCELLED"
+    assert dict(job.result.counts) == {
+        "moved_copies": 1,
+        "moved_bytes": GIB,
+        "remaining_copies": 2,
+    }
+    assert "stay where they went" in job.result.summary
+    assert_books(daemon.store)

@@ -110,9 +110,12 @@ class NodeServiceStub:
     keeping each volume's placement rules. The node becomes DRAINING and takes
     no new allocations; when the job is DONE the node is empty and in
     MAINTENANCE, ready for its drives to be deleted (or for
-    Service.ExitMaintenance). Cancelling the job returns the node to ONLINE;
-    data already moved stays where it went. Starting again while the drain
-    runs returns the running job.
+    Service.ExitMaintenance). Cancelling the job (JobService.CancelJob)
+    returns the node to ONLINE but does not move back what already moved:
+    copies moved before the cancel stay where they went, and a later pool
+    rebalance may move them back. The job's result says what moved (counts
+    "moved_copies", "moved_bytes", and "remaining_copies" still on the
+    node). Starting again while the drain runs returns the running job.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
@@ -185,10 +188,14 @@ class NodeServiceStub:
     Soft (StorPool's soft-eject): the drive becomes SOFT_EJECTING, takes no
     new allocations, and a JOB_KIND_DRIVE_EVACUATE job moves its allocations
     to other drives under each volume's placement rules. The job can be
-    paused and resumed (StorPool's soft-eject "paused") and cancelled, which
-    returns the drive to ONLINE (data already moved stays where it went).
-    When the job is DONE the drive is empty and EJECTED. Soft-ejecting a
-    drive that is SOFT_EJECTING returns the running job.
+    paused and resumed (StorPool's soft-eject "paused") and cancelled
+    (JobService.CancelJob), which returns the drive to ONLINE but does not
+    move back what already moved: copies moved before the cancel stay where
+    they went, and a later pool rebalance may move them back. The job's
+    result says what moved (counts "moved_copies", "moved_bytes", and
+    "remaining_copies" still on the drive). When the job is DONE the drive
+    is empty and EJECTED. Soft-ejecting a drive that is SOFT_EJECTING
+    returns the running job.
 
     Hard: the drive is EJECTED at once, with its data. Its allocations stay
     recorded as UNAVAILABLE, so the volumes with copies on it run DEGRADED
@@ -301,9 +308,12 @@ class NodeServiceAsyncStub(NodeServiceStub):
     keeping each volume's placement rules. The node becomes DRAINING and takes
     no new allocations; when the job is DONE the node is empty and in
     MAINTENANCE, ready for its drives to be deleted (or for
-    Service.ExitMaintenance). Cancelling the job returns the node to ONLINE;
-    data already moved stays where it went. Starting again while the drain
-    runs returns the running job.
+    Service.ExitMaintenance). Cancelling the job (JobService.CancelJob)
+    returns the node to ONLINE but does not move back what already moved:
+    copies moved before the cancel stay where they went, and a later pool
+    rebalance may move them back. The job's result says what moved (counts
+    "moved_copies", "moved_bytes", and "remaining_copies" still on the
+    node). Starting again while the drain runs returns the running job.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
@@ -376,10 +386,14 @@ class NodeServiceAsyncStub(NodeServiceStub):
     Soft (StorPool's soft-eject): the drive becomes SOFT_EJECTING, takes no
     new allocations, and a JOB_KIND_DRIVE_EVACUATE job moves its allocations
     to other drives under each volume's placement rules. The job can be
-    paused and resumed (StorPool's soft-eject "paused") and cancelled, which
-    returns the drive to ONLINE (data already moved stays where it went).
-    When the job is DONE the drive is empty and EJECTED. Soft-ejecting a
-    drive that is SOFT_EJECTING returns the running job.
+    paused and resumed (StorPool's soft-eject "paused") and cancelled
+    (JobService.CancelJob), which returns the drive to ONLINE but does not
+    move back what already moved: copies moved before the cancel stay where
+    they went, and a later pool rebalance may move them back. The job's
+    result says what moved (counts "moved_copies", "moved_bytes", and
+    "remaining_copies" still on the drive). When the job is DONE the drive
+    is empty and EJECTED. Soft-ejecting a drive that is SOFT_EJECTING
+    returns the running job.
 
     Hard: the drive is EJECTED at once, with its data. Its allocations stay
     recorded as UNAVAILABLE, so the volumes with copies on it run DEGRADED
@@ -531,9 +545,12 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         keeping each volume's placement rules. The node becomes DRAINING and takes
         no new allocations; when the job is DONE the node is empty and in
         MAINTENANCE, ready for its drives to be deleted (or for
-        Service.ExitMaintenance). Cancelling the job returns the node to ONLINE;
-        data already moved stays where it went. Starting again while the drain
-        runs returns the running job.
+        Service.ExitMaintenance). Cancelling the job (JobService.CancelJob)
+        returns the node to ONLINE but does not move back what already moved:
+        copies moved before the cancel stay where they went, and a later pool
+        rebalance may move them back. The job's result says what moved (counts
+        "moved_copies", "moved_bytes", and "remaining_copies" still on the
+        node). Starting again while the drain runs returns the running job.
 
         Role: admin.
         Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
@@ -648,10 +665,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         Soft (StorPool's soft-eject): the drive becomes SOFT_EJECTING, takes no
         new allocations, and a JOB_KIND_DRIVE_EVACUATE job moves its allocations
         to other drives under each volume's placement rules. The job can be
-        paused and resumed (StorPool's soft-eject "paused") and cancelled, which
-        returns the drive to ONLINE (data already moved stays where it went).
-        When the job is DONE the drive is empty and EJECTED. Soft-ejecting a
-        drive that is SOFT_EJECTING returns the running job.
+        paused and resumed (StorPool's soft-eject "paused") and cancelled
+        (JobService.CancelJob), which returns the drive to ONLINE but does not
+        move back what already moved: copies moved before the cancel stay where
+        they went, and a later pool rebalance may move them back. The job's
+        result says what moved (counts "moved_copies", "moved_bytes", and
+        "remaining_copies" still on the drive). When the job is DONE the drive
+        is empty and EJECTED. Soft-ejecting a drive that is SOFT_EJECTING
+        returns the running job.
 
         Hard: the drive is EJECTED at once, with its data. Its allocations stay
         recorded as UNAVAILABLE, so the volumes with copies on it run DEGRADED

@@ -1,5 +1,10 @@
 """Soft eject (DRIVE_EVACUATE): the drive SOFT_EJECTING while its copies move
-to other drives; EJECTED when DONE, ONLINE again when cancelled or failed."""
+to other drives; EJECTED when DONE, ONLINE again when cancelled or failed.
+
+A cancel (or a failure) does not move back what already moved: those copies
+stay on the drives they went to (a later rebalance may move them back), and
+the job's result says so, counting ``moved_copies``, ``moved_bytes`` and the
+``remaining_copies`` still on the drive. DONE also sets the result."""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.kinds.evacuation import Context, Evacuation, check_feasible
+from osd.engine.jobs.kinds.evacuation import (
+    Context,
+    Evacuation,
+    check_feasible,
+    moved_result,
+)
 from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job
@@ -71,6 +81,7 @@ class DriveEvacuate(Evacuation[DriveEvacuateSpec, DriveEvacuateSpec]):
         return [ctx.target_id]
 
     def finish(self, ctx: Context[DriveEvacuateSpec], s: Session, generation: int) -> None:
+        ctx.result = moved_result(ctx, s, [ctx.target_id], f"drive {ctx.target_id}", done=True)
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:
             drive.state = DriveState.EJECTED
@@ -78,6 +89,7 @@ class DriveEvacuate(Evacuation[DriveEvacuateSpec, DriveEvacuateSpec]):
 
     def abort(self, ctx: Context[DriveEvacuateSpec], s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
+        ctx.result = moved_result(ctx, s, [ctx.target_id], f"drive {ctx.target_id}", done=False)
         drive = s.get(DriveRow, ctx.target_id)
         if drive is not None and drive.state == DriveState.SOFT_EJECTING:
             drive.state = DriveState.ONLINE

@@ -5,25 +5,35 @@ Each step moves one allocation off the source drives (see
 placement rules at that moment. A copy whose drive can no longer be read
 (EJECTED or FAILED) is rebuilt on the target from the volume's other copies.
 A cancel or a failure leaves the copies already moved where they went and
-returns the source to service; DONE leaves the source empty."""
+returns the source to service; DONE leaves the source empty.
+
+The copies moved before a cancel or a failure are not moved back: they
+stay where they went (a later rebalance may move them again). The job's
+result says what moved (:func:`moved_result`, counts ``moved_copies``,
+``moved_bytes`` and ``remaining_copies``); soft eject and node drain set it
+on every end."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from osd.engine.jobs import moves
 from osd.engine.jobs.handler import JobContext, JobHandler, RequestT, SpecT
+from osd.engine.jobs.models import JobResult
 from osd.engine.placement.cluster_view import ClusterView, Disk
 from osd.engine.placement.rules import DEAD_DRIVE_STATES, copies_to_read, rules_for
+from osd.engine.shared.sizes import human
 from osd.enums import AllocationState, DurabilityType
 from osd.errors import FailedPrecondition
 from osd.store import jobs as repo
 from osd.store.models import (
     AllocationRow,
+    JobRow,
     SnapshotRow,
     VolumeRow,
 )
@@ -121,6 +131,33 @@ def check_feasible(s: Session, cluster_id: str, sources: Sequence[str]) -> None:
         plan(s, view, alloc, disk)
         disk.used += alloc.bytes
         planned[alloc.id] = disk.id
+
+
+def moved_result(
+    ctx: JobContext[Any, Any], s: Session, sources: Sequence[str], what: str, *, done: bool
+) -> JobResult:
+    """What an evacuation of ``sources`` (``what``, e.g. "drive d1", for people)
+    did, as its result: complete when ``done`` (its final state is DONE);
+    otherwise CANCELLED or JOB_FAILED, saying that the copies moved so far stay
+    where they went. Called in the job's final transaction."""
+    moved, nbytes = ctx.progress.done_steps, ctx.progress.done_bytes
+    remaining = sum(1 for a in repo.allocations_on_drives(s, sources) if a.state in MOVABLE)
+    counts = {"moved_copies": moved, "moved_bytes": nbytes, "remaining_copies": remaining}
+    if done:
+        return JobResult(
+            True, summary=f"moved {moved} copies ({human(nbytes)}) off {what}", counts=counts
+        )
+    row = s.get(JobRow, ctx.job_id)
+    cancelled = row is not None and row.cancel_requested
+    how = "cancelled" if cancelled else "stopped by an error"
+    return JobResult(
+        False,
+        "CANCELLED" if cancelled else "JOB_FAILED",
+        f"{how} after moving {moved} copies ({human(nbytes)}) off {what}: they stay where "
+        f"they went (a later rebalance may move them back); {remaining} copies are still "
+        f"on {what}",
+        counts,
+    )
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """Node drain (NODE_DRAIN): the node DRAINING while its drives' copies move to
-other nodes; in MAINTENANCE when DONE, ONLINE again when cancelled or failed."""
+other nodes; in MAINTENANCE when DONE, ONLINE again when cancelled or failed.
+
+A cancel (or a failure) does not move back what already moved: those copies
+stay on the drives they went to (a later rebalance may move them back), and
+the job's result says so, counting ``moved_copies``, ``moved_bytes`` and the
+``remaining_copies`` still on the node's drives. DONE also sets the result."""
 
 from __future__ import annotations
 
@@ -7,7 +12,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from osd.engine.jobs.kinds.evacuation import Context, Evacuation, check_feasible
+from osd.engine.jobs.kinds.evacuation import (
+    Context,
+    Evacuation,
+    check_feasible,
+    moved_result,
+)
 from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job
@@ -74,6 +84,9 @@ class NodeDrain(Evacuation[NodeDrainSpec, NodeDrainSpec]):
         return [d.id for d in drive_repo.of_node(s, ctx.target_id)]
 
     def finish(self, ctx: Context[NodeDrainSpec], s: Session, generation: int) -> None:
+        ctx.result = moved_result(
+            ctx, s, self.sources(s, ctx), f"the drives of node {ctx.target_id}", done=True
+        )
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:
             node.state = NodeState.MAINTENANCE
@@ -81,6 +94,9 @@ class NodeDrain(Evacuation[NodeDrainSpec, NodeDrainSpec]):
 
     def abort(self, ctx: Context[NodeDrainSpec], s: Session, generation: int) -> None:
         super().abort(ctx, s, generation)
+        ctx.result = moved_result(
+            ctx, s, self.sources(s, ctx), f"the drives of node {ctx.target_id}", done=False
+        )
         node = s.get(NodeRow, ctx.target_id)
         if node is not None and node.state == NodeState.DRAINING:
             node.state = NodeState.ONLINE
