@@ -80,26 +80,43 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from osd.store import migrate
+    """Exit 0 on success, 1 for a finding (behind, out of balance), 2 when the
+    store cannot be used (one line on stderr, no traceback)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from osd.errors import OsdError
     from osd.store.db import Store
 
     settings = cfg.load(vars(args))
     _setup_logging(settings.log_level)
+    # This command reports a store it cannot use itself, in one line.
+    logging.getLogger("osd.store.db").setLevel(logging.ERROR)
     store = Store(settings.resolved_database_url())
     try:
-        if args.db_command == "upgrade":
-            store.upgrade()
-            print(f"store at revision {migrate.current_revision(store.engine)}")
-        elif args.db_command == "check":
-            return _db_check(store)
-        else:
-            current = migrate.current_revision(store.engine)
-            head = migrate.head_revision(store.engine)
-            print(f"current {current or 'none'}, head {head}")
-            return 0 if current == head else 1
+        return _db_command(args.db_command, store)
+    except (OsdError, SQLAlchemyError) as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        where = store.engine.url.render_as_string(hide_password=True)
+        why = lines[0] if lines else type(exc).__name__
+        print(f"osd db {args.db_command}: cannot use the store at {where}: {why}", file=sys.stderr)
+        return 2
     finally:
         store.close()
-    return 0
+
+
+def _db_command(command: str, store: Store) -> int:
+    from osd.store import migrate
+
+    if command == "upgrade":
+        store.upgrade()
+        print(f"store at revision {migrate.current_revision(store.engine)}")
+        return 0
+    if command == "check":
+        return _db_check(store)
+    current = migrate.current_revision(store.engine)
+    head = migrate.head_revision(store.engine)
+    print(f"current {current or 'none'}, head {head}")
+    return 0 if current == head else 1
 
 
 def _db_check(store: Store) -> int:

@@ -3,7 +3,11 @@ daemon: over the wire, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import stat
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
@@ -142,3 +146,31 @@ def test_thousands_of_violations_stay_under_the_details_bound(daemon: RunningDae
     assert 0 < len(listed) < 3000
     assert bad.field_violations[-1].description.endswith("more violations, not listed")
     assert _trailer_bytes(info.value) < 12 * 1024
+
+
+# -- host things ---------------------------------------------------------------------
+
+
+def _osd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "osd.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "current", "upgrade"])
+def test_db_commands_against_an_unreachable_store_say_so_in_one_line(command: str) -> None:
+    # Nothing listens on port 1.
+    out = _osd("db", command, "--database-url", "postgresql://osd:secret@127.0.0.1:1/osd")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"osd db {command}: cannot use the store at postgresql")
+    assert "secret" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_store_is_created_owner_only(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh" / "data"
+    out = _osd("db", "upgrade", "--data-dir", str(data_dir))
+    assert out.returncode == 0, out.stderr
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "osd.db").stat().st_mode) == 0o600

@@ -64,7 +64,10 @@ class Store:
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                # Owner-only: the store holds every secret the daemon keeps.
+                # SQLite gives its -wal and -shm files the database's mode.
+                Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                Path(database).touch(mode=0o600, exist_ok=True)
             self._write_engine = _sqlite_engine(url, immediate=True)
             self._read_engine = _sqlite_engine(url, immediate=False)
         elif self.dialect == "postgresql":
