@@ -64,7 +64,9 @@ contract's google.api.http rules.
   string: `page_size=10`, dotted names for nested fields (`target.kind=...`),
   repeated parameters for repeated fields (`states=A&states=B`) and
   `labels[key]=value` for maps.
-* A PATCH body without `update_mask` updates the top-level fields it gives.
+* A PATCH body without `update_mask` updates the leaf fields it gives
+  (`{"qos": {"iops_limit": "2000"}}` changes only the IOPS limit); request
+  flags such as `expected_generation` and `shrink_ok` are never fields to change.
 * Errors answer `{"code", "status", "message", "details"}`: the gRPC code
   number and name, a message, and google.rpc details (ErrorInfo, BadRequest,
   RequestInfo) with their `@type`.

@@ -11,11 +11,15 @@ One request message is assembled from three sources, in this order:
    value there.
 
 A PATCH whose request has a ``google.protobuf.FieldMask update_mask`` and
-whose body does not give it gets a derived mask: the top-level keys present in
-the body (the keys of the body field's object when the body is one field),
-except the path variables and ``expected_generation``, which common.proto
-defines as a precondition of every update rather than a value to change.
-Give ``update_mask`` explicitly to send anything else.
+whose body does not give it gets a derived mask, as grpc-gateway derives it:
+the leaf field paths present in the body (inside the body field's object when
+the body is one field). An object is walked into, so ``{"qos": {"iops_limit":
+"2000"}}`` names ``qos.iops_limit`` and leaves the rest of ``qos`` alone;
+maps, lists, well-known types and empty objects are leaves. Left out are the
+path variables and the request-only flags (``expected_generation``, the
+precondition common.proto defines for every update, and ``shrink_ok``),
+which say how to update, not what. Give ``update_mask`` explicitly to send
+anything else.
 
 Responses are proto3 JSON with the proto field names (``create_time``, not
 ``createTime``), every field printed even when it has its default value
@@ -31,6 +35,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from gateway.errors import GatewayError, Reason, Violation
@@ -40,13 +45,15 @@ from gateway.jsonvalue import (
     check_field,
     check_message,
     check_single,
+    is_map,
     message_of,
 )
 from gateway.query import query_json, text_value
 from gateway.routes import Route
 
 MASK_FIELD = "update_mask"
-MASK_EXEMPT = frozenset({"expected_generation"})
+# Request fields that qualify an update rather than name a field to change.
+MASK_EXEMPT = frozenset({"expected_generation", "shrink_ok"})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -179,7 +186,7 @@ def _put_path_values(route: Route, values: Mapping[str, str], doc: dict[str, JSO
 
 
 def _derive_mask(route: Route, body: dict[str, JSON]) -> None:
-    """Fills update_mask from the body's keys when a PATCH body does not give one."""
+    """Fills update_mask from the body's leaf paths when a PATCH body does not give one."""
     mask = route.input_type.fields_by_name.get(MASK_FIELD)
     if (
         route.http_method != "PATCH"
@@ -191,12 +198,52 @@ def _derive_mask(route: Route, body: dict[str, JSON]) -> None:
         return
     if route.body == "*":
         skip = route.bound_fields() | MASK_EXEMPT
-        keys = [k for k in body if k not in skip]
+        top = {k: v for k, v in body.items() if _proto_name(route.input_type, k) not in skip}
+        paths = _leaf_paths(route.input_type, top)
     else:
         part = body.get(route.body)
-        keys = list(part) if isinstance(part, dict) else []
-    if keys:
-        body[MASK_FIELD] = ",".join(json_format_name(k) for k in keys)
+        field = route.input_type.fields_by_name.get(route.body)
+        inner = field.message_type if field is not None else None
+        paths = _leaf_paths(inner, part) if isinstance(part, dict) and inner else []
+    if paths:
+        body[MASK_FIELD] = ",".join(
+            ".".join(json_format_name(p) for p in path.split(".")) for path in paths
+        )
+
+
+def _proto_name(message: Descriptor, key: str) -> str:
+    """The proto name of the field ``key`` names (proto or JSON name), else ``key``."""
+    field = message.fields_by_name.get(key)
+    if field is None:
+        field = next((f for f in message.fields if f.json_name == key), None)
+    return field.name if field is not None else key
+
+
+def _leaf_paths(message: Descriptor | None, obj: Mapping[str, JSON], prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for key, value in obj.items():
+        field = None
+        if message is not None:
+            field = message.fields_by_name.get(key) or next(
+                (f for f in message.fields if f.json_name == key), None
+            )
+        name = field.name if field is not None else key
+        path = f"{prefix}{name}"
+        inner = field.message_type if field is not None else None
+        walk = (
+            field is not None
+            and inner is not None
+            and isinstance(value, dict)
+            and bool(value)
+            and not is_map(field)
+            and not field.is_repeated
+            and not inner.full_name.startswith("google.protobuf.")
+        )
+        if walk and isinstance(value, dict):
+            paths += _leaf_paths(inner, value, f"{path}.")
+        else:
+            paths.append(path)
+    return paths
 
 
 def json_format_name(name: str) -> str:

@@ -29,19 +29,43 @@ def capacity(value: models.Capacity) -> common_pb2.Capacity:
 def update_paths(
     mask: field_mask_pb2.FieldMask, allowed: Collection[str], field: str = "update_mask"
 ) -> set[str]:
-    """The paths of an update mask, each one of ``allowed``; at least one."""
-    paths = set(mask.paths)
-    if not paths:
+    """The paths of an update mask, each one of ``allowed``; at least one.
+
+    A path inside a field that is updated whole (``placement.pool_id`` when
+    ``placement`` is allowed and the path itself is not) names that field: the
+    field takes the value the request gives, as the REST gateway's derived
+    masks (the body's leaf paths) expect.
+    """
+    given = set(mask.paths)
+    if not given:
         raise InvalidArgument.field(
             field, f"is required: name the fields to change, among {', '.join(sorted(allowed))}"
         )
-    unknown = sorted(paths - set(allowed))
+    paths = {_updatable(p, allowed) or p for p in given}
+    unknown = sorted(p for p in given if _updatable(p, allowed) is None)
     if unknown:
         raise InvalidArgument.field(
             field,
             f"cannot update {', '.join(unknown)}; updatable: {', '.join(sorted(allowed))}",
         )
     return paths
+
+
+def _updatable(path: str, allowed: Collection[str]) -> str | None:
+    """``path`` when allowed, else the allowed field updated whole that holds it
+    (one with no allowed sub-path: ``qos.x`` is refused where ``qos.iops_limit``
+    is allowed), else None."""
+    if path in allowed:
+        return path
+    parts = path.split(".")
+    if "" in parts:
+        return None
+    for end in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:end])
+        if head in allowed:
+            whole = not any(a.startswith(head + ".") for a in allowed)
+            return head if whole else None
+    return None
 
 
 def label_operation(value: int) -> LabelOperation | None:

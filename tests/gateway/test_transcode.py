@@ -234,8 +234,26 @@ def test_patch_derives_the_mask_from_the_top_level_keys() -> None:
 def test_patch_of_one_body_field_derives_the_mask_inside_it() -> None:
     request = build("PATCH", "/v1/shapes/s1", {"count": 1, "maybeCount": 2})
     assert list(request.update_mask.paths) == ["count", "maybe_count"]
+    # An object is walked into: its leaves are the paths.
     request = build("PATCH", "/v1/wholes/s1", {"shape": {"count": 1}, "name": "n"})
-    assert list(request.update_mask.paths) == ["shape", "name"]
+    assert list(request.update_mask.paths) == ["shape.count", "name"]
+
+
+def test_patch_derives_leaf_paths_and_leaves_out_the_request_flags() -> None:
+    vol = "/v1/volumes/" + "a" * 32
+    request = build("PATCH", vol, {"qos": {"iops_limit": "2000"}})
+    assert list(request.update_mask.paths) == ["qos.iops_limit"]
+    assert request.qos.iops_limit == 2000
+    request = build("PATCH", vol, {"durability": {"replicas": 3}})
+    assert list(request.update_mask.paths) == ["durability.replicas"]
+    request = build("PATCH", vol, {"size": "11G", "shrink_ok": True, "expectedGeneration": 4})
+    assert list(request.update_mask.paths) == ["size"]
+    assert request.shrink_ok and request.expected_generation == 4
+    # Maps, lists and empty objects are leaves; camelCase keys give proto paths.
+    request = build("PATCH", vol, {"labels": {"a": "b"}, "multiAttach": True, "placement": {}})
+    assert list(request.update_mask.paths) == ["labels", "multi_attach", "placement"]
+    request = build("PATCH", vol, {"qos": {"iopsLimit": "1", "bandwidthLimitBytes": "2"}})
+    assert list(request.update_mask.paths) == ["qos.iops_limit", "qos.bandwidth_limit_bytes"]
 
 
 def test_posts_do_not_derive_masks() -> None:
