@@ -58,6 +58,7 @@ def test_routes_that_may_answer_202() -> None:
         "osd.v1.Service.StartDriveReplace",
         "osd.v1.Service.StartPoolRebalance",
         "osd.v1.VolumeService.CreateVolume",
+        "osd.v1.VolumeService.RepairVolume",
         "osd.v1.VolumeService.UpdateVolume",
     }
     assert {r.method.full_name for r in ROUTER.routes if starts_jobs(r)} == expected
