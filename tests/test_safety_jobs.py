@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from osd.enums import DriveState
-from osd.store.models import AllocationRow
+from osd.store.models import AllocationRow, NodeRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb
 from osd.v1 import node_pb2_grpc, pool_pb2_grpc, volume_pb2_grpc
@@ -24,7 +24,15 @@ from osd.v1 import service_pb2 as spb
 from osd.v1 import volume_pb2 as vpb
 from tests.conftest import RunningDaemon
 from tests.factories import GIB, make_drive, make_pool, make_topology, make_volume
-from tests.test_jobs import allocs_on, assert_books, jobs_stub, service_stub, wait_job
+from tests.test_jobs import (
+    allocs_on,
+    assert_books,
+    jobs_stub,
+    replace_setup,
+    service_stub,
+    start_replace,
+    wait_job,
+)
 from tests.volume_helpers import create
 
 
@@ -234,7 +242,8 @@ def test_a_pool_of_whole_nodes_counts_and_places_only_on_drives_that_take_data(
     pool = pools.CreatePool(
         ppb.CreatePoolRequest(cluster_id=cluster_id, name="whole", node_ids=nodes), timeout=10
     ).pool
-    assert dead in pool.drive_ids  # still a member through its node
+    # A whole node's membership takes in its drives, but not one EJECTED.
+    assert (dead in pool.drive_ids) is (state != DriveState.EJECTED)
     assert pool.capacity.total_bytes == 6 * 100 * GIB
     inspected = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
     assert inspected.capacity == pool.capacity
@@ -273,6 +282,43 @@ def test_a_node_that_is_not_online_adds_no_pool_capacity(daemon: RunningDaemon) 
     summary = volumes.GetCapacitySummary(vpb.GetCapacitySummaryRequest(cluster_id=cluster_id))
     [p] = summary.clusters[0].pools
     assert p.capacity == after.capacity and p.available_bytes == 4 * 100 * GIB
+
+
+def test_a_replaced_drive_leaves_a_pool_of_whole_nodes(daemon: RunningDaemon) -> None:
+    cluster_id, source, target, _vols = replace_setup(daemon)
+    with daemon.store.read() as s:
+        node_ids = sorted({n for (n,) in s.execute(select(NodeRow.id))})
+    pools = pool_pb2_grpc.PoolServiceStub(daemon.channel)
+    pool = pools.CreatePool(
+        ppb.CreatePoolRequest(cluster_id=cluster_id, name="whole", node_ids=node_ids), timeout=10
+    ).pool
+    assert source in pool.drive_ids and target in pool.drive_ids
+    assert wait_job(daemon, start_replace(daemon, source, target).job.id).state == (
+        jpb.JOB_STATE_DONE
+    )
+    # The contract: DONE leaves the source empty, EJECTED and out of its pools.
+    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=source)).drive
+    assert drive.state == npb.DRIVE_STATE_EJECTED and list(drive.pool_ids) == []
+    after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
+    assert source not in after.drive_ids and target in after.drive_ids
+    assert_books(daemon.store)
+
+
+def test_a_cluster_counts_only_drives_that_take_data(daemon: RunningDaemon) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    volumes = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+
+    def total() -> int:
+        summary = volumes.GetCapacitySummary(vpb.GetCapacitySummaryRequest(cluster_id=cluster_id))
+        return summary.clusters[0].capacity.total_bytes
+
+    assert total() == 6 * 100 * GIB
+    _hard_eject(daemon, drives[0])
+    assert total() == 5 * 100 * GIB
+    _node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=nodes[2], state=npb.NODE_STATE_OFFLINE), timeout=10
+    )
+    assert total() == 3 * 100 * GIB
 
 
 # -- bug: a cancelled soft eject or drain did not say what it had moved ---------------

@@ -19,6 +19,7 @@ from osd.store.models import (
     TemplateRow,
     VolumeRow,
 )
+from osd.store.pools import takes_data
 
 # The jobs that still hold their target.
 ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
@@ -92,12 +93,17 @@ def belongings(session: Session, cluster_id: str) -> dict[str, int]:
 
 
 def capacity(session: Session, cluster_id: str) -> tuple[int, int]:
-    """Total and used bytes over the cluster's data drives (journal drives excluded)."""
+    """Total and used bytes over the cluster's drives that take data
+    (:func:`osd.store.pools.takes_data`): journal drives, drives that are
+    EJECTED, FAILED or on their way out, and the drives of a node that is not
+    ONLINE add nothing, as for a pool."""
     total, used = session.execute(
         select(
             func.coalesce(func.sum(DriveRow.total_bytes), 0),
             func.coalesce(func.sum(DriveRow.used_bytes), 0),
-        ).where(DriveRow.cluster_id == cluster_id, DriveRow.journal.is_(False))
+        )
+        .join(NodeRow, NodeRow.id == DriveRow.node_id)
+        .where(DriveRow.cluster_id == cluster_id, takes_data())
     ).one()
     return int(total), int(used)
 

@@ -51,7 +51,11 @@ def effective_drive_ids_select(pool_id: str) -> Select[tuple[str]]:
     through_nodes = (
         select(DriveRow.id.label("drive_id"))
         .join(PoolNodeRow, PoolNodeRow.node_id == DriveRow.node_id)
-        .where(PoolNodeRow.pool_id == pool_id, DriveRow.journal.is_(False))
+        .where(
+            PoolNodeRow.pool_id == pool_id,
+            DriveRow.journal.is_(False),
+            DriveRow.state != DriveState.EJECTED,
+        )
     )
     u = union(alone, through_nodes).subquery()
     return select(u.c.drive_id)
@@ -62,10 +66,11 @@ def effective_drive_ids(session: Session, pool_id: str) -> set[str]:
 
     Members are the drives added alone (``pool_drives``) together with every
     data (non-journal) drive of the nodes that are whole members
-    (``pool_nodes``), including drives those nodes gained after they joined.
-    The drives' and nodes' states are not looked at: membership makes no drive
-    a placement target, which must also satisfy :func:`takes_data`. An unknown
-    pool has no members.
+    (``pool_nodes``), including drives those nodes gained after they joined,
+    but not those EJECTED: an ejected drive is out of service, and a drive
+    replace leaves its source EJECTED and out of its pools. Other states are
+    not looked at: membership makes no drive a placement target, which must
+    also satisfy :func:`takes_data`. An unknown pool has no members.
     """
     return set(session.scalars(effective_drive_ids_select(pool_id)))
 
@@ -157,7 +162,8 @@ def remove_nodes(session: Session, pool_id: str, node_ids: Collection[str]) -> N
 
 
 def pools_of_drives(session: Session, drive_ids: Collection[str]) -> dict[str, list[str]]:
-    """The pools each drive is a member of (alone or through its node), sorted."""
+    """The pools each drive is a member of (alone or through its node, as
+    :func:`effective_drive_ids` counts), sorted."""
     ids = list(drive_ids)
     out: dict[str, set[str]] = {d: set() for d in ids}
     if not ids:
@@ -169,7 +175,11 @@ def pools_of_drives(session: Session, drive_ids: Collection[str]) -> dict[str, l
     for drive_id, pool_id in session.execute(
         select(DriveRow.id, PoolNodeRow.pool_id)
         .join(PoolNodeRow, PoolNodeRow.node_id == DriveRow.node_id)
-        .where(DriveRow.id.in_(ids), DriveRow.journal.is_(False))
+        .where(
+            DriveRow.id.in_(ids),
+            DriveRow.journal.is_(False),
+            DriveRow.state != DriveState.EJECTED,
+        )
     ):
         out[drive_id].add(pool_id)
     return {d: sorted(p) for d, p in out.items()}
