@@ -24,7 +24,7 @@ from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.factories import GIB, make_drive, make_pool, make_topology, make_volume
 from tests.test_jobs import allocs_on, assert_books, service_stub, wait_job
-from tests.volume_helpers import volumes
+from tests.volume_helpers import mask, volumes
 
 # -- setup and checks ---------------------------------------------------------------
 
@@ -257,3 +257,82 @@ def test_a_rebuild_that_fails_midway_leaves_nothing_on_its_target(daemon: Runnin
     assert world.moved() == set()
     assert_books(daemon.store)
     driver_matches_books(daemon)
+
+
+# -- the volume jobs: a replica change and a placement move ---------------------------
+
+
+def _wait_volume_job(d: RunningDaemon, resp: pb.UpdateVolumeResponse) -> None:
+    assert resp.job.id, "the update started no job"
+    assert wait_job(d, resp.job.id).state == jpb.JOB_STATE_DONE
+
+
+def test_a_copy_added_by_a_replica_change_carries_the_snapshots(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, drives = make_topology(daemon.store, zones=4)
+    volume_id = make_volume(
+        daemon.store, cluster_id, [drives[0], drives[2]], GIB, driver=daemon.driver
+    )
+    stub = volumes(daemon)
+    snapshot_id = stub.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=volume_id)).snapshot.id
+    _wait_volume_job(
+        daemon,
+        stub.UpdateVolume(
+            pb.UpdateVolumeRequest(
+                volume_id=volume_id,
+                durability=pb.Durability(replicas=3),
+                update_mask=mask("durability.replicas"),
+            )
+        ),
+    )
+    driver_matches_books(daemon)
+    stub.RevertVolume(
+        pb.RevertVolumeRequest(
+            volume_id=volume_id, snapshot_id=snapshot_id, yes_i_really_mean_it=True
+        )
+    )
+    # Lowering the count again takes the released copy's snapshots with it.
+    _wait_volume_job(
+        daemon,
+        stub.UpdateVolume(
+            pb.UpdateVolumeRequest(
+                volume_id=volume_id,
+                durability=pb.Durability(replicas=2),
+                update_mask=mask("durability.replicas"),
+            )
+        ),
+    )
+    driver_matches_books(daemon)
+    delete_snapshots(daemon, [snapshot_id])
+    driver_matches_books(daemon)
+    assert_books(daemon.store)
+
+
+def test_a_placement_move_leaves_no_snapshot_behind(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, drives = make_topology(daemon.store)
+    volume_id = make_volume(
+        daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
+    )
+    # The pool holds the other drive of each node: every copy moves.
+    pool = make_pool(daemon.store, cluster_id, "other", drive_ids=[drives[1], drives[3], drives[5]])
+    stub = volumes(daemon)
+    snapshot_id = stub.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=volume_id)).snapshot.id
+    _wait_volume_job(
+        daemon,
+        stub.UpdateVolume(
+            pb.UpdateVolumeRequest(
+                volume_id=volume_id,
+                placement=pb.Placement(pool_id=pool),
+                update_mask=mask("placement"),
+            )
+        ),
+    )
+    assert allocs_on(daemon.store, drives[0]) == []
+    driver_matches_books(daemon)
+    stub.RevertVolume(
+        pb.RevertVolumeRequest(
+            volume_id=volume_id, snapshot_id=snapshot_id, yes_i_really_mean_it=True
+        )
+    )
+    delete_snapshots(daemon, [snapshot_id])
+    driver_matches_books(daemon)
+    assert_books(daemon.store)

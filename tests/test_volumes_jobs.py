@@ -526,16 +526,16 @@ def test_a_switched_move_can_no_longer_be_cancelled(
     stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon
 ) -> None:
     v, pool, _ = move_setup(daemon, stub)
-    daemon.driver.block("delete_replica")
+    daemon.driver.block("purge_replica")
     job_id = stub.UpdateVolume(placement_request(v.id, pool)).job.id
-    assert daemon.driver.wait_blocked("delete_replica")
+    assert daemon.driver.wait_blocked("purge_replica")
     running = jobs_stub(daemon).InspectJob(jpb.InspectJobRequest(job_id=job_id)).job
     assert running.state == jpb.JOB_STATE_RUNNING and not running.cancellable
     assert inspect(stub, v.id).volume.placement.pool_id == pool
     with pytest.raises(grpc.RpcError) as info:
         jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=job_id))
     assert error_reason(info.value) == "JOB_NOT_CANCELLABLE"
-    daemon.driver.unblock("delete_replica")
+    daemon.driver.unblock("purge_replica")
     assert wait_job(daemon, job_id).state == jpb.JOB_STATE_DONE
     assert replicas_of(daemon) == stored_copies(daemon)
     assert_books(daemon.store)

@@ -29,6 +29,7 @@ from osd.engine.jobs.kinds.volume_job import (
     Work,
     activate,
     domain_key,
+    make_from_nothing,
     mark,
     place_new,
     reserve,
@@ -158,7 +159,7 @@ class VolumeMove(VolumeJob[VolumeMoveRequest, VolumeMoveSpec]):
 
     def make(self, ctx: Context[VolumeMoveSpec], work: Work) -> None:
         if work.rebuild:
-            ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
+            make_from_nothing(ctx, ctx.spec.volume_id, work)
         else:
             ctx.driver.copy_replica(
                 work.source_drive_id, work.drive_id, work.replica_id, work.nbytes

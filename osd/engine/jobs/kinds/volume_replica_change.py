@@ -43,6 +43,7 @@ from osd.engine.jobs.kinds.volume_job import (
     Work,
     activate,
     live_ids,
+    make_from_nothing,
     mark,
     place_new,
     reserve,
@@ -166,7 +167,7 @@ class VolumeReplicaChange(VolumeJob[VolumeReplicaChangeRequest, VolumeReplicaCha
         return works
 
     def make(self, ctx: Context[VolumeReplicaChangeSpec], work: Work) -> None:
-        ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
+        make_from_nothing(ctx, ctx.spec.volume_id, work)
 
     def switch(
         self, ctx: Context[VolumeReplicaChangeSpec], s: Session, generation: int, row: VolumeRow
