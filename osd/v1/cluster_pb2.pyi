@@ -554,7 +554,9 @@ class GetClusterStatusResponse(_message.Message):
     def cluster(self) -> Global___Cluster: ...
     @_builtins.property
     def capacity(self) -> _common_pb2.Capacity:
-        """Totals over every drive of the cluster."""
+        """Totals over the drives that can take data: ONLINE data drives of ONLINE
+        nodes.
+        """
 
     def __init__(
         self,

@@ -63,8 +63,11 @@ class JobServiceStub:
     """Asks a job to stop. A PENDING or PAUSED job ends CANCELLED at once; a
     RUNNING job gets cancel_requested and ends CANCELLED once it has undone
     or settled its partial work (see each kind for what a cancel leaves).
-    Cancelling a job that is already CANCELLED, or already asked to stop,
-    succeeds and changes nothing.
+    Copies a moving job (drive evacuate, node drain, pool rebalance) moved
+    before the cancel stay where they went, and a later rebalance may move
+    them back; the job's result counts what moved. Cancelling a job that is
+    already CANCELLED, or already asked to stop, succeeds and changes
+    nothing.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id);
@@ -113,8 +116,11 @@ class JobServiceAsyncStub(JobServiceStub):
     """Asks a job to stop. A PENDING or PAUSED job ends CANCELLED at once; a
     RUNNING job gets cancel_requested and ends CANCELLED once it has undone
     or settled its partial work (see each kind for what a cancel leaves).
-    Cancelling a job that is already CANCELLED, or already asked to stop,
-    succeeds and changes nothing.
+    Copies a moving job (drive evacuate, node drain, pool rebalance) moved
+    before the cancel stay where they went, and a later rebalance may move
+    them back; the job's result counts what moved. Cancelling a job that is
+    already CANCELLED, or already asked to stop, succeeds and changes
+    nothing.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id);
@@ -178,8 +184,11 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Asks a job to stop. A PENDING or PAUSED job ends CANCELLED at once; a
         RUNNING job gets cancel_requested and ends CANCELLED once it has undone
         or settled its partial work (see each kind for what a cancel leaves).
-        Cancelling a job that is already CANCELLED, or already asked to stop,
-        succeeds and changes nothing.
+        Copies a moving job (drive evacuate, node drain, pool rebalance) moved
+        before the cancel stay where they went, and a later rebalance may move
+        them back; the job's result counts what moved. Cancelling a job that is
+        already CANCELLED, or already asked to stop, succeeds and changes
+        nothing.
 
         Role: admin.
         Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id);

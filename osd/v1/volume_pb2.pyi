@@ -285,7 +285,9 @@ Global___AttachMode: _TypeAlias = AttachMode  # noqa: Y015
 
 @_typing.final
 class Durability(_message.Message):
-    """A volume's durability. Unset on create: the template's, else NONE."""
+    """A volume's durability. Unset on create: the source's (the volume copied,
+    or the snapshot or image cloned), else the template's, else NONE.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -318,8 +320,9 @@ Global___Durability: _TypeAlias = Durability  # noqa: Y015
 
 @_typing.final
 class Placement(_message.Message):
-    """Where a volume's copies may go. Unset on create: the template's, else any
-    data drive of the cluster, copies in distinct zones.
+    """Where a volume's copies may go. Unset on create: the source's (the volume
+    copied, or the volume the snapshot was taken of while it exists), else the
+    template's, else any data drive of the cluster, copies in distinct zones.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -856,7 +859,9 @@ class PoolCapacity(_message.Message):
     """
     @_builtins.property
     def capacity(self) -> _common_pb2.Capacity:
-        """Over the pool's data drives."""
+        """Over the pool's drives that can take data: ONLINE data drives of ONLINE
+        nodes (an EJECTED or FAILED member adds nothing).
+        """
 
     def __init__(
         self,
@@ -908,8 +913,8 @@ class ClusterCapacity(_message.Message):
     """
     @_builtins.property
     def capacity(self) -> _common_pb2.Capacity:
-        """Over every data drive of the cluster; used_bytes is the sum of all
-        allocations.
+        """Over the cluster's drives that can take data: ONLINE data drives of
+        ONLINE nodes; used_bytes is the sum of their allocations.
         """
 
     @_builtins.property

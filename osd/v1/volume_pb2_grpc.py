@@ -131,7 +131,9 @@ class VolumeServiceServicer:
 
     def CreateVolume(self, request, context):
         """Creates a volume and places its copies. Fields left unset take the
-        template's values (template_id), then the defaults given on each field.
+        template's values (template_id), then the defaults given on each field;
+        a clone (any source) takes its source's durability and placement before
+        the template's (see Durability and Placement).
         Idempotent by name within the cluster: the same name and the same
         resolved spec return the existing volume. With source.snapshot_id the
         volume is a clone of the snapshot; with source.datastore_version_id it

@@ -51,7 +51,9 @@ class VolumeServiceStub:
     def __new__(cls, channel: _aio.Channel) -> VolumeServiceAsyncStub: ...
     CreateVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.CreateVolumeResponse]
     """Creates a volume and places its copies. Fields left unset take the
-    template's values (template_id), then the defaults given on each field.
+    template's values (template_id), then the defaults given on each field;
+    a clone (any source) takes its source's durability and placement before
+    the template's (see Durability and Placement).
     Idempotent by name within the cluster: the same name and the same
     resolved spec return the existing volume. With source.snapshot_id the
     volume is a clone of the snapshot; with source.datastore_version_id it
@@ -291,7 +293,9 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.CreateVolumeRequest, _volume_pb2.CreateVolumeResponse]  # type: ignore[assignment]
     """Creates a volume and places its copies. Fields left unset take the
-    template's values (template_id), then the defaults given on each field.
+    template's values (template_id), then the defaults given on each field;
+    a clone (any source) takes its source's durability and placement before
+    the template's (see Durability and Placement).
     Idempotent by name within the cluster: the same name and the same
     resolved spec return the existing volume. With source.snapshot_id the
     volume is a clone of the snapshot; with source.datastore_version_id it
@@ -534,7 +538,9 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_volume_pb2.CreateVolumeResponse, _abc.Awaitable[_volume_pb2.CreateVolumeResponse]]:
         """Creates a volume and places its copies. Fields left unset take the
-        template's values (template_id), then the defaults given on each field.
+        template's values (template_id), then the defaults given on each field;
+        a clone (any source) takes its source's durability and placement before
+        the template's (see Durability and Placement).
         Idempotent by name within the cluster: the same name and the same
         resolved spec return the existing volume. With source.snapshot_id the
         volume is a clone of the snapshot; with source.datastore_version_id it
