@@ -232,10 +232,12 @@ def load(
     values: dict[str, Any] = {}
     for spec in SPECS:
         env = "OSD_" + spec.name.upper()
-        for source, raw in (
-            (f"--{spec.name.replace('_', '-')}", flags.get(spec.name)),
-            (env, environ.get(env)),
-            (f"{path}: {spec.name}", from_file.get(spec.name)),
+        for rank, (source, raw) in enumerate(
+            (
+                (f"--{spec.name.replace('_', '-')}", flags.get(spec.name)),
+                (env, environ.get(env)),
+                (f"{path}: {spec.name}", from_file.get(spec.name)),
+            )
         ):
             if raw is None:
                 continue
@@ -243,8 +245,21 @@ def load(
                 values[spec.name] = spec.parse(raw)
             except (TypeError, ValueError) as exc:
                 raise SettingsError(f"{source}: {exc}") from None
+            if rank == 2 and path and spec.name in FILE_RELATIVE:
+                values[spec.name] = _beside(path, values[spec.name])
             break
     return Settings(**values)
+
+
+# Settings naming a folder or file: given relative in a config file, they are
+# read from the file's own folder, not from wherever the daemon was started.
+FILE_RELATIVE = frozenset({"data_dir"})
+
+
+def _beside(config_path: str, value: str) -> str:
+    if not value or Path(value).expanduser().is_absolute():
+        return value
+    return str(Path(config_path).resolve().parent / value)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

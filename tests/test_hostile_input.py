@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from osd import config
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc, node_pb2, node_pb2_grpc, volume_pb2, volume_pb2_grpc
 from tests.conftest import RunningDaemon
@@ -174,3 +175,28 @@ def test_the_store_is_created_owner_only(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((data_dir / "osd.db").stat().st_mode) == 0o600
+
+
+def test_a_relative_data_dir_in_a_config_file_is_read_from_the_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    conf = folder / "osd.toml"
+    conf.write_text('data_dir = "state"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = config.load({}, {}, str(conf))
+    assert settings.resolved_data_dir() == folder / "state"
+    # Absolute or home-relative paths stay as written; a flag or the
+    # environment is read from where the command runs.
+    conf.write_text(f'data_dir = "{tmp_path / "abs"}"\n')
+    assert config.load({}, {}, str(conf)).resolved_data_dir() == tmp_path / "abs"
+    conf.write_text('data_dir = "state"\n')
+    assert config.load({"data_dir": "state"}, {}, str(conf)).data_dir == "state"
+    assert config.load({}, {"OSD_DATA_DIR": "state"}, str(conf)).data_dir == "state"
+    # Started from elsewhere, `osd db upgrade --config` creates the store there.
+    out = _osd("db", "upgrade", "--config", str(conf))
+    assert out.returncode == 0, out.stderr
+    assert (folder / "state" / "osd.db").is_file()
