@@ -18,7 +18,19 @@ from grpc_status import rpc_status
 
 from osd import config
 from osd.v1 import cluster_pb2 as pb
-from osd.v1 import cluster_pb2_grpc, node_pb2, node_pb2_grpc, volume_pb2, volume_pb2_grpc
+from osd.v1 import (
+    cluster_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    pool_pb2,
+    pool_pb2_grpc,
+    service_pb2,
+    service_pb2_grpc,
+    volume_pb2,
+    volume_pb2_grpc,
+)
 from tests.conftest import RunningDaemon
 from tests.helpers import error_of
 
@@ -200,3 +212,56 @@ def test_a_relative_data_dir_in_a_config_file_is_read_from_the_files_folder(
     out = _osd("db", "upgrade", "--config", str(conf))
     assert out.returncode == 0, out.stderr
     assert (folder / "state" / "osd.db").is_file()
+
+
+# -- deleting what jobs worked on ------------------------------------------------------
+
+
+def _wait_final(daemon: RunningDaemon, job_id: str) -> job_pb2.Job:
+    jobs = job_pb2_grpc.JobServiceStub(daemon.channel)
+    for _ in range(600):
+        job = jobs.InspectJob(job_pb2.InspectJobRequest(job_id=job_id), timeout=5).job
+        if job.state in (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_FAILED):
+            return job
+        threading.Event().wait(0.02)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def test_everything_deletes_after_jobs_ran_on_it(daemon: RunningDaemon) -> None:
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    nodes = node_pb2_grpc.NodeServiceStub(daemon.channel)
+    pools = pool_pb2_grpc.PoolServiceStub(daemon.channel)
+    service = service_pb2_grpc.ServiceStub(daemon.channel)
+    cluster = clusters.CreateCluster(pb.CreateClusterRequest(name="short-lived")).cluster
+    node = nodes.CreateNode(
+        node_pb2.CreateNodeRequest(
+            cluster_id=cluster.id, name="n1", zone="z1", management_addresses=["n1.lab"]
+        )
+    ).node
+    # A drive add (DRIVE_ADD), a pool rebalance (POOL_REBALANCE), a soft eject
+    # (DRIVE_EVACUATE) and a drain (NODE_DRAIN), each run to its end.
+    added = service.StartDriveAdd(
+        service_pb2.StartDriveAddRequest(node_id=node.id, device_path="/dev/sdb"), timeout=10
+    )
+    assert _wait_final(daemon, added.job.id).state == job_pb2.JOB_STATE_DONE
+    drive_id = added.job.target.id
+    pool = pools.CreatePool(
+        pool_pb2.CreatePoolRequest(cluster_id=cluster.id, name="p", drive_ids=[drive_id])
+    ).pool
+    rebalance = service.StartPoolRebalance(
+        service_pb2.StartPoolRebalanceRequest(pool_id=pool.id), timeout=10
+    )
+    _wait_final(daemon, rebalance.job.id)
+    ejected = nodes.EjectDrive(node_pb2.EjectDriveRequest(drive_id=drive_id, soft=True))
+    _wait_final(daemon, ejected.job.id)
+    drained = nodes.DrainNode(node_pb2.DrainNodeRequest(node_id=node.id))
+    _wait_final(daemon, drained.job.id)
+    # Each object the jobs worked on deletes, and then the cluster.
+    pools.DeletePool(pool_pb2.DeletePoolRequest(pool_id=pool.id))
+    nodes.DeleteDrive(node_pb2.DeleteDriveRequest(drive_id=drive_id))
+    nodes.DeleteNode(node_pb2.DeleteNodeRequest(node_id=node.id))
+    clusters.DeleteCluster(pb.DeleteClusterRequest(cluster_id=cluster.id))
+    assert list(clusters.ListClusters(pb.ListClustersRequest()).clusters) == []
+    # The cluster's finished jobs went with it.
+    jobs = job_pb2_grpc.JobServiceStub(daemon.channel)
+    assert list(jobs.ListJobs(job_pb2.ListJobsRequest(cluster_id=cluster.id)).jobs) == []

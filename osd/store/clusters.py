@@ -23,6 +23,7 @@ from osd.store.pools import takes_data
 
 # The jobs that still hold their target.
 ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
+FINAL_JOB_STATES = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
 def get(session: Session, cluster_id: str, *, for_update: bool = False) -> ClusterRow | None:
@@ -42,6 +43,11 @@ def add(session: Session, row: ClusterRow) -> None:
 
 
 def remove(session: Session, cluster_id: str) -> None:
+    """Deletes an empty cluster with its finished jobs, the history of objects
+    gone with it (an unfinished job keeps the cluster: see :func:`belongings`)."""
+    session.execute(
+        delete(JobRow).where(JobRow.cluster_id == cluster_id, JobRow.state.in_(FINAL_JOB_STATES))
+    )
     session.execute(delete(ClusterRow).where(ClusterRow.id == cluster_id))
 
 
