@@ -229,6 +229,8 @@ def test_a_copy_with_nowhere_to_go_is_reported(daemon: RunningDaemon) -> None:
     assert not job.result.complete
     assert job.result.reason == "COPIES_NOT_REBUILT"
     assert dict(job.result.counts)["skipped"] == 1
+    # Its message is what it could not do, not "done".
+    assert job.progress.message == job.result.summary != "done"
     v = inspect(daemon, vol.id).volume
     assert v.state == pb.VOLUME_STATE_DEGRADED and v.active_job_id == ""
     with daemon.store.read() as s:

@@ -340,6 +340,8 @@ class JobEngine:
             row.progress_total_steps,
             row.progress_message,
         )
+        result = JobResult.from_json(row.result) if row.result is not None else None
+        whole = state == JobState.DONE and (result is None or result.complete)
         return Job(
             id=row.id,
             kind=kind,
@@ -351,7 +353,7 @@ class JobEngine:
             pausable=handler is not None and handler.pausable and not state.final,
             cancellable=not state.final and (handler is None or handler.cancellable(row)),
             progress=JobProgress(
-                percent=100 if state == JobState.DONE else progress.percent(),
+                percent=100 if whole else progress.percent(),
                 done_bytes=progress.done_bytes,
                 total_bytes=progress.total_bytes,
                 done_steps=progress.done_steps,
@@ -369,7 +371,7 @@ class JobEngine:
             update_time=row.update_time,
             end_time=row.end_time,
             generation=row.generation,
-            result=JobResult.from_json(row.result) if row.result is not None else None,
+            result=result,
         )
 
     # -- the runner -------------------------------------------------------------------

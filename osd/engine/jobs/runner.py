@@ -354,9 +354,14 @@ class JobRunner:
             row = self._mine(s, ctx.job_id)
             handler.finish(ctx, s, generation)
             repo.clear_marks(s, ctx.job_id)
-            if ctx.progress.total_steps:
-                ctx.progress.done_steps = ctx.progress.total_steps
-            ctx.progress.message = "done"
+            if ctx.result is not None and not ctx.result.complete:
+                # DONE short of its goal: the progress stays what was done, and
+                # the message says what was not (the result has the counts).
+                ctx.progress.message = ctx.result.summary or f"done: {ctx.result.reason}"
+            else:
+                if ctx.progress.total_steps:
+                    ctx.progress.done_steps = ctx.progress.total_steps
+                ctx.progress.message = "done"
             ctx.save(row, generation)
             self._close(row, JobState.DONE, None)
 
