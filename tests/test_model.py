@@ -871,6 +871,11 @@ class EngineMachine(RuleBasedStateMachine):
                 and self.model[name].ever_up
                 and v.volume.state == vpb.VOLUME_STATE_DEGRADED
                 and not v.volume.active_job_id
+                # A copy on a node in MAINTENANCE waits for the node (or the
+                # maintenance timeout, an hour) by policy: not repaired around.
+                and not any(
+                    c.loss == vpb.COPY_LOSS_NODE_MAINTENANCE for c in v.volume.missing_copies
+                )
                 and self._spare_zones(seen, v) >= copies_of(v.volume) - seen.live_copies(name)
             ]
             if not pending:
