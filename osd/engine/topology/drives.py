@@ -107,6 +107,43 @@ def new_drive_violations(
     return violations + v.label_violations(labels)
 
 
+def adding_row(
+    *,
+    drive_id: str,
+    node: NodeRow,
+    device_path: str,
+    description: str,
+    labels: dict[str, str],
+    journal: bool,
+    size_bytes: int,
+    rotational: bool,
+    generation: int,
+    job_id: str | None = None,
+) -> DriveRow:
+    """The row of a drive being added (ADDING, empty), by CreateDrive or by a
+    DRIVE_ADD or DRIVE_REPLACE job (``job_id``)."""
+    now = utcnow()
+    return DriveRow(
+        id=drive_id,
+        cluster_id=node.cluster_id,
+        node_id=node.id,
+        device_path=device_path,
+        description=description,
+        labels=dict(labels),
+        journal=journal,
+        state=DriveState.ADDING,
+        total_bytes=size_bytes,
+        used_bytes=0,
+        model="",
+        serial="",
+        ssd=not rotational,
+        active_job_id=job_id,
+        create_time=now,
+        update_time=now,
+        generation=generation,
+    )
+
+
 def _address(node: NodeRow) -> str:
     """The address the driver manages a node through."""
     return str(node.management_addresses[0])
@@ -219,26 +256,17 @@ class DriveEngine:
         if existing is not None:
             raise Unchanged(self._existing(s, existing, spec), generation - 1)
         _require_online(node)
-        now = utcnow()
         repo.add(
             s,
-            DriveRow(
-                id=drive_id,
-                cluster_id=node.cluster_id,
-                node_id=node.id,
+            adding_row(
+                drive_id=drive_id,
+                node=node,
                 device_path=spec.device_path,
                 description=spec.description,
                 labels=spec.labels,
                 journal=spec.journal,
-                state=DriveState.ADDING,
-                total_bytes=info.size_bytes,
-                used_bytes=0,
-                model="",
-                serial="",
-                ssd=not info.rotational,
-                active_job_id=None,
-                create_time=now,
-                update_time=now,
+                size_bytes=info.size_bytes,
+                rotational=info.rotational,
                 generation=generation,
             ),
         )

@@ -23,13 +23,14 @@ from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import confirmation_required
 from osd.engine.shared.rows import get_node, stamp
+from osd.engine.topology.drives import adding_row
 from osd.enums import DriveState, JobKind, NodeState
 from osd.enums import ObjectKind as OK
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from osd.store import drives as drive_repo
 from osd.store import jobs as repo
 from osd.store import pools as pool_repo
-from osd.store.models import DriveRow, JobRow, PoolRow, utcnow
+from osd.store.models import DriveRow, JobRow, PoolRow
 
 
 @dataclass(frozen=True)
@@ -101,25 +102,17 @@ class DriveAdd(JobHandler[DriveAddRequest, DriveAddSpec, NoCheckpoint]):
             raise confirmation_required(
                 f"{device_path} on node {node.name} holds data, which adding it destroys"
             )
-        now = utcnow()
-        drive = DriveRow(
-            id=uuid.uuid4().hex,
-            cluster_id=node.cluster_id,
-            node_id=node.id,
+        drive = adding_row(
+            drive_id=uuid.uuid4().hex,
+            node=node,
             device_path=device_path,
             description=request.description,
             labels=dict(request.labels),
             journal=journal,
-            state=DriveState.ADDING,
-            total_bytes=probe.size_bytes,
-            used_bytes=0,
-            model="",
-            serial="",
-            ssd=not probe.rotational,
-            active_job_id=job.id,
-            create_time=now,
-            update_time=now,
+            size_bytes=probe.size_bytes,
+            rotational=probe.rotational,
             generation=job.generation,
+            job_id=job.id,
         )
         drive_repo.add(s, drive)
         job.cluster_id = node.cluster_id

@@ -29,13 +29,14 @@ from osd.engine.placement.rules import rules_for
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job, confirmation_required
 from osd.engine.shared.rows import get_drive, stamp
+from osd.engine.topology.drives import adding_row
 from osd.enums import DriveState, JobKind, NodeState
 from osd.enums import ObjectKind as OK
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from osd.store import drives as drive_repo
 from osd.store import jobs as repo
 from osd.store import pools as pool_repo
-from osd.store.models import AllocationRow, DriveRow, JobRow, NodeRow, utcnow
+from osd.store.models import AllocationRow, DriveRow, JobRow, NodeRow
 
 
 @dataclass(frozen=True)
@@ -203,25 +204,18 @@ class DriveReplace(Evacuation[DriveReplaceRequest, DriveReplaceSpec]):
             )
         if size < source.total_bytes:
             raise too_small(size, source)
-        now = utcnow()
-        target = DriveRow(
-            id=uuid.uuid4().hex,
-            cluster_id=source.cluster_id,
-            node_id=source.node_id,
+        node = s.get_one(NodeRow, source.node_id)
+        target = adding_row(
+            drive_id=uuid.uuid4().hex,
+            node=node,
             device_path=device_path,
             description="",
             labels={},
             journal=source.journal,
-            state=DriveState.ADDING,
-            total_bytes=size,
-            used_bytes=0,
-            model="",
-            serial="",
-            ssd=not probe.rotational,
-            active_job_id=job.id,
-            create_time=now,
-            update_time=now,
+            size_bytes=size,
+            rotational=probe.rotational,
             generation=job.generation,
+            job_id=job.id,
         )
         drive_repo.add(s, target)
         return target
