@@ -32,6 +32,7 @@ from osd.v1 import (
     volume_pb2_grpc,
 )
 from tests.conftest import RunningDaemon
+from tests.factories import make_topology
 from tests.helpers import error_of
 
 # Python's backtracking engine needs tens of seconds for this pattern against
@@ -265,3 +266,39 @@ def test_everything_deletes_after_jobs_ran_on_it(daemon: RunningDaemon) -> None:
     # The cluster's finished jobs went with it.
     jobs = job_pb2_grpc.JobServiceStub(daemon.channel)
     assert list(jobs.ListJobs(job_pb2.ListJobsRequest(cluster_id=cluster.id)).jobs) == []
+
+
+# -- a repeated create waits for the first -----------------------------------------------
+
+
+def test_a_repeated_create_waits_for_the_first_to_finish(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, _drives = make_topology(daemon.store)
+    stub = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    request = volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name="v", size="1G")
+    daemon.driver.block("create_replica")
+    first: list[volume_pb2.CreateVolumeResponse] = []
+    creating = threading.Thread(target=lambda: first.append(stub.CreateVolume(request)))
+    creating.start()
+    try:
+        assert daemon.driver.wait_blocked("create_replica")
+        # Its deadline comes first: ABORTED, OPERATION_PENDING, nothing claimed.
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateVolume(request, timeout=1)
+        err = error_of(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "OPERATION_PENDING")
+        # With time enough, it answers the first call's outcome.
+        second: list[volume_pb2.CreateVolumeResponse] = []
+        waiting = threading.Thread(
+            target=lambda: second.append(stub.CreateVolume(request, timeout=20))
+        )
+        waiting.start()
+        threading.Event().wait(0.3)
+        assert second == []  # still waiting while the first runs
+    finally:
+        daemon.driver.unblock("create_replica")
+    creating.join(20)
+    waiting.join(20)
+    assert first[0].created and first[0].volume.state == volume_pb2.VOLUME_STATE_UP
+    assert not second[0].created
+    assert second[0].volume.id == first[0].volume.id
+    assert second[0].volume.state == volume_pb2.VOLUME_STATE_UP

@@ -22,7 +22,7 @@ LAYERS = {
     "osd.engine": 2,
     "osd.store": 1,
 }
-LEAVES = ("osd.v1", "osd.enums", "osd.errors", "osd.config", "osd.contract")
+LEAVES = ("osd.v1", "osd.enums", "osd.errors", "osd.config", "osd.contract", "osd.deadline")
 
 
 def is_leaf(module: str) -> bool:

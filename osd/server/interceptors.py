@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from osd import deadline
 from osd.errors import InvalidArgument, OsdError
 from osd.server.errors import internal_status, to_status
 
@@ -102,6 +103,7 @@ def _lenient(
 def _wrap_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         call = _Call(method, context)
+        token = deadline.start(context.time_remaining())
         try:
             if isinstance(request, _Undecodable):
                 raise request.error(method)
@@ -109,6 +111,8 @@ def _wrap_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any
         except Exception as exc:
             call.fail(exc)
             raise  # unreachable: fail() aborts the call
+        finally:
+            deadline.end(token)
         call.done()
         return response
 

@@ -23,7 +23,7 @@ from osd.engine.jobs.kinds.volume_copy import VolumeCopyRequest
 from osd.engine.jobs.kinds.volume_move import VolumeMoveRequest
 from osd.engine.jobs.kinds.volume_replica_change import VolumeReplicaChangeRequest
 from osd.engine.jobs.records import Record
-from osd.engine.shared import paging, phased
+from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity, Page, allocation_of
@@ -162,6 +162,32 @@ class VolumeEngine:
     # -- create ----------------------------------------------------------------
 
     def create(self, spec: CreateVolume) -> CreatedVolume:
+        """Creates the volume, or answers the one with the same name and spec.
+
+        A volume found still CREATING by another call is waited for (not for a
+        copy, whose job the answer carries): its outcome is the answer, or
+        ABORTED (OPERATION_PENDING) when this call's deadline comes first."""
+        result = self._create(spec)
+        if result.created or result.job is not None:
+            return result
+        if result.value.state != VolumeState.CREATING:
+            return result
+        return pending.wait_for(
+            lambda: self._settled(spec, result.value.id), "volume", result.value.id
+        )
+
+    def _settled(self, spec: CreateVolume, volume_id: str) -> CreatedVolume | None:
+        """The answer once the create in progress ended: the volume it made, or
+        (rolled back) the outcome of creating it again; None while it runs."""
+        with self._store.read() as s:
+            row = repo.get(s, volume_id)
+            if row is not None:
+                if row.state == VolumeState.CREATING:
+                    return None
+                return CreatedVolume(volume_from(s, row), False, current_generation(s))
+        return self._create(spec)
+
+    def _create(self, spec: CreateVolume) -> CreatedVolume:
         checked = volume_create.check(spec)
         if checked.spec.source.kind == SourceKind.VOLUME:
             return self._create_copy(checked)
