@@ -302,3 +302,29 @@ def test_a_repeated_create_waits_for_the_first_to_finish(daemon: RunningDaemon) 
     assert not second[0].created
     assert second[0].volume.id == first[0].volume.id
     assert second[0].volume.state == volume_pb2.VOLUME_STATE_UP
+
+
+def test_a_repeated_snapshot_waits_for_the_first_to_finish(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, _drives = make_topology(daemon.store)
+    stub = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    volume = stub.CreateVolume(
+        volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name="v", size="1G")
+    ).volume
+    request = volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="s")
+    daemon.driver.block("create_snapshot")
+    first: list[volume_pb2.CreateSnapshotResponse] = []
+    taking = threading.Thread(target=lambda: first.append(stub.CreateSnapshot(request)))
+    taking.start()
+    try:
+        assert daemon.driver.wait_blocked("create_snapshot")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateSnapshot(request, timeout=1)
+        err = error_of(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "OPERATION_PENDING")
+    finally:
+        daemon.driver.unblock("create_snapshot")
+    taking.join(20)
+    again = stub.CreateSnapshot(request, timeout=20)
+    assert first[0].created and not again.created
+    assert again.snapshot.id == first[0].snapshot.id
+    assert again.snapshot.state == volume_pb2.SNAPSHOT_STATE_READY
