@@ -242,6 +242,11 @@ class VolumeModel:
 class JobModel:
     epoch: int  # the change epoch when it started
     checked: bool = False
+    # A replica change: the live copies its volume had when it started, and
+    # whether it lowers the count. A lowering only drops copies (lost ones
+    # first): it keeps min(live before, new count) live and rebuilds nothing.
+    live_before: int = 0
+    lowers: bool = False
 
 
 class EngineMachine(RuleBasedStateMachine):
@@ -716,6 +721,10 @@ class EngineMachine(RuleBasedStateMachine):
         )
         if resp is None:
             return
+        job = self.job_model.setdefault(resp.job.id, JobModel(self.epoch)) if resp.job.id else None
+        if job is not None:
+            job.live_before = self.seen.live_copies(volume)
+            job.lowers = replicas < copies_of(self.seen.volumes[volume].volume)
         m = self.model[volume]
         m.floor = min(m.floor, replicas)
         m.cap = replicas if m.cap is None else min(m.cap, replicas)
@@ -1058,6 +1067,16 @@ class EngineMachine(RuleBasedStateMachine):
                 return ""
             want = copies_of(v.volume)
             live = sum(1 for a in v.allocations if seen.live(a))
+            jm = self.job_model.get(job.id)
+            if job.kind == job_pb2.JOB_KIND_VOLUME_REPLICA_CHANGE and jm is not None and jm.lowers:
+                held = [a for a in v.allocations if a.state != common_pb2.ALLOCATION_STATE_PENDING]
+                keep = min(jm.live_before, want)
+                if len(held) != want or live < keep:
+                    return (
+                        f"{v.volume.name} has {len(held)} copies, {live} live, after lowering "
+                        f"to {want} from {jm.live_before} live ({_allocs(seen, v)})"
+                    )
+                return ""
             if job.kind != job_pb2.JOB_KIND_VOLUME_MOVE and live != want:
                 return f"{v.volume.name} has {live} live copies of {want} ({_allocs(seen, v)})"
             pool = v.volume.placement.pool_id
