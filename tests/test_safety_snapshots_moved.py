@@ -336,3 +336,30 @@ def test_a_placement_move_leaves_no_snapshot_behind(daemon: RunningDaemon) -> No
     delete_snapshots(daemon, [snapshot_id])
     driver_matches_books(daemon)
     assert_books(daemon.store)
+
+
+def test_a_revert_to_a_smaller_snapshot_leaves_copies_of_its_size(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, drives = make_topology(daemon.store)
+    volume_id = make_volume(
+        daemon.store, cluster_id, [drives[0], drives[2]], 2 * GIB, driver=daemon.driver
+    )
+    stub = volumes(daemon)
+    snapshot_id = stub.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=volume_id)).snapshot.id
+    stub.UpdateVolume(
+        pb.UpdateVolumeRequest(volume_id=volume_id, size="3G", update_mask=mask("size"))
+    )
+    reverted = stub.RevertVolume(
+        pb.RevertVolumeRequest(
+            volume_id=volume_id, snapshot_id=snapshot_id, yes_i_really_mean_it=True
+        )
+    ).volume
+    assert reverted.size_bytes == 2 * GIB
+    with daemon.store.read() as s:
+        allocs = list(s.scalars(select(AllocationRow).where(AllocationRow.volume_id == volume_id)))
+    # Every copy in the driver is the size the books give it.
+    assert {(a.drive_id, a.id): a.bytes for a in allocs} == {
+        key: daemon.driver.state.replicas[key] for key in ((a.drive_id, a.id) for a in allocs)
+    }
+    assert all(a.bytes == 2 * GIB for a in allocs)
+    driver_matches_books(daemon)
+    assert_books(daemon.store)

@@ -265,21 +265,30 @@ class SnapshotEngine:
             require_no_job(volume)
             allocs = require_settled(s, volume)
             require_all_available(volume, allocs)
-            volume_phases.begin_reshape(s, volume, allocs, snap.size_bytes, op)
-            work = volume_phases.work_of(allocs, active_only=False)
+            resized = volume_phases.begin_reshape(s, volume, allocs, snap.size_bytes, op)
             size = snap.size_bytes
-        volume_row, generation = volume_phases.run_reshape(
-            self._store,
-            volume_id,
-            [
+        # Each copy goes back to the snapshot, then to the snapshot's size: the
+        # books say that size whatever a driver's revert leaves.
+        steps: list[phased.Step] = []
+        for drive_id, replica_id, nbytes in resized:
+            steps.append(
                 phased.Step(
                     f"reverting replica {replica_id}",
                     functools.partial(
                         self._driver.revert_replica, drive_id, replica_id, snapshot_id
                     ),
                 )
-                for drive_id, replica_id in work
-            ],
+            )
+            steps.append(
+                phased.Step(
+                    f"sizing replica {replica_id}",
+                    functools.partial(self._driver.resize_replica, drive_id, replica_id, nbytes),
+                )
+            )
+        volume_row, generation = volume_phases.run_reshape(
+            self._store,
+            volume_id,
+            steps,
             size,
             rollback=lambda: volume_phases.rollback_reshape(self._store, self._driver, volume_id),
             what="reverting",
