@@ -17,11 +17,14 @@ from osd.errors import OsdError
 
 DOMAIN = "osd.dev"
 
-MESSAGE_MAX = 1000
+MESSAGE_MAX = 800
 VALUE_MAX = 200
 METADATA_MAX = 1000
 DESCRIPTION_MAX = 400
-DETAILS_MAX = 8 * 1024
+# The whole status travels base64-encoded in the grpc-status-details-bin
+# trailer, next to grpc-message; gRPC clients refuse trailers past 8 KiB (and
+# may refuse them past a soft limit below that), so the status stays at 3 KiB.
+DETAILS_MAX = 3 * 1024
 
 
 def clip(text: str, limit: int) -> str:
@@ -37,10 +40,13 @@ def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
     info = error_details_pb2.ErrorInfo(reason=clip(error.reason, VALUE_MAX), domain=DOMAIN)
     for key, value in list(error.metadata.items())[:32]:
         info.metadata[clip(key, 64)] = clip(value, METADATA_MAX)
+        if info.ByteSize() > DETAILS_MAX // 2:
+            del info.metadata[clip(key, 64)]
+            break
     status.details.add().Pack(info)
     request_info = error_details_pb2.RequestInfo(request_id=request_id)
     if error.violations:
-        budget = DETAILS_MAX - status.ByteSize() - request_info.ByteSize()
+        budget = DETAILS_MAX - status.ByteSize() - request_info.ByteSize() - 16
         status.details.add().Pack(_bad_request(error, budget))
     if request_id:
         status.details.add().Pack(request_info)
