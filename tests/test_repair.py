@@ -237,6 +237,24 @@ def test_a_copy_with_nowhere_to_go_is_reported(daemon: RunningDaemon) -> None:
         assert allocations.check(s) == []
 
 
+def test_a_repair_that_fell_short_runs_again_once_room_appears(daemon: RunningDaemon) -> None:
+    cluster_id, node_ids, _drives = world(daemon, zones=4)
+    spare = node_ids[3]
+    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_OFFLINE))
+    vol = create(volumes(daemon), cluster_id, "v1", size="64M")
+    hard_eject(daemon, drive_of(daemon, vol.id, 0)[0])
+    first = repaired(daemon, vol.id)
+    assert first.state == jpb.JOB_STATE_DONE and not first.result.complete
+    # The fourth zone comes back: the repair runs again at once, not after the
+    # retry interval (minutes).
+    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_ONLINE))
+    # (A node that comes back ONLINE with no copies changes no volume's state:
+    # the controller's periodic look, every 30 s, finds the volume due.)
+    [again] = until(lambda: [j for j in repairs(daemon, vol.id) if j.id != first.id], timeout=90)
+    assert wait_job(daemon, again.id).state == jpb.JOB_STATE_DONE
+    assert_healed(daemon, vol.id)
+
+
 # -- visible state -------------------------------------------------------------------
 
 

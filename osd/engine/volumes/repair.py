@@ -35,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from osd.engine.jobs.jobs import JobEngine
@@ -54,7 +54,7 @@ from osd.errors import OsdError
 from osd.store import jobs as job_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
-from osd.store.models import ClusterRow, VolumeRow, utcnow
+from osd.store.models import ClusterRow, DriveRow, NodeRow, VolumeRow, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class RepairController:
                 next_due = later
             if not due or row.active_job_id:
                 continue
-            retry = self._retry_time(s, row.id)
+            retry = self._retry_time(s, row.id, row.cluster_id)
             if retry is not None and retry > now:
                 next_due = retry if next_due is None else min(next_due, retry)
                 continue
@@ -209,13 +209,22 @@ class RepairController:
         return found, next_due
 
     @staticmethod
-    def _retry_time(s: Session, volume_id: str) -> datetime | None:
-        """When a volume whose last repair fell short may be repaired again."""
+    def _retry_time(s: Session, volume_id: str, cluster_id: str) -> datetime | None:
+        """When a volume whose last repair fell short may be repaired again: at
+        once if a node or drive of the cluster changed since (a node back
+        ONLINE, a drive added may be the room it lacked), else after
+        RETRY_SECONDS."""
         last = job_repo.latest(s, JobKind.VOLUME_REPAIR, volume_id)
         if last is None or last.end_time is None or last.result is None:
             return None
         if JobResult.from_json(last.result).complete:
             return None
+        for table in (NodeRow, DriveRow):
+            changed = s.scalar(
+                select(func.max(table.update_time)).where(table.cluster_id == cluster_id)
+            )
+            if changed is not None and changed > last.end_time:
+                return None
         return last.end_time + timedelta(seconds=RETRY_SECONDS)
 
     def _start(self, cluster: ClusterRow, policy: RepairPolicy, found: list[Candidate]) -> None:
