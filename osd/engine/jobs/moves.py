@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError
 from osd.engine.jobs.handler import JobContext
@@ -163,38 +166,57 @@ def _make_copy(ctx: JobContext[Any, C], move: Move) -> None:
 
 
 def _snapshot_source(ctx: JobContext[Any, C], move: Move) -> tuple[str, str] | None:
-    """The readable copy ([drive id, replica id]) a rebuilt copy takes its
-    snapshots from: another ACTIVE copy of the same owner (the same index
-    first). None when the chain has no snapshot; DATA_UNAVAILABLE when it has
-    some and no copy that holds them can be read."""
     with ctx.store.read() as s:
-        chain = move.volume_id
-        if chain is None and move.snapshot_id is not None:
-            holder = s.get(SnapshotRow, move.snapshot_id)
-            chain = holder.volume_id if holder is not None else None
-        if chain is None or not snap_repo.of_volume(s, chain):
-            return None
-        readable = sorted(
-            (
-                a
-                for a in jobs_repo.allocations_of_owner(
-                    s, volume_id=move.volume_id, snapshot_id=move.snapshot_id
-                )
-                if a.id not in (move.allocation_id, move.replica_id)
-                and a.state == AllocationState.ACTIVE
-                and a.drive_id != move.target_drive_id
-            ),
-            key=lambda a: (a.index != move.index, a.index, a.id),
+        return snapshot_source(
+            s,
+            volume_id=move.volume_id,
+            snapshot_id=move.snapshot_id,
+            skip={i for i in (move.allocation_id, move.replica_id) if i},
+            target_drive_id=move.target_drive_id,
+            index=move.index,
         )
-        if not readable:
-            owner = move.volume_id or move.snapshot_id or ""
-            raise FailedPrecondition(
-                f"no copy of {owner} that holds its snapshots can be read to rebuild "
-                f"the copy on drive {move.target_drive_id}",
-                reason="DATA_UNAVAILABLE",
-                metadata={"drive_id": move.target_drive_id},
-            )
-        return readable[0].drive_id, readable[0].id
+
+
+def snapshot_source(
+    s: Session,
+    *,
+    volume_id: str | None,
+    snapshot_id: str | None,
+    skip: Collection[str],
+    target_drive_id: str,
+    index: int,
+) -> tuple[str, str] | None:
+    """The readable copy ([drive id, replica id]) a copy made from nothing
+    (rebuilt, or added by a replica change) takes its snapshots from: another
+    ACTIVE copy of the same owner, not one of ``skip`` (the copy in the
+    making and the one it replaces), the same ``index`` first. None when the
+    chain has no snapshot; DATA_UNAVAILABLE when it has some and no copy that
+    holds them can be read."""
+    chain = volume_id
+    if chain is None and snapshot_id is not None:
+        holder = s.get(SnapshotRow, snapshot_id)
+        chain = holder.volume_id if holder is not None else None
+    if chain is None or not snap_repo.of_volume(s, chain):
+        return None
+    readable = sorted(
+        (
+            a
+            for a in jobs_repo.allocations_of_owner(s, volume_id=volume_id, snapshot_id=snapshot_id)
+            if a.id not in skip
+            and a.state == AllocationState.ACTIVE
+            and a.drive_id != target_drive_id
+        ),
+        key=lambda a: (a.index != index, a.index, a.id),
+    )
+    if not readable:
+        owner = volume_id or snapshot_id or ""
+        raise FailedPrecondition(
+            f"no copy of {owner} that holds its snapshots can be read to make "
+            f"the copy on drive {target_drive_id}",
+            reason="DATA_UNAVAILABLE",
+            metadata={"drive_id": target_drive_id},
+        )
+    return readable[0].drive_id, readable[0].id
 
 
 def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriverError
+from osd.engine.jobs import moves
 from osd.engine.jobs.handler import JobContext, JobHandler, RequestT
 from osd.engine.jobs.records import Record
 from osd.engine.placement import place as placement
@@ -46,7 +47,6 @@ from osd.enums import AllocationState, FailureDomain, JobState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition
 from osd.store import allocations
-from osd.store import snapshots as snap_repo
 from osd.store import volumes as vol_repo
 from osd.store.models import AllocationRow, JobRow, VolumeRow
 from osd.store.volumes import DriveView
@@ -337,37 +337,17 @@ def make_from_nothing(ctx: JobContext[Any, Any], volume_id: str, work: Work) -> 
     others, as for a rebuild) and gives it the snapshots the volume's copies
     hold, from a readable one: a copy without them could not be reverted."""
     ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
-    source = _snapshot_source(ctx, volume_id, work)
+    with ctx.store.read() as s:
+        source = moves.snapshot_source(
+            s,
+            volume_id=volume_id,
+            snapshot_id=None,
+            skip={work.replica_id},
+            target_drive_id=work.drive_id,
+            index=work.index,
+        )
     if source is not None:
         ctx.driver.copy_snapshots(source[0], source[1], work.drive_id, work.replica_id)
-
-
-def _snapshot_source(
-    ctx: JobContext[Any, Any], volume_id: str, work: Work
-) -> tuple[str, str] | None:
-    """(drive id, replica id) of a readable copy of the volume that holds its
-    snapshots; None when it has none; DATA_UNAVAILABLE when no copy can be read."""
-    with ctx.store.read() as s:
-        if not snap_repo.of_volume(s, volume_id):
-            return None
-        readable = sorted(
-            (
-                a
-                for a in vol_repo.allocations(s, volume_id)
-                if a.state == AllocationState.ACTIVE
-                and a.id != work.replica_id
-                and a.drive_id != work.drive_id
-            ),
-            key=lambda a: (a.index, a.id),
-        )
-    if not readable:
-        raise FailedPrecondition(
-            f"no copy of volume {volume_id} that holds its snapshots can be read to make "
-            f"the copy on drive {work.drive_id}",
-            reason="DATA_UNAVAILABLE",
-            metadata={"volume_id": volume_id, "drive_id": work.drive_id},
-        )
-    return readable[0].drive_id, readable[0].id
 
 
 def _delete(ctx: JobContext[Any, Any], drive_id: str, replica_id: str) -> None:
