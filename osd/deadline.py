@@ -14,13 +14,18 @@ from contextvars import ContextVar, Token
 # Seconds the waiting stops before the caller's deadline, so the answer
 # reaches the caller in time.
 MARGIN_SECONDS = 0.25
+# grpcio reports a call without a deadline as one about 2**63 ns away; a
+# deadline further off than this is no deadline.
+FOREVER_SECONDS = 1e8
 
 _deadline: ContextVar[float | None] = ContextVar("osd_call_deadline", default=None)
 
 
 def start(seconds_left: float | None) -> Token[float | None]:
-    """Sets the current call's deadline, ``seconds_left`` from now (None: none)."""
-    at = None if seconds_left is None else time.monotonic() + seconds_left
+    """Sets the current call's deadline, ``seconds_left`` from now (None, or
+    further off than FOREVER_SECONDS: none)."""
+    none = seconds_left is None or seconds_left > FOREVER_SECONDS
+    at = None if none else time.monotonic() + seconds_left
     return _deadline.set(at)
 
 

@@ -1,0 +1,50 @@
+"""Waiting for an operation in progress, bounded by the call's deadline."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from osd import deadline
+from osd.engine.shared import pending
+from osd.errors import Aborted
+
+
+def test_the_first_value_that_is_not_none_is_the_answer() -> None:
+    answers = iter([None, None, "done"])
+    token = deadline.start(5.0)
+    try:
+        assert pending.wait_for(lambda: next(answers), "volume", "v1") == "done"
+    finally:
+        deadline.end(token)
+
+
+def test_the_call_deadline_ends_the_wait_with_operation_pending() -> None:
+    token = deadline.start(0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Aborted) as info:
+            pending.wait_for(lambda: None, "volume", "v1")
+    finally:
+        deadline.end(token)
+    # Before the caller's deadline, by the margin.
+    assert time.monotonic() - started < 0.5
+    assert info.value.reason == "OPERATION_PENDING"
+    assert info.value.metadata == {"kind": "volume", "id": "v1"}
+
+
+@pytest.mark.parametrize("reported", [None, 9.223372036854776e18])
+def test_a_call_without_a_deadline_waits_the_default_not_forever(
+    reported: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # grpcio reports "no deadline" as a deadline some 2**63 ns away.
+    monkeypatch.setattr(pending, "NO_DEADLINE_WAIT_SECONDS", 0.6)
+    token = deadline.start(reported)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Aborted):
+            pending.wait_for(lambda: None, "snapshot", "s1")
+    finally:
+        deadline.end(token)
+    assert time.monotonic() - started < 5
