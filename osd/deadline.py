@@ -24,8 +24,9 @@ _deadline: ContextVar[float | None] = ContextVar("osd_call_deadline", default=No
 def start(seconds_left: float | None) -> Token[float | None]:
     """Sets the current call's deadline, ``seconds_left`` from now (None, or
     further off than FOREVER_SECONDS: none)."""
-    none = seconds_left is None or seconds_left > FOREVER_SECONDS
-    at = None if none else time.monotonic() + seconds_left
+    at = None
+    if seconds_left is not None and seconds_left <= FOREVER_SECONDS:
+        at = time.monotonic() + seconds_left
     return _deadline.set(at)
 
 
