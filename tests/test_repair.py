@@ -11,17 +11,20 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from osd import enums
 from osd.store import allocations
+from osd.store.models import AllocationRow, DriveRow
 from osd.v1 import cluster_pb2 as cpb
 from osd.v1 import cluster_pb2_grpc, common_pb2, node_pb2_grpc
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb
+from osd.v1 import service_pb2 as spb
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
-from tests.factories import make_pool, make_topology
-from tests.test_jobs import jobs_stub, wait_job
+from tests.factories import make_drive, make_pool, make_topology
+from tests.test_jobs import jobs_stub, service_stub, wait_job
 from tests.volume_helpers import create, fails, mask, volumes
 
 REPAIR = jpb.JOB_KIND_VOLUME_REPAIR
@@ -252,6 +255,43 @@ def test_a_repair_that_fell_short_runs_again_once_room_appears(daemon: RunningDa
     # the controller's periodic look, every 30 s, finds the volume due.)
     [again] = until(lambda: [j for j in repairs(daemon, vol.id) if j.id != first.id], timeout=90)
     assert wait_job(daemon, again.id).state == jpb.JOB_STATE_DONE
+    assert_healed(daemon, vol.id)
+
+
+def test_a_copy_both_a_repair_and_a_replace_rebuild_ends_up_once(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, _drives = world(daemon, zones=4)
+    vol = create(volumes(daemon), cluster_id, "v1", size="64M")
+    lost, node = drive_of(daemon, vol.id, 0)
+    # The drive fails: its copy cannot be read, and both the repair and a
+    # replace of the drive rebuild it, at the same time.
+    with daemon.store.write() as s:
+        s.get_one(DriveRow, lost).state = enums.DriveState.FAILED
+        for a in s.scalars(select(AllocationRow).where(AllocationRow.drive_id == lost)):
+            a.state = enums.AllocationState.UNAVAILABLE
+    daemon.driver.block("create_replica")
+    try:
+        repair = volumes(daemon).RepairVolume(pb.RepairVolumeRequest(volume_id=vol.id)).job
+        assert daemon.driver.wait_blocked("create_replica")
+        # Only then a drive to replace it with: the repair took the spare zone.
+        target = make_drive(daemon.store, node, "/dev/sdz", 8 << 30)
+        replace = (
+            service_stub(daemon)
+            .StartDriveReplace(
+                spb.StartDriveReplaceRequest(source_drive_id=lost, target_drive_id=target)
+            )
+            .job
+        )
+        # Both hold a copy of it in the making.
+        assert daemon.driver.wait_blocked("create_replica", count=2)
+    finally:
+        daemon.driver.unblock("create_replica")
+    for job in (repair, replace):
+        assert wait_job(daemon, job.id).state in (jpb.JOB_STATE_DONE, jpb.JOB_STATE_FAILED)
+    # One copy per allocation in the driver, none left over by the job that lost.
+    with daemon.store.read() as s:
+        booked = {(a.drive_id, a.id) for a in s.scalars(select(AllocationRow))}
+        assert allocations.check(s) == []
+    assert set(daemon.driver.state.replicas) == booked
     assert_healed(daemon, vol.id)
 
 

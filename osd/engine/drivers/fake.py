@@ -144,10 +144,11 @@ class FakeDriver:
         if gate is not None:
             gate.set()
 
-    def wait_blocked(self, op: str, timeout: float = 30.0) -> bool:
-        """Waits until a call of ``op`` is held by :meth:`block`; False on timeout."""
+    def wait_blocked(self, op: str, timeout: float = 30.0, count: int = 1) -> bool:
+        """Waits until ``count`` calls of ``op`` are held by :meth:`block`; False
+        on timeout."""
         with self._gate_lock:
-            return self._gate_lock.wait_for(lambda: self._waiting.get(op, 0) > 0, timeout)
+            return self._gate_lock.wait_for(lambda: self._waiting.get(op, 0) >= count, timeout)
 
     def _pass(self, op: str) -> None:
         """The delay and the gate, taken outside the state lock."""

@@ -232,10 +232,18 @@ def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -
         state = available_state(node.state, drive.state)
         cleanup: tuple[str, str] | None = None
         source = s.get(AllocationRow, move.allocation_id) if move.allocation_id else None
-        if move.allocation_id is not None and source is None:
-            # The copy was deleted meanwhile: drop what was made for it.
+        moved_away = (
+            source is not None
+            and move.source_drive_id is not None
+            and source.drive_id != move.source_drive_id
+        )
+        if move.allocation_id is not None and (source is None or moved_away):
+            # The copy was deleted, or another job moved it, meanwhile: drop
+            # what was made for it (unless that job put it on the same drive,
+            # where the copy made is the copy it keeps).
             allocations.release(s, res)
-            cleanup = (move.target_drive_id, move.replica_id)
+            if source is None or source.drive_id != move.target_drive_id:
+                cleanup = (move.target_drive_id, move.replica_id)
         elif source is not None:
             allocations.release(s, res)
             allocations.move(s, source, drive_id=drive.id, node_id=node.id)
