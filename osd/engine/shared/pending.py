@@ -37,3 +37,21 @@ def wait_for(check: Callable[[], T | None], kind: str, object_id: str) -> T:
                 metadata={"kind": kind, "id": object_id},
             )
         time.sleep(POLL_SECONDS)
+
+
+def create_settled(
+    create: Callable[[], T], settled: Callable[[T], bool], kind: str, id_of: Callable[[T], str]
+) -> T:
+    """An idempotent create's answer: ``create()``'s, once ``settled`` holds of
+    it. While the object it finds is still being created by another call, the
+    create is asked again until that call ended (a rolled-back object is then
+    created anew), up to the current call's deadline."""
+    first = create()
+    if settled(first):
+        return first
+
+    def again() -> T | None:
+        result = create()
+        return result if settled(result) else None
+
+    return wait_for(again, kind, id_of(first))

@@ -63,20 +63,12 @@ class SnapshotEngine:
         """Takes the snapshot, or answers the one with the same name; one still
         being taken by another call is waited for, up to this call's deadline
         (then ABORTED, OPERATION_PENDING)."""
-        result = self._create(spec)
-        if result.created or result.value.state != SnapshotState.CREATING:
-            return result
-        snapshot_id = result.value.id
-        return pending.wait_for(lambda: self._settled(spec, snapshot_id), "snapshot", snapshot_id)
-
-    def _settled(self, spec: CreateSnapshot, snapshot_id: str) -> Created[Snapshot] | None:
-        with self._store.read() as s:
-            row = repo.get(s, snapshot_id)
-            if row is not None:
-                if row.state == SnapshotState.CREATING:
-                    return None
-                return Created(snapshot_from(s, row), False, current_generation(s))
-        return self._create(spec)
+        return pending.create_settled(
+            lambda: self._create(spec),
+            lambda r: r.created or r.value.state != SnapshotState.CREATING,
+            "snapshot",
+            lambda r: r.value.id,
+        )
 
     def _create(self, spec: CreateSnapshot) -> Created[Snapshot]:
         v.check_id(spec.volume_id, "volume_id")

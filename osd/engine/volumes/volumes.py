@@ -167,25 +167,12 @@ class VolumeEngine:
         A volume found still CREATING by another call is waited for (not for a
         copy, whose job the answer carries): its outcome is the answer, or
         ABORTED (OPERATION_PENDING) when this call's deadline comes first."""
-        result = self._create(spec)
-        if result.created or result.job is not None:
-            return result
-        if result.value.state != VolumeState.CREATING:
-            return result
-        return pending.wait_for(
-            lambda: self._settled(spec, result.value.id), "volume", result.value.id
+        return pending.create_settled(
+            lambda: self._create(spec),
+            lambda r: r.created or r.job is not None or r.value.state != VolumeState.CREATING,
+            "volume",
+            lambda r: r.value.id,
         )
-
-    def _settled(self, spec: CreateVolume, volume_id: str) -> CreatedVolume | None:
-        """The answer once the create in progress ended: the volume it made, or
-        (rolled back) the outcome of creating it again; None while it runs."""
-        with self._store.read() as s:
-            row = repo.get(s, volume_id)
-            if row is not None:
-                if row.state == VolumeState.CREATING:
-                    return None
-                return CreatedVolume(volume_from(s, row), False, current_generation(s))
-        return self._create(spec)
 
     def _create(self, spec: CreateVolume) -> CreatedVolume:
         checked = volume_create.check(spec)

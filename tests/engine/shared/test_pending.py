@@ -48,3 +48,29 @@ def test_a_call_without_a_deadline_waits_the_default_not_forever(
     finally:
         deadline.end(token)
     assert time.monotonic() - started < 5
+
+
+def test_a_create_is_asked_again_until_what_it_finds_is_settled() -> None:
+    # The first call finds another call's object CREATING; that one is rolled
+    # back and a third call starts it again (CREATING once more): the answer
+    # waits for an object that is settled, never answers one still CREATING.
+    answers = iter(["creating", "creating", "creating", "up"])
+    token = deadline.start(5.0)
+    try:
+        got = pending.create_settled(
+            lambda: next(answers), lambda r: r != "creating", "volume", lambda r: "v1"
+        )
+    finally:
+        deadline.end(token)
+    assert got == "up"
+
+
+def test_a_settled_first_answer_is_returned_without_waiting() -> None:
+    calls: list[int] = []
+
+    def create() -> str:
+        calls.append(1)
+        return "made"
+
+    assert pending.create_settled(create, lambda r: True, "volume", lambda r: "v1") == "made"
+    assert calls == [1]
