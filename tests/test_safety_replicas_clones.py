@@ -189,6 +189,30 @@ def test_a_lost_tail_copy_is_replaced_in_the_tail_pool(daemon: RunningDaemon, st
     assert_settled(daemon, stub, v.id, 4)
 
 
+def test_lowering_keeps_the_tail_copy_last_when_copies_are_lost(
+    daemon: RunningDaemon, stub: Stub
+) -> None:
+    cluster_id, _, drives = make_topology(daemon.store, zones=5)
+    main = make_pool(daemon.store, cluster_id, "main", drives[:6])
+    tail = make_pool(daemon.store, cluster_id, "tail", drives[6:])
+    v = create(
+        stub, cluster_id, "v", replicas=4, placement=pb.Placement(pool_id=main, tail_pool_id=tail)
+    )
+    allocs = inspect(stub, v.id).allocations
+    tail_copy = allocs[3]
+    assert tail_copy.drive_id in drives[6:]
+    for lost in allocs[1:3]:
+        lose_copy(daemon, lost.drive_id, lost.node_id, "forgotten")
+
+    change_replicas(daemon, stub, v.id, 3)
+    after = inspect(stub, v.id)
+    # The tail copy is copy 2 of 3, the last; copy 1 is the one missing, to be
+    # rebuilt in the main pool.
+    assert {a.id: a.index for a in after.allocations} == {allocs[0].id: 0, tail_copy.id: 2}
+    assert [m.index for m in after.volume.missing_copies] == [1]
+    assert_books(daemon.store)
+
+
 # -- clones keep their source's durability and placement -----------------------------
 
 

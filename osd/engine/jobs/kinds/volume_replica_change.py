@@ -186,13 +186,13 @@ class VolumeReplicaChange(VolumeJob[VolumeReplicaChangeRequest, VolumeReplicaCha
         cleanup = [(a.drive_id, a.id) for a in removed]
         for alloc in removed:
             allocations.release(s, alloc)
-        # Copy indices 0..wanted-1: the copies kept, then the new ones, each in
-        # their order; the tail copy, when the volume has one, is the last.
-        ordered = _kept(old, gone, tail) + _kept(added, gone, tail)
-        if tail is not None and tail.id not in gone:
-            ordered.append(tail)
-        for index, alloc in enumerate(ordered):
+        # Copy indices from 0: the copies kept, then the new ones, each in their
+        # order; the tail copy, when the volume has one, is copy wanted - 1 even
+        # while copies before it are lost (their indices are the ones missing).
+        for index, alloc in enumerate(_kept(old, gone, tail) + _kept(added, gone, tail)):
             alloc.index = index
+        if tail is not None and tail.id not in gone:
+            tail.index = wanted - 1
         row.replicas = wanted
         stamp(row, generation)
         s.flush()
