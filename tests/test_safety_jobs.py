@@ -304,6 +304,22 @@ def test_a_replaced_drive_leaves_a_pool_of_whole_nodes(daemon: RunningDaemon) ->
     assert_books(daemon.store)
 
 
+@pytest.mark.parametrize("joined", ["alone", "with_its_node"])
+def test_a_hard_ejected_drive_leaves_its_pools(daemon: RunningDaemon, joined: str) -> None:
+    cluster_id, nodes, drives = make_topology(daemon.store)
+    pools = pool_pb2_grpc.PoolServiceStub(daemon.channel)
+    members = {"drive_ids": drives} if joined == "alone" else {"node_ids": nodes}
+    pool = pools.CreatePool(
+        ppb.CreatePoolRequest(cluster_id=cluster_id, name="p", **members), timeout=10
+    ).pool
+    assert drives[0] in pool.drive_ids
+    _hard_eject(daemon, drives[0])
+    after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
+    assert drives[0] not in after.drive_ids and set(after.drive_ids) == set(drives[1:])
+    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
+    assert list(drive.pool_ids) == []
+
+
 def test_a_cluster_counts_only_drives_that_take_data(daemon: RunningDaemon) -> None:
     cluster_id, nodes, drives = make_topology(daemon.store)
     volumes = volume_pb2_grpc.VolumeServiceStub(daemon.channel)

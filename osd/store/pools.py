@@ -47,7 +47,11 @@ def takes_data() -> ColumnElement[bool]:
 
 def effective_drive_ids_select(pool_id: str) -> Select[tuple[str]]:
     """The SELECT of :func:`effective_drive_ids`, to use as a subquery."""
-    alone = select(PoolDriveRow.drive_id.label("drive_id")).where(PoolDriveRow.pool_id == pool_id)
+    alone = (
+        select(PoolDriveRow.drive_id.label("drive_id"))
+        .join(DriveRow, DriveRow.id == PoolDriveRow.drive_id)
+        .where(PoolDriveRow.pool_id == pool_id, DriveRow.state != DriveState.EJECTED)
+    )
     through_nodes = (
         select(DriveRow.id.label("drive_id"))
         .join(PoolNodeRow, PoolNodeRow.node_id == DriveRow.node_id)
@@ -66,9 +70,9 @@ def effective_drive_ids(session: Session, pool_id: str) -> set[str]:
 
     Members are the drives added alone (``pool_drives``) together with every
     data (non-journal) drive of the nodes that are whole members
-    (``pool_nodes``), including drives those nodes gained after they joined,
-    but not those EJECTED: an ejected drive is out of service, and a drive
-    replace leaves its source EJECTED and out of its pools. Other states are
+    (``pool_nodes``), including drives those nodes gained after they joined;
+    either way not a drive EJECTED: an ejected drive is out of service, and a
+    drive replace leaves its source EJECTED and out of its pools. Other states are
     not looked at: membership makes no drive a placement target, which must
     also satisfy :func:`takes_data`. An unknown pool has no members.
     """
@@ -169,7 +173,9 @@ def pools_of_drives(session: Session, drive_ids: Collection[str]) -> dict[str, l
     if not ids:
         return {}
     for drive_id, pool_id in session.execute(
-        select(PoolDriveRow.drive_id, PoolDriveRow.pool_id).where(PoolDriveRow.drive_id.in_(ids))
+        select(PoolDriveRow.drive_id, PoolDriveRow.pool_id)
+        .join(DriveRow, DriveRow.id == PoolDriveRow.drive_id)
+        .where(PoolDriveRow.drive_id.in_(ids), DriveRow.state != DriveState.EJECTED)
     ):
         out[drive_id].add(pool_id)
     for drive_id, pool_id in session.execute(
