@@ -66,6 +66,9 @@ class VolumeFilter:
     states: tuple[int, ...] = ()
     template_id: str = ""
     datastore_version_id: str = ""
+    # Only volumes that may lack a live copy: DEGRADED, DOWN or DATA_LOST, or
+    # degraded since a time (the engine checks each copy of these).
+    maybe_degraded: bool = False
 
 
 def _usage_columns() -> tuple[Any, Any, Any]:
@@ -118,6 +121,15 @@ def scan(
         base = base.where(VolumeRow.template_id == where.template_id)
     if where.datastore_version_id:
         base = base.where(VolumeRow.datastore_version_id == where.datastore_version_id)
+    if where.maybe_degraded:
+        base = base.where(
+            or_(
+                VolumeRow.state.in_(
+                    (VolumeState.DEGRADED, VolumeState.DOWN, VolumeState.DATA_LOST)
+                ),
+                VolumeRow.degraded_time.is_not(None),
+            )
+        )
     while True:
         stmt = base
         if after is not None:

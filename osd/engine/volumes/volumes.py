@@ -127,37 +127,27 @@ class VolumeEngine:
         if not change.volume_ids:
             return
         generation = current_generation(s)
-        for volume_id in sorted(change.volume_ids):
+        ids = sorted(change.volume_ids)
+        views = repo.copy_views(s, ids)
+        for volume_id in ids:
             row = repo.get(s, volume_id)
-            if row is None or row.state in (
-                VolumeState.CREATING,
-                VolumeState.DELETING,
-                VolumeState.DATA_LOST,
-            ):
+            if row is None or row.state in (VolumeState.CREATING, VolumeState.DELETING):
                 continue
-            state = availability_state(row, repo.allocations(s, volume_id))
-            if state != row.state:
-                row.state = state
+            if row.state != VolumeState.DATA_LOST:
+                state = availability_state(row, repo.allocations(s, volume_id))
+                if state != row.state:
+                    row.state = state
+                    volume_phases.stamp(row, generation)
+            # Since when it lacks a live copy (repair waits its delay from then);
+            # forgotten once every copy is live again.
+            degraded = health_of(row, views.get(volume_id, [])).degraded
+            if degraded and row.degraded_time is None:
+                row.degraded_time = utcnow()
                 volume_phases.stamp(row, generation)
-        for volume_id in sorted(change.volume_ids):
-            self._track_degraded(s, volume_id, generation)
+            elif not degraded and row.degraded_time is not None:
+                row.degraded_time = None
+                volume_phases.stamp(row, generation)
         s.flush()
-
-    @staticmethod
-    def _track_degraded(s: Session, volume_id: str, generation: int) -> None:
-        """Records since when a volume lacks a live copy (repair waits its delay
-        from then), and forgets it once every copy is live again."""
-        row = repo.get(s, volume_id)
-        if row is None or row.state in (VolumeState.CREATING, VolumeState.DELETING):
-            return
-        views = repo.copy_views(s, [volume_id]).get(volume_id, [])
-        degraded = health_of(row, views).degraded
-        if degraded and row.degraded_time is None:
-            row.degraded_time = utcnow()
-            volume_phases.stamp(row, generation)
-        elif not degraded and row.degraded_time is not None:
-            row.degraded_time = None
-            volume_phases.stamp(row, generation)
 
     # -- create ----------------------------------------------------------------
 
@@ -302,6 +292,7 @@ class VolumeEngine:
             states=tuple(query.states),
             template_id=query.template_id,
             datastore_version_id=query.datastore_version_id,
+            maybe_degraded=query.degraded,
         )
 
         with self._store.read() as s:
