@@ -251,9 +251,7 @@ def test_a_repair_that_fell_short_runs_again_once_room_appears(daemon: RunningDa
     # The fourth zone comes back: the repair runs again at once, not after the
     # retry interval (minutes).
     nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_ONLINE))
-    # (A node that comes back ONLINE with no copies changes no volume's state:
-    # the controller's periodic look, every 30 s, finds the volume due.)
-    [again] = until(lambda: [j for j in repairs(daemon, vol.id) if j.id != first.id], timeout=90)
+    [again] = until(lambda: [j for j in repairs(daemon, vol.id) if j.id != first.id])
     assert wait_job(daemon, again.id).state == jpb.JOB_STATE_DONE
     assert_healed(daemon, vol.id)
 

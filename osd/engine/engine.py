@@ -100,7 +100,8 @@ class Engine:
         """Calls ``listener`` inside every transaction in which a topology change
         (node OFFLINE or ONLINE, drive hard eject or forget) turned allocations
         UNAVAILABLE or ACTIVE or released them, with the volumes and snapshots
-        concerned, so whoever keeps their state can update it."""
+        concerned, so whoever keeps their state can update it. A node's state
+        change is told even when it moved no allocation (an empty change)."""
         self._availability.append(listener)
 
     def _availability_changed(self, session: Session, change: Availability) -> None:

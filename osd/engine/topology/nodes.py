@@ -388,9 +388,9 @@ class NodeEngine:
                     volumes, snapshots = repo.set_availability(
                         s, row.id, available=state is NodeState.ONLINE
                     )
-                    touched = Availability(frozenset(volumes), frozenset(snapshots))
-                    if touched:
-                        self._availability(s, touched)
+                    # Told even when no copy is on the node: a node back ONLINE
+                    # is room a repair that fell short may have lacked.
+                    self._availability(s, Availability(frozenset(volumes), frozenset(snapshots)))
                 if role is not None and row.coordinator_role != role:
                     changed = True
                     row.coordinator_role = role

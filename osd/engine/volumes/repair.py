@@ -139,8 +139,9 @@ class RepairController:
             self._thread = None
 
     def availability_changed(self, s: Session, change: Availability) -> None:
-        """Wakes the controller once the topology change's transaction commits."""
-        if change.volume_ids and self._thread is not None:
+        """Wakes the controller once the topology change's transaction commits
+        (one that touched no volume may still be room a repair lacked)."""
+        if self._thread is not None:
             event.listen(s, "after_commit", lambda _s: self._wake.set(), once=True)
 
     def wake(self) -> None:
@@ -188,6 +189,7 @@ class RepairController:
         views = repo.copy_views(s, [r.id for r in rows])
         found: list[Candidate] = []
         next_due: datetime | None = None
+        changed = _topology_changed(s, cluster_id) if rows else None
         for row in rows:
             health = health_of(row, views.get(row.id, []))
             if not health.missing or row.durability_type == DurabilityType.NONE:
@@ -199,7 +201,7 @@ class RepairController:
                 next_due = later
             if not due or row.active_job_id:
                 continue
-            retry = self._retry_time(s, row.id, row.cluster_id)
+            retry = self._retry_time(s, row.id, changed)
             if retry is not None and retry > now:
                 next_due = retry if next_due is None else min(next_due, retry)
                 continue
@@ -209,22 +211,18 @@ class RepairController:
         return found, next_due
 
     @staticmethod
-    def _retry_time(s: Session, volume_id: str, cluster_id: str) -> datetime | None:
+    def _retry_time(s: Session, volume_id: str, changed: datetime | None) -> datetime | None:
         """When a volume whose last repair fell short may be repaired again: at
-        once if a node or drive of the cluster changed since (a node back
-        ONLINE, a drive added may be the room it lacked), else after
+        once if a node or drive of the cluster changed since (``changed``: a
+        node back ONLINE, a drive added may be the room it lacked), else after
         RETRY_SECONDS."""
         last = job_repo.latest(s, JobKind.VOLUME_REPAIR, volume_id)
         if last is None or last.end_time is None or last.result is None:
             return None
         if JobResult.from_json(last.result).complete:
             return None
-        for table in (NodeRow, DriveRow):
-            changed = s.scalar(
-                select(func.max(table.update_time)).where(table.cluster_id == cluster_id)
-            )
-            if changed is not None and changed > last.end_time:
-                return None
+        if changed is not None and changed > last.end_time:
+            return None
         return last.end_time + timedelta(seconds=RETRY_SECONDS)
 
     def _start(self, cluster: ClusterRow, policy: RepairPolicy, found: list[Candidate]) -> None:
@@ -267,3 +265,12 @@ class RepairController:
         with self._store.read() as s:
             volume = volume_from(s, get_volume(s, volume_id))
         return RepairStarted(volume, started.job, started.started, started.generation)
+
+
+def _topology_changed(s: Session, cluster_id: str) -> datetime | None:
+    """The last time a node or drive of the cluster changed."""
+    times = [
+        s.scalar(select(func.max(table.update_time)).where(table.cluster_id == cluster_id))
+        for table in (NodeRow, DriveRow)
+    ]
+    return max((t for t in times if t is not None), default=None)
