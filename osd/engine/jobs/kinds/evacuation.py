@@ -221,9 +221,12 @@ class Evacuation(JobHandler[RequestT, SpecT, EvacuationCheckpoint]):
                 reason="ALLOCATION_BUSY",
                 metadata={"allocation_id": alloc.id},
             )
-        with ctx.write():
-            ctx.checkpoint.busy_waits = waits + 1
-            ctx.progress.message = "waiting for a change in progress on the drive"
+        if waits == 0:
+            # Said once; the count itself is saved with the step's next write,
+            # not on every wait (a write bumps the store's generation).
+            with ctx.write():
+                ctx.progress.message = "waiting for a change in progress on the drive"
+        ctx.checkpoint.busy_waits = waits + 1
         time.sleep(BUSY_WAIT_SECONDS)
         return False
 

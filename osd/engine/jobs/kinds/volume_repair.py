@@ -268,14 +268,18 @@ class VolumeRepair(JobHandler[VolumeRepairRequest, VolumeRepairSpec, VolumeRepai
 
     def _wait_busy(self, ctx: Context, lost: Lost) -> bool:
         waits = ctx.checkpoint.busy_waits
-        with ctx.write():
-            if waits >= BUSY_WAITS_MAX:
+        if waits >= BUSY_WAITS_MAX:
+            with ctx.write():
                 ctx.checkpoint.skipped = {**ctx.checkpoint.skipped, lost.key: "DRIVES_BUSY"}
                 ctx.checkpoint.busy_waits = 0
                 ctx.progress.done_steps += 1
-                return False
-            ctx.checkpoint.busy_waits = waits + 1
-            ctx.progress.message = "waiting for a drive that other repairs write to"
+            return False
+        if waits == 0:
+            # Said once; the count itself is saved with the step's next write,
+            # not on every wait (a write bumps the store's generation).
+            with ctx.write():
+                ctx.progress.message = "waiting for a drive that other repairs write to"
+        ctx.checkpoint.busy_waits = waits + 1
         time.sleep(BUSY_WAIT_SECONDS)
         return False
 
