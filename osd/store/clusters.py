@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from osd.enums import JobState
+from osd.store.jobs import FINAL_STATES, UNFINISHED_STATES
 from osd.store.models import (
     ClusterRow,
     DriveRow,
@@ -22,8 +22,6 @@ from osd.store.models import (
 from osd.store.pools import takes_data
 
 # The jobs that still hold their target.
-ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
-FINAL_JOB_STATES = (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
 
 
 def get(session: Session, cluster_id: str, *, for_update: bool = False) -> ClusterRow | None:
@@ -46,7 +44,7 @@ def remove(session: Session, cluster_id: str) -> None:
     """Deletes an empty cluster with its finished jobs, the history of objects
     gone with it (an unfinished job keeps the cluster: see :func:`belongings`)."""
     session.execute(
-        delete(JobRow).where(JobRow.cluster_id == cluster_id, JobRow.state.in_(FINAL_JOB_STATES))
+        delete(JobRow).where(JobRow.cluster_id == cluster_id, JobRow.state.in_(FINAL_STATES))
     )
     session.execute(delete(ClusterRow).where(ClusterRow.id == cluster_id))
 
@@ -91,7 +89,7 @@ def belongings(session: Session, cluster_id: str) -> dict[str, int]:
         session.scalar(
             select(func.count())
             .select_from(JobRow)
-            .where(JobRow.cluster_id == cluster_id, JobRow.state.in_(ACTIVE_JOB_STATES))
+            .where(JobRow.cluster_id == cluster_id, JobRow.state.in_(UNFINISHED_STATES))
         )
         or 0
     )

@@ -22,7 +22,8 @@ from osd.store.models import (
 # Jobs that hold a slot of the runner.
 SLOT_STATES = (JobState.PENDING, JobState.RUNNING)
 # Jobs that still hold their target.
-UNFINISHED_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
+UNFINISHED_STATES = tuple(state for state in JobState if not state.final)
+FINAL_STATES = tuple(state for state in JobState if state.final)
 
 
 def get(session: Session, job_id: str, *, for_update: bool = False) -> JobRow | None:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, CoordinatorRole, DriveState, JobState
+from osd.enums import AllocationState, CoordinatorRole, DriveState
+from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
 
 # The jobs that still hold their target.
-ACTIVE_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
 # The states of drives that serve the data they hold.
 SERVING_DRIVE_STATES = (DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING)
 
@@ -124,7 +124,7 @@ def unfinished_job_id(session: Session, object_id: str, active_job_id: str | Non
     if active_job_id:
         cond = cond | (JobRow.id == active_job_id)
     return session.scalars(
-        select(JobRow.id).where(cond, JobRow.state.in_(ACTIVE_JOB_STATES)).limit(1)
+        select(JobRow.id).where(cond, JobRow.state.in_(UNFINISHED_STATES)).limit(1)
     ).first()
 
 

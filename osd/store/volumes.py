@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, DriveState, JobKind, JobState, NodeState, VolumeState
+from osd.enums import AllocationState, DriveState, JobKind, NodeState, VolumeState
 from osd.store import pools
+from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import (
     AllocationRow,
     AttachmentRow,
@@ -340,8 +341,6 @@ def pool_member_select(pool_id: str) -> Any:
 
 # -- repair ---------------------------------------------------------------------
 
-UNFINISHED_JOB_STATES = (JobState.PENDING, JobState.RUNNING, JobState.PAUSED)
-
 
 @dataclass(frozen=True)
 class CopyView:
@@ -401,7 +400,7 @@ def unfinished_jobs_of_kind(
     session: Session, kind: JobKind, *, cluster_id: str = "", target_ids: Collection[str] = ()
 ) -> list[JobRow]:
     """Unfinished jobs of ``kind``, of one cluster or on some targets, oldest first."""
-    stmt = select(JobRow).where(JobRow.kind == kind, JobRow.state.in_(UNFINISHED_JOB_STATES))
+    stmt = select(JobRow).where(JobRow.kind == kind, JobRow.state.in_(UNFINISHED_STATES))
     if cluster_id:
         stmt = stmt.where(JobRow.cluster_id == cluster_id)
     if target_ids:
@@ -446,7 +445,7 @@ def repair_reserved_bytes(session: Session, cluster_id: str) -> int:
     repairs = select(JobRow.id).where(
         JobRow.kind == JobKind.VOLUME_REPAIR,
         JobRow.cluster_id == cluster_id,
-        JobRow.state.in_(UNFINISHED_JOB_STATES),
+        JobRow.state.in_(UNFINISHED_STATES),
     )
     return int(
         session.scalar(
