@@ -239,12 +239,7 @@ def candidates(
 ) -> list[DriveView]:
     """The ONLINE data drives of ONLINE nodes of a cluster, by id; only ``within``
     (drive ids) when given."""
-    stmt = _drive_select().where(
-        DriveRow.cluster_id == cluster_id,
-        DriveRow.journal.is_(False),
-        DriveRow.state == DriveState.ONLINE,
-        NodeRow.state == NodeState.ONLINE,
-    )
+    stmt = _drive_select().where(DriveRow.cluster_id == cluster_id, pools.takes_data())
     if within is not None:
         stmt = stmt.where(DriveRow.id.in_(list(within)))
     rows = session.execute(stmt.order_by(DriveRow.id)).all()
@@ -287,12 +282,7 @@ def available_bytes(session: Session, cluster_id: str, within: Any | None = None
     stmt = (
         select(_free_expr())
         .join(NodeRow, NodeRow.id == DriveRow.node_id)
-        .where(
-            DriveRow.cluster_id == cluster_id,
-            DriveRow.journal.is_(False),
-            DriveRow.state == DriveState.ONLINE,
-            NodeRow.state == NodeState.ONLINE,
-        )
+        .where(DriveRow.cluster_id == cluster_id, pools.takes_data())
     )
     if within is not None:
         stmt = stmt.where(DriveRow.id.in_(within))
