@@ -336,15 +336,7 @@ class DatastoreEngine:
 
     @staticmethod
     def _version_token(token: str) -> tuple[str, str] | None:
-        after = paging.decode_token(token, VERSION_LIST)
-        if after is None:
-            return None
-        ds_name, name = after.get("d"), after.get("v")
-        if not isinstance(ds_name, str) or not isinstance(name, str):
-            raise InvalidArgument.field(
-                "page_token", f"is not a page token of a {VERSION_LIST} list"
-            )
-        return ds_name, name
+        return paging.decode_pair(token, VERSION_LIST, "d", "v")
 
     def update_version(self, change: UpdateDatastoreVersion) -> Changed[DatastoreVersion]:
         """Changes the fields given; keeps one active default per datastore at most."""

@@ -87,5 +87,6 @@ def decode_pair(token: str, kind: str, first: str, second: str) -> tuple[str, st
         return None
     a, b = after.get(first), after.get(second)
     if not isinstance(a, str) or not isinstance(b, str):
-        raise InvalidArgument.field("page_token", f"is not a page token of a {kind} list")
+        article = "an" if kind[:1] in "aeiou" else "a"
+        raise InvalidArgument.field("page_token", f"is not a page token of {article} {kind} list")
     return a, b

@@ -168,15 +168,7 @@ class AttachmentEngine:
 
     def list(self, query: AttachmentQuery) -> Page[Attachment]:
         size = paging.page_size(query.page_size)
-        after = paging.decode_token(query.page_token, "attachment")
-        key: tuple[str, str] | None = None
-        if after is not None:
-            vid, nid = after.get("v"), after.get("n")
-            if not isinstance(vid, str) or not isinstance(nid, str):
-                raise InvalidArgument.field(
-                    "page_token", "is not a page token of an attachment list"
-                )
-            key = (vid, nid)
+        key = paging.decode_pair(query.page_token, "attachment", "v", "n")
         for name in ("volume_id", "node_id", "cluster_id"):
             value = getattr(query, name)
             if value:

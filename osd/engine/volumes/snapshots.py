@@ -129,13 +129,7 @@ class SnapshotEngine:
 
     def list(self, query: SnapshotQuery) -> Page[Snapshot]:
         size = paging.page_size(query.page_size)
-        after = paging.decode_token(query.page_token, "snapshot")
-        key: tuple[str, str] | None = None
-        if after is not None:
-            c, n = after.get("c"), after.get("n")
-            if not isinstance(c, str) or not isinstance(n, str):
-                raise InvalidArgument.field("page_token", "is not a page token of a snapshot list")
-            key = (c, n)
+        key = paging.decode_pair(query.page_token, "snapshot", "c", "n")
         if query.volume_id:
             v.check_id(query.volume_id, "volume_id")
         if query.cluster_id:

@@ -266,13 +266,7 @@ class TemplateEngine:
 
     def list(self, query: TemplateQuery) -> Page[Template]:
         size = paging.page_size(query.page_size)
-        after = paging.decode_token(query.page_token, "template")
-        key: tuple[str, str] | None = None
-        if after is not None:
-            c, n = after.get("c"), after.get("n")
-            if not isinstance(c, str) or not isinstance(n, str):
-                raise InvalidArgument.field("page_token", "is not a page token of a template list")
-            key = (c, n)
+        key = paging.decode_pair(query.page_token, "template", "c", "n")
         if query.cluster_id:
             v.check_id(query.cluster_id, "cluster_id")
         pattern = v.compile_regex(query.name_regex, "name_regex")

@@ -275,7 +275,7 @@ class VolumeEngine:
 
     def list(self, query: VolumeQuery) -> Page[Volume]:
         size = paging.page_size(query.page_size)
-        after = _pair_token(query.page_token, "volume")
+        after = paging.decode_pair(query.page_token, "volume", "c", "n")
         for name in ("cluster_id", "pool_id", "node_id", "template_id", "datastore_version_id"):
             value = getattr(query, name)
             if value:
@@ -547,16 +547,6 @@ def availability_state(row: VolumeRow, allocs: list[AllocationRow]) -> VolumeSta
     if live + away >= needed:
         return VolumeState.DOWN
     return VolumeState.DATA_LOST
-
-
-def _pair_token(token: str, kind: str) -> tuple[str, str] | None:
-    after = paging.decode_token(token, kind)
-    if after is None:
-        return None
-    c, n = after.get("c"), after.get("n")
-    if not isinstance(c, str) or not isinstance(n, str):
-        raise InvalidArgument.field("page_token", f"is not a page token of a {kind} list")
-    return c, n
 
 
 def _check_update(change: UpdateVolume) -> int | None:
