@@ -34,6 +34,7 @@ from osd.v1 import (
 from tests.conftest import RunningDaemon
 from tests.factories import make_topology
 from tests.helpers import error_of
+from tests.test_jobs import wait_job
 
 # Python's backtracking engine needs tens of seconds for this pattern against
 # a 29-character name that does not match; a linear-time engine needs none.
@@ -218,16 +219,6 @@ def test_a_relative_data_dir_in_a_config_file_is_read_from_the_files_folder(
 # -- deleting what jobs worked on ------------------------------------------------------
 
 
-def _wait_final(daemon: RunningDaemon, job_id: str) -> job_pb2.Job:
-    jobs = job_pb2_grpc.JobServiceStub(daemon.channel)
-    for _ in range(600):
-        job = jobs.InspectJob(job_pb2.InspectJobRequest(job_id=job_id), timeout=5).job
-        if job.state in (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_FAILED):
-            return job
-        threading.Event().wait(0.02)
-    raise AssertionError(f"job {job_id} did not end")
-
-
 def test_everything_deletes_after_jobs_ran_on_it(daemon: RunningDaemon) -> None:
     clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
     nodes = node_pb2_grpc.NodeServiceStub(daemon.channel)
@@ -244,7 +235,7 @@ def test_everything_deletes_after_jobs_ran_on_it(daemon: RunningDaemon) -> None:
     added = service.StartDriveAdd(
         service_pb2.StartDriveAddRequest(node_id=node.id, device_path="/dev/sdb"), timeout=10
     )
-    assert _wait_final(daemon, added.job.id).state == job_pb2.JOB_STATE_DONE
+    assert wait_job(daemon, added.job.id).state == job_pb2.JOB_STATE_DONE
     drive_id = added.job.target.id
     pool = pools.CreatePool(
         pool_pb2.CreatePoolRequest(cluster_id=cluster.id, name="p", drive_ids=[drive_id])
@@ -252,11 +243,11 @@ def test_everything_deletes_after_jobs_ran_on_it(daemon: RunningDaemon) -> None:
     rebalance = service.StartPoolRebalance(
         service_pb2.StartPoolRebalanceRequest(pool_id=pool.id), timeout=10
     )
-    _wait_final(daemon, rebalance.job.id)
+    assert wait_job(daemon, rebalance.job.id).state == job_pb2.JOB_STATE_DONE
     ejected = nodes.EjectDrive(node_pb2.EjectDriveRequest(drive_id=drive_id, soft=True))
-    _wait_final(daemon, ejected.job.id)
+    assert wait_job(daemon, ejected.job.id).state == job_pb2.JOB_STATE_DONE
     drained = nodes.DrainNode(node_pb2.DrainNodeRequest(node_id=node.id))
-    _wait_final(daemon, drained.job.id)
+    assert wait_job(daemon, drained.job.id).state == job_pb2.JOB_STATE_DONE
     # Each object the jobs worked on deletes, and then the cluster.
     pools.DeletePool(pool_pb2.DeletePoolRequest(pool_id=pool.id))
     nodes.DeleteDrive(node_pb2.DeleteDriveRequest(drive_id=drive_id))
@@ -283,25 +274,21 @@ def test_a_repeated_create_waits_for_the_first_to_finish(daemon: RunningDaemon) 
         assert daemon.driver.wait_blocked("create_replica")
         # Its deadline comes first: ABORTED, OPERATION_PENDING, nothing claimed.
         with pytest.raises(grpc.RpcError) as info:
-            stub.CreateVolume(request, timeout=1)
+            stub.CreateVolume(request, timeout=3)
         err = error_of(info.value)
         assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "OPERATION_PENDING")
         # With time enough, it answers the first call's outcome.
-        second: list[volume_pb2.CreateVolumeResponse] = []
-        waiting = threading.Thread(
-            target=lambda: second.append(stub.CreateVolume(request, timeout=20))
-        )
-        waiting.start()
-        threading.Event().wait(0.3)
-        assert second == []  # still waiting while the first runs
+        waiting = stub.CreateVolume.future(request, timeout=20)
+        threading.Event().wait(0.5)
+        assert not waiting.done()  # still waiting while the first runs
     finally:
         daemon.driver.unblock("create_replica")
     creating.join(20)
-    waiting.join(20)
+    second = waiting.result()
     assert first[0].created and first[0].volume.state == volume_pb2.VOLUME_STATE_UP
-    assert not second[0].created
-    assert second[0].volume.id == first[0].volume.id
-    assert second[0].volume.state == volume_pb2.VOLUME_STATE_UP
+    assert not second.created
+    assert second.volume.id == first[0].volume.id
+    assert second.volume.state == volume_pb2.VOLUME_STATE_UP
 
 
 def test_a_repeated_snapshot_waits_for_the_first_to_finish(daemon: RunningDaemon) -> None:
@@ -318,7 +305,7 @@ def test_a_repeated_snapshot_waits_for_the_first_to_finish(daemon: RunningDaemon
     try:
         assert daemon.driver.wait_blocked("create_snapshot")
         with pytest.raises(grpc.RpcError) as info:
-            stub.CreateSnapshot(request, timeout=1)
+            stub.CreateSnapshot(request, timeout=3)
         err = error_of(info.value)
         assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "OPERATION_PENDING")
     finally:

@@ -74,3 +74,13 @@ def test_a_settled_first_answer_is_returned_without_waiting() -> None:
 
     assert pending.create_settled(create, lambda r: True, "volume", lambda r: "v1") == "made"
     assert calls == [1]
+
+
+@pytest.mark.parametrize(("seconds", "margin"), [(0.5, 0.25), (1.0, 0.25), (5.0, 1.0), (60.0, 2.0)])
+def test_the_margin_is_a_fifth_of_the_call_within_bounds(seconds: float, margin: float) -> None:
+    assert deadline.margin(seconds) == pytest.approx(margin)
+    token = deadline.start(seconds)
+    try:
+        assert deadline.remaining(99) == pytest.approx(seconds - margin, abs=0.05)
+    finally:
+        deadline.end(token)
