@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import pytest
 from sqlalchemy import select
 
 from osd import enums
@@ -364,8 +363,7 @@ def test_repair_volume_refuses_what_it_cannot_do(daemon: RunningDaemon) -> None:
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-def test_the_policy_shows_the_daemon_defaults(backend: str, sqlite_daemon: RunningDaemon) -> None:
+def test_the_policy_shows_the_daemon_defaults(sqlite_daemon: RunningDaemon) -> None:
     cluster_id, _nodes, _drives = make_topology(sqlite_daemon.store, zones=1)
     got = clusters(sqlite_daemon).InspectCluster(cpb.InspectClusterRequest(cluster_id=cluster_id))
     assert got.cluster.repair == cpb.RepairPolicy(

@@ -131,7 +131,8 @@ def test_a_rebalance_with_no_valid_target_fails_saying_what_is_missing(
     assert job.progress.message != "done"
     # The balance moves were made and stay; the missing copy is still missing.
     assert _used(daemon, drives[3]) > 0 and _used(daemon, drives[5]) > 0
-    assert [a.drive_id for a in allocs_on(daemon.store, drives[0])] == [drives[0]]
+    # The lost copy stays recorded where it was, not deleted nor moved.
+    assert [a.volume_id for a in allocs_on(daemon.store, drives[0])] == [lost]
     assert len(allocs_on(daemon.store, drives[1])) == 0
     with daemon.store.read() as s:
         copies = s.scalars(select(AllocationRow).where(AllocationRow.volume_id == lost)).all()

@@ -395,4 +395,6 @@ def test_an_inherited_placement_that_cannot_be_met_is_refused_naming_it(
     )
     # The pool has drives in three zones only.
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "PLACEMENT_IMPOSSIBLE")
+    assert (err.metadata["needed"], err.metadata["available"]) == ("4", "3")
+    assert err.metadata["field"] == "durability.replicas"
     assert inspect(stub, s.volume_id).volume.placement.pool_id == topo[2]

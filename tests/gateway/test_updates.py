@@ -41,6 +41,7 @@ def test_a_nested_field_changes_alone(rest_daemon: RestDaemon) -> None:
         f"/v1/volumes/{vol['id']}",
         json={"qos": {"iops_limit": "3000"}, "update_mask": "qos"},
     )
+    assert response.status_code == 200, response.text
     assert response.json()["volume"]["qos"] == {"iops_limit": "3000", "bandwidth_limit_bytes": "0"}
 
 
