@@ -16,7 +16,7 @@ from osd import enums
 from osd.store import allocations
 from osd.store.models import AllocationRow, DriveRow
 from osd.v1 import cluster_pb2 as cpb
-from osd.v1 import cluster_pb2_grpc, common_pb2, node_pb2_grpc
+from osd.v1 import cluster_pb2_grpc, common_pb2
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb
 from osd.v1 import service_pb2 as spb
@@ -24,7 +24,7 @@ from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.factories import make_drive, make_pool, make_topology
 from tests.test_jobs import jobs_stub, service_stub, wait_job
-from tests.volume_helpers import create, fails, mask, volumes
+from tests.volume_helpers import create, fails, hard_eject, mask, node_stub, volumes
 
 REPAIR = jpb.JOB_KIND_VOLUME_REPAIR
 
@@ -34,10 +34,6 @@ REPAIR = jpb.JOB_KIND_VOLUME_REPAIR
 
 def clusters(d: RunningDaemon) -> cluster_pb2_grpc.ClusterServiceStub:
     return cluster_pb2_grpc.ClusterServiceStub(d.channel)
-
-
-def nodes(d: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
-    return node_pb2_grpc.NodeServiceStub(d.channel)
 
 
 def set_policy(d: RunningDaemon, cluster_id: str, **fields: Any) -> cpb.Cluster:
@@ -100,10 +96,6 @@ def drive_of(d: RunningDaemon, volume_id: str, index: int = 0) -> tuple[str, str
     """(drive id, node id) of a volume's copy ``index``."""
     a = next(a for a in inspect(d, volume_id).allocations if a.index == index)
     return a.drive_id, a.node_id
-
-
-def hard_eject(d: RunningDaemon, drive_id: str) -> None:
-    nodes(d).EjectDrive(npb.EjectDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True))
 
 
 def assert_healed(d: RunningDaemon, volume_id: str, copies: int = 3) -> pb.InspectVolumeResponse:
@@ -169,7 +161,9 @@ def test_a_forgotten_copy_shows_as_lost_then_is_rebuilt(daemon: RunningDaemon) -
     assert (miss.index, miss.drive_id, miss.node_id) == (0, ejected, node)
     assert v.HasField("degraded_time")
 
-    nodes(daemon).ForgetDrive(npb.ForgetDriveRequest(drive_id=ejected, yes_i_really_mean_it=True))
+    node_stub(daemon).ForgetDrive(
+        npb.ForgetDriveRequest(drive_id=ejected, yes_i_really_mean_it=True)
+    )
     v = inspect(daemon, vol.id).volume
     [miss] = v.missing_copies
     assert miss.loss == pb.COPY_LOSS_DRIVE_FORGOTTEN
@@ -200,7 +194,9 @@ def test_a_volume_of_a_pool_is_rebuilt_in_its_pool_when_a_node_goes_offline(
         placement=pb.Placement(pool_id=pool),
     )
     _drive, node = drive_of(daemon, vol.id, 2)
-    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_OFFLINE))
+    node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_OFFLINE)
+    )
 
     job = repaired(daemon, vol.id)
     assert job.state == jpb.JOB_STATE_DONE, job.error
@@ -242,14 +238,18 @@ def test_a_copy_with_nowhere_to_go_is_reported(daemon: RunningDaemon) -> None:
 def test_a_repair_that_fell_short_runs_again_once_room_appears(daemon: RunningDaemon) -> None:
     cluster_id, node_ids, _drives = world(daemon, zones=4)
     spare = node_ids[3]
-    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_OFFLINE))
+    node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_OFFLINE)
+    )
     vol = create(volumes(daemon), cluster_id, "v1", size="64M")
     hard_eject(daemon, drive_of(daemon, vol.id, 0)[0])
     first = repaired(daemon, vol.id)
     assert first.state == jpb.JOB_STATE_DONE and not first.result.complete
     # The fourth zone comes back: the repair runs again at once, not after the
     # retry interval (minutes).
-    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_ONLINE))
+    node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=spare, state=npb.NODE_STATE_ONLINE)
+    )
     [again] = until(lambda: [j for j in repairs(daemon, vol.id) if j.id != first.id])
     assert wait_job(daemon, again.id).state == jpb.JOB_STATE_DONE
     assert_healed(daemon, vol.id)

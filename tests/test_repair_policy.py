@@ -17,16 +17,14 @@ from tests.test_jobs import service_stub, wait_job
 from tests.test_repair import (
     assert_healed,
     drive_of,
-    hard_eject,
     inspect,
-    nodes,
     repaired,
     repairs,
     set_policy,
     until,
     world,
 )
-from tests.volume_helpers import create, volumes
+from tests.volume_helpers import create, hard_eject, node_stub, volumes
 
 QUIET = 0.6  # how long a test watches for a repair that must not start
 
@@ -50,10 +48,14 @@ def test_a_node_back_within_the_delay_is_not_rebuilt_around(daemon: RunningDaemo
     vol = create(volumes(daemon), cluster_id, "v1", size="64M")
     before = {a.id: a.drive_id for a in inspect(daemon, vol.id).allocations}
     _drive, node = drive_of(daemon, vol.id, 1)
-    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_OFFLINE))
+    node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_OFFLINE)
+    )
     v = inspect(daemon, vol.id).volume
     assert [m.loss for m in v.missing_copies] == [pb.COPY_LOSS_NODE_OFFLINE]
-    nodes(daemon).SetNodeState(npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_ONLINE))
+    node_stub(daemon).SetNodeState(
+        npb.SetNodeStateRequest(node_id=node, state=npb.NODE_STATE_ONLINE)
+    )
     # The controller looks again as if the delay had passed: nothing is due.
     daemon.daemon.engine.repair.scan(now=utcnow() + timedelta(seconds=301))
     assert repairs(daemon) == []

@@ -18,8 +18,8 @@ from osd.enums import DriveState
 from osd.store.models import AllocationRow, NodeRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import node_pb2 as npb
-from osd.v1 import node_pb2_grpc, pool_pb2_grpc, volume_pb2_grpc
 from osd.v1 import pool_pb2 as ppb
+from osd.v1 import pool_pb2_grpc, volume_pb2_grpc
 from osd.v1 import service_pb2 as spb
 from osd.v1 import volume_pb2 as vpb
 from tests.conftest import RunningDaemon
@@ -33,18 +33,7 @@ from tests.test_jobs import (
     start_replace,
     wait_job,
 )
-from tests.volume_helpers import create
-
-
-def _node_stub(d: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
-    return node_pb2_grpc.NodeServiceStub(d.channel)
-
-
-def _hard_eject(d: RunningDaemon, drive_id: str) -> None:
-    resp = _node_stub(d).EjectDrive(
-        npb.EjectDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True), timeout=10
-    )
-    assert resp.drive.state == npb.DRIVE_STATE_EJECTED
+from tests.volume_helpers import create, hard_eject, node_stub
 
 
 def _status(d: RunningDaemon, pool_id: str) -> spb.GetPoolRebalanceStatusResponse:
@@ -109,8 +98,8 @@ def test_a_rebalance_with_no_valid_target_fails_saying_what_is_missing(
         )
     # Both drives of zone 0 are ejected: the copy of `lost` there has nowhere
     # to go (zones 1 and 2 hold its other copies).
-    _hard_eject(daemon, drives[0])
-    _hard_eject(daemon, drives[1])
+    hard_eject(daemon, drives[0])
+    hard_eject(daemon, drives[1])
     assert _status(daemon, pool).missing_copies == 1
 
     job = _rebalance(daemon, pool)
@@ -149,7 +138,7 @@ def test_a_rebalance_with_nothing_to_rebuild_from_fails_with_data_unavailable(
     cluster_id, nodes, drives = make_topology(daemon.store)
     pool = make_pool(daemon.store, cluster_id, "p", node_ids=nodes)
     make_volume(daemon.store, cluster_id, [drives[0]], GIB, pool_id=pool, driver=daemon.driver)
-    _hard_eject(daemon, drives[0])
+    hard_eject(daemon, drives[0])
 
     job = _rebalance(daemon, pool)
 
@@ -177,7 +166,7 @@ def test_a_rebalance_that_restores_every_copy_says_it_is_complete(daemon: Runnin
         pool_id=pool,
         driver=daemon.driver,
     )
-    _hard_eject(daemon, drives[0])  # drive 1, in the same zone, can take the copy
+    hard_eject(daemon, drives[0])  # drive 1, in the same zone, can take the copy
 
     job = _rebalance(daemon, pool)
 
@@ -274,7 +263,7 @@ def test_a_node_that_is_not_online_adds_no_pool_capacity(daemon: RunningDaemon) 
         ppb.CreatePoolRequest(cluster_id=cluster_id, name="whole", node_ids=nodes), timeout=10
     ).pool
     assert pool.capacity.total_bytes == 6 * 100 * GIB
-    _node_stub(daemon).SetNodeState(
+    node_stub(daemon).SetNodeState(
         npb.SetNodeStateRequest(node_id=nodes[0], state=npb.NODE_STATE_OFFLINE), timeout=10
     )
     after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
@@ -298,7 +287,7 @@ def test_a_replaced_drive_leaves_a_pool_of_whole_nodes(daemon: RunningDaemon) ->
         jpb.JOB_STATE_DONE
     )
     # The contract: DONE leaves the source empty, EJECTED and out of its pools.
-    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=source)).drive
+    drive = node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=source)).drive
     assert drive.state == npb.DRIVE_STATE_EJECTED and list(drive.pool_ids) == []
     after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
     assert source not in after.drive_ids and target in after.drive_ids
@@ -314,10 +303,10 @@ def test_a_hard_ejected_drive_leaves_its_pools(daemon: RunningDaemon, joined: st
         ppb.CreatePoolRequest(cluster_id=cluster_id, name="p", **members), timeout=10
     ).pool
     assert drives[0] in pool.drive_ids
-    _hard_eject(daemon, drives[0])
+    hard_eject(daemon, drives[0])
     after = pools.InspectPool(ppb.InspectPoolRequest(pool_id=pool.id)).pool
     assert drives[0] not in after.drive_ids and set(after.drive_ids) == set(drives[1:])
-    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
+    drive = node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
     assert list(drive.pool_ids) == []
 
 
@@ -330,9 +319,9 @@ def test_a_cluster_counts_only_drives_that_take_data(daemon: RunningDaemon) -> N
         return summary.clusters[0].capacity.total_bytes
 
     assert total() == 6 * 100 * GIB
-    _hard_eject(daemon, drives[0])
+    hard_eject(daemon, drives[0])
     assert total() == 5 * 100 * GIB
-    _node_stub(daemon).SetNodeState(
+    node_stub(daemon).SetNodeState(
         npb.SetNodeStateRequest(node_id=nodes[2], state=npb.NODE_STATE_OFFLINE), timeout=10
     )
     assert total() == 3 * 100 * GIB
@@ -350,7 +339,7 @@ def test_cancelling_a_soft_eject_returns_the_drive_online_and_says_what_moved(
             daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
         )
     daemon.driver.block("copy_replica")
-    resp = _node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    resp = node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
     assert resp.job.kind == jpb.JOB_KIND_DRIVE_EVACUATE
     assert daemon.driver.wait_blocked("copy_replica")
     jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=resp.job.id), timeout=10)
@@ -359,7 +348,7 @@ def test_cancelling_a_soft_eject_returns_the_drive_online_and_says_what_moved(
     job = wait_job(daemon, resp.job.id)
 
     assert job.state == jpb.JOB_STATE_CANCELLED
-    drive = _node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
+    drive = node_stub(daemon).InspectDrive(npb.InspectDriveRequest(drive_id=drives[0])).drive
     assert drive.state == npb.DRIVE_STATE_ONLINE
     # The copy moved before the cancel stays where it went.
     assert len(allocs_on(daemon.store, drives[0])) == 2
@@ -381,7 +370,7 @@ def test_a_soft_eject_that_is_done_says_what_moved(daemon: RunningDaemon) -> Non
         make_volume(
             daemon.store, cluster_id, [drives[0], drives[2], drives[4]], GIB, driver=daemon.driver
         )
-    resp = _node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
+    resp = node_stub(daemon).EjectDrive(npb.EjectDriveRequest(drive_id=drives[0], soft=True))
     job = wait_job(daemon, resp.job.id)
     assert job.state == jpb.JOB_STATE_DONE
     assert job.result.complete and job.result.reason == ""
@@ -405,7 +394,7 @@ def test_cancelling_a_drain_returns_the_node_online_and_says_what_moved(
         daemon.store, cluster_id, [drives[1], drives[3], drives[5]], GIB, driver=daemon.driver
     )
     daemon.driver.block("copy_replica")
-    resp = _node_stub(daemon).DrainNode(npb.DrainNodeRequest(node_id=nodes[0]))
+    resp = node_stub(daemon).DrainNode(npb.DrainNodeRequest(node_id=nodes[0]))
     assert daemon.driver.wait_blocked("copy_replica")
     jobs_stub(daemon).CancelJob(jpb.CancelJobRequest(job_id=resp.job.id), timeout=10)
     daemon.driver.unblock("copy_replica")
@@ -413,7 +402,7 @@ def test_cancelling_a_drain_returns_the_node_online_and_says_what_moved(
     job = wait_job(daemon, resp.job.id)
 
     assert job.state == jpb.JOB_STATE_CANCELLED
-    node = _node_stub(daemon).InspectNode(npb.InspectNodeRequest(node_id=nodes[0])).node
+    node = node_stub(daemon).InspectNode(npb.InspectNodeRequest(node_id=nodes[0])).node
     assert node.state == npb.NODE_STATE_ONLINE
     on_node = len(allocs_on(daemon.store, drives[0])) + len(allocs_on(daemon.store, drives[1]))
     assert on_node == 2

@@ -20,7 +20,6 @@ from osd.v1 import (
     datastore_pb2,
     datastore_pb2_grpc,
     node_pb2,
-    node_pb2_grpc,
     volume_pb2_grpc,
 )
 from osd.v1 import job_pb2 as jpb
@@ -33,7 +32,9 @@ from tests.volume_helpers import (
     REPLICATE,
     books,
     fails,
+    hard_eject,
     mask,
+    node_stub,
     replicated,
     templates,
     volumes,
@@ -46,10 +47,6 @@ Stub = volume_pb2_grpc.VolumeServiceStub
 @pytest.fixture
 def stub(daemon: RunningDaemon) -> Stub:
     return volumes(daemon)
-
-
-def nodes(daemon: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
-    return node_pb2_grpc.NodeServiceStub(daemon.channel)
 
 
 def inspect(stub: Stub, volume_id: str) -> pb.InspectVolumeResponse:
@@ -87,13 +84,13 @@ def live(detail: pb.InspectVolumeResponse) -> set[str]:
 def lose_copy(daemon: RunningDaemon, drive_id: str, node_id: str, how: str) -> None:
     """Makes the copy on ``drive_id`` lost (forgotten) or unavailable (ejected,
     or its node OFFLINE)."""
-    stub = nodes(daemon)
+    stub = node_stub(daemon)
     if how == "offline":
         stub.SetNodeState(
             node_pb2.SetNodeStateRequest(node_id=node_id, state=node_pb2.NODE_STATE_OFFLINE)
         )
         return
-    stub.EjectDrive(node_pb2.EjectDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True))
+    hard_eject(daemon, drive_id)
     if how == "forgotten":
         stub.ForgetDrive(node_pb2.ForgetDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True))
 

@@ -23,7 +23,7 @@ from osd.v1 import service_pb2 as spb
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.factories import GIB, make_drive, make_pool, make_topology, make_volume
-from tests.test_jobs import allocs_on, assert_books, service_stub, wait_job
+from tests.test_jobs import allocs_on, assert_books, service_stub, start_replace, wait_job
 from tests.volume_helpers import mask, volumes
 
 # -- setup and checks ---------------------------------------------------------------
@@ -113,11 +113,7 @@ def rebalance(d: RunningDaemon, world: World) -> jpb.Job:
 
 def replace(d: RunningDaemon, world: World) -> jpb.Job:
     target = make_drive(d.store, world.nodes[0], "/dev/sdz", 200 * GIB)
-    started = service_stub(d).StartDriveReplace(
-        spb.StartDriveReplaceRequest(source_drive_id=world.drives[0], target_drive_id=target),
-        timeout=10,
-    )
-    return wait_job(d, started.job.id)
+    return wait_job(d, start_replace(d, world.drives[0], target).job.id)
 
 
 def soft_eject(d: RunningDaemon, world: World) -> jpb.Job:

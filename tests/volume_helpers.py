@@ -21,7 +21,8 @@ from osd.store.models import (
     TemplateRow,
     VolumeRow,
 )
-from osd.v1 import template_pb2_grpc, volume_pb2_grpc
+from osd.v1 import node_pb2 as npb
+from osd.v1 import node_pb2_grpc, template_pb2_grpc, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
 from tests.helpers import ErrorView, error_of
@@ -34,6 +35,18 @@ ERASURE = pb.DURABILITY_TYPE_ERASURE
 
 def volumes(daemon: RunningDaemon) -> volume_pb2_grpc.VolumeServiceStub:
     return volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+
+
+def node_stub(daemon: RunningDaemon) -> node_pb2_grpc.NodeServiceStub:
+    return node_pb2_grpc.NodeServiceStub(daemon.channel)
+
+
+def hard_eject(daemon: RunningDaemon, drive_id: str) -> None:
+    """Ejects a drive at once, its copies lost (confirmed), and checks it is out."""
+    resp = node_stub(daemon).EjectDrive(
+        npb.EjectDriveRequest(drive_id=drive_id, yes_i_really_mean_it=True), timeout=10
+    )
+    assert resp.drive.state == npb.DRIVE_STATE_EJECTED
 
 
 def templates(daemon: RunningDaemon) -> template_pb2_grpc.TemplateServiceStub:
