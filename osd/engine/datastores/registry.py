@@ -29,7 +29,7 @@ from osd.engine.datastores.models import (
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, ListQuery, Page
-from osd.engine.shared.rows import require
+from osd.engine.shared.rows import require, stamp
 from osd.enums import SnapshotState
 from osd.errors import (
     Aborted,
@@ -164,12 +164,6 @@ def _datastore_view(s: Session, row: DatastoreRow) -> Datastore:
     return _datastore(row, default, repo.version_counts(s, [row.id]).get(row.id, 0))
 
 
-def _stamp(datastore: DatastoreRow, generation: int) -> None:
-    """Marks the datastore changed: its versions, or which one is default, changed."""
-    datastore.generation = generation
-    datastore.update_time = utcnow()
-
-
 # -- for the volume code --------------------------------------------------------
 
 
@@ -290,7 +284,7 @@ class DatastoreEngine:
                 generation=generation,
             )
             repo.add_version(s, row)
-            _stamp(datastore, generation)
+            stamp(datastore, generation)
             s.flush()
             return VersionRegistered(_version(row, datastore, 0), created, generation)
 
@@ -384,7 +378,7 @@ class DatastoreEngine:
             if default != row.is_default:
                 if default:
                     repo.clear_default(s, row.datastore_id, keep=row.id, generation=generation)
-                _stamp(datastore, generation)
+                stamp(datastore, generation)
             row.active = active
             row.is_default = default
             row.update_time = utcnow()
@@ -406,7 +400,7 @@ class DatastoreEngine:
                     reason="INSTANCES_EXIST",
                     metadata={"count": str(volumes), "datastore_version_id": row.id},
                 )
-            _stamp(s.get_one(DatastoreRow, row.datastore_id), generation)
+            stamp(s.get_one(DatastoreRow, row.datastore_id), generation)
             repo.remove_version(s, row.id)
             return generation
 

@@ -74,7 +74,23 @@ def check_generation(kind: str, object_id: str, generation: int, expected: int) 
         )
 
 
-def stamp(row: DriveRow | NodeRow, generation: int) -> None:
+# The rows that carry a generation and an update time of their own.
+Stamped = (
+    ClusterRow
+    | NodeRow
+    | DriveRow
+    | PoolRow
+    | TemplateRow
+    | VolumeRow
+    | SnapshotRow
+    | JobRow
+    | DatastoreRow
+    | DatastoreVersionRow
+)
+
+
+def stamp(row: Stamped, generation: int) -> None:
+    """Marks the row changed at ``generation``, now."""
     row.update_time = utcnow()
     row.generation = generation
 

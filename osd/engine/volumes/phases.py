@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from osd.engine.drivers import StorageDriver
 from osd.engine.shared import phased
 from osd.engine.shared.phased import best_effort
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import get_volume, log
 from osd.engine.volumes.views import durability_of
@@ -39,7 +40,7 @@ from osd.store import allocations
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
-from osd.store.models import AllocationRow, SnapshotRow, VolumeRow, utcnow
+from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 from osd.store.state import bump_generation, current_generation
 
 Work = list[tuple[str, str]]  # (drive id, replica id = allocation id)
@@ -49,11 +50,6 @@ def work_of(allocs: Iterable[AllocationRow], *, active_only: bool = False) -> Wo
     return [
         (a.drive_id, a.id) for a in allocs if not active_only or a.state == AllocationState.ACTIVE
     ]
-
-
-def stamp(row: VolumeRow | SnapshotRow, generation: int) -> None:
-    row.generation = generation
-    row.update_time = utcnow()
 
 
 def serving_state(allocs: Iterable[AllocationRow]) -> VolumeState:

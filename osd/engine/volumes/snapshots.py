@@ -20,7 +20,7 @@ from osd.engine.drivers import StorageDriver
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
-from osd.engine.shared.rows import check_generation
+from osd.engine.shared.rows import check_generation, stamp
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes.guards import (
     get_snapshot,
@@ -177,7 +177,7 @@ class SnapshotEngine:
                     _refuse_image_use(s, row)
                 if change.image is not None:
                     row.image = change.image
-                volume_phases.stamp(row, generation)
+                stamp(row, generation)
                 s.flush()
                 return Changed(snapshot_from(s, row), generation)
         except IntegrityError:
@@ -309,7 +309,7 @@ class SnapshotEngine:
                 )
                 repo.add(s, row)
                 volume.state = VolumeState.DELETING
-                volume_phases.stamp(volume, generation)
+                stamp(volume, generation)
         except IntegrityError:
             raise AlreadyExists(
                 f"snapshot {spec.name!r} already exists", reason="SNAPSHOT_EXISTS"

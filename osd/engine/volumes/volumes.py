@@ -27,7 +27,7 @@ from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity, Page, allocation_of
-from osd.engine.shared.rows import check_generation
+from osd.engine.shared.rows import check_generation, stamp
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.topology.availability import Availability
 from osd.engine.volumes import create_plan as volume_create
@@ -137,16 +137,16 @@ class VolumeEngine:
                 state = availability_state(row, repo.allocations(s, volume_id))
                 if state != row.state:
                     row.state = state
-                    volume_phases.stamp(row, generation)
+                    stamp(row, generation)
             # Since when it lacks a live copy (repair waits its delay from then);
             # forgotten once every copy is live again.
             degraded = health_of(row, views.get(volume_id, [])).degraded
             if degraded and row.degraded_time is None:
                 row.degraded_time = utcnow()
-                volume_phases.stamp(row, generation)
+                stamp(row, generation)
             elif not degraded and row.degraded_time is not None:
                 row.degraded_time = None
-                volume_phases.stamp(row, generation)
+                stamp(row, generation)
         s.flush()
 
     # -- create ----------------------------------------------------------------
@@ -395,7 +395,7 @@ class VolumeEngine:
                     row.labels = dict(change.labels)
                 if change.multi_attach is not None:
                     row.multi_attach = change.multi_attach
-                volume_phases.stamp(row, generation)
+                stamp(row, generation)
                 done: ChangedVolume | None = None
                 work: list[tuple[str, str, int]] = []
                 if size is None or size == row.size_bytes:
@@ -514,7 +514,7 @@ class VolumeEngine:
                     raise not_available(row, " with a snapshot being taken; retry")
                 allocs = require_settled(s, row)
                 row.state = VolumeState.DELETING
-                volume_phases.stamp(row, generation)
+                stamp(row, generation)
                 if volume_phases.heir_of(s, volume_id) is None:
                     volume_phases.mark(allocs, AllocationState.RELEASING, None)
         if freezing:

@@ -35,11 +35,11 @@ from osd.engine.jobs.kinds.volume_job import (
     unfinished,
 )
 from osd.engine.jobs.records import Record, RecordError
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes import create_plan as volume_create
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import SERVING
 from osd.engine.volumes.models import Durability, Placement, Qos, Source
-from osd.engine.volumes.phases import stamp
 from osd.enums import AllocationState, JobKind, Provisioning, VolumeKind, VolumeState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition, NotFound

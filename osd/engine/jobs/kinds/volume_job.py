@@ -41,8 +41,8 @@ from osd.engine.jobs.handler import JobContext, JobHandler, RequestT
 from osd.engine.jobs.records import Record
 from osd.engine.placement import place as placement
 from osd.engine.placement.rules import available_state, drive_and_node
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes.models import Placement
-from osd.engine.volumes.phases import stamp
 from osd.enums import AllocationState, FailureDomain, JobState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition

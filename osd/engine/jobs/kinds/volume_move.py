@@ -39,10 +39,10 @@ from osd.engine.jobs.kinds.volume_job import (
 )
 from osd.engine.jobs.records import Record
 from osd.engine.placement.rules import DEAD_DRIVE_STATES
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import get_volume, require_no_job, require_serving, require_settled
 from osd.engine.volumes.models import Placement
-from osd.engine.volumes.phases import stamp
 from osd.engine.volumes.views import durability_of
 from osd.enums import DurabilityType, FailureDomain, JobKind
 from osd.errors import FailedPrecondition

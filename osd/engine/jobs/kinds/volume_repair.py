@@ -38,9 +38,9 @@ from osd.engine.jobs.records import Record
 from osd.engine.placement.cluster_view import ClusterView
 from osd.engine.placement.rules import copies_to_read, rules_of
 from osd.engine.shared import validation as v
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes.guards import get_volume, require_no_job, require_serving, require_settled
 from osd.engine.volumes.health import LIVE, health_of
-from osd.engine.volumes.phases import stamp
 from osd.enums import AllocationState, DurabilityType, JobKind, ObjectKind
 from osd.errors import FailedPrecondition, ResourceExhausted
 from osd.store import volumes as vol_repo

@@ -52,6 +52,7 @@ from osd.engine.jobs.kinds.volume_job import (
     set_totals,
 )
 from osd.engine.jobs.records import Record
+from osd.engine.shared.rows import stamp
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import (
     get_volume,
@@ -60,7 +61,6 @@ from osd.engine.volumes.guards import (
     require_settled,
 )
 from osd.engine.volumes.models import Durability
-from osd.engine.volumes.phases import stamp
 from osd.engine.volumes.views import placement_of
 from osd.enums import DurabilityType, JobKind
 from osd.store import allocations
