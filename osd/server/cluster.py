@@ -40,7 +40,7 @@ def repair_to_proto(p: RepairPolicy) -> pb.RepairPolicy:
 def repair_change(msg: pb.RepairPolicy, paths: set[str]) -> RepairPolicyChange | None:
     """The policy fields to change: those named "repair.<field>", and with
     "repair" every field the message sets."""
-    if not paths & set(UPDATABLE[4:]):
+    if not any(p == "repair" or p.startswith("repair.") for p in paths):
         return None
     whole = "repair" in paths
     present = {f.name for f, _value in msg.ListFields()}
