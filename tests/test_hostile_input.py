@@ -3,6 +3,7 @@ daemon: over the wire, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import base64
 import stat
 import subprocess
 import sys
@@ -123,14 +124,26 @@ def test_bytes_that_do_not_parse_are_invalid_argument_naming_the_method(
 
 
 def _trailer_bytes(err: grpc.RpcError) -> int:
+    """The trailers' size as sent: binary values base64-encoded, and
+    grpc-message with every byte that is not printable ASCII percent-encoded."""
     assert isinstance(err, grpc.Call)
-    return sum(len(k) + len(v) for k, v in err.trailing_metadata() or ())
+    size = 0
+    for key, value in err.trailing_metadata() or ():
+        raw = value if isinstance(value, bytes) else value.encode()
+        size += len(key) + (len(base64.b64encode(raw)) if key.endswith("-bin") else len(raw))
+    message = (err.details() or "").encode()
+    return size + len("grpc-message") + sum(1 if 0x20 <= b < 0x7F else 3 for b in message)
 
 
-def test_a_huge_client_value_comes_back_clipped(daemon: RunningDaemon) -> None:
+# Past this, gRPC clients refuse a response's trailers.
+TRAILERS_MAX = 8 * 1024
+
+
+@pytest.mark.parametrize("char", ["x", "\U0001f600"], ids=["ascii", "emoji"])
+def test_a_huge_client_value_comes_back_clipped(daemon: RunningDaemon, char: str) -> None:
     clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
     cluster = clusters.CreateCluster(pb.CreateClusterRequest(name="c1")).cluster
-    path = "x" * 100_000
+    path = char * 100_000
     with pytest.raises(grpc.RpcError) as info:
         clusters.UpdateCluster(
             pb.UpdateClusterRequest(
@@ -140,9 +153,9 @@ def test_a_huge_client_value_comes_back_clipped(daemon: RunningDaemon) -> None:
         )
     err = error_of(info.value)
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert len(err.message) < 1200
-    assert "more characters" in err.message
-    assert _trailer_bytes(info.value) < 12 * 1024
+    assert len(err.message.encode()) < 1200
+    assert "more bytes" in err.message
+    assert _trailer_bytes(info.value) < TRAILERS_MAX
 
 
 def test_thousands_of_violations_stay_under_the_details_bound(daemon: RunningDaemon) -> None:
@@ -160,7 +173,7 @@ def test_thousands_of_violations_stay_under_the_details_bound(daemon: RunningDae
     listed = [v for v in bad.field_violations if v.field]
     assert 0 < len(listed) < 3000
     assert bad.field_violations[-1].description.endswith("more violations, not listed")
-    assert _trailer_bytes(info.value) < 12 * 1024
+    assert _trailer_bytes(info.value) < TRAILERS_MAX
 
 
 # -- host things ---------------------------------------------------------------------

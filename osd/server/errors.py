@@ -1,10 +1,10 @@
 """The one place where domain errors become gRPC statuses.
 
-Statuses are bounded whatever the client sent: a message keeps at most
-MESSAGE_MAX characters, a metadata value METADATA_MAX (a list of ten ids
-fits), a reason or a field name VALUE_MAX, a field description
-DESCRIPTION_MAX, and all the details together stay under DETAILS_MAX bytes
-(field violations past that are counted, not listed).
+Statuses are bounded whatever the client sent. Every limit counts UTF-8
+bytes, not characters: a message keeps at most MESSAGE_MAX, a metadata value
+METADATA_MAX (a list of ten ids fits), a reason or a field name VALUE_MAX, a
+field description DESCRIPTION_MAX, and all the details together stay under
+DETAILS_MAX (field violations past that are counted, not listed).
 """
 
 from __future__ import annotations
@@ -22,16 +22,21 @@ VALUE_MAX = 200
 METADATA_MAX = 1000
 DESCRIPTION_MAX = 400
 # The whole status travels base64-encoded in the grpc-status-details-bin
-# trailer, next to grpc-message; gRPC clients refuse trailers past 8 KiB (and
-# may refuse them past a soft limit below that), so the status stays at 3 KiB.
+# trailer (4/3 of its size), next to grpc-message, which percent-encodes every
+# byte that is not printable ASCII (3 bytes each); gRPC clients refuse
+# trailers past 8 KiB, so the status stays at 3 KiB: 4 KiB encoded, and a
+# message of MESSAGE_MAX bytes adds 2.4 KiB at worst.
 DETAILS_MAX = 3 * 1024
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` cut to about ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (never inside a
+    character), saying how many bytes were cut."""
+    data = text.encode()
+    if len(data) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+    kept = data[:limit].decode(errors="ignore")
+    return f"{kept}... ({len(data) - len(kept.encode())} more bytes)"
 
 
 def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
