@@ -45,6 +45,7 @@ from gateway.jsonvalue import (
     check_field,
     check_message,
     check_single,
+    fields_by_any_name,
     is_map,
     message_of,
 )
@@ -206,29 +207,21 @@ def _derive_mask(route: Route, body: dict[str, JSON]) -> None:
         inner = field.message_type if field is not None else None
         paths = _leaf_paths(inner, part) if isinstance(part, dict) and inner else []
     if paths:
-        body[MASK_FIELD] = ",".join(
-            ".".join(json_format_name(p) for p in path.split(".")) for path in paths
-        )
+        body[MASK_FIELD] = ",".join(paths)
 
 
 def _proto_name(message: Descriptor, key: str) -> str:
     """The proto name of the field ``key`` names (proto or JSON name), else ``key``."""
-    field = message.fields_by_name.get(key)
-    if field is None:
-        field = next((f for f in message.fields if f.json_name == key), None)
+    field = fields_by_any_name(message).get(key)
     return field.name if field is not None else key
 
 
 def _leaf_paths(message: Descriptor | None, obj: Mapping[str, JSON], prefix: str = "") -> list[str]:
+    """The paths, in FieldMask's JSON form (camelCase), of the leaves ``obj`` sets."""
     paths: list[str] = []
     for key, value in obj.items():
-        field = None
-        if message is not None:
-            field = message.fields_by_name.get(key) or next(
-                (f for f in message.fields if f.json_name == key), None
-            )
-        name = field.name if field is not None else key
-        path = f"{prefix}{name}"
+        field = fields_by_any_name(message).get(key) if message is not None else None
+        path = prefix + (field.json_name if field is not None else json_format_name(key))
         inner = field.message_type if field is not None else None
         walk = (
             field is not None
