@@ -107,7 +107,7 @@ def settle(ctx: JobContext[Any, C]) -> None:
     dropped)."""
     cleanup = ctx.checkpoint.cleanup
     if cleanup:
-        _delete_copy(ctx, cleanup[0], cleanup[1])
+        purge_copy(ctx, cleanup[0], cleanup[1])
         ctx.checkpoint.cleanup = None
     inflight = ctx.checkpoint.inflight
     if inflight is None:
@@ -261,17 +261,22 @@ def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -
         ctx.progress.done_steps += 1
         ctx.progress.done_bytes += move.nbytes
     if cleanup:
-        _delete_copy(ctx, cleanup[0], cleanup[1])
+        purge_copy(ctx, cleanup[0], cleanup[1])
         ctx.checkpoint.cleanup = None
 
 
-def _delete_copy(ctx: JobContext[Any, Any], drive_id: str, rid: str) -> None:
-    """Purges a copy and its snapshots from a drive it no longer lives on."""
+def purge_copy(ctx: JobContext[Any, Any], drive_id: str, rid: str) -> None:
+    """Purges a copy that left the volume, with the snapshots it holds there
+    (best effort: a failure is logged and left for the operator)."""
     try:
         ctx.driver.purge_replica(drive_id, rid)
     except DriverError as exc:
         log.warning(
-            "job %s: deleting copy %s on drive %s failed: %s", ctx.job_id, rid, drive_id, exc
+            "job %s: deleting copy %s on drive %s failed (left for the operator): %s",
+            ctx.job_id,
+            rid,
+            drive_id,
+            exc,
         )
 
 
@@ -283,7 +288,7 @@ def undo(ctx: JobContext[Any, C]) -> None:
     """
     inflight = ctx.checkpoint.inflight
     if inflight is not None:
-        _delete_copy(ctx, inflight.target_drive_id, inflight.replica_id)
+        purge_copy(ctx, inflight.target_drive_id, inflight.replica_id)
 
 
 def forget(ctx: JobContext[Any, C]) -> None:

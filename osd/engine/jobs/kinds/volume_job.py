@@ -35,7 +35,6 @@ from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError
 from osd.engine.jobs import moves
 from osd.engine.jobs.handler import JobContext, JobHandler, RequestT
 from osd.engine.jobs.records import Record
@@ -318,7 +317,7 @@ class VolumeJob(JobHandler[RequestT, SpecT, VolumeJobCheckpoint]):
         works = ctx.spec.work
         todo = [w for w in works if w.reservation_id not in made]
         for work in [w for w in works if w.reservation_id in made] + todo[:1]:
-            _delete(ctx, work.drive_id, work.replica_id)
+            moves.purge_copy(ctx, work.drive_id, work.replica_id)
 
     def abort(self, ctx: Context[SpecT], s: Session, generation: int) -> None:
         if ctx.checkpoint.switched:
@@ -329,7 +328,7 @@ class VolumeJob(JobHandler[RequestT, SpecT, VolumeJobCheckpoint]):
 
 def _clean(ctx: JobContext[Any, VolumeJobCheckpoint]) -> None:
     for drive_id, replica_id in ctx.checkpoint.cleanup:
-        _delete(ctx, drive_id, replica_id)
+        moves.purge_copy(ctx, drive_id, replica_id)
 
 
 def make_from_nothing(ctx: JobContext[Any, Any], volume_id: str, work: Work) -> None:
@@ -348,21 +347,6 @@ def make_from_nothing(ctx: JobContext[Any, Any], volume_id: str, work: Work) -> 
         )
     if source is not None:
         ctx.driver.copy_snapshots(source[0], source[1], work.drive_id, work.replica_id)
-
-
-def _delete(ctx: JobContext[Any, Any], drive_id: str, replica_id: str) -> None:
-    """Deletes a copy that leaves the volume, with the snapshots it holds there
-    (the copies that stay hold theirs)."""
-    try:
-        ctx.driver.purge_replica(drive_id, replica_id)
-    except DriverError as exc:
-        log.warning(
-            "job %s: deleting copy %s on drive %s failed (left for the operator): %s",
-            ctx.job_id,
-            replica_id,
-            drive_id,
-            exc,
-        )
 
 
 def room_at(sizes: Sequence[int], index: int) -> int:
