@@ -4,11 +4,14 @@ daemon: over the wire, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import base64
+import json
 import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,6 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from osd import config
+from osd.engine.shared.paging import TOKEN_TTL_SECONDS, Pager, filters_digest
+from osd.engine.volumes.models import VolumeQuery
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import (
     cluster_pb2_grpc,
@@ -328,3 +333,61 @@ def test_a_repeated_snapshot_waits_for_the_first_to_finish(daemon: RunningDaemon
     assert first[0].created and not again.created
     assert again.snapshot.id == first[0].snapshot.id
     assert again.snapshot.state == volume_pb2.SNAPSHOT_STATE_READY
+
+
+# -- page tokens are signed and bound to their list ------------------------------------
+
+
+def _volume_page(daemon: RunningDaemon, **kw: Any) -> volume_pb2.ListVolumesResponse:
+    stub = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    return stub.ListVolumes(volume_pb2.ListVolumesRequest(page_size=1, **kw), timeout=5)
+
+
+def _token_refused(daemon: RunningDaemon, token: str, **kw: Any) -> str:
+    with pytest.raises(grpc.RpcError) as info:
+        _volume_page(daemon, page_token=token, **kw)
+    err = error_of(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(err.fields) == ["page_token"], err.fields
+    return err.fields["page_token"]
+
+
+def test_a_page_token_that_was_edited_forged_or_moved_is_refused(daemon: RunningDaemon) -> None:
+    cluster_id, _nodes, _drives = make_topology(daemon.store)
+    stub = volume_pb2_grpc.VolumeServiceStub(daemon.channel)
+    for name in ("a", "b", "c"):
+        stub.CreateVolume(
+            volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name=name, size="1G"),
+            timeout=10,
+        )
+    token = _volume_page(daemon, labels={}).next_page_token
+    assert token
+    # The token as issued goes on, and the page size may change.
+    follow = _volume_page(daemon, page_token=token)
+    assert [v.name for v in follow.volumes] == ["b"]
+    # Edited: the body says another name.
+    head, _, mac = token.partition(".")
+    body = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    body["a"]["n"] = "a\x00"
+    forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+    assert "not a page token this server issued" in _token_refused(daemon, f"{forged}.{mac}")
+    # Unsigned, with a NUL byte (once a 500 on PostgreSQL).
+    assert "not a page token" in _token_refused(daemon, forged)
+    assert "not a page token" in _token_refused(daemon, token + "\x00")
+    # Another list's token.
+    nodes = node_pb2_grpc.NodeServiceStub(daemon.channel)
+    node_token = nodes.ListNodes(node_pb2.ListNodesRequest(page_size=1)).next_page_token
+    assert node_token
+    assert "of a node list, not of a volume list" in _token_refused(daemon, node_token)
+    # The same list with other filters.
+    assert "other filters" in _token_refused(daemon, token, name_regex="^[ab]$")
+    assert "other filters" in _token_refused(daemon, token, cluster_id=cluster_id)
+    # Stale: one this store signed more than a day ago.
+    query = VolumeQuery(page_size=1)
+    old = Pager(
+        daemon.store.page_key,
+        "volume",
+        filters_digest(query),
+        now=lambda: time.time() - TOKEN_TTL_SECONDS - 60,
+    ).token(body["a"])
+    assert "expired" in _token_refused(daemon, old)

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from osd.errors import Unavailable
+from osd.store import state
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Store:
             raise ValueError(f"unsupported database URL {parsed!r}: use sqlite or postgresql")
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._page_key: bytes | None = None
 
     @property
     def engine(self) -> Engine:
@@ -109,6 +111,14 @@ class Store:
                 log.warning("store unavailable: %s", exc.orig)
                 raise Unavailable(f"the store is unavailable: {exc.orig}") from exc
             raise
+
+    @property
+    def page_key(self) -> bytes:
+        """The key that signs page tokens, read from the store once."""
+        if self._page_key is None:
+            with self.write() as s:
+                self._page_key = state.page_key(s)
+        return self._page_key
 
     def upgrade(self) -> None:
         """Applies every pending migration."""

@@ -70,12 +70,14 @@ class Base(DeclarativeBase):
 
 
 class StateRow(Base):
-    """Store-wide singletons: the change counter and the schema's owner."""
+    """Store-wide singletons: the change counter and the key that signs page
+    tokens (64 hex digits)."""
 
     __tablename__ = "osd_state"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    page_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class ClusterRow(Base):

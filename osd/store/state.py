@@ -1,6 +1,8 @@
-"""The store-wide generation counter."""
+"""The store-wide singletons: the generation counter and the page-token key."""
 
 from __future__ import annotations
+
+import secrets
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -25,3 +27,20 @@ def current_generation(session: Session) -> int:
     if value is None:
         raise RuntimeError("osd_state is empty: the store was not migrated")
     return value
+
+
+def page_key(session: Session) -> bytes:
+    """The key that signs this store's page tokens; made on first use if the
+    store has none (a migration makes it)."""
+    value = session.scalar(select(StateRow.page_key).where(StateRow.id == 1))
+    if value is None:
+        fresh = secrets.token_hex(32)
+        session.execute(
+            update(StateRow)
+            .where(StateRow.id == 1, StateRow.page_key.is_(None))
+            .values(page_key=fresh)
+        )
+        value = session.scalar(select(StateRow.page_key).where(StateRow.id == 1))
+        if value is None:
+            raise RuntimeError("osd_state is empty: the store was not migrated")
+    return bytes.fromhex(value)

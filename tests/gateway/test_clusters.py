@@ -116,3 +116,17 @@ def test_status_and_delete(http: httpx.Client) -> None:
     assert int(deleted["generation"]) > int(cluster["generation"])
     assert http.get(f"/v1/clusters/{cluster['id']}").status_code == 404
     assert ok(http.get("/v1/clusters"))["clusters"] == []
+
+
+def test_page_tokens_over_rest_are_refused_the_same_way(rest_daemon: RestDaemon) -> None:
+    http = rest_daemon.http
+    for name in ("c1", "c2"):
+        assert http.post("/v1/clusters", json={"name": name}).status_code in (200, 201)
+    page = http.get("/v1/clusters", params={"page_size": 1}).json()
+    token = page["next_page_token"]
+    assert http.get("/v1/clusters", params={"page_token": token}).status_code == 200
+    refused = http.get("/v1/clusters", params={"page_token": token, "name_regex": "c"})
+    assert refused.status_code == 400, refused.text
+    assert "other filters" in refused.text
+    edited = http.get("/v1/clusters", params={"page_token": "x" + token[1:]})
+    assert edited.status_code == 400 and "page_token" in edited.text

@@ -297,7 +297,8 @@ class DatastoreEngine:
     def list_versions(self, query: ListVersionsQuery) -> Page[DatastoreVersion]:
         """Versions in (datastore name, version name) order, one page at a time."""
         size = paging.page_size(query.page_size)
-        after = self._version_token(query.page_token)
+        pages = paging.pager(self._store.page_key, VERSION_LIST, query)
+        after = pages.after_pair(query.page_token, "d", "v")
         if query.datastore_id and query.datastore_name:
             why = "give datastore_id or datastore_name, not both"
             raise InvalidArgument.fields(
@@ -316,21 +317,16 @@ class DatastoreEngine:
                 if named is None:
                     raise NotFound.object("datastore", "datastore_name", query.datastore_name)
                 datastore_id = named.id
-            pairs, token = paging.take_page(
+            pairs, token = pages.take(
                 repo.scan_versions(
                     s, after, size + 1, datastore_id=datastore_id, active_only=query.active_only
                 ),
                 size,
                 lambda _: True,
                 lambda p: {"d": p[1].name, "v": p[0].name},
-                VERSION_LIST,
             )
             counts = repo.volume_counts(s, [row.id for row, _ in pairs])
             return Page([_version(row, ds, counts.get(row.id, 0)) for row, ds in pairs], token)
-
-    @staticmethod
-    def _version_token(token: str) -> tuple[str, str] | None:
-        return paging.decode_pair(token, VERSION_LIST, "d", "v")
 
     def update_version(self, change: UpdateDatastoreVersion) -> Changed[DatastoreVersion]:
         """Changes the fields given; keeps one active default per datastore at most."""
@@ -414,14 +410,14 @@ class DatastoreEngine:
     def list(self, query: ListQuery) -> Page[Datastore]:
         """Datastores in name order, each with its default version, one page at a time."""
         size = paging.page_size(query.page_size)
-        after = paging.decode_str_key(query.page_token, DATASTORE_LIST, "name")
+        pages = paging.pager(self._store.page_key, DATASTORE_LIST, query)
+        after = pages.after_str(query.page_token, "name")
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan_by_name(s, after, size + 1),
                 size,
                 lambda _: True,
                 lambda r: {"name": r.name},
-                DATASTORE_LIST,
             )
             ids = [r.id for r in rows]
             defaults = repo.defaults(s, ids)

@@ -187,7 +187,8 @@ class JobEngine:
 
     def list(self, query: JobQuery) -> Page[Job]:
         size = paging.page_size(query.page_size)
-        after = self._decode_after(query.page_token)
+        pages = paging.pager(self._store.page_key, "job", query)
+        after = self._decode_after(pages, query.page_token)
         kinds = self._enum_values(query.kinds, JobKind, "kinds")
         states = self._enum_values(query.states, JobState, "states")
         if query.target_kind:
@@ -197,7 +198,7 @@ class JobEngine:
         if query.cluster_id:
             v.check_id(query.cluster_id, "cluster_id")
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(
                     s,
                     after=after,
@@ -211,7 +212,6 @@ class JobEngine:
                 size,
                 lambda _row: True,
                 lambda r: {"t": r.create_time.isoformat(), "id": r.id},
-                "job",
             )
             return Page([self.to_domain(r) for r in rows], token)
 
@@ -224,8 +224,8 @@ class JobEngine:
         return tuple(sorted(set(values)))
 
     @staticmethod
-    def _decode_after(token: str) -> tuple[datetime, str] | None:
-        after = paging.decode_token(token, "job")
+    def _decode_after(pages: paging.Pager, token: str) -> tuple[datetime, str] | None:
+        after = pages.after(token)
         if after is None:
             return None
         t, i = after.get("t"), after.get("id")

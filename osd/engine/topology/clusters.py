@@ -157,7 +157,8 @@ class ClusterEngine:
 
     def list(self, query: ListQuery) -> Page[Cluster]:
         size = paging.page_size(query.page_size)
-        after = paging.decode_str_key(query.page_token, "cluster", "name")
+        pages = paging.pager(self._store.page_key, "cluster", query)
+        after = pages.after_str(query.page_token, "name")
         pattern = v.compile_regex(query.name_regex, "name_regex")
         wanted = v.check_labels(query.labels)
 
@@ -167,12 +168,11 @@ class ClusterEngine:
             return all(row.labels.get(k) == val for k, val in wanted.items())
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan_by_name(s, after, size + 1),
                 size,
                 keep,
                 lambda r: {"name": r.name},
-                "cluster",
             )
             return Page([self._domain(r) for r in rows], token)
 

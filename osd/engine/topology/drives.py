@@ -27,7 +27,6 @@ from osd.engine.jobs.models import Started
 from osd.engine.shared import paging, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
-from osd.engine.shared.paging import decode_pair
 from osd.engine.shared.refusals import confirmation_required, job_in_progress
 from osd.engine.shared.rows import Unchanged, check_generation, require
 from osd.engine.shared.validation import enum_value, id_violations, raise_if
@@ -355,7 +354,8 @@ class DriveEngine:
 
     def list(self, query: ListDrives) -> Page[Drive]:
         size = paging.page_size(query.page_size)
-        after = decode_pair(query.page_token, "drive", "n", "p")
+        pages = paging.pager(self._store.page_key, "drive", query)
+        after = pages.after_pair(query.page_token, "n", "p")
         violations: list[FieldViolation] = []
         for value, field in (
             (query.node_id, "node_id"),
@@ -375,7 +375,7 @@ class DriveEngine:
             return all(row.labels.get(k) == val for k, val in wanted.items())
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(
                     s,
                     node_id=query.node_id or None,
@@ -387,7 +387,6 @@ class DriveEngine:
                 size,
                 keep,
                 lambda r: {"n": r.node_id, "p": r.device_path},
-                "drive",
             )
             return Page(drives_from_rows(s, rows), token)
 

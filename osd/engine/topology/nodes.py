@@ -14,7 +14,6 @@ from osd.engine.jobs.models import Started
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page
-from osd.engine.shared.paging import decode_pair
 from osd.engine.shared.refusals import job_in_progress
 from osd.engine.shared.rows import Unchanged, check_generation
 from osd.engine.shared.validation import enum_value, id_violations, raise_if
@@ -247,7 +246,8 @@ class NodeEngine:
 
     def list(self, query: ListNodes) -> Page[Node]:
         size = paging.page_size(query.page_size)
-        after = decode_pair(query.page_token, "node", "c", "n")
+        pages = paging.pager(self._store.page_key, "node", query)
+        after = pages.after_pair(query.page_token, "c", "n")
         violations = id_violations(query.cluster_id, "cluster_id") if query.cluster_id else []
         if query.zone:
             problem = v.name_violation(query.zone, "zone")
@@ -269,12 +269,11 @@ class NodeEngine:
             return all(row.labels.get(k) == val for k, val in wanted.items())
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(s, query.cluster_id or None, after, size + 1),
                 size,
                 keep,
                 lambda r: {"c": r.cluster_id, "n": r.name},
-                "node",
             )
             return Page(nodes_from_rows(s, rows), token)
 

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Capacity, Changed, Created, Page
-from osd.engine.shared.paging import decode_pair
 from osd.engine.shared.refusals import job_in_progress
 from osd.engine.shared.rows import Unchanged, check_generation, require
 from osd.engine.shared.validation import id_violations, raise_if
@@ -206,7 +205,8 @@ class PoolEngine:
 
     def list(self, query: ListPools) -> Page[Pool]:
         size = paging.page_size(query.page_size)
-        after = decode_pair(query.page_token, "pool", "c", "n")
+        pages = paging.pager(self._store.page_key, "pool", query)
+        after = pages.after_pair(query.page_token, "c", "n")
         violations = id_violations(query.cluster_id, "cluster_id") if query.cluster_id else []
         violations += v.label_violations(query.labels)
         raise_if(violations)
@@ -219,12 +219,11 @@ class PoolEngine:
             return all(row.labels.get(k) == val for k, val in wanted.items())
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(s, query.cluster_id or None, after, size + 1),
                 size,
                 keep,
                 lambda r: {"c": r.cluster_id, "n": r.name},
-                "pool",
             )
             return Page(_pools_from_rows(s, rows), token)
 

@@ -168,13 +168,14 @@ class AttachmentEngine:
 
     def list(self, query: AttachmentQuery) -> Page[Attachment]:
         size = paging.page_size(query.page_size)
-        key = paging.decode_pair(query.page_token, "attachment", "v", "n")
+        pages = paging.pager(self._store.page_key, "attachment", query)
+        key = pages.after_pair(query.page_token, "v", "n")
         for name in ("volume_id", "node_id", "cluster_id"):
             value = getattr(query, name)
             if value:
                 v.check_id(value, name)
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(
                     s,
                     volume_id=query.volume_id,
@@ -186,7 +187,6 @@ class AttachmentEngine:
                 size,
                 lambda _r: True,
                 lambda r: {"v": r.volume_id, "n": r.node_id},
-                "attachment",
             )
             return Page([attachment_of(r) for r in rows], token)
 

@@ -129,7 +129,8 @@ class SnapshotEngine:
 
     def list(self, query: SnapshotQuery) -> Page[Snapshot]:
         size = paging.page_size(query.page_size)
-        key = paging.decode_pair(query.page_token, "snapshot", "c", "n")
+        pages = paging.pager(self._store.page_key, "snapshot", query)
+        key = pages.after_pair(query.page_token, "c", "n")
         if query.volume_id:
             v.check_id(query.volume_id, "volume_id")
         if query.cluster_id:
@@ -144,12 +145,11 @@ class SnapshotEngine:
             return wanted <= row.labels.items()
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(s, where, key, size + 1),
                 size,
                 keep,
                 lambda r: {"c": r.cluster_id, "n": r.name},
-                "snapshot",
             )
             return Page(snapshots_of(s, rows), token)
 

@@ -266,7 +266,8 @@ class TemplateEngine:
 
     def list(self, query: TemplateQuery) -> Page[Template]:
         size = paging.page_size(query.page_size)
-        key = paging.decode_pair(query.page_token, "template", "c", "n")
+        pages = paging.pager(self._store.page_key, "template", query)
+        key = pages.after_pair(query.page_token, "c", "n")
         if query.cluster_id:
             v.check_id(query.cluster_id, "cluster_id")
         pattern = v.compile_regex(query.name_regex, "name_regex")
@@ -278,12 +279,11 @@ class TemplateEngine:
             return wanted <= row.labels.items()
 
         with self._store.read() as s:
-            rows, token = paging.take_page(
+            rows, token = pages.take(
                 repo.scan(s, query.cluster_id, key, size + 1),
                 size,
                 keep,
                 lambda r: {"c": r.cluster_id, "n": r.name},
-                "template",
             )
             counts = repo.volume_counts(s, [r.id for r in rows])
             return Page([_to_domain(r, counts.get(r.id, 0)) for r in rows], token)

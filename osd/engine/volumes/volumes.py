@@ -275,7 +275,8 @@ class VolumeEngine:
 
     def list(self, query: VolumeQuery) -> Page[Volume]:
         size = paging.page_size(query.page_size)
-        after = paging.decode_pair(query.page_token, "volume", "c", "n")
+        pages = paging.pager(self._store.page_key, "volume", query)
+        after = pages.after_pair(query.page_token, "c", "n")
         for name in ("cluster_id", "pool_id", "node_id", "template_id", "datastore_version_id"):
             value = getattr(query, name)
             if value:
@@ -317,12 +318,11 @@ class VolumeEngine:
                     return False
                 return wanted <= row.labels.items()
 
-            items, token = paging.take_page(
+            items, token = pages.take(
                 repo.scan(s, where, after, size + 1),
                 size,
                 keep,
                 lambda item: {"c": item[0].cluster_id, "n": item[0].name},
-                "volume",
             )
             copies = copies_of(s, [item[0] for item in items])
             return Page([volume_of(*item, copies.get(item[0].id)) for item in items], token)
