@@ -125,14 +125,15 @@ class GatewayServer:
             sock.close()
             self._started.set()
 
-    def stop(self) -> None:
-        """Stops accepting, lets open requests finish (within the grace), and joins."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stops accepting, lets open requests finish within ``timeout`` seconds
+        (default: the grace), then closes those still open, and joins."""
         if self._server is None or self._thread is None:
             return
         self._server.should_exit = True
-        self._thread.join(timeout=self.grace_seconds + 5)
+        self._thread.join(timeout=self.grace_seconds if timeout is None else timeout)
         if self._thread.is_alive():
             self._server.force_exit = True
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)
         self._server = None
         self._thread = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -21,6 +22,8 @@ from osd.server.interceptors import ServerInterceptor
 from osd.server.registry import build_servicer
 from osd.store.db import Store
 
+# The names of the threads that serve calls start with this.
+RPC_THREAD_PREFIX = "osd-rpc"
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -54,6 +57,7 @@ class Daemon:
         self.rest_port = 0
         self._gateway: GatewayServer | None = None
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._probe: threading.Thread | None = None
 
@@ -61,10 +65,11 @@ class Daemon:
         """Migrates the store, binds the port and starts serving."""
         self.engine.store.upgrade()
         self.engine.start()
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=self.settings.workers, thread_name_prefix=RPC_THREAD_PREFIX
+        )
         server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=self.settings.workers, thread_name_prefix="osd-rpc"
-            ),
+            self._executor,
             interceptors=[ServerInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -143,14 +148,23 @@ class Daemon:
             return
         self._stopping.set()
         grace = self.settings.grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
+        # Both servers stop accepting at once and drain within the one grace.
+        stopped = self._server.stop(grace) if self._server is not None else None
         if self._gateway is not None:
-            self._gateway.stop()
-        if self._server is not None:
-            self._server.stop(grace).wait()
+            self._gateway.stop(timeout=max(0.0, deadline - time.monotonic()))
+        if stopped is not None:
+            stopped.wait()
+        if self._executor is not None:
+            # Idle workers leave now; those in a cancelled call leave when it ends.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        # Calls still running were cancelled: closing the store refuses their
+        # commits, so each rolls back, as its caller was told. Workers get what
+        # is left of the grace, and at least a moment.
+        self.engine.close(timeout=max(0.5, deadline - time.monotonic()))
         if self._probe is not None:
-            self._probe.join(timeout=STORE_PROBE_SECONDS + 1)
-        self.engine.close()
+            self._probe.join(timeout=0.5)
         log.info("stopped")
 
     def wait(self) -> None:

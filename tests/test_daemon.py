@@ -22,11 +22,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from sqlalchemy import select
 
 from osd import config as cfg
+from osd.enums import VolumeState
+from osd.store.db import Store
+from osd.store.models import VolumeRow
 from osd.v1 import cluster_pb2 as pb
-from osd.v1 import cluster_pb2_grpc
-from tests.conftest import RunningDaemon
+from osd.v1 import cluster_pb2_grpc, volume_pb2, volume_pb2_grpc
+from tests.conftest import Database, RunningDaemon, running_daemon
+from tests.factories import make_topology
 from tests.helpers import error_of
 from tests.test_parity import FIVE
 
@@ -219,6 +224,87 @@ def test_sigterm_lets_in_flight_calls_finish_and_closes_the_store(tmp_path: Path
     names = sorted(r[0] for r in conn.execute("SELECT name FROM clusters"))
     conn.close()
     assert names == ["before", "inflight"]
+
+
+def test_sigterm_exits_within_the_grace_and_cut_off_calls_commit_nothing(
+    tmp_path: Path,
+) -> None:
+    grace = 1.0
+    with (
+        serving(tmp_path, "--grace-seconds", str(grace)) as (proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        stub.CreateCluster(pb.CreateClusterRequest(name="before"), timeout=10)
+        # Hold the SQLite write lock: these creates stay in flight past the grace.
+        blocker = sqlite3.connect(tmp_path / "osd.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        futures = [
+            stub.CreateCluster.future(pb.CreateClusterRequest(name=f"cut-{i}"), timeout=60)
+            for i in range(5)
+        ]
+        time.sleep(0.5)
+        assert not any(f.done() for f in futures)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        took = time.monotonic() - signalled
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        # Every caller is told its call did not complete ...
+        for future in futures:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result(timeout=10)
+            assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+    # ... and none of them committed; the process left within the grace and a second.
+    conn = sqlite3.connect(tmp_path / "osd.db")
+    names = sorted(r[0] for r in conn.execute("SELECT name FROM clusters"))
+    conn.close()
+    assert names == ["before"]
+    assert took < grace + 1.0, f"took {took:.2f}s to exit"
+
+
+def test_a_call_cut_off_at_the_grace_rolls_back_when_it_ends(database: Database) -> None:
+    with running_daemon(database) as d:
+        cluster_id, _nodes, _drives = make_topology(d.store)
+        stub = volume_pb2_grpc.VolumeServiceStub(d.channel)
+        d.driver.block("create_replica")
+        future = stub.CreateVolume.future(
+            volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name="v", size="1G"),
+            timeout=60,
+        )
+        try:
+            assert d.driver.wait_blocked("create_replica")
+            started = time.monotonic()
+            d.daemon.stop(grace=0.5)
+            took = time.monotonic() - started
+            with pytest.raises(grpc.RpcError) as info:
+                future.result(timeout=10)
+            assert info.value.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
+        finally:
+            # The driver call ends after the daemon stopped: its commit is refused.
+            d.driver.unblock("create_replica")
+        time.sleep(1.0)
+    assert took < 0.5 + 1.0, f"stop took {took:.2f}s"
+    store = Store(database.url)
+    try:
+        with store.read() as s:
+            [(volume_id, state)] = s.execute(
+                select(VolumeRow.id, VolumeRow.state).where(VolumeRow.name == "v")
+            ).all()
+    finally:
+        store.close()
+    # Only the intent is recorded: the cut-off call committed nothing after it.
+    assert state == VolumeState.CREATING
+    # The next start finishes the recorded change, as after a crash, and the
+    # caller's retry (the answer to UNAVAILABLE or CANCELLED) learns the outcome.
+    with running_daemon(database) as d:
+        stub = volume_pb2_grpc.VolumeServiceStub(d.channel)
+        again = stub.CreateVolume(
+            volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name="v", size="1G"), timeout=30
+        )
+        assert not again.created and again.volume.id == volume_id
+        assert again.volume.state == volume_pb2.VOLUME_STATE_UP
 
 
 def test_sigint_stops_the_daemon(tmp_path: Path) -> None:

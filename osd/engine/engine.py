@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
@@ -51,7 +52,7 @@ class Engine:
         self.store = store
         self.driver = driver
         self._on_start: list[tuple[str, Callable[[], None]]] = []
-        self._on_close: list[tuple[str, Callable[[], None]]] = []
+        self._on_close: list[tuple[str, Callable[[float], None]]] = []
         repair = repair or RepairPolicy()
         self.clusters = ClusterEngine(store, repair)
         self.datastores = DatastoreEngine(store)
@@ -108,8 +109,9 @@ class Engine:
         for listener in self._availability:
             listener(session, change)
 
-    def on_close(self, name: str, step: Callable[[], None]) -> None:
-        """Runs ``step`` (stopping workers) when the engine closes, in reverse order."""
+    def on_close(self, name: str, step: Callable[[float], None]) -> None:
+        """Runs ``step(timeout)`` (stopping workers, waiting at most ``timeout``
+        seconds) when the engine closes, in reverse order."""
         self._on_close.append((name, step))
 
     def start(self) -> None:
@@ -117,10 +119,14 @@ class Engine:
             log.info("starting: %s", name)
             step()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Stops the workers, waiting at most ``timeout`` seconds for them all,
+        and closes the store: a change still in flight then rolls back (work
+        recorded in phases, and jobs, resume or roll back on the next start)."""
+        deadline = time.monotonic() + timeout
         for name, step in reversed(self._on_close):
             try:
-                step()
+                step(max(0.0, deadline - time.monotonic()))
             except Exception:
                 log.exception("closing %s failed", name)
         self.store.close()

@@ -85,6 +85,7 @@ class Store:
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._page_key: bytes | None = None
+        self._closed = False
 
     @property
     def engine(self) -> Engine:
@@ -92,9 +93,15 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any error."""
+        """A write transaction: committed on success, rolled back on any error,
+        and rolled back when the store was closed meanwhile (the daemon stopped
+        and its caller was told the call did not complete)."""
+        if self._closed:
+            raise Unavailable("the daemon is stopping; retry")
         with self._guard(), self._writer() as session, session.begin():
             yield session
+            if self._closed:
+                raise Unavailable("the daemon stopped before this change committed; retry")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -127,6 +134,8 @@ class Store:
         upgrade(self._write_engine)
 
     def close(self) -> None:
+        """Refuses every later commit and closes the connections not in use."""
+        self._closed = True
         self._write_engine.dispose()
         if self._read_engine is not self._write_engine:
             self._read_engine.dispose()
