@@ -38,7 +38,7 @@ from osd.v1 import (
     volume_pb2_grpc,
 )
 from tests.conftest import RunningDaemon
-from tests.factories import make_topology
+from tests.factories import make_cluster, make_node, make_topology
 from tests.helpers import error_of
 from tests.test_jobs import wait_job
 
@@ -391,3 +391,29 @@ def test_a_page_token_that_was_edited_forged_or_moved_is_refused(daemon: Running
         now=lambda: time.time() - TOKEN_TTL_SECONDS - 60,
     ).token(body["a"])
     assert "expired" in _token_refused(daemon, old)
+
+
+def test_a_repeated_drive_create_waits_for_the_first_to_finish(daemon: RunningDaemon) -> None:
+    cluster_id = make_cluster(daemon.store)
+    node_id = make_node(daemon.store, cluster_id, "n1")
+    stub = node_pb2_grpc.NodeServiceStub(daemon.channel)
+    request = node_pb2.CreateDriveRequest(node_id=node_id, device_path="/dev/sdq")
+    daemon.driver.block("format_drive")
+    first = stub.CreateDrive.future(request, timeout=30)
+    try:
+        assert daemon.driver.wait_blocked("format_drive")
+        # Found ADDING: its deadline comes first, so OPERATION_PENDING.
+        with pytest.raises(grpc.RpcError) as info:
+            stub.CreateDrive(request, timeout=3)
+        err = error_of(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.ABORTED, "OPERATION_PENDING")
+        assert err.metadata["kind"] == "drive"
+        waiting = stub.CreateDrive.future(request, timeout=30)
+        threading.Event().wait(0.5)
+        assert not waiting.done()  # still waiting while the first runs
+    finally:
+        daemon.driver.unblock("format_drive")
+    made, second = first.result(), waiting.result()
+    assert made.created and made.drive.state == node_pb2.DRIVE_STATE_ONLINE
+    assert not second.created and second.drive.id == made.drive.id
+    assert second.drive.state == node_pb2.DRIVE_STATE_ONLINE

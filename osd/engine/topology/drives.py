@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
 from osd.engine.jobs.models import Started
-from osd.engine.shared import paging, phased
+from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
 from osd.engine.shared.refusals import confirmation_required, job_in_progress
@@ -180,8 +180,18 @@ class DriveEngine:
 
         A probe that fails with a retryable DriverError means the driver cannot
         reach the node (UNAVAILABLE); a non-retryable one means there is no such
-        device (NOT_FOUND, device_path).
+        device (NOT_FOUND, device_path). A drive found still ADDING by another
+        call or job is waited for: its outcome is the answer, or ABORTED
+        (OPERATION_PENDING) when this call's deadline comes first.
         """
+        return pending.create_settled(
+            lambda: self._create(spec),
+            lambda r: r.created or r.value.state != DriveState.ADDING,
+            "drive",
+            lambda r: r.value.id,
+        )
+
+    def _create(self, spec: CreateDrive) -> Created[Drive]:
         raise_if(
             new_drive_violations(spec.node_id, spec.device_path, spec.description, spec.labels)
         )
