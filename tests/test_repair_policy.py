@@ -12,7 +12,7 @@ from osd.v1 import node_pb2 as npb
 from osd.v1 import service_pb2 as spb
 from osd.v1 import volume_pb2 as pb
 from tests.conftest import RunningDaemon
-from tests.factories import make_cluster, make_drive, make_node, make_pool
+from tests.factories import make_cluster, make_drive, make_node, make_pool, make_topology
 from tests.test_jobs import service_stub, wait_job
 from tests.test_repair import (
     assert_healed,
@@ -61,6 +61,36 @@ def test_a_node_back_within_the_delay_is_not_rebuilt_around(daemon: RunningDaemo
     assert repairs(daemon) == []
     got = assert_healed(daemon, vol.id)
     assert {a.id: a.drive_id for a in got.allocations} == before
+
+
+def test_a_delay_past_the_calendar_is_never_and_holds_no_other_cluster_back(
+    daemon: RunningDaemon,
+) -> None:
+    # Any int64 is a valid delay, but a datetime ends in year 9999: the scan
+    # once failed on it for every cluster, and no volume was repaired at all.
+    cluster_id, _nodes, _drives = world(daemon)
+    never = make_topology(
+        daemon.store, zones=4, drives_per_node=1, drive_bytes=8 << 30, cluster_name="a-never"
+    )[0]
+    longest = 2**63 - 1
+    policy = set_policy(
+        daemon, never, delay_seconds=longest, maintenance_timeout_seconds=longest
+    ).repair
+    assert (policy.delay_seconds, policy.maintenance_timeout_seconds) == (longest, longest)
+    kept = create(volumes(daemon), never, "kept", size="64M")
+    vol = create(volumes(daemon), cluster_id, "v1", size="64M")
+    hard_eject(daemon, drive_of(daemon, kept.id, 0)[0])
+    service_stub(daemon).EnterMaintenance(
+        spb.EnterMaintenanceRequest(node_id=drive_of(daemon, kept.id, 1)[1])
+    )
+    hard_eject(daemon, drive_of(daemon, vol.id, 0)[0])
+    # The other cluster's volume is repaired; this one's copies wait for ever.
+    job = repaired(daemon, vol.id)
+    assert job.state == jpb.JOB_STATE_DONE, job.error
+    assert_healed(daemon, vol.id)
+    assert daemon.daemon.engine.repair.scan(now=utcnow() + timedelta(days=365_000)) is None
+    assert repairs(daemon, kept.id) == []
+    assert inspect(daemon, kept.id).volume.state == pb.VOLUME_STATE_DEGRADED
 
 
 def test_pause_holds_repair_back_and_repair_volume_overrides_it(daemon: RunningDaemon) -> None:

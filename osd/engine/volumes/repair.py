@@ -87,17 +87,28 @@ def due_copies(
     """The indices of the volume's lost copies that are due for repair now, and
     when the next of the others will be (None when none will by time alone)."""
     since = row.degraded_time or row.update_time
-    delay = since + timedelta(seconds=policy.delay_seconds)
-    maintenance = since + timedelta(seconds=policy.maintenance_timeout_seconds)
+    delay = _after(since, policy.delay_seconds)
+    maintenance = _after(since, policy.maintenance_timeout_seconds)
     due: list[int] = []
     later: list[datetime] = []
     for m in health.missing:
         at = maintenance if m.loss == CopyLoss.NODE_MAINTENANCE else delay
+        if at is None:
+            continue  # a wait that outlasts the calendar: never by time alone
         if at <= now:
             due.append(m.index)
         else:
             later.append(at)
     return tuple(due), min(later, default=None)
+
+
+def _after(since: datetime, seconds: int) -> datetime | None:
+    """``seconds`` after ``since``; None past the last date a datetime holds (a
+    policy may ask for any int64 of seconds)."""
+    try:
+        return since + timedelta(seconds=seconds)
+    except OverflowError:
+        return None
 
 
 class RepairController:
