@@ -24,7 +24,7 @@ DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
 
 # Field numbers of the descriptor.proto messages, as SourceCodeInfo paths use them.
 _FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE, _FILE_SYNTAX = 4, 5, 6, 12
-_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
+_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM, _MESSAGE_ONEOF = 2, 3, 4, 8
 _ENUM_VALUE = 2
 _SERVICE_METHOD = 2
 
@@ -37,9 +37,10 @@ def _clean(text: str) -> str:
 class Comments:
     """Comments by the full name of the element they document.
 
-    Keys: messages, fields, enums, services and methods by their full name
-    (``osd.v1.Cluster.name``); enum values as ``<enum full name>.<VALUE>``; a
-    file's header comment by the file's name (``osd/v1/cluster.proto``).
+    Keys: messages, fields, oneofs, enums, services and methods by their full
+    name (``osd.v1.Cluster.name``, ``osd.v1.StartDriveReplaceRequest.target``);
+    enum values as ``<enum full name>.<VALUE>``; a file's header comment by the
+    file's name (``osd/v1/cluster.proto``).
     """
 
     def __init__(self, by_name: dict[str, str] | None = None) -> None:
@@ -149,6 +150,8 @@ def _message(
     _put(out, name, at, path)
     for i, field in enumerate(message.field):
         _put(out, f"{name}.{field.name}", at, (*path, _MESSAGE_FIELD, i))
+    for i, oneof in enumerate(message.oneof_decl):
+        _put(out, f"{name}.{oneof.name}", at, (*path, _MESSAGE_ONEOF, i))
     for i, nested in enumerate(message.nested_type):
         _message(nested, f"{name}.{nested.name}", (*path, _MESSAGE_NESTED, i), at, out)
     for i, enum in enumerate(message.enum_type):

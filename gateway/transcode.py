@@ -186,16 +186,21 @@ def _put_path_values(route: Route, values: Mapping[str, str], doc: dict[str, JSO
     _raise(problems, Reason.INVALID_PATH)
 
 
+def derives_mask(route: Route) -> bool:
+    """Whether a body without update_mask gets one derived: a PATCH with a FieldMask mask."""
+    mask = route.input_type.fields_by_name.get(MASK_FIELD)
+    return (
+        route.http_method == "PATCH"
+        and bool(route.body)
+        and mask is not None
+        and mask.message_type is not None
+        and mask.message_type.full_name == "google.protobuf.FieldMask"
+    )
+
+
 def _derive_mask(route: Route, body: dict[str, JSON]) -> None:
     """Fills update_mask from the body's leaf paths when a PATCH body does not give one."""
-    mask = route.input_type.fields_by_name.get(MASK_FIELD)
-    if (
-        route.http_method != "PATCH"
-        or mask is None
-        or mask.message_type is None
-        or mask.message_type.full_name != "google.protobuf.FieldMask"
-        or MASK_FIELD in body
-    ):
+    if not derives_mask(route) or MASK_FIELD in body:
         return
     if route.body == "*":
         skip = route.bound_fields() | MASK_EXEMPT

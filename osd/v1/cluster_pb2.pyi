@@ -125,19 +125,20 @@ class RepairPolicy(_message.Message):
     """
     delay_seconds: _builtins.int
     """How long a volume stays degraded before its repair starts, so that a
-    node that reboots is not rebuilt around (daemon default 300).
+    node that reboots is not rebuilt around: seconds, 0 or more (daemon
+    default 300).
     """
     maintenance_timeout_seconds: _builtins.int
     """Copies on a node in MAINTENANCE are rebuilt only once the volume has
-    been degraded this long (daemon default 3600).
+    been degraded this long: seconds, 0 or more (daemon default 3600).
     """
     max_repairs: _builtins.int
-    """At most this many repairs unfinished at once in the cluster (daemon
-    default 2).
+    """At most this many repairs unfinished at once in the cluster: at least 1
+    (daemon default 2).
     """
     max_repairs_per_drive: _builtins.int
-    """At most this many repairs writing to one drive at once (daemon
-    default 1).
+    """At most this many repairs writing to one drive at once: at least 1
+    (daemon default 1).
     """
     def __init__(
         self,

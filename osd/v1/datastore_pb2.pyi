@@ -159,6 +159,8 @@ Global___DatastoreVersion: _TypeAlias = DatastoreVersion  # noqa: Y015
 
 @_typing.final
 class CreateDatastoreVersionRequest(_message.Message):
+    """`default` requires `active`: the default version is active."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_FIELD_NUMBER: _builtins.int
@@ -270,6 +272,8 @@ Global___InspectDatastoreVersionResponse: _TypeAlias = InspectDatastoreVersionRe
 
 @_typing.final
 class ListDatastoreVersionsRequest(_message.Message):
+    """At most one of `datastore_id` and `datastore_name`."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -327,6 +331,8 @@ Global___ListDatastoreVersionsResponse: _TypeAlias = ListDatastoreVersionsRespon
 
 @_typing.final
 class UpdateDatastoreVersionRequest(_message.Message):
+    """`default` requires `active`: the default version is active."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_VERSION_ID_FIELD_NUMBER: _builtins.int

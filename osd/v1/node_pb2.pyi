@@ -676,7 +676,9 @@ class UpdateNodeRequest(_message.Message):
     value; otherwise ABORTED.
     """
     @_builtins.property
-    def management_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def management_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At least one (see Node.management_addresses)."""
+
     @_builtins.property
     def storage_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -810,6 +812,8 @@ Global___UpdateNodeLabelsResponse: _TypeAlias = UpdateNodeLabelsResponse  # noqa
 
 @_typing.final
 class SetNodeStateRequest(_message.Message):
+    """At least one of `state`, `coordinator_role` and `domain_state` is required."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int

@@ -152,11 +152,11 @@ class CreatePoolRequest(_message.Message):
     """Required."""
     @_builtins.property
     def drive_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Drives to add."""
+        """Drives to add; no duplicates."""
 
     @_builtins.property
     def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Nodes to add whole (see AddPoolMembers)."""
+        """Nodes to add whole (see AddPoolMembers); no duplicates."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -416,6 +416,8 @@ Global___UpdatePoolResponse: _TypeAlias = UpdatePoolResponse  # noqa: Y015
 
 @_typing.final
 class AddPoolMembersRequest(_message.Message):
+    """At least one of `drive_ids` and `node_ids` is required."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_ID_FIELD_NUMBER: _builtins.int
@@ -472,6 +474,8 @@ Global___AddPoolMembersResponse: _TypeAlias = AddPoolMembersResponse  # noqa: Y0
 
 @_typing.final
 class RemovePoolMembersRequest(_message.Message):
+    """At least one of `drive_ids` and `node_ids` is required."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_ID_FIELD_NUMBER: _builtins.int

@@ -165,11 +165,12 @@ class CreateTemplateRequest(_message.Message):
     name: _builtins.str
     """Required."""
     size_bytes: _builtins.int
+    """Bytes: 0 or more, a multiple of 512; 0 or unset: no default size."""
     size: _builtins.str
     """Text with a unit, e.g. "20G" (see volume.proto)."""
     provisioning: _volume_pb2.Provisioning.ValueType
     snapshot_factor: _builtins.float
-    """Greater than 1 when set."""
+    """Greater than 1 and at most 100 when set."""
     kind: _volume_pb2.VolumeKind.ValueType
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -397,10 +398,12 @@ class UpdateTemplateRequest(_message.Message):
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     size_bytes: _builtins.int
+    """Bytes: 0 or more, a multiple of 512; 0 removes the default size."""
     size: _builtins.str
     """Text with a unit, e.g. "20G" (see volume.proto)."""
     provisioning: _volume_pb2.Provisioning.ValueType
     snapshot_factor: _builtins.float
+    """Greater than 1 and at most 100; 0 removes the default."""
     kind: _volume_pb2.VolumeKind.ValueType
     expected_generation: _builtins.int
     """When non-zero, the update applies only if the template's generation is

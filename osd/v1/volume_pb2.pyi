@@ -415,9 +415,9 @@ class Qos(_message.Message):
     IOPS_LIMIT_FIELD_NUMBER: _builtins.int
     BANDWIDTH_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     iops_limit: _builtins.int
-    """I/O operations per second."""
+    """I/O operations per second, 0 or more."""
     bandwidth_limit_bytes: _builtins.int
-    """Bytes per second."""
+    """Bytes per second, 0 or more."""
     def __init__(
         self,
         *,
@@ -986,12 +986,13 @@ class CreateVolumeRequest(_message.Message):
     name: _builtins.str
     """Required."""
     size_bytes: _builtins.int
+    """Bytes: positive, a multiple of 512."""
     size: _builtins.str
     """Text with a unit, e.g. "20G" (see the header)."""
     provisioning: Global___Provisioning.ValueType
     """Unset: the template's, else THICK."""
     snapshot_factor: _builtins.float
-    """Greater than 1; unset: the template's, else no reserve."""
+    """Greater than 1 and at most 100; unset: the template's, else no reserve."""
     template_id: _builtins.str
     kind: Global___VolumeKind.ValueType
     """Unset: the template's, else BLOCK."""
@@ -1286,6 +1287,10 @@ Global___GetCapacitySummaryResponse: _TypeAlias = GetCapacitySummaryResponse  # 
 
 @_typing.final
 class UpdateVolumeRequest(_message.Message):
+    """At most one of `size_bytes`, `size`, `durability` and `placement` changes
+    in one call.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -1324,6 +1329,7 @@ class UpdateVolumeRequest(_message.Message):
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     size_bytes: _builtins.int
+    """Bytes: positive, a multiple of 512."""
     size: _builtins.str
     """Text with a unit, e.g. "20G" (see the header)."""
     multi_attach: _builtins.bool
@@ -2131,7 +2137,10 @@ Global___ListAttachmentsResponse: _TypeAlias = ListAttachmentsResponse  # noqa: 
 
 @_typing.final
 class AttachmentChange(_message.Message):
-    """The attachment changes of one volume."""
+    """The attachment changes of one volume. At least one of `detach_node_ids`,
+    `detach_all`, `read_only_node_ids` and `read_write_node_ids` is required;
+    a node is named at most once among the nodes to attach.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2149,15 +2158,15 @@ class AttachmentChange(_message.Message):
     """Detach even when the device is open on a node."""
     @_builtins.property
     def detach_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Detach from these nodes."""
+        """Detach from these nodes; no duplicates."""
 
     @_builtins.property
     def read_only_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Attach, or change to, READ_ONLY on these nodes."""
+        """Attach, or change to, READ_ONLY on these nodes; no duplicates."""
 
     @_builtins.property
     def read_write_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Attach, or change to, READ_WRITE on these nodes."""
+        """Attach, or change to, READ_WRITE on these nodes; no duplicates."""
 
     def __init__(
         self,

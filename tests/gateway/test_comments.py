@@ -6,7 +6,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from gateway.comments import Comments, _packaged_set
-from osd.v1 import cluster_pb2
+from osd.v1 import cluster_pb2, service_pb2, volume_pb2
 
 FILES = [cluster_pb2.DESCRIPTOR]
 
@@ -19,6 +19,13 @@ def test_the_packaged_set_has_the_contract_comments() -> None:
     assert comments.get("osd.v1.CreateClusterRequest.block") == "Defaults to true."
     assert comments.get("osd/v1/cluster.proto").startswith("ClusterService:")
     assert comments.get("osd.v1.NoSuchThing") == ""
+
+
+def test_oneofs_have_their_comments() -> None:
+    comments = Comments.load([service_pb2.DESCRIPTOR, volume_pb2.DESCRIPTOR])
+    assert comments.get("osd.v1.StartDriveReplaceRequest.target").startswith("Required:")
+    assert comments.get("osd.v1.CreateVolumeRequest.size_spec").startswith("The size;")
+    assert comments.get("osd.v1.VolumeSource.source") == ""
 
 
 def test_a_stale_file_in_the_set_gives_no_comments(caplog: pytest.LogCaptureFixture) -> None:
