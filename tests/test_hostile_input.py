@@ -163,6 +163,27 @@ def test_a_huge_client_value_comes_back_clipped(daemon: RunningDaemon, char: str
     assert _trailer_bytes(info.value) < TRAILERS_MAX
 
 
+@pytest.mark.parametrize("path", ["e\u0301", "\u00e9", "\U0001f600", "a\nb\x1b[31m", "\u202e"])
+def test_client_text_in_a_message_comes_back_escaped_in_printable_ascii(
+    daemon: RunningDaemon, path: str
+) -> None:
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cluster = clusters.CreateCluster(pb.CreateClusterRequest(name="c1")).cluster
+    with pytest.raises(grpc.RpcError) as info:
+        clusters.UpdateCluster(
+            pb.UpdateClusterRequest(
+                cluster_id=cluster.id, update_mask=field_mask_pb2.FieldMask(paths=[path])
+            ),
+            timeout=5,
+        )
+    message = info.value.details()
+    assert message.isascii() and message.isprintable(), message
+    assert path.encode("unicode_escape").decode() in message
+    # The status in the details carries the same message as grpc-message.
+    status = rpc_status.from_call(info.value)
+    assert status is not None and status.message == message
+
+
 def test_thousands_of_violations_stay_under_the_details_bound(daemon: RunningDaemon) -> None:
     clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
     labels = {f"bad key {i} " + "k" * 50: "v" for i in range(3000)}

@@ -1,7 +1,8 @@
 """The one place where domain errors become gRPC statuses.
 
-Statuses are bounded whatever the client sent. Every limit counts UTF-8
-bytes, not characters: a message keeps at most MESSAGE_MAX, a metadata value
+Statuses are bounded whatever the client sent. A message is printable ASCII:
+any other character a client sent is escaped (see printable_ascii). Every
+limit counts UTF-8 bytes, not characters: a message keeps at most MESSAGE_MAX, a metadata value
 METADATA_MAX (a list of ten ids fits), a reason or a field name VALUE_MAX, a
 field description DESCRIPTION_MAX, and all the details together stay under
 DETAILS_MAX (field violations past that are counted, not listed).
@@ -39,9 +40,22 @@ def clip(text: str, limit: int) -> str:
     return f"{kept}... ({len(data) - len(kept.encode())} more bytes)"
 
 
+def printable_ascii(text: str) -> str:
+    """``text`` with every character outside printable ASCII escaped (\\xe9,
+    \\u0301, \\U0001f600, \\n). A message quotes what clients sent; escaped,
+    it shows exactly what arrived, cannot steer an operator's terminal, and
+    travels in grpc-message as it is, with nothing to percent-encode."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
 def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
     """A status with google.rpc details: ErrorInfo, BadRequest, RequestInfo."""
-    status = status_pb2.Status(code=error.code.value[0], message=clip(error.message, MESSAGE_MAX))
+    message = clip(printable_ascii(error.message), MESSAGE_MAX)
+    status = status_pb2.Status(code=error.code.value[0], message=message)
     info = error_details_pb2.ErrorInfo(reason=clip(error.reason, VALUE_MAX), domain=DOMAIN)
     for key, value in list(error.metadata.items())[:32]:
         info.metadata[clip(key, 64)] = clip(value, METADATA_MAX)
