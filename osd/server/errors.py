@@ -42,14 +42,17 @@ def clip(text: str, limit: int) -> str:
 
 def printable_ascii(text: str) -> str:
     """``text`` with every character outside printable ASCII escaped (\\xe9,
-    \\u0301, \\U0001f600, \\n). A message quotes what clients sent; escaped,
-    it shows exactly what arrived, cannot steer an operator's terminal, and
-    travels in grpc-message as it is, with nothing to percent-encode."""
-    if text.isascii() and text.isprintable():
+    \\u0301, \\U0001f600, \\n), and "%" as \\x25. A message quotes what
+    clients sent; escaped, it shows exactly what arrived, cannot steer an
+    operator's terminal, and travels in grpc-message as it is: gRPC
+    percent-encodes anything else there, and some clients do not decode it."""
+    if text.isascii() and text.isprintable() and "%" not in text:
         return text
-    return "".join(
-        c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text
-    )
+    return "".join(c if " " <= c <= "~" and c != "%" else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    return "\\x25" if c == "%" else c.encode("unicode_escape").decode("ascii")
 
 
 def to_status(error: OsdError, request_id: str = "") -> grpc.Status:
