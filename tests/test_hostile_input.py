@@ -179,8 +179,7 @@ def test_client_text_in_a_message_comes_back_escaped_in_printable_ascii(
             timeout=5,
         )
     message = info.value.details()
-    assert message.isascii() and message.isprintable(), message
-    assert message.isascii() and "%" not in message
+    assert message.isascii() and message.isprintable() and "%" not in message, message
     assert path.encode("unicode_escape").decode().replace("%", "\\x25") in message
     # The status in the details carries the same message as grpc-message.
     status = rpc_status.from_call(info.value)

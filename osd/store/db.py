@@ -123,8 +123,12 @@ class Store:
     def page_key(self) -> bytes:
         """The key that signs page tokens, read from the store once."""
         if self._page_key is None:
-            with self.write() as s:
-                self._page_key = state.page_key(s)
+            with self.read() as s:
+                key = state.stored_page_key(s)
+            if key is None:  # a migration makes it; only a hand-made store lacks one
+                with self.write() as s:
+                    key = state.page_key(s)
+            self._page_key = key
         return self._page_key
 
     def upgrade(self) -> None:

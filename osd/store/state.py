@@ -29,6 +29,12 @@ def current_generation(session: Session) -> int:
     return value
 
 
+def stored_page_key(session: Session) -> bytes | None:
+    """The key that signs this store's page tokens, if it has one."""
+    value = session.scalar(select(StateRow.page_key).where(StateRow.id == 1))
+    return None if value is None else bytes.fromhex(value)
+
+
 def page_key(session: Session) -> bytes:
     """The key that signs this store's page tokens; made on first use if the
     store has none (a migration makes it)."""
