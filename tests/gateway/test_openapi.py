@@ -615,6 +615,12 @@ KNOWN_REFUSALS: list[tuple[str, str, str]] = [
         "CreateVolume: a size beyond the cluster's raw capacity (semantic, answered 400)",
     ),
     (
+        r"update_mask",
+        r"name either size_bytes or size, not both",
+        "UpdateVolume/UpdateTemplate: JSON Schema cannot say that two mask paths (two "
+        "spellings of one field) exclude each other",
+    ),
+    (
         r"datastore_(id|name)",
         r"give datastore_id or datastore_name, not both",
         "ListDatastoreVersions: OpenAPI cannot say that two query parameters exclude each other",
