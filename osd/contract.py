@@ -54,3 +54,35 @@ def contract() -> list[ServiceEntry]:
 def descriptors() -> list[ServiceDescriptor]:
     """The descriptors of every service of the contract."""
     return [entry.descriptor for entry in contract()]
+
+
+_ROLE_NAMES = {1: "view", 2: "user", 3: "admin"}  # osd.v1.Role, without its prefix
+
+
+def method_role(method: Any) -> str | None:
+    """The role a method descriptor's ``(osd.v1.auth).role`` option names, if any."""
+    from osd.v1 import auth_pb2
+
+    options = method.GetOptions()
+    if not options.HasExtension(auth_pb2.auth):
+        return None
+    return _ROLE_NAMES.get(options.Extensions[auth_pb2.auth].role)
+
+
+def method_roles() -> dict[str, str]:
+    """The least role each RPC of the contract needs, by "package.Service/Method".
+
+    Raises RuntimeError naming any RPC without a valid ``(osd.v1.auth).role``.
+    """
+    roles: dict[str, str] = {}
+    missing: list[str] = []
+    for entry in contract():
+        for method in entry.descriptor.methods:
+            role = method_role(method)
+            if role is None:
+                missing.append(method.full_name)
+            else:
+                roles[f"{entry.full_name}/{method.name}"] = role
+    if missing:
+        raise RuntimeError(f"RPCs without (osd.v1.auth).role: {', '.join(missing)}")
+    return roles

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 from osd.v1 import common_pb2 as osd_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/cluster.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13osd/v1/common.proto\"\xb8\x02\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.osd.v1.Cluster.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12$\n\x06repair\x18\t \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x02\n\x0cRepairPolicy\x12\x13\n\x06paused\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12(\n\x1bmaintenance_timeout_seconds\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_repairs\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15max_repairs_per_drive\x18\x05 \x01(\x05H\x04\x88\x01\x01\x42\t\n\x07_pausedB\x10\n\x0e_delay_secondsB\x1e\n\x1c_maintenance_timeout_secondsB\x0e\n\x0c_max_repairsB\x18\n\x16_max_repairs_per_drive\"\xc7\x01\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.osd.v1.CreateClusterRequest.LabelsEntry\x12\x12\n\x05\x62lock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\x04\x66ile\x18\x04 \x01(\x08H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_blockB\x07\n\x05_file\"^\n\x15\x43reateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"+\n\x15InspectClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\":\n\x16InspectClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\"\xb8\x01\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nname_regex\x18\x03 \x01(\t\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.osd.v1.ListClustersRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x14ListClustersResponse\x12!\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x0f.osd.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x14UpdateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x06labels\x18\x03 \x03(\x0b\x32(.osd.v1.UpdateClusterRequest.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x07 \x01(\x03\x12$\n\x06repair\x18\x08 \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x15UpdateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"*\n\x14\x44\x65leteClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteClusterResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"-\n\x17GetClusterStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xfa\x01\n\x18GetClusterStatusResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\nnode_count\x18\x02 \x01(\x03\x12\x13\n\x0b\x64rive_count\x18\x03 \x01(\x03\x12\x12\n\npool_count\x18\x04 \x01(\x03\x12\x14\n\x0cvolume_count\x18\x05 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x19\n\x11provisioned_bytes\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\x32\xb2\x05\n\x0e\x43lusterService\x12\x65\n\rCreateCluster\x12\x1c.osd.v1.CreateClusterRequest\x1a\x1d.osd.v1.CreateClusterResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/clusters:\x01*\x12r\n\x0eInspectCluster\x12\x1d.osd.v1.InspectClusterRequest\x1a\x1e.osd.v1.InspectClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/clusters/{cluster_id}\x12_\n\x0cListClusters\x12\x1b.osd.v1.ListClustersRequest\x1a\x1c.osd.v1.ListClustersResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/clusters\x12r\n\rUpdateCluster\x12\x1c.osd.v1.UpdateClusterRequest\x1a\x1d.osd.v1.UpdateClusterResponse\"$\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/clusters/{cluster_id}:\x01*\x12o\n\rDeleteCluster\x12\x1c.osd.v1.DeleteClusterRequest\x1a\x1d.osd.v1.DeleteClusterResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/v1/clusters/{cluster_id}\x12\x7f\n\x10GetClusterStatus\x12\x1f.osd.v1.GetClusterStatusRequest\x1a .osd.v1.GetClusterStatusResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/clusters/{cluster_id}/statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/cluster.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\"\xb8\x02\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.osd.v1.Cluster.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12$\n\x06repair\x18\t \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x02\n\x0cRepairPolicy\x12\x13\n\x06paused\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12(\n\x1bmaintenance_timeout_seconds\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_repairs\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15max_repairs_per_drive\x18\x05 \x01(\x05H\x04\x88\x01\x01\x42\t\n\x07_pausedB\x10\n\x0e_delay_secondsB\x1e\n\x1c_maintenance_timeout_secondsB\x0e\n\x0c_max_repairsB\x18\n\x16_max_repairs_per_drive\"\xc7\x01\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.osd.v1.CreateClusterRequest.LabelsEntry\x12\x12\n\x05\x62lock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\x04\x66ile\x18\x04 \x01(\x08H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_blockB\x07\n\x05_file\"^\n\x15\x43reateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"+\n\x15InspectClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\":\n\x16InspectClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\"\xb8\x01\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nname_regex\x18\x03 \x01(\t\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.osd.v1.ListClustersRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x14ListClustersResponse\x12!\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x0f.osd.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x14UpdateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x06labels\x18\x03 \x03(\x0b\x32(.osd.v1.UpdateClusterRequest.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x07 \x01(\x03\x12$\n\x06repair\x18\x08 \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x15UpdateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"*\n\x14\x44\x65leteClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteClusterResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"-\n\x17GetClusterStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xfa\x01\n\x18GetClusterStatusResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\nnode_count\x18\x02 \x01(\x03\x12\x13\n\x0b\x64rive_count\x18\x03 \x01(\x03\x12\x12\n\npool_count\x18\x04 \x01(\x03\x12\x14\n\x0cvolume_count\x18\x05 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x19\n\x11provisioned_bytes\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\x32\xd7\x05\n\x0e\x43lusterService\x12k\n\rCreateCluster\x12\x1c.osd.v1.CreateClusterRequest\x1a\x1d.osd.v1.CreateClusterResponse\"\x1d\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/clusters:\x01*\x12x\n\x0eInspectCluster\x12\x1d.osd.v1.InspectClusterRequest\x1a\x1e.osd.v1.InspectClusterResponse\"\'\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/clusters/{cluster_id}\x12\x65\n\x0cListClusters\x12\x1b.osd.v1.ListClustersRequest\x1a\x1c.osd.v1.ListClustersResponse\"\x1a\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/clusters\x12x\n\rUpdateCluster\x12\x1c.osd.v1.UpdateClusterRequest\x1a\x1d.osd.v1.UpdateClusterResponse\"*\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/clusters/{cluster_id}:\x01*\x12u\n\rDeleteCluster\x12\x1c.osd.v1.DeleteClusterRequest\x1a\x1d.osd.v1.DeleteClusterResponse\"\'\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1b*\x19/v1/clusters/{cluster_id}\x12\x85\x01\n\x10GetClusterStatus\x12\x1f.osd.v1.GetClusterStatusRequest\x1a .osd.v1.GetClusterStatusResponse\".\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\"\x12 /v1/clusters/{cluster_id}/statusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,53 +45,53 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_CLUSTERSERVICE'].methods_by_name['CreateCluster']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['CreateCluster']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/clusters:\001*'
+  _globals['_CLUSTERSERVICE'].methods_by_name['CreateCluster']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\021\"\014/v1/clusters:\001*'
   _globals['_CLUSTERSERVICE'].methods_by_name['InspectCluster']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['InspectCluster']._serialized_options = b'\202\323\344\223\002\033\022\031/v1/clusters/{cluster_id}'
+  _globals['_CLUSTERSERVICE'].methods_by_name['InspectCluster']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\033\022\031/v1/clusters/{cluster_id}'
   _globals['_CLUSTERSERVICE'].methods_by_name['ListClusters']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['ListClusters']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/clusters'
+  _globals['_CLUSTERSERVICE'].methods_by_name['ListClusters']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\016\022\014/v1/clusters'
   _globals['_CLUSTERSERVICE'].methods_by_name['UpdateCluster']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['UpdateCluster']._serialized_options = b'\202\323\344\223\002\0362\031/v1/clusters/{cluster_id}:\001*'
+  _globals['_CLUSTERSERVICE'].methods_by_name['UpdateCluster']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\0362\031/v1/clusters/{cluster_id}:\001*'
   _globals['_CLUSTERSERVICE'].methods_by_name['DeleteCluster']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['DeleteCluster']._serialized_options = b'\202\323\344\223\002\033*\031/v1/clusters/{cluster_id}'
+  _globals['_CLUSTERSERVICE'].methods_by_name['DeleteCluster']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\033*\031/v1/clusters/{cluster_id}'
   _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterStatus']._loaded_options = None
-  _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterStatus']._serialized_options = b'\202\323\344\223\002\"\022 /v1/clusters/{cluster_id}/status'
-  _globals['_CLUSTER']._serialized_start=151
-  _globals['_CLUSTER']._serialized_end=463
-  _globals['_CLUSTER_LABELSENTRY']._serialized_start=418
-  _globals['_CLUSTER_LABELSENTRY']._serialized_end=463
-  _globals['_REPAIRPOLICY']._serialized_start=466
-  _globals['_REPAIRPOLICY']._serialized_end=736
-  _globals['_CREATECLUSTERREQUEST']._serialized_start=739
-  _globals['_CREATECLUSTERREQUEST']._serialized_end=938
-  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_start=418
-  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_end=463
-  _globals['_CREATECLUSTERRESPONSE']._serialized_start=940
-  _globals['_CREATECLUSTERRESPONSE']._serialized_end=1034
-  _globals['_INSPECTCLUSTERREQUEST']._serialized_start=1036
-  _globals['_INSPECTCLUSTERREQUEST']._serialized_end=1079
-  _globals['_INSPECTCLUSTERRESPONSE']._serialized_start=1081
-  _globals['_INSPECTCLUSTERRESPONSE']._serialized_end=1139
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1142
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1326
-  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_start=418
-  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_end=463
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1328
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1410
-  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1413
-  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1719
-  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_start=418
-  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_end=463
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=1721
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=1798
-  _globals['_DELETECLUSTERREQUEST']._serialized_start=1800
-  _globals['_DELETECLUSTERREQUEST']._serialized_end=1842
-  _globals['_DELETECLUSTERRESPONSE']._serialized_start=1844
-  _globals['_DELETECLUSTERRESPONSE']._serialized_end=1887
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=1889
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=1934
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=1937
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=2187
-  _globals['_CLUSTERSERVICE']._serialized_start=2190
-  _globals['_CLUSTERSERVICE']._serialized_end=2880
+  _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\"\022 /v1/clusters/{cluster_id}/status'
+  _globals['_CLUSTER']._serialized_start=170
+  _globals['_CLUSTER']._serialized_end=482
+  _globals['_CLUSTER_LABELSENTRY']._serialized_start=437
+  _globals['_CLUSTER_LABELSENTRY']._serialized_end=482
+  _globals['_REPAIRPOLICY']._serialized_start=485
+  _globals['_REPAIRPOLICY']._serialized_end=755
+  _globals['_CREATECLUSTERREQUEST']._serialized_start=758
+  _globals['_CREATECLUSTERREQUEST']._serialized_end=957
+  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_start=437
+  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_end=482
+  _globals['_CREATECLUSTERRESPONSE']._serialized_start=959
+  _globals['_CREATECLUSTERRESPONSE']._serialized_end=1053
+  _globals['_INSPECTCLUSTERREQUEST']._serialized_start=1055
+  _globals['_INSPECTCLUSTERREQUEST']._serialized_end=1098
+  _globals['_INSPECTCLUSTERRESPONSE']._serialized_start=1100
+  _globals['_INSPECTCLUSTERRESPONSE']._serialized_end=1158
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1161
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1345
+  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_start=437
+  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_end=482
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1347
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1429
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1432
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1738
+  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_start=437
+  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_end=482
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=1740
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=1817
+  _globals['_DELETECLUSTERREQUEST']._serialized_start=1819
+  _globals['_DELETECLUSTERREQUEST']._serialized_end=1861
+  _globals['_DELETECLUSTERRESPONSE']._serialized_start=1863
+  _globals['_DELETECLUSTERRESPONSE']._serialized_end=1906
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=1908
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=1953
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=1956
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=2206
+  _globals['_CLUSTERSERVICE']._serialized_start=2209
+  _globals['_CLUSTERSERVICE']._serialized_end=2936
 # @@protoc_insertion_point(module_scope)

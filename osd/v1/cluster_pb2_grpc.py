@@ -84,7 +84,7 @@ class ClusterServiceServicer:
     def InspectCluster(self, request, context):
         """Returns one cluster.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -94,7 +94,7 @@ class ClusterServiceServicer:
     def ListClusters(self, request, context):
         """Lists clusters ordered by name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, name_regex, labels).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -134,7 +134,7 @@ class ClusterServiceServicer:
         """Summarises a cluster: object counts, capacity totals and the store's
         generation.
 
-        Role: user.
+        Role: view.
         Errors: NOT_FOUND (cluster_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

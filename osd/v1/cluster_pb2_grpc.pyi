@@ -44,13 +44,13 @@ class ClusterServiceStub:
     InspectCluster: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.InspectClusterRequest, _cluster_pb2.InspectClusterResponse]
     """Returns one cluster.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
     """
     ListClusters: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.ListClustersRequest, _cluster_pb2.ListClustersResponse]
     """Lists clusters ordered by name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, name_regex, labels).
     """
     UpdateCluster: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.UpdateClusterRequest, _cluster_pb2.UpdateClusterResponse]
@@ -78,7 +78,7 @@ class ClusterServiceStub:
     """Summarises a cluster: object counts, capacity totals and the store's
     generation.
 
-    Role: user.
+    Role: view.
     Errors: NOT_FOUND (cluster_id).
     """
 
@@ -96,13 +96,13 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     InspectCluster: _aio.UnaryUnaryMultiCallable[_cluster_pb2.InspectClusterRequest, _cluster_pb2.InspectClusterResponse]  # type: ignore[assignment]
     """Returns one cluster.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
     """
     ListClusters: _aio.UnaryUnaryMultiCallable[_cluster_pb2.ListClustersRequest, _cluster_pb2.ListClustersResponse]  # type: ignore[assignment]
     """Lists clusters ordered by name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, name_regex, labels).
     """
     UpdateCluster: _aio.UnaryUnaryMultiCallable[_cluster_pb2.UpdateClusterRequest, _cluster_pb2.UpdateClusterResponse]  # type: ignore[assignment]
@@ -130,7 +130,7 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """Summarises a cluster: object counts, capacity totals and the store's
     generation.
 
-    Role: user.
+    Role: view.
     Errors: NOT_FOUND (cluster_id).
     """
 
@@ -157,7 +157,7 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cluster_pb2.InspectClusterResponse, _abc.Awaitable[_cluster_pb2.InspectClusterResponse]]:
         """Returns one cluster.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
         """
 
@@ -169,7 +169,7 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_cluster_pb2.ListClustersResponse, _abc.Awaitable[_cluster_pb2.ListClustersResponse]]:
         """Lists clusters ordered by name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, name_regex, labels).
         """
 
@@ -215,7 +215,7 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         """Summarises a cluster: object counts, capacity totals and the store's
         generation.
 
-        Role: user.
+        Role: view.
         Errors: NOT_FOUND (cluster_id).
         """
 

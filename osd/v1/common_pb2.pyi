@@ -35,9 +35,12 @@ Conventions that hold across the whole API:
   CLUSTER_NOT_EMPTY) and, for bad input, google.rpc.BadRequest with one
   field violation per wrong field.
 
-Roles: "admin" may call everything; "user" may call the volume, snapshot,
-attachment and read-only topology RPCs. Until authentication is configured
-every caller is treated as admin.
+Roles: every RPC names the least role that may call it, as the option
+`(osd.v1.auth).role` and on its comment's "Role:" line (see auth.proto).
+"view" reads; "user" also manages its own volumes, snapshots and
+attachments; "admin" may call everything. Without credentials a call
+answers UNAUTHENTICATED, and with too small a role PERMISSION_DENIED. Until
+authentication is configured every caller is treated as admin.
 """
 
 from google.protobuf import descriptor as _descriptor

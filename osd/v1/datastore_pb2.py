@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16osd/v1/datastore.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xec\x01\n\tDatastore\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_version_id\x18\x03 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_version_name\x18\x04 \x01(\t\x12\x15\n\rversion_count\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\"\xc5\x02\n\x10\x44\x61tastoreVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61tastore_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x61tastore_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07manager\x18\x05 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\t \x01(\x08\x12\x14\n\x0cvolume_count\x18\n \x01(\x03\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\r \x01(\x03\"\xaf\x01\n\x1d\x43reateDatastoreVersionRequest\x12\x11\n\tdatastore\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07manager\x18\x03 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x04 \x01(\t\x12\x10\n\x08packages\x18\x05 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x07 \x01(\x08\x42\t\n\x07_active\"\x84\x01\n\x1e\x43reateDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x19\n\x11\x64\x61tastore_created\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\">\n\x1eInspectDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\"V\n\x1fInspectDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\"\x88\x01\n\x1cListDatastoreVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x61tastore_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x61tastore_name\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x05 \x01(\x08\"n\n\x1dListDatastoreVersionsResponse\x12\x34\n\x12\x64\x61tastore_versions\x18\x01 \x03(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xea\x01\n\x1dUpdateDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x02 \x01(\t\x12\x0f\n\x07manager\x18\x03 \x01(\t\x12\x10\n\x08packages\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x06 \x01(\x08\x12/\n\x0bupdate_mask\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x08 \x01(\x03\"i\n\x1eUpdateDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"=\n\x1d\x44\x65leteDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\"4\n\x1e\x44\x65leteDatastoreVersionResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"/\n\x17InspectDatastoreRequest\x12\x14\n\x0c\x64\x61tastore_id\x18\x01 \x01(\t\"@\n\x18InspectDatastoreResponse\x12$\n\tdatastore\x18\x01 \x01(\x0b\x32\x11.osd.v1.Datastore\">\n\x15ListDatastoresRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x16ListDatastoresResponse\x12%\n\ndatastores\x18\x01 \x03(\x0b\x32\x11.osd.v1.Datastore\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x16\x44\x65leteDatastoreRequest\x12\x14\n\x0c\x64\x61tastore_id\x18\x01 \x01(\t\"-\n\x17\x44\x65leteDatastoreResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xec\x08\n\x10\x44\x61tastoreService\x12\x89\x01\n\x16\x43reateDatastoreVersion\x12%.osd.v1.CreateDatastoreVersionRequest\x1a&.osd.v1.CreateDatastoreVersionResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/datastoreVersions:\x01*\x12\xa0\x01\n\x17InspectDatastoreVersion\x12&.osd.v1.InspectDatastoreVersionRequest\x1a\'.osd.v1.InspectDatastoreVersionResponse\"4\x82\xd3\xe4\x93\x02.\x12,/v1/datastoreVersions/{datastore_version_id}\x12\x83\x01\n\x15ListDatastoreVersions\x12$.osd.v1.ListDatastoreVersionsRequest\x1a%.osd.v1.ListDatastoreVersionsResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/datastoreVersions\x12\xa0\x01\n\x16UpdateDatastoreVersion\x12%.osd.v1.UpdateDatastoreVersionRequest\x1a&.osd.v1.UpdateDatastoreVersionResponse\"7\x82\xd3\xe4\x93\x02\x31\x32,/v1/datastoreVersions/{datastore_version_id}:\x01*\x12\x9d\x01\n\x16\x44\x65leteDatastoreVersion\x12%.osd.v1.DeleteDatastoreVersionRequest\x1a&.osd.v1.DeleteDatastoreVersionResponse\"4\x82\xd3\xe4\x93\x02.*,/v1/datastoreVersions/{datastore_version_id}\x12|\n\x10InspectDatastore\x12\x1f.osd.v1.InspectDatastoreRequest\x1a .osd.v1.InspectDatastoreResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/datastores/{datastore_id}\x12g\n\x0eListDatastores\x12\x1d.osd.v1.ListDatastoresRequest\x1a\x1e.osd.v1.ListDatastoresResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/datastores\x12y\n\x0f\x44\x65leteDatastore\x12\x1e.osd.v1.DeleteDatastoreRequest\x1a\x1f.osd.v1.DeleteDatastoreResponse\"%\x82\xd3\xe4\x93\x02\x1f*\x1d/v1/datastores/{datastore_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16osd/v1/datastore.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\"\xec\x01\n\tDatastore\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x1a\n\x12\x64\x65\x66\x61ult_version_id\x18\x03 \x01(\t\x12\x1c\n\x14\x64\x65\x66\x61ult_version_name\x18\x04 \x01(\t\x12\x15\n\rversion_count\x18\x05 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\"\xc5\x02\n\x10\x44\x61tastoreVersion\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x61tastore_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x61tastore_name\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0f\n\x07manager\x18\x05 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x06 \x01(\t\x12\x10\n\x08packages\x18\x07 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x08 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\t \x01(\x08\x12\x14\n\x0cvolume_count\x18\n \x01(\x03\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\r \x01(\x03\"\xaf\x01\n\x1d\x43reateDatastoreVersionRequest\x12\x11\n\tdatastore\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07manager\x18\x03 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x04 \x01(\t\x12\x10\n\x08packages\x18\x05 \x03(\t\x12\x13\n\x06\x61\x63tive\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x07 \x01(\x08\x42\t\n\x07_active\"\x84\x01\n\x1e\x43reateDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x19\n\x11\x64\x61tastore_created\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\">\n\x1eInspectDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\"V\n\x1fInspectDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\"\x88\x01\n\x1cListDatastoreVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x61tastore_id\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x61tastore_name\x18\x04 \x01(\t\x12\x13\n\x0b\x61\x63tive_only\x18\x05 \x01(\x08\"n\n\x1dListDatastoreVersionsResponse\x12\x34\n\x12\x64\x61tastore_versions\x18\x01 \x03(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xea\x01\n\x1dUpdateDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\x12\x19\n\x11image_snapshot_id\x18\x02 \x01(\t\x12\x0f\n\x07manager\x18\x03 \x01(\t\x12\x10\n\x08packages\x18\x04 \x03(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x06 \x01(\x08\x12/\n\x0bupdate_mask\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x08 \x01(\x03\"i\n\x1eUpdateDatastoreVersionResponse\x12\x33\n\x11\x64\x61tastore_version\x18\x01 \x01(\x0b\x32\x18.osd.v1.DatastoreVersion\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"=\n\x1d\x44\x65leteDatastoreVersionRequest\x12\x1c\n\x14\x64\x61tastore_version_id\x18\x01 \x01(\t\"4\n\x1e\x44\x65leteDatastoreVersionResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"/\n\x17InspectDatastoreRequest\x12\x14\n\x0c\x64\x61tastore_id\x18\x01 \x01(\t\"@\n\x18InspectDatastoreResponse\x12$\n\tdatastore\x18\x01 \x01(\x0b\x32\x11.osd.v1.Datastore\">\n\x15ListDatastoresRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x16ListDatastoresResponse\x12%\n\ndatastores\x18\x01 \x03(\x0b\x32\x11.osd.v1.Datastore\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x16\x44\x65leteDatastoreRequest\x12\x14\n\x0c\x64\x61tastore_id\x18\x01 \x01(\t\"-\n\x17\x44\x65leteDatastoreResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\x9d\t\n\x10\x44\x61tastoreService\x12\x8f\x01\n\x16\x43reateDatastoreVersion\x12%.osd.v1.CreateDatastoreVersionRequest\x1a&.osd.v1.CreateDatastoreVersionResponse\"&\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/datastoreVersions:\x01*\x12\xa6\x01\n\x17InspectDatastoreVersion\x12&.osd.v1.InspectDatastoreVersionRequest\x1a\'.osd.v1.InspectDatastoreVersionResponse\":\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02.\x12,/v1/datastoreVersions/{datastore_version_id}\x12\x89\x01\n\x15ListDatastoreVersions\x12$.osd.v1.ListDatastoreVersionsRequest\x1a%.osd.v1.ListDatastoreVersionsResponse\"#\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/datastoreVersions\x12\xa6\x01\n\x16UpdateDatastoreVersion\x12%.osd.v1.UpdateDatastoreVersionRequest\x1a&.osd.v1.UpdateDatastoreVersionResponse\"=\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x31\x32,/v1/datastoreVersions/{datastore_version_id}:\x01*\x12\xa3\x01\n\x16\x44\x65leteDatastoreVersion\x12%.osd.v1.DeleteDatastoreVersionRequest\x1a&.osd.v1.DeleteDatastoreVersionResponse\":\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02.*,/v1/datastoreVersions/{datastore_version_id}\x12\x82\x01\n\x10InspectDatastore\x12\x1f.osd.v1.InspectDatastoreRequest\x1a .osd.v1.InspectDatastoreResponse\"+\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/datastores/{datastore_id}\x12m\n\x0eListDatastores\x12\x1d.osd.v1.ListDatastoresRequest\x1a\x1e.osd.v1.ListDatastoresResponse\"\x1c\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/datastores\x12\x7f\n\x0f\x44\x65leteDatastore\x12\x1e.osd.v1.DeleteDatastoreRequest\x1a\x1f.osd.v1.DeleteDatastoreResponse\"+\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1f*\x1d/v1/datastores/{datastore_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,57 +36,57 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'osd.v1.datastore_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DATASTORESERVICE'].methods_by_name['CreateDatastoreVersion']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['CreateDatastoreVersion']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/datastoreVersions:\001*'
+  _globals['_DATASTORESERVICE'].methods_by_name['CreateDatastoreVersion']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\032\"\025/v1/datastoreVersions:\001*'
   _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastoreVersion']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastoreVersion']._serialized_options = b'\202\323\344\223\002.\022,/v1/datastoreVersions/{datastore_version_id}'
+  _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastoreVersion']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002.\022,/v1/datastoreVersions/{datastore_version_id}'
   _globals['_DATASTORESERVICE'].methods_by_name['ListDatastoreVersions']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['ListDatastoreVersions']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/datastoreVersions'
+  _globals['_DATASTORESERVICE'].methods_by_name['ListDatastoreVersions']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\027\022\025/v1/datastoreVersions'
   _globals['_DATASTORESERVICE'].methods_by_name['UpdateDatastoreVersion']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['UpdateDatastoreVersion']._serialized_options = b'\202\323\344\223\00212,/v1/datastoreVersions/{datastore_version_id}:\001*'
+  _globals['_DATASTORESERVICE'].methods_by_name['UpdateDatastoreVersion']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\00212,/v1/datastoreVersions/{datastore_version_id}:\001*'
   _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastoreVersion']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastoreVersion']._serialized_options = b'\202\323\344\223\002.*,/v1/datastoreVersions/{datastore_version_id}'
+  _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastoreVersion']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002.*,/v1/datastoreVersions/{datastore_version_id}'
   _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastore']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastore']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/datastores/{datastore_id}'
+  _globals['_DATASTORESERVICE'].methods_by_name['InspectDatastore']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\037\022\035/v1/datastores/{datastore_id}'
   _globals['_DATASTORESERVICE'].methods_by_name['ListDatastores']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['ListDatastores']._serialized_options = b'\202\323\344\223\002\020\022\016/v1/datastores'
+  _globals['_DATASTORESERVICE'].methods_by_name['ListDatastores']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\020\022\016/v1/datastores'
   _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastore']._loaded_options = None
-  _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastore']._serialized_options = b'\202\323\344\223\002\037*\035/v1/datastores/{datastore_id}'
-  _globals['_DATASTORE']._serialized_start=132
-  _globals['_DATASTORE']._serialized_end=368
-  _globals['_DATASTOREVERSION']._serialized_start=371
-  _globals['_DATASTOREVERSION']._serialized_end=696
-  _globals['_CREATEDATASTOREVERSIONREQUEST']._serialized_start=699
-  _globals['_CREATEDATASTOREVERSIONREQUEST']._serialized_end=874
-  _globals['_CREATEDATASTOREVERSIONRESPONSE']._serialized_start=877
-  _globals['_CREATEDATASTOREVERSIONRESPONSE']._serialized_end=1009
-  _globals['_INSPECTDATASTOREVERSIONREQUEST']._serialized_start=1011
-  _globals['_INSPECTDATASTOREVERSIONREQUEST']._serialized_end=1073
-  _globals['_INSPECTDATASTOREVERSIONRESPONSE']._serialized_start=1075
-  _globals['_INSPECTDATASTOREVERSIONRESPONSE']._serialized_end=1161
-  _globals['_LISTDATASTOREVERSIONSREQUEST']._serialized_start=1164
-  _globals['_LISTDATASTOREVERSIONSREQUEST']._serialized_end=1300
-  _globals['_LISTDATASTOREVERSIONSRESPONSE']._serialized_start=1302
-  _globals['_LISTDATASTOREVERSIONSRESPONSE']._serialized_end=1412
-  _globals['_UPDATEDATASTOREVERSIONREQUEST']._serialized_start=1415
-  _globals['_UPDATEDATASTOREVERSIONREQUEST']._serialized_end=1649
-  _globals['_UPDATEDATASTOREVERSIONRESPONSE']._serialized_start=1651
-  _globals['_UPDATEDATASTOREVERSIONRESPONSE']._serialized_end=1756
-  _globals['_DELETEDATASTOREVERSIONREQUEST']._serialized_start=1758
-  _globals['_DELETEDATASTOREVERSIONREQUEST']._serialized_end=1819
-  _globals['_DELETEDATASTOREVERSIONRESPONSE']._serialized_start=1821
-  _globals['_DELETEDATASTOREVERSIONRESPONSE']._serialized_end=1873
-  _globals['_INSPECTDATASTOREREQUEST']._serialized_start=1875
-  _globals['_INSPECTDATASTOREREQUEST']._serialized_end=1922
-  _globals['_INSPECTDATASTORERESPONSE']._serialized_start=1924
-  _globals['_INSPECTDATASTORERESPONSE']._serialized_end=1988
-  _globals['_LISTDATASTORESREQUEST']._serialized_start=1990
-  _globals['_LISTDATASTORESREQUEST']._serialized_end=2052
-  _globals['_LISTDATASTORESRESPONSE']._serialized_start=2054
-  _globals['_LISTDATASTORESRESPONSE']._serialized_end=2142
-  _globals['_DELETEDATASTOREREQUEST']._serialized_start=2144
-  _globals['_DELETEDATASTOREREQUEST']._serialized_end=2190
-  _globals['_DELETEDATASTORERESPONSE']._serialized_start=2192
-  _globals['_DELETEDATASTORERESPONSE']._serialized_end=2237
-  _globals['_DATASTORESERVICE']._serialized_start=2240
-  _globals['_DATASTORESERVICE']._serialized_end=3372
+  _globals['_DATASTORESERVICE'].methods_by_name['DeleteDatastore']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\037*\035/v1/datastores/{datastore_id}'
+  _globals['_DATASTORE']._serialized_start=151
+  _globals['_DATASTORE']._serialized_end=387
+  _globals['_DATASTOREVERSION']._serialized_start=390
+  _globals['_DATASTOREVERSION']._serialized_end=715
+  _globals['_CREATEDATASTOREVERSIONREQUEST']._serialized_start=718
+  _globals['_CREATEDATASTOREVERSIONREQUEST']._serialized_end=893
+  _globals['_CREATEDATASTOREVERSIONRESPONSE']._serialized_start=896
+  _globals['_CREATEDATASTOREVERSIONRESPONSE']._serialized_end=1028
+  _globals['_INSPECTDATASTOREVERSIONREQUEST']._serialized_start=1030
+  _globals['_INSPECTDATASTOREVERSIONREQUEST']._serialized_end=1092
+  _globals['_INSPECTDATASTOREVERSIONRESPONSE']._serialized_start=1094
+  _globals['_INSPECTDATASTOREVERSIONRESPONSE']._serialized_end=1180
+  _globals['_LISTDATASTOREVERSIONSREQUEST']._serialized_start=1183
+  _globals['_LISTDATASTOREVERSIONSREQUEST']._serialized_end=1319
+  _globals['_LISTDATASTOREVERSIONSRESPONSE']._serialized_start=1321
+  _globals['_LISTDATASTOREVERSIONSRESPONSE']._serialized_end=1431
+  _globals['_UPDATEDATASTOREVERSIONREQUEST']._serialized_start=1434
+  _globals['_UPDATEDATASTOREVERSIONREQUEST']._serialized_end=1668
+  _globals['_UPDATEDATASTOREVERSIONRESPONSE']._serialized_start=1670
+  _globals['_UPDATEDATASTOREVERSIONRESPONSE']._serialized_end=1775
+  _globals['_DELETEDATASTOREVERSIONREQUEST']._serialized_start=1777
+  _globals['_DELETEDATASTOREVERSIONREQUEST']._serialized_end=1838
+  _globals['_DELETEDATASTOREVERSIONRESPONSE']._serialized_start=1840
+  _globals['_DELETEDATASTOREVERSIONRESPONSE']._serialized_end=1892
+  _globals['_INSPECTDATASTOREREQUEST']._serialized_start=1894
+  _globals['_INSPECTDATASTOREREQUEST']._serialized_end=1941
+  _globals['_INSPECTDATASTORERESPONSE']._serialized_start=1943
+  _globals['_INSPECTDATASTORERESPONSE']._serialized_end=2007
+  _globals['_LISTDATASTORESREQUEST']._serialized_start=2009
+  _globals['_LISTDATASTORESREQUEST']._serialized_end=2071
+  _globals['_LISTDATASTORESRESPONSE']._serialized_start=2073
+  _globals['_LISTDATASTORESRESPONSE']._serialized_end=2161
+  _globals['_DELETEDATASTOREREQUEST']._serialized_start=2163
+  _globals['_DELETEDATASTOREREQUEST']._serialized_end=2209
+  _globals['_DELETEDATASTORERESPONSE']._serialized_start=2211
+  _globals['_DELETEDATASTORERESPONSE']._serialized_end=2256
+  _globals['_DATASTORESERVICE']._serialized_start=2259
+  _globals['_DATASTORESERVICE']._serialized_end=3440
 # @@protoc_insertion_point(module_scope)

@@ -100,7 +100,7 @@ class DatastoreServiceServicer:
     def InspectDatastoreVersion(self, request, context):
         """Returns one datastore version with its datastore's id and name.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (datastore_version_id); NOT_FOUND
         (datastore_version_id).
         """
@@ -112,7 +112,7 @@ class DatastoreServiceServicer:
         """Lists datastore versions, all or of one datastore, ordered by datastore
         name and version name, one page at a time.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, datastore_id,
         datastore_name; both datastore_id and datastore_name given); NOT_FOUND
         (datastore_id, datastore_name).
@@ -158,7 +158,7 @@ class DatastoreServiceServicer:
     def InspectDatastore(self, request, context):
         """Returns one datastore with its default version.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -169,7 +169,7 @@ class DatastoreServiceServicer:
         """Lists datastores ordered by name, each with its default version, one
         page at a time.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

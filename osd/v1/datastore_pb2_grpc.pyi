@@ -58,7 +58,7 @@ class DatastoreServiceStub:
     InspectDatastoreVersion: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.InspectDatastoreVersionRequest, _datastore_pb2.InspectDatastoreVersionResponse]
     """Returns one datastore version with its datastore's id and name.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (datastore_version_id); NOT_FOUND
     (datastore_version_id).
     """
@@ -66,7 +66,7 @@ class DatastoreServiceStub:
     """Lists datastore versions, all or of one datastore, ordered by datastore
     name and version name, one page at a time.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, datastore_id,
     datastore_name; both datastore_id and datastore_name given); NOT_FOUND
     (datastore_id, datastore_name).
@@ -100,14 +100,14 @@ class DatastoreServiceStub:
     InspectDatastore: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.InspectDatastoreRequest, _datastore_pb2.InspectDatastoreResponse]
     """Returns one datastore with its default version.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
     """
     ListDatastores: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.ListDatastoresRequest, _datastore_pb2.ListDatastoresResponse]
     """Lists datastores ordered by name, each with its default version, one
     page at a time.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token).
     """
     DeleteDatastore: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.DeleteDatastoreRequest, _datastore_pb2.DeleteDatastoreResponse]
@@ -139,7 +139,7 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     InspectDatastoreVersion: _aio.UnaryUnaryMultiCallable[_datastore_pb2.InspectDatastoreVersionRequest, _datastore_pb2.InspectDatastoreVersionResponse]  # type: ignore[assignment]
     """Returns one datastore version with its datastore's id and name.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (datastore_version_id); NOT_FOUND
     (datastore_version_id).
     """
@@ -147,7 +147,7 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     """Lists datastore versions, all or of one datastore, ordered by datastore
     name and version name, one page at a time.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, datastore_id,
     datastore_name; both datastore_id and datastore_name given); NOT_FOUND
     (datastore_id, datastore_name).
@@ -181,14 +181,14 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     InspectDatastore: _aio.UnaryUnaryMultiCallable[_datastore_pb2.InspectDatastoreRequest, _datastore_pb2.InspectDatastoreResponse]  # type: ignore[assignment]
     """Returns one datastore with its default version.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
     """
     ListDatastores: _aio.UnaryUnaryMultiCallable[_datastore_pb2.ListDatastoresRequest, _datastore_pb2.ListDatastoresResponse]  # type: ignore[assignment]
     """Lists datastores ordered by name, each with its default version, one
     page at a time.
 
-    Role: admin.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token).
     """
     DeleteDatastore: _aio.UnaryUnaryMultiCallable[_datastore_pb2.DeleteDatastoreRequest, _datastore_pb2.DeleteDatastoreResponse]  # type: ignore[assignment]
@@ -229,7 +229,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_datastore_pb2.InspectDatastoreVersionResponse, _abc.Awaitable[_datastore_pb2.InspectDatastoreVersionResponse]]:
         """Returns one datastore version with its datastore's id and name.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (datastore_version_id); NOT_FOUND
         (datastore_version_id).
         """
@@ -243,7 +243,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists datastore versions, all or of one datastore, ordered by datastore
         name and version name, one page at a time.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, datastore_id,
         datastore_name; both datastore_id and datastore_name given); NOT_FOUND
         (datastore_id, datastore_name).
@@ -295,7 +295,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_datastore_pb2.InspectDatastoreResponse, _abc.Awaitable[_datastore_pb2.InspectDatastoreResponse]]:
         """Returns one datastore with its default version.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
         """
 
@@ -308,7 +308,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists datastores ordered by name, each with its default version, one
         page at a time.
 
-        Role: admin.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token).
         """
 

@@ -67,7 +67,7 @@ class JobServiceServicer:
     def InspectJob(self, request, context):
         """Returns one job.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -77,7 +77,7 @@ class JobServiceServicer:
     def ListJobs(self, request, context):
         """Lists jobs, newest first, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
         target_kind, target_id, cluster_id).
         """

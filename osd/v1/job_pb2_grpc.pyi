@@ -49,13 +49,13 @@ class JobServiceStub:
     InspectJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.InspectJobRequest, _job_pb2.InspectJobResponse]
     """Returns one job.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]
     """Lists jobs, newest first, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
     target_kind, target_id, cluster_id).
     """
@@ -102,13 +102,13 @@ class JobServiceAsyncStub(JobServiceStub):
     InspectJob: _aio.UnaryUnaryMultiCallable[_job_pb2.InspectJobRequest, _job_pb2.InspectJobResponse]  # type: ignore[assignment]
     """Returns one job.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]  # type: ignore[assignment]
     """Lists jobs, newest first, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
     target_kind, target_id, cluster_id).
     """
@@ -158,7 +158,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_pb2.InspectJobResponse, _abc.Awaitable[_job_pb2.InspectJobResponse]]:
         """Returns one job.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
         """
 
@@ -170,7 +170,7 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_pb2.ListJobsResponse, _abc.Awaitable[_job_pb2.ListJobsResponse]]:
         """Lists jobs, newest first, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
         target_kind, target_id, cluster_id).
         """

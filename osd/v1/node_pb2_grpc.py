@@ -138,7 +138,7 @@ class NodeServiceServicer:
     def InspectNode(self, request, context):
         """Returns one node with its drives and their usage.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -148,7 +148,7 @@ class NodeServiceServicer:
     def ListNodes(self, request, context):
         """Lists nodes ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, states,
         zone, labels, name_regex).
         """
@@ -273,7 +273,7 @@ class NodeServiceServicer:
     def InspectDrive(self, request, context):
         """Returns one drive with its capacity and its allocations.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -283,7 +283,7 @@ class NodeServiceServicer:
     def ListDrives(self, request, context):
         """Lists drives ordered by node and device path, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
         states, pool_id, labels).
         """

@@ -54,13 +54,13 @@ class NodeServiceStub:
     InspectNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.InspectNodeRequest, _node_pb2.InspectNodeResponse]
     """Returns one node with its drives and their usage.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
     """
     ListNodes: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]
     """Lists nodes ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, states,
     zone, labels, name_regex).
     """
@@ -157,13 +157,13 @@ class NodeServiceStub:
     InspectDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]
     """Returns one drive with its capacity and its allocations.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
     """
     ListDrives: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListDrivesRequest, _node_pb2.ListDrivesResponse]
     """Lists drives ordered by node and device path, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
     states, pool_id, labels).
     """
@@ -252,13 +252,13 @@ class NodeServiceAsyncStub(NodeServiceStub):
     InspectNode: _aio.UnaryUnaryMultiCallable[_node_pb2.InspectNodeRequest, _node_pb2.InspectNodeResponse]  # type: ignore[assignment]
     """Returns one node with its drives and their usage.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
     """
     ListNodes: _aio.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]  # type: ignore[assignment]
     """Lists nodes ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, states,
     zone, labels, name_regex).
     """
@@ -355,13 +355,13 @@ class NodeServiceAsyncStub(NodeServiceStub):
     InspectDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]  # type: ignore[assignment]
     """Returns one drive with its capacity and its allocations.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
     """
     ListDrives: _aio.UnaryUnaryMultiCallable[_node_pb2.ListDrivesRequest, _node_pb2.ListDrivesResponse]  # type: ignore[assignment]
     """Lists drives ordered by node and device path, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
     states, pool_id, labels).
     """
@@ -459,7 +459,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.InspectNodeResponse, _abc.Awaitable[_node_pb2.InspectNodeResponse]]:
         """Returns one node with its drives and their usage.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
         """
 
@@ -471,7 +471,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.ListNodesResponse, _abc.Awaitable[_node_pb2.ListNodesResponse]]:
         """Lists nodes ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, states,
         zone, labels, name_regex).
         """
@@ -610,7 +610,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.InspectDriveResponse, _abc.Awaitable[_node_pb2.InspectDriveResponse]]:
         """Returns one drive with its capacity and its allocations.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
         """
 
@@ -622,7 +622,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_node_pb2.ListDrivesResponse, _abc.Awaitable[_node_pb2.ListDrivesResponse]]:
         """Lists drives ordered by node and device path, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
         states, pool_id, labels).
         """

@@ -92,7 +92,7 @@ class PoolServiceServicer:
     def InspectPool(self, request, context):
         """Returns one pool with its usage and its member drives.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -102,7 +102,7 @@ class PoolServiceServicer:
     def ListPools(self, request, context):
         """Lists pools ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex).
         """

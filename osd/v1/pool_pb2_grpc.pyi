@@ -49,13 +49,13 @@ class PoolServiceStub:
     InspectPool: _grpc.UnaryUnaryMultiCallable[_pool_pb2.InspectPoolRequest, _pool_pb2.InspectPoolResponse]
     """Returns one pool with its usage and its member drives.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
     ListPools: _grpc.UnaryUnaryMultiCallable[_pool_pb2.ListPoolsRequest, _pool_pb2.ListPoolsResponse]
     """Lists pools ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex).
     """
@@ -120,13 +120,13 @@ class PoolServiceAsyncStub(PoolServiceStub):
     InspectPool: _aio.UnaryUnaryMultiCallable[_pool_pb2.InspectPoolRequest, _pool_pb2.InspectPoolResponse]  # type: ignore[assignment]
     """Returns one pool with its usage and its member drives.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
     ListPools: _aio.UnaryUnaryMultiCallable[_pool_pb2.ListPoolsRequest, _pool_pb2.ListPoolsResponse]  # type: ignore[assignment]
     """Lists pools ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex).
     """
@@ -200,7 +200,7 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pool_pb2.InspectPoolResponse, _abc.Awaitable[_pool_pb2.InspectPoolResponse]]:
         """Returns one pool with its usage and its member drives.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
         """
 
@@ -212,7 +212,7 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_pool_pb2.ListPoolsResponse, _abc.Awaitable[_pool_pb2.ListPoolsResponse]]:
         """Lists pools ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex).
         """

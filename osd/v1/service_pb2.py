@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 from osd.v1 import job_pb2 as osd_dot_v1_dot_job__pb2
 from osd.v1 import node_pb2 as osd_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/service.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x10osd/v1/job.proto\x1a\x11osd/v1/node.proto\"9\n\x17\x45nterMaintenanceRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"g\n\x18\x45nterMaintenanceResponse\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Node\x12\x1b\n\x13\x61\x66\x66\x65\x63ted_volume_ids\x18\x02 \x03(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\")\n\x16\x45xitMaintenanceRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"I\n\x17\x45xitMaintenanceResponse\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Node\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xfb\x01\n\x14StartDriveAddRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_path\x18\x02 \x01(\t\x12\x0f\n\x07journal\x18\x03 \x01(\x08\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.StartDriveAddRequest.LabelsEntry\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08pool_ids\x18\x06 \x03(\t\x12\x1c\n\x14yes_i_really_mean_it\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x15StartDriveAddResponse\x12\x1c\n\x05\x64rive\x18\x01 \x01(\x0b\x32\r.osd.v1.Drive\x12\x18\n\x03job\x18\x02 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x12\n\ngeneration\x18\x04 \x01(\x03\"@\n\x18GetDriveAddStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_path\x18\x02 \x01(\t\"S\n\x19GetDriveAddStatusResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x1c\n\x05\x64rive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\"\x94\x01\n\x18StartDriveReplaceRequest\x12\x17\n\x0fsource_drive_id\x18\x01 \x01(\t\x12\x1c\n\x12target_device_path\x18\x02 \x01(\tH\x00\x12\x19\n\x0ftarget_drive_id\x18\x03 \x01(\tH\x00\x12\x1c\n\x14yes_i_really_mean_it\x18\x04 \x01(\x08\x42\x08\n\x06target\"\xa4\x01\n\x19StartDriveReplaceResponse\x12#\n\x0csource_drive\x18\x01 \x01(\x0b\x32\r.osd.v1.Drive\x12#\n\x0ctarget_drive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\x12\x18\n\x03job\x18\x03 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x04 \x01(\x08\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"7\n\x1cGetDriveReplaceStatusRequest\x12\x17\n\x0fsource_drive_id\x18\x01 \x01(\t\"\x83\x01\n\x1dGetDriveReplaceStatusResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12#\n\x0csource_drive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\x12#\n\x0ctarget_drive\x18\x03 \x01(\x0b\x32\r.osd.v1.Drive\",\n\x19StartPoolRebalanceRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"[\n\x1aStartPoolRebalanceResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"0\n\x1dGetPoolRebalanceStatusRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"\xba\x01\n\x1eGetPoolRebalanceStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.osd.v1.RebalanceStatus\x12%\n\x08progress\x18\x02 \x01(\x0b\x32\x13.osd.v1.JobProgress\x12\x18\n\x03job\x18\x03 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x16\n\x0espread_percent\x18\x04 \x01(\x01\x12\x16\n\x0emissing_copies\x18\x05 \x01(\x03*\xff\x01\n\x0fRebalanceStatus\x12 \n\x1cREBALANCE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15REBALANCE_STATUS_NONE\x10\x01\x12\x1c\n\x18REBALANCE_STATUS_PENDING\x10\x02\x12\x1c\n\x18REBALANCE_STATUS_RUNNING\x10\x03\x12\x1b\n\x17REBALANCE_STATUS_PAUSED\x10\x04\x12\x19\n\x15REBALANCE_STATUS_DONE\x10\x05\x12\x1b\n\x17REBALANCE_STATUS_FAILED\x10\x06\x12\x1e\n\x1aREBALANCE_STATUS_CANCELLED\x10\x07\x32\xea\x08\n\x07Service\x12\x86\x01\n\x10\x45nterMaintenance\x12\x1f.osd.v1.EnterMaintenanceRequest\x1a .osd.v1.EnterMaintenanceResponse\"/\x82\xd3\xe4\x93\x02)\"$/v1/nodes/{node_id}:enterMaintenance:\x01*\x12\x82\x01\n\x0f\x45xitMaintenance\x12\x1e.osd.v1.ExitMaintenanceRequest\x1a\x1f.osd.v1.ExitMaintenanceResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/nodes/{node_id}:exitMaintenance:\x01*\x12z\n\rStartDriveAdd\x12\x1c.osd.v1.StartDriveAddRequest\x1a\x1d.osd.v1.StartDriveAddResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/nodes/{node_id}:startDriveAdd:\x01*\x12\x84\x01\n\x11GetDriveAddStatus\x12 .osd.v1.GetDriveAddStatusRequest\x1a!.osd.v1.GetDriveAddStatusResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/nodes/{node_id}/driveAddStatus\x12\x8e\x01\n\x11StartDriveReplace\x12 .osd.v1.StartDriveReplaceRequest\x1a!.osd.v1.StartDriveReplaceResponse\"4\x82\xd3\xe4\x93\x02.\")/v1/drives/{source_drive_id}:startReplace:\x01*\x12\x98\x01\n\x15GetDriveReplaceStatus\x12$.osd.v1.GetDriveReplaceStatusRequest\x1a%.osd.v1.GetDriveReplaceStatusResponse\"2\x82\xd3\xe4\x93\x02,\x12*/v1/drives/{source_drive_id}/replaceStatus\x12\x8a\x01\n\x12StartPoolRebalance\x12!.osd.v1.StartPoolRebalanceRequest\x1a\".osd.v1.StartPoolRebalanceResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/pools/{pool_id}:startRebalance:\x01*\x12\x94\x01\n\x16GetPoolRebalanceStatus\x12%.osd.v1.GetPoolRebalanceStatusRequest\x1a&.osd.v1.GetPoolRebalanceStatusResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/pools/{pool_id}/rebalanceStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/service.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x11osd/v1/auth.proto\x1a\x10osd/v1/job.proto\x1a\x11osd/v1/node.proto\"9\n\x17\x45nterMaintenanceRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"g\n\x18\x45nterMaintenanceResponse\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Node\x12\x1b\n\x13\x61\x66\x66\x65\x63ted_volume_ids\x18\x02 \x03(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\")\n\x16\x45xitMaintenanceRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"I\n\x17\x45xitMaintenanceResponse\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Node\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xfb\x01\n\x14StartDriveAddRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_path\x18\x02 \x01(\t\x12\x0f\n\x07journal\x18\x03 \x01(\x08\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.StartDriveAddRequest.LabelsEntry\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x10\n\x08pool_ids\x18\x06 \x03(\t\x12\x1c\n\x14yes_i_really_mean_it\x18\x07 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"t\n\x15StartDriveAddResponse\x12\x1c\n\x05\x64rive\x18\x01 \x01(\x0b\x32\r.osd.v1.Drive\x12\x18\n\x03job\x18\x02 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x03 \x01(\x08\x12\x12\n\ngeneration\x18\x04 \x01(\x03\"@\n\x18GetDriveAddStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_path\x18\x02 \x01(\t\"S\n\x19GetDriveAddStatusResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x1c\n\x05\x64rive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\"\x94\x01\n\x18StartDriveReplaceRequest\x12\x17\n\x0fsource_drive_id\x18\x01 \x01(\t\x12\x1c\n\x12target_device_path\x18\x02 \x01(\tH\x00\x12\x19\n\x0ftarget_drive_id\x18\x03 \x01(\tH\x00\x12\x1c\n\x14yes_i_really_mean_it\x18\x04 \x01(\x08\x42\x08\n\x06target\"\xa4\x01\n\x19StartDriveReplaceResponse\x12#\n\x0csource_drive\x18\x01 \x01(\x0b\x32\r.osd.v1.Drive\x12#\n\x0ctarget_drive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\x12\x18\n\x03job\x18\x03 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x04 \x01(\x08\x12\x12\n\ngeneration\x18\x05 \x01(\x03\"7\n\x1cGetDriveReplaceStatusRequest\x12\x17\n\x0fsource_drive_id\x18\x01 \x01(\t\"\x83\x01\n\x1dGetDriveReplaceStatusResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12#\n\x0csource_drive\x18\x02 \x01(\x0b\x32\r.osd.v1.Drive\x12#\n\x0ctarget_drive\x18\x03 \x01(\x0b\x32\r.osd.v1.Drive\",\n\x19StartPoolRebalanceRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"[\n\x1aStartPoolRebalanceResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x0f\n\x07started\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"0\n\x1dGetPoolRebalanceStatusRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"\xba\x01\n\x1eGetPoolRebalanceStatusResponse\x12\'\n\x06status\x18\x01 \x01(\x0e\x32\x17.osd.v1.RebalanceStatus\x12%\n\x08progress\x18\x02 \x01(\x0b\x32\x13.osd.v1.JobProgress\x12\x18\n\x03job\x18\x03 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x16\n\x0espread_percent\x18\x04 \x01(\x01\x12\x16\n\x0emissing_copies\x18\x05 \x01(\x03*\xff\x01\n\x0fRebalanceStatus\x12 \n\x1cREBALANCE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15REBALANCE_STATUS_NONE\x10\x01\x12\x1c\n\x18REBALANCE_STATUS_PENDING\x10\x02\x12\x1c\n\x18REBALANCE_STATUS_RUNNING\x10\x03\x12\x1b\n\x17REBALANCE_STATUS_PAUSED\x10\x04\x12\x19\n\x15REBALANCE_STATUS_DONE\x10\x05\x12\x1b\n\x17REBALANCE_STATUS_FAILED\x10\x06\x12\x1e\n\x1aREBALANCE_STATUS_CANCELLED\x10\x07\x32\x9b\t\n\x07Service\x12\x8c\x01\n\x10\x45nterMaintenance\x12\x1f.osd.v1.EnterMaintenanceRequest\x1a .osd.v1.EnterMaintenanceResponse\"5\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02)\"$/v1/nodes/{node_id}:enterMaintenance:\x01*\x12\x88\x01\n\x0f\x45xitMaintenance\x12\x1e.osd.v1.ExitMaintenanceRequest\x1a\x1f.osd.v1.ExitMaintenanceResponse\"4\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02(\"#/v1/nodes/{node_id}:exitMaintenance:\x01*\x12\x80\x01\n\rStartDriveAdd\x12\x1c.osd.v1.StartDriveAddRequest\x1a\x1d.osd.v1.StartDriveAddResponse\"2\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02&\"!/v1/nodes/{node_id}:startDriveAdd:\x01*\x12\x8a\x01\n\x11GetDriveAddStatus\x12 .osd.v1.GetDriveAddStatusRequest\x1a!.osd.v1.GetDriveAddStatusResponse\"0\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/nodes/{node_id}/driveAddStatus\x12\x94\x01\n\x11StartDriveReplace\x12 .osd.v1.StartDriveReplaceRequest\x1a!.osd.v1.StartDriveReplaceResponse\":\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02.\")/v1/drives/{source_drive_id}:startReplace:\x01*\x12\x9e\x01\n\x15GetDriveReplaceStatus\x12$.osd.v1.GetDriveReplaceStatusRequest\x1a%.osd.v1.GetDriveReplaceStatusResponse\"8\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02,\x12*/v1/drives/{source_drive_id}/replaceStatus\x12\x90\x01\n\x12StartPoolRebalance\x12!.osd.v1.StartPoolRebalanceRequest\x1a\".osd.v1.StartPoolRebalanceResponse\"3\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\'\"\"/v1/pools/{pool_id}:startRebalance:\x01*\x12\x9a\x01\n\x16GetPoolRebalanceStatus\x12%.osd.v1.GetPoolRebalanceStatusRequest\x1a&.osd.v1.GetPoolRebalanceStatusResponse\"1\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02%\x12#/v1/pools/{pool_id}/rebalanceStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,57 +38,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_SERVICE'].methods_by_name['EnterMaintenance']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['EnterMaintenance']._serialized_options = b'\202\323\344\223\002)\"$/v1/nodes/{node_id}:enterMaintenance:\001*'
+  _globals['_SERVICE'].methods_by_name['EnterMaintenance']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002)\"$/v1/nodes/{node_id}:enterMaintenance:\001*'
   _globals['_SERVICE'].methods_by_name['ExitMaintenance']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['ExitMaintenance']._serialized_options = b'\202\323\344\223\002(\"#/v1/nodes/{node_id}:exitMaintenance:\001*'
+  _globals['_SERVICE'].methods_by_name['ExitMaintenance']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002(\"#/v1/nodes/{node_id}:exitMaintenance:\001*'
   _globals['_SERVICE'].methods_by_name['StartDriveAdd']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['StartDriveAdd']._serialized_options = b'\202\323\344\223\002&\"!/v1/nodes/{node_id}:startDriveAdd:\001*'
+  _globals['_SERVICE'].methods_by_name['StartDriveAdd']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002&\"!/v1/nodes/{node_id}:startDriveAdd:\001*'
   _globals['_SERVICE'].methods_by_name['GetDriveAddStatus']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['GetDriveAddStatus']._serialized_options = b'\202\323\344\223\002$\022\"/v1/nodes/{node_id}/driveAddStatus'
+  _globals['_SERVICE'].methods_by_name['GetDriveAddStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002$\022\"/v1/nodes/{node_id}/driveAddStatus'
   _globals['_SERVICE'].methods_by_name['StartDriveReplace']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['StartDriveReplace']._serialized_options = b'\202\323\344\223\002.\")/v1/drives/{source_drive_id}:startReplace:\001*'
+  _globals['_SERVICE'].methods_by_name['StartDriveReplace']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002.\")/v1/drives/{source_drive_id}:startReplace:\001*'
   _globals['_SERVICE'].methods_by_name['GetDriveReplaceStatus']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['GetDriveReplaceStatus']._serialized_options = b'\202\323\344\223\002,\022*/v1/drives/{source_drive_id}/replaceStatus'
+  _globals['_SERVICE'].methods_by_name['GetDriveReplaceStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002,\022*/v1/drives/{source_drive_id}/replaceStatus'
   _globals['_SERVICE'].methods_by_name['StartPoolRebalance']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['StartPoolRebalance']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/pools/{pool_id}:startRebalance:\001*'
+  _globals['_SERVICE'].methods_by_name['StartPoolRebalance']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\'\"\"/v1/pools/{pool_id}:startRebalance:\001*'
   _globals['_SERVICE'].methods_by_name['GetPoolRebalanceStatus']._loaded_options = None
-  _globals['_SERVICE'].methods_by_name['GetPoolRebalanceStatus']._serialized_options = b'\202\323\344\223\002%\022#/v1/pools/{pool_id}/rebalanceStatus'
-  _globals['_REBALANCESTATUS']._serialized_start=1792
-  _globals['_REBALANCESTATUS']._serialized_end=2047
-  _globals['_ENTERMAINTENANCEREQUEST']._serialized_start=99
-  _globals['_ENTERMAINTENANCEREQUEST']._serialized_end=156
-  _globals['_ENTERMAINTENANCERESPONSE']._serialized_start=158
-  _globals['_ENTERMAINTENANCERESPONSE']._serialized_end=261
-  _globals['_EXITMAINTENANCEREQUEST']._serialized_start=263
-  _globals['_EXITMAINTENANCEREQUEST']._serialized_end=304
-  _globals['_EXITMAINTENANCERESPONSE']._serialized_start=306
-  _globals['_EXITMAINTENANCERESPONSE']._serialized_end=379
-  _globals['_STARTDRIVEADDREQUEST']._serialized_start=382
-  _globals['_STARTDRIVEADDREQUEST']._serialized_end=633
-  _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._serialized_start=588
-  _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._serialized_end=633
-  _globals['_STARTDRIVEADDRESPONSE']._serialized_start=635
-  _globals['_STARTDRIVEADDRESPONSE']._serialized_end=751
-  _globals['_GETDRIVEADDSTATUSREQUEST']._serialized_start=753
-  _globals['_GETDRIVEADDSTATUSREQUEST']._serialized_end=817
-  _globals['_GETDRIVEADDSTATUSRESPONSE']._serialized_start=819
-  _globals['_GETDRIVEADDSTATUSRESPONSE']._serialized_end=902
-  _globals['_STARTDRIVEREPLACEREQUEST']._serialized_start=905
-  _globals['_STARTDRIVEREPLACEREQUEST']._serialized_end=1053
-  _globals['_STARTDRIVEREPLACERESPONSE']._serialized_start=1056
-  _globals['_STARTDRIVEREPLACERESPONSE']._serialized_end=1220
-  _globals['_GETDRIVEREPLACESTATUSREQUEST']._serialized_start=1222
-  _globals['_GETDRIVEREPLACESTATUSREQUEST']._serialized_end=1277
-  _globals['_GETDRIVEREPLACESTATUSRESPONSE']._serialized_start=1280
-  _globals['_GETDRIVEREPLACESTATUSRESPONSE']._serialized_end=1411
-  _globals['_STARTPOOLREBALANCEREQUEST']._serialized_start=1413
-  _globals['_STARTPOOLREBALANCEREQUEST']._serialized_end=1457
-  _globals['_STARTPOOLREBALANCERESPONSE']._serialized_start=1459
-  _globals['_STARTPOOLREBALANCERESPONSE']._serialized_end=1550
-  _globals['_GETPOOLREBALANCESTATUSREQUEST']._serialized_start=1552
-  _globals['_GETPOOLREBALANCESTATUSREQUEST']._serialized_end=1600
-  _globals['_GETPOOLREBALANCESTATUSRESPONSE']._serialized_start=1603
-  _globals['_GETPOOLREBALANCESTATUSRESPONSE']._serialized_end=1789
-  _globals['_SERVICE']._serialized_start=2050
-  _globals['_SERVICE']._serialized_end=3180
+  _globals['_SERVICE'].methods_by_name['GetPoolRebalanceStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002%\022#/v1/pools/{pool_id}/rebalanceStatus'
+  _globals['_REBALANCESTATUS']._serialized_start=1811
+  _globals['_REBALANCESTATUS']._serialized_end=2066
+  _globals['_ENTERMAINTENANCEREQUEST']._serialized_start=118
+  _globals['_ENTERMAINTENANCEREQUEST']._serialized_end=175
+  _globals['_ENTERMAINTENANCERESPONSE']._serialized_start=177
+  _globals['_ENTERMAINTENANCERESPONSE']._serialized_end=280
+  _globals['_EXITMAINTENANCEREQUEST']._serialized_start=282
+  _globals['_EXITMAINTENANCEREQUEST']._serialized_end=323
+  _globals['_EXITMAINTENANCERESPONSE']._serialized_start=325
+  _globals['_EXITMAINTENANCERESPONSE']._serialized_end=398
+  _globals['_STARTDRIVEADDREQUEST']._serialized_start=401
+  _globals['_STARTDRIVEADDREQUEST']._serialized_end=652
+  _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._serialized_start=607
+  _globals['_STARTDRIVEADDREQUEST_LABELSENTRY']._serialized_end=652
+  _globals['_STARTDRIVEADDRESPONSE']._serialized_start=654
+  _globals['_STARTDRIVEADDRESPONSE']._serialized_end=770
+  _globals['_GETDRIVEADDSTATUSREQUEST']._serialized_start=772
+  _globals['_GETDRIVEADDSTATUSREQUEST']._serialized_end=836
+  _globals['_GETDRIVEADDSTATUSRESPONSE']._serialized_start=838
+  _globals['_GETDRIVEADDSTATUSRESPONSE']._serialized_end=921
+  _globals['_STARTDRIVEREPLACEREQUEST']._serialized_start=924
+  _globals['_STARTDRIVEREPLACEREQUEST']._serialized_end=1072
+  _globals['_STARTDRIVEREPLACERESPONSE']._serialized_start=1075
+  _globals['_STARTDRIVEREPLACERESPONSE']._serialized_end=1239
+  _globals['_GETDRIVEREPLACESTATUSREQUEST']._serialized_start=1241
+  _globals['_GETDRIVEREPLACESTATUSREQUEST']._serialized_end=1296
+  _globals['_GETDRIVEREPLACESTATUSRESPONSE']._serialized_start=1299
+  _globals['_GETDRIVEREPLACESTATUSRESPONSE']._serialized_end=1430
+  _globals['_STARTPOOLREBALANCEREQUEST']._serialized_start=1432
+  _globals['_STARTPOOLREBALANCEREQUEST']._serialized_end=1476
+  _globals['_STARTPOOLREBALANCERESPONSE']._serialized_start=1478
+  _globals['_STARTPOOLREBALANCERESPONSE']._serialized_end=1569
+  _globals['_GETPOOLREBALANCESTATUSREQUEST']._serialized_start=1571
+  _globals['_GETPOOLREBALANCESTATUSREQUEST']._serialized_end=1619
+  _globals['_GETPOOLREBALANCESTATUSRESPONSE']._serialized_start=1622
+  _globals['_GETPOOLREBALANCESTATUSRESPONSE']._serialized_end=1808
+  _globals['_SERVICE']._serialized_start=2069
+  _globals['_SERVICE']._serialized_end=3248
 # @@protoc_insertion_point(module_scope)

@@ -138,7 +138,7 @@ class ServiceServicer:
     def GetDriveAddStatus(self, request, context):
         """Reports the latest drive add of a device of a node.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (node_id, device_path); NOT_FOUND (node_id;
         device_path: no drive add was started for this device).
         """
@@ -183,7 +183,7 @@ class ServiceServicer:
     def GetDriveReplaceStatus(self, request, context):
         """Reports the latest replace of a source drive.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (source_drive_id); NOT_FOUND (source_drive_id:
         no such drive, or no replace was started for it).
         """
@@ -213,7 +213,7 @@ class ServiceServicer:
     def GetPoolRebalanceStatus(self, request, context):
         """Reports the latest rebalance of a pool and how uneven the pool is now.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

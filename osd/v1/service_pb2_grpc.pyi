@@ -85,7 +85,7 @@ class ServiceStub:
     GetDriveAddStatus: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetDriveAddStatusRequest, _service_pb2.GetDriveAddStatusResponse]
     """Reports the latest drive add of a device of a node.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (node_id, device_path); NOT_FOUND (node_id;
     device_path: no drive add was started for this device).
     """
@@ -122,7 +122,7 @@ class ServiceStub:
     GetDriveReplaceStatus: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetDriveReplaceStatusRequest, _service_pb2.GetDriveReplaceStatusResponse]
     """Reports the latest replace of a source drive.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (source_drive_id); NOT_FOUND (source_drive_id:
     no such drive, or no replace was started for it).
     """
@@ -144,7 +144,7 @@ class ServiceStub:
     GetPoolRebalanceStatus: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalanceStatusRequest, _service_pb2.GetPoolRebalanceStatusResponse]
     """Reports the latest rebalance of a pool and how uneven the pool is now.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
 
@@ -198,7 +198,7 @@ class ServiceAsyncStub(ServiceStub):
     GetDriveAddStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetDriveAddStatusRequest, _service_pb2.GetDriveAddStatusResponse]  # type: ignore[assignment]
     """Reports the latest drive add of a device of a node.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (node_id, device_path); NOT_FOUND (node_id;
     device_path: no drive add was started for this device).
     """
@@ -235,7 +235,7 @@ class ServiceAsyncStub(ServiceStub):
     GetDriveReplaceStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetDriveReplaceStatusRequest, _service_pb2.GetDriveReplaceStatusResponse]  # type: ignore[assignment]
     """Reports the latest replace of a source drive.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (source_drive_id); NOT_FOUND (source_drive_id:
     no such drive, or no replace was started for it).
     """
@@ -257,7 +257,7 @@ class ServiceAsyncStub(ServiceStub):
     GetPoolRebalanceStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalanceStatusRequest, _service_pb2.GetPoolRebalanceStatusResponse]  # type: ignore[assignment]
     """Reports the latest rebalance of a pool and how uneven the pool is now.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
 
@@ -332,7 +332,7 @@ class ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.GetDriveAddStatusResponse, _abc.Awaitable[_service_pb2.GetDriveAddStatusResponse]]:
         """Reports the latest drive add of a device of a node.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (node_id, device_path); NOT_FOUND (node_id;
         device_path: no drive add was started for this device).
         """
@@ -381,7 +381,7 @@ class ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.GetDriveReplaceStatusResponse, _abc.Awaitable[_service_pb2.GetDriveReplaceStatusResponse]]:
         """Reports the latest replace of a source drive.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (source_drive_id); NOT_FOUND (source_drive_id:
         no such drive, or no replace was started for it).
         """
@@ -415,7 +415,7 @@ class ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.GetPoolRebalanceStatusResponse, _abc.Awaitable[_service_pb2.GetPoolRebalanceStatusResponse]]:
         """Reports the latest rebalance of a pool and how uneven the pool is now.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
         """
 

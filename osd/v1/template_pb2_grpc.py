@@ -86,7 +86,7 @@ class TemplateServiceServicer:
     def InspectTemplate(self, request, context):
         """Returns one template.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -96,7 +96,7 @@ class TemplateServiceServicer:
     def ListTemplates(self, request, context):
         """Lists templates ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex).
         """

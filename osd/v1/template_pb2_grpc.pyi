@@ -55,13 +55,13 @@ class TemplateServiceStub:
     InspectTemplate: _grpc.UnaryUnaryMultiCallable[_template_pb2.InspectTemplateRequest, _template_pb2.InspectTemplateResponse]
     """Returns one template.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
     """
     ListTemplates: _grpc.UnaryUnaryMultiCallable[_template_pb2.ListTemplatesRequest, _template_pb2.ListTemplatesResponse]
     """Lists templates ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex).
     """
@@ -109,13 +109,13 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     InspectTemplate: _aio.UnaryUnaryMultiCallable[_template_pb2.InspectTemplateRequest, _template_pb2.InspectTemplateResponse]  # type: ignore[assignment]
     """Returns one template.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
     """
     ListTemplates: _aio.UnaryUnaryMultiCallable[_template_pb2.ListTemplatesRequest, _template_pb2.ListTemplatesResponse]  # type: ignore[assignment]
     """Lists templates ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex).
     """
@@ -172,7 +172,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_template_pb2.InspectTemplateResponse, _abc.Awaitable[_template_pb2.InspectTemplateResponse]]:
         """Returns one template.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
         """
 
@@ -184,7 +184,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_template_pb2.ListTemplatesResponse, _abc.Awaitable[_template_pb2.ListTemplatesResponse]]:
         """Lists templates ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex).
         """

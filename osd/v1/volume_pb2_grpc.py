@@ -172,7 +172,7 @@ class VolumeServiceServicer:
         """Returns one volume with its allocations, per drive and node, and its
         attachments.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -182,7 +182,7 @@ class VolumeServiceServicer:
     def ListVolumes(self, request, context):
         """Lists volumes ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex, pool_id, node_id, states, template_id,
         datastore_version_id).
@@ -195,7 +195,7 @@ class VolumeServiceServicer:
         """Summarises capacity per cluster: raw, available, allocated and
         provisioned bytes, overall and per pool.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -292,7 +292,7 @@ class VolumeServiceServicer:
     def InspectSnapshot(self, request, context):
         """Returns one snapshot with the space it uses.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -303,7 +303,7 @@ class VolumeServiceServicer:
         """Lists snapshots, all or of one volume, ordered by cluster and name, one
         page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, cluster_id,
         labels, name_regex).
         """
@@ -411,7 +411,7 @@ class VolumeServiceServicer:
         """Lists attachments, by volume, by node or all, ordered by volume and
         node, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, node_id,
         cluster_id).
         """

@@ -88,13 +88,13 @@ class VolumeServiceStub:
     """Returns one volume with its allocations, per drive and node, and its
     attachments.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
     """
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]
     """Lists volumes ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex, pool_id, node_id, states, template_id,
     datastore_version_id).
@@ -103,7 +103,7 @@ class VolumeServiceStub:
     """Summarises capacity per cluster: raw, available, allocated and
     provisioned bytes, overall and per pool.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
     UpdateVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.UpdateVolumeRequest, _volume_pb2.UpdateVolumeResponse]
@@ -180,14 +180,14 @@ class VolumeServiceStub:
     InspectSnapshot: _grpc.UnaryUnaryMultiCallable[_volume_pb2.InspectSnapshotRequest, _volume_pb2.InspectSnapshotResponse]
     """Returns one snapshot with the space it uses.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
     """
     ListSnapshots: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListSnapshotsRequest, _volume_pb2.ListSnapshotsResponse]
     """Lists snapshots, all or of one volume, ordered by cluster and name, one
     page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, cluster_id,
     labels, name_regex).
     """
@@ -267,7 +267,7 @@ class VolumeServiceStub:
     """Lists attachments, by volume, by node or all, ordered by volume and
     node, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, node_id,
     cluster_id).
     """
@@ -330,13 +330,13 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Returns one volume with its allocations, per drive and node, and its
     attachments.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
     """
     ListVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]  # type: ignore[assignment]
     """Lists volumes ordered by cluster and name, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
     name_regex, pool_id, node_id, states, template_id,
     datastore_version_id).
@@ -345,7 +345,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Summarises capacity per cluster: raw, available, allocated and
     provisioned bytes, overall and per pool.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
     UpdateVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.UpdateVolumeRequest, _volume_pb2.UpdateVolumeResponse]  # type: ignore[assignment]
@@ -422,14 +422,14 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     InspectSnapshot: _aio.UnaryUnaryMultiCallable[_volume_pb2.InspectSnapshotRequest, _volume_pb2.InspectSnapshotResponse]  # type: ignore[assignment]
     """Returns one snapshot with the space it uses.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
     """
     ListSnapshots: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListSnapshotsRequest, _volume_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
     """Lists snapshots, all or of one volume, ordered by cluster and name, one
     page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, cluster_id,
     labels, name_regex).
     """
@@ -509,7 +509,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Lists attachments, by volume, by node or all, ordered by volume and
     node, one page at a time.
 
-    Role: user.
+    Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, node_id,
     cluster_id).
     """
@@ -581,7 +581,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one volume with its allocations, per drive and node, and its
         attachments.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
         """
 
@@ -593,7 +593,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_volume_pb2.ListVolumesResponse, _abc.Awaitable[_volume_pb2.ListVolumesResponse]]:
         """Lists volumes ordered by cluster and name, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, cluster_id, labels,
         name_regex, pool_id, node_id, states, template_id,
         datastore_version_id).
@@ -608,7 +608,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Summarises capacity per cluster: raw, available, allocated and
         provisioned bytes, overall and per pool.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
 
@@ -715,7 +715,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_volume_pb2.InspectSnapshotResponse, _abc.Awaitable[_volume_pb2.InspectSnapshotResponse]]:
         """Returns one snapshot with the space it uses.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
         """
 
@@ -728,7 +728,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists snapshots, all or of one volume, ordered by cluster and name, one
         page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, cluster_id,
         labels, name_regex).
         """
@@ -850,7 +850,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists attachments, by volume, by node or all, ordered by volume and
         node, one page at a time.
 
-        Role: user.
+        Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, volume_id, node_id,
         cluster_id).
         """
