@@ -1,6 +1,10 @@
 # osd: the storage control-plane daemon.
 #   docker build -t osd .
-#   docker run -p 9100:9100 -p 9110:9110 -v osd-data:/var/lib/osd osd
+#   openssl rand -hex 32 > osd.secret
+#   docker run -p 9100:9100 -p 9110:9110 -v osd-data:/var/lib/osd \
+#       -v "$PWD/osd.secret:/run/secrets/osd-auth:ro" osd
+# It listens on all addresses, so it requires tokens signed with that secret
+# (osd token issue --secret-file osd.secret --role admin --subject you).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     OSD_GRPC_LISTEN=0.0.0.0:9100 \
     OSD_REST_LISTEN=0.0.0.0:9110 \
-    OSD_DATA_DIR=/var/lib/osd
+    OSD_DATA_DIR=/var/lib/osd \
+    OSD_AUTH_SECRET_FILE=/run/secrets/osd-auth
 
 WORKDIR /src
 COPY pyproject.toml README.md ./

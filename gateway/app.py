@@ -186,7 +186,10 @@ class GatewayApp:
         except RpcFailed as exc:
             status, rpc_status = errors.rpc_error(exc.code, exc.details, exc.trailing)
             request_id = exc.request_id or request.request_id
-            await _send_json(send, status, errors.status_body(rpc_status, request_id), request_id)
+            headers = errors.challenge(status, request.authorization or request.api_key)
+            await _send_json(
+                send, status, errors.status_body(rpc_status, request_id), request_id, headers
+            )
         except Exception:
             log.exception("%s %s %s failed", request.request_id, request.method, scope["path"])
             if started:  # too late for an error response: the client sees a cut-off body

@@ -81,6 +81,16 @@ def http_status(code: grpc.StatusCode) -> int:
     return HTTP_STATUS.get(code, 500)
 
 
+def challenge(status: int, credentials: str | None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750): a Bearer challenge,
+    saying ``invalid_token`` when the request carried credentials."""
+    if status != 401:
+        return {}
+    if credentials:
+        return {"www-authenticate": 'Bearer realm="osd", error="invalid_token"'}
+    return {"www-authenticate": 'Bearer realm="osd"'}
+
+
 class Reason(StrEnum):
     """ErrorInfo reasons of the requests the gateway refuses itself."""
 

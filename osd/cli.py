@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -164,6 +164,109 @@ def _db_check(store: Store) -> int:
     return 0
 
 
+# -- credentials ----------------------------------------------------------
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_TTL_SECONDS = 366 * 86400
+
+
+def _ttl(text: str) -> int:
+    """Seconds of a TTL such as 90, 90s, 30m, 1h or 7d."""
+    value = text.strip().lower()
+    unit = _TTL_UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    if not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 30m, 1h or 7d")
+    seconds = int(number) * (unit or 1)
+    if seconds > MAX_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 366 days")
+    return seconds
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Prints an HS256 token of issuer ``osd`` for a subject and its roles."""
+    from osd.engine.access.tokens import IssuerConfigError, issue, read_secret
+
+    try:
+        secret = read_secret(args.secret_file)
+    except IssuerConfigError as exc:
+        raise cfg.SettingsError(str(exc)) from None
+    print(
+        issue(
+            secret,
+            subject=args.subject,
+            roles=args.role,
+            ttl_seconds=args.ttl,
+            groups=args.group,
+        )
+    )
+    return 0
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    """API keys, made, listed and revoked in the store directly (no daemon
+    needed, so that the first admin key can be made)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from osd.engine.access.apikeys import ApiKeys
+    from osd.engine.access.roles import RoleConfigError, custom_roles
+    from osd.errors import OsdError
+    from osd.store.db import Store
+
+    settings = cfg.load(vars(args))
+    _setup_logging(settings.log_level)
+    logging.getLogger("osd.store.db").setLevel(logging.ERROR)
+    store = Store(settings.resolved_database_url())
+    keys = ApiKeys(store)
+    try:
+        store.upgrade()
+        if args.apikey_command == "create":
+            try:
+                known = {"view", "user", "admin", *custom_roles(settings.auth_roles)}
+            except RoleConfigError as exc:
+                raise cfg.SettingsError(str(exc)) from None
+            if args.role not in known:
+                raise cfg.SettingsError(
+                    f"--role {args.role}: not a role; roles are {', '.join(sorted(known))}"
+                )
+            record, key = keys.create(
+                subject=args.subject, role=args.role, description=args.description
+            )
+            print(key)
+            print(
+                f"API key {record.id} for {record.subject} ({record.role}); "
+                "it is shown only this once",
+                file=sys.stderr,
+            )
+        elif args.apikey_command == "list":
+            rows = keys.list(include_revoked=args.all)
+            print(f"{'ID':<16}  {'SUBJECT':<24}  {'ROLE':<8}  {'CREATED':<20}  REVOKED")
+            for k in rows:
+                revoked = k.revoke_time.strftime("%Y-%m-%dT%H:%M:%SZ") if k.revoke_time else "-"
+                print(
+                    f"{k.id:<16}  {k.subject:<24}  {k.role:<8}  "
+                    f"{k.create_time.strftime('%Y-%m-%dT%H:%M:%SZ'):<20}  {revoked}"
+                )
+        else:
+            keys.revoke(args.key_id)
+            print(f"API key {args.key_id} revoked")
+        return 0
+    except OsdError as exc:
+        print(f"osd apikey {args.apikey_command}: {exc.message}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        where = store.engine.url.render_as_string(hide_password=True)
+        why = lines[0] if lines else type(exc).__name__
+        print(
+            f"osd apikey {args.apikey_command}: cannot use the store at {where}: {why}",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        store.close()
+
+
 # -- client ---------------------------------------------------------------
 
 
@@ -202,9 +305,20 @@ def _flag(value: str | None) -> bool | None:
     return None if value is None else cfg._bool(value)
 
 
+def _credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The call metadata that carries the caller's token or API key."""
+    if args.token and args.api_key:
+        raise SystemExit("osd: give --token or --api-key, not both")
+    if args.token:
+        return [("authorization", f"Bearer {args.token}")]
+    if args.api_key:
+        return [("x-api-key", args.api_key)]
+    return []
+
+
 def cmd_cluster(args: argparse.Namespace) -> int:
     with grpc.insecure_channel(args.endpoint) as channel:
-        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        stub = _Authed(cluster_pb2_grpc.ClusterServiceStub(channel), _credentials(args))
         try:
             _cluster_call(stub, args)
         except grpc.RpcError as err:
@@ -213,7 +327,23 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cluster_call(stub: cluster_pb2_grpc.ClusterServiceStub, args: argparse.Namespace) -> None:
+class _Authed:
+    """A stub whose every call carries the caller's credentials."""
+
+    def __init__(self, stub: object, metadata: list[tuple[str, str]]) -> None:
+        self._stub = stub
+        self._metadata = metadata
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._stub, name)
+
+        def call(request: Message, **kwargs: Any) -> Any:
+            return method(request, metadata=self._metadata, **kwargs)
+
+        return call
+
+
+def _cluster_call(stub: _Authed, args: argparse.Namespace) -> None:
     timeout = args.timeout
     action = args.cluster_command
     if action == "create":
@@ -285,6 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     _add_gateway(sub)
     _add_db(sub)
+    _add_token(sub)
+    _add_apikey(sub)
     client = _client_arguments()
     health = sub.add_parser(
         "health", parents=[client], help="check the daemon's health (exit 0 when SERVING)"
@@ -343,6 +475,47 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.set_defaults(func=cmd_db)
 
 
+def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    token = sub.add_parser("token", help="bearer tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    issue = tsub.add_parser(
+        "issue",
+        help="print an HS256 token for the daemon's --auth-secret-file",
+        description="Print a token of issuer 'osd', signed with the secret that "
+        "`osd serve --auth-secret-file` checks against.",
+    )
+    issue.add_argument("--secret-file", required=True, metavar="FILE")
+    issue.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        metavar="ROLE",
+        help="view, user, admin or a custom role (repeat for several)",
+    )
+    issue.add_argument("--subject", required=True, metavar="NAME", help="who the token is for")
+    issue.add_argument("--group", action="append", default=[], metavar="GROUP")
+    issue.add_argument(
+        "--ttl", type=_ttl, default=3600, metavar="DURATION", help="e.g. 30m, 1h, 7d (default 1h)"
+    )
+    issue.set_defaults(func=cmd_token)
+
+
+def _add_apikey(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    apikey = sub.add_parser("apikey", help="static API keys (X-Api-Key), kept in the store")
+    asub = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = asub.add_parser("create", help="make a key and print it, once")
+    create.add_argument("--role", required=True, help="view, user, admin or a custom role")
+    create.add_argument("--subject", required=True, metavar="NAME", help="who the key acts as")
+    create.add_argument("--description", default="", help="what the key is for")
+    lst = asub.add_parser("list", help="list keys (never their secrets)")
+    lst.add_argument("--all", action="store_true", help="include revoked keys")
+    revoke = asub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", metavar="ID")
+    for p in (create, lst, revoke):
+        cfg.add_arguments(p)
+        p.set_defaults(func=cmd_apikey)
+
+
 def _client_arguments() -> argparse.ArgumentParser:
     """The arguments of every command that calls a daemon."""
     client = argparse.ArgumentParser(add_help=False)
@@ -352,6 +525,16 @@ def _client_arguments() -> argparse.ArgumentParser:
         help=f"daemon gRPC address (env OSD_ENDPOINT, default {cfg.DEFAULT_GRPC_LISTEN})",
     )
     client.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    client.add_argument(
+        "--token",
+        default=os.environ.get("OSD_TOKEN", ""),
+        help="bearer token sent with each call (env OSD_TOKEN)",
+    )
+    client.add_argument(
+        "--api-key",
+        default=os.environ.get("OSD_API_KEY", ""),
+        help="API key sent with each call (env OSD_API_KEY)",
+    )
     return client
 
 

@@ -3,15 +3,21 @@
 Precedence, highest first: command-line flags, environment variables
 (``OSD_<NAME>``), the config file (TOML, ``--config`` or ``OSD_CONFIG``), then
 the defaults below. ``osd serve --help`` lists every setting.
+
+Two settings live in the config file only, being tables: ``auth_issuers``
+(an array of tables, one per trusted token issuer) and ``auth_roles``
+(custom roles, by name, each with ``allow`` and ``deny`` lists of method
+globs).
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +97,20 @@ class Settings:
     repair_max: int = 2
     repair_max_per_drive: int = 1
     repair_interval_seconds: float = 30.0
+    # Authentication and access.
+    auth_enabled: bool = False
+    auth_secret_file: str = ""
+    auth_leeway_seconds: float = 30.0
+    auth_issuers: tuple[dict[str, Any], ...] = ()
+    auth_roles: dict[str, Any] = field(default_factory=dict)
+    insecure: bool = False
+    reflection_enabled: bool = True
+
+    @property
+    def auth_on(self) -> bool:
+        """Whether callers must authenticate: asked for, or implied by a
+        secret file or an issuer."""
+        return self.auth_enabled or bool(self.auth_secret_file) or bool(self.auth_issuers)
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or _default_data_dir()).expanduser()
@@ -182,6 +202,38 @@ SPECS: tuple[_Spec, ...] = (
         "availability changes (default 30)",
         "SECONDS",
     ),
+    _Spec(
+        "auth_enabled",
+        _bool,
+        "require credentials on every call (default false; implied by --auth-secret-file "
+        "or auth_issuers); API keys are accepted whenever it is on",
+        "BOOL",
+    ),
+    _Spec(
+        "auth_secret_file",
+        str,
+        "accept HS256 tokens of issuer 'osd' signed with the secret in FILE (at least 32 "
+        "bytes; 'osd token issue' makes such tokens)",
+        "FILE",
+    ),
+    _Spec(
+        "auth_leeway_seconds",
+        _non_negative_float,
+        "clock skew allowed on a token's exp, nbf and iat (default 30)",
+        "SECONDS",
+    ),
+    _Spec(
+        "insecure",
+        _bool,
+        "allow listening on a non-loopback address without authentication (default false)",
+        "BOOL",
+    ),
+    _Spec(
+        "reflection_enabled",
+        _bool,
+        "serve gRPC server reflection, to authenticated callers when auth is on (default true)",
+        "BOOL",
+    ),
 )
 
 
@@ -248,12 +300,51 @@ def load(
             if rank == 2 and path and spec.name in FILE_RELATIVE:
                 values[spec.name] = _beside(path, values[spec.name])
             break
+    if path:
+        values.update(_tables(path, from_file))
     return Settings(**values)
 
 
 # Settings naming a folder or file: given relative in a config file, they are
 # read from the file's own folder, not from wherever the daemon was started.
-FILE_RELATIVE = frozenset({"data_dir"})
+FILE_RELATIVE = frozenset({"data_dir", "auth_secret_file"})
+_ISSUER_FILES = ("secret_file", "public_key_file", "jwks_file")
+
+
+def _tables(path: str, from_file: Mapping[str, Any]) -> dict[str, Any]:
+    """The config file's tables: auth_issuers and auth_roles, shape-checked
+    (their content is checked when the daemon builds its authenticator)."""
+    out: dict[str, Any] = {}
+    issuers = from_file.get("auth_issuers")
+    if issuers is not None:
+        if not isinstance(issuers, list) or not all(isinstance(i, dict) for i in issuers):
+            raise SettingsError(
+                f"{path}: auth_issuers must be an array of tables ([[auth_issuers]])"
+            )
+        resolved = []
+        for issuer in issuers:
+            issuer = dict(issuer)
+            for key in _ISSUER_FILES:
+                if isinstance(issuer.get(key), str):
+                    issuer[key] = _beside(path, issuer[key])
+            resolved.append(issuer)
+        out["auth_issuers"] = tuple(resolved)
+    roles = from_file.get("auth_roles")
+    if roles is not None:
+        if not isinstance(roles, dict):
+            raise SettingsError(f"{path}: auth_roles must be a table ([auth_roles.NAME])")
+        out["auth_roles"] = roles
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (from HOST:PORT) is a loopback address or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _beside(config_path: str, value: str) -> str:

@@ -13,9 +13,13 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
 from gateway.server import GatewayServer
-from osd.config import Settings, parse_listen
-from osd.contract import contract
+from osd.config import Settings, SettingsError, is_loopback, parse_listen
+from osd.contract import contract, method_roles
 from osd.engine import drivers
+from osd.engine.access.apikeys import ApiKeys
+from osd.engine.access.authenticator import Authenticator
+from osd.engine.access.roles import RoleConfigError, RoleTable, custom_roles
+from osd.engine.access.tokens import DEFAULT_ISSUER, IssuerConfig, IssuerConfigError, TokenVerifier
 from osd.engine.engine import Engine
 from osd.engine.topology.models import RepairPolicy
 from osd.server.interceptors import ServerInterceptor
@@ -28,6 +32,43 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STORE_PROBE_SECONDS = 5.0
+
+
+def build_authenticator(settings: Settings, store: Store) -> Authenticator:
+    """The authenticator the settings describe; SettingsError names what is wrong."""
+    try:
+        roles = RoleTable(method_roles(), custom_roles(settings.auth_roles))
+        issuers = [
+            IssuerConfig.from_table(table, f"auth_issuers[{i}]")
+            for i, table in enumerate(settings.auth_issuers)
+        ]
+        if settings.auth_secret_file:
+            issuers.insert(
+                0, IssuerConfig(issuer=DEFAULT_ISSUER, secret_file=settings.auth_secret_file)
+            )
+        tokens = TokenVerifier(issuers, leeway=settings.auth_leeway_seconds) if issuers else None
+    except (RoleConfigError, IssuerConfigError) as exc:
+        raise SettingsError(str(exc)) from None
+    return Authenticator(
+        enabled=settings.auth_on, roles=roles, tokens=tokens, api_keys=ApiKeys(store)
+    )
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuses a non-loopback listener while every caller would be admin."""
+    if settings.auth_on or settings.insecure:
+        return
+    listeners = [("grpc_listen", settings.grpc_listen)]
+    if settings.rest_enabled:
+        listeners.append(("rest_listen", settings.rest_listen))
+    for name, value in listeners:
+        host, _ = parse_listen(value)
+        if not is_loopback(host):
+            raise SettingsError(
+                f"{name} {value} is not a loopback address, and without authentication every "
+                "caller is admin: configure --auth-secret-file (or auth_issuers, or "
+                "--auth-enabled with API keys), or pass --insecure to serve it anyway"
+            )
 
 
 class Daemon:
@@ -51,6 +92,7 @@ class Daemon:
                 repair_enabled=settings.repair_enabled,
             )
         self.engine = engine
+        self.auth = build_authenticator(settings, engine.store)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.service_names = [e.full_name for e in contract()]
         self.grpc_port = 0
@@ -63,6 +105,7 @@ class Daemon:
 
     def start(self) -> None:
         """Migrates the store, binds the port and starts serving."""
+        check_exposure(self.settings)
         self.engine.store.upgrade()
         self.engine.start()
         self._executor = futures.ThreadPoolExecutor(
@@ -70,7 +113,7 @@ class Daemon:
         )
         server = grpc.server(
             self._executor,
-            interceptors=[ServerInterceptor()],
+            interceptors=[ServerInterceptor(self.auth)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -80,9 +123,10 @@ class Daemon:
         for entry in contract():
             entry.add_to_server(build_servicer(entry, self.engine), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
+        if self.settings.reflection_enabled:
+            reflection.enable_server_reflection(
+                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+            )
         host, port = parse_listen(self.settings.grpc_listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -99,6 +143,11 @@ class Daemon:
         )
         self._probe.start()
         log.info("serving gRPC on %s:%d", host, self.grpc_port)
+        if not self.auth.enabled:
+            log.warning(
+                "authentication is off: every caller is admin (configure --auth-secret-file "
+                "or auth_issuers to require credentials)"
+            )
         if self.settings.rest_enabled:
             self._start_gateway(host)
 

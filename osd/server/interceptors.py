@@ -1,4 +1,12 @@
-"""Server interceptors: request ids, access logs, and the error mapping.
+"""Server interceptors: request ids, authentication, access logs, and the
+error mapping.
+
+Every osd.v1 call is authenticated from its ``authorization`` (``Bearer
+TOKEN``) or ``x-api-key`` metadata and its caller's roles are checked against
+the method's ``(osd.v1.auth).role`` before the servicer runs; the servicer
+then runs as that caller (:func:`osd.engine.access.principal.current`). The
+health service stays open to all, so that probes work without credentials;
+server reflection needs an authenticated caller.
 
 A gRPC server interceptor only sees the handler, not the call: a try around
 ``continuation()`` would catch nothing the servicer raises. So the
@@ -21,12 +29,17 @@ from typing import Any
 import grpc
 
 from osd import deadline
+from osd.engine.access.authenticator import Authenticator
+from osd.engine.access.principal import Principal, acting_as
 from osd.errors import InvalidArgument, OsdError
 from osd.server.errors import internal_status, to_status
 
 log = logging.getLogger("osd.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+AUTHORIZATION_HEADER = "authorization"
+API_KEY_HEADER = "x-api-key"
+HEALTH_PREFIX = "/grpc.health."
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -38,21 +51,44 @@ def request_id_of(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+def credentials_of(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
+    """The call's ``authorization`` and ``x-api-key`` metadata, if given."""
+    authorization: str | None = None
+    api_key: str | None = None
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):
+            continue
+        if key == AUTHORIZATION_HEADER:
+            authorization = value
+        elif key == API_KEY_HEADER:
+            api_key = value
+    return authorization, api_key
+
+
 class _Call:
-    """Bookkeeping for one call: its id, its start, and how it ended."""
+    """Bookkeeping for one call: its id, its caller, its start, and how it ended."""
 
     def __init__(self, method: str, context: grpc.ServicerContext) -> None:
         self.method = method
         self.context = context
         self.request_id = request_id_of(context)
+        self.subject = "-"
         self.start = time.perf_counter()
         context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
+
+    def authenticate(self, auth: Authenticator) -> Principal:
+        """The caller, allowed to call this method; raises otherwise."""
+        principal = auth.authenticate(*credentials_of(self.context))
+        self.subject = principal.subject or "-"
+        auth.authorize(principal, self.method.lstrip("/"))
+        return principal
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, OsdError):
             log.info(
-                "%s %s %s: %s (%.1f ms)",
+                "%s %s %s %s: %s (%.1f ms)",
                 self.request_id,
+                self.subject,
                 self.method,
                 exc.code.name,
                 exc.message,
@@ -60,12 +96,17 @@ class _Call:
             )
             self.context.abort_with_status(to_status(exc, self.request_id))
         log.error(
-            "%s %s INTERNAL (%.1f ms)", self.request_id, self.method, self._ms(), exc_info=exc
+            "%s %s %s INTERNAL (%.1f ms)",
+            self.request_id,
+            self.subject,
+            self.method,
+            self._ms(),
+            exc_info=exc,
         )
         self.context.abort_with_status(internal_status(self.request_id))
 
     def done(self) -> None:
-        log.debug("%s %s OK (%.1f ms)", self.request_id, self.method, self._ms())
+        log.debug("%s %s %s OK (%.1f ms)", self.request_id, self.subject, self.method, self._ms())
 
     def _ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000
@@ -100,14 +141,18 @@ def _lenient(
     return parse
 
 
-def _wrap_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary(
+    behaviour: Callable[..., Any], method: str, auth: Authenticator
+) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         call = _Call(method, context)
         token = deadline.start(context.time_remaining())
         try:
+            principal = call.authenticate(auth)
             if isinstance(request, _Undecodable):
                 raise request.error(method)
-            response = behaviour(request, context)
+            with acting_as(principal):
+                response = behaviour(request, context)
         except Exception as exc:
             call.fail(exc)
             raise  # unreachable: fail() aborts the call
@@ -119,13 +164,17 @@ def _wrap_unary(behaviour: Callable[..., Any], method: str) -> Callable[..., Any
     return handle
 
 
-def _wrap_stream(behaviour: Callable[..., Iterator[Any]], method: str) -> Callable[..., Any]:
+def _wrap_stream(
+    behaviour: Callable[..., Iterator[Any]], method: str, auth: Authenticator
+) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         call = _Call(method, context)
         try:
+            principal = call.authenticate(auth)
             if isinstance(request, _Undecodable):
                 raise request.error(method)
-            yield from behaviour(request, context)
+            with acting_as(principal):
+                yield from behaviour(request, context)
         except Exception as exc:
             call.fail(exc)
             raise
@@ -134,8 +183,27 @@ def _wrap_stream(behaviour: Callable[..., Iterator[Any]], method: str) -> Callab
     return handle
 
 
+def _guard_stream_stream(
+    behaviour: Callable[..., Iterator[Any]], auth: Authenticator
+) -> Callable[..., Any]:
+    """A streaming service outside osd.v1 (reflection): any authenticated caller."""
+
+    def handle(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        try:
+            auth.authenticate(*credentials_of(context))
+        except OsdError as exc:
+            context.abort_with_status(to_status(exc, request_id_of(context)))
+        yield from behaviour(requests, context)
+
+    return handle
+
+
 class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Gives every call a request id and an access-log line, and maps errors."""
+    """Gives every call a request id and an access-log line, authenticates
+    and authorizes it, and maps errors."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
 
     def intercept_service(
         self,
@@ -146,15 +214,23 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = handler_call_details.method
+        if method.startswith(HEALTH_PREFIX):
+            return handler  # open to all, so that probes need no credentials
         if method.startswith("/grpc."):
-            return handler  # health and reflection speak for themselves
+            if not self.auth.enabled or handler.stream_stream is None:
+                return handler
+            return handler._replace(
+                stream_stream=_guard_stream_stream(handler.stream_stream, self.auth)
+            )
         parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=_wrap_unary(handler.unary_unary, method), request_deserializer=parse
+                unary_unary=_wrap_unary(handler.unary_unary, method, self.auth),
+                request_deserializer=parse,
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_wrap_stream(handler.unary_stream, method), request_deserializer=parse
+                unary_stream=_wrap_stream(handler.unary_stream, method, self.auth),
+                request_deserializer=parse,
             )
         return handler

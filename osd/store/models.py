@@ -460,3 +460,18 @@ class DatastoreVersionRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class ApiKeyRow(Base):
+    """A static API key. Only a SHA-256 digest of its secret is kept: the key
+    itself is shown once, when it is made."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject: Mapped[str] = mapped_column(String(200), nullable=False)
+    role: Mapped[str] = mapped_column(String(64), nullable=False)
+    description: Mapped[str] = mapped_column(String(200), nullable=False)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoke_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
