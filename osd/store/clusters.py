@@ -127,3 +127,33 @@ def volume_layouts(
         ).where(VolumeRow.cluster_id == cluster_id)
     ).all()
     return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+Layout = tuple[int, int, int, int, int, float]
+
+
+def volume_layout_counts(
+    session: Session, cluster_id: str = ""
+) -> dict[str, list[tuple[Layout, int]]]:
+    """Per cluster (only ``cluster_id`` when given): each distinct
+    :func:`volume_layouts` tuple (size, durability type, replicas, data,
+    redundancy, snapshot factor) with how many of its volumes have it, in one
+    grouped query. Clusters without volumes are absent."""
+    layout = (
+        VolumeRow.size_bytes,
+        VolumeRow.durability_type,
+        VolumeRow.replicas,
+        VolumeRow.data_fragments,
+        VolumeRow.redundancy_fragments,
+        VolumeRow.snapshot_factor,
+    )
+    stmt = select(VolumeRow.cluster_id, *layout, func.count()).group_by(
+        VolumeRow.cluster_id, *layout
+    )
+    if cluster_id:
+        stmt = stmt.where(VolumeRow.cluster_id == cluster_id)
+    out: dict[str, list[tuple[Layout, int]]] = {}
+    for cid, size, durability, replicas, data, redundancy, factor, count in session.execute(stmt):
+        key: Layout = (size, durability, replicas, data, redundancy, factor)
+        out.setdefault(cid, []).append((key, int(count)))
+    return out

@@ -65,6 +65,31 @@ def effective_drive_ids_select(pool_id: str) -> Select[tuple[str]]:
     return select(u.c.drive_id)
 
 
+def effective_members_select(cluster_id: str = "") -> Select[tuple[str, str]]:
+    """(pool id, drive id) for every member drive of every pool (of the
+    pools of ``cluster_id`` when given): :func:`effective_drive_ids_select`
+    for all those pools at once, each pair once, to use as a subquery."""
+    alone = (
+        select(PoolDriveRow.pool_id.label("pool_id"), PoolDriveRow.drive_id.label("drive_id"))
+        .join(DriveRow, DriveRow.id == PoolDriveRow.drive_id)
+        .where(DriveRow.state != DriveState.EJECTED)
+    )
+    through_nodes = (
+        select(PoolNodeRow.pool_id.label("pool_id"), DriveRow.id.label("drive_id"))
+        .join(PoolNodeRow, PoolNodeRow.node_id == DriveRow.node_id)
+        .where(DriveRow.journal.is_(False), DriveRow.state != DriveState.EJECTED)
+    )
+    if cluster_id:
+        alone = alone.join(PoolRow, PoolRow.id == PoolDriveRow.pool_id).where(
+            PoolRow.cluster_id == cluster_id
+        )
+        through_nodes = through_nodes.join(PoolRow, PoolRow.id == PoolNodeRow.pool_id).where(
+            PoolRow.cluster_id == cluster_id
+        )
+    u = union(alone, through_nodes).subquery()
+    return select(u.c.pool_id, u.c.drive_id)
+
+
 def effective_drive_ids(session: Session, pool_id: str) -> set[str]:
     """The ids of every member drive of a pool, whatever the drive's state.
 

@@ -446,3 +446,94 @@ def repair_reserved_bytes(session: Session, cluster_id: str) -> int:
         )
         or 0
     )
+
+
+# -- capacity, grouped -------------------------------------------------------------
+#
+# The capacity functions above for every cluster (or pool) at once: one grouped
+# statement each, with the same filters; only ``cluster_id`` when given.
+
+
+def cluster_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
+    """Per cluster: (total, used) as :func:`osd.store.clusters.capacity` counts
+    them and :func:`available_bytes`, over the drives that take data. Clusters
+    without such drives are absent."""
+    stmt = (
+        select(
+            DriveRow.cluster_id,
+            func.coalesce(func.sum(DriveRow.total_bytes), 0),
+            func.coalesce(func.sum(DriveRow.used_bytes), 0),
+            _free_expr(),
+        )
+        .join(NodeRow, NodeRow.id == DriveRow.node_id)
+        .where(pools.takes_data())
+        .group_by(DriveRow.cluster_id)
+    )
+    if cluster_id:
+        stmt = stmt.where(DriveRow.cluster_id == cluster_id)
+    return {cid: (int(t), int(u), int(a)) for cid, t, u, a in session.execute(stmt)}
+
+
+def pool_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
+    """Per pool: (total, used) as :func:`osd.store.pools.capacity` counts them
+    (member drives that take data, whatever their cluster) and
+    :func:`available_bytes` of the pool's cluster within its members. Pools
+    without such members are absent."""
+    members = pools.effective_members_select(cluster_id).subquery()
+    free = DriveRow.total_bytes - DriveRow.used_bytes
+    available = func.coalesce(
+        func.sum(case(((DriveRow.cluster_id == PoolRow.cluster_id) & (free > 0), free), else_=0)),
+        0,
+    )
+    stmt = (
+        select(
+            members.c.pool_id,
+            func.coalesce(func.sum(DriveRow.total_bytes), 0),
+            func.coalesce(func.sum(DriveRow.used_bytes), 0),
+            available,
+        )
+        .select_from(members)
+        .join(PoolRow, PoolRow.id == members.c.pool_id)
+        .join(DriveRow, DriveRow.id == members.c.drive_id)
+        .join(NodeRow, NodeRow.id == DriveRow.node_id)
+        .where(pools.takes_data())
+        .group_by(members.c.pool_id)
+    )
+    return {pid: (int(t), int(u), int(a)) for pid, t, u, a in session.execute(stmt)}
+
+
+def pool_rows_by_cluster(session: Session, cluster_id: str = "") -> dict[str, list[PoolRow]]:
+    """Per cluster: its pools by name (:func:`pool_rows` for every cluster)."""
+    stmt = select(PoolRow).order_by(PoolRow.cluster_id, PoolRow.name)
+    if cluster_id:
+        stmt = stmt.where(PoolRow.cluster_id == cluster_id)
+    out: dict[str, list[PoolRow]] = {}
+    for row in session.scalars(stmt):
+        out.setdefault(row.cluster_id, []).append(row)
+    return out
+
+
+def snapshot_totals(session: Session, cluster_id: str = "") -> dict[str, int]:
+    """Per cluster: :func:`snapshot_total`. Clusters without snapshots are absent."""
+    stmt = select(SnapshotRow.cluster_id, func.count()).group_by(SnapshotRow.cluster_id)
+    if cluster_id:
+        stmt = stmt.where(SnapshotRow.cluster_id == cluster_id)
+    return {cid: int(n) for cid, n in session.execute(stmt)}
+
+
+def repair_reserved_by_cluster(session: Session, cluster_id: str = "") -> dict[str, int]:
+    """Per cluster: :func:`repair_reserved_bytes`. Clusters without such
+    reservations are absent."""
+    stmt = (
+        select(JobRow.cluster_id, func.coalesce(func.sum(AllocationRow.bytes), 0))
+        .join(JobRow, JobRow.id == AllocationRow.job_id)
+        .where(
+            AllocationRow.state == AllocationState.PENDING,
+            JobRow.kind == JobKind.VOLUME_REPAIR,
+            JobRow.state.in_(UNFINISHED_STATES),
+        )
+        .group_by(JobRow.cluster_id)
+    )
+    if cluster_id:
+        stmt = stmt.where(JobRow.cluster_id == cluster_id)
+    return {cid: int(n) for cid, n in session.execute(stmt)}

@@ -25,14 +25,13 @@ from osd.engine.jobs.kinds.volume_replica_change import VolumeReplicaChangeReque
 from osd.engine.jobs.records import Record
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
-from osd.engine.shared.allocation_math import allocation_sizes
-from osd.engine.shared.models import Capacity, Page, allocation_of
+from osd.engine.shared.models import Page, allocation_of
 from osd.engine.shared.rows import check_generation, stamp
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.topology.availability import Availability
+from osd.engine.volumes import capacity, specs
 from osd.engine.volumes import create_plan as volume_create
 from osd.engine.volumes import phases as volume_phases
-from osd.engine.volumes import specs
 from osd.engine.volumes.guards import (
     get_volume,
     not_available,
@@ -46,12 +45,10 @@ from osd.engine.volumes.health import health_of
 from osd.engine.volumes.models import (
     CapacitySummary,
     ChangedVolume,
-    ClusterCapacity,
     CreatedVolume,
     CreateVolume,
     Deleted,
     Placement,
-    PoolCapacity,
     UpdateVolume,
     Volume,
     VolumeDetail,
@@ -85,9 +82,7 @@ from osd.errors import (
 )
 from osd.store import allocations
 from osd.store import attachments as attach_repo
-from osd.store import clusters as cluster_repo
 from osd.store import jobs as job_repo
-from osd.store import pools as pool_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
@@ -328,47 +323,7 @@ class VolumeEngine:
             return Page([volume_of(*item, copies.get(item[0].id)) for item in items], token)
 
     def capacity(self, cluster_id: str) -> CapacitySummary:
-        if cluster_id:
-            v.check_id(cluster_id, "cluster_id")
-        with self._store.read() as s:
-            clusters = repo.cluster_rows(s, cluster_id)
-            if cluster_id and not clusters:
-                raise NotFound.object("cluster", "cluster_id", cluster_id)
-            out = []
-            for c in clusters:
-                total, used = cluster_repo.capacity(s, c.id)
-                count, logical = repo.volume_totals(s, c.id)
-                provisioned = sum(
-                    sum(allocation_sizes(*layout))
-                    for layout in cluster_repo.volume_layouts(s, c.id)
-                )
-                pools = []
-                for p in repo.pool_rows(s, c.id):
-                    p_total, p_used = pool_repo.capacity(s, p.id)
-                    members = repo.pool_member_select(p.id)
-                    pools.append(
-                        PoolCapacity(
-                            pool_id=p.id,
-                            pool_name=p.name,
-                            capacity=Capacity(p_total, p_used),
-                            available_bytes=repo.available_bytes(s, c.id, members),
-                        )
-                    )
-                out.append(
-                    ClusterCapacity(
-                        cluster_id=c.id,
-                        cluster_name=c.name,
-                        capacity=Capacity(total, used),
-                        available_bytes=repo.available_bytes(s, c.id),
-                        logical_bytes=logical,
-                        provisioned_bytes=provisioned,
-                        volume_count=count,
-                        snapshot_count=repo.snapshot_total(s, c.id),
-                        pools=pools,
-                        repair_reserved_bytes=repo.repair_reserved_bytes(s, c.id),
-                    )
-                )
-            return CapacitySummary(out, current_generation(s))
+        return capacity.summary(self._store, cluster_id)
 
     # -- update ----------------------------------------------------------------
 
