@@ -73,6 +73,10 @@ LABELS_MAX = 64
 REGEX_MAX = 256
 PAGE_TOKEN_MAX = 4096
 DESCRIPTION_PATTERN = "^[A-Za-z0-9_\\- ]{0,30}$"
+# A subject or group name (a volume's owner, an access list entry): 1 to 200
+# characters, none of them a control character.
+SUBJECT_PATTERN = "^[^\\x00-\\x1f\\x7f]{1,200}$"
+OPTIONAL_SUBJECT_PATTERN = "^[^\\x00-\\x1f\\x7f]{0,200}$"
 DEVICE_PATH_MAX = 255
 _DEVICE_CHARS = "A-Za-z0-9._+:@,=-"
 _DEVICE_SEGMENT = (  # a path segment other than "." and ".."
@@ -345,6 +349,8 @@ def text_rule(name: str) -> TextRule | None:
         return TextRule(DEVICE_PATH_PATTERN, None, {"maxLength": DEVICE_PATH_MAX})
     if name == "description":
         return TextRule(DESCRIPTION_PATTERN)
+    if name in ("owner", "user", "group"):
+        return TextRule(SUBJECT_PATTERN, OPTIONAL_SUBJECT_PATTERN)
     if name.endswith("_regex"):
         return TextRule("", None, {"format": "regex", "maxLength": REGEX_MAX})
     if name == "page_token":

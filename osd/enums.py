@@ -139,3 +139,11 @@ class CopyLoss(IntEnum):
     NODE_OFFLINE = 3
     NODE_MAINTENANCE = 4
     DRIVE_UNAVAILABLE = 5
+
+
+class Access(IntEnum):
+    """What a caller may do with a volume; each level includes those below."""
+
+    READ = 1
+    WRITE = 2
+    ADMIN = 3

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -29,6 +29,9 @@ from osd.engine.drivers.fake import FakeDriver
 from osd.engine.engine import Engine
 from osd.store.db import Store
 from osd.store.models import Base
+
+if TYPE_CHECKING:
+    from tests import auth_helpers
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgres"]
@@ -168,3 +171,31 @@ def store_on(database: Database) -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+# -- authentication (tests/auth_helpers.py) ------------------------------------------
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> auth_helpers.Keys:
+    """A token secret file and an RSA and an EC key pair."""
+    from tests import auth_helpers
+
+    return auth_helpers.make_keys(tmp_path)
+
+
+@pytest.fixture
+def w(database: Database, keys: auth_helpers.Keys, tmp_path: Path) -> Iterator[auth_helpers.World]:
+    """A daemon with auth on (three issuers, a custom role), REST on, and a topology."""
+    from tests import auth_helpers
+
+    with auth_helpers.auth_world(database, keys, tmp_path) as world:
+        yield world
+
+
+@pytest.fixture(params=["grpc", "rest"])
+def wire(request: pytest.FixtureRequest) -> auth_helpers.Wire:
+    """Each test that takes it runs over gRPC and again through the REST gateway."""
+    from tests import auth_helpers
+
+    return auth_helpers.wire_of(request.param)

@@ -25,6 +25,7 @@ PAIRS: list[tuple[type[IntEnum], EnumTypeWrapper, str]] = [
     (enums.DurabilityType, volume_pb2.DurabilityType, "DURABILITY_TYPE_"),
     (enums.FailureDomain, volume_pb2.FailureDomain, "FAILURE_DOMAIN_"),
     (enums.Provisioning, volume_pb2.Provisioning, "PROVISIONING_"),
+    (enums.Access, volume_pb2.Access, "ACCESS_"),
     (enums.VolumeKind, volume_pb2.VolumeKind, "VOLUME_KIND_"),
     (enums.VolumeState, volume_pb2.VolumeState, "VOLUME_STATE_"),
     (enums.SnapshotState, volume_pb2.SnapshotState, "SNAPSHOT_STATE_"),

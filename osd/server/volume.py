@@ -28,6 +28,9 @@ UPDATABLE = (
     "multi_attach",
     "durability.replicas",
     "placement",
+    "owner",
+    "public",
+    "acl",
 )
 SNAPSHOT_UPDATABLE = ("name", "labels", "image")
 
@@ -142,7 +145,21 @@ def volume_to_proto(v: vm.Volume) -> pb.Volume:
         degraded_time=(
             convert.timestamp(v.copies.degraded_time) if v.copies.degraded_time else None
         ),
+        owner=v.owner,
+        public=v.public,
+        acl=[grant_to_proto(g) for g in v.acl],
     )
+
+
+def grant_to_proto(g: vm.Grant) -> pb.AccessGrant:
+    if g.kind == "group":
+        return pb.AccessGrant(group=g.name, access=pb.Access.ValueType(int(g.access)))
+    return pb.AccessGrant(user=g.name, access=pb.Access.ValueType(int(g.access)))
+
+
+def grant_from_proto(g: pb.AccessGrant) -> vm.Grant:
+    which = g.WhichOneof("grantee") or ""
+    return vm.Grant(which, getattr(g, which) if which else "", int(g.access))
 
 
 def attachment_to_proto(a: vm.Attachment) -> pb.Attachment:
@@ -174,6 +191,7 @@ def snapshot_to_proto(s: vm.Snapshot) -> pb.Snapshot:
         create_time=convert.timestamp(s.create_time),
         update_time=convert.timestamp(s.update_time),
         generation=s.generation,
+        owner=s.owner,
     )
 
 
@@ -490,6 +508,9 @@ def update_volume_from_proto(request: pb.UpdateVolumeRequest) -> vm.UpdateVolume
         multi_attach=request.multi_attach if "multi_attach" in paths else None,
         replicas=(request.durability.replicas if "durability.replicas" in paths else None),
         placement=(placement_from_proto(request.placement) if "placement" in paths else None),
+        owner=request.owner if "owner" in paths else None,
+        public=request.public if "public" in paths else None,
+        acl=tuple(grant_from_proto(g) for g in request.acl) if "acl" in paths else None,
         shrink_ok=request.shrink_ok,
         expected_generation=request.expected_generation,
     )

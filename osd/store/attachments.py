@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.store import grants
 from osd.store.models import AttachmentRow, VolumeRow
 
 
@@ -55,6 +56,7 @@ def scan(
     cluster_id: str,
     after: tuple[str, str] | None,
     batch: int,
+    readable_by: tuple[str, frozenset[str]] | None = None,
 ) -> Iterator[AttachmentRow]:
     """Attachments in (volume id, node id) order after ``after``, ``batch`` at a time."""
     base = (
@@ -67,6 +69,9 @@ def scan(
     if cluster_id:
         in_cluster = select(VolumeRow.id).where(VolumeRow.cluster_id == cluster_id)
         base = base.where(AttachmentRow.volume_id.in_(in_cluster))
+    if readable_by is not None:
+        readable = select(VolumeRow.id).where(grants.readable_volumes(*readable_by))
+        base = base.where(AttachmentRow.volume_id.in_(readable))
     while True:
         stmt = base
         if after is not None:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     TypeDecorator,
@@ -296,6 +297,25 @@ class VolumeRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The subject that owns it ("" when made while authentication was off),
+    # and whether every authenticated caller may read it.
+    owner: Mapped[str] = mapped_column(String(200), nullable=False, default="", index=True)
+    public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class VolumeGrantRow(Base):
+    """One entry of a volume's access list: a user or group and its access
+    (osd.enums.Access). Deleted with its volume."""
+
+    __tablename__ = "volume_grants"
+    __table_args__ = (Index("ix_volume_grants_grantee", "grantee_kind", "grantee"),)
+
+    volume_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("volumes.id", ondelete="CASCADE"), primary_key=True
+    )
+    grantee_kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "user" or "group"
+    grantee: Mapped[str] = mapped_column(String(200), primary_key=True)
+    access: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
 class SnapshotRow(Base):
@@ -326,6 +346,8 @@ class SnapshotRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The owner of its volume when it was taken.
+    owner: Mapped[str] = mapped_column(String(200), nullable=False, default="", index=True)
 
 
 class AllocationRow(Base):

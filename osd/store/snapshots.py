@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from osd.enums import SnapshotState
+from osd.store import grants
 from osd.store.models import AllocationRow, DatastoreVersionRow, SnapshotRow, VolumeRow
 
 
@@ -72,6 +73,8 @@ class SnapshotFilter:
     volume_id: str = ""
     cluster_id: str = ""
     images_only: bool = False
+    # Only snapshots this caller (subject, groups) may read; None for all.
+    readable_by: tuple[str, frozenset[str]] | None = None
 
 
 def scan(
@@ -85,6 +88,8 @@ def scan(
         base = base.where(SnapshotRow.volume_id == where.volume_id)
     if where.images_only:
         base = base.where(SnapshotRow.image.is_(True))
+    if where.readable_by is not None:
+        base = base.where(grants.readable_snapshots(*where.readable_by))
     while True:
         stmt = base
         if after is not None:

@@ -14,7 +14,7 @@ from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, DriveState, JobKind, NodeState, VolumeState
-from osd.store import pools
+from osd.store import grants, pools
 from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import (
     AllocationRow,
@@ -70,6 +70,8 @@ class VolumeFilter:
     # Only volumes that may lack a live copy: DEGRADED, DOWN or DATA_LOST, or
     # degraded since a time (the engine checks each copy of these).
     maybe_degraded: bool = False
+    # Only volumes this caller (subject, groups) may read; None for all.
+    readable_by: tuple[str, frozenset[str]] | None = None
 
 
 def _usage_columns() -> tuple[Any, Any, Any]:
@@ -131,6 +133,8 @@ def scan(
                 VolumeRow.degraded_time.is_not(None),
             )
         )
+    if where.readable_by is not None:
+        base = base.where(grants.readable_volumes(*where.readable_by))
     while True:
         stmt = base
         if after is not None:

@@ -3,6 +3,18 @@
 isort:skip_file
 VolumeService: volumes, their snapshots and their attachments to nodes.
 
+Ownership: a volume is owned by the subject that created it (a clone by
+its source's owner, with its source's acl and public flag), and its
+snapshots by the volume's owner. Besides the RPC's role, a call needs
+access to the volume it names (see Access): reads need ACCESS_READ;
+updates, attach, detach, snapshots, clones, freeze and revert need
+ACCESS_WRITE; deletes and changes of acl or public need ACCESS_ADMIN, and a
+change of owner needs role admin. A volume or snapshot the caller may not
+read answers NOT_FOUND exactly as a missing one does, and lists leave it
+out; too little access answers PERMISSION_DENIED (reason ACCESS_DENIED).
+Callers with role admin, and every caller while authentication is off,
+have ACCESS_ADMIN on everything.
+
 A volume lives in one cluster. Its data is laid out by its durability (one
 copy, N replicas, or erasure-coded fragments) and placed by its placement
 rules on the data drives of ONLINE nodes: each copy or fragment is one
@@ -206,6 +218,36 @@ come back.
 VOLUME_STATE_DELETING: VolumeState.ValueType  # 6
 """Being deleted."""
 Global___VolumeState: _TypeAlias = VolumeState  # noqa: Y015
+
+class _Access:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Access.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_UNSPECIFIED: _Access.ValueType  # 0
+    ACCESS_READ: _Access.ValueType  # 1
+    """Inspect it, its snapshots and its attachments, and see them in lists."""
+    ACCESS_WRITE: _Access.ValueType  # 2
+    """Update, resize, attach, detach, snapshot, clone and revert it."""
+    ACCESS_ADMIN: _Access.ValueType  # 3
+    """Delete it and its snapshots, and change its acl and public flag."""
+
+class Access(_Access, metaclass=_AccessEnumTypeWrapper):
+    """What a caller may do with a volume (and its snapshots and attachments).
+    Each level includes those below it. A volume the caller may not read
+    answers exactly as a missing one does (NOT_FOUND) and is left out of
+    lists; callers with role admin have ACCESS_ADMIN on every volume.
+    """
+
+ACCESS_UNSPECIFIED: Access.ValueType  # 0
+ACCESS_READ: Access.ValueType  # 1
+"""Inspect it, its snapshots and its attachments, and see them in lists."""
+ACCESS_WRITE: Access.ValueType  # 2
+"""Update, resize, attach, detach, snapshot, clone and revert it."""
+ACCESS_ADMIN: Access.ValueType  # 3
+"""Delete it and its snapshots, and change its acl and public flag."""
+Global___Access: _TypeAlias = Access  # noqa: Y015
 
 class _CopyLoss:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -550,6 +592,9 @@ class Volume(_message.Message):
     MISSING_COPIES_FIELD_NUMBER: _builtins.int
     REPAIR_JOB_ID_FIELD_NUMBER: _builtins.int
     DEGRADED_TIME_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    PUBLIC_FIELD_NUMBER: _builtins.int
+    ACL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -589,6 +634,13 @@ class Volume(_message.Message):
     """The unfinished JOB_KIND_VOLUME_REPAIR job rebuilding its copies, if
     any (it is also active_job_id).
     """
+    owner: _builtins.str
+    """Who owns it: the subject (sub) of the caller that created it, or of the
+    source's owner for a clone; empty for a volume made while
+    authentication was off. The owner has ACCESS_ADMIN on it.
+    """
+    public: _builtins.bool
+    """Readable (ACCESS_READ) by every authenticated caller."""
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -619,6 +671,10 @@ class Volume(_message.Message):
         while every copy is live. Repair waits for the cluster's repair delay
         from this time.
         """
+
+    @_builtins.property
+    def acl(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessGrant]:
+        """Further users and groups and what they may do with it."""
 
     def __init__(
         self,
@@ -651,14 +707,51 @@ class Volume(_message.Message):
         missing_copies: _abc.Iterable[Global___MissingCopy] | None = ...,
         repair_job_id: _builtins.str = ...,
         degraded_time: _timestamp_pb2.Timestamp | None = ...,
+        owner: _builtins.str = ...,
+        public: _builtins.bool = ...,
+        acl: _abc.Iterable[Global___AccessGrant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "degraded_time", b"degraded_time", "durability", b"durability", "placement", b"placement", "qos", b"qos", "source", b"source", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "declared_copies", b"declared_copies", "degraded_time", b"degraded_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "live_copies", b"live_copies", "missing_copies", b"missing_copies", "multi_attach", b"multi_attach", "name", b"name", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "repair_job_id", b"repair_job_id", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "declared_copies", b"declared_copies", "degraded_time", b"degraded_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "live_copies", b"live_copies", "missing_copies", b"missing_copies", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "public", b"public", "qos", b"qos", "repair_job_id", b"repair_job_id", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Volume: _TypeAlias = Volume  # noqa: Y015
+
+@_typing.final
+class AccessGrant(_message.Message):
+    """One entry of a volume's access list: a user (a token's sub) or a group
+    (one of a token's groups), and its access.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    user: _builtins.str
+    """A subject, 1 to 200 printable characters."""
+    group: _builtins.str
+    """A group name, 1 to 200 printable characters."""
+    access: Global___Access.ValueType
+    """Required."""
+    def __init__(
+        self,
+        *,
+        user: _builtins.str = ...,
+        group: _builtins.str = ...,
+        access: Global___Access.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grantee", b"grantee", "group", b"group", "user", b"user"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "grantee", b"grantee", "group", b"group", "user", b"user"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_grantee: _TypeAlias = _typing.Literal["user", "group"]  # noqa: Y015
+    _WhichOneofArgType_grantee: _TypeAlias = _typing.Literal["grantee", b"grantee"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_grantee) -> _WhichOneofReturnType_grantee | None: ...
+
+Global___AccessGrant: _TypeAlias = AccessGrant  # noqa: Y015
 
 @_typing.final
 class MissingCopy(_message.Message):
@@ -739,6 +832,7 @@ class Snapshot(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -766,6 +860,10 @@ class Snapshot(_message.Message):
     """Datastore versions that use it as their image."""
     generation: _builtins.int
     """The store generation of this snapshot's last change."""
+    owner: _builtins.str
+    """The owner of its volume when it was taken; the owner, and whoever may
+    act on its volume (acl, public), may act on it.
+    """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -793,10 +891,11 @@ class Snapshot(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "durability", b"durability", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_named", b"auto_named", "clone_count", b"clone_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "datastore_version_count", b"datastore_version_count", "durability", b"durability", "generation", b"generation", "id", b"id", "image", b"image", "labels", b"labels", "name", b"name", "size_bytes", b"size_bytes", "space_used_bytes", b"space_used_bytes", "state", b"state", "update_time", b"update_time", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_named", b"auto_named", "clone_count", b"clone_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "datastore_version_count", b"datastore_version_count", "durability", b"durability", "generation", b"generation", "id", b"id", "image", b"image", "labels", b"labels", "name", b"name", "owner", b"owner", "size_bytes", b"size_bytes", "space_used_bytes", b"space_used_bytes", "state", b"state", "update_time", b"update_time", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1325,6 +1424,9 @@ class UpdateVolumeRequest(_message.Message):
     SHRINK_OK_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    PUBLIC_FIELD_NUMBER: _builtins.int
+    ACL_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
@@ -1341,6 +1443,10 @@ class UpdateVolumeRequest(_message.Message):
     """When non-zero, the update applies only if the volume's generation is
     this value; otherwise ABORTED.
     """
+    owner: _builtins.str
+    """The new owner (a subject); only callers with role admin may change it."""
+    public: _builtins.bool
+    """Whether every authenticated caller may read it."""
     @_builtins.property
     def qos(self) -> Global___Qos: ...
     @_builtins.property
@@ -1355,7 +1461,14 @@ class UpdateVolumeRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """Required, non-empty: paths among "name", "size_bytes", "size", "qos",
         "qos.iops_limit", "qos.bandwidth_limit_bytes", "labels",
-        "multi_attach", "durability.replicas", "placement".
+        "multi_attach", "durability.replicas", "placement", "owner", "public",
+        "acl".
+        """
+
+    @_builtins.property
+    def acl(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessGrant]:
+        """The new access list, replacing the old one (at most 100 entries, one
+        per user or group).
         """
 
     def __init__(
@@ -1373,10 +1486,13 @@ class UpdateVolumeRequest(_message.Message):
         shrink_ok: _builtins.bool = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        public: _builtins.bool = ...,
+        acl: _abc.Iterable[Global___AccessGrant] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "placement", b"placement", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015

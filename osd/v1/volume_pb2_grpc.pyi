@@ -3,6 +3,18 @@
 isort:skip_file
 VolumeService: volumes, their snapshots and their attachments to nodes.
 
+Ownership: a volume is owned by the subject that created it (a clone by
+its source's owner, with its source's acl and public flag), and its
+snapshots by the volume's owner. Besides the RPC's role, a call needs
+access to the volume it names (see Access): reads need ACCESS_READ;
+updates, attach, detach, snapshots, clones, freeze and revert need
+ACCESS_WRITE; deletes and changes of acl or public need ACCESS_ADMIN, and a
+change of owner needs role admin. A volume or snapshot the caller may not
+read answers NOT_FOUND exactly as a missing one does, and lists leave it
+out; too little access answers PERMISSION_DENIED (reason ACCESS_DENIED).
+Callers with role admin, and every caller while authentication is off,
+have ACCESS_ADMIN on everything.
+
 A volume lives in one cluster. Its data is laid out by its durability (one
 copy, N replicas, or erasure-coded fragments) and placed by its placement
 rules on the data drives of ONLINE nodes: each copy or fragment is one

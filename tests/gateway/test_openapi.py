@@ -615,6 +615,17 @@ KNOWN_REFUSALS: list[tuple[str, str, str]] = [
         "CreateVolume: a size beyond the cluster's raw capacity (semantic, answered 400)",
     ),
     (
+        r"(management|storage)_addresses\[\d+\]",
+        r"is given twice",
+        "CreateNode/UpdateNode: host names compare without case ('d.A' is 'D.A'); JSON "
+        "Schema's uniqueItems compares strings exactly",
+    ),
+    (
+        r"acl\[\d+\]",
+        r"is listed twice",
+        "UpdateVolume: JSON Schema cannot say that list items differ in one field",
+    ),
+    (
         r"update_mask",
         r"name either size_bytes or size, not both",
         "UpdateVolume/UpdateTemplate: JSON Schema cannot say that two mask paths (two "

@@ -23,6 +23,7 @@ from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
 from osd.engine.shared.phased import best_effort, driver_failed
+from osd.engine.volumes import access
 from osd.engine.volumes.guards import get_volume, require_serving
 from osd.engine.volumes.models import (
     Attached,
@@ -33,7 +34,7 @@ from osd.engine.volumes.models import (
     Reassigned,
 )
 from osd.engine.volumes.views import attachment_of
-from osd.enums import AttachMode, DomainState, NodeState
+from osd.enums import Access, AttachMode, DomainState, NodeState
 from osd.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -75,12 +76,14 @@ class AttachmentEngine:
         if mode not in AttachMode._value2member_map_:
             raise InvalidArgument.field("mode", "is required: READ_WRITE or READ_ONLY")
         with self._store.read() as s:
+            access.require_volume(s, get_volume(s, volume_id), Access.WRITE)
             row = repo.get(s, volume_id, node_id)
             if row is not None and row.mode == mode:
                 return Attached(attachment_of(row), False, current_generation(s))
         with self._store.write() as s:
             generation = bump_generation(s)
             volume = get_volume(s, volume_id)
+            access.require_volume(s, volume, Access.WRITE)
             node = _node(s, node_id, "node_id", volume)
             row = repo.get(s, volume_id, node_id)
             if row is not None and row.mode == mode:
@@ -132,7 +135,7 @@ class AttachmentEngine:
         if node_id:
             v.check_id(node_id, "node_id")
         with self._store.read() as s:
-            get_volume(s, volume_id)
+            access.require_volume(s, get_volume(s, volume_id), Access.WRITE)
             if node_id:
                 node = s.get(NodeRow, node_id)
                 if node is None:
@@ -183,6 +186,7 @@ class AttachmentEngine:
                     cluster_id=query.cluster_id,
                     after=key,
                     batch=size + 1,
+                    readable_by=access.list_filter(),
                 ),
                 size,
                 lambda _r: True,
@@ -369,6 +373,7 @@ def _check_changes(changes: Sequence[AttachmentChange]) -> None:
 def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
     f = f"changes[{index}]"
     volume = get_volume(s, c.volume_id, f"{f}.volume_id")
+    access.require_volume(s, volume, Access.WRITE, f"{f}.volume_id")
     nodes: dict[str, NodeRow] = {}
     for name, ids in (
         ("detach_node_ids", c.detach_node_ids),

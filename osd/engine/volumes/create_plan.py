@@ -23,9 +23,10 @@ from osd.engine.datastores import registry as datastores
 from osd.engine.placement import place as placement
 from osd.engine.shared import validation as v
 from osd.engine.shared.sizes import human, spec_violation
-from osd.engine.volumes import specs
+from osd.engine.volumes import access, specs
 from osd.engine.volumes.models import CreateVolume, Durability, Placement, Qos, Source
 from osd.enums import (
+    Access,
     DurabilityType,
     FailureDomain,
     Provisioning,
@@ -36,6 +37,7 @@ from osd.enums import (
 )
 from osd.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from osd.store import clusters as cluster_repo
+from osd.store import grants as grant_repo
 from osd.store import templates as template_repo
 from osd.store import volumes as repo
 from osd.store.models import ClusterRow, PoolRow, SnapshotRow, TemplateRow, VolumeRow, utcnow
@@ -62,6 +64,27 @@ class Origin:
     datastore_version_id: str | None = None
     durability: Durability | None = None
     placement: Placement | None = None
+    # A clone's ownership: its source's owner, public flag and access list.
+    ownership: Ownership | None = None
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who owns a new volume, whether it is public, and its access list of
+    (kind, name, access)."""
+
+    owner: str
+    public: bool = False
+    grants: tuple[tuple[str, str, int], ...] = ()
+
+
+def _ownership_of(session: Session, owner: str, volume: VolumeRow | None) -> Ownership:
+    if volume is None:
+        return Ownership(owner)
+    listed = grant_repo.of_volumes(session, [volume.id]).get(volume.id, [])
+    return Ownership(
+        owner, volume.public, tuple((g.grantee_kind, g.grantee, g.access) for g in listed)
+    )
 
 
 @dataclass
@@ -85,6 +108,7 @@ class Plan:
     parent_snapshot_id: str | None = None
     datastore_version_id: str | None = None
     pools: dict[str, PoolRow] = field(default_factory=dict)
+    ownership: Ownership = field(default_factory=lambda: Ownership(""))
 
 
 def check(spec: CreateVolume) -> Checked:
@@ -167,6 +191,7 @@ def resolve(session: Session, checked: Checked) -> Plan:
         parent_snapshot_id=origin.snapshot.id if origin.snapshot is not None else None,
         datastore_version_id=origin.datastore_version_id,
         pools=pools,
+        ownership=origin.ownership or Ownership(access.caller().subject),
     )
 
 
@@ -281,6 +306,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
         row = repo.get(session, source.id)
         if row is None:
             raise NotFound.object("volume", "source.volume_id", source.id)
+        access.require_volume(session, row, Access.WRITE, "source.volume_id")
         if row.state not in (VolumeState.UP, VolumeState.DEGRADED):
             state = VolumeState(row.state).name
             raise FailedPrecondition(
@@ -293,6 +319,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
             size_bytes=row.size_bytes,
             durability=_durability_of(row),
             placement=specs.placement_from_json(row.placement),
+            ownership=_ownership_of(session, row.owner, row),
         )
     if source.kind == SourceKind.DATASTORE_VERSION:
         provision = datastores.provisioning_source(session, source.id)
@@ -310,6 +337,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
         snap = session.get(SnapshotRow, source.id)
         if snap is None:
             raise NotFound.object("snapshot", "source.snapshot_id", source.id)
+        access.require_snapshot(session, snap, Access.WRITE, "source.snapshot_id")
         field_name, labels, version = "source.snapshot_id", {}, None
     if snap.state != SnapshotState.READY:
         raise FailedPrecondition(
@@ -320,6 +348,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
     named.append((field_name, snap.cluster_id))
     taken_of = repo.get(session, snap.volume_id)
     return Origin(
+        ownership=(None if version is not None else _ownership_of(session, snap.owner, taken_of)),
         snapshot=snap,
         size_bytes=snap.size_bytes,
         labels=dict(labels),
@@ -475,4 +504,6 @@ def new_row(plan: Plan, volume_id: str, generation: int) -> VolumeRow:
         create_time=now,
         update_time=now,
         generation=generation,
+        owner=plan.ownership.owner,
+        public=plan.ownership.public,
     )

@@ -96,6 +96,18 @@ class Volume:
     update_time: datetime
     generation: int
     copies: Copies = field(default_factory=lambda: Copies(0, 0))
+    owner: str = ""
+    public: bool = False
+    acl: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One entry of a volume's access list: a user or a group, and its access."""
+
+    kind: str  # "user" or "group"
+    name: str
+    access: int  # an Access value (checked on the way in)
 
 
 @dataclass(frozen=True)
@@ -182,6 +194,7 @@ class Snapshot:
     create_time: datetime
     update_time: datetime
     generation: int
+    owner: str = ""
 
 
 @dataclass(frozen=True)
@@ -262,6 +275,9 @@ class UpdateVolume:
     multi_attach: bool | None = None
     replicas: int | None = None
     placement: Placement | None = None
+    owner: str | None = None
+    public: bool | None = None
+    acl: tuple[Grant, ...] | None = None
     shrink_ok: bool = False
     expected_generation: int = 0
 

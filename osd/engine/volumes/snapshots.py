@@ -21,6 +21,7 @@ from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page, allocation_of
 from osd.engine.shared.rows import check_generation, stamp
+from osd.engine.volumes import access
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes.guards import (
     get_snapshot,
@@ -42,7 +43,7 @@ from osd.engine.volumes.models import (
     Volume,
 )
 from osd.engine.volumes.views import snapshot_from, snapshots_of, volume_from
-from osd.enums import AllocationState, SnapshotState, VolumeState
+from osd.enums import Access, AllocationState, SnapshotState, VolumeState
 from osd.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from osd.store import snapshots as repo
 from osd.store import volumes as volume_repo
@@ -78,6 +79,7 @@ class SnapshotEngine:
         if spec.name:
             with self._store.read() as s:
                 volume = get_volume(s, spec.volume_id)
+                access.require_volume(s, volume, Access.WRITE)
                 existing = repo.get_by_name(s, volume.cluster_id, spec.name)
                 if existing is not None:
                     return self._existing(s, existing, volume)
@@ -86,6 +88,7 @@ class SnapshotEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 volume = get_volume(s, spec.volume_id)
+                access.require_volume(s, volume, Access.WRITE)
                 name = spec.name
                 if name:
                     existing = repo.get_by_name(s, volume.cluster_id, name)
@@ -110,7 +113,7 @@ class SnapshotEngine:
     @staticmethod
     def _existing(s: Session, row: SnapshotRow, volume: VolumeRow) -> Created[Snapshot]:
         if row.volume_id != volume.id:
-            raise _name_taken(row.name, row)
+            raise _name_taken(row.name, row, s)
         return Created(snapshot_from(s, row), False, current_generation(s))
 
     # -- read ------------------------------------------------------------------
@@ -119,6 +122,7 @@ class SnapshotEngine:
         v.check_id(snapshot_id, "snapshot_id")
         with self._store.read() as s:
             row = get_snapshot(s, snapshot_id)
+            access.require_snapshot(s, row, Access.READ)
             return SnapshotDetail(
                 snapshot=snapshot_from(s, row),
                 allocations=[
@@ -137,7 +141,9 @@ class SnapshotEngine:
             v.check_id(query.cluster_id, "cluster_id")
         pattern = v.compile_regex(query.name_regex, "name_regex")
         wanted = v.check_labels(query.labels).items()
-        where = repo.SnapshotFilter(query.volume_id, query.cluster_id, query.images_only)
+        where = repo.SnapshotFilter(
+            query.volume_id, query.cluster_id, query.images_only, access.list_filter()
+        )
 
         def keep(row: SnapshotRow) -> bool:
             if pattern is not None and not pattern.search(row.name):
@@ -164,11 +170,12 @@ class SnapshotEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 row = get_snapshot(s, change.snapshot_id)
+                access.require_snapshot(s, row, Access.WRITE)
                 check_generation("snapshot", row.id, row.generation, change.expected_generation)
                 if change.name is not None and change.name != row.name:
                     other = repo.get_by_name(s, row.cluster_id, change.name)
                     if other is not None:
-                        raise _name_taken(change.name, other)
+                        raise _name_taken(change.name, other, s)
                     row.name = change.name
                     row.auto_named = False
                 if labels is not None:
@@ -192,6 +199,7 @@ class SnapshotEngine:
         with self._store.write() as s:
             bump_generation(s)
             row = get_snapshot(s, snapshot_id)
+            access.require_snapshot(s, row, Access.ADMIN)
             if row.state == SnapshotState.CREATING:
                 raise FailedPrecondition(
                     f"snapshot {row.name} ({row.id}) is still being taken; retry",
@@ -229,7 +237,9 @@ class SnapshotEngine:
         with self._store.write() as s:
             bump_generation(s)
             volume = get_volume(s, volume_id)
+            access.require_volume(s, volume, Access.WRITE)
             snap = get_snapshot(s, snapshot_id)
+            access.require_snapshot(s, snap, Access.READ)
             if snap.volume_id != volume.id:
                 raise InvalidArgument.field(
                     "snapshot_id", f"snapshot {snap.name} was not taken from volume {volume.name}"
@@ -292,10 +302,11 @@ class SnapshotEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 volume = get_volume(s, spec.volume_id)
+                access.require_volume(s, volume, Access.WRITE)
                 name = spec.name or volume.name
                 other = repo.get_by_name(s, volume.cluster_id, name)
                 if other is not None:
-                    raise _name_taken(name, other)
+                    raise _name_taken(name, other, s)
                 require_detached(s, volume)
                 require_serving(volume)
                 require_no_job(volume)
@@ -351,6 +362,7 @@ def _new_row(
         create_time=now,
         update_time=now,
         generation=generation,
+        owner=volume.owner,
     )
 
 
@@ -364,7 +376,12 @@ def _auto_name(s: Session, volume: VolumeRow, generation: int) -> str:
     return name
 
 
-def _name_taken(name: str, other: SnapshotRow) -> AlreadyExists:
+def _name_taken(name: str, other: SnapshotRow, s: Session) -> AlreadyExists:
+    if access.snapshot_access(s, other, access.caller()) is None:
+        # Another owner's snapshot: say the name is taken, and nothing more.
+        return AlreadyExists(
+            f"snapshot {name!r} already exists", reason="SNAPSHOT_EXISTS", metadata={"name": name}
+        )
     return AlreadyExists(
         f"snapshot {name!r} already exists (of volume {other.volume_id})",
         reason="SNAPSHOT_EXISTS",

@@ -12,6 +12,7 @@ from osd.engine.volumes.models import (
     Attachment,
     Copies,
     Durability,
+    Grant,
     MissingCopy,
     Placement,
     Qos,
@@ -21,6 +22,7 @@ from osd.engine.volumes.models import (
     Volume,
 )
 from osd.enums import (
+    Access,
     AttachMode,
     FailureDomain,
     JobKind,
@@ -30,6 +32,7 @@ from osd.enums import (
     VolumeKind,
     VolumeState,
 )
+from osd.store import grants as grant_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.models import AttachmentRow, SnapshotRow, VolumeRow
@@ -53,6 +56,7 @@ def volume_of(
     attachments: int,
     snapshots: int,
     copies: Copies | None = None,
+    acl: tuple[Grant, ...] = (),
 ) -> Volume:
     durability = durability_of(row)
     size = row.size_bytes
@@ -82,7 +86,18 @@ def volume_of(
         update_time=row.update_time,
         generation=row.generation,
         copies=copies or Copies(durability_copies(row), 0),
+        owner=row.owner,
+        public=row.public,
+        acl=acl,
     )
+
+
+def acls_of(session: Session, ids: Sequence[str]) -> dict[str, tuple[Grant, ...]]:
+    """The access list of each volume of ``ids``, in one query."""
+    return {
+        volume_id: tuple(Grant(g.grantee_kind, g.grantee, Access(g.access)) for g in rows)
+        for volume_id, rows in grant_repo.of_volumes(session, ids).items()
+    }
 
 
 def durability_copies(row: VolumeRow) -> int:
@@ -118,7 +133,11 @@ def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
     ids = [r.id for r in rows]
     stats = repo.usage_counts(session, ids)
     copies = copies_of(session, rows)
-    return [volume_of(r, *stats.get(r.id, (0, 0, 0)), copies.get(r.id)) for r in rows]
+    acls = acls_of(session, ids)
+    return [
+        volume_of(r, *stats.get(r.id, (0, 0, 0)), copies.get(r.id), acls.get(r.id, ()))
+        for r in rows
+    ]
 
 
 def volume_from(session: Session, row: VolumeRow) -> Volume:
@@ -172,6 +191,7 @@ def snapshots_of(session: Session, rows: Sequence[SnapshotRow]) -> list[Snapshot
                 create_time=r.create_time,
                 update_time=r.update_time,
                 generation=r.generation,
+                owner=r.owner,
             )
         )
     return out

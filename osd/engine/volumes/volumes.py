@@ -29,7 +29,7 @@ from osd.engine.shared.models import Page, allocation_of
 from osd.engine.shared.rows import check_generation, stamp
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.topology.availability import Availability
-from osd.engine.volumes import capacity, specs
+from osd.engine.volumes import access, capacity, specs
 from osd.engine.volumes import create_plan as volume_create
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes.guards import (
@@ -64,6 +64,7 @@ from osd.engine.volumes.views import (
     volume_of,
 )
 from osd.enums import (
+    Access,
     AllocationState,
     AttachMode,
     DurabilityType,
@@ -79,9 +80,11 @@ from osd.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
 )
 from osd.store import allocations
 from osd.store import attachments as attach_repo
+from osd.store import grants as grant_repo
 from osd.store import jobs as job_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
@@ -179,6 +182,7 @@ class VolumeEngine:
                 volume_create.check_raw_capacity(s, plan)
                 picks = volume_create.place(s, plan)
                 repo.add(s, volume_create.new_row(plan, volume_id, generation))
+                grant_repo.replace(s, volume_id, plan.ownership.grants)
                 reserve = specs.reserved_sizes(
                     plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
                 )
@@ -240,6 +244,13 @@ class VolumeEngine:
         return result
 
     def _existing(self, s: Session, row: VolumeRow, plan: volume_create.Plan) -> CreatedVolume:
+        if not access.may_read_volume(s, row):
+            # Another owner's volume: say the name is taken, and nothing more.
+            raise AlreadyExists(
+                f"volume {plan.name!r} already exists in cluster {plan.cluster.name}",
+                reason="VOLUME_EXISTS",
+                metadata={"name": plan.name},
+            )
         if not volume_create.same_spec(row, plan):
             raise AlreadyExists(
                 f"volume {plan.name!r} already exists in cluster {plan.cluster.name} "
@@ -259,6 +270,7 @@ class VolumeEngine:
         v.check_id(volume_id, "volume_id")
         with self._store.read() as s:
             row = get_volume(s, volume_id)
+            access.require_volume(s, row, Access.READ)
             return VolumeDetail(
                 volume=volume_from(s, row),
                 allocations=[
@@ -289,6 +301,7 @@ class VolumeEngine:
             template_id=query.template_id,
             datastore_version_id=query.datastore_version_id,
             maybe_degraded=query.degraded,
+            readable_by=access.list_filter(),
         )
 
         with self._store.read() as s:
@@ -334,6 +347,7 @@ class VolumeEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 row = get_volume(s, change.volume_id)
+                self._check_update_access(s, row, change)
                 check_generation("volume", row.id, row.generation, change.expected_generation)
                 if row.state in (VolumeState.CREATING, VolumeState.DELETING):
                     raise not_available(row)
@@ -350,6 +364,14 @@ class VolumeEngine:
                     row.labels = dict(change.labels)
                 if change.multi_attach is not None:
                     row.multi_attach = change.multi_attach
+                if change.owner is not None:
+                    row.owner = change.owner
+                if change.public is not None:
+                    row.public = change.public
+                if change.acl is not None:
+                    grant_repo.replace(
+                        s, row.id, [(g.kind, g.name, int(g.access)) for g in change.acl]
+                    )
                 stamp(row, generation)
                 done: ChangedVolume | None = None
                 work: list[tuple[str, str, int]] = []
@@ -397,6 +419,20 @@ class VolumeEngine:
         with self._store.read() as s:
             return ChangedVolume(volume_from(s, row), generation)
 
+    @staticmethod
+    def _check_update_access(s: Session, row: VolumeRow, change: UpdateVolume) -> None:
+        """Write access for any change; admin access for the acl and the public
+        flag; role admin for the owner."""
+        access.require_volume(s, row, Access.WRITE)
+        if change.acl is not None or change.public is not None:
+            access.require_volume(s, row, Access.ADMIN)
+        if change.owner is not None and not access.caller().is_admin:
+            raise PermissionDenied(
+                "only a caller with role admin may change a volume's owner",
+                reason="ROLE_NOT_ALLOWED",
+                metadata={"field": "owner"},
+            )
+
     def _start_job(
         self, s: Session, row: VolumeRow, change: UpdateVolume, size: int | None, generation: int
     ) -> Job | None:
@@ -441,10 +477,12 @@ class VolumeEngine:
     def delete(self, volume_id: str, allow_missing: bool = False) -> Deleted:
         v.check_id(volume_id, "volume_id")
         with self._store.read() as s:
-            if repo.get(s, volume_id) is None:
+            found = repo.get(s, volume_id)
+            if found is None or not access.may_read_volume(s, found):
                 if allow_missing:
                     return Deleted(False, current_generation(s))
                 raise NotFound.object("volume", "volume_id", volume_id)
+            access.require_volume(s, found, Access.ADMIN)
         freezing = ""
         with self._store.write() as s:
             generation = bump_generation(s)
@@ -453,6 +491,7 @@ class VolumeEngine:
                 if allow_missing:
                     return Deleted(False, generation)
                 raise NotFound.object("volume", "volume_id", volume_id)
+            access.require_volume(s, row, Access.ADMIN)
             in_flight = [
                 snap.id
                 for snap in snap_repo.of_volume(s, volume_id)
@@ -533,6 +572,12 @@ def _check_update(change: UpdateVolume) -> int | None:
             out.append(bad)
     if change.placement is not None:
         out += specs.placement_violations(change.placement)
+    if change.owner is not None:
+        bad = access.subject_violation("owner", change.owner)
+        if bad:
+            out.append(bad)
+    if change.acl is not None:
+        out += access.acl_violations(change.acl)
     if out:
         raise InvalidArgument.fields(out)
     return size

@@ -44,6 +44,7 @@ from osd.enums import AllocationState, JobKind, Provisioning, VolumeKind, Volume
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition, NotFound
 from osd.store import allocations
+from osd.store import grants as grant_repo
 from osd.store import jobs as repo
 from osd.store import volumes as vol_repo
 from osd.store.models import ClusterRow, JobRow, PoolRow, VolumeRow
@@ -161,6 +162,7 @@ class VolumeCopy(VolumeJob[VolumeCopyRequest, VolumeCopySpec]):
         picks = volume_create.place(s, plan)
         row = volume_create.new_row(plan, volume_id, job.generation)
         vol_repo.add(s, row)
+        grant_repo.replace(s, row.id, plan.ownership.grants)
         reserve_sizes = specs.reserved_sizes(
             plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
         )
