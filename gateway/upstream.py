@@ -4,6 +4,13 @@ One ``grpc.aio`` channel per gateway, opened in the event loop that serves
 HTTP (grpc.aio measured faster here than a synchronous channel driven from a
 thread pool; see scripts/bench-rest). Calls are generic: the method path and
 the message classes come from the route's descriptor.
+
+The target is any gRPC target: ``HOST:PORT`` for a remote daemon, or
+``unix:/PATH`` for the private socket of the daemon the gateway runs in. A
+remote daemon serving TLS is dialled with :class:`ClientTls`. The PEM helpers
+here (:func:`read_pem`, :func:`read_key_pair`, ...) also serve the server side
+(gateway.server) and the command line, so that every TLS file is checked, and
+every error worded, the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
@@ -51,6 +61,142 @@ def request_id_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | N
     return None
 
 
+class TlsError(ValueError):
+    """A TLS file that cannot be used; the message names the setting and the file."""
+
+
+def read_pem(setting: str, path: str) -> bytes:
+    """The bytes of the PEM file ``path``, given as ``setting``."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise TlsError(f"{setting} {path}: cannot read it: {exc.strerror or exc}") from None
+
+
+def load_certificates(setting: str, path: str, data: bytes) -> list[x509.Certificate]:
+    """The certificates of a PEM file, first one first; at least one."""
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise TlsError(
+            f"{setting} {path}: not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+        ) from None
+
+
+def _public_key_of_private_key(setting: str, path: str, data: bytes) -> bytes:
+    """The public key (DER SubjectPublicKeyInfo) of an unencrypted PEM private key."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # what cryptography raises for an encrypted key without a password
+        raise TlsError(
+            f"{setting} {path}: the key is encrypted, and there is no way to give its "
+            "password; decrypt it (openssl pkey -in KEY -out PLAIN) and keep it mode 600"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise TlsError(
+            f"{setting} {path}: not a PEM private key (-----BEGIN PRIVATE KEY-----)"
+        ) from None
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate chain and its private key, read and checked together."""
+
+    cert_chain: bytes
+    private_key: bytes
+    certificate: x509.Certificate  # the first of the chain: the one presented
+
+    def describe(self) -> str:
+        """Who the certificate names, its serial and its end, for the log."""
+        cert = self.certificate
+        return (
+            f"{cert.subject.rfc4514_string() or 'no subject'}, serial {cert.serial_number:x}, "
+            f"valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
+
+
+def read_key_pair(cert_setting: str, cert_path: str, key_setting: str, key_path: str) -> KeyPair:
+    """Reads a PEM certificate chain and its private key, and checks that the key
+    is the certificate's: a mismatch would otherwise show only as failed
+    handshakes, or (reloaded into a live context) as a listener with no key."""
+    chain = read_pem(cert_setting, cert_path)
+    key = read_pem(key_setting, key_path)
+    certificate = load_certificates(cert_setting, cert_path, chain)[0]
+    public = _public_key_of_private_key(key_setting, key_path, key)
+    try:
+        presented = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (ValueError, UnsupportedAlgorithm):
+        raise TlsError(
+            f"{cert_setting} {cert_path}: the certificate's public key is of an unsupported type"
+        ) from None
+    if presented != public:
+        raise TlsError(
+            f"{key_setting} {key_path} is not the private key of the first certificate "
+            f"in {cert_setting} {cert_path}"
+        )
+    return KeyPair(chain, key, certificate)
+
+
+def read_ca_bundle(setting: str, path: str) -> bytes:
+    """The certificates of a PEM bundle of CAs (at least one), as PEM again:
+    without the text some bundles carry between them, which ssl's ``cadata``
+    refuses when it is not ASCII."""
+    certificates = load_certificates(setting, path, read_pem(setting, path))
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """How to dial a daemon that serves TLS.
+
+    ``root_certificates`` are the CAs trusted to have signed the daemon's
+    certificate (None: the system's); ``client`` the certificate presented for
+    mutual TLS; ``server_name`` the name to check the daemon's certificate
+    against when it is not the host of the target.
+    """
+
+    root_certificates: bytes | None = None
+    client: KeyPair | None = None
+    server_name: str = ""
+
+    @classmethod
+    def from_files(
+        cls, *, ca: str = "", client_cert: str = "", client_key: str = "", server_name: str = ""
+    ) -> ClientTls:
+        """Reads the files the command line names; TlsError names the flag and the file."""
+        if bool(client_cert) != bool(client_key):
+            given, missing = (
+                ("--tls-client-cert", "--tls-client-key")
+                if client_cert
+                else ("--tls-client-key", "--tls-client-cert")
+            )
+            raise TlsError(f"{given} needs {missing}: give the certificate and its key together")
+        client = (
+            read_key_pair("--tls-client-cert", client_cert, "--tls-client-key", client_key)
+            if client_cert
+            else None
+        )
+        roots = read_ca_bundle("--tls-ca", ca) if ca else None
+        return cls(root_certificates=roots, client=client, server_name=server_name)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.root_certificates,
+            private_key=self.client.private_key if self.client else None,
+            certificate_chain=self.client.cert_chain if self.client else None,
+        )
+
+    def options(self) -> list[tuple[str, str]]:
+        """Channel options: the name checked against the daemon's certificate."""
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
 @dataclass
 class Reply:
     """A unary call's response and the request id the daemon used."""
@@ -77,10 +223,11 @@ class RpcFailed(Exception):
 
 
 class Upstream:
-    """Calls the daemon's RPCs by route."""
+    """Calls the daemon's RPCs by route, over TLS when given ``tls``."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, tls: ClientTls | None = None) -> None:
         self.target = target
+        self.tls = tls
         self._channel: grpc.aio.Channel | None = None
         self._unary: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
         self._stream: dict[str, grpc.aio.UnaryStreamMultiCallable] = {}
@@ -89,13 +236,16 @@ class Upstream:
     def channel(self) -> grpc.aio.Channel:
         """The channel, opened on first use in the running event loop."""
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target,
-                options=[
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ],
-            )
+            options: list[tuple[str, str | int]] = [
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ]
+            if self.tls is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=options)
+            else:
+                self._channel = grpc.aio.secure_channel(
+                    self.target, self.tls.credentials(), options=[*options, *self.tls.options()]
+                )
         return self._channel
 
     async def close(self) -> None:

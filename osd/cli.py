@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from osd import config as cfg
 from osd.v1 import cluster_pb2, cluster_pb2_grpc
 
 if TYPE_CHECKING:
+    from gateway.upstream import ClientTls
     from osd.store.db import Store
 
 log = logging.getLogger("osd")
@@ -46,13 +47,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
 
+    def reload_tls() -> None:
+        if daemon.tls is None:
+            log.info("received SIGHUP; TLS is off, so there are no certificates to reload")
+            return
+        reloaded = daemon.reload_tls()  # which logs why when it keeps the old ones
+        if reloaded is not None:
+            log.info("reloaded TLS certificates (%s)", reloaded.pair.describe())
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, _in_a_thread(reload_tls))
     daemon.start()
     stop.wait()
     daemon.stop()
     _exit_now_if_work_was_cut_off()
     return 0
+
+
+def _in_a_thread(
+    work: Callable[[], None],
+) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that does ``work`` in a thread of its own.
+
+    Python runs a handler in the main thread, between two of its steps: work
+    that takes a lock there would wait forever for a second signal's handler
+    that came while the main thread held it. In threads, the reloads queue on
+    the daemon's lock instead.
+    """
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=work, name="osd-tls-reload", daemon=True).start()
+
+    return handler
 
 
 def _exit_now_if_work_was_cut_off() -> None:
@@ -80,25 +107,47 @@ def _exit_now_if_work_was_cut_off() -> None:
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    """The REST gateway alone, in front of the daemon at --grpc-endpoint."""
-    from gateway.server import GatewayServer
+    """The REST gateway alone, in front of the daemon at --grpc-endpoint; HTTPS
+    with --tls-cert and --tls-key, and TLS to the daemon with --tls-ca."""
+    from gateway.server import GatewayServer, TlsFiles
+    from gateway.upstream import TlsError
 
     try:
         level = cfg._log_level(args.log_level)
         cfg.parse_listen(args.grpc_endpoint)
         cfg.parse_listen(args.rest_listen)
-    except ValueError as exc:
+        files = TlsFiles.named(args.tls_cert, args.tls_key, args.tls_client_ca)
+        tls = files.read() if files is not None else None
+    except ValueError as exc:  # TlsError among them
         raise cfg.SettingsError(str(exc)) from None
     _setup_logging(level)
-    server = GatewayServer(args.rest_listen, args.grpc_endpoint, call_timeout=args.call_timeout)
+    server = GatewayServer(
+        args.rest_listen,
+        args.grpc_endpoint,
+        call_timeout=args.call_timeout,
+        tls=tls,
+        upstream_tls=_client_tls(args),
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
         stop.set()
 
+    def reload_tls() -> None:
+        if server.tls is None:
+            log.info("received SIGHUP; TLS is off, so there are no certificates to reload")
+            return
+        try:
+            reloaded = server.reload_tls()
+        except TlsError as exc:
+            log.warning("TLS certificates not reloaded, keeping the current ones: %s", exc)
+            return
+        log.info("reloaded TLS certificates (%s)", reloaded.pair.describe())
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, _in_a_thread(reload_tls))
     server.start()
     stop.wait()
     server.stop()
@@ -270,11 +319,45 @@ def cmd_apikey(args: argparse.Namespace) -> int:
 # -- client ---------------------------------------------------------------
 
 
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """How to dial the daemon over TLS, from --tls-ca, --tls-client-cert,
+    --tls-client-key and --tls-server-name; None to dial in plaintext.
+
+    A client certificate without --tls-ca trusts the system's CAs for the
+    daemon's certificate.
+    """
+    from gateway.upstream import ClientTls, TlsError
+
+    if not (args.tls_ca or args.tls_client_cert or args.tls_client_key):
+        if args.tls_server_name:
+            raise cfg.SettingsError(
+                "--tls-server-name applies to TLS only: give --tls-ca (or a client certificate)"
+            )
+        return None
+    try:
+        return ClientTls.from_files(
+            ca=args.tls_ca,
+            client_cert=args.tls_client_cert,
+            client_key=args.tls_client_key,
+            server_name=args.tls_server_name,
+        )
+    except TlsError as exc:
+        raise cfg.SettingsError(str(exc)) from None
+
+
+def _dial(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to --endpoint: TLS when the TLS flags say so, plaintext otherwise."""
+    tls = _client_tls(args)
+    if tls is None:
+        return grpc.insecure_channel(args.endpoint)
+    return grpc.secure_channel(args.endpoint, tls.credentials(), options=tls.options())
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the daemon's health service answers SERVING, 1 otherwise."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(args.endpoint) as channel:
+    with _dial(args) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
@@ -317,7 +400,7 @@ def _credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.endpoint) as channel:
+    with _dial(args) as channel:
         stub = _Authed(cluster_pb2_grpc.ClusterServiceStub(channel), _credentials(args))
         try:
             _cluster_call(stub, args)
@@ -459,6 +542,23 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="LEVEL",
         help="debug, info, warning or error (default info)",
     )
+    for name, text in (
+        ("tls_cert", "serve HTTPS with the PEM certificate chain in FILE (needs --tls-key)"),
+        ("tls_key", "the unencrypted PEM private key of --tls-cert"),
+        (
+            "tls_client_ca",
+            "mutual TLS: require HTTP clients to present a certificate signed by a CA in "
+            "this PEM bundle",
+        ),
+    ):
+        env = "OSD_" + name.upper()
+        gw.add_argument(
+            "--" + name.replace("_", "-"),
+            default=os.environ.get(env, ""),
+            metavar="FILE",
+            help=f"{text}; re-read on SIGHUP (env {env})",
+        )
+    _add_tls_client_arguments(gw)
     gw.set_defaults(func=cmd_gateway)
 
 
@@ -535,7 +635,34 @@ def _client_arguments() -> argparse.ArgumentParser:
         default=os.environ.get("OSD_API_KEY", ""),
         help="API key sent with each call (env OSD_API_KEY)",
     )
+    _add_tls_client_arguments(client)
     return client
+
+
+def _add_tls_client_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to dial a daemon that serves TLS (`osd serve --tls-cert`)."""
+    for flag, metavar, text in (
+        (
+            "--tls-ca",
+            "FILE",
+            "dial the daemon over TLS, trusting the CAs in this PEM bundle for its certificate",
+        ),
+        (
+            "--tls-client-cert",
+            "FILE",
+            "mutual TLS: present this PEM certificate chain (needs --tls-client-key)",
+        ),
+        ("--tls-client-key", "FILE", "the unencrypted PEM private key of --tls-client-cert"),
+        (
+            "--tls-server-name",
+            "NAME",
+            "check the daemon's certificate against NAME instead of the endpoint's host",
+        ),
+    ):
+        env = "OSD_" + flag[2:].replace("-", "_").upper()
+        parser.add_argument(
+            flag, default=os.environ.get(env, ""), metavar=metavar, help=f"{text} (env {env})"
+        )
 
 
 def _add_cluster(

@@ -105,6 +105,10 @@ class Settings:
     auth_roles: dict[str, Any] = field(default_factory=dict)
     insecure: bool = False
     reflection_enabled: bool = True
+    # TLS on the gRPC and REST listeners; mutual TLS with a client CA.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
     @property
     def auth_on(self) -> bool:
@@ -234,6 +238,26 @@ SPECS: tuple[_Spec, ...] = (
         "serve gRPC server reflection, to authenticated callers when auth is on (default true)",
         "BOOL",
     ),
+    _Spec(
+        "tls_cert",
+        str,
+        "serve gRPC and REST over TLS with the PEM certificate chain in FILE (server "
+        "certificate first; needs --tls-key; re-read on SIGHUP)",
+        "FILE",
+    ),
+    _Spec(
+        "tls_key",
+        str,
+        "the unencrypted PEM private key of --tls-cert (re-read on SIGHUP)",
+        "FILE",
+    ),
+    _Spec(
+        "tls_client_ca",
+        str,
+        "mutual TLS: require every client to present a certificate signed by a CA in this "
+        "PEM bundle (needs --tls-cert and --tls-key)",
+        "FILE",
+    ),
 )
 
 
@@ -307,7 +331,7 @@ def load(
 
 # Settings naming a folder or file: given relative in a config file, they are
 # read from the file's own folder, not from wherever the daemon was started.
-FILE_RELATIVE = frozenset({"data_dir", "auth_secret_file"})
+FILE_RELATIVE = frozenset({"data_dir", "auth_secret_file", "tls_cert", "tls_key", "tls_client_ca"})
 _ISSUER_FILES = ("secret_file", "public_key_file", "jwks_file")
 
 

@@ -1,18 +1,31 @@
-"""The daemon: the gRPC server with health, reflection and every osd service."""
+"""The daemon: the gRPC server with health, reflection and every osd service.
+
+With tls_cert and tls_key both listeners serve TLS (mutual TLS with
+tls_client_ca), and :meth:`Daemon.reload_tls` (SIGHUP) loads new
+certificates for new handshakes. The REST gateway inside the daemon calls the
+gRPC server over a private Unix socket, never over TCP: a gateway dialling the
+TLS port would need a client certificate of its own under mutual TLS, and
+the socket needs none. Its credentials still pass as metadata and are checked
+by the same interceptor as every other call's.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
 
-from gateway.server import GatewayServer
+from gateway.server import GatewayServer, ServerTls, TlsFiles
+from gateway.upstream import TlsError
 from osd.config import Settings, SettingsError, is_loopback, parse_listen
 from osd.contract import contract, method_roles
 from osd.engine import drivers
@@ -32,6 +45,8 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STORE_PROBE_SECONDS = 5.0
+# The longest path a Unix socket address holds (sun_path, less its NUL).
+MAX_UNIX_PATH_BYTES = 107
 
 
 def build_authenticator(settings: Settings, store: Store) -> Authenticator:
@@ -71,11 +86,33 @@ def check_exposure(settings: Settings) -> None:
             )
 
 
+def read_tls(settings: Settings) -> ServerTls | None:
+    """What the TLS files hold, checked, or None when TLS is off; SettingsError
+    names the setting (and the file) that cannot be used."""
+    try:
+        files = TlsFiles.named(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        return files.read() if files is not None else None
+    except TlsError as exc:
+        raise SettingsError(str(exc)) from None
+
+
+def _grpc_certificate_configuration(tls: ServerTls) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration(
+        [(tls.pair.private_key, tls.pair.cert_chain)], root_certificates=tls.client_ca
+    )
+
+
 class Daemon:
     """One osd daemon: a store, a driver, the engine over them, and the gRPC server."""
 
     def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
         self.settings = settings
+        # Before the store: a daemon that cannot serve its TLS opens nothing.
+        self._tls = read_tls(settings)
+        # The gRPC configuration a reload made, handed to grpc at its next handshake.
+        self._tls_pending: grpc.ServerCertificateConfiguration | None = None
+        self._tls_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
         if engine is None:
             store = Store(settings.resolved_database_url())
             engine = Engine(
@@ -102,6 +139,14 @@ class Daemon:
         self._executor: futures.ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._probe: threading.Thread | None = None
+        self._local_dir: Path | None = None
+        # "unix:PATH" of the private socket the REST gateway inside calls; "" without one.
+        self.local_target = ""
+
+    @property
+    def tls(self) -> ServerTls | None:
+        """The TLS material the listeners serve (the last read), or None when TLS is off."""
+        return self._tls
 
     def start(self) -> None:
         """Migrates the store, binds the port and starts serving."""
@@ -128,13 +173,11 @@ class Daemon:
                 [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
             )
         host, port = parse_listen(self.settings.grpc_listen)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
-            self.grpc_port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from None
-        if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {self.settings.grpc_listen}")
+            self._add_ports(server, host, port)
+        except OSError:
+            self._remove_local_dir()
+            raise
         server.start()
         self._server = server
         self._set_serving(True)
@@ -142,29 +185,114 @@ class Daemon:
             target=self._probe_store, name="osd-store-probe", daemon=True
         )
         self._probe.start()
-        log.info("serving gRPC on %s:%d", host, self.grpc_port)
+        if self._tls is None:
+            log.info("serving gRPC on %s:%d", host, self.grpc_port)
+        else:
+            log.info(
+                "serving gRPC on %s:%d with TLS%s (certificate %s)",
+                host,
+                self.grpc_port,
+                ", client certificates required" if self._tls.mutual else "",
+                self._tls.pair.describe(),
+            )
         if not self.auth.enabled:
             log.warning(
                 "authentication is off: every caller is admin (configure --auth-secret-file "
                 "or auth_issuers to require credentials)"
             )
         if self.settings.rest_enabled:
-            self._start_gateway(host)
+            self._start_gateway()
 
-    def _start_gateway(self, grpc_host: str) -> None:
-        """Serves REST on ``rest_listen``, calling this daemon's gRPC port over loopback."""
-        local = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(grpc_host, grpc_host)
-        target = f"[{local}]:{self.grpc_port}" if ":" in local else f"{local}:{self.grpc_port}"
+    def _add_ports(self, server: grpc.Server, host: str, port: int) -> None:
+        """The gRPC port (TLS when configured) and, for the REST gateway inside
+        the daemon, the private Unix socket."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            if self._tls is None:
+                self.grpc_port = server.add_insecure_port(address)
+            else:
+                credentials = grpc.dynamic_ssl_server_credentials(
+                    _grpc_certificate_configuration(self._tls),
+                    self._fetch_tls_configuration,
+                    require_client_authentication=self._tls.mutual,
+                )
+                self.grpc_port = server.add_secure_port(address, credentials)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from None
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_listen}")
+        if not self.settings.rest_enabled:
+            return
+        # mkdtemp makes the directory mode 0700: only this user reaches the
+        # socket, and even then every call is authenticated as on the port.
+        self._local_dir = Path(tempfile.mkdtemp(prefix="osd-"))
+        path = self._local_dir / "grpc.sock"
+        if len(str(path).encode()) > MAX_UNIX_PATH_BYTES:
+            raise OSError(
+                f"the gateway's private socket {path} is longer than a Unix socket path may "
+                "be: set TMPDIR to a shorter directory"
+            )
+        self.local_target = f"unix:{path}"
+        try:
+            bound = server.add_insecure_port(self.local_target)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {self.local_target}: {exc}") from None
+        if bound == 0:
+            raise OSError(f"cannot listen on {self.local_target}")
+
+    def _start_gateway(self) -> None:
+        """Serves REST on ``rest_listen``, calling this daemon's gRPC server over
+        its private Unix socket (see the module's docstring)."""
         try:
             parse_listen(self.settings.rest_listen)
             self._gateway = GatewayServer(
-                self.settings.rest_listen, target, grace_seconds=self.settings.grace_seconds
+                self.settings.rest_listen,
+                self.local_target,
+                grace_seconds=self.settings.grace_seconds,
+                tls=self._tls,
             )
             self._gateway.start()
         except (OSError, ValueError):
             self.stop(grace=0)
             raise
         self.rest_port = self._gateway.port
+
+    def reload_tls(self) -> ServerTls | None:
+        """Re-reads tls_cert, tls_key and tls_client_ca for the next handshakes
+        on both listeners (on SIGHUP); connections already open keep theirs.
+
+        When the files cannot be used (unreadable, not PEM, a key that is not
+        the certificate's: say, half-way through being replaced) the listeners
+        keep the certificates they have and one warning line says why. Returns
+        what was taken, or None when nothing was (so too when TLS is off).
+        """
+        if self._tls is None:
+            return None
+        with self._reload_lock:
+            try:
+                tls = self._tls.files.read()
+                if self._gateway is not None:
+                    self._gateway.reload_tls(tls)
+            except TlsError as exc:
+                log.warning("TLS certificates not reloaded, keeping the current ones: %s", exc)
+                return None
+            configuration = _grpc_certificate_configuration(tls)
+            with self._tls_lock:
+                self._tls = tls
+                self._tls_pending = configuration
+        return tls
+
+    def _fetch_tls_configuration(self) -> grpc.ServerCertificateConfiguration | None:
+        """grpc calls this before each TLS handshake on the gRPC port: the
+        configuration the last reload made, once, or None to keep the current one."""
+        with self._tls_lock:
+            pending, self._tls_pending = self._tls_pending, None
+        return pending
+
+    def _remove_local_dir(self) -> None:
+        if self._local_dir is not None:
+            shutil.rmtree(self._local_dir, ignore_errors=True)
+            self._local_dir = None
 
     def _set_serving(self, serving: bool) -> None:
         status = (
@@ -205,6 +333,7 @@ class Daemon:
             self._gateway.stop(timeout=max(0.0, deadline - time.monotonic()))
         if stopped is not None:
             stopped.wait()
+        self._remove_local_dir()
         if self._executor is not None:
             # Idle workers leave now; those in a cancelled call leave when it ends.
             self._executor.shutdown(wait=False, cancel_futures=True)
