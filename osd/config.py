@@ -105,6 +105,7 @@ class Settings:
     auth_roles: dict[str, Any] = field(default_factory=dict)
     insecure: bool = False
     reflection_enabled: bool = True
+    audit_retention_days: float = 90.0
     # TLS on the gRPC and REST listeners; mutual TLS with a client CA.
     tls_cert: str = ""
     tls_key: str = ""
@@ -231,6 +232,12 @@ SPECS: tuple[_Spec, ...] = (
         _bool,
         "allow listening on a non-loopback address without authentication (default false)",
         "BOOL",
+    ),
+    _Spec(
+        "audit_retention_days",
+        _positive_float,
+        "how long audit records are kept (default 90)",
+        "DAYS",
     ),
     _Spec(
         "reflection_enabled",

@@ -127,6 +127,7 @@ class Daemon:
                 ),
                 repair_interval_seconds=settings.repair_interval_seconds,
                 repair_enabled=settings.repair_enabled,
+                audit_retention_days=settings.audit_retention_days,
             )
         self.engine = engine
         self.auth = build_authenticator(settings, engine.store)
@@ -158,7 +159,7 @@ class Daemon:
         )
         server = grpc.server(
             self._executor,
-            interceptors=[ServerInterceptor(self.auth)],
+            interceptors=[ServerInterceptor(self.auth, self.engine.audit)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
+from osd.engine.access.audit import AuditLog
 from osd.engine.datastores.registry import DatastoreEngine
 from osd.engine.drivers import StorageDriver
 from osd.engine.jobs import kinds as job_kinds
@@ -48,6 +49,7 @@ class Engine:
         repair: RepairPolicy | None = None,
         repair_interval_seconds: float = 30.0,
         repair_enabled: bool = True,
+        audit_retention_days: float = 90.0,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -56,6 +58,7 @@ class Engine:
         repair = repair or RepairPolicy()
         self.clusters = ClusterEngine(store, repair)
         self.datastores = DatastoreEngine(store)
+        self.audit = AuditLog(store, retention_days=audit_retention_days)
         self._availability: list[AvailabilityListener] = []
         self.pools = PoolEngine(store)
         self.jobs = JobEngine(
@@ -92,6 +95,8 @@ class Engine:
         self.on_start("repair controller", self.repair.run)
         self.on_close("job runner", self.jobs.stop)
         self.on_close("repair controller", self.repair.stop)
+        self.on_start("audit pruning", self.audit.start)
+        self.on_close("audit pruning", self.audit.close)
 
     def on_start(self, name: str, step: Callable[[], None]) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""

@@ -29,14 +29,19 @@ from typing import Any
 import grpc
 
 from osd import deadline
+from osd.engine.access import audit
+from osd.engine.access.audit import AuditLog
 from osd.engine.access.authenticator import Authenticator
 from osd.engine.access.principal import Principal, acting_as
 from osd.errors import InvalidArgument, OsdError
+from osd.server.audit import named_ids
 from osd.server.errors import internal_status, to_status
 
 log = logging.getLogger("osd.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+# The caller of a call that did not authenticate, as its audit record names it.
+ANONYMOUS = Principal(subject="", roles=frozenset(), via="none")
 AUTHORIZATION_HEADER = "authorization"
 API_KEY_HEADER = "x-api-key"
 HEALTH_PREFIX = "/grpc.health."
@@ -66,24 +71,52 @@ def credentials_of(context: grpc.ServicerContext) -> tuple[str | None, str | Non
 
 
 class _Call:
-    """Bookkeeping for one call: its id, its caller, its start, and how it ended."""
+    """Bookkeeping for one call: its id, its caller, its start, how it ended,
+    and its audit record."""
 
-    def __init__(self, method: str, context: grpc.ServicerContext) -> None:
+    def __init__(
+        self, method: str, context: grpc.ServicerContext, auth: Authenticator, audit: AuditLog
+    ) -> None:
         self.method = method
         self.context = context
+        self.auth = auth
+        self.audit = audit
         self.request_id = request_id_of(context)
         self.subject = "-"
+        self.principal: Principal | None = None
+        self.request: Any = None
         self.start = time.perf_counter()
         context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
 
-    def authenticate(self, auth: Authenticator) -> Principal:
+    def authenticate(self) -> Principal:
         """The caller, allowed to call this method; raises otherwise."""
-        principal = auth.authenticate(*credentials_of(self.context))
+        principal = self.auth.authenticate(*credentials_of(self.context))
+        self.principal = principal
         self.subject = principal.subject or "-"
-        auth.authorize(principal, self.method.lstrip("/"))
+        self.auth.authorize(principal, self.method.lstrip("/"))
         return principal
 
+    def _record(self, code: int, response: Any = None) -> None:
+        name = self.method.lstrip("/")
+        if not audit.audited(name, self.auth.roles.required_role(name), code):
+            return
+        who = self.principal or ANONYMOUS
+        self.audit.record(
+            audit.AuditEntry(
+                subject=who.subject,
+                roles=tuple(sorted(who.roles)),
+                via=who.via,
+                issuer=who.issuer,
+                method=name,
+                target_ids=audit.ids_in([*named_ids(self.request), *named_ids(response, 2)]),
+                code=code,
+                request_id=self.request_id,
+            )
+        )
+
     def fail(self, exc: BaseException) -> None:
+        code = exc.code if isinstance(exc, OsdError) else grpc.StatusCode.INTERNAL
+        self._record(code.value[0])
         if isinstance(exc, OsdError):
             log.info(
                 "%s %s %s %s: %s (%.1f ms)",
@@ -105,7 +138,8 @@ class _Call:
         )
         self.context.abort_with_status(internal_status(self.request_id))
 
-    def done(self) -> None:
+    def done(self, response: Any = None) -> None:
+        self._record(0, response)
         log.debug("%s %s %s OK (%.1f ms)", self.request_id, self.subject, self.method, self._ms())
 
     def _ms(self) -> float:
@@ -142,13 +176,14 @@ def _lenient(
 
 
 def _wrap_unary(
-    behaviour: Callable[..., Any], method: str, auth: Authenticator
+    behaviour: Callable[..., Any], method: str, auth: Authenticator, log_: AuditLog
 ) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(method, context)
+        call = _Call(method, context, auth, log_)
+        call.request = request
         token = deadline.start(context.time_remaining())
         try:
-            principal = call.authenticate(auth)
+            principal = call.authenticate()
             if isinstance(request, _Undecodable):
                 raise request.error(method)
             with acting_as(principal):
@@ -158,19 +193,20 @@ def _wrap_unary(
             raise  # unreachable: fail() aborts the call
         finally:
             deadline.end(token)
-        call.done()
+        call.done(response)
         return response
 
     return handle
 
 
 def _wrap_stream(
-    behaviour: Callable[..., Iterator[Any]], method: str, auth: Authenticator
+    behaviour: Callable[..., Iterator[Any]], method: str, auth: Authenticator, log_: AuditLog
 ) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        call = _Call(method, context)
+        call = _Call(method, context, auth, log_)
+        call.request = request
         try:
-            principal = call.authenticate(auth)
+            principal = call.authenticate()
             if isinstance(request, _Undecodable):
                 raise request.error(method)
             with acting_as(principal):
@@ -202,8 +238,9 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Gives every call a request id and an access-log line, authenticates
     and authorizes it, and maps errors."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, audit_log: AuditLog) -> None:
         self.auth = auth
+        self.audit = audit_log
 
     def intercept_service(
         self,
@@ -225,12 +262,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=_wrap_unary(handler.unary_unary, method, self.auth),
+                unary_unary=_wrap_unary(handler.unary_unary, method, self.auth, self.audit),
                 request_deserializer=parse,
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_wrap_stream(handler.unary_stream, method, self.auth),
+                unary_stream=_wrap_stream(handler.unary_stream, method, self.auth, self.audit),
                 request_deserializer=parse,
             )
         return handler

@@ -16,6 +16,7 @@ import grpc
 from osd.contract import ServiceEntry
 from osd.engine.engine import Engine
 from osd.errors import Unimplemented
+from osd.server.audit import AuditServicer
 from osd.server.cluster import ClusterServicer
 from osd.server.datastore import DatastoreServicer
 from osd.server.job import JobServicer
@@ -27,6 +28,7 @@ from osd.server.volume import VolumeServicer
 
 # Servicer classes by full service name. Each takes the engine.
 IMPLEMENTED: dict[str, Callable[[Engine], Any]] = {
+    "osd.v1.AuditService": AuditServicer,
     "osd.v1.ClusterService": ClusterServicer,
     "osd.v1.DatastoreService": DatastoreServicer,
     "osd.v1.NodeService": NodeServicer,

@@ -497,3 +497,31 @@ class ApiKeyRow(Base):
     description: Mapped[str] = mapped_column(String(200), nullable=False)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     revoke_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditRow(Base):
+    """One recorded call (see proto/osd/v1/audit.proto). ``seq`` orders
+    records made in the same instant."""
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    subject: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    roles: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    via: Mapped[str] = mapped_column(String(16), nullable=False)
+    issuer: Mapped[str] = mapped_column(String(200), nullable=False)
+    method: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    code: Mapped[int] = mapped_column(Integer, nullable=False)
+    request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class AuditTargetRow(Base):
+    """An object id an audited call named."""
+
+    __tablename__ = "audit_targets"
+
+    record_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("audit_records.id", ondelete="CASCADE"), primary_key=True
+    )
+    target_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)

@@ -27,7 +27,7 @@ Conventions that hold across the whole API:
   existing object; the same name with another spec answers ALREADY_EXISTS.
 * Every mutating response carries `generation`: the store-wide change
   counter, bumped in the same transaction as the change.
-* Calls that destroy data require `yes_i_really_mean_it = true` and answer
+* Calls that lose data on purpose require `yes_i_really_mean_it = true` and answer
   FAILED_PRECONDITION (reason CONFIRMATION_REQUIRED) without it.
 * Calls that start long-running work return a Job (see job.proto) that the
   client polls with JobService.InspectJob.

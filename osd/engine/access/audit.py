@@ -1,0 +1,242 @@
+"""The audit trail: which calls are recorded, how, and for how long.
+
+A call is recorded when it may change something (its RPC's role is user or
+admin, and it is not an Inspect, List or Get), whatever its outcome, and when
+it was refused UNAUTHENTICATED or PERMISSION_DENIED. Each record is also one
+JSON line on the "osd.audit" logger. Credentials never reach a record: the
+caller is kept as subject, roles, issuer and how it authenticated.
+
+Records are written after the call, in a transaction of their own: a record
+that cannot be written (the store is closing or down) is logged and dropped,
+never turned into a failure of a call that has already happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from osd.engine.shared import paging
+from osd.engine.shared.models import Page
+from osd.errors import InvalidArgument
+from osd.store import audit as repo
+from osd.store.db import Store
+from osd.store.models import AuditRow
+
+log = logging.getLogger("osd.audit")
+
+# grpc.StatusCode values by number: OK 0 ... UNAUTHENTICATED 16.
+CODE_NAMES = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+]
+PERMISSION_DENIED = 7
+UNAUTHENTICATED = 16
+_ID = re.compile(r"[0-9a-f]{32}")
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    subject: str
+    roles: tuple[str, ...]
+    via: str
+    issuer: str
+    method: str  # "osd.v1.VolumeService/DeleteVolume"
+    target_ids: tuple[str, ...]
+    code: int
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: str
+    time: datetime
+    subject: str
+    roles: tuple[str, ...]
+    via: str
+    issuer: str
+    method: str
+    target_ids: tuple[str, ...]
+    code: int
+    request_id: str
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    page_size: int = 0
+    page_token: str = ""
+    subject: str = ""
+    method: str = ""
+    target_id: str = ""
+    codes: tuple[int, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+_READS = ("Inspect", "List", "Get")
+
+
+def audited(method: str, required_role: str | None, code: int) -> bool:
+    """Whether a call of ``method`` ("osd.v1.X/Name"), which needs
+    ``required_role``, that ended with ``code`` is recorded: calls that may
+    change something (not Inspect, List or Get; not view), and refusals."""
+    if code in (PERMISSION_DENIED, UNAUTHENTICATED):
+        return True
+    name = method.rsplit("/", 1)[-1]
+    return required_role in ("user", "admin") and not name.startswith(_READS)
+
+
+def ids_in(values: Sequence[str]) -> tuple[str, ...]:
+    """The values that are object ids (32 hex digits), each once, in order."""
+    return tuple(dict.fromkeys(v for v in values if _ID.fullmatch(v)))
+
+
+class AuditLog:
+    def __init__(self, store: Store, *, retention_days: float = 90.0) -> None:
+        self.store = store
+        self.retention = timedelta(days=retention_days)
+        self._stop = threading.Event()
+        self._pruner: threading.Thread | None = None
+
+    # -- writing -------------------------------------------------------------------
+
+    def record(self, entry: AuditEntry) -> None:
+        """Writes the record and its log line; never raises."""
+        now = datetime.now(UTC)
+        log.info(
+            json.dumps(
+                {
+                    "time": now.isoformat(timespec="milliseconds"),
+                    "request_id": entry.request_id,
+                    "subject": entry.subject,
+                    "roles": list(entry.roles),
+                    "via": entry.via,
+                    "method": entry.method,
+                    "targets": list(entry.target_ids),
+                    "code": CODE_NAMES[entry.code] if 0 <= entry.code < 17 else str(entry.code),
+                },
+                separators=(",", ":"),
+            )
+        )
+        row = AuditRow(
+            id=uuid.uuid4().hex,
+            time=now,
+            subject=entry.subject[:200],
+            roles=sorted(entry.roles),
+            via=entry.via[:16],
+            issuer=entry.issuer[:200],
+            method=entry.method[:200],
+            code=entry.code,
+            request_id=entry.request_id[:128],
+        )
+        try:
+            with self.store.write() as s:
+                repo.add(s, row, entry.target_ids)
+        except Exception as exc:
+            log.warning("audit record of %s not stored: %s", entry.request_id, exc)
+
+    # -- reading -------------------------------------------------------------------
+
+    def list(self, query: AuditQuery) -> Page[AuditRecord]:
+        size = paging.page_size(query.page_size)
+        pages = paging.pager(self.store.page_key, "audit record", query)
+        key = pages.after(query.page_token)
+        after: tuple[datetime, str] | None = None
+        if key is not None:
+            try:
+                after = (datetime.fromisoformat(str(key["t"])), str(key["i"]))
+            except (KeyError, ValueError, TypeError):
+                raise InvalidArgument.field(
+                    "page_token", "is not a page token this server issued"
+                ) from None
+        if query.target_id and not _ID.fullmatch(query.target_id):
+            raise InvalidArgument.field("target_id", "is not an id (32 hex characters)")
+        for code in query.codes:
+            if not 0 <= code < len(CODE_NAMES):
+                raise InvalidArgument.field("codes", f"{code} is not a status code")
+        where = repo.AuditFilter(
+            subject=query.subject,
+            method=query.method,
+            target_id=query.target_id,
+            codes=tuple(query.codes),
+            since=query.since,
+            until=query.until,
+        )
+        with self.store.read() as s:
+            rows, token = pages.take(
+                repo.scan(s, where, after, size + 1),
+                size,
+                lambda _r: True,
+                lambda r: {"t": r[0].time.isoformat(), "i": r[0].id},
+            )
+            return Page(
+                [
+                    AuditRecord(
+                        id=r.id,
+                        time=r.time,
+                        subject=r.subject,
+                        roles=tuple(r.roles),
+                        via=r.via,
+                        issuer=r.issuer,
+                        method=r.method,
+                        target_ids=tuple(targets),
+                        code=r.code,
+                        request_id=r.request_id,
+                    )
+                    for r, targets in rows
+                ],
+                token,
+            )
+
+    # -- pruning -------------------------------------------------------------------
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Deletes the records older than the retention; returns how many."""
+        before = (now or datetime.now(UTC)) - self.retention
+        with self.store.write() as s:
+            gone = repo.prune(s, before)
+        if gone:
+            log.info("pruned %d audit record(s) older than %s", gone, before.isoformat())
+        return gone
+
+    def start(self) -> None:
+        self._pruner = threading.Thread(
+            target=self._prune_loop, name="osd-audit-prune", daemon=True
+        )
+        self._pruner.start()
+
+    def close(self, timeout: float) -> None:
+        self._stop.set()
+        if self._pruner is not None:
+            self._pruner.join(timeout=timeout)
+
+    def _prune_loop(self) -> None:
+        while True:
+            try:
+                self.prune()
+            except Exception as exc:
+                log.warning("audit pruning failed: %s", exc)
+            if self._stop.wait(PRUNE_INTERVAL_SECONDS):
+                return
