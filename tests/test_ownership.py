@@ -199,6 +199,8 @@ def test_a_read_grant_lets_another_user_inspect_but_not_change_or_delete(
 
     assert ok(wire, w, inspect(volume["id"]), bob)["volume"]["name"] == "v"
     assert names(wire, w, bob) == ["v"]
+    [listed] = ok(wire, w, list_volumes(), alice)["volumes"]
+    assert listed["acl"] == [{"user": "bob", "access": "ACCESS_READ"}]
     for call in (update(volume["id"], ["labels"], labels={"x": "y"}), delete(volume["id"])):
         answer = wire(w, call, bob)
         assert (answer.code, answer.reason) == (PERMISSION_DENIED, "ACCESS_DENIED"), answer
@@ -301,3 +303,32 @@ def test_attachments_need_write_and_lists_hide_others(w: World, wire: Wire) -> N
     ok(wire, w, update(volume["id"], ["acl"], acl=grants(bob=pb.ACCESS_READ)), alice)
     assert len(ok(wire, w, list_attachments(), bob)["attachments"]) == 1
     assert wire(w, attach(volume["id"], node_id), bob).code == PERMISSION_DENIED
+
+
+def test_a_copy_of_a_volume_keeps_its_sources_owner_and_acl(w: World, wire: Wire) -> None:
+    alice, bob = who(w, "alice"), who(w, "bob")
+    source = ok(wire, w, create(w.cluster_id, "src"), alice)["volume"]
+    ok(wire, w, update(source["id"], ["acl"], acl=grants(bob=pb.ACCESS_WRITE)), alice)
+    copy_of = pb.VolumeSource(volume_id=source["id"])
+    made = ok(wire, w, create(w.cluster_id, "copy", source=copy_of), bob)["volume"]
+    # The copy job makes the row; it still belongs to the source's owner.
+    for caller in (alice, bob):
+        seen = ok(wire, w, inspect(made["id"]), caller)["volume"]
+        assert seen["owner"] == "alice"
+        assert seen["acl"] == [{"user": "bob", "access": "ACCESS_WRITE"}]
+
+
+def test_a_rename_onto_another_owners_name_does_not_give_its_id(w: World, wire: Wire) -> None:
+    alice, bob = who(w, "alice"), who(w, "bob")
+    bobs = ok(wire, w, create(w.cluster_id, "bobs-secret"), bob)["volume"]
+    alices = ok(wire, w, create(w.cluster_id, "alices"), alice)["volume"]
+    answer = wire(w, update(alices["id"], ["name"], name="bobs-secret"), alice)
+    assert (answer.code, answer.reason) == (ALREADY_EXISTS, "VOLUME_EXISTS")
+    assert bobs["id"] not in answer.message
+    assert answer.metadata == {"name": "bobs-secret"}
+    # alice's own names still say which volume holds them.
+    taken = wire(w, update(alices["id"], ["name"], name="alices2"), alice)
+    assert taken.code == OK
+    ok(wire, w, create(w.cluster_id, "alices"), alice)
+    mine = wire(w, update(alices["id"], ["name"], name="alices"), alice)
+    assert mine.code == ALREADY_EXISTS and "volume_id" in mine.metadata

@@ -78,7 +78,8 @@ class Ownership:
     grants: tuple[tuple[str, str, int], ...] = ()
 
 
-def _ownership_of(session: Session, owner: str, volume: VolumeRow | None) -> Ownership:
+def ownership_of(session: Session, owner: str, volume: VolumeRow | None) -> Ownership:
+    """A clone's ownership: ``owner``, and ``volume``'s public flag and access list."""
     if volume is None:
         return Ownership(owner)
     listed = grant_repo.of_volumes(session, [volume.id]).get(volume.id, [])
@@ -319,7 +320,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
             size_bytes=row.size_bytes,
             durability=_durability_of(row),
             placement=specs.placement_from_json(row.placement),
-            ownership=_ownership_of(session, row.owner, row),
+            ownership=ownership_of(session, row.owner, row),
         )
     if source.kind == SourceKind.DATASTORE_VERSION:
         provision = datastores.provisioning_source(session, source.id)
@@ -348,7 +349,7 @@ def _source(session: Session, source: Source, named: list[tuple[str, str]]) -> O
     named.append((field_name, snap.cluster_id))
     taken_of = repo.get(session, snap.volume_id)
     return Origin(
-        ownership=(None if version is not None else _ownership_of(session, snap.owner, taken_of)),
+        ownership=(None if version is not None else ownership_of(session, snap.owner, taken_of)),
         snapshot=snap,
         size_bytes=snap.size_bytes,
         labels=dict(labels),

@@ -56,6 +56,7 @@ from osd.engine.volumes.models import (
 )
 from osd.engine.volumes.recovery import recover
 from osd.engine.volumes.views import (
+    acls_of,
     attachment_of,
     copies_of,
     durability_of,
@@ -333,7 +334,14 @@ class VolumeEngine:
                 lambda item: {"c": item[0].cluster_id, "n": item[0].name},
             )
             copies = copies_of(s, [item[0] for item in items])
-            return Page([volume_of(*item, copies.get(item[0].id)) for item in items], token)
+            acls = acls_of(s, [item[0].id for item in items])
+            return Page(
+                [
+                    volume_of(*item, copies.get(item[0].id), acls.get(item[0].id, ()))
+                    for item in items
+                ],
+                token,
+            )
 
     def capacity(self, cluster_id: str) -> CapacitySummary:
         return capacity.summary(self._store, cluster_id)
@@ -465,10 +473,12 @@ class VolumeEngine:
             return
         other = repo.get_by_name(s, row.cluster_id, name)
         if other is not None:
+            # Another owner's volume: say the name is taken, and not its id.
+            seen = access.may_read_volume(s, other)
             raise AlreadyExists(
                 f"volume {name!r} already exists",
                 reason="VOLUME_EXISTS",
-                metadata={"name": name, "volume_id": other.id},
+                metadata={"name": name, **({"volume_id": other.id} if seen else {})},
             )
         row.name = name
 

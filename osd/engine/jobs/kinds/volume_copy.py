@@ -133,6 +133,11 @@ class VolumeCopyRequest(Record):
             parent_snapshot_id=self.parent_snapshot_id,
             datastore_version_id=self.datastore_version_id,
             pools=pools,
+            # A copy is its source's, as every clone is: read from the source
+            # here, since the job, not the caller's thread, makes the row.
+            ownership=volume_create.ownership_of(s, source.owner, source)
+            if (source := s.get(VolumeRow, self.source.id)) is not None
+            else volume_create.Ownership(""),
         )
 
 
