@@ -258,6 +258,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from osd.engine.access.apikeys import ApiKeys
+    from osd.engine.access.principal import BUILT_IN_ROLES
     from osd.engine.access.roles import RoleConfigError, custom_roles
     from osd.errors import OsdError
     from osd.store.db import Store
@@ -271,7 +272,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
         store.upgrade()
         if args.apikey_command == "create":
             try:
-                known = {"view", "user", "admin", *custom_roles(settings.auth_roles)}
+                known = {*BUILT_IN_ROLES, *custom_roles(settings.auth_roles)}
             except RoleConfigError as exc:
                 raise cfg.SettingsError(str(exc)) from None
             if args.role not in known:

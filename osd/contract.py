@@ -56,17 +56,18 @@ def descriptors() -> list[ServiceDescriptor]:
     return [entry.descriptor for entry in contract()]
 
 
-_ROLE_NAMES = {1: "view", 2: "user", 3: "admin"}  # osd.v1.Role, without its prefix
-
-
 def method_role(method: Any) -> str | None:
-    """The role a method descriptor's ``(osd.v1.auth).role`` option names, if any."""
+    """The role a method descriptor's ``(osd.v1.auth).role`` option names
+    ("view" for ROLE_VIEW), if any."""
     from osd.v1 import auth_pb2
 
     options = method.GetOptions()
     if not options.HasExtension(auth_pb2.auth):
         return None
-    return _ROLE_NAMES.get(options.Extensions[auth_pb2.auth].role)
+    role = options.Extensions[auth_pb2.auth].role
+    if role == auth_pb2.ROLE_UNSPECIFIED:
+        return None
+    return auth_pb2.Role.Name(role).removeprefix("ROLE_").lower()
 
 
 def method_roles() -> dict[str, str]:

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from gateway.errors import http_status
 from osd.v1 import cluster_pb2, datastore_pb2, node_pb2, volume_pb2
 from tests.conftest import Database, RunningDaemon, running_daemon
 from tests.factories import make_topology
@@ -33,7 +34,6 @@ JWKS_ISSUER = "https://oidc.example"
 UNAUTHENTICATED = "UNAUTHENTICATED"
 PERMISSION_DENIED = "PERMISSION_DENIED"
 OK = "OK"
-HTTP_CODES = {200: OK, 202: OK, 401: UNAUTHENTICATED, 403: PERMISSION_DENIED, 404: "NOT_FOUND"}
 
 
 @dataclass
@@ -220,6 +220,7 @@ class Answer:
     message: str = ""
     challenge: str | None = None
     body: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)  # the ErrorInfo's
 
 
 def over_grpc(w: World, call: Call, headers: dict[str, str]) -> Answer:
@@ -232,27 +233,28 @@ def over_grpc(w: World, call: Call, headers: dict[str, str]) -> Answer:
         reply = rpc(call.request, metadata=list(headers.items()), timeout=30)
     except grpc.RpcError as err:
         view = error_of(err)
-        return Answer(view.code.name, view.reason, view.message)
+        return Answer(view.code.name, view.reason, view.message, metadata=view.metadata)
     return Answer(OK, body=json_format.MessageToDict(reply, preserving_proto_field_name=True))
 
 
 def over_rest(w: World, call: Call, headers: dict[str, str]) -> Answer:
     resp = w.rest.request(call.verb, call.path, json=call.body, headers=headers)
     doc = resp.json()
-    code = HTTP_CODES.get(resp.status_code, str(resp.status_code))
     if resp.status_code >= 400:
-        # The body names the gRPC code; the HTTP status must be the one the
-        # gateway's table gives it (401 and 403 are checked by HTTP_CODES).
-        assert code in (doc["status"], str(resp.status_code)), (resp.status_code, doc)
+        # The body names the gRPC code, and the HTTP status is the one the
+        # gateway's table gives that code.
         code = doc["status"]
-        reasons = [d.get("reason", "") for d in doc.get("details", [])]
+        assert resp.status_code == http_status(grpc.StatusCode[code]), (resp.status_code, doc)
+        info = next((d for d in doc.get("details", []) if d.get("reason")), {})
         return Answer(
             code,
-            next((r for r in reasons if r), ""),
+            info.get("reason", ""),
             doc.get("message", ""),
             resp.headers.get("www-authenticate"),
+            metadata=dict(info.get("metadata", {})),
         )
-    return Answer(code, body=doc)
+    assert resp.status_code in (200, 202), (resp.status_code, doc)
+    return Answer(OK, body=doc)
 
 
 Wire = Callable[[World, Call, dict[str, str]], Answer]
