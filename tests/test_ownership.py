@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from osd.v1 import job_pb2, node_pb2
 from osd.v1 import volume_pb2 as pb
 from tests.auth_helpers import OK, PERMISSION_DENIED, Call, Wire, World, bearer, token
 
@@ -332,3 +333,101 @@ def test_a_rename_onto_another_owners_name_does_not_give_its_id(w: World, wire: 
     ok(wire, w, create(w.cluster_id, "alices"), alice)
     mine = wire(w, update(alices["id"], ["name"], name="alices"), alice)
     assert mine.code == ALREADY_EXISTS and "volume_id" in mine.metadata
+
+
+def list_jobs() -> Call:
+    return Call(
+        "/osd.v1.JobService/ListJobs",
+        job_pb2.ListJobsRequest(),
+        job_pb2.ListJobsResponse,
+        "GET",
+        "/v1/jobs",
+    )
+
+
+def inspect_job(job_id: str) -> Call:
+    return Call(
+        "/osd.v1.JobService/InspectJob",
+        job_pb2.InspectJobRequest(job_id=job_id),
+        job_pb2.InspectJobResponse,
+        "GET",
+        f"/v1/jobs/{job_id}",
+    )
+
+
+def inspect_drive(drive_id: str) -> Call:
+    return Call(
+        "/osd.v1.NodeService/InspectDrive",
+        node_pb2.InspectDriveRequest(drive_id=drive_id),
+        node_pb2.InspectDriveResponse,
+        "GET",
+        f"/v1/drives/{drive_id}",
+    )
+
+
+def test_jobs_show_only_the_volumes_the_caller_may_read(w: World, wire: Wire) -> None:
+    alice, bob, dan, root = (
+        who(w, "alice"),
+        who(w, "bob"),
+        who(w, "dan", "view"),
+        who(w, "root", "admin"),
+    )
+    source = ok(wire, w, create(w.cluster_id, "src"), alice)["volume"]
+    ok(wire, w, update(source["id"], ["acl"], acl=grants(bob=pb.ACCESS_WRITE)), alice)
+    copy_of = pb.VolumeSource(volume_id=source["id"])
+    made = ok(wire, w, create(w.cluster_id, "copy", source=copy_of), bob)["volume"]
+    ok(wire, w, update(source["id"], ["acl"], acl=[]), alice)  # bob keeps the copy only
+    [job] = ok(wire, w, list_jobs(), root)["jobs"]
+    assert job["target"]["id"] == made["id"]
+    assert [r["id"] for r in job["related"]] == [source["id"]]
+
+    assert [r["id"] for r in ok(wire, w, list_jobs(), alice)["jobs"][0]["related"]] == [
+        source["id"]
+    ]
+    [seen] = ok(wire, w, list_jobs(), bob)["jobs"]
+    assert seen["target"]["id"] == made["id"] and seen.get("related", []) == []
+    assert ok(wire, w, inspect_job(job["id"]), bob)["job"].get("related", []) == []
+    # dan may read neither volume: the job is as missing as a job that never was.
+    assert ok(wire, w, list_jobs(), dan).get("jobs", []) == []
+    hidden = wire(w, inspect_job(job["id"]), dan)
+    missing = wire(w, inspect_job(uuid.uuid4().hex), dan)
+    assert (hidden.code, hidden.reason) == (NOT_FOUND, missing.reason)
+    assert hidden.message.replace(job["id"], "X") == missing.message.replace(
+        missing.message.split("'")[1], "X"
+    )
+
+
+def test_a_drive_shows_its_space_but_not_whose_volumes_fill_it(w: World, wire: Wire) -> None:
+    alice, dan, root = who(w, "alice"), who(w, "dan", "view"), who(w, "root", "admin")
+    volume = ok(wire, w, create(w.cluster_id, "on-drive"), alice)["volume"]
+    allocation = ok(wire, w, inspect(volume["id"]), alice)["allocations"][0]
+    drive = allocation["drive_id"]
+
+    def mine(headers: dict[str, str]) -> list[dict[str, Any]]:
+        found = ok(wire, w, inspect_drive(drive), headers)["allocations"]
+        return [a for a in found if a["id"] == allocation["id"]]
+
+    assert [a["volume_id"] for a in mine(root)] == [volume["id"]]
+    assert [a["volume_id"] for a in mine(alice)] == [volume["id"]]
+    [anonymous] = mine(dan)
+    assert anonymous.get("volume_id", "") == "" and int(anonymous["bytes"]) > 0
+    assert volume["id"] not in str(ok(wire, w, inspect_drive(drive), dan))
+
+
+def test_a_snapshots_clones_are_named_only_to_who_may_read_them(w: World, wire: Wire) -> None:
+    alice, root = who(w, "alice"), who(w, "root", "admin")
+    volume = ok(wire, w, create(w.cluster_id, "base"), alice)["volume"]
+    snap = ok(wire, w, snapshot(volume["id"], "base-snap"), alice)["snapshot"]
+    clone_of = pb.VolumeSource(snapshot_id=snap["id"])
+    own = ok(wire, w, create(w.cluster_id, "own-clone"), alice)["volume"]  # not a clone
+    mine = ok(wire, w, create(w.cluster_id, "my-clone", source=clone_of), alice)["volume"]
+    theirs = ok(wire, w, create(w.cluster_id, "their-clone", source=clone_of), alice)["volume"]
+    ok(wire, w, update(theirs["id"], ["owner", "acl"], owner="carol", acl=[]), root)
+
+    refused = wire(w, delete_snapshot(snap["id"]), alice)
+    assert (refused.code, refused.reason) == ("FAILED_PRECONDITION", "SNAPSHOT_HAS_CLONES")
+    assert refused.metadata["count"] == "2"
+    assert refused.metadata["volume_ids"] == mine["id"]
+    assert theirs["id"] not in refused.message and own["id"] not in refused.metadata["volume_ids"]
+    by_root = wire(w, delete_snapshot(snap["id"]), root)
+    assert sorted(by_root.metadata["volume_ids"].split(",")) == sorted([mine["id"], theirs["id"]])

@@ -65,7 +65,9 @@ class JobServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def InspectJob(self, request, context):
-        """Returns one job.
+        """Returns one job. A caller who is not admin sees a job on a volume or
+        snapshot only if it may read that object (otherwise NOT_FOUND, as for a
+        missing job), and sees no related volume or snapshot it may not read.
 
         Role: view.
         Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
@@ -75,7 +77,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Lists jobs, newest first, one page at a time.
+        """Lists jobs, newest first, one page at a time; what a caller who is not
+        admin sees of them is as for InspectJob.
 
         Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,

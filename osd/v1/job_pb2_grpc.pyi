@@ -47,13 +47,16 @@ class JobServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
     InspectJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.InspectJobRequest, _job_pb2.InspectJobResponse]
-    """Returns one job.
+    """Returns one job. A caller who is not admin sees a job on a volume or
+    snapshot only if it may read that object (otherwise NOT_FOUND, as for a
+    missing job), and sees no related volume or snapshot it may not read.
 
     Role: view.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
     """
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]
-    """Lists jobs, newest first, one page at a time.
+    """Lists jobs, newest first, one page at a time; what a caller who is not
+    admin sees of them is as for InspectJob.
 
     Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
@@ -100,13 +103,16 @@ class JobServiceStub:
 class JobServiceAsyncStub(JobServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     InspectJob: _aio.UnaryUnaryMultiCallable[_job_pb2.InspectJobRequest, _job_pb2.InspectJobResponse]  # type: ignore[assignment]
-    """Returns one job.
+    """Returns one job. A caller who is not admin sees a job on a volume or
+    snapshot only if it may read that object (otherwise NOT_FOUND, as for a
+    missing job), and sees no related volume or snapshot it may not read.
 
     Role: view.
     Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
     """
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Lists jobs, newest first, one page at a time.
+    """Lists jobs, newest first, one page at a time; what a caller who is not
+    admin sees of them is as for InspectJob.
 
     Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,
@@ -156,7 +162,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.InspectJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.InspectJobResponse, _abc.Awaitable[_job_pb2.InspectJobResponse]]:
-        """Returns one job.
+        """Returns one job. A caller who is not admin sees a job on a volume or
+        snapshot only if it may read that object (otherwise NOT_FOUND, as for a
+        missing job), and sees no related volume or snapshot it may not read.
 
         Role: view.
         Errors: INVALID_ARGUMENT (job_id); NOT_FOUND (job_id).
@@ -168,7 +176,8 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.ListJobsResponse, _abc.Awaitable[_job_pb2.ListJobsResponse]]:
-        """Lists jobs, newest first, one page at a time.
+        """Lists jobs, newest first, one page at a time; what a caller who is not
+        admin sees of them is as for InspectJob.
 
         Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, kinds, states,

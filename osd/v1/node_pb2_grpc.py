@@ -271,7 +271,9 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def InspectDrive(self, request, context):
-        """Returns one drive with its capacity and its allocations.
+        """Returns one drive with its capacity and its allocations. An allocation
+        of a volume or snapshot that a caller who is not admin may not read is
+        shown with its bytes but without the volume or snapshot id.
 
         Role: view.
         Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).

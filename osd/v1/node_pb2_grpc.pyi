@@ -155,7 +155,9 @@ class NodeServiceStub:
     cannot reach the node).
     """
     InspectDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]
-    """Returns one drive with its capacity and its allocations.
+    """Returns one drive with its capacity and its allocations. An allocation
+    of a volume or snapshot that a caller who is not admin may not read is
+    shown with its bytes but without the volume or snapshot id.
 
     Role: view.
     Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
@@ -353,7 +355,9 @@ class NodeServiceAsyncStub(NodeServiceStub):
     cannot reach the node).
     """
     InspectDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]  # type: ignore[assignment]
-    """Returns one drive with its capacity and its allocations.
+    """Returns one drive with its capacity and its allocations. An allocation
+    of a volume or snapshot that a caller who is not admin may not read is
+    shown with its bytes but without the volume or snapshot id.
 
     Role: view.
     Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).
@@ -608,7 +612,9 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.InspectDriveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.InspectDriveResponse, _abc.Awaitable[_node_pb2.InspectDriveResponse]]:
-        """Returns one drive with its capacity and its allocations.
+        """Returns one drive with its capacity and its allocations. An allocation
+        of a volume or snapshot that a caller who is not admin may not read is
+        shown with its bytes but without the volume or snapshot id.
 
         Role: view.
         Errors: INVALID_ARGUMENT (drive_id); NOT_FOUND (drive_id).

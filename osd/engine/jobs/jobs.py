@@ -10,6 +10,7 @@ more answers RESOURCE_EXHAUSTED (TOO_MANY_JOBS).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -36,6 +37,7 @@ from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Page
 from osd.engine.topology.availability import AvailabilityListener
+from osd.engine.volumes.access import Visibility
 from osd.enums import JobKind, JobState, ObjectKind
 from osd.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from osd.store import jobs as repo
@@ -177,7 +179,11 @@ class JobEngine:
     def inspect(self, job_id: str) -> Job:
         v.check_id(job_id, "job_id")
         with self._store.read() as s:
-            return self.to_domain(self._get(s, job_id))
+            seen = Visibility(s)
+            row = self._get(s, job_id)
+            if not _visible(row, seen):
+                raise NotFound.object("job", "job_id", job_id)
+            return _redacted(self.to_domain(row), seen)
 
     def latest(self, kind: JobKind, target_id: str) -> Job | None:
         """The newest job of ``kind`` on ``target_id``."""
@@ -198,6 +204,7 @@ class JobEngine:
         if query.cluster_id:
             v.check_id(query.cluster_id, "cluster_id")
         with self._store.read() as s:
+            seen = Visibility(s)
             rows, token = pages.take(
                 repo.scan(
                     s,
@@ -210,10 +217,10 @@ class JobEngine:
                     cluster_id=query.cluster_id,
                 ),
                 size,
-                lambda _row: True,
+                lambda row: _visible(row, seen),
                 lambda r: {"t": r.create_time.isoformat(), "id": r.id},
             )
-            return Page([self.to_domain(r) for r in rows], token)
+            return Page([_redacted(self.to_domain(r), seen) for r in rows], token)
 
     @staticmethod
     def _enum_values(values: tuple[int, ...], enum: type[Any], field: str) -> tuple[int, ...]:
@@ -387,3 +394,26 @@ class JobEngine:
     def running(self) -> tuple[str, ...]:
         """Ids of the jobs this daemon works on now."""
         return self._runner.running()
+
+
+def _shown(ref_kind: int, ref_id: str, seen: Visibility) -> bool:
+    if ref_kind == ObjectKind.VOLUME:
+        return seen.volume(ref_id)
+    if ref_kind == ObjectKind.SNAPSHOT:
+        return seen.snapshot(ref_id)
+    return True
+
+
+def _visible(row: JobRow, seen: Visibility) -> bool:
+    """A job on a volume or snapshot is seen only by who may read it, as a
+    missing one is: its id would tell that the object exists."""
+    return seen.all or _shown(row.target_kind, row.target_id, seen)
+
+
+def _redacted(job: Job, seen: Visibility) -> Job:
+    """The job without the related volumes and snapshots the caller may not
+    read (a drive's evacuation names every volume it moves)."""
+    if seen.all:
+        return job
+    related = [r for r in job.related if _shown(r.kind, r.id, seen)]
+    return job if len(related) == len(job.related) else dataclasses.replace(job, related=related)

@@ -26,7 +26,7 @@ from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
 from osd.engine.jobs.models import Started
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
-from osd.engine.shared.models import Changed, Created, Page, allocation_of
+from osd.engine.shared.models import Allocation, Changed, Created, Page, allocation_of
 from osd.engine.shared.refusals import confirmation_required, job_in_progress
 from osd.engine.shared.rows import Unchanged, check_generation, require
 from osd.engine.shared.validation import enum_value, id_violations, raise_if
@@ -43,6 +43,7 @@ from osd.engine.topology.models import (
     UpdateDrive,
 )
 from osd.engine.topology.views import drives_from_rows
+from osd.engine.volumes.access import Visibility
 from osd.enums import DriveState, NodeState
 from osd.errors import (
     Aborted,
@@ -359,7 +360,10 @@ class DriveEngine:
         v.check_id(drive_id, "drive_id")
         with self._store.read() as s:
             row = require(s, DriveRow, drive_id)
-            allocations = [allocation_of(a, zone) for a, zone in repo.allocations(s, drive_id)]
+            seen = Visibility(s)
+            allocations = [
+                _unnamed(allocation_of(a, zone), seen) for a, zone in repo.allocations(s, drive_id)
+            ]
             return DriveDetail(drives_from_rows(s, [row])[0], allocations)
 
     def list(self, query: ListDrives) -> Page[Drive]:
@@ -567,3 +571,17 @@ def _require_online(node: NodeRow) -> None:
             reason="NODE_NOT_ONLINE",
             metadata={"node_id": node.id, "state": state},
         )
+
+
+def _unnamed(allocation: Allocation, seen: Visibility) -> Allocation:
+    """The allocation, without the id of a volume or snapshot the caller may
+    not read: the drive's space is shown, whose data it is is not."""
+    hide_volume = not seen.volume(allocation.volume_id)
+    hide_snapshot = not seen.snapshot(allocation.snapshot_id)
+    if not (hide_volume or hide_snapshot):
+        return allocation
+    return dataclasses.replace(
+        allocation,
+        volume_id="" if hide_volume else allocation.volume_id,
+        snapshot_id="" if hide_snapshot else allocation.snapshot_id,
+    )

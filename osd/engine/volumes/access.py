@@ -124,3 +124,39 @@ def acl_violations(acl: Sequence[Grant]) -> list[FieldViolation]:
             out.append(FieldViolation(where, f"{grant.kind} {grant.name[:80]!r} is listed twice"))
         seen.add((grant.kind, grant.name))
     return out
+
+
+class Visibility:
+    """Which volume and snapshot ids the caller of this call may see, asked
+    one id at a time within one session and remembered. Admins see all
+    without a query; others do not see the id of a volume or snapshot that
+    is gone, since they can no longer be shown to have read it."""
+
+    def __init__(self, s: Session) -> None:
+        self._s = s
+        self._who = current()
+        self._seen: dict[str, bool] = {}
+
+    @property
+    def all(self) -> bool:
+        return self._who.is_admin
+
+    def volume(self, volume_id: str) -> bool:
+        if self._who.is_admin or not volume_id:
+            return True
+        if volume_id not in self._seen:
+            row = self._s.get(VolumeRow, volume_id)
+            self._seen[volume_id] = (
+                row is not None and volume_access(self._s, row, self._who) is not None
+            )
+        return self._seen[volume_id]
+
+    def snapshot(self, snapshot_id: str) -> bool:
+        if self._who.is_admin or not snapshot_id:
+            return True
+        if snapshot_id not in self._seen:
+            row = self._s.get(SnapshotRow, snapshot_id)
+            self._seen[snapshot_id] = (
+                row is not None and snapshot_access(self._s, row, self._who) is not None
+            )
+        return self._seen[snapshot_id]

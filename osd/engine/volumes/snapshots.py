@@ -208,6 +208,7 @@ class SnapshotEngine:
                 )
             if row.state != SnapshotState.DELETING:
                 clones = repo.clone_counts(s, [row.id]).get(row.id, 0)
+                seen = access.Visibility(s)
                 if clones:
                     raise FailedPrecondition(
                         f"snapshot {row.name} ({row.id}) has {clones} dependent volume(s); "
@@ -215,7 +216,9 @@ class SnapshotEngine:
                         reason="SNAPSHOT_HAS_CLONES",
                         metadata={
                             "count": str(clones),
-                            "volume_ids": ",".join(repo.clone_ids(s, row.id)),
+                            "volume_ids": ",".join(
+                                c for c in repo.clone_ids(s, row.id) if seen.volume(c)
+                            ),
                         },
                     )
                 _refuse_image_use(s, row, deleting=True)
