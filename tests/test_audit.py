@@ -4,13 +4,14 @@ recorded, how admins list it, and that it keeps no secret."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2
 
-from osd.v1 import audit_pb2
+from osd.v1 import audit_pb2, pool_pb2
 from tests.auth_helpers import (
     OK,
     PERMISSION_DENIED,
@@ -144,3 +145,55 @@ def test_old_records_are_pruned(w: World, wire: Wire) -> None:
     assert len(records(wire, w)) == 1
     assert audit.prune(now=datetime.now(UTC) + timedelta(days=91)) >= 1
     assert records(wire, w) == []
+
+
+def test_an_unauthenticated_caller_cannot_write_ids_into_the_trail(w: World, wire: Wire) -> None:
+    named = uuid.uuid4().hex
+    assert wire(w, delete(named), {}).code == "UNAUTHENTICATED"
+    [refused] = records(wire, w, codes=[code_pb2.UNAUTHENTICATED])
+    assert refused["method"] == "osd.v1.VolumeService/DeleteVolume"
+    assert refused.get("target_ids", []) == []
+    assert records(wire, w, target_id=named) == []
+
+
+def test_a_record_keeps_at_most_64_ids(w: World, wire: Wire) -> None:
+    many = [uuid.uuid4().hex for _ in range(200)]
+    call = Call(
+        "/osd.v1.PoolService/CreatePool",
+        pool_pb2.CreatePoolRequest(cluster_id=w.cluster_id, name="wide", drive_ids=many),
+        pool_pb2.CreatePoolResponse,
+        "POST",
+        "/v1/pools",
+        {"cluster_id": w.cluster_id, "name": "wide", "drive_ids": many},
+    )
+    answer = wire(w, call, who(w, "root", "admin"))
+    assert answer.code != OK
+    [record] = records(wire, w, method="osd.v1.PoolService/CreatePool")
+    assert len(record["target_ids"]) == 64
+    assert set(record["target_ids"]) == {w.cluster_id, *many[:63]}
+
+
+def test_a_flood_of_anonymous_calls_is_folded_into_counted_records(w: World, wire: Wire) -> None:
+    audit = w.daemon.daemon.engine.audit
+    audit.flush()
+    audit.limit_unauthenticated(per_second=0.0, burst=3)
+    for _ in range(20):
+        assert wire(w, list_clusters(), {}).code == "UNAUTHENTICATED"
+    for _ in range(5):
+        assert wire(w, create_cluster("anon"), {}).code == "UNAUTHENTICATED"
+    one_by_one = records(wire, w, codes=[code_pb2.UNAUTHENTICATED])
+    assert len(one_by_one) == 3
+    assert all(r["count"] == 1 and r["request_id"] for r in one_by_one)
+
+    assert audit.flush() == 22
+    assert audit.flush() == 0  # nothing twice
+    got = records(wire, w, codes=[code_pb2.UNAUTHENTICATED])
+    folded = {r["method"].rsplit("/", 1)[1]: r["count"] for r in got if r["count"] > 1}
+    assert folded == {"ListClusters": 17, "CreateCluster": 5}
+    assert sum(r["count"] for r in got) == 25
+    lines = [json.loads(line.split(" ", 2)[2]) for line in w.log if "osd.audit INFO {" in line]
+    assert len(lines) == 5  # three calls and two folded records, not 25 lines
+    # Authenticated refusals are never folded.
+    for _ in range(5):
+        assert wire(w, create_cluster("x"), who(w, "dan", "view")).code == PERMISSION_DENIED
+    assert len(records(wire, w, subject="dan")) == 5

@@ -58,6 +58,7 @@ def record_to_proto(r: AuditRecord) -> pb.AuditRecord:
         target_ids=list(r.target_ids),
         code=r.code,
         request_id=r.request_id,
+        count=r.count,
     )
 
 

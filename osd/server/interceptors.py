@@ -101,6 +101,13 @@ class _Call:
         if not audit.audited(name, self.auth.roles.required_role(name), code):
             return
         who = self.principal or ANONYMOUS
+        # The ids a caller that did not authenticate names are its own words:
+        # not recorded, so that anyone cannot fill the trail with them.
+        targets = (
+            audit.ids_in([*named_ids(self.request), *named_ids(response, 2)])
+            if self.principal is not None
+            else ()
+        )
         self.audit.record(
             audit.AuditEntry(
                 subject=who.subject,
@@ -108,7 +115,7 @@ class _Call:
                 via=who.via,
                 issuer=who.issuer,
                 method=name,
-                target_ids=audit.ids_in([*named_ids(self.request), *named_ids(response, 2)]),
+                target_ids=targets,
                 code=code,
                 request_id=self.request_id,
             )

@@ -514,6 +514,8 @@ class AuditRow(Base):
     method: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
     code: Mapped[int] = mapped_column(Integer, nullable=False)
     request_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    # How many calls the record stands for: above 1 for folded refusals.
+    count: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
 
 
 class AuditTargetRow(Base):

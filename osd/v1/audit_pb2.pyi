@@ -46,6 +46,7 @@ class AuditRecord(_message.Message):
     TARGET_IDS_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     subject: _builtins.str
@@ -63,7 +64,13 @@ class AuditRecord(_message.Message):
     code: _code_pb2.Code.ValueType
     """The outcome."""
     request_id: _builtins.str
-    """The call's request id (x-request-id)."""
+    """The call's request id (x-request-id); empty for a folded record."""
+    count: _builtins.int
+    """How many calls the record stands for. 1, except for UNAUTHENTICATED
+    refusals that came faster than the daemon records one by one: those are
+    folded into one record per method, written every few seconds, whose
+    count says how many there were and whose time is when it was written.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the call ended."""
@@ -89,10 +96,11 @@ class AuditRecord(_message.Message):
         target_ids: _abc.Iterable[_builtins.str] | None = ...,
         code: _code_pb2.Code.ValueType = ...,
         request_id: _builtins.str = ...,
+        count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "issuer", b"issuer", "method", b"method", "request_id", b"request_id", "roles", b"roles", "subject", b"subject", "target_ids", b"target_ids", "time", b"time", "via", b"via"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "count", b"count", "id", b"id", "issuer", b"issuer", "method", b"method", "request_id", b"request_id", "roles", b"roles", "subject", b"subject", "target_ids", b"target_ids", "time", b"time", "via", b"via"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,6 +9,14 @@ caller is kept as subject, roles, issuer and how it authenticated.
 Records are written after the call, in a transaction of their own: a record
 that cannot be written (the store is closing or down) is logged and dropped,
 never turned into a failure of a call that has already happened.
+
+Anyone who reaches the port can make UNAUTHENTICATED refusals, so they cannot
+be allowed to fill the store: they are recorded one by one up to a rate
+(``unauthenticated_per_second``, with a burst), and past it they are folded
+into one record per method whose ``count`` says how many calls it stands for,
+written every ``FOLD_SECONDS``. Ids named by a caller that did not
+authenticate are not recorded at all, and no record keeps more than
+``MAX_TARGETS`` ids.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +64,8 @@ PERMISSION_DENIED = 7
 UNAUTHENTICATED = 16
 _ID = re.compile(r"[0-9a-f]{32}")
 PRUNE_INTERVAL_SECONDS = 3600.0
+FOLD_SECONDS = 10.0
+MAX_TARGETS = 64
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class AuditEntry:
     target_ids: tuple[str, ...]
     code: int
     request_id: str
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class AuditRecord:
     target_ids: tuple[str, ...]
     code: int
     request_id: str
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -109,21 +122,93 @@ def audited(method: str, required_role: str | None, code: int) -> bool:
 
 
 def ids_in(values: Sequence[str]) -> tuple[str, ...]:
-    """The values that are object ids (32 hex digits), each once, in order."""
-    return tuple(dict.fromkeys(v for v in values if _ID.fullmatch(v)))
+    """The values that are object ids (32 hex digits), each once, in order,
+    at most ``MAX_TARGETS`` of them."""
+    out: dict[str, None] = {}
+    for v in values:
+        if _ID.fullmatch(v):
+            out[v] = None
+            if len(out) == MAX_TARGETS:
+                break
+    return tuple(out)
+
+
+class _Bucket:
+    """A token bucket: ``take()`` is True at most ``rate`` times a second on
+    average, and ``burst`` times at once. Not thread-safe on its own."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class AuditLog:
-    def __init__(self, store: Store, *, retention_days: float = 90.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_days: float = 90.0,
+        unauthenticated_per_second: float = 5.0,
+        unauthenticated_burst: int = 50,
+    ) -> None:
         self.store = store
         self.retention = timedelta(days=retention_days)
         self._stop = threading.Event()
         self._pruner: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._bucket = _Bucket(unauthenticated_per_second, unauthenticated_burst)
+        self._folded: dict[str, int] = {}
+
+    def limit_unauthenticated(self, per_second: float, burst: int) -> None:
+        """Sets how many UNAUTHENTICATED refusals are recorded one by one."""
+        with self._lock:
+            self._bucket = _Bucket(per_second, burst)
 
     # -- writing -------------------------------------------------------------------
 
     def record(self, entry: AuditEntry) -> None:
-        """Writes the record and its log line; never raises."""
+        """Writes the record and its log line, or folds an UNAUTHENTICATED
+        refusal past the rate into its method's count; never raises."""
+        if entry.code == UNAUTHENTICATED:
+            with self._lock:
+                if not self._bucket.take():
+                    self._folded[entry.method] = self._folded.get(entry.method, 0) + 1
+                    return
+        self._write(entry)
+
+    def flush(self) -> int:
+        """Writes one record per method for the refusals folded since the last
+        flush; returns how many calls they stand for."""
+        with self._lock:
+            folded, self._folded = self._folded, {}
+        for method, count in sorted(folded.items()):
+            self._write(
+                AuditEntry(
+                    subject="",
+                    roles=(),
+                    via="none",
+                    issuer="",
+                    method=method,
+                    target_ids=(),
+                    code=UNAUTHENTICATED,
+                    request_id="",
+                    count=count,
+                )
+            )
+        return sum(folded.values())
+
+    def _write(self, entry: AuditEntry) -> None:
         now = datetime.now(UTC)
         log.info(
             json.dumps(
@@ -136,6 +221,7 @@ class AuditLog:
                     "method": entry.method,
                     "targets": list(entry.target_ids),
                     "code": CODE_NAMES[entry.code] if 0 <= entry.code < 17 else str(entry.code),
+                    "count": entry.count,
                 },
                 separators=(",", ":"),
             )
@@ -150,10 +236,11 @@ class AuditLog:
             method=entry.method[:200],
             code=entry.code,
             request_id=entry.request_id[:128],
+            count=entry.count,
         )
         try:
             with self.store.write() as s:
-                repo.add(s, row, entry.target_ids)
+                repo.add(s, row, entry.target_ids[:MAX_TARGETS])
         except Exception as exc:
             log.warning("audit record of %s not stored: %s", entry.request_id, exc)
 
@@ -204,6 +291,7 @@ class AuditLog:
                         target_ids=tuple(targets),
                         code=r.code,
                         request_id=r.request_id,
+                        count=r.count,
                     )
                     for r, targets in rows
                 ],
@@ -231,12 +319,17 @@ class AuditLog:
         self._stop.set()
         if self._pruner is not None:
             self._pruner.join(timeout=timeout)
+        self.flush()
 
     def _prune_loop(self) -> None:
+        next_prune = 0.0
         while True:
-            try:
-                self.prune()
-            except Exception as exc:
-                log.warning("audit pruning failed: %s", exc)
-            if self._stop.wait(PRUNE_INTERVAL_SECONDS):
+            if time.monotonic() >= next_prune:
+                try:
+                    self.prune()
+                except Exception as exc:
+                    log.warning("audit pruning failed: %s", exc)
+                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            self.flush()
+            if self._stop.wait(FOLD_SECONDS):
                 return
