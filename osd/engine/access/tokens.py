@@ -17,10 +17,14 @@ within ``leeway`` seconds of clock skew.
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
+import math
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +40,7 @@ MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_CLAIM_ITEMS = 256
 DEFAULT_ISSUER = "osd"
+log = logging.getLogger("osd.auth")
 _KEY_SOURCES = ("secret_file", "public_key_file", "jwks_file", "jwks_url")
 
 
@@ -188,25 +193,97 @@ class _JwksFile(_Keys):
 
 
 class _JwksUrl(_Keys):
-    """A key set fetched from a URL and kept for ``lifespan`` seconds."""
+    """A key set fetched from a URL and kept for ``lifespan`` seconds.
 
-    def __init__(self, url: str, lifespan: float) -> None:
-        self.client = jwt.PyJWKClient(
-            url, cache_jwk_set=True, lifespan=lifespan, cache_keys=False, timeout=5
-        )
+    One caller at a time fetches; the others go on with the keys last
+    fetched. A fetch that fails (the issuer is down, slow, or answers
+    something that is not a key set) keeps the last good keys and is not
+    tried again for a back-off that doubles from 1 s to 60 s, so a dead
+    issuer is not hammered by every call. Only with no good keys at all do
+    calls answer UNAVAILABLE. A token whose key id is not in the set fetches
+    it again (at most every ``REFETCH_SECONDS``): the issuer may have rotated.
+    """
+
+    MAX_BYTES = 1024 * 1024
+    TIMEOUT_SECONDS = 5.0
+    REFETCH_SECONDS = 30.0
+    BACKOFF_SECONDS = (1.0, 60.0)
+
+    def __init__(self, url: str, lifespan: float, issuer: str = "") -> None:
+        self.url = url
+        self.issuer = issuer or url
+        self.lifespan = lifespan
+        self._lock = threading.Lock()
+        self._jwks: jwt.PyJWKSet | None = None
+        self._fetched = -math.inf  # monotonic time of the last good fetch
+        self._retry_at = -math.inf  # no fetch before this, after a failure
+        self._failures = 0  # in a row
+        self._error = ""
+        self.fetches = 0  # attempts, for tests and logs
+
+    def _fetch(self) -> jwt.PyJWKSet:
+        self.fetches += 1
+        request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.TIMEOUT_SECONDS) as answer:
+            body = answer.read(self.MAX_BYTES + 1)
+        if len(body) > self.MAX_BYTES:
+            raise ValueError(f"the key set is larger than {self.MAX_BYTES} bytes")
+        data = json.loads(body)
+        keys = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
+            raise ValueError('the answer is not a key set: {"keys": [...]}')
+        return jwt.PyJWKSet.from_dict(data)
+
+    def _refresh(self, *, wait: bool) -> None:
+        """Fetches the key set unless another caller is (then returns at once
+        unless ``wait``) or a failure's back-off has not passed."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            now = time.monotonic()
+            if now < self._retry_at:
+                return
+            try:
+                jwks = self._fetch()
+            except (OSError, ValueError, http.client.HTTPException, jwt.PyJWTError) as exc:
+                self._error = str(exc)[:200] or type(exc).__name__
+                first, most = self.BACKOFF_SECONDS
+                backoff = min(first * 2 ** min(self._failures, 16), most)
+                self._failures += 1
+                self._retry_at = time.monotonic() + backoff
+                log.warning(
+                    "issuer %s: key set %s not fetched (%s); %s, next try in %.0f s",
+                    self.issuer,
+                    self.url,
+                    self._error,
+                    "keeping the keys last fetched" if self._jwks else "no keys yet",
+                    backoff,
+                )
+                return
+            self._jwks = jwks
+            self._fetched = time.monotonic()
+            self._failures = 0
+            self._retry_at = -math.inf
+        finally:
+            self._lock.release()
 
     def key_for(self, token: str, header: Mapping[str, Any]) -> tuple[Any, list[str]]:
-        try:
-            jwks = self.client.get_jwk_set()
-        except jwt.PyJWKClientConnectionError as exc:
+        if time.monotonic() - self._fetched >= self.lifespan:
+            self._refresh(wait=self._jwks is None)
+        jwks = self._jwks
+        if jwks is None:
             raise Unavailable(
-                f"the token issuer's keys cannot be fetched: {exc}",
+                f"the token issuer's keys cannot be fetched: {self._error}",
                 reason="ISSUER_KEYS_UNAVAILABLE",
-            ) from None
-        except jwt.PyJWKClientError as exc:
-            raise Unavailable(
-                f"the token issuer's keys are unusable: {exc}", reason="ISSUER_KEYS_UNAVAILABLE"
-            ) from None
+            )
+        kid = header.get("kid")
+        if (
+            kid is not None
+            and not any(k.key_id == kid for k in jwks.keys)
+            and time.monotonic() - self._fetched >= self.REFETCH_SECONDS
+        ):
+            self._refresh(wait=True)
+            jwks = self._jwks or jwks
         return _pick(jwks, header)
 
 
@@ -220,7 +297,7 @@ def _keys(config: IssuerConfig) -> _Keys:
         return _public_key(config.public_key_file, config.issuer)
     if config.jwks_file:
         return _JwksFile(config.jwks_file, config.issuer)
-    return _JwksUrl(config.jwks_url, config.jwks_cache_seconds)
+    return _JwksUrl(config.jwks_url, config.jwks_cache_seconds, config.issuer)
 
 
 def _names(payload: Mapping[str, Any], claim: str, *, required: bool) -> frozenset[str]:
