@@ -58,6 +58,8 @@ MAX_QUERY_FIELDS = 1000
 HEALTH_PATH = "/healthz"
 OPENAPI_PATH = "/v1/openapi.json"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# What a gRPC metadata value may hold: printable ASCII.
+_METADATA_VALUE_RE = re.compile(rb"[\x20-\x7e]*")
 _JSON = b"application/json"
 
 
@@ -75,6 +77,7 @@ class _Request:
         "api_key",
         "arrival",
         "authorization",
+        "bad_credential",
         "content_length",
         "method",
         "query",
@@ -92,6 +95,7 @@ class _Request:
         self.arrival = time.monotonic()
         self.authorization: str | None = None
         self.api_key: str | None = None
+        self.bad_credential = ""  # the credential header gRPC could not carry
         self.content_length: str | None = None
         self.timeout: str | None = None
         for name, value in scope["headers"]:
@@ -99,8 +103,12 @@ class _Request:
                 self.request_id = value.decode("latin-1")
             elif name == b"authorization":
                 self.authorization = value.decode("latin-1")
+                if not _METADATA_VALUE_RE.fullmatch(value):
+                    self.bad_credential = "Authorization"
             elif name == b"x-api-key":
                 self.api_key = value.decode("latin-1")
+                if not _METADATA_VALUE_RE.fullmatch(value):
+                    self.bad_credential = "X-Api-Key"
             elif name == b"content-length":
                 self.content_length = value.decode("latin-1")
             elif name == b"grpc-timeout":
@@ -235,6 +243,15 @@ class GatewayApp:
             raise GatewayError.bad_request(
                 Reason.INVALID_PATH, exc.name, "is not UTF-8 once percent-decoded"
             ) from None
+        if request.bad_credential:
+            raise GatewayError(
+                401,
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the {request.bad_credential} header holds bytes that are not printable "
+                "ASCII; no credential does",
+                reason=Reason.CREDENTIALS_MALFORMED,
+                headers=errors.challenge(401, request.bad_credential),
+            )
         if route.streaming_request:
             raise GatewayError(
                 501,

@@ -105,6 +105,9 @@ class Reason(StrEnum):
     NOT_SUPPORTED = "NOT_SUPPORTED_OVER_REST"
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     INTERNAL = "INTERNAL"
+    # The daemon's reason for a credential it cannot read, given by the
+    # gateway to one that gRPC metadata cannot even carry.
+    CREDENTIALS_MALFORMED = "CREDENTIALS_MALFORMED"
 
 
 @dataclass(frozen=True)

@@ -463,3 +463,27 @@ def test_datastore_registration_topology_and_the_service_api_are_admin_only() ->
             "osd.v1.TemplateService",
         ):
             assert role == "admin", method
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-Api-Key"])
+@pytest.mark.parametrize(
+    "value",
+    [b"Bearer \xe9t\xe9", b"\xff\xfe", b"Bearer a\tb", b"k\x80"],
+    ids=["latin-1", "bytes", "tab", "high"],
+)
+def test_rest_credentials_that_are_not_ascii_are_malformed(
+    w: World, header: str, value: bytes
+) -> None:
+    """gRPC metadata is printable ASCII; HTTP headers may carry any byte. A
+    header gRPC could not carry answers 401, not 500."""
+    resp = w.rest.get("/v1/clusters", headers={header: value})
+    doc = resp.json()
+    assert resp.status_code == 401, doc
+    assert doc["status"] == "UNAUTHENTICATED"
+    reasons = [d.get("reason") for d in doc.get("details", [])]
+    assert "CREDENTIALS_MALFORMED" in reasons
+    assert resp.headers["www-authenticate"].startswith("Bearer")
+    assert str(value) not in doc["message"]
+    # ...and the same request with a good credential still works.
+    admin = bearer(token(w.keys, roles=["admin"]))
+    assert w.rest.get("/v1/clusters", headers=admin).status_code == 200
