@@ -121,12 +121,16 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     except ValueError as exc:  # TlsError among them
         raise cfg.SettingsError(str(exc)) from None
     _setup_logging(level)
+    upstream_tls = _client_tls(args)
+    host, _ = cfg.parse_listen(args.rest_listen)
+    if not cfg.is_loopback(host) and not args.insecure:
+        _refuse_an_open_daemon(args.grpc_endpoint, upstream_tls, args.rest_listen)
     server = GatewayServer(
         args.rest_listen,
         args.grpc_endpoint,
         call_timeout=args.call_timeout,
         tls=tls,
-        upstream_tls=_client_tls(args),
+        upstream_tls=upstream_tls,
     )
     stop = threading.Event()
 
@@ -152,6 +156,33 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     stop.wait()
     server.stop()
     return 0
+
+
+def _refuse_an_open_daemon(endpoint: str, tls: ClientTls | None, listen: str) -> None:
+    """Refuses to put a non-loopback REST port in front of a daemon that
+    answers calls without credentials (where every caller is admin), or of
+    one that cannot be asked."""
+    channel = (
+        grpc.insecure_channel(endpoint)
+        if tls is None
+        else grpc.secure_channel(endpoint, tls.credentials(), options=tls.options())
+    )
+    why = ""
+    try:
+        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
+        stub.ListClusters(cluster_pb2.ListClustersRequest(page_size=1), timeout=10)
+        why = f"the daemon at {endpoint} answers calls without credentials (every caller is admin)"
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            return
+        why = f"cannot tell whether the daemon at {endpoint} requires credentials ({code.name})"
+    finally:
+        channel.close()
+    raise cfg.SettingsError(
+        f"--rest-listen {listen} is not a loopback address and {why}: turn authentication on "
+        "in the daemon, start it first, or pass --insecure to serve it anyway"
+    )
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -559,6 +590,13 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
             metavar="FILE",
             help=f"{text}; re-read on SIGHUP (env {env})",
         )
+    gw.add_argument(
+        "--insecure",
+        action="store_true",
+        default=os.environ.get("OSD_INSECURE", "").lower() in ("1", "true", "yes"),
+        help="serve a non-loopback --rest-listen even when the daemon answers calls without "
+        "credentials, or cannot be asked at start (env OSD_INSECURE)",
+    )
     _add_tls_client_arguments(gw)
     gw.set_defaults(func=cmd_gateway)
 

@@ -140,3 +140,85 @@ def test_osd_gateway_refuses_a_bad_address() -> None:
     )
     assert result.returncode == 2
     assert b"'nowhere' is not HOST:PORT" in result.stderr
+
+
+def _gateway_argv(endpoint: str, listen: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "osd.cli",
+        "gateway",
+        "--grpc-endpoint",
+        endpoint,
+        "--rest-listen",
+        listen,
+        "--log-level",
+        "warning",
+        *extra,
+    ]
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OSD_INSECURE", None)
+    return env
+
+
+def _serves(argv: list[str], port: int) -> httpx.Response:
+    """Starts `osd gateway`, waits for it, and returns its answer to an
+    anonymous GET /v1/clusters; stops it with SIGTERM."""
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "osd gateway did not come up"
+            time.sleep(0.1)
+        return httpx.get(f"http://127.0.0.1:{port}/v1/clusters", timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+
+
+def test_osd_gateway_will_not_open_a_daemon_without_auth_to_the_network(
+    rest_daemon: RestDaemon,
+) -> None:
+    port = _free_port()
+    argv = _gateway_argv(rest_daemon.grpc_target, f"0.0.0.0:{port}")
+    refused = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert b"answers calls without credentials" in refused.stderr
+    assert b"--insecure" in refused.stderr
+    # On loopback, or when told --insecure, it serves.
+    assert _serves(_gateway_argv(rest_daemon.grpc_target, f"127.0.0.1:{port}"), port).is_success
+    assert _serves([*argv, "--insecure"], port).is_success
+
+
+def test_osd_gateway_will_not_open_a_daemon_it_cannot_ask() -> None:
+    argv = _gateway_argv(f"127.0.0.1:{_free_port()}", f"0.0.0.0:{_free_port()}")
+    refused = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, timeout=60)
+    assert refused.returncode == 2, refused.stderr
+    assert b"cannot tell whether the daemon" in refused.stderr
+
+
+def test_osd_gateway_fronts_a_daemon_with_auth_on_any_address(
+    database: Database, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s" * 40)
+    daemon = _daemon(database, rest_enabled=False, auth_secret_file=str(secret))
+    daemon.start()
+    try:
+        port = _free_port()
+        answer = _serves(_gateway_argv(f"127.0.0.1:{daemon.grpc_port}", f"0.0.0.0:{port}"), port)
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+    finally:
+        daemon.stop(grace=0)
