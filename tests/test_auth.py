@@ -77,6 +77,8 @@ def test_anonymous_is_unauthenticated_and_rest_says_bearer(w: World, wire: Wire)
         ("no roles claim", "TOKEN_INVALID"),
         ("roles not a list", "TOKEN_INVALID"),
         ("no sub", "TOKEN_INVALID"),
+        ("a newline in sub", "TOKEN_INVALID"),
+        ("a control character in a group", "TOKEN_INVALID"),
         ("not a JWT", "CREDENTIALS_MALFORMED"),
         ("basic auth", "CREDENTIALS_MALFORMED"),
         ("alg none", "TOKEN_INVALID"),
@@ -105,6 +107,10 @@ def test_bad_credentials_are_unauthenticated(w: World, wire: Wire, case: str, re
         "no roles claim": {},
         "roles not a list": bearer(token(w.keys, roles="admin")),  # type: ignore[arg-type]
         "no sub": bearer(token(w.keys, roles=["admin"], sub=None)),
+        "a newline in sub": bearer(token(w.keys, roles=["admin"], sub="ops\nINFO forged")),
+        "a control character in a group": bearer(
+            token(w.keys, roles=["admin"], groups=["dev\x1b[31m"])
+        ),
         "not a JWT": bearer("not-a-token"),
         "basic auth": {"authorization": "Basic YWRtaW46YWRtaW4="},
         "alg none": bearer(

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import urllib.request
@@ -41,6 +42,9 @@ MAX_TOKEN_CHARS = 16 * 1024
 MAX_CLAIM_ITEMS = 256
 DEFAULT_ISSUER = "osd"
 log = logging.getLogger("osd.auth")
+# A subject, role or group: what reaches logs and the audit trail, so no
+# control character (a newline would forge a log line).
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 _KEY_SOURCES = ("secret_file", "public_key_file", "jwks_file", "jwks_url")
 
 
@@ -307,7 +311,7 @@ def _names(payload: Mapping[str, Any], claim: str, *, required: bool) -> frozens
     if (
         not isinstance(value, list)
         or len(value) > MAX_CLAIM_ITEMS
-        or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in value)
+        or not all(isinstance(v, str) and _NAME.fullmatch(v) for v in value)
     ):
         raise Unauthenticated(
             f"the token's {claim} claim must be a list of names", reason="TOKEN_INVALID"
@@ -373,9 +377,9 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"the token is invalid: {exc}", reason="TOKEN_INVALID") from None
         subject = payload.get("sub")
-        if not isinstance(subject, str) or not 0 < len(subject) <= 200:
+        if not isinstance(subject, str) or not _NAME.fullmatch(subject):
             raise Unauthenticated(
-                "the token's sub claim must be a name of 1 to 200 characters",
+                "the token's sub claim must be a name of 1 to 200 printable characters",
                 reason="TOKEN_INVALID",
             )
         return Principal(
