@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import time
+from concurrent import futures
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from osd import cli
 from osd.config import Settings, SettingsError
 from osd.contract import contract, method_roles
 from osd.daemon import Daemon
+from osd.engine.access.audit import AuditQuery
+from osd.server.interceptors import ServerInterceptor
 from osd.v1 import cluster_pb2
 from tests.auth_helpers import (
     JWKS_ISSUER,
@@ -333,6 +336,84 @@ def test_no_secret_reaches_the_log(w: World, wire: Wire) -> None:
     assert "ListClusters" in text  # the access log did record the calls
     for secret in (jwt_text, jwt_text.split(".")[2], key, key.split("_", 2)[2], SECRET.decode()):
         assert secret not in text
+
+
+def test_reflection_refusals_are_audited(w: World) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(w.daemon.channel)
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    with pytest.raises(grpc.RpcError):
+        list(stub.ServerReflectionInfo(iter([ask]), timeout=10))
+    [record] = w.daemon.daemon.engine.audit.list(AuditQuery()).items
+    assert record.method == "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert record.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+
+
+def test_a_service_the_interceptor_does_not_know_is_closed_by_default(w: World) -> None:
+    """A method that streams its requests, in osd.v1 or not, and a unary
+    /grpc.* service, on a server with the daemon's own interceptor: none is
+    served without credentials, and an osd.v1 method no role names is
+    served to nobody."""
+    served: list[str] = []
+
+    def upload(requests: Any, context: grpc.ServicerContext) -> bytes:
+        served.append("upload")
+        return b"".join(requests)
+
+    def chat(requests: Any, context: grpc.ServicerContext) -> Any:
+        served.append("chat")
+        yield from requests
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        served.append("echo")
+        return request
+
+    handlers = [
+        grpc.method_handlers_generic_handler(
+            "osd.v1.TestOnlyService",
+            {
+                "Upload": grpc.stream_unary_rpc_method_handler(upload),
+                "Chat": grpc.stream_stream_rpc_method_handler(chat),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            "grpc.testing.Probe", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        ),
+    ]
+    d = w.daemon.daemon
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=[ServerInterceptor(d.auth, d.engine.audit)],
+        handlers=handlers,
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            upload_rpc = channel.stream_unary("/osd.v1.TestOnlyService/Upload")
+            chat_rpc = channel.stream_stream("/osd.v1.TestOnlyService/Chat")
+            echo_rpc = channel.unary_unary("/grpc.testing.Probe/Echo")
+
+            def code(rpc: Any, arg: Any, headers: dict[str, str]) -> grpc.StatusCode:
+                try:
+                    result = rpc(arg, metadata=list(headers.items()), timeout=10)
+                    if not isinstance(result, bytes):
+                        list(result)
+                except grpc.RpcError as err:
+                    return err.code()  # type: ignore[no-any-return]
+                return grpc.StatusCode.OK
+
+            admin = bearer(token(w.keys, roles=["admin"]))
+            for headers in ({}, bearer("garbage")):
+                assert code(upload_rpc, iter([b"a"]), headers) == grpc.StatusCode.UNAUTHENTICATED
+                assert code(chat_rpc, iter([b"a"]), headers) == grpc.StatusCode.UNAUTHENTICATED
+                assert code(echo_rpc, b"a", headers) == grpc.StatusCode.UNAUTHENTICATED
+            assert code(upload_rpc, iter([b"a"]), admin) == grpc.StatusCode.PERMISSION_DENIED
+            assert code(chat_rpc, iter([b"a"]), admin) == grpc.StatusCode.PERMISSION_DENIED
+            assert served == []
+            assert code(echo_rpc, b"a", bearer(token(w.keys, roles=["view"]))) == grpc.StatusCode.OK
+            assert served == ["echo"]
+    finally:
+        server.stop(grace=0)
 
 
 # -- secure defaults ---------------------------------------------------------------
