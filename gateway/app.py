@@ -36,6 +36,7 @@ from gateway import errors, jobs, openapi, transcode
 from gateway.errors import GatewayError, Reason
 from gateway.routes import BadPathVariable, MethodNotAllowed, NoRoute, Route, Router, method_routes
 from gateway.upstream import (
+    CLIENT_CERT_KEY,
     PASSED_HEADERS,
     REQUEST_ID_KEY,
     RpcFailed,
@@ -78,6 +79,7 @@ class _Request:
         "arrival",
         "authorization",
         "bad_credential",
+        "client_cert",
         "content_length",
         "method",
         "query",
@@ -96,6 +98,8 @@ class _Request:
         self.authorization: str | None = None
         self.api_key: str | None = None
         self.bad_credential = ""  # the credential header gRPC could not carry
+        # The client certificate the HTTPS handshake verified (DER), if any.
+        self.client_cert: bytes | None = getattr(scope.get("client"), "cert", None)
         self.content_length: str | None = None
         self.timeout: str | None = None
         for name, value in scope["headers"]:
@@ -116,11 +120,14 @@ class _Request:
         if not _REQUEST_ID_RE.fullmatch(self.request_id):
             self.request_id = uuid.uuid4().hex
 
-    def metadata(self) -> list[tuple[str, str]]:
-        out = [(REQUEST_ID_KEY, self.request_id)]
+    def metadata(self) -> list[tuple[str, str | bytes]]:
+        out: list[tuple[str, str | bytes]] = [(REQUEST_ID_KEY, self.request_id)]
         for key, value in zip(PASSED_HEADERS, (self.authorization, self.api_key), strict=True):
             if value is not None:
                 out.append((key, value))
+        if self.client_cert is not None:
+            # Believed by the daemon only over its private Unix socket.
+            out.append((CLIENT_CERT_KEY, self.client_cert))
         return out
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import uvicorn
 from google.protobuf.descriptor import ServiceDescriptor
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from gateway.app import CALL_TIMEOUT_SECONDS, MAX_BODY_BYTES, GatewayApp
 from gateway.upstream import (
@@ -184,6 +185,28 @@ def _pem_paths(*blobs: bytes) -> Iterator[list[str]]:
             yield paths
 
 
+class PeerAddress(tuple[str, int]):
+    """The ASGI scope's ``client`` (host, port), also carrying the client
+    certificate the TLS handshake verified (DER), as ``cert``."""
+
+    cert: bytes | None = None
+
+
+class _PeerCertProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+    """uvicorn's HTTP protocol, whose scope's ``client`` carries the peer's
+    verified certificate: ASGI has no field for it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        client = getattr(self, "client", None)
+        if der and client is not None:
+            peer = PeerAddress(client)
+            peer.cert = der
+            self.client = peer
+
+
 class GatewayServer:
     """The REST gateway serving HTTP on ``listen`` for the daemon at ``target``.
 
@@ -246,7 +269,9 @@ class GatewayServer:
         config = uvicorn.Config(
             self.app,
             loop="auto",  # uvloop when installed
-            http="auto",  # httptools when installed
+            # httptools when installed; over TLS, one that gives the app the
+            # client certificate the handshake verified.
+            http=_PeerCertProtocol if context else "auto",
             lifespan="on",
             log_config=None,
             access_log=False,

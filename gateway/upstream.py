@@ -35,6 +35,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 REQUEST_ID_KEY = "x-request-id"
 # Headers passed to the daemon as metadata of the same (lower-case) name.
 PASSED_HEADERS = ("authorization", "x-api-key")
+# The client certificate the gateway's HTTPS port verified, as DER.
+CLIENT_CERT_KEY = "x-osd-client-cert-bin"
 
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _TIMEOUT_RE = re.compile(r"([0-9]{1,8})([HMSmun])")
@@ -281,7 +283,7 @@ class Upstream:
         self,
         route: Route,
         request: Message,
-        metadata: Sequence[tuple[str, str]],
+        metadata: Sequence[tuple[str, str | bytes]],
         timeout: float,
     ) -> Reply:
         call = self._unary_callable(route)(request, metadata=metadata, timeout=timeout)
@@ -296,7 +298,7 @@ class Upstream:
         self,
         route: Route,
         request: Message,
-        metadata: Sequence[tuple[str, str]],
+        metadata: Sequence[tuple[str, str | bytes]],
         timeout: float,
     ) -> tuple[str | None, AsyncIterator[Message]]:
         """The request id and the responses of a server-streaming call.

@@ -4,10 +4,11 @@ Precedence, highest first: command-line flags, environment variables
 (``OSD_<NAME>``), the config file (TOML, ``--config`` or ``OSD_CONFIG``), then
 the defaults below. ``osd serve --help`` lists every setting.
 
-Two settings live in the config file only, being tables: ``auth_issuers``
-(an array of tables, one per trusted token issuer) and ``auth_roles``
-(custom roles, by name, each with ``allow`` and ``deny`` lists of method
-globs).
+Three settings live in the config file only, being tables: ``auth_issuers``
+(an array of tables, one per trusted token issuer), ``auth_roles`` (custom
+roles, by name, each with ``allow`` and ``deny`` lists of method globs) and
+``auth_client_certs`` (under mutual TLS, client certificate subjects, by
+common name, mapped to their roles).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Settings:
     auth_leeway_seconds: float = 30.0
     auth_issuers: tuple[dict[str, Any], ...] = ()
     auth_roles: dict[str, Any] = field(default_factory=dict)
+    auth_client_certs: dict[str, Any] = field(default_factory=dict)
     insecure: bool = False
     reflection_enabled: bool = True
     audit_retention_days: float = 90.0
@@ -115,7 +117,12 @@ class Settings:
     def auth_on(self) -> bool:
         """Whether callers must authenticate: asked for, or implied by a
         secret file or an issuer."""
-        return self.auth_enabled or bool(self.auth_secret_file) or bool(self.auth_issuers)
+        return (
+            self.auth_enabled
+            or bool(self.auth_secret_file)
+            or bool(self.auth_issuers)
+            or bool(self.auth_client_certs)
+        )
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or _default_data_dir()).expanduser()
@@ -343,7 +350,8 @@ _ISSUER_FILES = ("secret_file", "public_key_file", "jwks_file")
 
 
 def _tables(path: str, from_file: Mapping[str, Any]) -> dict[str, Any]:
-    """The config file's tables: auth_issuers and auth_roles, shape-checked
+    """The config file's tables: auth_issuers, auth_roles and
+    auth_client_certs, shape-checked
     (their content is checked when the daemon builds its authenticator)."""
     out: dict[str, Any] = {}
     issuers = from_file.get("auth_issuers")
@@ -365,6 +373,14 @@ def _tables(path: str, from_file: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(roles, dict):
             raise SettingsError(f"{path}: auth_roles must be a table ([auth_roles.NAME])")
         out["auth_roles"] = roles
+    certs = from_file.get("auth_client_certs")
+    if certs is not None:
+        if not isinstance(certs, dict):
+            raise SettingsError(
+                f"{path}: auth_client_certs must be a table of subject = [roles] "
+                "([auth_client_certs])"
+            )
+        out["auth_client_certs"] = certs
     return out
 
 

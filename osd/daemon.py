@@ -31,6 +31,7 @@ from osd.contract import contract, method_roles
 from osd.engine import drivers
 from osd.engine.access.apikeys import ApiKeys
 from osd.engine.access.authenticator import Authenticator
+from osd.engine.access.certs import ClientCertConfigError, ClientCerts
 from osd.engine.access.roles import RoleConfigError, RoleTable, custom_roles
 from osd.engine.access.tokens import DEFAULT_ISSUER, IssuerConfig, IssuerConfigError, TokenVerifier
 from osd.engine.engine import Engine
@@ -62,10 +63,22 @@ def build_authenticator(settings: Settings, store: Store) -> Authenticator:
                 0, IssuerConfig(issuer=DEFAULT_ISSUER, secret_file=settings.auth_secret_file)
             )
         tokens = TokenVerifier(issuers, leeway=settings.auth_leeway_seconds) if issuers else None
-    except (RoleConfigError, IssuerConfigError) as exc:
+        certs = None
+        if settings.auth_client_certs:
+            if not settings.tls_client_ca:
+                raise SettingsError(
+                    "auth_client_certs needs mutual TLS: set tls_client_ca (and tls_cert, "
+                    "tls_key), so that client certificates are verified"
+                )
+            certs = ClientCerts(settings.auth_client_certs, roles.role_names())
+    except (RoleConfigError, IssuerConfigError, ClientCertConfigError) as exc:
         raise SettingsError(str(exc)) from None
     return Authenticator(
-        enabled=settings.auth_on, roles=roles, tokens=tokens, api_keys=ApiKeys(store)
+        enabled=settings.auth_on,
+        roles=roles,
+        tokens=tokens,
+        api_keys=ApiKeys(store),
+        client_certs=certs,
     )
 
 

@@ -74,10 +74,15 @@ class Pki:
     wrong_client: Issued
     other_ca: Path
     other_server: Issued
+    member: Issued  # CN carol, O dev
+    stranger: Issued  # CN stranger: signed by the CA, mapped to no roles
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organization: str = "") -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -122,13 +127,15 @@ class _Ca:
         self.path = folder / f"{common_name.replace(' ', '-')}.pem"
         self.path.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, common_name: str, folder: Path, *, server: bool) -> Issued:
+    def issue(
+        self, common_name: str, folder: Path, *, server: bool, organization: str = ""
+    ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
         serial = x509.random_serial_number()
         builder = (
             x509.CertificateBuilder()
-            .subject_name(_name(common_name))
+            .subject_name(_name(common_name, organization))
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(serial)
@@ -177,6 +184,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         wrong_client=wrong.issue("intruder", folder, server=False),
         other_ca=other.path,
         other_server=other.issue("localhost again", folder, server=True),
+        member=ca.issue("carol", folder, server=False, organization="dev"),
+        stranger=ca.issue("stranger", folder, server=False),
     )
 
 
@@ -849,3 +858,104 @@ def test_tls_settings_come_from_flags_env_and_a_config_file_beside_it(tmp_path: 
         config_file=str(config),
     )
     assert (settings.tls_cert, settings.tls_key) == ("flag.pem", "env.key")
+
+
+# -- client certificates as identities ------------------------------------------
+
+
+def _mapped(pki: Pki, tmp_path: Path) -> dict[str, Any]:
+    secret = tmp_path / "secret"
+    secret.write_bytes(SECRET)
+    return {
+        **_tls(pki, mutual=True),
+        "rest_enabled": True,
+        "rest_listen": "127.0.0.1:0",
+        "auth_secret_file": str(secret),
+        "auth_client_certs": {"ops": ["admin"], "carol": ["view"]},
+    }
+
+
+def _create_status(
+    target: str, ca: Path, client: Issued, metadata: tuple[tuple[str, Any], ...] = ()
+) -> grpc.StatusCode:
+    with _channel(target, ca, client) as channel:
+        try:
+            cluster_pb2_grpc.ClusterServiceStub(channel).CreateCluster(
+                cluster_pb2.CreateClusterRequest(name=f"c-{time.monotonic_ns()}"),
+                metadata=metadata,
+                timeout=10,
+            )
+        except grpc.RpcError as err:
+            code: grpc.StatusCode = err.code()
+            return code
+    return grpc.StatusCode.OK
+
+
+def test_a_mapped_client_certificate_is_the_callers_identity(
+    database: Database, pki: Pki, tmp_path: Path
+) -> None:
+    with running_daemon(database, **_mapped(pki, tmp_path)) as d:
+        target, port = d.target, d.daemon.rest_port
+        # gRPC: ops is admin, carol views, stranger is signed but mapped to nothing.
+        assert _create_status(target, pki.ca, pki.client) == grpc.StatusCode.OK
+        assert _grpc(target, pki.ca, pki.member) == grpc.StatusCode.OK
+        assert _create_status(target, pki.ca, pki.member) == grpc.StatusCode.PERMISSION_DENIED
+        assert _grpc(target, pki.ca, pki.stranger) == grpc.StatusCode.UNAUTHENTICATED
+        # A token, when given, is the identity instead of the certificate.
+        view = issue(SECRET, subject="viewer", roles=["view"], ttl_seconds=600)
+        as_view = (("authorization", f"Bearer {view}"),)
+        assert _create_status(target, pki.ca, pki.client, as_view) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        # A TCP caller cannot name a certificate it did not present.
+        ops_der = x509.load_pem_x509_certificate(pki.client.cert.read_bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
+        spoof = (("x-osd-client-cert-bin", ops_der),)
+        assert _create_status(target, pki.ca, pki.member, spoof) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert _create_status(target, pki.ca, pki.stranger, spoof) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+
+        # REST: the same, through the daemon's own HTTPS port.
+        with _https(port, pki.ca, pki.client) as http:
+            made = http.post("/v1/clusters", json={"name": "by-cert"})
+            assert made.status_code == 200, made.text
+            records = http.get("/v1/audit", params={"subject": "ops"}).json()["records"]
+            assert {r["via"] for r in records} == {"client-cert"}
+            assert len(records) == 2  # the gRPC create and this one
+        with _https(port, pki.ca, pki.member) as http:
+            assert http.get("/v1/clusters").status_code == 200
+            refused = http.post("/v1/clusters", json={"name": "by-carol"})
+            assert refused.status_code == 403, refused.text
+        with _https(port, pki.ca, pki.stranger) as http:
+            refused = http.get("/v1/clusters")
+            assert refused.status_code == 401, refused.text
+            assert "'stranger' is not one auth_client_certs maps" in refused.json()["message"]
+        # carol's certificate names her organization as a group.
+        with _https(port, pki.ca, pki.client) as http:
+            denied = http.get(
+                "/v1/audit", params={"subject": "carol", "codes": "PERMISSION_DENIED"}
+            ).json()["records"]
+            assert denied and all(r["roles"] == ["view"] for r in denied)
+        assert d.daemon.auth.client_certs is not None
+        member = d.daemon.auth.client_certs.principal(pki.member.cert.read_bytes())
+        assert member is not None and member.groups == frozenset({"dev"})
+
+
+def test_client_certificate_identities_need_mutual_tls_and_known_roles(
+    database: Database, pki: Pki, tmp_path: Path
+) -> None:
+    settings = _mapped(pki, tmp_path)
+    settings.pop("tls_client_ca")
+    with pytest.raises(SettingsError, match="auth_client_certs needs mutual TLS"):
+        Daemon(Settings(database_url=database.url, **settings))
+    settings = _mapped(pki, tmp_path)
+    settings["auth_client_certs"] = {"ops": ["root"]}
+    with pytest.raises(SettingsError, match="root is not a role"):
+        Daemon(Settings(database_url=database.url, **settings))
+    settings["auth_client_certs"] = {"ops": "admin"}
+    with pytest.raises(SettingsError, match="give a list of role names"):
+        Daemon(Settings(database_url=database.url, **settings))

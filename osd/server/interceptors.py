@@ -44,6 +44,8 @@ REQUEST_ID_HEADER = "x-request-id"
 ANONYMOUS = Principal(subject="", roles=frozenset(), via="none")
 AUTHORIZATION_HEADER = "authorization"
 API_KEY_HEADER = "x-api-key"
+# The client certificate the daemon's own REST gateway verified (DER).
+CLIENT_CERT_HEADER = "x-osd-client-cert-bin"
 HEALTH_PREFIX = "/grpc.health."
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -56,18 +58,35 @@ def request_id_of(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
-def credentials_of(context: grpc.ServicerContext) -> tuple[str | None, str | None]:
-    """The call's ``authorization`` and ``x-api-key`` metadata, if given."""
+def credentials_of(
+    context: grpc.ServicerContext, auth: Authenticator
+) -> tuple[str | None, str | None, bytes | None]:
+    """The call's ``authorization`` and ``x-api-key`` metadata, if given, and
+    when client certificates may be identities, the caller's certificate.
+
+    That is the one the TLS handshake verified, or for a call that came over
+    the daemon's private Unix socket (from its own REST gateway, which
+    verified it on its HTTPS port) the one in ``x-osd-client-cert-bin``. The
+    latter is ignored on any other connection: a TCP caller cannot name a
+    certificate it did not present."""
     authorization: str | None = None
     api_key: str | None = None
+    forwarded: bytes | None = None
     for key, value in context.invocation_metadata() or ():
-        if not isinstance(value, str):
-            continue
-        if key == AUTHORIZATION_HEADER:
+        if key == AUTHORIZATION_HEADER and isinstance(value, str):
             authorization = value
-        elif key == API_KEY_HEADER:
+        elif key == API_KEY_HEADER and isinstance(value, str):
             api_key = value
-    return authorization, api_key
+        elif key == CLIENT_CERT_HEADER and isinstance(value, bytes):
+            forwarded = value
+    cert: bytes | None = None
+    if auth.client_certs is not None and authorization is None and api_key is None:
+        verified = (context.auth_context() or {}).get("x509_pem_cert")
+        if verified:
+            cert = verified[0]
+        elif forwarded is not None and context.peer().startswith("unix:"):
+            cert = forwarded
+    return authorization, api_key, cert
 
 
 class _Call:
@@ -90,7 +109,7 @@ class _Call:
 
     def authenticate(self) -> Principal:
         """The caller, allowed to call this method; raises otherwise."""
-        principal = self.auth.authenticate(*credentials_of(self.context))
+        principal = self.auth.authenticate(*credentials_of(self.context, self.auth))
         self.principal = principal
         self.subject = principal.subject or "-"
         self.auth.authorize(principal, self.method.lstrip("/"))
@@ -243,7 +262,7 @@ def _guard(
     def check(context: grpc.ServicerContext) -> Principal:
         call = _Call(method, context, auth, log_)
         try:
-            principal = auth.authenticate(*credentials_of(context))
+            principal = auth.authenticate(*credentials_of(context, auth))
             call.principal = principal
             call.subject = principal.subject or "-"
             if authorize:

@@ -54,8 +54,9 @@ class AuditRecord(_message.Message):
     authentication is off.
     """
     via: _builtins.str
-    """How the caller authenticated: "jwt", "api-key", or "none" (no
-    credentials, or authentication off).
+    """How the caller authenticated: "jwt", "api-key", "client-cert" (a
+    mapped client certificate under mutual TLS), or "none" (no credentials,
+    or authentication off).
     """
     issuer: _builtins.str
     """The token issuer, for "jwt"."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from osd.engine.access.apikeys import ApiKeys
+from osd.engine.access.certs import ClientCerts
 from osd.engine.access.principal import EVERYONE, Principal
 from osd.engine.access.roles import RoleTable
 from osd.engine.access.tokens import TokenVerifier
@@ -27,13 +28,20 @@ class Authenticator:
         roles: RoleTable,
         tokens: TokenVerifier | None = None,
         api_keys: ApiKeys | None = None,
+        client_certs: ClientCerts | None = None,
     ) -> None:
         self.enabled = enabled
         self.roles = roles
         self.tokens = tokens
         self.api_keys = api_keys
+        self.client_certs = client_certs
 
-    def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+    def authenticate(
+        self, authorization: str | None, api_key: str | None, cert: bytes | None = None
+    ) -> Principal:
+        """The caller of a call with these credentials: a bearer token, an API
+        key, or else a client certificate (PEM or DER, verified by the TLS
+        handshake) whose subject is mapped to roles."""
         if not self.enabled:
             return EVERYONE
         if authorization is not None and api_key is not None:
@@ -46,6 +54,15 @@ class Authenticator:
                 raise Unauthenticated("API keys are not accepted here", reason="API_KEY_INVALID")
             return self.api_keys.verify(api_key)
         if authorization is None:
+            if cert is not None and self.client_certs is not None:
+                principal = self.client_certs.principal(cert)
+                if principal is not None:
+                    return principal
+                raise Unauthenticated(
+                    f"the client certificate's subject {self.client_certs.subject(cert)[:200]!r}"
+                    " is not one auth_client_certs maps to roles; " + _NEEDS,
+                    reason="CREDENTIALS_MISSING",
+                )
             raise Unauthenticated(_NEEDS, reason="CREDENTIALS_MISSING")
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()

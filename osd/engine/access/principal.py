@@ -20,8 +20,8 @@ RANK = {VIEW: 1, USER: 2, ADMIN: 3}
 class Principal:
     """An authenticated caller.
 
-    ``via`` says how it was authenticated: "jwt", "api-key", or "none" when
-    authentication is off and every caller is admin.
+    ``via`` says how it was authenticated: "jwt", "api-key", "client-cert",
+    or "none" when authentication is off and every caller is admin.
     """
 
     subject: str
