@@ -431,3 +431,16 @@ def test_a_snapshots_clones_are_named_only_to_who_may_read_them(w: World, wire: 
     assert theirs["id"] not in refused.message and own["id"] not in refused.metadata["volume_ids"]
     by_root = wire(w, delete_snapshot(snap["id"]), root)
     assert sorted(by_root.metadata["volume_ids"].split(",")) == sorted([mine["id"], theirs["id"]])
+
+
+def test_a_new_owner_takes_the_snapshots_with_the_volume(w: World, wire: Wire) -> None:
+    alice, bob, root = who(w, "alice"), who(w, "bob"), who(w, "root", "admin")
+    volume = ok(wire, w, create(w.cluster_id, "handed-over"), alice)["volume"]
+    snap = ok(wire, w, snapshot(volume["id"], "handed-over-snap"), alice)["snapshot"]
+    assert snap["owner"] == "alice"
+    ok(wire, w, update(volume["id"], ["owner"], owner="bob"), root)
+    assert wire(w, inspect_snapshot(snap["id"]), alice).code == NOT_FOUND
+    assert wire(w, delete_snapshot(snap["id"]), alice).code == NOT_FOUND
+    assert ok(wire, w, list_snapshots(), alice).get("snapshots", []) == []
+    assert ok(wire, w, inspect_snapshot(snap["id"]), bob)["snapshot"]["owner"] == "bob"
+    ok(wire, w, delete_snapshot(snap["id"]), bob)

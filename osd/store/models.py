@@ -346,7 +346,7 @@ class SnapshotRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    # The owner of its volume when it was taken.
+    # Its volume's owner (when it was taken, and after each change of owner).
     owner: Mapped[str] = mapped_column(String(200), nullable=False, default="", index=True)
 
 

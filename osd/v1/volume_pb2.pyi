@@ -861,8 +861,9 @@ class Snapshot(_message.Message):
     generation: _builtins.int
     """The store generation of this snapshot's last change."""
     owner: _builtins.str
-    """The owner of its volume when it was taken; the owner, and whoever may
-    act on its volume (acl, public), may act on it.
+    """Its volume's owner: set when it is taken, and changed with the
+    volume's owner. The owner, and whoever may act on its volume (acl,
+    public), may act on it.
     """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
@@ -1444,7 +1445,9 @@ class UpdateVolumeRequest(_message.Message):
     this value; otherwise ABORTED.
     """
     owner: _builtins.str
-    """The new owner (a subject); only callers with role admin may change it."""
+    """The new owner (a subject); only callers with role admin may change it.
+    The volume's snapshots change owner with it.
+    """
     public: _builtins.bool
     """Whether every authenticated caller may read it."""
     @_builtins.property

@@ -372,7 +372,12 @@ class VolumeEngine:
                     row.labels = dict(change.labels)
                 if change.multi_attach is not None:
                     row.multi_attach = change.multi_attach
-                if change.owner is not None:
+                if change.owner is not None and change.owner != row.owner:
+                    # A snapshot belongs to its volume's owner: the old owner
+                    # keeps no admin access to them.
+                    for snap in snap_repo.of_volume(s, row.id):
+                        snap.owner = change.owner
+                        stamp(snap, generation)
                     row.owner = change.owner
                 if change.public is not None:
                     row.public = change.public
