@@ -15,7 +15,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from osd.v1 import job_pb2, node_pb2
+from osd.v1 import job_pb2, node_pb2, template_pb2
 from osd.v1 import volume_pb2 as pb
 from tests.auth_helpers import OK, PERMISSION_DENIED, Call, Wire, World, bearer, token
 
@@ -444,3 +444,64 @@ def test_a_new_owner_takes_the_snapshots_with_the_volume(w: World, wire: Wire) -
     assert ok(wire, w, list_snapshots(), alice).get("snapshots", []) == []
     assert ok(wire, w, inspect_snapshot(snap["id"]), bob)["snapshot"]["owner"] == "bob"
     ok(wire, w, delete_snapshot(snap["id"]), bob)
+
+
+def template_call(name: str, request: Message, verb: str, path: str) -> Call:
+    body = json_format.MessageToDict(request, preserving_proto_field_name=True)
+    body.pop("template_id", None)
+    response = getattr(template_pb2, f"{name}Response")
+    return Call(
+        f"/osd.v1.TemplateService/{name}",
+        request,
+        response,
+        verb,
+        path,
+        body if verb in ("POST", "PATCH") else None,
+    )
+
+
+def test_users_own_the_templates_they_make_and_everyone_uses_them(w: World, wire: Wire) -> None:
+    alice, bob, dan = who(w, "alice"), who(w, "bob"), who(w, "dan", "view")
+    root = who(w, "root", "admin")
+    made = template_pb2.CreateTemplateRequest(cluster_id=w.cluster_id, name="small", size="1G")
+    create_t = template_call("CreateTemplate", made, "POST", "/v1/templates")
+    template = ok(wire, w, create_t, alice)["template"]
+    assert template["owner"] == "alice"
+    refused = wire(w, create_t, dan)
+    assert (refused.code, refused.reason) == (PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+    tid = template["id"]
+    rename = template_pb2.UpdateTemplateRequest(template_id=tid, name="smaller")
+    rename.update_mask.paths.append("name")
+    update_t = template_call("UpdateTemplate", rename, "PATCH", f"/v1/templates/{tid}")
+    delete_t = template_call(
+        "DeleteTemplate",
+        template_pb2.DeleteTemplateRequest(template_id=tid),
+        "DELETE",
+        f"/v1/templates/{tid}",
+    )
+    for call in (update_t, delete_t):
+        answer = wire(w, call, bob)
+        assert (answer.code, answer.reason) == (PERMISSION_DENIED, "ACCESS_DENIED"), answer
+        assert "alice" in answer.message
+    # bob reads it and makes a volume with it; the volume is bob's.
+    inspect_t = template_call(
+        "InspectTemplate",
+        template_pb2.InspectTemplateRequest(template_id=tid),
+        "GET",
+        f"/v1/templates/{tid}",
+    )
+    assert ok(wire, w, inspect_t, bob)["template"]["name"] == "small"
+    from_template = pb.CreateVolumeRequest(
+        cluster_id=w.cluster_id, name="from-template", template_id=tid
+    )
+    create_v = rpc("CreateVolume", from_template, pb.CreateVolumeResponse, "POST", "/v1/volumes")
+    volume = ok(wire, w, create_v, bob)
+    assert volume["volume"]["owner"] == "bob" and volume["volume"]["size_bytes"] == str(2**30)
+    ok(wire, w, delete(volume["volume"]["id"]), bob)
+    # Its owner and admins change it.
+    assert ok(wire, w, update_t, alice)["template"]["name"] == "smaller"
+    rename.name = "smallest"
+    update_again = template_call("UpdateTemplate", rename, "PATCH", f"/v1/templates/{tid}")
+    assert ok(wire, w, update_again, root)["template"]["name"] == "smallest"
+    ok(wire, w, delete_t, alice)

@@ -41,6 +41,7 @@ def template_to_proto(t: vm.Template) -> pb.Template:
         create_time=convert.timestamp(t.create_time),
         update_time=convert.timestamp(t.update_time),
         generation=t.generation,
+        owner=t.owner,
     )
     if t.durability is not None:
         msg.durability.CopyFrom(durability_to_proto(t.durability))

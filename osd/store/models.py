@@ -238,6 +238,8 @@ class TemplateRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The subject that created it ("" while authentication was off).
+    owner: Mapped[str] = mapped_column(String(200), nullable=False, server_default="")
 
 
 class VolumeRow(Base):

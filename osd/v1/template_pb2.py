@@ -29,7 +29,7 @@ from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 from osd.v1 import volume_pb2 as osd_dot_v1_dot_volume__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/volume.proto\"\x84\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"=\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf4\x03\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"P\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xe7\x04\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"=\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf4\x03\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"P\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xe7\x04\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,45 +45,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_TEMPLATESERVICE'].methods_by_name['CreateTemplate']._loaded_options = None
-  _globals['_TEMPLATESERVICE'].methods_by_name['CreateTemplate']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\022\"\r/v1/templates:\001*'
+  _globals['_TEMPLATESERVICE'].methods_by_name['CreateTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002\022\"\r/v1/templates:\001*'
   _globals['_TEMPLATESERVICE'].methods_by_name['InspectTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['InspectTemplate']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\035\022\033/v1/templates/{template_id}'
   _globals['_TEMPLATESERVICE'].methods_by_name['ListTemplates']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['ListTemplates']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\017\022\r/v1/templates'
   _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._loaded_options = None
-  _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002 2\033/v1/templates/{template_id}:\001*'
+  _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002 2\033/v1/templates/{template_id}:\001*'
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._loaded_options = None
-  _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\035*\033/v1/templates/{template_id}'
+  _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002\035*\033/v1/templates/{template_id}'
   _globals['_TEMPLATE']._serialized_start=171
-  _globals['_TEMPLATE']._serialized_end=687
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=642
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=687
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=690
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1136
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=642
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=687
-  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1138
-  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1235
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1237
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1282
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1284
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1345
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1348
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1554
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=642
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=687
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1556
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1641
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1644
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2144
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=642
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=687
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2146
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2226
-  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2228
-  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2272
-  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2274
-  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2318
-  _globals['_TEMPLATESERVICE']._serialized_start=2321
-  _globals['_TEMPLATESERVICE']._serialized_end=2936
+  _globals['_TEMPLATE']._serialized_end=702
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=657
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=702
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=705
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1151
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
+  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1153
+  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1250
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1252
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1297
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1299
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1360
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1363
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1569
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=657
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=702
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1571
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1656
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1659
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2159
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2161
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2241
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2243
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2287
+  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2289
+  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2333
+  _globals['_TEMPLATESERVICE']._serialized_start=2336
+  _globals['_TEMPLATESERVICE']._serialized_end=2951
 # @@protoc_insertion_point(module_scope)

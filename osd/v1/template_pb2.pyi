@@ -7,6 +7,11 @@ with a template takes the template's value for every field the create
 request leaves unset. Templates belong to a cluster, since their placement
 names its pools. Changing a template affects volumes created afterwards
 only; existing volumes keep their settings.
+
+Every caller may read and use every template. A template belongs to the
+subject that created it: its owner, and callers with role admin, may
+update and delete it; anyone else is answered PERMISSION_DENIED (reason
+ACCESS_DENIED).
 """
 
 from collections import abc as _abc
@@ -71,6 +76,7 @@ class Template(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -86,6 +92,10 @@ class Template(_message.Message):
     """Volumes created with this template."""
     generation: _builtins.int
     """The store generation of this template's last change."""
+    owner: _builtins.str
+    """The subject that created it; empty for one made while authentication
+    was off (then only admins may change it).
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -116,10 +126,11 @@ class Template(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "durability", b"durability", "placement", b"placement", "qos", b"qos", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "create_time", b"create_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size_bytes", b"size_bytes", "snapshot_factor", b"snapshot_factor", "update_time", b"update_time", "volume_count", b"volume_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "create_time", b"create_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "name", b"name", "owner", b"owner", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size_bytes", b"size_bytes", "snapshot_factor", b"snapshot_factor", "update_time", b"update_time", "volume_count", b"volume_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

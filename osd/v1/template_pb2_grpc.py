@@ -68,7 +68,7 @@ class TemplateServiceServicer:
         """Creates a template. Idempotent by name within the cluster: the same name
         and spec return the existing template. Every default is optional.
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (cluster_id, name, labels; size_bytes or size:
         negative, not a multiple of 512, unparsable; durability.type,
         durability.replicas, durability.data_fragments,
@@ -110,12 +110,12 @@ class TemplateServiceServicer:
         "provisioning", "snapshot_factor", "kind". A path whose new value is
         unset (or 0) removes that default.
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
         placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
         taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
-        not match).
+        not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,10 +125,11 @@ class TemplateServiceServicer:
         """Deletes a template that no volume was created with (volumes keep their
         template_id, so it must stay resolvable).
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-        is the number of volumes created with it).
+        is the number of volumes created with it); PERMISSION_DENIED (reason
+        ACCESS_DENIED: not its owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,6 +7,11 @@ with a template takes the template's value for every field the create
 request leaves unset. Templates belong to a cluster, since their placement
 names its pools. Changing a template affects volumes created afterwards
 only; existing volumes keep their settings.
+
+Every caller may read and use every template. A template belongs to the
+subject that created it: its owner, and callers with role admin, may
+update and delete it; anyone else is answered PERMISSION_DENIED (reason
+ACCESS_DENIED).
 """
 
 from collections import abc as _abc
@@ -41,7 +46,7 @@ class TemplateServiceStub:
     """Creates a template. Idempotent by name within the cluster: the same name
     and spec return the existing template. Every default is optional.
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (cluster_id, name, labels; size_bytes or size:
     negative, not a multiple of 512, unparsable; durability.type,
     durability.replicas, durability.data_fragments,
@@ -71,21 +76,22 @@ class TemplateServiceStub:
     "provisioning", "snapshot_factor", "kind". A path whose new value is
     unset (or 0) removes that default.
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
     placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
     taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
-    not match).
+    not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
     """
     DeleteTemplate: _grpc.UnaryUnaryMultiCallable[_template_pb2.DeleteTemplateRequest, _template_pb2.DeleteTemplateResponse]
     """Deletes a template that no volume was created with (volumes keep their
     template_id, so it must stay resolvable).
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-    is the number of volumes created with it).
+    is the number of volumes created with it); PERMISSION_DENIED (reason
+    ACCESS_DENIED: not its owner).
     """
 
 @_typing.type_check_only
@@ -95,7 +101,7 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     """Creates a template. Idempotent by name within the cluster: the same name
     and spec return the existing template. Every default is optional.
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (cluster_id, name, labels; size_bytes or size:
     negative, not a multiple of 512, unparsable; durability.type,
     durability.replicas, durability.data_fragments,
@@ -125,21 +131,22 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     "provisioning", "snapshot_factor", "kind". A path whose new value is
     unset (or 0) removes that default.
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
     placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
     taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
-    not match).
+    not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
     """
     DeleteTemplate: _aio.UnaryUnaryMultiCallable[_template_pb2.DeleteTemplateRequest, _template_pb2.DeleteTemplateResponse]  # type: ignore[assignment]
     """Deletes a template that no volume was created with (volumes keep their
     template_id, so it must stay resolvable).
 
-    Role: admin.
+    Role: user.
     Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-    is the number of volumes created with it).
+    is the number of volumes created with it); PERMISSION_DENIED (reason
+    ACCESS_DENIED: not its owner).
     """
 
 class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -152,7 +159,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a template. Idempotent by name within the cluster: the same name
         and spec return the existing template. Every default is optional.
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (cluster_id, name, labels; size_bytes or size:
         negative, not a multiple of 512, unparsable; durability.type,
         durability.replicas, durability.data_fragments,
@@ -200,12 +207,12 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         "provisioning", "snapshot_factor", "kind". A path whose new value is
         unset (or 0) removes that default.
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
         placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
         taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
-        not match).
+        not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
         """
 
     @_abc_1.abstractmethod
@@ -217,10 +224,11 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a template that no volume was created with (volumes keep their
         template_id, so it must stay resolvable).
 
-        Role: admin.
+        Role: user.
         Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-        is the number of volumes created with it).
+        is the number of volumes created with it); PERMISSION_DENIED (reason
+        ACCESS_DENIED: not its owner).
         """
 
 def add_TemplateServiceServicer_to_server(servicer: TemplateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

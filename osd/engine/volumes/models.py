@@ -222,6 +222,7 @@ class Template:
     create_time: datetime
     update_time: datetime
     generation: int
+    owner: str = ""
 
 
 # -- inputs --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Created, Page
 from osd.engine.shared.rows import check_generation, require
 from osd.engine.shared.sizes import spec_violation
-from osd.engine.volumes import specs
+from osd.engine.volumes import access, specs
 from osd.engine.volumes.models import (
     CreateTemplate,
     Durability,
@@ -30,7 +30,14 @@ from osd.engine.volumes.models import (
     UpdateTemplate,
 )
 from osd.enums import DurabilityType
-from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from osd.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from osd.store import clusters as cluster_repo
 from osd.store import templates as repo
 from osd.store import volumes as volume_repo
@@ -85,6 +92,20 @@ def _to_domain(row: TemplateRow, volumes: int) -> Template:
         create_time=row.create_time,
         update_time=row.update_time,
         generation=row.generation,
+        owner=row.owner,
+    )
+
+
+def _require_owner(row: TemplateRow) -> None:
+    """Its owner and admins may change a template; every caller may read it."""
+    who = access.caller()
+    if who.is_admin or (who.subject and row.owner == who.subject):
+        return
+    who_may = f"its owner {row.owner!r} or a caller with role admin" if row.owner else "an admin"
+    raise PermissionDenied(
+        f"you may not change template {row.name} ({row.id}): only {who_may} may",
+        reason="ACCESS_DENIED",
+        metadata={"template_id": row.id},
     )
 
 
@@ -214,6 +235,7 @@ class TemplateEngine:
                     create_time=now,
                     update_time=now,
                     generation=generation,
+                    owner=access.caller().subject,
                 )
                 _write_defaults(row, defaults)
                 repo.add(s, row)
@@ -316,6 +338,7 @@ class TemplateEngine:
             with self._store.write() as s:
                 generation = bump_generation(s)
                 row = require(s, TemplateRow, change.template_id)
+                _require_owner(row)
                 check_generation("template", row.id, row.generation, change.expected_generation)
                 if "name" in paths and change.name != row.name:
                     other = repo.get_by_name(s, row.cluster_id, change.name)
@@ -359,6 +382,7 @@ class TemplateEngine:
         with self._store.write() as s:
             generation = bump_generation(s)
             row = require(s, TemplateRow, template_id)
+            _require_owner(row)
             count = repo.volume_counts(s, [row.id]).get(row.id, 0)
             if count:
                 raise FailedPrecondition(
