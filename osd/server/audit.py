@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,22 +19,21 @@ from osd.v1 import audit_pb2_grpc
 _DEPTH = 3
 
 
-def named_ids(message: Any, depth: int = _DEPTH) -> list[str]:
+def named_ids(message: Any, depth: int = _DEPTH) -> Iterator[str]:
     """The values of the id fields ("id", "*_id", "*_ids") of ``message`` and
-    of the messages in it, ``depth`` levels down."""
+    of the messages in it, ``depth`` levels down, lazily: a reader that has
+    enough stops the walk of a large request."""
     if not isinstance(message, Message) or depth <= 0:
-        return []
-    out: list[str] = []
+        return
     for field, value in message.ListFields():
         name = field.name
         if field.type == FieldDescriptor.TYPE_STRING and (
             name == "id" or name.endswith(("_id", "_ids"))
         ):
-            out.extend(value if field.is_repeated else [value])
+            yield from (value if field.is_repeated else [value])
         elif field.type == FieldDescriptor.TYPE_MESSAGE and not _is_map(field):
             for item in value if field.is_repeated else [value]:
-                out.extend(named_ids(item, depth - 1))
-    return out
+                yield from named_ids(item, depth - 1)
 
 
 def _is_map(field: FieldDescriptor) -> bool:

@@ -19,6 +19,7 @@ instead of grpc's INTERNAL.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -123,7 +124,7 @@ class _Call:
         # The ids a caller that did not authenticate names are its own words:
         # not recorded, so that anyone cannot fill the trail with them.
         targets = (
-            audit.ids_in([*named_ids(self.request), *named_ids(response, 2)])
+            audit.ids_in(itertools.chain(named_ids(self.request), named_ids(response, 2)))
             if self.principal is not None
             else ()
         )

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -121,7 +121,7 @@ def audited(method: str, required_role: str | None, code: int) -> bool:
     return required_role in ("user", "admin") and not name.startswith(_READS)
 
 
-def ids_in(values: Sequence[str]) -> tuple[str, ...]:
+def ids_in(values: Iterable[str]) -> tuple[str, ...]:
     """The values that are object ids (32 hex digits), each once, in order,
     at most ``MAX_TARGETS`` of them."""
     out: dict[str, None] = {}
