@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from osd.store import grants
+from osd.store import grants, keyset
 from osd.store.models import AttachmentRow, VolumeRow
 
 
@@ -76,10 +76,7 @@ def scan(
         stmt = base
         if after is not None:
             v, n = after
-            stmt = stmt.where(
-                (AttachmentRow.volume_id > v)
-                | ((AttachmentRow.volume_id == v) & (AttachmentRow.node_id > n))
-            )
+            stmt = stmt.where(keyset.after(AttachmentRow.volume_id, AttachmentRow.node_id, (v, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from osd.store import keyset
 from osd.store.models import AuditRow, AuditTargetRow
 
 
@@ -53,7 +54,7 @@ def scan(
         stmt = base
         if after is not None:
             t, i = after
-            stmt = stmt.where((AuditRow.time < t) | ((AuditRow.time == t) & (AuditRow.id < i)))
+            stmt = stmt.where(keyset.before(AuditRow.time, AuditRow.id, (t, i)))
         rows = list(session.scalars(stmt))
         targets: dict[str, list[str]] = {}
         if rows:

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, DriveState
+from osd.store import keyset
 from osd.store import nodes as node_repo
 from osd.store import pools as pool_repo
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
@@ -85,9 +86,7 @@ def scan(
             stmt = stmt.where(DriveRow.id.in_(select(members.c.drive_id)))
         if after is not None:
             n, p = after
-            stmt = stmt.where(
-                (DriveRow.node_id > n) | ((DriveRow.node_id == n) & (DriveRow.device_path > p))
-            )
+            stmt = stmt.where(keyset.after(DriveRow.node_id, DriveRow.device_path, (n, p)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

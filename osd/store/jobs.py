@@ -10,6 +10,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, JobKind, JobState
+from osd.store import keyset
 from osd.store.models import (
     AllocationRow,
     DriveRow,
@@ -80,9 +81,7 @@ def scan(
         stmt = base
         if after is not None:
             t, i = after
-            stmt = stmt.where(
-                or_(JobRow.create_time < t, (JobRow.create_time == t) & (JobRow.id < i))
-            )
+            stmt = stmt.where(keyset.before(JobRow.create_time, JobRow.id, (t, i)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

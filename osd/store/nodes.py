@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, CoordinatorRole, DriveState
+from osd.store import keyset
 from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
 
@@ -54,9 +55,7 @@ def scan(
             stmt = stmt.where(NodeRow.cluster_id == cluster_id)
         if after is not None:
             c, n = after
-            stmt = stmt.where(
-                (NodeRow.cluster_id > c) | ((NodeRow.cluster_id == c) & (NodeRow.name > n))
-            )
+            stmt = stmt.where(keyset.after(NodeRow.cluster_id, NodeRow.name, (c, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Select, and_, delete, func, select, union
 from sqlalchemy.orm import Session
 
 from osd.enums import DriveState, NodeState
+from osd.store import keyset
 from osd.store.models import (
     AllocationRow,
     DriveRow,
@@ -135,9 +136,7 @@ def scan(
             stmt = stmt.where(PoolRow.cluster_id == cluster_id)
         if after is not None:
             c, n = after
-            stmt = stmt.where(
-                (PoolRow.cluster_id > c) | ((PoolRow.cluster_id == c) & (PoolRow.name > n))
-            )
+            stmt = stmt.where(keyset.after(PoolRow.cluster_id, PoolRow.name, (c, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from osd.enums import SnapshotState
-from osd.store import grants
+from osd.store import grants, keyset
 from osd.store.models import AllocationRow, DatastoreVersionRow, SnapshotRow, VolumeRow
 
 
@@ -94,10 +94,7 @@ def scan(
         stmt = base
         if after is not None:
             c, n = after
-            stmt = stmt.where(
-                (SnapshotRow.cluster_id > c)
-                | ((SnapshotRow.cluster_id == c) & (SnapshotRow.name > n))
-            )
+            stmt = stmt.where(keyset.after(SnapshotRow.cluster_id, SnapshotRow.name, (c, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

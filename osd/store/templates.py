@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.store import keyset
 from osd.store.models import TemplateRow, VolumeRow
 
 
@@ -40,10 +41,7 @@ def scan(
         stmt = base
         if after is not None:
             c, n = after
-            stmt = stmt.where(
-                (TemplateRow.cluster_id > c)
-                | ((TemplateRow.cluster_id == c) & (TemplateRow.name > n))
-            )
+            stmt = stmt.where(keyset.after(TemplateRow.cluster_id, TemplateRow.name, (c, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

@@ -14,7 +14,7 @@ from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, DriveState, JobKind, NodeState, VolumeState
-from osd.store import grants, pools
+from osd.store import grants, keyset, pools
 from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import (
     AllocationRow,
@@ -142,10 +142,7 @@ def scan(
             if where.cluster_id:
                 stmt = stmt.where(VolumeRow.name > n)
             else:
-                stmt = stmt.where(
-                    (VolumeRow.cluster_id > c)
-                    | ((VolumeRow.cluster_id == c) & (VolumeRow.name > n))
-                )
+                stmt = stmt.where(keyset.after(VolumeRow.cluster_id, VolumeRow.name, (c, n)))
         rows = [(r, int(a), int(n), int(k)) for r, a, n, k in session.execute(stmt)]
         yield from rows
         if len(rows) < batch:
