@@ -384,7 +384,11 @@ class AllocationRow(Base):
     )
     index: Mapped[int] = mapped_column(Integer, nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    state: Mapped[AllocationState] = mapped_column(IntEnumType(AllocationState), nullable=False)
+    # Indexed for the few that are not ACTIVE (PENDING, RELEASING, ...), which
+    # start-up recovery and the placement inputs look up.
+    state: Mapped[AllocationState] = mapped_column(
+        IntEnumType(AllocationState), nullable=False, index=True
+    )
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
