@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from osd.engine.drivers import StorageDriver, load
 from osd.engine.drivers.base import DriverError
-from osd.engine.drivers.fake import FakeDriver
+from osd.engine.drivers.fake import CALLS_KEPT, FakeDevice, FakeDriver, FakeState
 
 
 def test_it_satisfies_the_driver_contract() -> None:
@@ -80,7 +82,43 @@ def test_the_daemon_keeps_fake_storage_in_its_data_dir(
     again = load("fake", tmp_path)  # a restarted daemon
     assert isinstance(again, FakeDriver)
     assert again.state.replicas == {("drive-a", "r1"): 4096}
-    assert (tmp_path / "fake-driver.json").exists()
+    assert (tmp_path / "fake-driver.db").exists()
+
+
+def test_the_state_file_is_written_entry_by_entry_and_old_json_is_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OSD_FAKE_DRIVER_STATE", raising=False)
+    old = FakeState(
+        devices={("n1", "/dev/sdb"): FakeDevice(4096, True, "drive-a")},
+        replicas={("drive-a", "r1"): 4096, ("drive-a", "r2"): 512},
+        snapshots={("drive-a", "s1"): "r1"},
+        attachments={("n1", "v1"): True},
+    )
+    (tmp_path / "fake-driver.json").write_text(json.dumps(old.to_json()))
+    driver = load("fake", tmp_path)
+    assert isinstance(driver, FakeDriver)
+    assert not (tmp_path / "fake-driver.json").exists()
+    assert driver.state == old
+    driver.delete_replica("drive-a", "r2")
+    driver.create_replica("drive-a", "r3", 1024)
+    driver.detach("n1", "v1")
+    again = load("fake", tmp_path)
+    assert isinstance(again, FakeDriver)
+    assert again.state.replicas == {("drive-a", "r1"): 4096, ("drive-a", "r3"): 1024}
+    assert again.state.devices == old.devices and again.state.snapshots == old.snapshots
+    assert again.state.attachments == {}
+    # The file holds rows, one per entry, not a dump rewritten on each change.
+    with sqlite3.connect(tmp_path / "fake-driver.db") as db:
+        assert db.execute("SELECT count(*) FROM replicas").fetchone() == (2,)
+
+
+def test_the_call_log_is_bounded() -> None:
+    d = FakeDriver()
+    for i in range(2 * CALLS_KEPT + 1):
+        d.detach("n1", f"v{i}")
+    assert CALLS_KEPT <= len(d.calls) <= 2 * CALLS_KEPT
+    assert d.calls[-1] == ("detach", {"node_address": "n1", "volume_id": f"v{2 * CALLS_KEPT}"})
 
 
 def test_a_copy_carries_its_snapshots_and_a_purge_takes_them() -> None:

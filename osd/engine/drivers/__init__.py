@@ -26,9 +26,10 @@ __all__ = [
 def load(name: str, data_dir: Path | None = None) -> StorageDriver:
     """The driver called ``name`` in settings.
 
-    The fake driver keeps its "storage" in ``data_dir/fake-driver.json`` when
-    a data directory is given (and OSD_FAKE_DRIVER_STATE does not name
-    another file), so a restarted daemon finds the replicas its store records.
+    The fake driver keeps its "storage" in ``data_dir/fake-driver.db`` (a
+    SQLite file) when a data directory is given (and OSD_FAKE_DRIVER_STATE
+    does not name another file), so a restarted daemon finds the replicas its
+    store records. The ``fake-driver.json`` of earlier versions is taken over.
     """
     if name == "fake":
         import os
@@ -37,6 +38,9 @@ def load(name: str, data_dir: Path | None = None) -> StorageDriver:
 
         if data_dir is not None and not os.environ.get(STATE_ENV):
             data_dir.mkdir(parents=True, exist_ok=True)
-            return FakeDriver(state_file=data_dir / "fake-driver.json")
+            state, legacy = data_dir / "fake-driver.db", data_dir / "fake-driver.json"
+            if legacy.exists() and not state.exists():
+                os.replace(legacy, state)  # JSON, which the driver converts in place
+            return FakeDriver(state_file=state)
         return FakeDriver()
     raise ValueError(f"unknown storage driver {name!r}; known drivers: fake")

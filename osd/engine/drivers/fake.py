@@ -10,9 +10,11 @@ process can be configured):
 
 * ``delay_seconds`` (``OSD_FAKE_DRIVER_DELAY``): every operation sleeps this
   long first, so a job is slow enough to be paused or killed midway.
-* ``state_file`` (``OSD_FAKE_DRIVER_STATE``): a JSON file the state is loaded
-  from and saved to after every change, so the "storage" survives a restart
-  of the daemon process. Without it the state lives in memory only.
+* ``state_file`` (``OSD_FAKE_DRIVER_STATE``): a SQLite file the state is
+  loaded from, and into which each change writes the entries it changed (not
+  the whole state), so the "storage" survives a restart of the daemon
+  process, kill -9 included. A file in the JSON form of earlier versions is
+  converted in place. Without it the state lives in memory only.
 * :meth:`FakeDriver.block` / :meth:`FakeDriver.unblock`: calls of an
   operation wait until it is unblocked, so a test can hold a job at an exact
   point without timing.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +37,7 @@ from osd.engine.drivers.base import DriveInfo, DriverError
 TIB = 1 << 40
 DELAY_ENV = "OSD_FAKE_DRIVER_DELAY"
 STATE_ENV = "OSD_FAKE_DRIVER_STATE"
+CALLS_KEPT = 10_000
 
 
 @dataclass
@@ -51,12 +55,36 @@ class _Fault:
     when: Callable[[dict[str, Any]], bool] | None = None
 
 
+class _Tracked(dict[Any, Any]):
+    """A dict that remembers which keys changed since :meth:`take_dirty`."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.dirty: set[Any] = set()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.dirty.add(key)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self.dirty.add(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+    def take_dirty(self) -> set[Any]:
+        dirty, self.dirty = self.dirty, set()
+        return dirty
+
+
 @dataclass
 class FakeState:
-    devices: dict[tuple[str, str], FakeDevice] = field(default_factory=dict)
-    replicas: dict[tuple[str, str], int] = field(default_factory=dict)
-    snapshots: dict[tuple[str, str], str] = field(default_factory=dict)
-    attachments: dict[tuple[str, str], bool] = field(default_factory=dict)
+    devices: dict[tuple[str, str], FakeDevice] = field(default_factory=_Tracked)
+    replicas: dict[tuple[str, str], int] = field(default_factory=_Tracked)
+    snapshots: dict[tuple[str, str], str] = field(default_factory=_Tracked)
+    attachments: dict[tuple[str, str], bool] = field(default_factory=_Tracked)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -69,11 +97,80 @@ class FakeState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FakeState:
         return cls(
-            devices={(a, b): FakeDevice(**dev) for a, b, dev in data.get("devices", [])},
-            replicas={(a, b): int(v) for a, b, v in data.get("replicas", [])},
-            snapshots={(a, b): str(v) for a, b, v in data.get("snapshots", [])},
-            attachments={(a, b): bool(v) for a, b, v in data.get("attachments", [])},
+            devices=_Tracked({(a, b): FakeDevice(**dev) for a, b, dev in data.get("devices", [])}),
+            replicas=_Tracked({(a, b): int(v) for a, b, v in data.get("replicas", [])}),
+            snapshots=_Tracked({(a, b): str(v) for a, b, v in data.get("snapshots", [])}),
+            attachments=_Tracked({(a, b): bool(v) for a, b, v in data.get("attachments", [])}),
         )
+
+
+# Each table: its name, its two key columns, and its value columns.
+_TABLES = {
+    "devices": ("a", "b", ("size_bytes", "has_data", "drive_id")),
+    "replicas": ("a", "b", ("value",)),
+    "snapshots": ("a", "b", ("value",)),
+    "attachments": ("a", "b", ("value",)),
+}
+
+
+class _StateFile:
+    """The fake driver's state in a SQLite file: loaded whole, written entry
+    by entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        legacy: FakeState | None = None
+        if path.exists() and path.read_bytes()[:1] in (b"{", b"["):
+            legacy = FakeState.from_json(json.loads(path.read_text()))
+            path.unlink()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        for name, (_, _, values) in _TABLES.items():
+            self.db.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (a TEXT NOT NULL, b TEXT NOT NULL, "
+                f"{', '.join(values)}, PRIMARY KEY (a, b))"
+            )
+        if legacy is not None:
+            self.write(legacy, everything=True)
+
+    def load(self) -> FakeState:
+        state = FakeState()
+        for a, b, size, has_data, drive_id in self.db.execute("SELECT * FROM devices"):
+            state.devices[(a, b)] = FakeDevice(int(size), bool(has_data), drive_id)
+        for a, b, v in self.db.execute("SELECT * FROM replicas"):
+            state.replicas[(a, b)] = int(v)
+        for a, b, v in self.db.execute("SELECT * FROM snapshots"):
+            state.snapshots[(a, b)] = str(v)
+        for a, b, v in self.db.execute("SELECT * FROM attachments"):
+            state.attachments[(a, b)] = bool(v)
+        for table in _TABLES:
+            getattr(state, table).take_dirty()
+        return state
+
+    def write(self, state: FakeState, *, everything: bool = False) -> None:
+        """Writes the entries changed since the last write, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, (_, _, values) in _TABLES.items():
+                table = getattr(state, name)
+                keys = set(table) if everything else table.take_dirty()
+                for key in keys:
+                    value = table.get(key)
+                    if value is None:
+                        self.db.execute(f"DELETE FROM {name} WHERE a = ? AND b = ?", key)
+                        continue
+                    row = (
+                        (value.size_bytes, value.has_data, value.drive_id)
+                        if isinstance(value, FakeDevice)
+                        else (value,)
+                    )
+                    marks = ", ".join("?" * (2 + len(values)))
+                    self.db.execute(f"INSERT OR REPLACE INTO {name} VALUES ({marks})", (*key, *row))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
 
 class FakeDriver:
@@ -95,9 +192,10 @@ class FakeDriver:
             state_file = os.environ.get(STATE_ENV) or None
         self.delay_seconds = delay_seconds
         self.state_file = Path(state_file) if state_file else None
-        self.state = FakeState()
-        if self.state_file is not None and self.state_file.exists():
-            self.state = FakeState.from_json(json.loads(self.state_file.read_text()))
+        self._file = _StateFile(self.state_file) if self.state_file is not None else None
+        self.state = self._file.load() if self._file is not None else FakeState()
+        # The operations called, newest last: the last CALLS_KEPT to
+        # 2 * CALLS_KEPT of them, so that a long-running daemon's log is bounded.
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -165,14 +263,16 @@ class FakeDriver:
             self._waiting[op] -= 1
 
     def _save(self) -> None:
-        if self.state_file is None:
+        if self._file is not None:
+            self._file.write(self.state)
             return
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_text(json.dumps(self.state.to_json()))
-        os.replace(tmp, self.state_file)
+        for name in _TABLES:
+            getattr(self.state, name).take_dirty()
 
     def _enter(self, op: str, **args: Any) -> None:
         self.calls.append((op, args))
+        if len(self.calls) > 2 * CALLS_KEPT:
+            del self.calls[:-CALLS_KEPT]
         for fault in self._faults:
             if fault.op == op and fault.remaining > 0 and (fault.when is None or fault.when(args)):
                 fault.remaining -= 1
@@ -207,6 +307,7 @@ class FakeDriver:
                 raise DriverError(f"{device_path} on {node_address} belongs to {dev.drive_id}")
             dev.drive_id = drive_id
             dev.has_data = False
+            self.state.devices[(node_address, device_path)] = dev  # changed: to be saved
             self._save()
 
     def release_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
@@ -221,6 +322,7 @@ class FakeDriver:
             dev = self.state.devices.get((node_address, device_path))
             if dev is not None and dev.drive_id == drive_id:
                 dev.drive_id = None
+                self.state.devices[(node_address, device_path)] = dev  # changed: to be saved
                 self._save()
 
     # -- ReplicaOps ------------------------------------------------------
