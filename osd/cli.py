@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from google.protobuf.message import Message
 
 from osd import __version__
 from osd import config as cfg
+from osd.client import CallError, Client, error_of, exit_code, find_method, message_class
 from osd.v1 import cluster_pb2, cluster_pb2_grpc
 
 if TYPE_CHECKING:
@@ -420,45 +422,63 @@ def _flag(value: str | None) -> bool | None:
     return None if value is None else cfg._bool(value)
 
 
-def _credentials(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """The call metadata that carries the caller's token or API key."""
+def _client(args: argparse.Namespace) -> Client:
+    """A client of the daemon the command line names, with its credentials."""
     if args.token and args.api_key:
-        raise SystemExit("osd: give --token or --api-key, not both")
-    if args.token:
-        return [("authorization", f"Bearer {args.token}")]
-    if args.api_key:
-        return [("x-api-key", args.api_key)]
-    return []
+        raise cfg.SettingsError("give --token or --api-key, not both")
+    return Client(
+        args.endpoint,
+        token=args.token,
+        api_key=args.api_key,
+        tls=_client_tls(args),
+        timeout=args.timeout,
+    )
+
+
+def _failed(err: CallError) -> int:
+    print(f"osd: {err}", file=sys.stderr)
+    return exit_code(err.code)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    with _dial(args) as channel:
-        stub = _Authed(cluster_pb2_grpc.ClusterServiceStub(channel), _credentials(args))
+    with _client(args) as client:
         try:
-            _cluster_call(stub, args)
+            _cluster_call(client.stub("ClusterService"), args)
         except grpc.RpcError as err:
-            print(f"osd: {err.code().name}: {err.details()}", file=sys.stderr)
-            return 1
+            return _failed(error_of(err))
     return 0
 
 
-class _Authed:
-    """A stub whose every call carries the caller's credentials."""
+def cmd_call(args: argparse.Namespace) -> int:
+    """Any method, by name, with its request as JSON: the escape hatch for
+    what no other command covers."""
+    try:
+        method = find_method(args.method)
+    except KeyError as exc:
+        raise cfg.SettingsError(str(exc.args[0])) from None
+    text = args.data
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise cfg.SettingsError(f"-d {args.data}: {exc.strerror}") from None
+    request = message_class(method.input_type)()
+    try:
+        json_format.Parse(text or "{}", request)
+    except json_format.ParseError as exc:
+        raise cfg.SettingsError(f"-d: not a {method.input_type.name}: {exc}") from None
+    with _client(args) as client:
+        try:
+            reply = client.call(f"{method.containing_service.full_name}/{method.name}", request)
+        except CallError as err:
+            return _failed(err)
+    _print(reply)
+    return 0
 
-    def __init__(self, stub: object, metadata: list[tuple[str, str]]) -> None:
-        self._stub = stub
-        self._metadata = metadata
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._stub, name)
-
-        def call(request: Message, **kwargs: Any) -> Any:
-            return method(request, metadata=self._metadata, **kwargs)
-
-        return call
-
-
-def _cluster_call(stub: _Authed, args: argparse.Namespace) -> None:
+def _cluster_call(stub: Any, args: argparse.Namespace) -> None:
     timeout = args.timeout
     action = args.cluster_command
     if action == "create":
@@ -539,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--service", default="", help="one service's health (default: overall)")
     health.set_defaults(func=cmd_health)
     _add_cluster(sub, client)
+    _add_call(sub, client)
     return parser
 
 
@@ -735,6 +756,29 @@ def _add_cluster(
     upd.add_argument("--file", metavar="BOOL")
     upd.add_argument("--expected-generation", type=int, default=0)
     cluster.set_defaults(func=cmd_cluster)
+
+
+def _add_call(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
+) -> None:
+    call = sub.add_parser(
+        "call",
+        parents=[client],
+        help="call any method by name, with its request as JSON",
+        description="Calls METHOD (e.g. VolumeService.ListVolumes, or "
+        "osd.v1.VolumeService/ListVolumes) with the request -d gives, in the proto's JSON "
+        "form, and prints the response as JSON. A failed call exits with the code of its "
+        "status's class (see the README).",
+    )
+    call.add_argument("method", metavar="METHOD")
+    call.add_argument(
+        "-d",
+        "--data",
+        default="{}",
+        metavar="JSON",
+        help="the request: JSON, @FILE to read it from a file, or - for stdin (default {})",
+    )
+    call.set_defaults(func=cmd_call)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -374,7 +374,8 @@ def test_cli_against_a_live_daemon(sqlite_daemon: RunningDaemon) -> None:
     updated = run("cluster", "update", cluster_id, "--file", "false", *endpoint)
     assert json.loads(updated.stdout)["cluster"].get("file", False) is False
     bad = run("cluster", "inspect", "nope", *endpoint)
-    assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr
+    # A failed call exits with its status's class (osd.client.EXIT_CODES).
+    assert bad.returncode == 3 and "INVALID_ARGUMENT" in bad.stderr
     assert run("cluster", "delete", cluster_id, *endpoint).returncode == 0
     down = run("health", "--endpoint", "127.0.0.1:1", "--timeout", "2")
     assert down.returncode == 1
