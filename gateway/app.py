@@ -20,6 +20,7 @@ Headers:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -57,6 +58,11 @@ CALL_TIMEOUT_SECONDS = 30.0
 HEALTH_TIMEOUT_SECONDS = 5.0
 MAX_QUERY_FIELDS = 1000
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+# GET /metrics, answered by the daemon the gateway runs in: from the
+# request's authorization, X-Api-Key and verified client certificate, the
+# (status, body, content type).
+MetricsEndpoint = Callable[[str | None, str | None, bytes | None], tuple[int, bytes, str]]
 OPENAPI_PATH = "/v1/openapi.json"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # What a gRPC metadata value may hold: printable ASCII.
@@ -148,7 +154,9 @@ class GatewayApp:
         services: Sequence[ServiceDescriptor] | None = None,
         call_timeout: float = CALL_TIMEOUT_SECONDS,
         max_body_bytes: int = MAX_BODY_BYTES,
+        metrics: MetricsEndpoint | None = None,
     ) -> None:
+        self.metrics = metrics
         self.services = list(default_services() if services is None else services)
         self.routes = [r for s in self.services for m in s.methods for r in method_routes(m)]
         self.router = Router(self.routes)
@@ -232,6 +240,10 @@ class GatewayApp:
             path = request.raw_path.decode("utf-8")
         except UnicodeDecodeError:
             raise GatewayError.bad_request(Reason.INVALID_PATH, "", "path is not UTF-8") from None
+        if path == METRICS_PATH and self.metrics is not None:
+            if request.method != "GET":
+                raise _method_not_allowed(request.method, path, ["GET"])
+            return await self._send_metrics(request, send)
         if path in (HEALTH_PATH, OPENAPI_PATH):
             if request.method != "GET":
                 raise _method_not_allowed(request.method, path, ["GET"])
@@ -371,6 +383,19 @@ class GatewayApp:
         await _send_json(send, code, body, request.request_id)
         return code
 
+    async def _send_metrics(self, request: _Request, send: Send) -> int:
+        assert self.metrics is not None
+        if request.bad_credential:
+            status, body, kind = 401, b"UNAUTHENTICATED: unreadable credentials\n", "text/plain"
+        else:
+            status, body, kind = await asyncio.to_thread(
+                self.metrics, request.authorization, request.api_key, request.client_cert
+            )
+        headers = {"content-type": kind}
+        headers.update(errors.challenge(status, request.authorization or request.api_key))
+        await _send(send, status, body, request.request_id, headers)
+        return status
+
     async def _send_openapi(self, request: _Request, send: Send) -> int:
         if self._openapi is None:
             self._openapi = transcode.dumps(self.openapi_document())
@@ -428,10 +453,11 @@ async def _send(
     send: Send, status: int, body: bytes, request_id: str, headers: dict[str, str]
 ) -> None:
     raw_headers = [
-        (b"content-type", _JSON),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id.encode("latin-1")),
     ]
+    if "content-type" not in headers:
+        raw_headers.insert(0, (b"content-type", _JSON))
     raw_headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})

@@ -31,7 +31,7 @@ import uvicorn
 from google.protobuf.descriptor import ServiceDescriptor
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from gateway.app import CALL_TIMEOUT_SECONDS, MAX_BODY_BYTES, GatewayApp
+from gateway.app import CALL_TIMEOUT_SECONDS, MAX_BODY_BYTES, GatewayApp, MetricsEndpoint
 from gateway.upstream import (
     ClientTls,
     KeyPair,
@@ -215,6 +215,7 @@ class GatewayServer:
         target: the daemon's gRPC target, HOST:PORT or unix:/PATH.
         tls: serve HTTPS with this certificate (and with its client CA, mutual TLS).
         upstream_tls: how to dial ``target`` over TLS (None: in plaintext).
+        metrics: what answers GET /metrics (the daemon's, inside it); 404 without.
     """
 
     def __init__(
@@ -228,10 +229,15 @@ class GatewayServer:
         grace_seconds: float = 5.0,
         tls: ServerTls | None = None,
         upstream_tls: ClientTls | None = None,
+        metrics: MetricsEndpoint | None = None,
     ) -> None:
         self.host, self._requested_port = split_listen(listen)
         self.app = GatewayApp(
-            target, services=services, call_timeout=call_timeout, max_body_bytes=max_body_bytes
+            target,
+            services=services,
+            call_timeout=call_timeout,
+            max_body_bytes=max_body_bytes,
+            metrics=metrics,
         )
         if upstream_tls is not None:
             # The app opens its channel on first use, in the serving loop: until

@@ -83,6 +83,7 @@ def _log_level(value: str) -> str:
 class Settings:
     grpc_listen: str = DEFAULT_GRPC_LISTEN
     rest_listen: str = DEFAULT_REST_LISTEN
+    metrics_listen: str = ""
     rest_enabled: bool = True
     data_dir: str = ""
     database_url: str = ""
@@ -144,6 +145,13 @@ class _Spec:
 SPECS: tuple[_Spec, ...] = (
     _Spec("grpc_listen", str, f"gRPC address (default {DEFAULT_GRPC_LISTEN})", "HOST:PORT"),
     _Spec("rest_listen", str, f"REST gateway address (default {DEFAULT_REST_LISTEN})", "HOST:PORT"),
+    _Spec(
+        "metrics_listen",
+        str,
+        "also serve Prometheus /metrics on this address of its own, without credentials "
+        "(default: none; /metrics is always on the REST port)",
+        "HOST:PORT",
+    ),
     _Spec("rest_enabled", _bool, "serve the REST gateway in the daemon (default true)", "BOOL"),
     _Spec(
         "data_dir",

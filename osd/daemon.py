@@ -18,10 +18,12 @@ import threading
 import time
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 from sqlalchemy import text
 
 from gateway.server import GatewayServer, ServerTls, TlsFiles
@@ -36,7 +38,10 @@ from osd.engine.access.roles import RoleConfigError, RoleTable, custom_roles
 from osd.engine.access.tokens import DEFAULT_ISSUER, IssuerConfig, IssuerConfigError, TokenVerifier
 from osd.engine.engine import Engine
 from osd.engine.topology.models import RepairPolicy
+from osd.errors import OsdError
 from osd.server.interceptors import ServerInterceptor
+from osd.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from osd.server.metrics import Metrics
 from osd.server.registry import build_servicer
 from osd.store.db import Store
 
@@ -84,11 +89,20 @@ def build_authenticator(settings: Settings, store: Store) -> Authenticator:
 
 def check_exposure(settings: Settings) -> None:
     """Refuses a non-loopback listener while every caller would be admin."""
-    if settings.auth_on or settings.insecure:
-        return
     listeners = [("grpc_listen", settings.grpc_listen)]
     if settings.rest_enabled:
         listeners.append(("rest_listen", settings.rest_listen))
+    if settings.metrics_listen:
+        # Served without credentials even with authentication on.
+        host, _ = parse_listen(settings.metrics_listen)
+        if not is_loopback(host) and not settings.insecure:
+            raise SettingsError(
+                f"metrics_listen {settings.metrics_listen} is not a loopback address, and "
+                "that port serves /metrics without credentials: scrape /metrics on the REST "
+                "port with a token, or pass --insecure to serve it anyway"
+            )
+    if settings.auth_on or settings.insecure:
+        return
     for name, value in listeners:
         host, _ = parse_listen(value)
         if not is_loopback(host):
@@ -144,10 +158,13 @@ class Daemon:
             )
         self.engine = engine
         self.auth = build_authenticator(settings, engine.store)
+        self.metrics = Metrics(engine)
+        self._metrics_server: Any = None
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.service_names = [e.full_name for e in contract()]
         self.grpc_port = 0
         self.rest_port = 0
+        self.metrics_port = 0
         self._gateway: GatewayServer | None = None
         self._server: grpc.Server | None = None
         self._executor: futures.ThreadPoolExecutor | None = None
@@ -172,7 +189,9 @@ class Daemon:
         )
         server = grpc.server(
             self._executor,
-            interceptors=[ServerInterceptor(self.auth, self.engine.audit)],
+            interceptors=[
+                ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe)
+            ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -216,6 +235,33 @@ class Daemon:
             )
         if self.settings.rest_enabled:
             self._start_gateway()
+        if self.settings.metrics_listen:
+            self._start_metrics()
+
+    def _start_metrics(self) -> None:
+        host, port = parse_listen(self.settings.metrics_listen)
+        try:
+            self._metrics_server, _ = start_http_server(
+                port, addr=host, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            self.stop(grace=0)
+            raise OSError(f"cannot listen on {self.settings.metrics_listen}: {exc}") from None
+        self.metrics_port = int(self._metrics_server.server_port)
+        log.info("serving metrics on http://%s:%d/metrics", host, self.metrics_port)
+
+    def metrics_endpoint(
+        self, authorization: str | None, api_key: str | None, cert: bytes | None
+    ) -> tuple[int, bytes, str]:
+        """GET /metrics on the REST port: (status, body, content type). With
+        authentication on, it needs the role GetCapacitySummary needs (view)."""
+        try:
+            principal = self.auth.authenticate(authorization, api_key, cert)
+            self.auth.authorize(principal, "osd.v1.VolumeService/GetCapacitySummary")
+        except OsdError as exc:
+            status = 401 if exc.code == grpc.StatusCode.UNAUTHENTICATED else 403
+            return status, f"{exc.code.name}: {exc.message}\n".encode(), "text/plain"
+        return 200, self.metrics.render(), METRICS_CONTENT_TYPE
 
     def _add_ports(self, server: grpc.Server, host: str, port: int) -> None:
         """The gRPC port (TLS when configured) and, for the REST gateway inside
@@ -264,6 +310,7 @@ class Daemon:
                 self.local_target,
                 grace_seconds=self.settings.grace_seconds,
                 tls=self._tls,
+                metrics=self.metrics_endpoint,
             )
             self._gateway.start()
         except (OSError, ValueError):
@@ -345,6 +392,10 @@ class Daemon:
         stopped = self._server.stop(grace) if self._server is not None else None
         if self._gateway is not None:
             self._gateway.stop(timeout=max(0.0, deadline - time.monotonic()))
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         if stopped is not None:
             stopped.wait()
         self._remove_local_dir()

@@ -25,6 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -90,17 +91,26 @@ def credentials_of(
     return authorization, api_key, cert
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What the interceptor hands each call: how to authenticate it, where to
+    record it, and what to tell of how it ended (method, code name, seconds)."""
+
+    auth: Authenticator
+    audit: AuditLog
+    observe: Callable[[str, str, float], None] | None = None
+
+
 class _Call:
     """Bookkeeping for one call: its id, its caller, its start, how it ended,
     and its audit record."""
 
-    def __init__(
-        self, method: str, context: grpc.ServicerContext, auth: Authenticator, audit: AuditLog
-    ) -> None:
+    def __init__(self, method: str, context: grpc.ServicerContext, hooks: Hooks) -> None:
         self.method = method
         self.context = context
-        self.auth = auth
-        self.audit = audit
+        self.auth = hooks.auth
+        self.audit = hooks.audit
+        self.observe = hooks.observe
         self.request_id = request_id_of(context)
         self.subject = "-"
         self.principal: Principal | None = None
@@ -141,9 +151,14 @@ class _Call:
             )
         )
 
+    def _ended(self, code: grpc.StatusCode) -> None:
+        if self.observe is not None:
+            self.observe(self.method.lstrip("/"), code.name, time.perf_counter() - self.start)
+
     def fail(self, exc: BaseException) -> None:
         code = exc.code if isinstance(exc, OsdError) else grpc.StatusCode.INTERNAL
         self._record(code.value[0])
+        self._ended(code)
         if isinstance(exc, OsdError):
             log.info(
                 "%s %s %s %s: %s (%.1f ms)",
@@ -167,6 +182,7 @@ class _Call:
 
     def done(self, response: Any = None) -> None:
         self._record(0, response)
+        self._ended(grpc.StatusCode.OK)
         log.debug("%s %s %s OK (%.1f ms)", self.request_id, self.subject, self.method, self._ms())
 
     def _ms(self) -> float:
@@ -202,11 +218,9 @@ def _lenient(
     return parse
 
 
-def _wrap_unary(
-    behaviour: Callable[..., Any], method: str, auth: Authenticator, log_: AuditLog
-) -> Callable[..., Any]:
+def _wrap_unary(behaviour: Callable[..., Any], method: str, hooks: Hooks) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
-        call = _Call(method, context, auth, log_)
+        call = _Call(method, context, hooks)
         call.request = request
         token = deadline.start(context.time_remaining())
         try:
@@ -227,10 +241,10 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    behaviour: Callable[..., Iterator[Any]], method: str, auth: Authenticator, log_: AuditLog
+    behaviour: Callable[..., Iterator[Any]], method: str, hooks: Hooks
 ) -> Callable[..., Any]:
     def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        call = _Call(method, context, auth, log_)
+        call = _Call(method, context, hooks)
         call.request = request
         try:
             principal = call.authenticate()
@@ -247,12 +261,7 @@ def _wrap_stream(
 
 
 def _guard(
-    handler: grpc.RpcMethodHandler,
-    method: str,
-    auth: Authenticator,
-    log_: AuditLog,
-    *,
-    authorize: bool,
+    handler: grpc.RpcMethodHandler, method: str, hooks: Hooks, *, authorize: bool
 ) -> grpc.RpcMethodHandler:
     """Every behaviour of ``handler``, run only for an authenticated caller
     (and, with ``authorize``, one whose roles allow ``method``), as that
@@ -261,13 +270,13 @@ def _guard(
     streams its requests. A refusal is audited like any other."""
 
     def check(context: grpc.ServicerContext) -> Principal:
-        call = _Call(method, context, auth, log_)
+        call = _Call(method, context, hooks)
         try:
-            principal = auth.authenticate(*credentials_of(context, auth))
+            principal = hooks.auth.authenticate(*credentials_of(context, hooks.auth))
             call.principal = principal
             call.subject = principal.subject or "-"
             if authorize:
-                auth.authorize(principal, method.lstrip("/"))
+                hooks.auth.authorize(principal, method.lstrip("/"))
         except OsdError as exc:
             call.fail(exc)
             raise  # unreachable: fail() aborts the call
@@ -305,9 +314,15 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Gives every call a request id and an access-log line, authenticates
     and authorizes it, and maps errors."""
 
-    def __init__(self, auth: Authenticator, audit_log: AuditLog) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        audit_log: AuditLog,
+        observe: Callable[[str, str, float], None] | None = None,
+    ) -> None:
         self.auth = auth
         self.audit = audit_log
+        self.hooks = Hooks(auth, audit_log, observe)
 
     def intercept_service(
         self,
@@ -323,18 +338,18 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if method.startswith("/grpc."):
             if not self.auth.enabled:
                 return handler
-            return _guard(handler, method, self.auth, self.audit, authorize=False)
+            return _guard(handler, method, self.hooks, authorize=False)
         parse = _lenient(handler.request_deserializer)
         if handler.unary_unary is not None:
             return handler._replace(
-                unary_unary=_wrap_unary(handler.unary_unary, method, self.auth, self.audit),
+                unary_unary=_wrap_unary(handler.unary_unary, method, self.hooks),
                 request_deserializer=parse,
             )
         if handler.unary_stream is not None:
             return handler._replace(
-                unary_stream=_wrap_stream(handler.unary_stream, method, self.auth, self.audit),
+                unary_stream=_wrap_stream(handler.unary_stream, method, self.hooks),
                 request_deserializer=parse,
             )
         # A method that streams its requests: none in osd.v1 today, and never
         # served unchecked.
-        return _guard(handler, method, self.auth, self.audit, authorize=True)
+        return _guard(handler, method, self.hooks, authorize=True)
