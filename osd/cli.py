@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from osd import __version__
+from osd import __version__, logs
 from osd import config as cfg
 from osd.client import CallError, Client, error_of, exit_code, find_method, message_class
 from osd.v1 import cluster_pb2, cluster_pb2_grpc
@@ -30,18 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("osd")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+def _setup_logging(level: str, fmt: str = "text", levels: dict[str, str] | None = None) -> None:
+    logs.setup(level, fmt, levels)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from osd.daemon import Daemon
 
     settings = cfg.load(vars(args))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.log_format, settings.log_levels)
     daemon = Daemon(settings)
     stop = threading.Event()
 
@@ -116,13 +113,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     try:
         level = cfg._log_level(args.log_level)
+        fmt = cfg._log_format(args.log_format)
+        levels = logs.parse_levels(args.log_levels)
         cfg.parse_listen(args.grpc_endpoint)
         cfg.parse_listen(args.rest_listen)
         files = TlsFiles.named(args.tls_cert, args.tls_key, args.tls_client_ca)
         tls = files.read() if files is not None else None
     except ValueError as exc:  # TlsError among them
         raise cfg.SettingsError(str(exc)) from None
-    _setup_logging(level)
+    _setup_logging(level, fmt, levels)
     upstream_tls = _client_tls(args)
     host, _ = cfg.parse_listen(args.rest_listen)
     if not cfg.is_loopback(host) and not args.insecure:
@@ -594,6 +593,18 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=os.environ.get("OSD_LOG_LEVEL", "info"),
         metavar="LEVEL",
         help="debug, info, warning or error (default info)",
+    )
+    gw.add_argument(
+        "--log-format",
+        default=os.environ.get("OSD_LOG_FORMAT", "text"),
+        metavar="FORMAT",
+        help="text, or json for one JSON object per line (env OSD_LOG_FORMAT, default text)",
+    )
+    gw.add_argument(
+        "--log-levels",
+        default=os.environ.get("OSD_LOG_LEVELS", ""),
+        metavar="LOGGER=LEVEL,...",
+        help="levels per logger, e.g. gateway=warning (env OSD_LOG_LEVELS)",
     )
     for name, text in (
         ("tls_cert", "serve HTTPS with the PEM certificate chain in FILE (needs --tls-key)"),

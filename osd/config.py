@@ -72,6 +72,23 @@ def _positive_float(value: str | float) -> float:
     return number
 
 
+def _log_format(value: str) -> str:
+    fmt = value.lower()
+    if fmt not in ("text", "json"):
+        raise ValueError(f"{value!r} is not text or json")
+    return fmt
+
+
+def _log_levels(value: str | dict[str, str]) -> dict[str, str]:
+    """ "LOGGER=LEVEL,..." from a flag or the environment, or a table in the
+    config file."""
+    from osd.logs import parse_levels
+
+    if isinstance(value, dict):
+        value = ",".join(f"{k}={v}" for k, v in value.items())
+    return parse_levels(value)
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -92,6 +109,8 @@ class Settings:
     max_jobs: int = 4
     grace_seconds: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    log_levels: dict[str, str] = field(default_factory=dict)
     # Self-healing (the repair controller); a cluster may override the policy.
     repair_enabled: bool = True
     repair_delay_seconds: int = 300
@@ -181,6 +200,19 @@ SPECS: tuple[_Spec, ...] = (
         "SECONDS",
     ),
     _Spec("log_level", _log_level, "debug, info, warning or error (default info)", "LEVEL"),
+    _Spec(
+        "log_format",
+        _log_format,
+        "text, or json for one JSON object per line with the request id, method, subject, "
+        "code and duration as fields (default text)",
+        "FORMAT",
+    ),
+    _Spec(
+        "log_levels",
+        _log_levels,
+        "levels per logger, e.g. osd.access=warning,uvicorn=error (default none)",
+        "LOGGER=LEVEL,...",
+    ),
     _Spec(
         "repair_enabled",
         _bool,

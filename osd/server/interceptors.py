@@ -168,6 +168,7 @@ class _Call:
                 exc.code.name,
                 exc.message,
                 self._ms(),
+                extra=self._fields(exc.code.name),
             )
             self.context.abort_with_status(to_status(exc, self.request_id))
         log.error(
@@ -177,13 +178,31 @@ class _Call:
             self.method,
             self._ms(),
             exc_info=exc,
+            extra=self._fields("INTERNAL"),
         )
         self.context.abort_with_status(internal_status(self.request_id))
 
     def done(self, response: Any = None) -> None:
         self._record(0, response)
         self._ended(grpc.StatusCode.OK)
-        log.debug("%s %s %s OK (%.1f ms)", self.request_id, self.subject, self.method, self._ms())
+        log.debug(
+            "%s %s %s OK (%.1f ms)",
+            self.request_id,
+            self.subject,
+            self.method,
+            self._ms(),
+            extra=self._fields("OK"),
+        )
+
+    def _fields(self, code: str) -> dict[str, Any]:
+        """The access line's fields, for structured logs."""
+        return {
+            "request_id": self.request_id,
+            "method": self.method.lstrip("/"),
+            "subject": self.subject,
+            "code": code,
+            "duration_ms": round(self._ms(), 3),
+        }
 
     def _ms(self) -> float:
         return (time.perf_counter() - self.start) * 1000
