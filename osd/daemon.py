@@ -22,7 +22,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 from sqlalchemy import text
 
@@ -39,6 +38,7 @@ from osd.engine.access.tokens import DEFAULT_ISSUER, IssuerConfig, IssuerConfigE
 from osd.engine.engine import Engine
 from osd.engine.topology.models import RepairPolicy
 from osd.errors import OsdError
+from osd.server import reflection_v1
 from osd.server.interceptors import ServerInterceptor
 from osd.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from osd.server.metrics import Metrics
@@ -202,9 +202,7 @@ class Daemon:
             entry.add_to_server(build_servicer(entry, self.engine), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection_enabled:
-            reflection.enable_server_reflection(
-                [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-            )
+            reflection_v1.enable([*self.service_names, health.SERVICE_NAME], server)
         host, port = parse_listen(self.settings.grpc_listen)
         try:
             self._add_ports(server, host, port)

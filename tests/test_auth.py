@@ -23,6 +23,7 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -336,6 +337,47 @@ def test_no_secret_reaches_the_log(w: World, wire: Wire) -> None:
     assert "ListClusters" in text  # the access log did record the calls
     for secret in (jwt_text, jwt_text.split(".")[2], key, key.split("_", 2)[2], SECRET.decode()):
         assert secret not in text
+
+
+def test_reflection_is_served_as_v1_too(w: World) -> None:
+    info = w.daemon.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    asks = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        ),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="osd.v1.VolumeService"),
+    ]
+    with pytest.raises(grpc.RpcError) as refused:
+        list(info(iter(asks), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    view = list(bearer(token(w.keys, roles=["view"])).items())
+    listed, itself, volume = list(info(iter(asks), metadata=view, timeout=10))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "osd.v1.VolumeService",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.health.v1.Health",
+    } <= names
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in itself.file_descriptor_response.file_descriptor_proto
+    ]
+    [v1] = [f for f in files if f.name == "grpc/reflection/v1/reflection.proto"]
+    assert v1.package == "grpc.reflection.v1" and v1.service[0].name == "ServerReflection"
+    assert v1.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+    assert any(
+        f.name == "osd/v1/volume.proto"
+        for f in map(
+            descriptor_pb2.FileDescriptorProto.FromString,
+            volume.file_descriptor_response.file_descriptor_proto,
+        )
+    )
 
 
 def test_reflection_refusals_are_audited(w: World) -> None:
