@@ -13,12 +13,14 @@ document calls valid, never a 400 (see ACCEPTED_REFUSALS and KNOWN_REFUSALS).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
 import time
 import unicodedata
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -164,6 +166,9 @@ def test_the_served_document_is_the_generated_one(
     response = http.get("/v1/openapi.json")
     assert response.status_code == 200
     assert response.json() == document
+    # ...and the file written beside the generated code (osd/v1/openapi.json).
+    committed = Path(__file__).resolve().parents[2] / "osd" / "v1" / "openapi.json"
+    assert json.loads(committed.read_text()) == response.json()
 
 
 def test_a_document_for_other_services(shapes: ShapesGateway) -> None:
