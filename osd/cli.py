@@ -20,8 +20,17 @@ from google.protobuf.message import Message
 
 from osd import __version__, logs
 from osd import config as cfg
-from osd.client import CallError, Client, error_of, exit_code, find_method, message_class
-from osd.v1 import cluster_pb2, cluster_pb2_grpc
+from osd.client import (
+    EXIT_JOB_CANCELLED,
+    EXIT_JOB_FAILED,
+    CallError,
+    Client,
+    error_of,
+    exit_code,
+    find_method,
+    message_class,
+)
+from osd.v1 import cluster_pb2, cluster_pb2_grpc, job_pb2
 
 if TYPE_CHECKING:
     from gateway.upstream import ClientTls
@@ -448,6 +457,37 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_progress(job: job_pb2.Job) -> None:
+    state = job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    p = job.progress
+    steps = f" {p.done_steps}/{p.total_steps} steps" if p.total_steps else ""
+    note = f": {p.message}" if p.message else ""
+    print(f"{job.id} {state} {p.percent}%{steps}{note}", file=sys.stderr, flush=True)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    """osd job watch ID: follows a job to its end; the exit code says how it
+    ended (0 DONE, 12 FAILED, 13 CANCELLED)."""
+    with _client(args) as client:
+        try:
+            job = client.wait_job(
+                args.job_id,
+                on_progress=None if args.quiet else _show_progress,
+                timeout=args.wait_timeout or None,
+            )
+        except CallError as err:
+            return _failed(err)
+        except TimeoutError as exc:
+            print(f"osd: {exc}", file=sys.stderr)
+            return exit_code(grpc.StatusCode.DEADLINE_EXCEEDED)
+    _print(job_pb2.InspectJobResponse(job=job))
+    if job.state == job_pb2.JOB_STATE_FAILED:
+        return EXIT_JOB_FAILED
+    if job.state == job_pb2.JOB_STATE_CANCELLED:
+        return EXIT_JOB_CANCELLED
+    return 0
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     """Any method, by name, with its request as JSON: the escape hatch for
     what no other command covers."""
@@ -559,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(func=cmd_health)
     _add_cluster(sub, client)
     _add_call(sub, client)
+    _add_job(sub, client)
     return parser
 
 
@@ -767,6 +808,28 @@ def _add_cluster(
     upd.add_argument("--file", metavar="BOOL")
     upd.add_argument("--expected-generation", type=int, default=0)
     cluster.set_defaults(func=cmd_cluster)
+
+
+def _add_job(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
+) -> None:
+    job = sub.add_parser("job", help="follow jobs")
+    jsub = job.add_subparsers(dest="job_command", required=True)
+    watch = jsub.add_parser(
+        "watch",
+        parents=[client],
+        help="follow a job to its end, showing its progress; exit 0 DONE, 12 FAILED, 13 CANCELLED",
+    )
+    watch.add_argument("job_id")
+    watch.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    watch.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="give up after this long (exit 10); default: wait to the end",
+    )
+    job.set_defaults(func=cmd_job)
 
 
 def _add_call(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from concurrent import futures
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,86 @@ def test_the_python_client(w: World) -> None:
     with pytest.raises(ValueError, match="not both"):
         Client(w.daemon.target, token=admin, api_key="k")
     assert find_method("VolumeService.ListVolumes").full_name == "osd.v1.VolumeService.ListVolumes"
+
+
+def _copy_job(w: World, name: str) -> str:
+    """Starts a VOLUME_COPY job (a volume made from another) and returns its id."""
+    alice = token(w.keys, roles=["user"], subject="alice")
+    with Client(w.daemon.target, token=alice) as client:
+        source = client.call(
+            "VolumeService.CreateVolume",
+            {"cluster_id": w.cluster_id, "name": f"{name}-src", "size": "1G"},
+        )
+        client.call(
+            "VolumeService.CreateVolume",
+            {
+                "cluster_id": w.cluster_id,
+                "name": name,
+                "source": {"volume_id": source.volume.id},  # type: ignore[attr-defined]
+            },
+        )
+    admin = token(w.keys, roles=["admin"])
+    with Client(w.daemon.target, token=admin) as client:
+        jobs = client.call("JobService.ListJobs", {"kinds": ["JOB_KIND_VOLUME_COPY"]})
+    newest = jobs.jobs[0]  # type: ignore[attr-defined]
+    return str(newest.id)
+
+
+def test_job_watch_follows_a_job_and_exits_by_how_it_ended(w: World) -> None:
+    job_id = _copy_job(w, "copied")
+    rc, job, err = osd(w, "job", "watch", job_id)
+    assert rc == 0, err
+    assert job["job"]["state"] == "JOB_STATE_DONE" and job["job"]["id"] == job_id
+    assert f"{job_id} DONE 100%" in err
+
+    w.daemon.driver.fail("clone_replica", times=1000)
+    failing = _copy_job(w, "copied-again")
+    rc, job, err = osd(w, "job", "watch", failing, "--quiet")
+    w.daemon.driver.clear_faults()
+    assert rc == 12, err
+    assert job["job"]["state"] == "JOB_STATE_FAILED" and err == ""
+
+
+def test_the_client_waits_for_a_job_with_a_callback(w: World) -> None:
+    job_id = _copy_job(w, "waited")
+    seen: list[int] = []
+    admin = token(w.keys, roles=["admin"])
+    with Client(w.daemon.target, token=admin) as client:
+        job = client.wait_job(job_id, on_progress=lambda j: seen.append(j.state), timeout=60)
+    assert job.state == 4 and seen[-1] == 4  # JOB_STATE_DONE
+    rc, _, err = osd(w, "job", "watch", "f" * 32)
+    assert rc == EXIT_CODES[grpc.StatusCode.NOT_FOUND], err
+
+
+def test_the_client_retries_unavailable() -> None:
+    """A server that answers UNAVAILABLE twice, then OK: the client's retry
+    policy carries the call through, and with retries=1 it does not."""
+    attempts: list[int] = []
+
+    def list_clusters(request: bytes, context: grpc.ServicerContext) -> bytes:
+        attempts.append(1)
+        if len(attempts) % 3 != 0:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return cluster_pb2.ListClustersResponse().SerializeToString()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "osd.v1.ClusterService",
+                {"ListClusters": grpc.unary_unary_rpc_method_handler(list_clusters)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            client.call("ClusterService.ListClusters")
+        assert len(attempts) == 3
+        attempts.clear()
+        with Client(f"127.0.0.1:{port}", retries=1) as client, pytest.raises(CallError) as info:
+            client.call("ClusterService.ListClusters")
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE and len(attempts) == 1
+    finally:
+        server.stop(grace=0)
