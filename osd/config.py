@@ -128,6 +128,7 @@ class Settings:
     insecure: bool = False
     reflection_enabled: bool = True
     audit_retention_days: float = 90.0
+    job_retention_days: float = 30.0
     # TLS on the gRPC and REST listeners; mutual TLS with a client CA.
     tls_cert: str = ""
     tls_key: str = ""
@@ -284,6 +285,12 @@ SPECS: tuple[_Spec, ...] = (
         "audit_retention_days",
         _positive_float,
         "how long audit records are kept (default 90)",
+        "DAYS",
+    ),
+    _Spec(
+        "job_retention_days",
+        _positive_float,
+        "how long finished jobs are kept after they end (default 30)",
         "DAYS",
     ),
     _Spec(

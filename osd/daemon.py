@@ -155,6 +155,7 @@ class Daemon:
                 repair_interval_seconds=settings.repair_interval_seconds,
                 repair_enabled=settings.repair_enabled,
                 audit_retention_days=settings.audit_retention_days,
+                job_retention_days=settings.job_retention_days,
             )
         self.engine = engine
         self.auth = build_authenticator(settings, engine.store)

@@ -8,12 +8,13 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from osd.engine.access.audit import AuditLog
+from osd.engine.access.audit import PRUNE_INTERVAL_SECONDS, AuditLog
 from osd.engine.datastores.registry import DatastoreEngine
 from osd.engine.drivers import StorageDriver
 from osd.engine.jobs import kinds as job_kinds
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.service_api import ServiceEngine
+from osd.engine.shared.periodic import Periodic
 from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.engine.topology.clusters import ClusterEngine
 from osd.engine.topology.drives import DriveEngine
@@ -50,6 +51,7 @@ class Engine:
         repair_interval_seconds: float = 30.0,
         repair_enabled: bool = True,
         audit_retention_days: float = 90.0,
+        job_retention_days: float = 30.0,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -62,7 +64,11 @@ class Engine:
         self._availability: list[AvailabilityListener] = []
         self.pools = PoolEngine(store)
         self.jobs = JobEngine(
-            store, driver, max_jobs=max_jobs, availability=self._availability_changed
+            store,
+            driver,
+            max_jobs=max_jobs,
+            availability=self._availability_changed,
+            retention_days=job_retention_days,
         )
         for handler in job_kinds.handlers():
             self.jobs.register(handler)
@@ -97,6 +103,9 @@ class Engine:
         self.on_close("repair controller", self.repair.stop)
         self.on_start("audit pruning", self.audit.start)
         self.on_close("audit pruning", self.audit.close)
+        self._job_pruning = Periodic("osd-job-prune", PRUNE_INTERVAL_SECONDS, self.jobs.prune)
+        self.on_start("pruning of finished jobs", self._job_pruning.start)
+        self.on_close("pruning of finished jobs", self._job_pruning.close)
 
     def on_start(self, name: str, step: Callable[[], None]) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, JobKind, JobState
@@ -250,3 +250,12 @@ def pending_on_node(session: Session, node_id: str) -> list[AllocationRow]:
             )
         )
     )
+
+
+def prune_finished(session: Session, before: datetime) -> int:
+    """Deletes the final jobs (DONE, FAILED, CANCELLED) that ended before
+    ``before``; returns how many. Unfinished jobs are never touched."""
+    result = session.execute(
+        delete(JobRow).where(JobRow.state.in_(FINAL_STATES), JobRow.end_time < before)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

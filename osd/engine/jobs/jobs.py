@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -47,6 +48,8 @@ from osd.store.state import bump_generation, current_generation
 
 __all__ = ["MAX_RESTARTS", "JobEngine"]
 
+log = logging.getLogger(__name__)
+
 
 class JobEngine:
     """Jobs over one store and one driver; ``run`` starts the runner, ``stop`` stops it."""
@@ -61,9 +64,11 @@ class JobEngine:
         stale_seconds: float = 60.0,
         poll_seconds: float = 0.5,
         availability: AvailabilityListener | None = None,
+        retention_days: float = 30.0,
     ) -> None:
         self._store = store
         self.max_jobs = max_jobs
+        self.retention = timedelta(days=retention_days)
         self._handlers: dict[JobKind, AnyHandler] = {}
         self._runner = JobRunner(
             store,
@@ -382,6 +387,16 @@ class JobEngine:
         )
 
     # -- the runner -------------------------------------------------------------------
+
+    def prune(self, now: datetime | None = None) -> int:
+        """Deletes the jobs that ended longer than the retention ago; returns
+        how many. A job still PENDING, RUNNING or PAUSED is never deleted."""
+        before = (now or datetime.now(UTC)) - self.retention
+        with self._store.write() as s:
+            gone = repo.prune_finished(s, before)
+        if gone:
+            log.info("pruned %d finished job(s) that ended before %s", gone, before.isoformat())
+        return gone
 
     def run(self) -> None:
         """Resumes what a gone daemon left, then works jobs in the background."""
