@@ -1,4 +1,4 @@
-"""The import direction of the layers: cli -> daemon -> (gateway, server) ->
+"""The import direction of the layers: cli -> (daemon, client) -> (gateway, server) ->
 engine -> store. A module imports only its own layer, the layers below it and
 the leaves every layer shares (the generated contract, enums, errors, config).
 The gateway and the server never import each other."""
@@ -17,12 +17,21 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "osd.cli": 5,
     "osd.daemon": 4,
+    "osd.client": 4,
     "gateway": 3,
     "osd.server": 3,
     "osd.engine": 2,
     "osd.store": 1,
 }
-LEAVES = ("osd.v1", "osd.enums", "osd.errors", "osd.config", "osd.contract", "osd.deadline")
+LEAVES = (
+    "osd.v1",
+    "osd.enums",
+    "osd.errors",
+    "osd.config",
+    "osd.contract",
+    "osd.deadline",
+    "osd.logs",
+)
 
 
 def is_leaf(module: str) -> bool:
