@@ -53,12 +53,19 @@ def parse_levels(text: str) -> dict[str, str]:
 
 
 def setup(level: str, fmt: str = "text", levels: dict[str, str] | None = None) -> None:
-    """Logs to stderr at ``level`` in ``fmt``, with ``levels`` per logger."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    """Logs to stderr at ``level`` in ``fmt``, with ``levels`` per logger.
+
+    As logging.basicConfig, it leaves alone a process whose root logger
+    already has handlers it did not install (osd called from a host program,
+    or a test), and replaces only its own."""
     root = logging.getLogger()
+    if any(not getattr(h, "_osd", False) for h in root.handlers):
+        return
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    handler._osd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -386,7 +386,7 @@ def test_credentials_are_still_checked_over_tls(
             str(pki.client.key),
         )
         rc, _, err = _osd("cluster", "list", *tls_args)
-        assert rc == 1 and "UNAUTHENTICATED" in err
+        assert rc == 6 and "UNAUTHENTICATED" in err  # osd.client.EXIT_CODES
         rc, out, err = _osd("cluster", "list", *tls_args, "--token", token)
         assert rc == 0, err
         assert [c["name"] for c in json.loads(out)["clusters"]] == ["with-token"]
