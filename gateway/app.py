@@ -42,9 +42,9 @@ from gateway.upstream import (
     REQUEST_ID_KEY,
     RpcFailed,
     Upstream,
-    message_class,
     parse_grpc_timeout,
 )
+from osd.contract import message_class
 
 log = logging.getLogger("gateway")
 

@@ -24,12 +24,11 @@ import grpc.aio
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from google.protobuf import message_factory
-from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.routes import Route
+from osd.contract import message_class
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 REQUEST_ID_KEY = "x-request-id"
@@ -48,11 +47,6 @@ def parse_grpc_timeout(text: str) -> float | None:
     if found is None:
         return None
     return int(found.group(1)) * _TIMEOUT_UNITS[found.group(2)]
-
-
-def message_class(descriptor: Descriptor) -> type[Message]:
-    cls: type[Message] = message_factory.GetMessageClass(descriptor)
-    return cls
 
 
 def request_id_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:

@@ -28,9 +28,9 @@ from osd.client import (
     error_of,
     exit_code,
     find_method,
-    message_class,
 )
-from osd.v1 import cluster_pb2, cluster_pb2_grpc, job_pb2
+from osd.contract import message_class
+from osd.v1 import cluster_pb2, job_pb2
 
 if TYPE_CHECKING:
     from gateway.upstream import ClientTls
@@ -39,15 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("osd")
 
 
-def _setup_logging(level: str, fmt: str = "text", levels: dict[str, str] | None = None) -> None:
-    logs.setup(level, fmt, levels)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from osd.daemon import Daemon
 
     settings = cfg.load(vars(args))
-    _setup_logging(settings.log_level, settings.log_format, settings.log_levels)
+    logs.setup(settings.log_level, settings.log_format, settings.log_levels)
     daemon = Daemon(settings)
     stop = threading.Event()
 
@@ -130,7 +126,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         tls = files.read() if files is not None else None
     except ValueError as exc:  # TlsError among them
         raise cfg.SettingsError(str(exc)) from None
-    _setup_logging(level, fmt, levels)
+    logs.setup(level, fmt, levels)
     upstream_tls = _client_tls(args)
     host, _ = cfg.parse_listen(args.rest_listen)
     if not cfg.is_loopback(host) and not args.insecure:
@@ -172,23 +168,20 @@ def _refuse_an_open_daemon(endpoint: str, tls: ClientTls | None, listen: str) ->
     """Refuses to put a non-loopback REST port in front of a daemon that
     answers calls without credentials (where every caller is admin), or of
     one that cannot be asked."""
-    channel = (
-        grpc.insecure_channel(endpoint)
-        if tls is None
-        else grpc.secure_channel(endpoint, tls.credentials(), options=tls.options())
-    )
-    why = ""
-    try:
-        stub = cluster_pb2_grpc.ClusterServiceStub(channel)
-        stub.ListClusters(cluster_pb2.ListClustersRequest(page_size=1), timeout=10)
-        why = f"the daemon at {endpoint} answers calls without credentials (every caller is admin)"
-    except grpc.RpcError as exc:
-        code = exc.code()
-        if code == grpc.StatusCode.UNAUTHENTICATED:
-            return
-        why = f"cannot tell whether the daemon at {endpoint} requires credentials ({code.name})"
-    finally:
-        channel.close()
+    with Client(endpoint, tls=tls, timeout=10, retries=1) as client:
+        try:
+            client.call("ClusterService.ListClusters", {"page_size": 1})
+            why = (
+                f"the daemon at {endpoint} answers calls without credentials "
+                "(every caller is admin)"
+            )
+        except CallError as err:
+            if err.code == grpc.StatusCode.UNAUTHENTICATED:
+                return
+            why = (
+                f"cannot tell whether the daemon at {endpoint} requires credentials "
+                f"({err.code.name})"
+            )
     raise cfg.SettingsError(
         f"--rest-listen {listen} is not a loopback address and {why}: turn authentication on "
         "in the daemon, start it first, or pass --insecure to serve it anyway"
@@ -204,7 +197,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     from osd.store.db import Store
 
     settings = cfg.load(vars(args))
-    _setup_logging(settings.log_level)
+    logs.setup(settings.log_level)
     # This command reports a store it cannot use itself, in one line.
     logging.getLogger("osd.store.db").setLevel(logging.ERROR)
     store = Store(settings.resolved_database_url())
@@ -305,7 +298,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     from osd.store.db import Store
 
     settings = cfg.load(vars(args))
-    _setup_logging(settings.log_level)
+    logs.setup(settings.log_level)
     logging.getLogger("osd.store.db").setLevel(logging.ERROR)
     store = Store(settings.resolved_database_url())
     keys = ApiKeys(store)
@@ -387,21 +380,14 @@ def _client_tls(args: argparse.Namespace) -> ClientTls | None:
         raise cfg.SettingsError(str(exc)) from None
 
 
-def _dial(args: argparse.Namespace) -> grpc.Channel:
-    """A channel to --endpoint: TLS when the TLS flags say so, plaintext otherwise."""
-    tls = _client_tls(args)
-    if tls is None:
-        return grpc.insecure_channel(args.endpoint)
-    return grpc.secure_channel(args.endpoint, tls.credentials(), options=tls.options())
-
-
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 when the daemon's health service answers SERVING, 1 otherwise."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with _dial(args) as channel:
+    # The health service takes no credentials, and a probe does not retry.
+    with Client(args.endpoint, tls=_client_tls(args), retries=1) as client:
         try:
-            resp = health_pb2_grpc.HealthStub(channel).Check(
+            resp = health_pb2_grpc.HealthStub(client.channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
         except grpc.RpcError as err:
@@ -510,7 +496,7 @@ def cmd_call(args: argparse.Namespace) -> int:
         raise cfg.SettingsError(f"-d: not a {method.input_type.name}: {exc}") from None
     with _client(args) as client:
         try:
-            reply = client.call(f"{method.containing_service.full_name}/{method.name}", request)
+            reply = client.call(method, request)
         except CallError as err:
             return _failed(err)
     _print(reply)

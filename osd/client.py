@@ -23,13 +23,14 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import json_format, message_factory
+from google.protobuf import json_format
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from osd.contract import contract
+from osd.contract import find_service, message_class
+from osd.enums import JobState
 from osd.v1 import job_pb2
 
 if TYPE_CHECKING:
@@ -125,22 +126,12 @@ def find_method(name: str) -> MethodDescriptor:
     service, sep, method = name.replace(".", "/").rpartition("/")
     if not sep:
         raise KeyError(f"{name!r} is not SERVICE.METHOD, e.g. VolumeService.ListVolumes")
-    service = service.replace("/", ".")
-    for entry in contract():
-        descriptor = entry.descriptor
-        if service in (descriptor.full_name, descriptor.name):
-            found = descriptor.methods_by_name.get(method)
-            if found is None:
-                known = ", ".join(sorted(descriptor.methods_by_name))
-                raise KeyError(f"{descriptor.name} has no method {method!r}; it has {known}")
-            return found
-    known = ", ".join(sorted(e.descriptor.name for e in contract()))
-    raise KeyError(f"no service {service!r}; the services are {known}")
-
-
-def message_class(descriptor: Any) -> type[Message]:
-    cls: type[Message] = message_factory.GetMessageClass(descriptor)
-    return cls
+    descriptor = find_service(service.replace("/", ".")).descriptor
+    found: MethodDescriptor | None = descriptor.methods_by_name.get(method)
+    if found is None:
+        known = ", ".join(sorted(descriptor.methods_by_name))
+        raise KeyError(f"{descriptor.name} has no method {method!r}; it has {known}")
+    return found
 
 
 class _Authed:
@@ -174,11 +165,6 @@ def _retry_config(attempts: int) -> str:
         "retryableStatusCodes": ["UNAVAILABLE"],
     }
     return json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": policy}]})
-
-
-FINAL_JOB_STATES = frozenset(
-    {job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
-)
 
 
 class Client:
@@ -238,16 +224,19 @@ class Client:
     def stub(self, service: str) -> Any:
         """The stub of a service ("VolumeService" or "osd.v1.VolumeService"),
         whose calls carry the credentials; they raise grpc.RpcError."""
-        for entry in contract():
-            if service in (entry.descriptor.full_name, entry.descriptor.name):
-                stub_class = getattr(entry.grpc_module, f"{entry.descriptor.name}Stub")
-                return _Authed(stub_class(self.channel), self)
-        raise KeyError(f"no service {service!r}")
+        entry = find_service(service)
+        stub_class = getattr(entry.grpc_module, f"{entry.descriptor.name}Stub")
+        return _Authed(stub_class(self.channel), self)
 
-    def call(self, method: str, request: Message | Mapping[str, Any] | None = None) -> Message:
-        """Calls a method by name (see :func:`find_method`) with a request
-        message, or its JSON form as a dict; raises :class:`CallError`."""
-        descriptor = find_method(method)
+    def call(
+        self,
+        method: str | MethodDescriptor,
+        request: Message | Mapping[str, Any] | None = None,
+    ) -> Message:
+        """Calls a method, by name (see :func:`find_method`) or descriptor,
+        with a request message or its JSON form as a dict; raises
+        :class:`CallError`."""
+        descriptor = find_method(method) if isinstance(method, str) else method
         if descriptor.client_streaming or descriptor.server_streaming:
             raise ValueError(f"{descriptor.full_name} streams; call it with its stub")
         request_class = message_class(descriptor.input_type)
@@ -277,19 +266,17 @@ class Client:
         """Follows a job to its end and returns it (DONE, FAILED or
         CANCELLED), calling ``on_progress`` with the job each time its state
         or progress changes; TimeoutError after ``timeout`` seconds."""
-        jobs = self.stub("JobService")
         deadline = None if timeout is None else time.monotonic() + timeout
         last: tuple[int, int, int, str] | None = None
         while True:
-            try:
-                job: job_pb2.Job = jobs.InspectJob(job_pb2.InspectJobRequest(job_id=job_id)).job
-            except grpc.RpcError as err:
-                raise error_of(err) from None
+            reply = self.call("JobService.InspectJob", job_pb2.InspectJobRequest(job_id=job_id))
+            assert isinstance(reply, job_pb2.InspectJobResponse)
+            job = reply.job
             seen = (job.state, job.progress.percent, job.progress.done_steps, job.progress.message)
             if seen != last and on_progress is not None:
                 on_progress(job)
             last = seen
-            if job.state in FINAL_JOB_STATES:
+            if JobState(job.state).final:
                 return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job_pb2.JobState.Name(job.state)}")

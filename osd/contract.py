@@ -13,7 +13,9 @@ from types import ModuleType
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
+from google.protobuf.message import Message
 
 import osd.v1
 
@@ -49,6 +51,23 @@ def contract() -> list[ServiceEntry]:
         grpc_module = importlib.import_module(f"osd.v1.{info.name}_grpc")
         entries.extend(ServiceEntry(services[name], grpc_module) for name in sorted(services))
     return entries
+
+
+def find_service(name: str) -> ServiceEntry:
+    """The service named "osd.v1.VolumeService" or, for short, "VolumeService";
+    KeyError naming the services there are otherwise."""
+    entries = contract()
+    for entry in entries:
+        if name in (entry.full_name, entry.descriptor.name):
+            return entry
+    known = ", ".join(sorted(e.descriptor.name for e in entries))
+    raise KeyError(f"no service {name!r}; the services are {known}")
+
+
+def message_class(descriptor: Descriptor) -> type[Message]:
+    """The generated class of a message descriptor."""
+    cls: type[Message] = message_factory.GetMessageClass(descriptor)
+    return cls
 
 
 def descriptors() -> list[ServiceDescriptor]:
