@@ -118,12 +118,14 @@ class _Call:
         self.start = time.perf_counter()
         context.send_initial_metadata(((REQUEST_ID_HEADER, self.request_id),))
 
-    def authenticate(self) -> Principal:
-        """The caller, allowed to call this method; raises otherwise."""
+    def authenticate(self, *, authorize: bool = True) -> Principal:
+        """The caller, and with ``authorize`` one allowed to call this method;
+        raises otherwise."""
         principal = self.auth.authenticate(*credentials_of(self.context, self.auth))
         self.principal = principal
         self.subject = principal.subject or "-"
-        self.auth.authorize(principal, self.method.lstrip("/"))
+        if authorize:
+            self.auth.authorize(principal, self.method.lstrip("/"))
         return principal
 
     def _record(self, code: int, response: Any = None) -> None:
@@ -291,11 +293,7 @@ def _guard(
     def check(context: grpc.ServicerContext) -> Principal:
         call = _Call(method, context, hooks)
         try:
-            principal = hooks.auth.authenticate(*credentials_of(context, hooks.auth))
-            call.principal = principal
-            call.subject = principal.subject or "-"
-            if authorize:
-                hooks.auth.authorize(principal, method.lstrip("/"))
+            principal = call.authenticate(authorize=authorize)
         except OsdError as exc:
             call.fail(exc)
             raise  # unreachable: fail() aborts the call
