@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 from osd.engine.shared import paging
 from osd.engine.shared.models import Page
+from osd.engine.shared.periodic import Periodic
 from osd.errors import InvalidArgument
 from osd.store import audit as repo
 from osd.store.db import Store
@@ -164,8 +165,8 @@ class AuditLog:
     ) -> None:
         self.store = store
         self.retention = timedelta(days=retention_days)
-        self._stop = threading.Event()
-        self._pruner: threading.Thread | None = None
+        self._pruner = Periodic("osd-audit-prune", PRUNE_INTERVAL_SECONDS, self.prune)
+        self._folder = Periodic("osd-audit-fold", FOLD_SECONDS, self.flush)
         self._lock = threading.Lock()
         self._bucket = _Bucket(unauthenticated_per_second, unauthenticated_burst)
         self._folded: dict[str, int] = {}
@@ -310,26 +311,10 @@ class AuditLog:
         return gone
 
     def start(self) -> None:
-        self._pruner = threading.Thread(
-            target=self._prune_loop, name="osd-audit-prune", daemon=True
-        )
         self._pruner.start()
+        self._folder.start()
 
     def close(self, timeout: float) -> None:
-        self._stop.set()
-        if self._pruner is not None:
-            self._pruner.join(timeout=timeout)
+        self._pruner.close(timeout)
+        self._folder.close(timeout)
         self.flush()
-
-    def _prune_loop(self) -> None:
-        next_prune = 0.0
-        while True:
-            if time.monotonic() >= next_prune:
-                try:
-                    self.prune()
-                except Exception as exc:
-                    log.warning("audit pruning failed: %s", exc)
-                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
-            self.flush()
-            if self._stop.wait(FOLD_SECONDS):
-                return
