@@ -104,12 +104,13 @@ class FakeState:
         )
 
 
-# Each table: its name, its two key columns, and its value columns.
+# Each table (a FakeState field, keyed by a pair, in columns a and b) and its
+# value columns.
 _TABLES = {
-    "devices": ("a", "b", ("size_bytes", "has_data", "drive_id")),
-    "replicas": ("a", "b", ("value",)),
-    "snapshots": ("a", "b", ("value",)),
-    "attachments": ("a", "b", ("value",)),
+    "devices": ("size_bytes", "has_data", "drive_id"),
+    "replicas": ("value",),
+    "snapshots": ("value",),
+    "attachments": ("value",),
 }
 
 
@@ -126,7 +127,7 @@ class _StateFile:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        for name, (_, _, values) in _TABLES.items():
+        for name, values in _TABLES.items():
             self.db.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} (a TEXT NOT NULL, b TEXT NOT NULL, "
                 f"{', '.join(values)}, PRIMARY KEY (a, b))"
@@ -152,7 +153,7 @@ class _StateFile:
         """Writes the entries changed since the last write, in one transaction."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for name, (_, _, values) in _TABLES.items():
+            for name, values in _TABLES.items():
                 table = getattr(state, name)
                 keys = set(table) if everything else table.take_dirty()
                 for key in keys:
