@@ -30,13 +30,21 @@ def who(
     return bearer(token(w.keys, roles=[role], subject=subject, **extra))
 
 
-def rpc(name: str, request: Message, response: type[Message], verb: str, path: str) -> Call:
-    """A VolumeService call; over REST the body is the request less its path fields."""
+def rpc(
+    name: str,
+    request: Message,
+    response: type[Message],
+    verb: str,
+    path: str,
+    service: str = "VolumeService",
+) -> Call:
+    """A call of ``service`` (VolumeService by default); over REST the body is
+    the request less its path fields."""
     body = json_format.MessageToDict(request, preserving_proto_field_name=True)
     for field in re.findall(r"\{(\w+)\}", path):
         path = path.replace("{" + field + "}", body.pop(field, ""))
     return Call(
-        f"/osd.v1.VolumeService/{name}",
+        f"/osd.v1.{service}/{name}",
         request,
         response,
         verb,
@@ -447,17 +455,8 @@ def test_a_new_owner_takes_the_snapshots_with_the_volume(w: World, wire: Wire) -
 
 
 def template_call(name: str, request: Message, verb: str, path: str) -> Call:
-    body = json_format.MessageToDict(request, preserving_proto_field_name=True)
-    body.pop("template_id", None)
     response = getattr(template_pb2, f"{name}Response")
-    return Call(
-        f"/osd.v1.TemplateService/{name}",
-        request,
-        response,
-        verb,
-        path,
-        body if verb in ("POST", "PATCH") else None,
-    )
+    return rpc(name, request, response, verb, path, service="TemplateService")
 
 
 def test_users_own_the_templates_they_make_and_everyone_uses_them(w: World, wire: Wire) -> None:
@@ -473,12 +472,12 @@ def test_users_own_the_templates_they_make_and_everyone_uses_them(w: World, wire
     tid = template["id"]
     rename = template_pb2.UpdateTemplateRequest(template_id=tid, name="smaller")
     rename.update_mask.paths.append("name")
-    update_t = template_call("UpdateTemplate", rename, "PATCH", f"/v1/templates/{tid}")
+    update_t = template_call("UpdateTemplate", rename, "PATCH", "/v1/templates/{template_id}")
     delete_t = template_call(
         "DeleteTemplate",
         template_pb2.DeleteTemplateRequest(template_id=tid),
         "DELETE",
-        f"/v1/templates/{tid}",
+        "/v1/templates/{template_id}",
     )
     for call in (update_t, delete_t):
         answer = wire(w, call, bob)
@@ -489,7 +488,7 @@ def test_users_own_the_templates_they_make_and_everyone_uses_them(w: World, wire
         "InspectTemplate",
         template_pb2.InspectTemplateRequest(template_id=tid),
         "GET",
-        f"/v1/templates/{tid}",
+        "/v1/templates/{template_id}",
     )
     assert ok(wire, w, inspect_t, bob)["template"]["name"] == "small"
     from_template = pb.CreateVolumeRequest(
@@ -502,6 +501,6 @@ def test_users_own_the_templates_they_make_and_everyone_uses_them(w: World, wire
     # Its owner and admins change it.
     assert ok(wire, w, update_t, alice)["template"]["name"] == "smaller"
     rename.name = "smallest"
-    update_again = template_call("UpdateTemplate", rename, "PATCH", f"/v1/templates/{tid}")
+    update_again = template_call("UpdateTemplate", rename, "PATCH", "/v1/templates/{template_id}")
     assert ok(wire, w, update_again, root)["template"]["name"] == "smallest"
     ok(wire, w, delete_t, alice)

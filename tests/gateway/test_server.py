@@ -88,6 +88,20 @@ def test_a_gateway_server_can_stop_and_start_on_the_same_port() -> None:
         again.stop()
 
 
+def _wait_until_healthy(proc: subprocess.Popen[bytes], port: int) -> None:
+    """Waits for `osd gateway` on ``port`` to answer /healthz 200."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "osd gateway did not come up"
+        time.sleep(0.1)
+
+
 def test_osd_gateway_runs_standalone_and_stops_on_sigterm(rest_daemon: RestDaemon) -> None:
     created = rest_daemon.http.post("/v1/clusters", json={"name": "remote"}).json()
     port = _free_port()
@@ -111,16 +125,7 @@ def test_osd_gateway_runs_standalone_and_stops_on_sigterm(rest_daemon: RestDaemo
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "osd gateway did not come up"
-            time.sleep(0.1)
+        _wait_until_healthy(proc, port)
         response = httpx.get(f"http://127.0.0.1:{port}/v1/clusters/{created['cluster']['id']}")
         assert response.status_code == 200
         assert response.json()["cluster"]["name"] == "remote"
@@ -171,16 +176,7 @@ def _serves(argv: list[str], port: int) -> httpx.Response:
         argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "osd gateway did not come up"
-            time.sleep(0.1)
+        _wait_until_healthy(proc, port)
         return httpx.get(f"http://127.0.0.1:{port}/v1/clusters", timeout=10)
     finally:
         proc.send_signal(signal.SIGTERM)
