@@ -33,6 +33,7 @@ from osd.store.types import IntEnumType
 from tests.conftest import Database
 from tests.factories import (
     make_allocation,
+    make_cluster,
     make_job_row,
     make_snapshot,
     make_topology,
@@ -219,3 +220,52 @@ def test_a_stored_number_that_is_no_member_fails_loudly(store: Store) -> None:
         )
     with store.read() as s:
         assert s.get_one(NodeRow, nodes[0]).state is NodeState.OFFLINE
+
+
+def test_every_change_moves_the_generation_but_the_audit_trails(store: Store) -> None:
+    """A write that changes rows without bumping the generation itself bumps
+    it as it commits (kept reads rely on that); one that changes nothing, or
+    only the audit trail, leaves it, and one that bumps is not bumped twice."""
+    cluster_id = make_cluster(store)
+    before = store.generation()
+    assert before is not None
+    with store.write() as s:
+        s.execute(
+            text("UPDATE clusters SET labels = :labels WHERE id = :id"),
+            {"labels": '{"a": "b"}', "id": cluster_id},
+        )
+    assert store.generation() == before + 1
+    with store.write() as s:
+        s.execute(text("UPDATE clusters SET name = 'x' WHERE id = 'none'"))
+    assert store.generation() == before + 1
+    with store.write() as s:
+        s.execute(
+            text(
+                "INSERT INTO audit_records (id, time, subject, roles, via, issuer, method, "
+                "code, request_id, count) VALUES ('a1', :t, 's', '[]', 'none', '', 'm', 0, "
+                "'r', 1)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+    assert store.generation() == before + 1
+    with store.write() as s:
+        bumped = bump_generation(s)
+        s.execute(text("UPDATE clusters SET name = 'y' WHERE id = :id"), {"id": cluster_id})
+    assert bumped == before + 2 and store.generation() == before + 2
+    with store.read() as s:
+        assert current_generation(s) == before + 2
+
+
+def test_the_generation_probe_reads_what_another_store_committed(database: Database) -> None:
+    first, second = Store(database.url), Store(database.url)
+    try:
+        seen = second.generation()
+        assert seen is not None
+        with first.write() as s:
+            bump_generation(s)
+        assert second.generation() == seen + 1
+        first.close()
+        assert first.generation() is None  # closed: the caller reads in a transaction
+    finally:
+        first.close()
+        second.close()

@@ -8,12 +8,20 @@ Writes are serialised: every write transaction first bumps the store-wide
 generation (see :func:`osd.store.state.bump_generation`), which takes a row
 lock on PostgreSQL and the write lock on SQLite (``BEGIN IMMEDIATE``), so a
 check made inside a write transaction still holds when it commits.
+
+A write transaction that changed a row without bumping the generation (a
+job's progress, say) bumps it as it commits, so the generation moves on every
+change but the audit trail's: :class:`~osd.store.readcache.ReadCache` relies
+on that. :meth:`Store.generation` reads it on a connection each thread keeps,
+outside any transaction, for the price of one indexed read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,18 +32,55 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from osd.errors import Unavailable
 from osd.store import state
+from osd.store.readcache import ReadCache
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# Tables whose changes leave the generation alone: the audit trail is written
+# on refused calls too, and no read that is kept depends on it.
+UNVERSIONED_TABLES = frozenset({"audit_records", "audit_targets"})
+PAGE_CACHE_ENTRIES = 64
+GENERATION_SQL = "SELECT generation FROM osd_state WHERE id = 1"
+
+
+class _WriteWatch(threading.local):
+    """What the write transaction running on this thread has done so far."""
+
+    armed = False
+    changed = False
+    bumped = False
+
+
+def _changed_table(statement: str) -> str | None:
+    """The table an INSERT, UPDATE or DELETE statement changes; None for others."""
+    words = statement.split(None, 3)
+    if len(words) < 3:
+        return None
+    verb = words[0].upper()
+    if verb == "UPDATE":
+        name = words[1]
+    elif verb in ("INSERT", "DELETE"):
+        name = words[2]
+    else:
+        return None
+    return name.strip('"').split("(", 1)[0]
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'osd.db'}"
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
+    # A pool as large as the threads that may read at once: a connection
+    # opened and closed per call costs more than the read.
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -69,8 +114,8 @@ class Store:
                 # SQLite gives its -wal and -shm files the database's mode.
                 Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 Path(database).touch(mode=0o600, exist_ok=True)
-            self._write_engine = _sqlite_engine(url, immediate=True)
-            self._read_engine = _sqlite_engine(url, immediate=False)
+            self._write_engine = _sqlite_engine(url, immediate=True, pool_size=pool_size)
+            self._read_engine = _sqlite_engine(url, immediate=False, pool_size=pool_size)
         elif self.dialect == "postgresql":
             if parsed.drivername == "postgresql":
                 url = parsed.set(drivername="postgresql+psycopg").render_as_string(
@@ -82,6 +127,14 @@ class Store:
             self._read_engine = self._write_engine
         else:
             raise ValueError(f"unsupported database URL {parsed!r}: use sqlite or postgresql")
+        self._watch = _WriteWatch()
+        event.listen(self._write_engine, "after_cursor_execute", self._note_statement)
+        self._probes = threading.local()
+        self._probe_connections: list[Any] = []
+        self._probe_lock = threading.Lock()
+        # Single objects, and pages of lists (each up to a thousand objects).
+        self.cache = ReadCache()
+        self.page_cache = ReadCache(max_entries=PAGE_CACHE_ENTRIES)
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._page_key: bytes | None = None
@@ -98,10 +151,96 @@ class Store:
         and its caller was told the call did not complete)."""
         if self._closed:
             raise Unavailable("the daemon is stopping; retry")
-        with self._guard(), self._writer() as session, session.begin():
-            yield session
+        watch = self._watch
+        if watch.armed:  # a write inside a write: the outer one bumps
+            with self._guard(), self._writer() as session, session.begin():
+                yield session
+            return
+        watch.armed, watch.changed, watch.bumped = True, False, False
+        try:
+            with self._guard(), self._writer() as session, session.begin():
+                yield session
+                if self._closed:
+                    raise Unavailable("the daemon stopped before this change committed; retry")
+                if watch.changed and not watch.bumped:
+                    state.bump_generation(session)
+        finally:
+            watch.armed = False
+
+    def _note_statement(
+        self,
+        _conn: Any,
+        cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        _executemany: bool,
+    ) -> None:
+        watch = self._watch
+        if not watch.armed or (watch.changed and watch.bumped):
+            return
+        table = _changed_table(statement)
+        if table is None or table in UNVERSIONED_TABLES or cursor.rowcount == 0:
+            return
+        if table == "osd_state":
+            if "generation" in statement:
+                watch.bumped = True
+        else:
+            watch.changed = True
+
+    def generation(self) -> int | None:
+        """The store's generation as last committed, read on a connection this
+        thread keeps; None when it cannot be read (the caller then reads in a
+        transaction, which reports what is wrong)."""
+        if self._closed:
+            return None
+        conn = getattr(self._probes, "conn", None)
+        try:
+            if conn is None:
+                conn = self._probe_connect()
+                self._probes.conn = conn
+            cur = conn.cursor()
+            cur.execute(GENERATION_SQL)
+            row = cur.fetchone()
+            cur.close()
+        except Exception as exc:
+            log.debug("generation probe failed: %s", exc)
+            self._probes.conn = None
+            self._close_probe(conn)
+            return None
+        return None if row is None else int(row[0])
+
+    def _probe_connect(self) -> Any:
+        url = self._read_engine.url
+        if self.dialect == "sqlite":
+            conn: Any = sqlite3.connect(
+                url.database or ":memory:",
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            import psycopg
+
+            conn = psycopg.connect(
+                url.set(drivername="postgresql").render_as_string(hide_password=False),
+                autocommit=True,
+            )
+        with self._probe_lock:
             if self._closed:
-                raise Unavailable("the daemon stopped before this change committed; retry")
+                conn.close()
+                raise Unavailable("the store is closed")
+            self._probe_connections.append(conn)
+        return conn
+
+    def _close_probe(self, conn: Any) -> None:
+        if conn is None:
+            return
+        with self._probe_lock:
+            if conn in self._probe_connections:
+                self._probe_connections.remove(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
@@ -140,6 +279,13 @@ class Store:
     def close(self) -> None:
         """Refuses every later commit and closes the connections not in use."""
         self._closed = True
+        with self._probe_lock:
+            probes, self._probe_connections = self._probe_connections, []
+        for conn in probes:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self.cache.clear()
+        self.page_cache.clear()
         self._write_engine.dispose()
         if self._read_engine is not self._write_engine:
             self._read_engine.dispose()
