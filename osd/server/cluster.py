@@ -69,6 +69,7 @@ def cluster_to_proto(c: Cluster) -> pb.Cluster:
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._clusters = engine.clusters
+        self._inspected: convert.ResponseMemo[pb.InspectClusterResponse] = convert.ResponseMemo()
 
     def CreateCluster(
         self, request: pb.CreateClusterRequest, context: grpc.ServicerContext
@@ -90,8 +91,11 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def InspectCluster(
         self, request: pb.InspectClusterRequest, context: grpc.ServicerContext
     ) -> pb.InspectClusterResponse:
-        return pb.InspectClusterResponse(
-            cluster=cluster_to_proto(self._clusters.inspect(request.cluster_id))
+        cluster = self._clusters.inspect(request.cluster_id)
+        return self._inspected.get(
+            cluster.id,
+            cluster,
+            lambda: pb.InspectClusterResponse(cluster=cluster_to_proto(cluster)),
         )
 
     def ListClusters(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection, Hashable
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
@@ -12,6 +14,37 @@ from osd.engine.shared.models import Allocation
 from osd.enums import LabelOperation
 from osd.errors import InvalidArgument
 from osd.v1 import common_pb2
+
+M = TypeVar("M")
+
+MEMO_ENTRIES = 8192
+
+
+class ResponseMemo(Generic[M]):
+    """The response last built from each object the engine handed back.
+
+    The engine's read cache hands back the very object it kept while the store
+    has not changed; then the response built from it last time is the answer
+    again, and is not built anew. Responses are only read once built, so
+    threads may share them.
+    """
+
+    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
+        self._max = max_entries
+        self._entries: dict[Hashable, tuple[Any, M]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, source: object, build: Callable[[], M]) -> M:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is source:
+            return entry[1]
+        response = build()
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = (source, response)
+            while len(self._entries) > self._max:
+                del self._entries[next(iter(self._entries))]
+        return response
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:

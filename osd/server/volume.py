@@ -14,6 +14,7 @@ from osd.engine.volumes import models as vm
 from osd.enums import SourceKind
 from osd.server import convert
 from osd.server.job import job_to_proto
+from osd.store.db import PAGE_CACHE_ENTRIES
 from osd.v1 import volume_pb2 as pb
 from osd.v1 import volume_pb2_grpc
 
@@ -224,6 +225,11 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self._snapshots = engine.snapshots
         self._attachments = engine.attachments
         self._repair = engine.repair
+        self._inspected: convert.ResponseMemo[pb.InspectVolumeResponse] = convert.ResponseMemo()
+        # Keyed by the page object itself, which the memo holds while it is kept.
+        self._listed: convert.ResponseMemo[pb.ListVolumesResponse] = convert.ResponseMemo(
+            PAGE_CACHE_ENTRIES
+        )
 
     # -- volumes ---------------------------------------------------------------
 
@@ -244,10 +250,14 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self, request: pb.InspectVolumeRequest, context: grpc.ServicerContext
     ) -> pb.InspectVolumeResponse:
         detail = self._volumes.inspect(request.volume_id)
-        return pb.InspectVolumeResponse(
-            volume=volume_to_proto(detail.volume),
-            allocations=[convert.allocation(a) for a in detail.allocations],
-            attachments=[attachment_to_proto(a) for a in detail.attachments],
+        return self._inspected.get(
+            detail.volume.id,
+            detail,
+            lambda: pb.InspectVolumeResponse(
+                volume=volume_to_proto(detail.volume),
+                allocations=[convert.allocation(a) for a in detail.allocations],
+                attachments=[attachment_to_proto(a) for a in detail.attachments],
+            ),
         )
 
     def ListVolumes(
@@ -269,9 +279,13 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 repairing=request.repairing,
             )
         )
-        return pb.ListVolumesResponse(
-            volumes=[volume_to_proto(v) for v in page.items],
-            next_page_token=page.next_page_token,
+        return self._listed.get(
+            id(page),
+            page,
+            lambda: pb.ListVolumesResponse(
+                volumes=[volume_to_proto(v) for v in page.items],
+                next_page_token=page.next_page_token,
+            ),
         )
 
     def GetCapacitySummary(

@@ -24,6 +24,7 @@ from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, Invali
 from osd.store import clusters as repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
+from osd.store.readcache import cached
 from osd.store.state import bump_generation, current_generation
 
 
@@ -152,8 +153,17 @@ class ClusterEngine:
 
     def inspect(self, cluster_id: str) -> Cluster:
         v.check_id(cluster_id, "cluster_id")
+        return cached(
+            self._store.cache,
+            ("cluster", cluster_id),
+            self._store.generation,
+            lambda: self._read(cluster_id),
+        )
+
+    def _read(self, cluster_id: str) -> tuple[int, Cluster]:
         with self._store.read() as s:
-            return self._domain(require(s, ClusterRow, cluster_id))
+            generation = current_generation(s)
+            return generation, self._domain(require(s, ClusterRow, cluster_id))
 
     def list(self, query: ListQuery) -> Page[Cluster]:
         size = paging.page_size(query.page_size)

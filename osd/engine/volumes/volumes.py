@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, ItemsView
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
@@ -91,6 +91,7 @@ from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
 from osd.store.models import AllocationRow, VolumeRow, utcnow
+from osd.store.readcache import cached
 from osd.store.state import bump_generation, current_generation
 
 if TYPE_CHECKING:
@@ -269,10 +270,21 @@ class VolumeEngine:
 
     def inspect(self, volume_id: str) -> VolumeDetail:
         v.check_id(volume_id, "volume_id")
+        detail = cached(
+            self._store.cache,
+            ("volume", volume_id),
+            self._store.generation,
+            lambda: self._read_detail(volume_id),
+        )
+        access.require_read(detail.volume, Access.READ)
+        return detail
+
+    def _read_detail(self, volume_id: str) -> tuple[int, VolumeDetail]:
+        """The volume as stored, for any caller, and the generation it was read at."""
         with self._store.read() as s:
+            generation = current_generation(s)
             row = get_volume(s, volume_id)
-            access.require_volume(s, row, Access.READ)
-            return VolumeDetail(
+            return generation, VolumeDetail(
                 volume=volume_from(s, row),
                 allocations=[
                     allocation_of(a, zone)
@@ -304,8 +316,35 @@ class VolumeEngine:
             maybe_degraded=query.degraded,
             readable_by=access.list_filter(),
         )
+        key = (
+            "volumes",
+            where,
+            size,
+            query.page_token,
+            query.name_regex,
+            tuple(sorted(wanted)),
+            query.repairing,
+        )
+        return cached(
+            self._store.page_cache,
+            key,
+            self._store.generation,
+            lambda: self._read_page(query, where, pages, after, size, pattern, wanted),
+        )
 
+    def _read_page(
+        self,
+        query: VolumeQuery,
+        where: repo.VolumeFilter,
+        pages: paging.Pager,
+        after: tuple[str, str] | None,
+        size: int,
+        pattern: v.Pattern | None,
+        wanted: ItemsView[str, str],
+    ) -> tuple[int, Page[Volume]]:
+        """One page of volumes as stored, and the generation it was read at."""
         with self._store.read() as s:
+            generation = current_generation(s)
             repairing = (
                 {
                     j.target_id
@@ -335,7 +374,7 @@ class VolumeEngine:
             )
             copies = copies_of(s, [item[0] for item in items])
             acls = acls_of(s, [item[0].id for item in items])
-            return Page(
+            return generation, Page(
                 [
                     volume_of(*item, copies.get(item[0].id), acls.get(item[0].id, ()))
                     for item in items
