@@ -148,11 +148,18 @@ class JobRunner:
 
     def _loop(self) -> None:
         last_beat = time.monotonic()
+        # The generation at which no job was waiting: until it moves (every
+        # change bumps it, a new job's or a cancelled one's included) none is.
+        idle_at: int | None = None
         while not self._stopping.is_set():
             try:
                 while self._free_slots() > 0 and not self._stopping.is_set():
+                    generation = self._store.generation()
+                    if generation is not None and generation == idle_at:
+                        break
                     job_id = self._claim_next()
                     if job_id is None:
+                        idle_at = generation
                         break
                     self._launch(job_id)
                 if time.monotonic() - last_beat >= self._heartbeat_seconds:
