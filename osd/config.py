@@ -106,6 +106,8 @@ class Settings:
     database_url: str = ""
     driver: str = "fake"
     workers: int = 16
+    # Serving processes; 0 is one per core.
+    processes: int = 0
     max_jobs: int = 4
     grace_seconds: float = 10.0
     log_level: str = "INFO"
@@ -144,6 +146,13 @@ class Settings:
             or bool(self.auth_issuers)
             or bool(self.auth_client_certs)
         )
+
+    def resolved_processes(self) -> int:
+        """How many processes serve: ``processes``, or one per core when 0. A
+        store in memory is one process's alone, so it is served by one."""
+        if self.database_url.startswith("sqlite") and ":memory:" in self.database_url:
+            return 1
+        return self.processes or len(os.sched_getaffinity(0)) or 1
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir or _default_data_dir()).expanduser()
@@ -187,7 +196,14 @@ SPECS: tuple[_Spec, ...] = (
         "URL",
     ),
     _Spec("driver", str, "storage driver (default fake)", "NAME"),
-    _Spec("workers", _positive_int, "gRPC worker threads (default 16)", "N"),
+    _Spec("workers", _positive_int, "gRPC worker threads per process (default 16)", "N"),
+    _Spec(
+        "processes",
+        _non_negative_int,
+        "processes serving gRPC on the one port; reads are served by each, changes "
+        "by the first (default 0: one per core)",
+        "N",
+    ),
     _Spec(
         "max_jobs",
         _positive_int,

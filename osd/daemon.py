@@ -7,16 +7,30 @@ gRPC server over a private Unix socket, never over TCP: a gateway dialling the
 TLS port would need a client certificate of its own under mutual TLS, and
 the socket needs none. Its credentials still pass as metadata and are checked
 by the same interceptor as every other call's.
+
+With ``processes`` above 1 the daemon serves from that many processes on the
+one port (SO_REUSEPORT: the kernel spreads connections over them). The first,
+the primary, is the daemon as above; each other one serves the reads itself
+and passes every change to the primary over the private socket (see
+:mod:`osd.server.forward`). The primary starts them once it serves, starts
+again one that dies, and stops them when it stops; they die with it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import pickle
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +53,7 @@ from osd.engine.engine import Engine
 from osd.engine.topology.models import RepairPolicy
 from osd.errors import OsdError
 from osd.server import reflection_v1
+from osd.server.forward import Forwarder, change_methods
 from osd.server.interceptors import ServerInterceptor
 from osd.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from osd.server.metrics import Metrics
@@ -53,6 +68,10 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 STORE_PROBE_SECONDS = 5.0
 # The longest path a Unix socket address holds (sun_path, less its NUL).
 MAX_UNIX_PATH_BYTES = 107
+# A serving process that dies is started again after this, doubling to the most.
+RESPAWN_SECONDS = 0.5
+RESPAWN_MAX_SECONDS = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 def build_authenticator(settings: Settings, store: Store) -> Authenticator:
@@ -132,8 +151,21 @@ def _grpc_certificate_configuration(tls: ServerTls) -> grpc.ServerCertificateCon
 class Daemon:
     """One osd daemon: a store, a driver, the engine over them, and the gRPC server."""
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, engine: Engine | None = None, primary_target: str = ""
+    ) -> None:
+        """``primary_target``: for a process serving beside the primary, the
+        primary's private socket, which the changes go to."""
         self.settings = settings
+        self.primary = not primary_target
+        self._primary_target = primary_target
+        # An engine handed in (embedded, in tests) is served by this process
+        # alone unless asked otherwise.
+        self.processes = (
+            1
+            if primary_target or (engine is not None and settings.processes == 0)
+            else settings.resolved_processes()
+        )
         # Before the store: a daemon that cannot serve its TLS opens nothing.
         self._tls = read_tls(settings)
         # The gRPC configuration a reload made, handed to grpc at its next handshake.
@@ -141,10 +173,16 @@ class Daemon:
         self._tls_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         if engine is None:
-            store = Store(settings.resolved_database_url())
+            # Room for every worker, and for the jobs, repair and audit threads.
+            store = Store(settings.resolved_database_url(), pool_size=settings.workers + 8)
+            driver = (
+                drivers.load(settings.driver, settings.resolved_data_dir())
+                if self.primary
+                else drivers.ReadsOnly()
+            )
             engine = Engine(
                 store,
-                drivers.load(settings.driver, settings.resolved_data_dir()),
+                driver,  # type: ignore[arg-type]
                 max_jobs=settings.max_jobs,
                 repair=RepairPolicy(
                     delay_seconds=settings.repair_delay_seconds,
@@ -172,8 +210,11 @@ class Daemon:
         self._stopping = threading.Event()
         self._probe: threading.Thread | None = None
         self._local_dir: Path | None = None
-        # "unix:PATH" of the private socket the REST gateway inside calls; "" without one.
+        # "unix:PATH" of the private socket the REST gateway inside (and the
+        # other serving processes) call; "" without one.
         self.local_target = ""
+        self._forwarder: Forwarder | None = None
+        self._replicas: list[_Replica] = []
 
     @property
     def tls(self) -> ServerTls | None:
@@ -183,24 +224,38 @@ class Daemon:
     def start(self) -> None:
         """Migrates the store, binds the port and starts serving."""
         check_exposure(self.settings)
-        self.engine.store.upgrade()
-        self.engine.start()
+        if self.primary:
+            self.engine.store.upgrade()
+        self.engine.start(primary=self.primary)
         self._executor = futures.ThreadPoolExecutor(
             max_workers=self.settings.workers, thread_name_prefix=RPC_THREAD_PREFIX
         )
+        if not self.primary:
+            self._forwarder = Forwarder(self._primary_target, change_methods(), MAX_MESSAGE_BYTES)
         server = grpc.server(
             self._executor,
             interceptors=[
-                ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe)
+                ServerInterceptor(
+                    self.auth,
+                    self.engine.audit,
+                    observe=self.metrics.observe,
+                    forwarded=self._forwarder.methods if self._forwarder else frozenset(),
+                )
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Several processes share the port only when asked to: else a
+                # second daemon started by mistake on the same port must fail.
+                ("grpc.so_reuseport", 1 if self.processes > 1 or not self.primary else 0),
             ],
         )
+        if self._forwarder is not None:
+            # Before the services, so that it answers the changes.
+            server.add_generic_rpc_handlers((self._forwarder,))
+        target = server if self._forwarder is None else self._forwarder.serving(server)
         for entry in contract():
-            entry.add_to_server(build_servicer(entry, self.engine), server)
+            entry.add_to_server(build_servicer(entry, self.engine), target)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection_enabled:
             reflection_v1.enable([*self.service_names, health.SERVICE_NAME], server)
@@ -217,6 +272,14 @@ class Daemon:
             target=self._probe_store, name="osd-store-probe", daemon=True
         )
         self._probe.start()
+        if not self.primary:
+            log.info(
+                "serving reads on %s:%d in process %d; changes go to the primary",
+                host,
+                self.grpc_port,
+                os.getpid(),
+            )
+            return
         if self._tls is None:
             log.info("serving gRPC on %s:%d", host, self.grpc_port)
         else:
@@ -236,6 +299,7 @@ class Daemon:
             self._start_gateway()
         if self.settings.metrics_listen:
             self._start_metrics()
+        self._start_replicas(host)
 
     def _start_metrics(self) -> None:
         host, port = parse_listen(self.settings.metrics_listen)
@@ -280,7 +344,7 @@ class Daemon:
             raise OSError(f"cannot listen on {self.settings.grpc_listen}: {exc}") from None
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {self.settings.grpc_listen}")
-        if not self.settings.rest_enabled:
+        if not self.primary or (not self.settings.rest_enabled and self.processes == 1):
             return
         # mkdtemp makes the directory mode 0700: only this user reaches the
         # socket, and even then every call is authenticated as on the port.
@@ -340,6 +404,8 @@ class Daemon:
             with self._tls_lock:
                 self._tls = tls
                 self._tls_pending = configuration
+        for replica in self._replicas:
+            replica.send(signal.SIGHUP)
         return tls
 
     def _fetch_tls_configuration(self) -> grpc.ServerCertificateConfiguration | None:
@@ -387,6 +453,10 @@ class Daemon:
         grace = self.settings.grace_seconds if grace is None else grace
         deadline = time.monotonic() + grace
         self.health.enter_graceful_shutdown()
+        # The other processes drain within the same grace, while this one
+        # still answers the changes they pass on.
+        for replica in self._replicas:
+            replica.terminate()
         # Both servers stop accepting at once and drain within the one grace.
         stopped = self._server.stop(grace) if self._server is not None else None
         if self._gateway is not None:
@@ -395,8 +465,12 @@ class Daemon:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+        for replica in self._replicas:
+            replica.wait(max(0.0, deadline - time.monotonic()))
         if stopped is not None:
             stopped.wait()
+        if self._forwarder is not None:
+            self._forwarder.close()
         self._remove_local_dir()
         if self._executor is not None:
             # Idle workers leave now; those in a cancelled call leave when it ends.
@@ -409,6 +483,139 @@ class Daemon:
             self._probe.join(timeout=0.5)
         log.info("stopped")
 
+    def _start_replicas(self, host: str) -> None:
+        """Starts the other serving processes, on the port this one bound."""
+        if self.processes <= 1:
+            return
+        listen = f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
+        settings = replace(
+            self.settings,
+            grpc_listen=listen,
+            database_url=self.engine.store.url,
+            rest_enabled=False,
+            metrics_listen="",
+            processes=1,
+        )
+        for index in range(1, self.processes):
+            replica = _Replica(index, settings, self.local_target, self._stopping)
+            replica.start()
+            self._replicas.append(replica)
+        log.info("serving gRPC from %d processes", self.processes)
+
     def wait(self) -> None:
         if self._server is not None:
             self._server.wait_for_termination()
+
+
+class _Replica:
+    """One serving process beside the primary: started, watched, and started
+    again when it dies while the primary serves (it holds no work of its own:
+    every change it took was the primary's to do)."""
+
+    def __init__(
+        self, index: int, settings: Settings, primary_target: str, stopping: threading.Event
+    ) -> None:
+        self.index = index
+        self._payload = pickle.dumps((settings, primary_target, os.getpid()))
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._spawn()
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"osd-process-{self.index}", daemon=True
+        )
+        self._watcher.start()
+
+    def _spawn(self) -> None:
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from osd.daemon import serve_replica; serve_replica()"],
+            stdin=subprocess.PIPE,
+        )
+        assert process.stdin is not None
+        process.stdin.write(self._payload)
+        process.stdin.close()
+        with self._lock:
+            self._process = process
+
+    def _watch(self) -> None:
+        pause = RESPAWN_SECONDS
+        while True:
+            with self._lock:
+                process = self._process
+            if process is None:
+                return
+            started = time.monotonic()
+            code = process.wait()
+            if self._stopping.is_set():
+                return
+            log.error(
+                "serving process %d (pid %d) exited with %s; starting it again in %.1f s",
+                self.index,
+                process.pid,
+                code,
+                pause,
+            )
+            if self._stopping.wait(pause):
+                return
+            # A process that served a while before it died is not failing to start.
+            pause = (
+                RESPAWN_SECONDS
+                if time.monotonic() - started > RESPAWN_MAX_SECONDS
+                else min(pause * 2, RESPAWN_MAX_SECONDS)
+            )
+            self._spawn()
+
+    def terminate(self) -> None:
+        self.send(signal.SIGTERM)
+
+    def send(self, signum: int) -> None:
+        with self._lock:
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signum)
+
+    def wait(self, timeout: float) -> None:
+        with self._lock:
+            process = self._process
+        if process is None:
+            return
+        try:
+            process.wait(timeout=timeout + 1.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if self._watcher is not None:
+            self._watcher.join(timeout=1.0)
+
+
+def serve_replica() -> None:
+    """The entry point of a serving process (see :class:`_Replica`): its
+    settings, the primary's socket and the primary's pid come on stdin."""
+    from osd import logs
+
+    settings, primary_target, parent = pickle.loads(sys.stdin.buffer.read())
+    # Die with the primary, however it ends: a process left behind would
+    # keep serving reads on the port, and pass changes to no one.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        sys.exit(1)
+    logs.setup(settings.log_level, settings.log_format, settings.log_levels)
+    daemon = Daemon(settings, primary_target=primary_target)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the primary tells it when to stop
+
+    def reload_tls() -> None:
+        daemon.reload_tls()
+
+    signal.signal(
+        signal.SIGHUP,
+        lambda *_: threading.Thread(target=reload_tls, name="osd-tls-reload", daemon=True).start(),
+    )
+    daemon.start()
+    stop.wait()
+    daemon.stop()
+    os._exit(0)

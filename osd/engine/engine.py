@@ -55,7 +55,7 @@ class Engine:
     ) -> None:
         self.store = store
         self.driver = driver
-        self._on_start: list[tuple[str, Callable[[], None]]] = []
+        self._on_start: list[tuple[str, Callable[[], None], bool]] = []
         self._on_close: list[tuple[str, Callable[[float], None]]] = []
         repair = repair or RepairPolicy()
         self.clusters = ClusterEngine(store, repair)
@@ -101,15 +101,17 @@ class Engine:
         self.on_start("repair controller", self.repair.run)
         self.on_close("job runner", self.jobs.stop)
         self.on_close("repair controller", self.repair.stop)
-        self.on_start("audit pruning", self.audit.start)
-        self.on_close("audit pruning", self.audit.close)
+        self.on_start("audit folding", self.audit.start_folding, everywhere=True)
+        self.on_start("audit pruning", self.audit.start_pruning)
+        self.on_close("audit", self.audit.close)
         self._job_pruning = Periodic("osd-job-prune", PRUNE_INTERVAL_SECONDS, self.jobs.prune)
         self.on_start("pruning of finished jobs", self._job_pruning.start)
         self.on_close("pruning of finished jobs", self._job_pruning.close)
 
-    def on_start(self, name: str, step: Callable[[], None]) -> None:
-        """Runs ``step`` (recovery, starting workers) when the engine starts, in order."""
-        self._on_start.append((name, step))
+    def on_start(self, name: str, step: Callable[[], None], *, everywhere: bool = False) -> None:
+        """Runs ``step`` (recovery, starting workers) when the engine starts, in
+        order: in the primary process alone, unless ``everywhere``."""
+        self._on_start.append((name, step, everywhere))
 
     def on_availability_change(self, listener: AvailabilityListener) -> None:
         """Calls ``listener`` inside every transaction in which a topology change
@@ -128,10 +130,15 @@ class Engine:
         seconds) when the engine closes, in reverse order."""
         self._on_close.append((name, step))
 
-    def start(self) -> None:
-        for name, step in self._on_start:
-            log.info("starting: %s", name)
-            step()
+    def start(self, *, primary: bool = True) -> None:
+        """Recovers what a crash left and starts the workers. A process that
+        only serves reads beside the primary (``primary`` false) starts
+        neither recovery nor jobs nor repair: only what each process keeps for
+        itself."""
+        for name, step, everywhere in self._on_start:
+            if primary or everywhere:
+                log.info("starting: %s", name)
+                step()
 
     def close(self, timeout: float = 30.0) -> None:
         """Stops the workers, waiting at most ``timeout`` seconds for them all,

@@ -49,6 +49,9 @@ API_KEY_HEADER = "x-api-key"
 # The client certificate the daemon's own REST gateway verified (DER).
 CLIENT_CERT_HEADER = "x-osd-client-cert-bin"
 HEALTH_PREFIX = "/grpc.health."
+# Wrapped handlers kept: more than every method osd serves, fewer than a
+# caller naming made-up methods could fill (those have no handler anyway).
+MAX_WRAPPED = 1024
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -336,10 +339,17 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         auth: Authenticator,
         audit_log: AuditLog,
         observe: Callable[[str, str, float], None] | None = None,
+        forwarded: frozenset[str] = frozenset(),
     ) -> None:
+        """``forwarded``: methods this process passes to the primary process
+        (see :mod:`osd.server.forward`), which checks and records them itself."""
         self.auth = auth
         self.audit = audit_log
         self.hooks = Hooks(auth, audit_log, observe)
+        self.forwarded = forwarded
+        # method -> (the handler served, its wrapped form): the services'
+        # handlers do not change, so each is wrapped once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(
         self,
@@ -350,6 +360,17 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(handler, method)
+        if wrapped is not None and len(self._wrapped) < MAX_WRAPPED:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler | None:
+        if method in self.forwarded:
+            return handler
         if method.startswith(HEALTH_PREFIX):
             return handler  # open to all, so that probes need no credentials
         if method.startswith("/grpc."):

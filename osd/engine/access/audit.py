@@ -311,8 +311,16 @@ class AuditLog:
         return gone
 
     def start(self) -> None:
-        self._pruner.start()
+        self.start_folding()
+        self.start_pruning()
+
+    def start_folding(self) -> None:
+        """Writes the refusals folded in this process every few seconds."""
         self._folder.start()
+
+    def start_pruning(self) -> None:
+        """Deletes the records past their retention, now and then."""
+        self._pruner.start()
 
     def close(self, timeout: float) -> None:
         self._pruner.close(timeout)

@@ -44,3 +44,17 @@ def load(name: str, data_dir: Path | None = None) -> StorageDriver:
             return FakeDriver(state_file=state)
         return FakeDriver()
     raise ValueError(f"unknown storage driver {name!r}; known drivers: fake")
+
+
+class ReadsOnly:
+    """The driver of a process that serves reads beside the primary: it has
+    none, and a call that reaches it is a bug that says so, not storage work
+    done behind the primary's back."""
+
+    def __getattr__(self, name: str) -> object:
+        def refuse(*_args: object, **_kwargs: object) -> None:
+            raise DriverError(
+                f"{name}: this process serves reads only; the primary process drives storage"
+            )
+
+        return refuse
