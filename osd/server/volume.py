@@ -226,6 +226,9 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self._attachments = engine.attachments
         self._repair = engine.repair
         self._inspected: convert.ResponseMemo[pb.InspectVolumeResponse] = convert.ResponseMemo()
+        self._summaries: convert.ResponseMemo[pb.GetCapacitySummaryResponse] = convert.ResponseMemo(
+            PAGE_CACHE_ENTRIES
+        )
         # Keyed by the page object itself, which the memo holds while it is kept.
         self._listed: convert.ResponseMemo[pb.ListVolumesResponse] = convert.ResponseMemo(
             PAGE_CACHE_ENTRIES
@@ -292,9 +295,13 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self, request: pb.GetCapacitySummaryRequest, context: grpc.ServicerContext
     ) -> pb.GetCapacitySummaryResponse:
         summary = self._volumes.capacity(request.cluster_id)
-        return pb.GetCapacitySummaryResponse(
-            clusters=[_capacity_to_proto(c) for c in summary.clusters],
-            generation=summary.generation,
+        return self._summaries.get(
+            request.cluster_id,
+            summary,
+            lambda: pb.GetCapacitySummaryResponse(
+                clusters=[_capacity_to_proto(c) for c in summary.clusters],
+                generation=summary.generation,
+            ),
         )
 
     def UpdateVolume(

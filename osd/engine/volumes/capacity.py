@@ -24,11 +24,14 @@ def summary(store: Store, cluster_id: str) -> CapacitySummary:
     if cluster_id:
         v.check_id(cluster_id, "cluster_id")
     with store.read() as s:
+        # First: on PostgreSQL a later read may see a later change, and the
+        # summary is kept under this generation (see osd.store.readcache).
+        generation = current_generation(s)
         clusters = repo.cluster_rows(s, cluster_id)
         if cluster_id and not clusters:
             raise NotFound.object("cluster", "cluster_id", cluster_id)
         if not clusters:
-            return CapacitySummary([], current_generation(s))
+            return CapacitySummary([], generation)
         space = repo.cluster_space(s, cluster_id)
         layouts = cluster_repo.volume_layout_counts(s, cluster_id)
         snapshots = repo.snapshot_totals(s, cluster_id)
@@ -68,4 +71,4 @@ def summary(store: Store, cluster_id: str) -> CapacitySummary:
                     repair_reserved_bytes=reserved.get(c.id, 0),
                 )
             )
-        return CapacitySummary(out, current_generation(s))
+        return CapacitySummary(out, generation)

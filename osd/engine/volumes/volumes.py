@@ -383,7 +383,11 @@ class VolumeEngine:
             )
 
     def capacity(self, cluster_id: str) -> CapacitySummary:
-        return capacity.summary(self._store, cluster_id)
+        def load() -> tuple[int, CapacitySummary]:
+            result = capacity.summary(self._store, cluster_id)
+            return result.generation, result
+
+        return cached(self._store.cache, ("capacity", cluster_id), self._store.generation, load)
 
     # -- update ----------------------------------------------------------------
 
