@@ -152,10 +152,9 @@ class Store:
         if self._closed:
             raise Unavailable("the daemon is stopping; retry")
         watch = self._watch
-        if watch.armed:  # a write inside a write: the outer one bumps
-            with self._guard(), self._writer() as session, session.begin():
-                yield session
-            return
+        # A write inside a write commits on its own, so it bumps on its own;
+        # the outer one's record resumes after it.
+        outer = (watch.armed, watch.changed, watch.bumped)
         watch.armed, watch.changed, watch.bumped = True, False, False
         try:
             with self._guard(), self._writer() as session, session.begin():
@@ -165,7 +164,7 @@ class Store:
                 if watch.changed and not watch.bumped:
                     state.bump_generation(session)
         finally:
-            watch.armed = False
+            watch.armed, watch.changed, watch.bumped = outer
 
     def _note_statement(
         self,
