@@ -216,6 +216,8 @@ class GatewayServer:
         tls: serve HTTPS with this certificate (and with its client CA, mutual TLS).
         upstream_tls: how to dial ``target`` over TLS (None: in plaintext).
         metrics: what answers GET /metrics (the daemon's, inside it); 404 without.
+        upstream: what the calls go to instead of a channel to ``target`` (the
+            daemon the gateway runs in, called in process).
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class GatewayServer:
         tls: ServerTls | None = None,
         upstream_tls: ClientTls | None = None,
         metrics: MetricsEndpoint | None = None,
+        upstream: Upstream | None = None,
     ) -> None:
         self.host, self._requested_port = split_listen(listen)
         self.app = GatewayApp(
@@ -244,6 +247,8 @@ class GatewayServer:
             # then its upstream is only a target, and may be swapped for one
             # that dials with TLS.
             self.app.upstream = Upstream(target, tls=upstream_tls)
+        if upstream is not None:
+            self.app.upstream = upstream
         self.grace_seconds = grace_seconds
         self.tls = tls
         self.port = 0

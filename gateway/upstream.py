@@ -15,8 +15,10 @@ every error worded, the same way.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import grpc
@@ -337,6 +339,44 @@ class Upstream:
             )
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         return reply.status == health_pb2.HealthCheckResponse.SERVING, str(name), ""
+
+
+# A unary call made without a socket: (method path, request, metadata,
+# timeout) -> Reply, raising RpcFailed; blocking, so run in an executor.
+LocalUnary = Callable[[str, Message, Sequence[tuple[str, str | bytes]], float], Reply]
+# The daemon's health, without a socket: timeout -> (serving, status name, why not).
+LocalHealth = Callable[[float], tuple[bool, str, str]]
+
+
+class LocalUpstream(Upstream):
+    """The daemon the gateway runs in, called in its own process: unary calls
+    and health go to ``unary`` and ``health`` on ``executor``'s threads (the
+    handlers block), with no socket and no serialisation. Streaming calls
+    still go over the channel to ``target``."""
+
+    def __init__(
+        self, target: str, *, unary: LocalUnary, health: LocalHealth, executor: Executor
+    ) -> None:
+        super().__init__(target)
+        self._local_unary = unary
+        self._local_health = health
+        self._executor = executor
+
+    async def unary(
+        self,
+        route: Route,
+        request: Message,
+        metadata: Sequence[tuple[str, str | bytes]],
+        timeout: float,
+    ) -> Reply:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, self._local_unary, route.rpc_path, request, metadata, timeout
+        )
+
+    async def health(self, timeout: float) -> tuple[bool, str, str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._local_health, timeout)
 
 
 def _serialize(message: Message) -> bytes:

@@ -29,18 +29,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 from sqlalchemy import text
 
 from gateway.server import GatewayServer, ServerTls, TlsFiles
-from gateway.upstream import TlsError
+from gateway.upstream import LocalUpstream, Reply, RpcFailed, TlsError, request_id_of
 from osd.config import Settings, SettingsError, is_loopback, parse_listen
 from osd.contract import contract, method_roles
 from osd.engine import drivers
@@ -55,6 +57,7 @@ from osd.errors import OsdError
 from osd.server import reflection_v1
 from osd.server.forward import Forwarder, change_methods
 from osd.server.interceptors import ServerInterceptor
+from osd.server.local import LocalCallFailed, LocalCalls, call_health
 from osd.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from osd.server.metrics import Metrics
 from osd.server.registry import build_servicer
@@ -214,6 +217,7 @@ class Daemon:
         # other serving processes) call; "" without one.
         self.local_target = ""
         self._forwarder: Forwarder | None = None
+        self._local: LocalCalls | None = None
         self._replicas: list[_Replica] = []
 
     @property
@@ -254,8 +258,15 @@ class Daemon:
             # Before the services, so that it answers the changes.
             server.add_generic_rpc_handlers((self._forwarder,))
         target = server if self._forwarder is None else self._forwarder.serving(server)
+        # The same handlers, wrapped by an interceptor of their own, for the
+        # calls the REST gateway inside makes without a socket.
+        self._local = LocalCalls(
+            ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe)
+        )
         for entry in contract():
-            entry.add_to_server(build_servicer(entry, self.engine), target)
+            servicer = build_servicer(entry, self.engine)
+            entry.add_to_server(servicer, target)
+            entry.add_to_server(servicer, self._local)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.settings.reflection_enabled:
             reflection_v1.enable([*self.service_names, health.SERVICE_NAME], server)
@@ -364,8 +375,10 @@ class Daemon:
             raise OSError(f"cannot listen on {self.local_target}")
 
     def _start_gateway(self) -> None:
-        """Serves REST on ``rest_listen``, calling this daemon's gRPC server over
-        its private Unix socket (see the module's docstring)."""
+        """Serves REST on ``rest_listen``, calling this daemon's handlers in
+        process (see osd.server.local); streaming calls, which the in-process
+        path does not carry, go over the private Unix socket."""
+        assert self._executor is not None
         try:
             parse_listen(self.settings.rest_listen)
             self._gateway = GatewayServer(
@@ -374,12 +387,43 @@ class Daemon:
                 grace_seconds=self.settings.grace_seconds,
                 tls=self._tls,
                 metrics=self.metrics_endpoint,
+                upstream=LocalUpstream(
+                    self.local_target,
+                    unary=self._local_unary,
+                    health=self._local_health,
+                    executor=self._executor,
+                ),
             )
             self._gateway.start()
         except (OSError, ValueError):
             self.stop(grace=0)
             raise
         self.rest_port = self._gateway.port
+
+    def _local_unary(
+        self,
+        path: str,
+        request: Message,
+        metadata: Sequence[tuple[str, str | bytes]],
+        timeout: float,
+    ) -> Reply:
+        assert self._local is not None
+        try:
+            response, initial = self._local.unary(path, request, metadata, timeout)
+        except LocalCallFailed as exc:
+            raise RpcFailed(
+                exc.code, exc.details, exc.trailing, request_id_of(exc.initial)
+            ) from None
+        return Reply(response, request_id_of(initial))
+
+    def _local_health(self, timeout: float) -> tuple[bool, str, str]:
+        reply, code, details = call_health(
+            self.health.Check, health_pb2.HealthCheckRequest(service=""), timeout
+        )
+        if code is not None and code != grpc.StatusCode.OK:
+            return False, "UNKNOWN", f"daemon health check failed: {code.name}: {details}"
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING, str(name), ""
 
     def reload_tls(self) -> ServerTls | None:
         """Re-reads tls_cert, tls_key and tls_client_ca for the next handshakes
