@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -40,10 +42,31 @@ log = logging.getLogger("osd")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from osd.daemon import Daemon
-
     settings = cfg.load(vars(args))
     logs.setup(settings.log_level, settings.log_format, settings.log_levels)
+    with _shared_metrics(settings.resolved_processes()):
+        return _serve(settings)
+
+
+@contextlib.contextmanager
+def _shared_metrics(processes: int) -> Iterator[None]:
+    """With several serving processes, a directory where each counts its calls
+    for /metrics to sum (see osd.server.metrics); named in the environment
+    before prometheus-client is first imported, and so inherited by them all."""
+    if processes <= 1 or "prometheus_client" in sys.modules:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="osd-metrics-") as shared:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+        try:
+            yield
+        finally:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+
+def _serve(settings: cfg.Settings) -> int:
+    from osd.daemon import Daemon
+
     daemon = Daemon(settings)
     stop = threading.Event()
 

@@ -274,3 +274,53 @@ def test_a_change_made_by_another_daemon_is_read_at_once(database: Database) -> 
             cluster_pb2.InspectClusterRequest(cluster_id=cluster_id)
         )
         assert got.cluster.labels == {"env": "prod"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_count_the_calls_of_every_process(tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_port = _free_port()
+    with serving(tmp_path, "--processes", "2", "--metrics-listen", f"127.0.0.1:{metrics_port}") as (
+        proc,
+        port,
+    ):
+        _wait_for("the second process", lambda: len(_children(proc.pid)) == 1)
+        _serving_both(port)
+        channels = _channels(port)
+        try:
+            cluster_id, volume_id = _topology(channels[0])
+            second = _held_by_second(proc.pid, channels, volume_id)  # both processes serve
+            calls = 0
+            for ch in [*channels, second, second]:
+                cluster_pb2_grpc.ClusterServiceStub(ch).InspectCluster(
+                    cluster_pb2.InspectClusterRequest(cluster_id=cluster_id), timeout=10
+                )
+                calls += 1
+        finally:
+            for ch in channels:
+                ch.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as reply:
+            text = reply.read().decode()
+    counted = {
+        (s.labels["method"], s.labels["code"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "osd_rpc_requests"
+        for s in family.samples
+        if s.name == "osd_rpc_requests_total"
+    }
+    assert counted[("osd.v1.ClusterService/InspectCluster", "OK")] == calls
+    # Changes the second process passed on are counted once, by the first.
+    assert counted[("osd.v1.ClusterService/CreateCluster", "OK")] == 1
+    # And the store's figures are there as with one process.
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert "osd_cluster_capacity_bytes" in names

@@ -15,10 +15,11 @@ port of its own.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
@@ -30,6 +31,8 @@ from osd.store.models import DriveRow, JobRow, NodeRow, VolumeRow
 
 log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Where the processes of one daemon count their calls (prometheus-client's name).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -189,23 +192,35 @@ class _StoreCollector(Collector):
 
 
 class Metrics:
-    """The daemon's metrics, in a registry of its own."""
+    """The daemon's metrics, in a registry of its own.
+
+    When the daemon serves from several processes, the environment names a
+    directory shared by them all (``PROMETHEUS_MULTIPROC_DIR``, set before
+    prometheus-client is first imported): each process counts its calls in
+    files there, and a scrape sums every process's, the ones that have
+    exited included, so that the counters never go back.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        shared = os.environ.get(MULTIPROCESS_ENV)
+        # Shared: counted into the files, and read back from them at a scrape.
+        own = None if shared else self.registry
         self.requests = Counter(
             "osd_rpc_requests",
             "Calls by method and outcome",
             ["method", "code"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "osd_rpc_duration_seconds",
             "How long calls took, by method",
             ["method"],
             buckets=_BUCKETS,
-            registry=self.registry,
+            registry=own,
         )
+        if shared:
+            multiprocess.MultiProcessCollector(self.registry, path=shared)  # type: ignore[no-untyped-call]
         self.registry.register(_StoreCollector(engine))
 
     def observe(self, method: str, code: str, seconds: float) -> None:
