@@ -18,7 +18,10 @@ Conventions that hold across the whole API:
   most 64 labels per object.
 * Lists are paginated: `page_size` (0 means 100, at most 1000) and an opaque
   `page_token` from the previous response's `next_page_token`, which is
-  empty on the last page.
+  empty on the last page. A page of a filtered list may hold fewer items
+  than `page_size`, even none, and still a `next_page_token`: a call looks
+  at a bounded number of stored objects, so that it costs the same however
+  large the store; follow the token to the end.
 * Updates name the fields they change in `update_mask`; a path that is not
   updatable answers INVALID_ARGUMENT naming `update_mask`. An update may
   carry `expected_generation`, the object's generation the client last

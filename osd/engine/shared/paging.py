@@ -5,7 +5,9 @@ belongs to, a digest of the call's filters and when it was issued, signed
 with HMAC-SHA256 under the store's key (``Store.page_key``). A token that was
 edited or forged, that belongs to another list or to other filters, or that
 is older than TOKEN_TTL_SECONDS answers INVALID_ARGUMENT naming
-``page_token``. The page size may change from page to page.
+``page_token``. The page size may change from page to page. A page of a
+filtered list may hold fewer rows than asked, even none, and still a token:
+see :meth:`Pager.take`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from osd.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# Rows a filtered page may turn down before it ends early (see Pager.take).
+SCAN_BUDGET = 1000
 # How long a page token stays good: long enough to page through any list.
 TOKEN_TTL_SECONDS = 24 * 3600
 # Bytes of the HMAC kept in a token.
@@ -155,10 +159,18 @@ class Pager:
 
         ``rows`` is a lazy keyset scan; the token is issued only when another
         accepted row follows the page, so the last page has an empty token.
+        A page ends early, with a token after the last row looked at, once
+        SCAN_BUDGET rows were turned down: a filter that matches few rows (or
+        none) costs at most that much per call, however large the store, and
+        the caller follows the token as for any page.
         """
         out: list[R] = []
+        refused = 0
         for row in rows:
             if not keep(row):
+                refused += 1
+                if refused >= SCAN_BUDGET:
+                    return out, self.token(key(row))
                 continue
             if len(out) == size:
                 return out, self.token(key(out[-1]))
