@@ -269,3 +269,19 @@ def test_the_generation_probe_reads_what_another_store_committed(database: Datab
     finally:
         first.close()
         second.close()
+
+
+def test_the_read_cache_keeps_entries_of_their_generation_within_its_weight() -> None:
+    from osd.store.readcache import ReadCache
+
+    cache = ReadCache(10, weigh=len)
+    cache.put("a", 5, [1, 2, 3, 4])
+    cache.put("b", 5, [1, 2, 3, 4])
+    assert cache.get("a", 5) == [1, 2, 3, 4]
+    assert cache.get("a", 6) is None  # the store moved on: not what it holds now
+    cache.put("c", 5, [1, 2, 3])  # 11 > 10: the oldest goes
+    assert cache.get("a", 5) is None and cache.get("b", 5) and cache.get("c", 5)
+    cache.put("b", 4, [9])  # an older read does not displace a newer one
+    assert cache.get("b", 5) == [1, 2, 3, 4]
+    cache.put("d", 5, list(range(11)))  # heavier than the whole cache: not kept
+    assert cache.get("d", 5) is None and len(cache) == 2

@@ -17,7 +17,7 @@ from osd.v1 import common_pb2
 
 M = TypeVar("M")
 
-MEMO_ENTRIES = 8192
+MEMO_ENTRIES = 2048
 
 
 class ResponseMemo(Generic[M]):

@@ -14,7 +14,6 @@ from osd.engine.volumes import models as vm
 from osd.enums import SourceKind
 from osd.server import convert
 from osd.server.job import job_to_proto
-from osd.store.db import PAGE_CACHE_ENTRIES
 from osd.v1 import volume_pb2 as pb
 from osd.v1 import volume_pb2_grpc
 
@@ -219,6 +218,11 @@ def _capacity_to_proto(c: vm.ClusterCapacity) -> pb.ClusterCapacity:
     )
 
 
+# Responses kept besides those of InspectVolume (see convert.ResponseMemo).
+SUMMARIES_KEPT = 64
+PAGES_KEPT = 8
+
+
 class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._volumes = engine.volumes
@@ -227,11 +231,12 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self._repair = engine.repair
         self._inspected: convert.ResponseMemo[pb.InspectVolumeResponse] = convert.ResponseMemo()
         self._summaries: convert.ResponseMemo[pb.GetCapacitySummaryResponse] = convert.ResponseMemo(
-            PAGE_CACHE_ENTRIES
+            SUMMARIES_KEPT
         )
-        # Keyed by the page object itself, which the memo holds while it is kept.
+        # Keyed by the page object itself, which the memo holds while it is
+        # kept: few, since a page may hold a thousand volumes.
         self._listed: convert.ResponseMemo[pb.ListVolumesResponse] = convert.ResponseMemo(
-            PAGE_CACHE_ENTRIES
+            PAGES_KEPT
         )
 
     # -- volumes ---------------------------------------------------------------

@@ -41,7 +41,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Tables whose changes leave the generation alone: the audit trail is written
 # on refused calls too, and no read that is kept depends on it.
 UNVERSIONED_TABLES = frozenset({"audit_records", "audit_targets"})
-PAGE_CACHE_ENTRIES = 64
+# The objects in the pages kept, all together (some 40 MB at most).
+PAGE_CACHE_ITEMS = 5000
 GENERATION_SQL = "SELECT generation FROM osd_state WHERE id = 1"
 
 
@@ -134,7 +135,9 @@ class Store:
         self._probe_lock = threading.Lock()
         # Single objects, and pages of lists (each up to a thousand objects).
         self.cache = ReadCache()
-        self.page_cache = ReadCache(max_entries=PAGE_CACHE_ENTRIES)
+        self.page_cache = ReadCache(
+            PAGE_CACHE_ITEMS, weigh=lambda page: len(getattr(page, "items", ()))
+        )
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._page_key: bytes | None = None

@@ -21,15 +21,23 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-DEFAULT_ENTRIES = 8192
+# About 8 KB a volume with its response: some 16 MB of volumes at most.
+DEFAULT_ENTRIES = 2048
 
 
 class ReadCache:
-    """A bounded map of key -> (generation, object); the oldest entry goes first."""
+    """A bounded map of key -> (generation, object); the oldest entry goes
+    first. Each entry weighs what ``weigh`` says (1 by default: a page of a
+    hundred volumes may weigh a hundred), and the weights stay under
+    ``max_weight``."""
 
-    def __init__(self, max_entries: int = DEFAULT_ENTRIES) -> None:
-        self._max = max_entries
-        self._entries: dict[Hashable, tuple[int, Any]] = {}
+    def __init__(
+        self, max_weight: int = DEFAULT_ENTRIES, weigh: Callable[[Any], int] | None = None
+    ) -> None:
+        self._max = max_weight
+        self._weigh = weigh or (lambda _value: 1)
+        self._entries: dict[Hashable, tuple[int, Any, int]] = {}
+        self._weight = 0
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -46,19 +54,27 @@ class ReadCache:
         return entry[1]
 
     def put(self, key: Hashable, generation: int, value: Any) -> None:
+        weight = max(1, self._weigh(value))
+        if weight > self._max:
+            return
         with self._lock:
             old = self._entries.pop(key, None)
-            if old is not None and old[0] > generation:
-                # A slower reader of an older generation must not displace a newer entry.
-                self._entries[key] = old
-                return
-            self._entries[key] = (generation, value)
-            while len(self._entries) > self._max:
-                del self._entries[next(iter(self._entries))]
+            if old is not None:
+                if old[0] > generation:
+                    # A slower reader of an older generation must not displace a newer entry.
+                    self._entries[key] = old
+                    return
+                self._weight -= old[2]
+            self._entries[key] = (generation, value, weight)
+            self._weight += weight
+            while self._weight > self._max:
+                _, _, dropped = self._entries.pop(next(iter(self._entries)))
+                self._weight -= dropped
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._weight = 0
 
     def __len__(self) -> int:
         return len(self._entries)
