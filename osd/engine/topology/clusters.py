@@ -245,11 +245,21 @@ class ClusterEngine:
 
     def status(self, cluster_id: str) -> ClusterStatus:
         v.check_id(cluster_id, "cluster_id")
+        return cached(
+            self._store.cache,
+            ("cluster-status", cluster_id),
+            self._store.generation,
+            lambda: self._read_status(cluster_id),
+        )
+
+    def _read_status(self, cluster_id: str) -> tuple[int, ClusterStatus]:
         with self._store.read() as s:
+            generation = current_generation(s)
             cluster = self._domain(require(s, ClusterRow, cluster_id))
             counts = repo.belongings(s, cluster_id)
             total, used = repo.capacity(s, cluster_id)
-            return ClusterStatus(
+            layouts = repo.volume_layout_counts(s, cluster_id).get(cluster_id, [])
+            return generation, ClusterStatus(
                 cluster=cluster,
                 node_count=counts.get("nodes", 0),
                 drive_count=counts.get("drives", 0),
@@ -257,8 +267,7 @@ class ClusterEngine:
                 volume_count=counts.get("volumes", 0),
                 snapshot_count=counts.get("snapshots", 0),
                 capacity=Capacity(total_bytes=total, used_bytes=used),
-                provisioned_bytes=sum(
-                    sum(allocation_sizes(*layout)) for layout in repo.volume_layouts(s, cluster_id)
-                ),
-                generation=current_generation(s),
+                # Per distinct layout, not per volume: the same whatever their number.
+                provisioned_bytes=sum(sum(allocation_sizes(*layout)) * n for layout, n in layouts),
+                generation=generation,
             )
