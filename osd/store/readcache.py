@@ -39,6 +39,8 @@ class ReadCache:
         self._entries: dict[Hashable, tuple[int, Any, int]] = {}
         self._weight = 0
         self._lock = threading.Lock()
+        # key -> the lock its one loader holds (see cached)
+        self._loading: dict[Hashable, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -87,10 +89,31 @@ def cached(
     load: Callable[[], tuple[int, T]],
 ) -> T:
     """The object under ``key``: kept when ``probe()`` gives the generation it
-    was read at, else ``load()`` -> (generation, object), kept for next time."""
-    hit = cache.get(key, probe())
+    was read at, else ``load()`` -> (generation, object), kept for next time.
+
+    Callers that miss the same key at once read it once: the first loads,
+    the others wait for it and take what it read when that is of the
+    generation they saw (after a change, a burst of reads of one object
+    costs one read of the store, not one each)."""
+    seen = probe()
+    hit = cache.get(key, seen)
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    generation, value = load()
-    cache.put(key, generation, value)
-    return value
+    with cache._lock:
+        gate = cache._loading.setdefault(key, threading.Lock())
+    with gate:
+        if seen is not None:
+            hit = cache.get(key, seen)
+            if hit is None:
+                # The loader before us may have read a later generation.
+                hit = cache.get(key, probe())
+            if hit is not None:
+                return hit  # type: ignore[no-any-return]
+        try:
+            generation, value = load()
+        finally:
+            with cache._lock:
+                if cache._loading.get(key) is gate:
+                    del cache._loading[key]
+        cache.put(key, generation, value)
+        return value
