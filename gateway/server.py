@@ -54,12 +54,14 @@ def split_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # the daemon's processes share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
@@ -218,6 +220,8 @@ class GatewayServer:
         metrics: what answers GET /metrics (the daemon's, inside it); 404 without.
         upstream: what the calls go to instead of a channel to ``target`` (the
             daemon the gateway runs in, called in process).
+        reuse_port: share the port with the other processes of the daemon
+            (SO_REUSEPORT), as its gRPC port is shared.
     """
 
     def __init__(
@@ -233,6 +237,7 @@ class GatewayServer:
         upstream_tls: ClientTls | None = None,
         metrics: MetricsEndpoint | None = None,
         upstream: Upstream | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.host, self._requested_port = split_listen(listen)
         self.app = GatewayApp(
@@ -250,6 +255,7 @@ class GatewayServer:
         if upstream is not None:
             self.app.upstream = upstream
         self.grace_seconds = grace_seconds
+        self.reuse_port = reuse_port
         self.tls = tls
         self.port = 0
         self._ssl_context: ssl.SSLContext | None = None
@@ -267,7 +273,7 @@ class GatewayServer:
 
     def start(self) -> None:
         """Binds the port and serves in a background thread; returns once serving."""
-        sock = _bind(self.host, self._requested_port)
+        sock = _bind(self.host, self._requested_port, reuse_port=self.reuse_port)
         self.port = sock.getsockname()[1]
         context = self._ssl_context = self.tls.ssl_context() if self.tls else None
         # Our own context rather than uvicorn's ssl_* options: reload_tls loads

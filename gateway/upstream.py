@@ -355,12 +355,22 @@ class LocalUpstream(Upstream):
     still go over the channel to ``target``."""
 
     def __init__(
-        self, target: str, *, unary: LocalUnary, health: LocalHealth, executor: Executor
+        self,
+        target: str,
+        *,
+        unary: LocalUnary,
+        health: LocalHealth,
+        executor: Executor,
+        remote: frozenset[str] = frozenset(),
     ) -> None:
+        """``remote``: the method paths that go over the channel to ``target``
+        all the same (in a process that serves reads only, the changes, which
+        ``target``, the first process, makes)."""
         super().__init__(target)
         self._local_unary = unary
         self._local_health = health
         self._executor = executor
+        self._remote = remote
 
     async def unary(
         self,
@@ -369,6 +379,8 @@ class LocalUpstream(Upstream):
         metadata: Sequence[tuple[str, str | bytes]],
         timeout: float,
     ) -> Reply:
+        if route.rpc_path in self._remote:
+            return await super().unary(route, request, metadata, timeout)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._executor, self._local_unary, route.rpc_path, request, metadata, timeout

@@ -261,7 +261,8 @@ class Daemon:
         # The same handlers, wrapped by an interceptor of their own, for the
         # calls the REST gateway inside makes without a socket.
         self._local = LocalCalls(
-            ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe)
+            ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe),
+            exclude=self._forwarder.methods if self._forwarder else frozenset(),
         )
         for entry in contract():
             servicer = build_servicer(entry, self.engine)
@@ -290,6 +291,8 @@ class Daemon:
                 self.grpc_port,
                 os.getpid(),
             )
+            if self.settings.rest_enabled:
+                self._start_gateway()
             return
         if self._tls is None:
             log.info("serving gRPC on %s:%d", host, self.grpc_port)
@@ -388,11 +391,13 @@ class Daemon:
                 tls=self._tls,
                 metrics=self.metrics_endpoint,
                 upstream=LocalUpstream(
-                    self.local_target,
+                    self.local_target or self._primary_target,
                     unary=self._local_unary,
                     health=self._local_health,
                     executor=self._executor,
+                    remote=self._forwarder.methods if self._forwarder else frozenset(),
                 ),
+                reuse_port=self.processes > 1 or not self.primary,
             )
             self._gateway.start()
         except (OSError, ValueError):
@@ -532,11 +537,19 @@ class Daemon:
         if self.processes <= 1:
             return
         listen = f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
+        rest = self.settings.rest_listen
+        if self._gateway is not None:
+            rest_host, _ = parse_listen(rest)
+            rest = (
+                f"[{rest_host}]:{self.rest_port}"
+                if ":" in rest_host
+                else f"{rest_host}:{self.rest_port}"
+            )
         settings = replace(
             self.settings,
             grpc_listen=listen,
+            rest_listen=rest,
             database_url=self.engine.store.url,
-            rest_enabled=False,
             metrics_listen="",
             processes=1,
         )

@@ -324,3 +324,69 @@ def test_metrics_count_the_calls_of_every_process(tmp_path: Path) -> None:
     # And the store's figures are there as with one process.
     names = {f.name for f in text_string_to_metric_families(text)}
     assert "osd_cluster_capacity_bytes" in names
+
+
+def test_rest_is_served_by_every_process_too(tmp_path: Path) -> None:
+    """The REST port is shared as the gRPC port is: the second process answers
+    reads itself and passes changes to the first."""
+    import http.client
+    import json
+
+    rest_port = _free_port()
+    with serving(
+        tmp_path,
+        "--processes",
+        "2",
+        "--rest-enabled",
+        "true",
+        "--rest-listen",
+        f"127.0.0.1:{rest_port}",
+    ) as (proc, port):
+        _wait_for("the second process", lambda: len(_children(proc.pid)) == 1)
+        _serving_both(port)
+        _wait_for("both REST listeners", lambda: _listeners(rest_port) == 2)
+        channels = _channels(port)
+        try:
+            _, volume_id = _topology(channels[0])
+        finally:
+            for ch in channels:
+                ch.close()
+        path = f"/v1/volumes/{volume_id}"
+        conns = [http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(24)]
+        for c in conns:  # connected while both processes answer
+            c.request("GET", path)
+            assert c.getresponse().read() and True
+        held: http.client.HTTPConnection | None = None
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            for c in conns:
+                c.timeout = 1.0
+                if c.sock is not None:
+                    c.sock.settimeout(1.0)
+                try:
+                    c.request("GET", path)
+                    reply = c.getresponse()
+                except OSError:
+                    continue  # the stopped first process holds it
+                assert reply.status == 200
+                assert json.loads(reply.read())["volume"]["name"] == "v"
+                held = c
+                break
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert held is not None, "no connection reached the second process"
+        held.sock.settimeout(10.0)  # type: ignore[union-attr]
+        body = json.dumps({"labels": {"tier": "gold"}})
+        held.request("PATCH", path, body=body, headers={"content-type": "application/json"})
+        reply = held.getresponse()
+        assert reply.status == 200, reply.read()
+        assert json.loads(reply.read())["volume"]["labels"] == {"tier": "gold"}
+        held.request("GET", path)
+        again = held.getresponse()
+        assert json.loads(again.read())["volume"]["labels"] == {"tier": "gold"}
+        held.request("PATCH", path, body="{", headers={"content-type": "application/json"})
+        bad = held.getresponse()
+        assert bad.status == 400 and bad.getheader("x-request-id")
+        bad.read()
+        for c in conns:
+            c.close()

@@ -94,8 +94,13 @@ class LocalCalls:
     """The handlers a gRPC server of this daemon serves, by full method path,
     called as that server would call them."""
 
-    def __init__(self, interceptor: ServerInterceptor) -> None:
+    def __init__(
+        self, interceptor: ServerInterceptor, exclude: frozenset[str] = frozenset()
+    ) -> None:
+        """``exclude``: methods not called here (a process that serves reads
+        only passes changes to the first process instead)."""
         self._interceptor = interceptor
+        self._exclude = exclude
         self._raw: dict[str, grpc.RpcMethodHandler] = {}
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
@@ -106,7 +111,9 @@ class LocalCalls:
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
         for name, handler in handlers.items():
-            self._raw[f"/{service}/{name}"] = handler
+            path = f"/{service}/{name}"
+            if path not in self._exclude:
+                self._raw[path] = handler
 
     def unary(
         self, path: str, request: Any, metadata: Metadata, timeout: float | None
