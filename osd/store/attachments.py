@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from osd.store import grants, keyset
@@ -66,12 +66,20 @@ def scan(
         base = base.where(AttachmentRow.volume_id == volume_id)
     if node_id:
         base = base.where(AttachmentRow.node_id == node_id)
+    # Correlated, row by row in page order: an IN over the cluster's volumes
+    # read every one of them for each page.
     if cluster_id:
-        in_cluster = select(VolumeRow.id).where(VolumeRow.cluster_id == cluster_id)
-        base = base.where(AttachmentRow.volume_id.in_(in_cluster))
+        base = base.where(
+            exists().where(
+                VolumeRow.id == AttachmentRow.volume_id, VolumeRow.cluster_id == cluster_id
+            )
+        )
     if readable_by is not None:
-        readable = select(VolumeRow.id).where(grants.readable_volumes(*readable_by))
-        base = base.where(AttachmentRow.volume_id.in_(readable))
+        base = base.where(
+            exists().where(
+                VolumeRow.id == AttachmentRow.volume_id, grants.readable_volumes(*readable_by)
+            )
+        )
     while True:
         stmt = base
         if after is not None:

@@ -248,7 +248,11 @@ class VolumeRow(Base):
     the foreign keys that keep a used pool from being deleted."""
 
     __tablename__ = "volumes"
-    __table_args__ = (UniqueConstraint("cluster_id", "name", name="uq_volumes_cluster_name"),)
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "name", name="uq_volumes_cluster_name"),
+        # A list filtered by state seeks its page (migration 0011).
+        Index("ix_volumes_cluster_state_name", "cluster_id", "state", "name"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     cluster_id: Mapped[str] = mapped_column(
