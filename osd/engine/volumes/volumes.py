@@ -356,8 +356,7 @@ class VolumeEngine:
                 else set()
             )
 
-            def keep(item: repo.VolumeWithUsage) -> bool:
-                row = item[0]
+            def keep(row: VolumeRow) -> bool:
                 if pattern is not None and not pattern.search(row.name):
                     return False
                 if query.repairing and row.id not in repairing:
@@ -366,18 +365,25 @@ class VolumeEngine:
                     return False
                 return wanted <= row.labels.items()
 
-            items, token = pages.take(
+            rows, token = pages.take(
                 repo.scan(s, where, after, size + 1),
                 size,
                 keep,
-                lambda item: {"c": item[0].cluster_id, "n": item[0].name},
+                lambda row: {"c": row.cluster_id, "n": row.name},
             )
-            copies = copies_of(s, [item[0] for item in items])
-            acls = acls_of(s, [item[0].id for item in items])
+            ids = [row.id for row in rows]
+            stats = repo.usage_counts(s, ids)
+            copies = copies_of(s, rows)
+            acls = acls_of(s, ids)
             return generation, Page(
                 [
-                    volume_of(*item, copies.get(item[0].id), acls.get(item[0].id, ()))
-                    for item in items
+                    volume_of(
+                        row,
+                        *stats.get(row.id, (0, 0, 0)),
+                        copies.get(row.id),
+                        acls.get(row.id, ()),
+                    )
+                    for row in rows
                 ],
                 token,
             )
