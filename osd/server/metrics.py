@@ -25,7 +25,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 
 from osd.engine.engine import Engine
-from osd.engine.volumes import capacity
 from osd.enums import DriveState, JobKind, JobState, NodeState, VolumeState
 from osd.store.models import DriveRow, JobRow, NodeRow, VolumeRow
 
@@ -85,7 +84,7 @@ class _StoreCollector(Collector):
                 gauge.add_metric([], float(read()))
                 yield gauge
 
-        summary = capacity.summary(store, "")
+        summary = self.engine.volumes.capacity("")
         names = (
             ("osd_cluster_capacity_bytes", "Bytes on the cluster's drives"),
             ("osd_cluster_used_bytes", "Bytes allocated on the cluster's drives"),

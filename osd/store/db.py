@@ -22,9 +22,9 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -35,6 +35,7 @@ from osd.store import state
 from osd.store.readcache import ReadCache
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -243,6 +244,23 @@ class Store:
                 self._probe_connections.remove(conn)
         with contextlib.suppress(Exception):
             conn.close()
+
+    def kept(self, key: Hashable, read: Callable[[Session, int], T], *, page: bool = False) -> T:
+        """What ``read(session, generation)`` gives, kept while the store's
+        generation stands still (see osd.store.readcache): pages of lists
+        (``page``) apart from single objects. The generation is read first,
+        in the same transaction: on PostgreSQL a later read may see a later
+        change, so what is kept is never older than its generation.
+
+        What ``read`` gives must not depend on the caller: check access on it."""
+
+        def load() -> tuple[int, T]:
+            with self.read() as s:
+                generation = state.current_generation(s)
+                return generation, read(s, generation)
+
+        cache = self.page_cache if page else self.cache
+        return cache.get_or_load(key, self.generation, load)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:

@@ -39,10 +39,8 @@ class ReadCache:
         self._entries: dict[Hashable, tuple[int, Any, int]] = {}
         self._weight = 0
         self._lock = threading.Lock()
-        # key -> the lock its one loader holds (see cached)
+        # key -> the lock its one loader holds (see get_or_load)
         self._loading: dict[Hashable, threading.Lock] = {}
-        self.hits = 0
-        self.misses = 0
 
     def get(self, key: Hashable, generation: int | None) -> Any | None:
         """The object filed under ``key`` at ``generation``, or None."""
@@ -50,9 +48,7 @@ class ReadCache:
             return None
         entry = self._entries.get(key)
         if entry is None or entry[0] != generation:
-            self.misses += 1
             return None
-        self.hits += 1
         return entry[1]
 
     def put(self, key: Hashable, generation: int, value: Any) -> None:
@@ -73,6 +69,43 @@ class ReadCache:
                 _, _, dropped = self._entries.pop(next(iter(self._entries)))
                 self._weight -= dropped
 
+    def get_or_load(
+        self,
+        key: Hashable,
+        probe: Callable[[], int | None],
+        load: Callable[[], tuple[int, T]],
+    ) -> T:
+        """The object under ``key``: kept when ``probe()`` gives the generation
+        it was read at, else ``load()`` -> (generation, object), kept for next
+        time.
+
+        Callers that miss the same key at once read it once: the first loads,
+        the others wait for it and take what it read when that is of the
+        generation they saw (after a change, a burst of reads of one object
+        costs one read of the store, not one each)."""
+        seen = probe()
+        hit = self.get(key, seen)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            if seen is not None:
+                # The loader before us may have read this generation, or a later one.
+                hit = self.get(key, seen)
+                if hit is None:
+                    hit = self.get(key, probe())
+                if hit is not None:
+                    return hit  # type: ignore[no-any-return]
+            try:
+                generation, value = load()
+            finally:
+                with self._lock:
+                    if self._loading.get(key) is gate:
+                        del self._loading[key]
+            self.put(key, generation, value)
+            return value
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -80,40 +113,3 @@ class ReadCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def cached(
-    cache: ReadCache,
-    key: Hashable,
-    probe: Callable[[], int | None],
-    load: Callable[[], tuple[int, T]],
-) -> T:
-    """The object under ``key``: kept when ``probe()`` gives the generation it
-    was read at, else ``load()`` -> (generation, object), kept for next time.
-
-    Callers that miss the same key at once read it once: the first loads,
-    the others wait for it and take what it read when that is of the
-    generation they saw (after a change, a burst of reads of one object
-    costs one read of the store, not one each)."""
-    seen = probe()
-    hit = cache.get(key, seen)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
-    with cache._lock:
-        gate = cache._loading.setdefault(key, threading.Lock())
-    with gate:
-        if seen is not None:
-            hit = cache.get(key, seen)
-            if hit is None:
-                # The loader before us may have read a later generation.
-                hit = cache.get(key, probe())
-            if hit is not None:
-                return hit  # type: ignore[no-any-return]
-        try:
-            generation, value = load()
-        finally:
-            with cache._lock:
-                if cache._loading.get(key) is gate:
-                    del cache._loading[key]
-        cache.put(key, generation, value)
-        return value

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
@@ -24,7 +25,6 @@ from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, Invali
 from osd.store import clusters as repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
-from osd.store.readcache import cached
 from osd.store.state import bump_generation, current_generation
 
 
@@ -153,17 +153,9 @@ class ClusterEngine:
 
     def inspect(self, cluster_id: str) -> Cluster:
         v.check_id(cluster_id, "cluster_id")
-        return cached(
-            self._store.cache,
-            ("cluster", cluster_id),
-            self._store.generation,
-            lambda: self._read(cluster_id),
+        return self._store.kept(
+            ("cluster", cluster_id), lambda s, _: self._domain(require(s, ClusterRow, cluster_id))
         )
-
-    def _read(self, cluster_id: str) -> tuple[int, Cluster]:
-        with self._store.read() as s:
-            generation = current_generation(s)
-            return generation, self._domain(require(s, ClusterRow, cluster_id))
 
     def list(self, query: ListQuery) -> Page[Cluster]:
         size = paging.page_size(query.page_size)
@@ -245,29 +237,24 @@ class ClusterEngine:
 
     def status(self, cluster_id: str) -> ClusterStatus:
         v.check_id(cluster_id, "cluster_id")
-        return cached(
-            self._store.cache,
-            ("cluster-status", cluster_id),
-            self._store.generation,
-            lambda: self._read_status(cluster_id),
+        return self._store.kept(
+            ("cluster-status", cluster_id), lambda s, g: self._status(s, cluster_id, g)
         )
 
-    def _read_status(self, cluster_id: str) -> tuple[int, ClusterStatus]:
-        with self._store.read() as s:
-            generation = current_generation(s)
-            cluster = self._domain(require(s, ClusterRow, cluster_id))
-            counts = repo.belongings(s, cluster_id)
-            total, used = repo.capacity(s, cluster_id)
-            layouts = repo.volume_layout_counts(s, cluster_id).get(cluster_id, [])
-            return generation, ClusterStatus(
-                cluster=cluster,
-                node_count=counts.get("nodes", 0),
-                drive_count=counts.get("drives", 0),
-                pool_count=counts.get("pools", 0),
-                volume_count=counts.get("volumes", 0),
-                snapshot_count=counts.get("snapshots", 0),
-                capacity=Capacity(total_bytes=total, used_bytes=used),
-                # Per distinct layout, not per volume: the same whatever their number.
-                provisioned_bytes=sum(sum(allocation_sizes(*layout)) * n for layout, n in layouts),
-                generation=generation,
-            )
+    def _status(self, s: Session, cluster_id: str, generation: int) -> ClusterStatus:
+        cluster = self._domain(require(s, ClusterRow, cluster_id))
+        counts = repo.belongings(s, cluster_id)
+        total, used = repo.capacity(s, cluster_id)
+        layouts = repo.volume_layout_counts(s, cluster_id).get(cluster_id, [])
+        return ClusterStatus(
+            cluster=cluster,
+            node_count=counts.get("nodes", 0),
+            drive_count=counts.get("drives", 0),
+            pool_count=counts.get("pools", 0),
+            volume_count=counts.get("volumes", 0),
+            snapshot_count=counts.get("snapshots", 0),
+            capacity=Capacity(total_bytes=total, used_bytes=used),
+            # Per distinct layout, not per volume: the same whatever their number.
+            provisioned_bytes=sum(sum(allocation_sizes(*layout)) * n for layout, n in layouts),
+            generation=generation,
+        )

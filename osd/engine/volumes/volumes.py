@@ -91,7 +91,6 @@ from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
 from osd.store.models import AllocationRow, VolumeRow, utcnow
-from osd.store.readcache import cached
 from osd.store.state import bump_generation, current_generation
 
 if TYPE_CHECKING:
@@ -270,28 +269,9 @@ class VolumeEngine:
 
     def inspect(self, volume_id: str) -> VolumeDetail:
         v.check_id(volume_id, "volume_id")
-        detail = cached(
-            self._store.cache,
-            ("volume", volume_id),
-            self._store.generation,
-            lambda: self._read_detail(volume_id),
-        )
+        detail = self._store.kept(("volume", volume_id), lambda s, _: _detail(s, volume_id))
         access.require_read(detail.volume, Access.READ)
         return detail
-
-    def _read_detail(self, volume_id: str) -> tuple[int, VolumeDetail]:
-        """The volume as stored, for any caller, and the generation it was read at."""
-        with self._store.read() as s:
-            generation = current_generation(s)
-            row = get_volume(s, volume_id)
-            return generation, VolumeDetail(
-                volume=volume_from(s, row),
-                allocations=[
-                    allocation_of(a, zone)
-                    for a, zone in repo.allocations_with_zone(s, volume_id=volume_id)
-                ],
-                attachments=[attachment_of(a) for a in attach_repo.of_volume(s, volume_id)],
-            )
 
     def list(self, query: VolumeQuery) -> Page[Volume]:
         size = paging.page_size(query.page_size)
@@ -325,75 +305,19 @@ class VolumeEngine:
             tuple(sorted(wanted)),
             query.repairing,
         )
-        return cached(
-            self._store.page_cache,
+        return self._store.kept(
             key,
-            self._store.generation,
-            lambda: self._read_page(query, where, pages, after, size, pattern, wanted),
+            lambda s, _: _page(s, query, where, pages, after, size, pattern, wanted),
+            page=True,
         )
 
-    def _read_page(
-        self,
-        query: VolumeQuery,
-        where: repo.VolumeFilter,
-        pages: paging.Pager,
-        after: tuple[str, str] | None,
-        size: int,
-        pattern: v.Pattern | None,
-        wanted: ItemsView[str, str],
-    ) -> tuple[int, Page[Volume]]:
-        """One page of volumes as stored, and the generation it was read at."""
-        with self._store.read() as s:
-            generation = current_generation(s)
-            repairing = (
-                {
-                    j.target_id
-                    for j in repo.unfinished_jobs_of_kind(
-                        s, JobKind.VOLUME_REPAIR, cluster_id=query.cluster_id
-                    )
-                }
-                if query.repairing
-                else set()
-            )
-
-            def keep(row: VolumeRow) -> bool:
-                if pattern is not None and not pattern.search(row.name):
-                    return False
-                if query.repairing and row.id not in repairing:
-                    return False
-                if query.degraded and not _degraded(s, row):
-                    return False
-                return wanted <= row.labels.items()
-
-            rows, token = pages.take(
-                repo.scan(s, where, after, size + 1),
-                size,
-                keep,
-                lambda row: {"c": row.cluster_id, "n": row.name},
-            )
-            ids = [row.id for row in rows]
-            stats = repo.usage_counts(s, ids)
-            copies = copies_of(s, rows)
-            acls = acls_of(s, ids)
-            return generation, Page(
-                [
-                    volume_of(
-                        row,
-                        *stats.get(row.id, (0, 0, 0)),
-                        copies.get(row.id),
-                        acls.get(row.id, ()),
-                    )
-                    for row in rows
-                ],
-                token,
-            )
-
     def capacity(self, cluster_id: str) -> CapacitySummary:
-        def load() -> tuple[int, CapacitySummary]:
-            result = capacity.summary(self._store, cluster_id)
-            return result.generation, result
-
-        return cached(self._store.cache, ("capacity", cluster_id), self._store.generation, load)
+        if cluster_id:
+            v.check_id(cluster_id, "cluster_id")
+        return self._store.kept(
+            ("capacity", cluster_id),
+            lambda s, generation: capacity.summary(s, cluster_id, generation),
+        )
 
     # -- update ----------------------------------------------------------------
 
@@ -751,3 +675,70 @@ def _obeys(s: Session, row: VolumeRow, p: Placement) -> bool:
             else d.drive_id
         )
     return len(groups) == len(allocs)
+
+
+def _detail(s: Session, volume_id: str) -> VolumeDetail:
+    """The volume as stored, for any caller (its access is checked on it)."""
+    return VolumeDetail(
+        volume=volume_from(s, get_volume(s, volume_id)),
+        allocations=[
+            allocation_of(a, zone) for a, zone in repo.allocations_with_zone(s, volume_id=volume_id)
+        ],
+        attachments=[attachment_of(a) for a in attach_repo.of_volume(s, volume_id)],
+    )
+
+
+def _page(
+    s: Session,
+    query: VolumeQuery,
+    where: repo.VolumeFilter,
+    pages: paging.Pager,
+    after: tuple[str, str] | None,
+    size: int,
+    pattern: v.Pattern | None,
+    wanted: ItemsView[str, str],
+) -> Page[Volume]:
+    """One page of volumes as stored, for every caller the filter ``where``
+    (with its visibility) stands for."""
+    repairing = (
+        {
+            j.target_id
+            for j in repo.unfinished_jobs_of_kind(
+                s, JobKind.VOLUME_REPAIR, cluster_id=query.cluster_id
+            )
+        }
+        if query.repairing
+        else set()
+    )
+
+    def keep(row: VolumeRow) -> bool:
+        if pattern is not None and not pattern.search(row.name):
+            return False
+        if query.repairing and row.id not in repairing:
+            return False
+        if query.degraded and not _degraded(s, row):
+            return False
+        return wanted <= row.labels.items()
+
+    rows, token = pages.take(
+        repo.scan(s, where, after, size + 1),
+        size,
+        keep,
+        lambda row: {"c": row.cluster_id, "n": row.name},
+    )
+    ids = [row.id for row in rows]
+    stats = repo.usage_counts(s, ids)
+    copies = copies_of(s, rows)
+    acls = acls_of(s, ids)
+    return Page(
+        [
+            volume_of(
+                row,
+                *stats.get(row.id, (0, 0, 0)),
+                copies.get(row.id),
+                acls.get(row.id, ()),
+            )
+            for row in rows
+        ],
+        token,
+    )
