@@ -337,8 +337,7 @@ class Upstream:
                 "UNKNOWN",
                 f"daemon health check failed: {err.code().name}: {err.details() or ''}",
             )
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING, str(name), ""
+        return serving_of(reply)
 
 
 # A unary call made without a socket: (method path, request, metadata,
@@ -389,6 +388,12 @@ class LocalUpstream(Upstream):
     async def health(self, timeout: float) -> tuple[bool, str, str]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._local_health, timeout)
+
+
+def serving_of(reply: health_pb2.HealthCheckResponse) -> tuple[bool, str, str]:
+    """What Upstream.health says of a health answer: SERVING or not, and its name."""
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING, str(name), ""
 
 
 def _serialize(message: Message) -> bytes:

@@ -56,6 +56,8 @@ def _shared_metrics(processes: int) -> Iterator[None]:
     if processes <= 1 or "prometheus_client" in sys.modules:
         yield
         return
+    # The name is osd.server.metrics.MULTIPROCESS_ENV, spelled out: importing
+    # that module would import prometheus-client before the name is set.
     with tempfile.TemporaryDirectory(prefix="osd-metrics-") as shared:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
         try:

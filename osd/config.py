@@ -463,6 +463,11 @@ def _beside(config_path: str, value: str) -> str:
     return str(Path(config_path).resolve().parent / value)
 
 
+def format_listen(host: str, port: int) -> str:
+    """HOST:PORT, with an IPv6 host in brackets: what parse_listen reads."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not host:

@@ -42,8 +42,15 @@ from prometheus_client import start_http_server
 from sqlalchemy import text
 
 from gateway.server import GatewayServer, ServerTls, TlsFiles
-from gateway.upstream import LocalUpstream, Reply, RpcFailed, TlsError, request_id_of
-from osd.config import Settings, SettingsError, is_loopback, parse_listen
+from gateway.upstream import (
+    LocalUpstream,
+    Reply,
+    RpcFailed,
+    TlsError,
+    request_id_of,
+    serving_of,
+)
+from osd.config import Settings, SettingsError, format_listen, is_loopback, parse_listen
 from osd.contract import contract, method_roles
 from osd.engine import drivers
 from osd.engine.access.apikeys import ApiKeys
@@ -343,7 +350,7 @@ class Daemon:
     def _add_ports(self, server: grpc.Server, host: str, port: int) -> None:
         """The gRPC port (TLS when configured) and, for the REST gateway inside
         the daemon, the private Unix socket."""
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        address = format_listen(host, port)
         try:
             if self._tls is None:
                 self.grpc_port = server.add_insecure_port(address)
@@ -427,8 +434,7 @@ class Daemon:
         )
         if code is not None and code != grpc.StatusCode.OK:
             return False, "UNKNOWN", f"daemon health check failed: {code.name}: {details}"
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING, str(name), ""
+        return serving_of(reply)
 
     def reload_tls(self) -> ServerTls | None:
         """Re-reads tls_cert, tls_key and tls_client_ca for the next handshakes
@@ -536,18 +542,12 @@ class Daemon:
         """Starts the other serving processes, on the port this one bound."""
         if self.processes <= 1:
             return
-        listen = f"[{host}]:{self.grpc_port}" if ":" in host else f"{host}:{self.grpc_port}"
         rest = self.settings.rest_listen
-        if self._gateway is not None:
-            rest_host, _ = parse_listen(rest)
-            rest = (
-                f"[{rest_host}]:{self.rest_port}"
-                if ":" in rest_host
-                else f"{rest_host}:{self.rest_port}"
-            )
+        if self._gateway is not None:  # the port it bound, when asked for any
+            rest = format_listen(parse_listen(rest)[0], self.rest_port)
         settings = replace(
             self.settings,
-            grpc_listen=listen,
+            grpc_listen=format_listen(host, self.grpc_port),
             rest_listen=rest,
             database_url=self.engine.store.url,
             metrics_listen="",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -47,10 +47,10 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def _wait_for(what: str, check: object, timeout: float = 30.0) -> None:
+def _wait_for(what: str, check: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
@@ -355,7 +355,9 @@ def test_rest_is_served_by_every_process_too(tmp_path: Path) -> None:
         conns = [http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(24)]
         for c in conns:  # connected while both processes answer
             c.request("GET", path)
-            assert c.getresponse().read() and True
+            first = c.getresponse()
+            first.read()
+            assert first.status == 200
         held: http.client.HTTPConnection | None = None
         os.kill(proc.pid, signal.SIGSTOP)
         try:

@@ -27,10 +27,8 @@ import grpc
 from google.api import annotations_pb2
 
 from osd.contract import contract
-
-CLIENT_CERT_HEADER = "x-osd-client-cert-bin"
-# A deadline further off than this is no deadline (grpc reports "none" so).
-NO_DEADLINE_SECONDS = 10**6
+from osd.deadline import FOREVER_SECONDS
+from osd.server.interceptors import CLIENT_CERT_HEADER
 
 
 def read_methods() -> frozenset[str]:
@@ -79,7 +77,11 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
         self._handlers = {m: self._handler(m) for m in self.methods}
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
-        return self._handlers.get(handler_call_details.method)
+        return self.handler(handler_call_details.method)
+
+    def handler(self, method: str) -> grpc.RpcMethodHandler | None:
+        """The relay of ``method`` (a full path), or None when it is not forwarded."""
+        return self._handlers.get(method)
 
     def serving(self, server: grpc.Server) -> Any:
         """``server`` as the generated ``add_*_to_server`` functions are to see
@@ -104,7 +106,7 @@ class Forwarder(grpc.GenericRpcHandler):  # type: ignore[misc]
             if verified:
                 metadata.append((CLIENT_CERT_HEADER, verified[0]))
             remaining = context.time_remaining()
-            timeout = None if remaining is None or remaining > NO_DEADLINE_SECONDS else remaining
+            timeout = None if remaining is None or remaining > FOREVER_SECONDS else remaining
             try:
                 response, call = upstream.with_call(request, metadata=metadata, timeout=timeout)
             except grpc.RpcError as err:
@@ -134,7 +136,7 @@ class _ForwardingServer:
         self._server.add_registered_method_handlers(
             service,
             {
-                name: self._forwarder._handlers.get(f"/{service}/{name}", handler)
+                name: self._forwarder.handler(f"/{service}/{name}") or handler
                 for name, handler in handlers.items()
             },
         )

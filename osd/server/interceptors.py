@@ -49,9 +49,6 @@ API_KEY_HEADER = "x-api-key"
 # The client certificate the daemon's own REST gateway verified (DER).
 CLIENT_CERT_HEADER = "x-osd-client-cert-bin"
 HEALTH_PREFIX = "/grpc.health."
-# Wrapped handlers kept: more than every method osd serves, fewer than a
-# caller naming made-up methods could fill (those have no handler anyway).
-MAX_WRAPPED = 1024
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -364,7 +361,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if known is not None and known[0] is handler:
             return known[1]
         wrapped = self._wrap(handler, method)
-        if wrapped is not None and len(self._wrapped) < MAX_WRAPPED:
+        if wrapped is not None:  # only served methods have a handler: a bounded set
             self._wrapped[method] = (handler, wrapped)
         return wrapped
 

@@ -12,6 +12,7 @@ the gateway verified is believed as it was over that socket.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,7 +24,6 @@ from osd.server.interceptors import ServerInterceptor
 # What a call from inside names as its peer: the private socket's kind, so
 # that it is trusted as a call over that socket is (see credentials_of).
 LOCAL_PEER = "unix:in-process"
-FOREVER_SECONDS = 2.0**62 / 1e9
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -63,7 +63,7 @@ class LocalContext:
 
     def time_remaining(self) -> float:
         if self._deadline is None:
-            return FOREVER_SECONDS
+            return math.inf  # as far off as grpc's "none" (see osd.deadline)
         return max(0.0, self._deadline - time.monotonic())
 
     def is_active(self) -> bool:
