@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -330,7 +331,6 @@ def test_rest_is_served_by_every_process_too(tmp_path: Path) -> None:
     """The REST port is shared as the gRPC port is: the second process answers
     reads itself and passes changes to the first."""
     import http.client
-    import json
 
     rest_port = _free_port()
     with serving(
@@ -353,42 +353,54 @@ def test_rest_is_served_by_every_process_too(tmp_path: Path) -> None:
                 ch.close()
         path = f"/v1/volumes/{volume_id}"
         conns = [http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10) for _ in range(24)]
-        for c in conns:  # connected while both processes answer
-            c.request("GET", path)
-            first = c.getresponse()
-            first.read()
-            assert first.status == 200
-        held: http.client.HTTPConnection | None = None
-        os.kill(proc.pid, signal.SIGSTOP)
         try:
-            for c in conns:
-                c.timeout = 1.0
-                if c.sock is not None:
-                    c.sock.settimeout(1.0)
-                try:
-                    c.request("GET", path)
-                    reply = c.getresponse()
-                except OSError:
-                    continue  # the stopped first process holds it
-                assert reply.status == 200
-                assert json.loads(reply.read())["volume"]["name"] == "v"
-                held = c
-                break
+            _rest_through_the_second(proc.pid, conns, path)
         finally:
-            os.kill(proc.pid, signal.SIGCONT)
-        assert held is not None, "no connection reached the second process"
-        held.sock.settimeout(10.0)  # type: ignore[union-attr]
-        body = json.dumps({"labels": {"tier": "gold"}})
-        held.request("PATCH", path, body=body, headers={"content-type": "application/json"})
-        reply = held.getresponse()
-        assert reply.status == 200, reply.read()
-        assert json.loads(reply.read())["volume"]["labels"] == {"tier": "gold"}
-        held.request("GET", path)
-        again = held.getresponse()
-        assert json.loads(again.read())["volume"]["labels"] == {"tier": "gold"}
-        held.request("PATCH", path, body="{", headers={"content-type": "application/json"})
-        bad = held.getresponse()
-        assert bad.status == 400 and bad.getheader("x-request-id")
-        bad.read()
-        for c in conns:
-            c.close()
+            for c in conns:
+                c.close()
+
+
+def _rest_through_the_second(primary: int, conns: list[Any], path: str) -> None:
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    for c in conns:  # connected while both processes answer
+        c.request("GET", path)
+        first = c.getresponse()
+        first.read()
+        assert first.status == 200
+
+    def probe(c: Any) -> bool:
+        # All at once: the gateway closes a connection idle 5 s, so probes
+        # one by one, a second each on the stopped process, would outlast it.
+        c.sock.settimeout(2.0)
+        try:
+            c.request("GET", path)
+            reply = c.getresponse()
+        except OSError:
+            return False  # the stopped first process holds it
+        assert reply.status == 200
+        assert json.loads(reply.read())["volume"]["name"] == "v"
+        return True
+
+    os.kill(primary, signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(len(conns)) as pool:
+            answered = list(pool.map(probe, conns))
+    finally:
+        os.kill(primary, signal.SIGCONT)
+    held = next((c for c, ok in zip(conns, answered, strict=True) if ok), None)
+    assert held is not None, "no connection reached the second process"
+    held.sock.settimeout(10.0)
+    body = json.dumps({"labels": {"tier": "gold"}})
+    held.request("PATCH", path, body=body, headers={"content-type": "application/json"})
+    reply = held.getresponse()
+    assert reply.status == 200, reply.read()
+    assert json.loads(reply.read())["volume"]["labels"] == {"tier": "gold"}
+    held.request("GET", path)
+    again = held.getresponse()
+    assert json.loads(again.read())["volume"]["labels"] == {"tier": "gold"}
+    held.request("PATCH", path, body="{", headers={"content-type": "application/json"})
+    bad = held.getresponse()
+    assert bad.status == 400 and bad.getheader("x-request-id")
+    bad.read()
