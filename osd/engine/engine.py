@@ -84,6 +84,7 @@ class Engine:
         self.attachments = AttachmentEngine(store, driver)
         self.templates = TemplateEngine(store)
         self.on_start("volume and snapshot changes left unfinished", self.volumes.recover)
+        self.on_start("attachments the storage driver holds", self.attachments.restore)
         self.on_availability_change(self.volumes.availability_changed)
         # Rebuilds lost copies: woken (after the volume engine has recorded the
         # change) by availability changes, and by its own timer.

@@ -17,6 +17,7 @@ it left is deleted with its snapshots (:meth:`ReplicaOps.purge_replica`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -27,6 +28,15 @@ class DriverError(Exception):
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class NoAgent(DriverError):
+    """The work is for a node (or a drive of a node) this daemon does not act
+    for: no agent of that node is here."""
+
+
+# A copy of a volume where the driver can find it: (drive id, replica id).
+CopyRef = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,21 @@ class SnapshotOps(Protocol):
         """Rolls a replica back to its snapshot on the same drive."""
         ...
 
+    def clone_snapshot(
+        self,
+        sources: Sequence[CopyRef],
+        snapshot_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        """Creates replica ``target_replica_id`` of ``size_bytes`` on a drive,
+        filled with a snapshot's data: a volume cloned from a snapshot.
+        ``sources`` are the copies that hold the snapshot, best first (the
+        target's drive first, where a clone can share blocks). Raises when
+        none of them holds it."""
+        ...
+
     def copy_snapshots(
         self,
         source_drive_id: str,
@@ -126,7 +151,18 @@ class SnapshotOps(Protocol):
 
 @runtime_checkable
 class AttachmentOps(Protocol):
-    def attach(self, node_address: str, volume_id: str, read_only: bool) -> None: ...
+    def attach(
+        self,
+        node_address: str,
+        volume_id: str,
+        read_only: bool,
+        copies: Sequence[CopyRef] = (),
+    ) -> str:
+        """Makes a volume usable on a node and answers its device path there.
+        ``copies`` are the volume's live copies, those on the node first; a
+        driver that serves one copy uses the first it holds. Attaching again
+        in the same mode answers the same device."""
+        ...
 
     def detach(self, node_address: str, volume_id: str) -> None: ...
 

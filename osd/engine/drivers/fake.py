@@ -27,12 +27,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osd.engine.drivers.base import DriveInfo, DriverError
+from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError
 
 TIB = 1 << 40
 DELAY_ENV = "OSD_FAKE_DRIVER_DELAY"
@@ -434,6 +434,34 @@ class FakeDriver:
             self.state.snapshots[(drive_id, snapshot_id)] = replica_id
             self._save()
 
+    def clone_snapshot(
+        self,
+        sources: Sequence[CopyRef],
+        snapshot_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        self._pass("clone_snapshot")
+        with self._lock:
+            self._enter(
+                "clone_snapshot",
+                sources=list(sources),
+                snapshot_id=snapshot_id,
+                target_drive_id=target_drive_id,
+                target_replica_id=target_replica_id,
+                size_bytes=size_bytes,
+            )
+            if not any((drive_id, snapshot_id) in self.state.snapshots for drive_id, _ in sources):
+                raise DriverError(f"no copy named holds snapshot {snapshot_id}")
+            have = self.state.replicas.get((target_drive_id, target_replica_id))
+            if have is not None and have != size_bytes:
+                raise DriverError(
+                    f"replica {target_replica_id} exists on {target_drive_id} with another size"
+                )
+            self.state.replicas[(target_drive_id, target_replica_id)] = size_bytes
+            self._save()
+
     def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None:
         self._pass("delete_snapshot")
         with self._lock:
@@ -495,7 +523,13 @@ class FakeDriver:
 
     # -- AttachmentOps ---------------------------------------------------
 
-    def attach(self, node_address: str, volume_id: str, read_only: bool) -> None:
+    def attach(
+        self,
+        node_address: str,
+        volume_id: str,
+        read_only: bool,
+        copies: Sequence[CopyRef] = (),
+    ) -> str:
         self._pass("attach")
         with self._lock:
             self._enter(
@@ -503,6 +537,7 @@ class FakeDriver:
             )
             self.state.attachments[(node_address, volume_id)] = read_only
             self._save()
+        return f"/dev/osd/{volume_id}"
 
     def detach(self, node_address: str, volume_id: str) -> None:
         self._pass("detach")

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.drivers import DriverError, NoAgent, StorageDriver
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.kinds.drive_add import DriveAddRequest, DriveAddSpec
 from osd.engine.jobs.kinds.drive_replace import DriveReplaceRequest, Probe, address_of
@@ -30,11 +30,11 @@ from osd.engine.jobs.records import RecordError
 from osd.engine.shared import validation as v
 from osd.engine.shared.rows import get_drive, get_node
 from osd.engine.shared.validation import id_violations, raise_if
-from osd.engine.topology.drives import device_path_violation, new_drive_violations
+from osd.engine.topology.drives import device_path_violation, new_drive_violations, takes_files
 from osd.engine.topology.models import Drive, Node
 from osd.engine.topology.views import drives_from_rows, nodes_from_rows
 from osd.enums import JobKind, JobState, NodeState
-from osd.errors import FieldViolation, NotFound, Unavailable
+from osd.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable
 from osd.store import drives as drive_repo
 from osd.store import jobs as repo
 from osd.store.db import Store
@@ -133,7 +133,11 @@ class ServiceEngine:
 
     def start_drive_add(self, spec: StartDriveAdd) -> DriveAddStarted:
         violations = new_drive_violations(
-            spec.node_id, spec.device_path, spec.description, spec.labels
+            spec.node_id,
+            spec.device_path,
+            spec.description,
+            spec.labels,
+            files=takes_files(self._driver),
         )
         for i, pool_id in enumerate(spec.pool_ids):
             violations += id_violations(pool_id, f"pool_ids[{i}]")
@@ -167,7 +171,7 @@ class ServiceEngine:
 
     def drive_add_status(self, node_id: str, device_path: str) -> DriveAddStatus:
         violations = id_violations(node_id, "node_id")
-        problem = device_path_violation(device_path)
+        problem = device_path_violation(device_path, files=takes_files(self._driver))
         if problem:
             violations.append(problem)
         raise_if(violations)
@@ -189,7 +193,9 @@ class ServiceEngine:
         if spec.target_drive_id:
             violations += id_violations(spec.target_drive_id, "target_drive_id")
         elif spec.target_device_path:
-            problem = device_path_violation(spec.target_device_path)
+            problem = device_path_violation(
+                spec.target_device_path, files=takes_files(self._driver)
+            )
             if problem:
                 violations.append(FieldViolation("target_device_path", problem.description))
         else:
@@ -278,6 +284,12 @@ class ServiceEngine:
         try:
             info = self._driver.probe_drive(address, device_path)
         except DriverError as exc:
+            if isinstance(exc, NoAgent):
+                raise FailedPrecondition(
+                    f"node {node_name} has no agent here: {exc}",
+                    reason="NO_NODE_AGENT",
+                    metadata={"operation": "probe_drive"},
+                ) from exc
             if exc.retryable:
                 raise Unavailable(
                     f"the driver cannot reach node {node_name}: {exc}",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
+from osd.engine.drivers import DriveInfo, DriverError, NoAgent, StorageDriver
 from osd.engine.jobs.models import Started
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
@@ -51,6 +51,7 @@ from osd.errors import (
     FailedPrecondition,
     FieldViolation,
     NotFound,
+    OsdError,
     Unavailable,
 )
 from osd.store import allocations as books
@@ -77,7 +78,10 @@ def description_violation(description: str) -> FieldViolation | None:
     )
 
 
-def device_path_violation(path: str) -> FieldViolation | None:
+def device_path_violation(path: str, *, files: bool = False) -> FieldViolation | None:
+    """What is wrong with a device path. Only a driver that takes files
+    (``files``: the local driver's image files and directories) accepts a
+    path outside /dev."""
     if not path:
         return FieldViolation("device_path", "is required")
     if len(path) > DEVICE_PATH_MAX:
@@ -89,7 +93,7 @@ def device_path_violation(path: str) -> FieldViolation | None:
             "device_path",
             "must be an absolute path such as /dev/sdb, from letters, digits and ._+:@,=-",
         )
-    if not path.startswith("/dev/") or path == "/dev/":
+    if (not path.startswith("/dev/") or path == "/dev/") and not files:
         # A device is named under /dev; a path elsewhere (/etc/passwd) is a file
         # of the host, never something to format.
         return FieldViolation("device_path", "must name a device under /dev, such as /dev/sdb")
@@ -97,11 +101,19 @@ def device_path_violation(path: str) -> FieldViolation | None:
 
 
 def new_drive_violations(
-    node_id: str, device_path: str, description: str, labels: dict[str, str]
+    node_id: str,
+    device_path: str,
+    description: str,
+    labels: dict[str, str],
+    *,
+    files: bool = False,
 ) -> list[FieldViolation]:
     """What is wrong with the fields of a drive to add (CreateDrive, StartDriveAdd)."""
     violations = id_violations(node_id, "node_id")
-    for problem in (device_path_violation(device_path), description_violation(description)):
+    for problem in (
+        device_path_violation(device_path, files=files),
+        description_violation(description),
+    ):
         if problem:
             violations.append(problem)
     return violations + v.label_violations(labels)
@@ -149,7 +161,19 @@ def _address(node: NodeRow) -> str:
     return str(node.management_addresses[0])
 
 
-def _driver_unavailable(exc: DriverError, op: str, what: str) -> Unavailable:
+def takes_files(driver: object) -> bool:
+    """Whether a driver takes image files and directories as drives, not only
+    devices under /dev."""
+    return getattr(type(driver), "takes_files", False) is True
+
+
+def _driver_unavailable(exc: DriverError, op: str, what: str) -> OsdError:
+    if isinstance(exc, NoAgent):
+        return FailedPrecondition(
+            f"the driver cannot {what}: {exc}",
+            reason="NO_NODE_AGENT",
+            metadata={"operation": op, "retryable": "false"},
+        )
     return Unavailable(
         f"the driver failed to {what}: {exc}",
         reason="DRIVER_ERROR",
@@ -194,7 +218,13 @@ class DriveEngine:
 
     def _create(self, spec: CreateDrive) -> Created[Drive]:
         raise_if(
-            new_drive_violations(spec.node_id, spec.device_path, spec.description, spec.labels)
+            new_drive_violations(
+                spec.node_id,
+                spec.device_path,
+                spec.description,
+                spec.labels,
+                files=takes_files(self._driver),
+            )
         )
         spec = dataclasses.replace(spec, labels=dict(spec.labels))
         with self._store.read() as s:
@@ -244,7 +274,7 @@ class DriveEngine:
         try:
             info = self._driver.probe_drive(address, spec.device_path)
         except DriverError as exc:
-            if exc.retryable:
+            if exc.retryable or isinstance(exc, NoAgent):
                 raise _driver_unavailable(exc, "probe_drive", f"reach node {node_name}") from exc
             raise NotFound(
                 f"node {node_name} has no device {spec.device_path!r}: {exc}",

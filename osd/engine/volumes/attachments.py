@@ -11,14 +11,16 @@ back the records and, as far as it can, the devices.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, StorageDriver
+from osd.engine.drivers import CopyRef, DriverError, StorageDriver
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
@@ -34,7 +36,7 @@ from osd.engine.volumes.models import (
     Reassigned,
 )
 from osd.engine.volumes.views import attachment_of
-from osd.enums import Access, AttachMode, DomainState, NodeState
+from osd.enums import Access, AllocationState, AttachMode, DomainState, NodeState
 from osd.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -44,6 +46,7 @@ from osd.errors import (
     ResourceExhausted,
 )
 from osd.store import attachments as repo
+from osd.store import volumes as volume_repo
 from osd.store.db import Store
 from osd.store.models import AttachmentRow, NodeRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
@@ -61,6 +64,13 @@ def device_path(volume_id: str) -> str:
 
 def node_address(node: NodeRow) -> str:
     return node.management_addresses[0] if node.management_addresses else node.name
+
+
+def copies_for(s: Session, volume_id: str, node_id: str) -> list[CopyRef]:
+    """The volume's live copies for the driver, those on ``node_id`` first."""
+    live = [a for a in volume_repo.allocations(s, volume_id) if a.state == AllocationState.ACTIVE]
+    live.sort(key=lambda a: a.node_id != node_id)
+    return [(a.drive_id, a.id) for a in live]
 
 
 class AttachmentEngine:
@@ -115,8 +125,9 @@ class AttachmentEngine:
             s.flush()
             attachment = attachment_of(row)
             address = node_address(node)
+            copies = copies_for(s, volume_id, node_id)
         try:
-            self._driver.attach(address, volume_id, mode == AttachMode.READ_ONLY)
+            device = self._driver.attach(address, volume_id, mode == AttachMode.READ_ONLY, copies)
         except DriverError as exc:
             with self._store.write() as s:
                 bump_generation(s)
@@ -126,7 +137,46 @@ class AttachmentEngine:
                 elif row is not None and previous is not None:
                     row.mode = previous
             raise driver_failed("attaching the volume failed and was rolled back", exc) from exc
+        if device and device != attachment.device_path:
+            generation = self._record_device(volume_id, node_id, device) or generation
+            attachment = dataclasses.replace(attachment, device_path=device, generation=generation)
         return Attached(attachment, True, generation)
+
+    def _record_device(self, volume_id: str, node_id: str, device: str) -> int:
+        """Records the device the driver attached a volume as; 0 when the
+        attachment is gone meanwhile."""
+        with self._store.write() as s:
+            row = repo.get(s, volume_id, node_id)
+            if row is None:
+                return 0
+            generation = bump_generation(s)
+            row.device_path = device
+            row.generation = generation
+            return generation
+
+    def restore(self) -> None:
+        """After a restart, makes the driver's devices match the attachments
+        the store records (a driver that keeps none has nothing to do)."""
+        restore = getattr(self._driver, "restore_attachments", None)
+        if restore is None:
+            return
+        wanted: list[tuple[str, str, bool, list[CopyRef]]] = []
+        where: dict[str, str] = {}
+        with self._store.read() as s:
+            for row in s.scalars(select(AttachmentRow)):
+                node = s.get_one(NodeRow, row.node_id)
+                copies = copies_for(s, row.volume_id, row.node_id)
+                wanted.append(
+                    (node_address(node), row.volume_id, row.mode == AttachMode.READ_ONLY, copies)
+                )
+                where[row.volume_id] = row.node_id
+        devices: dict[str, str] = restore(wanted)
+        for volume_id, device in devices.items():
+            with self._store.read() as s:
+                found = repo.get(s, volume_id, where[volume_id])
+                same = found is None or found.device_path == device
+            if not same:
+                self._record_device(volume_id, where[volume_id], device)
 
     # -- detach ----------------------------------------------------------------
 
@@ -217,6 +267,9 @@ class AttachmentEngine:
             )
             error.metadata["change_index"] = str(failed.index)
             raise error from failed.cause
+        for p in plans:
+            for node_id, device in p.devices.items():
+                generation = self._record_device(p.volume.id, node_id, device) or generation
         with self._store.read() as s:
             out = [attachment_of(r) for p in plans for r in repo.of_volume(s, p.volume.id)]
         return Reassigned(out, generation)
@@ -234,12 +287,17 @@ class AttachmentEngine:
         for p in plans:
             for node_id in sorted(p.attaching):
                 try:
-                    self._driver.attach(
-                        p.addresses[node_id], p.volume.id, p.after[node_id] == AttachMode.READ_ONLY
+                    device = self._driver.attach(
+                        p.addresses[node_id],
+                        p.volume.id,
+                        p.after[node_id] == AttachMode.READ_ONLY,
+                        p.copies[node_id],
                     )
                 except DriverError as exc:
                     raise _StepFailed(p.index, node_id, exc, busy=False) from exc
                 p.done_attach.append(node_id)
+                if device and device != p.device_paths.get(node_id):
+                    p.devices[node_id] = device
 
     def _undo(self, plans: Sequence[_ChangePlan]) -> None:
         for p in plans:
@@ -251,6 +309,7 @@ class AttachmentEngine:
                         p.addresses[node_id],
                         p.volume.id,
                         p.before[node_id] == AttachMode.READ_ONLY,
+                        p.copies[node_id],
                     )
                 else:
                     best_effort("detaching", self._driver.detach, p.addresses[node_id], p.volume.id)
@@ -261,6 +320,7 @@ class AttachmentEngine:
                     p.addresses[node_id],
                     p.volume.id,
                     p.before[node_id] == AttachMode.READ_ONLY,
+                    p.copies[node_id],
                 )
         with self._store.write() as s:
             generation = bump_generation(s)
@@ -290,8 +350,12 @@ class _ChangePlan:
     before: dict[str, AttachMode]
     after: dict[str, AttachMode]
     addresses: dict[str, str]
+    copies: dict[str, list[CopyRef]]
+    device_paths: dict[str, str]
     done_detach: list[str] = field(default_factory=list)
     done_attach: list[str] = field(default_factory=list)
+    # Devices the driver answered that differ from the recorded ones.
+    devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def removed(self) -> set[str]:
@@ -398,6 +462,8 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
         before=before,
         after=after,
         addresses={n: node_address(node) for n, node in nodes.items()},
+        copies={n: copies_for(s, volume.id, n) for n in nodes},
+        device_paths={r.node_id: r.device_path for r in current},
     )
     try:
         if plan.attaching:

@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import StorageDriver
+from osd.engine.drivers import CopyRef, StorageDriver
 from osd.engine.shared import phased
 from osd.engine.shared.phased import best_effort
 from osd.engine.shared.rows import stamp
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import get_volume, log
 from osd.engine.volumes.views import durability_of
-from osd.enums import AllocationState, SnapshotState, VolumeState
+from osd.enums import AllocationState, SnapshotState, SourceKind, VolumeState
 from osd.errors import Unavailable
 from osd.store import allocations
 from osd.store import snapshots as snap_repo
@@ -107,6 +107,35 @@ def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
     return sorted({a.drive_id for a in allocs})
 
 
+def snapshot_copies(session: Session, snap: SnapshotRow) -> list[CopyRef]:
+    """The live copies ([drive id, replica id]) that hold a snapshot's data,
+    found as :func:`snapshot_drives` finds its drives."""
+    allocs = snap_repo.allocations(session, snap.id)
+    if not allocs:
+        allocs = repo.allocations(session, snap.volume_id)
+    if not allocs:
+        for other in snap_repo.of_volume(session, snap.volume_id):
+            allocs = snap_repo.allocations(session, other.id)
+            if allocs:
+                break
+    return [(a.drive_id, a.id) for a in allocs if a.state == AllocationState.ACTIVE]
+
+
+def _fill(
+    driver: StorageDriver, sources: list[CopyRef], snapshot_id: str
+) -> Callable[[str, str, int], None]:
+    """How a create makes one copy: empty, or a clone of its source snapshot
+    read from the copy that holds it, the one on the same drive first."""
+    if not snapshot_id:
+        return driver.create_replica
+
+    def clone(drive_id: str, replica_id: str, nbytes: int) -> None:
+        best = sorted(sources, key=lambda c: c[0] != drive_id)
+        driver.clone_snapshot(best, snapshot_id, drive_id, replica_id, nbytes)
+
+    return clone
+
+
 # -- create ----------------------------------------------------------------------
 
 
@@ -114,13 +143,22 @@ def run_create(
     store: Store, driver: StorageDriver, volume_id: str, work: list[tuple[str, str, int]]
 ) -> tuple[VolumeRow, int]:
     """Phases 2 and 3 of a create: every copy on its drive and the volume UP,
-    its allocations ACTIVE; or no copy and no volume."""
+    its allocations ACTIVE; or no copy and no volume. A volume cloned from a
+    snapshot has each copy filled with the snapshot's data."""
+    snapshot_id, sources = "", []
+    with store.read() as s:
+        row = repo.get(s, volume_id)
+        if row is not None and row.source_kind == SourceKind.SNAPSHOT and row.source_id:
+            snap = s.get(SnapshotRow, row.source_id)
+            if snap is not None:
+                snapshot_id, sources = snap.id, snapshot_copies(s, snap)
+    make = _fill(driver, sources, snapshot_id)
     return phased.run(
         store,
         [
             phased.Step(
                 f"creating replica {replica_id}",
-                functools.partial(driver.create_replica, drive_id, replica_id, nbytes),
+                functools.partial(make, drive_id, replica_id, nbytes),
                 functools.partial(driver.delete_replica, drive_id, replica_id),
             )
             for drive_id, replica_id, nbytes in work
