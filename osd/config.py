@@ -79,6 +79,20 @@ def _log_format(value: str) -> str:
     return fmt
 
 
+def _driver(value: str) -> str:
+    name = value.lower()
+    if name not in ("fake", "local"):
+        raise ValueError(f"{value!r} is not fake or local")
+    return name
+
+
+def _filesystem(value: str) -> str:
+    name = value.lower()
+    if name not in ("xfs", "btrfs"):
+        raise ValueError(f"{value!r} is not xfs or btrfs")
+    return name
+
+
 def _log_levels(value: str | dict[str, str]) -> dict[str, str]:
     """ "LOGGER=LEVEL,..." from a flag or the environment, or a table in the
     config file."""
@@ -105,6 +119,8 @@ class Settings:
     data_dir: str = ""
     database_url: str = ""
     driver: str = "fake"
+    node_name: str = ""
+    local_filesystem: str = "xfs"
     workers: int = 16
     # Serving processes; 0 is one per core.
     processes: int = 0
@@ -195,7 +211,27 @@ SPECS: tuple[_Spec, ...] = (
         "postgresql://host/osd (default: SQLite in the data directory)",
         "URL",
     ),
-    _Spec("driver", str, "storage driver (default fake)", "NAME"),
+    _Spec(
+        "driver",
+        _driver,
+        "storage driver: fake (no storage) or local (files on this host's drives, "
+        "attached as loop devices) (default fake)",
+        "NAME",
+    ),
+    _Spec(
+        "node_name",
+        str,
+        "the node this daemon's host is, for the local driver, besides the nodes named "
+        "by the host's names and addresses (default none)",
+        "NAME",
+    ),
+    _Spec(
+        "local_filesystem",
+        _filesystem,
+        "filesystem the local driver formats block devices and image files with: xfs "
+        "(with reflink) or btrfs (default xfs)",
+        "NAME",
+    ),
     _Spec("workers", _positive_int, "gRPC worker threads per process (default 16)", "N"),
     _Spec(
         "processes",

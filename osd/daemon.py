@@ -186,7 +186,12 @@ class Daemon:
             # Room for every worker, and for the jobs, repair and audit threads.
             store = Store(settings.resolved_database_url(), pool_size=settings.workers + 8)
             driver = (
-                drivers.load(settings.driver, settings.resolved_data_dir())
+                drivers.load(
+                    settings.driver,
+                    settings.resolved_data_dir(),
+                    node_name=settings.node_name,
+                    filesystem=settings.local_filesystem,
+                )
                 if self.primary
                 else drivers.ReadsOnly()
             )

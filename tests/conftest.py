@@ -29,6 +29,7 @@ from osd.engine.drivers.fake import FakeDriver
 from osd.engine.engine import Engine
 from osd.store.db import Store
 from osd.store.models import Base
+from tests.scratch_devices import clean_up, require_loop_devices
 
 if TYPE_CHECKING:
     from tests import auth_helpers
@@ -199,3 +200,17 @@ def wire(request: pytest.FixtureRequest) -> auth_helpers.Wire:
     from tests import auth_helpers
 
     return auth_helpers.wire_of(request.param)
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Iterator[Path]:
+    """A folder for scratch image files and a local driver's data directory:
+    loop devices and mounts under it are cleaned up after the test. Needs
+    root and loop devices (skipped without them, a failure under CI)."""
+    require_loop_devices()
+    folder = tmp_path / "scratch"
+    folder.mkdir()
+    try:
+        yield folder
+    finally:
+        clean_up(folder)

@@ -4,9 +4,11 @@ from pathlib import Path
 
 from osd.engine.drivers.base import (
     AttachmentOps,
+    CopyRef,
     DriveInfo,
     DriveOps,
     DriverError,
+    NoAgent,
     ReplicaOps,
     SnapshotOps,
     StorageDriver,
@@ -14,17 +16,25 @@ from osd.engine.drivers.base import (
 
 __all__ = [
     "AttachmentOps",
+    "CopyRef",
     "DriveInfo",
     "DriveOps",
     "DriverError",
+    "NoAgent",
     "ReplicaOps",
     "SnapshotOps",
     "StorageDriver",
 ]
 
 
-def load(name: str, data_dir: Path | None = None) -> StorageDriver:
+def load(
+    name: str, data_dir: Path | None = None, *, node_name: str = "", filesystem: str = "xfs"
+) -> StorageDriver:
     """The driver called ``name`` in settings.
+
+    The local driver keeps what it set up in ``data_dir/local-driver``; it acts
+    for this host, known also as ``node_name``, and formats drives with
+    ``filesystem``.
 
     The fake driver keeps its "storage" in ``data_dir/fake-driver.db`` (a
     SQLite file) when a data directory is given (and OSD_FAKE_DRIVER_STATE
@@ -43,7 +53,13 @@ def load(name: str, data_dir: Path | None = None) -> StorageDriver:
                 os.replace(legacy, state)  # JSON, which the driver converts in place
             return FakeDriver(state_file=state)
         return FakeDriver()
-    raise ValueError(f"unknown storage driver {name!r}; known drivers: fake")
+    if name == "local":
+        from osd.engine.drivers.local import LocalDriver
+
+        if data_dir is None:
+            raise ValueError("the local driver needs a data directory")
+        return LocalDriver(data_dir, node_name=node_name, filesystem=filesystem)
+    raise ValueError(f"unknown storage driver {name!r}; known drivers: fake, local")
 
 
 class ReadsOnly:

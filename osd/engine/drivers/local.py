@@ -1,0 +1,789 @@
+"""The local driver: volumes as files on this host's drives, attached as loop devices.
+
+A drive is a filesystem osd mounts, or a directory on one:
+
+* a block device, or an image file (set up on a loop device first), which
+  :meth:`LocalDriver.format_drive` formats (xfs with reflink by default, or
+  btrfs) and mounts under ``<data_dir>/local-driver/drives/<drive_id>``;
+* a directory on a filesystem that is already mounted, used as it is.
+
+Each copy (replica, named by its allocation id) of a volume is one file,
+``replicas/<replica_id>`` under the drive, exactly the volume's size and
+sparse. A snapshot of a copy is ``snapshots/<replica_id>/<snapshot_id>``: a
+reflink (``FICLONE``) where the filesystem shares blocks, and a full copy
+elsewhere. Data that moves between drives is copied hole by hole and
+checked against the source before the copy takes its final name, so a
+half-copied file never counts as data.
+
+An attachment is a loop device over the volume's primary copy: the first
+copy the engine names that is on a drive of this host. Writes reach that copy
+alone; the other copies are brought into line by the copy jobs, not live.
+
+The driver acts for this host only. A call for a node that is not this host,
+or for a drive that is not mounted here, raises :class:`NoAgent`, which the
+engine answers FAILED_PRECONDITION. "This host" is any name or address of the
+machine (its host name, its fully qualified name, loopback, the addresses of
+its interfaces) and the node name given in settings.
+
+What the driver set up (drives and their mounts, attachments and their loop
+devices) is kept in ``state.json`` beside the mounts, written whole and
+atomically, so a restarted daemon mounts its drives again and finds the loop
+devices it made; :meth:`LocalDriver.restore_attachments` then makes the
+devices match the attachments the store records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import struct
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, NoAgent
+
+log = logging.getLogger(__name__)
+
+FICLONE = 0x40049409
+BLKGETSIZE64 = 0x80081272
+CHUNK = 1 << 20
+FILESYSTEMS = ("xfs", "btrfs")
+MARKER = ".osd-drive"
+
+
+@dataclass
+class _Drive:
+    device_path: str
+    root: str
+    kind: str  # "block", "image" or "directory"
+    filesystem: str = ""
+    loop_device: str = ""  # the loop device an image drive is mounted from
+
+
+@dataclass
+class _Attachment:
+    node_address: str
+    device: str
+    file: str
+    read_only: bool
+    # The volume's other copies ([drive id, replica id]), brought into line
+    # with the attached one when a writer detaches.
+    copies: list[list[str]] = field(default_factory=list)
+
+
+def _run(*argv: str, what: str, retryable: bool = False) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    except FileNotFoundError as exc:
+        raise DriverError(f"{what}: {argv[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DriverError(f"{what}: {argv[0]} took too long", retryable=True) from exc
+    if done.returncode != 0:
+        message = (done.stderr or done.stdout).strip().splitlines()
+        raise DriverError(
+            f"{what}: {argv[0]} failed: {message[-1] if message else done.returncode}",
+            retryable=retryable,
+        )
+    return done.stdout
+
+
+def _host_names() -> set[str]:
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
+    try:
+        out = subprocess.run(
+            ["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        out = ""
+    for line in out.splitlines():
+        fields = line.split()
+        for i, word in enumerate(fields[:-1]):
+            if word in ("inet", "inet6"):
+                names.add(fields[i + 1].split("/")[0])
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            names.add(str(info[4][0]))
+    except OSError:
+        pass
+    return {n.lower() for n in names if n}
+
+
+def _mounts() -> dict[str, str]:
+    """Mount point -> source, from this process's mount table."""
+    out: dict[str, str] = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            out[point] = right.split()[1]
+    return out
+
+
+def loop_devices() -> dict[str, tuple[str, bool]]:
+    """Every loop device in use: device -> (backing file, read-only)."""
+    found: dict[str, tuple[str, bool]] = {}
+    for block in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (block / "loop" / "backing_file").read_text().strip()
+            read_only = (block / "ro").read_text().strip() == "1"
+        except OSError:
+            continue
+        found[f"/dev/{block.name}"] = (backing.removesuffix(" (deleted)"), read_only)
+    return found
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(what: str, exc: OSError) -> DriverError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DriverError(f"{what}: the drive is full ({exc.strerror})")
+    if exc.errno == errno.ENOENT:
+        return DriverError(f"{what}: {exc.filename or 'a file'} is missing")
+    return DriverError(f"{what}: {exc.strerror or exc}", retryable=exc.errno in (errno.EAGAIN,))
+
+
+def _segments(fd: int, size: int) -> Iterable[tuple[int, int]]:
+    """The (offset, length) ranges of a file that hold data, holes skipped."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # only a hole is left
+                return
+            raise
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, min(end, size) - start
+        offset = end
+
+
+def _digest(fd: int, segments: Sequence[tuple[int, int]]) -> bytes:
+    h = hashlib.blake2b()
+    for start, length in segments:
+        done = 0
+        while done < length:
+            chunk = os.pread(fd, min(CHUNK, length - done), start + done)
+            if not chunk:
+                break
+            h.update(struct.pack("<Q", start + done))
+            h.update(chunk)
+            done += len(chunk)
+    return h.digest()
+
+
+def _copy_range(src: int, dst: int, start: int, count: int) -> None:
+    """Copies bytes at the same offsets, in the kernel where it can."""
+    done = 0
+    in_kernel = True
+    while done < count:
+        at, want = start + done, min(count - done, 1 << 30 if in_kernel else CHUNK)
+        if in_kernel:
+            try:
+                n = os.copy_file_range(src, dst, want, at, at)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise
+                in_kernel = False
+                continue
+        else:
+            chunk = os.pread(src, want, at)
+            n = os.pwrite(dst, chunk, at) if chunk else 0
+        if n == 0:
+            break
+        done += n
+
+
+def copy_file(source: Path, target: Path, size: int | None = None) -> None:
+    """Copies ``source`` to ``target`` through ``target.part``: a reflink where
+    both share a filesystem that can, or the data ranges one by one, checked
+    against the source before the copy takes its name. ``size`` truncates or
+    extends the copy."""
+    part = target.with_name(target.name + ".part")
+    src = os.open(source, os.O_RDONLY)
+    try:
+        length = os.fstat(src).st_size
+        dst = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            try:
+                fcntl.ioctl(dst, FICLONE, src)
+                cloned = True
+            except OSError:
+                cloned = False
+            if not cloned:
+                os.ftruncate(dst, length)
+                segments = list(_segments(src, length))
+                for start, count in segments:
+                    _copy_range(src, dst, start, count)
+                os.fsync(dst)
+                if _digest(src, segments) != _digest(dst, segments):
+                    raise DriverError(f"the copy of {source.name} does not match its source")
+            if size is not None and size != length:
+                os.ftruncate(dst, size)
+            os.fsync(dst)
+        finally:
+            os.close(dst)
+        os.replace(part, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(src)
+
+
+class LocalDriver:
+    """Volumes as files on this host's drives; see the module docstring."""
+
+    name = "local"
+    # Image files and directories are drives too, not only devices under /dev.
+    takes_files = True
+
+    def __init__(self, data_dir: Path, *, node_name: str = "", filesystem: str = "xfs") -> None:
+        if filesystem not in FILESYSTEMS:
+            raise ValueError(f"local filesystem {filesystem!r} is not one of xfs, btrfs")
+        self.home = data_dir / "local-driver"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home = self.home.resolve()
+        self.filesystem = filesystem
+        self.here = _host_names() | ({node_name.lower()} if node_name else set())
+        self._lock = threading.RLock()
+        self._drives: dict[str, _Drive] = {}
+        self._attachments: dict[str, _Attachment] = {}
+        self._load()
+        self._mount_all()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def _state_file(self) -> Path:
+        return self.home / "state.json"
+
+    def _load(self) -> None:
+        if not self._state_file.exists():
+            return
+        data = json.loads(self._state_file.read_text())
+        self._drives = {k: _Drive(**v) for k, v in data.get("drives", {}).items()}
+        self._attachments = {k: _Attachment(**v) for k, v in data.get("attachments", {}).items()}
+
+    def _save(self) -> None:
+        data = {
+            "drives": {k: asdict(v) for k, v in self._drives.items()},
+            "attachments": {k: asdict(v) for k, v in self._attachments.items()},
+        }
+        part = self._state_file.with_suffix(".part")
+        with open(part, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, self._state_file)
+        _fsync_dir(self.home)
+
+    def _mount_all(self) -> None:
+        """Mounts again every drive this driver formatted (after a reboot, or a
+        mount someone removed); a drive that cannot be mounted is logged and
+        its calls fail until it can."""
+        for drive_id, drive in self._drives.items():
+            try:
+                self._mount(drive_id, drive)
+            except DriverError as exc:
+                log.error("local drive %s (%s): %s", drive_id, drive.device_path, exc)
+                continue
+            self._sweep(Path(drive.root))
+
+    @staticmethod
+    def _sweep(root: Path) -> None:
+        """Removes the half-written files (``*.part``) a killed daemon left: a
+        copy, clone or snapshot takes its name only once whole, so these are
+        never data."""
+        for leftover in [*root.glob("replicas/*.part"), *root.glob("snapshots/*/*.part")]:
+            log.warning("removing %s, left half-written by a daemon that stopped", leftover)
+            leftover.unlink(missing_ok=True)
+
+    # -- where things are --------------------------------------------------------
+
+    def _require_here(self, node_address: str) -> None:
+        if node_address.lower() not in self.here:
+            raise NoAgent(
+                f"node {node_address} has no agent here: this daemon drives the storage "
+                f"of {socket.gethostname()} only"
+            )
+
+    def _root(self, drive_id: str) -> Path:
+        drive = self._drives.get(drive_id)
+        if drive is None:
+            raise NoAgent(
+                f"drive {drive_id} is not a drive of this host; its node has no agent here"
+            )
+        root = Path(drive.root)
+        if drive.kind != "directory" and _mounts().get(drive.root) is None:
+            self._mount(drive_id, drive)
+        if not (root / MARKER).exists():
+            raise DriverError(
+                f"drive {drive_id} ({drive.device_path}) is not there: {root} is not osd's drive",
+                retryable=True,
+            )
+        return root
+
+    def _replica(self, drive_id: str, replica_id: str) -> Path:
+        return self._root(drive_id) / "replicas" / replica_id
+
+    def _replica_path(self, drive_id: str, replica_id: str) -> Path | None:
+        """Where a copy is, without touching the drive; None off this host."""
+        drive = self._drives.get(drive_id)
+        return Path(drive.root) / "replicas" / replica_id if drive is not None else None
+
+    def _snapshot_dir(self, drive_id: str, replica_id: str) -> Path:
+        return self._root(drive_id) / "snapshots" / replica_id
+
+    # -- drives ------------------------------------------------------------------
+
+    def probe_drive(self, node_address: str, device_path: str) -> DriveInfo:
+        self._require_here(node_address)
+        path = Path(device_path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise DriverError(f"{device_path}: {exc.strerror}") from exc
+        with self._lock:
+            ours = any(d.device_path == device_path for d in self._drives.values())
+        if stat.S_ISDIR(st.st_mode):
+            vfs = os.statvfs(path)
+            entries = {e for e in os.listdir(path) if e not in (MARKER, "replicas", "snapshots")}
+            return DriveInfo(device_path, vfs.f_blocks * vfs.f_frsize, bool(entries) and not ours)
+        if stat.S_ISBLK(st.st_mode):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                size = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]
+            finally:
+                os.close(fd)
+            rotational = _rotational(st.st_rdev)
+        elif stat.S_ISREG(st.st_mode):
+            size, rotational = st.st_size, False
+            if st.st_blocks and not ours:
+                # A file that holds anything at all is someone's data; only a
+                # new (sparse, empty) image is taken without confirmation.
+                return DriveInfo(device_path, size, True, rotational)
+        else:
+            raise DriverError(
+                f"{device_path} is neither a block device, an image file nor a directory"
+            )
+        return DriveInfo(device_path, size, not ours and _has_signature(device_path), rotational)
+
+    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+        self._require_here(node_address)
+        with self._lock:
+            for other_id, other in self._drives.items():
+                if other.device_path == device_path and other_id != drive_id:
+                    raise DriverError(f"{device_path} belongs to drive {other_id}")
+            drive = self._drives.get(drive_id)
+            if drive is not None:
+                self._mount(drive_id, drive)
+                return
+            path = Path(device_path)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise DriverError(f"{device_path}: {exc.strerror}") from exc
+            if stat.S_ISDIR(st.st_mode):
+                drive = _Drive(device_path, str(path.resolve()), "directory")
+            else:
+                kind = "block" if stat.S_ISBLK(st.st_mode) else "image"
+                drive = _Drive(
+                    device_path, str(self.home / "drives" / drive_id), kind, self.filesystem
+                )
+                device = device_path
+                if kind == "image":
+                    drive.loop_device = device = _loop_for(device_path)
+                mounted = _mounts().get(drive.root)
+                if mounted is None:
+                    _mkfs(self.filesystem, device, drive_id)
+            self._drives[drive_id] = drive
+            self._mount(drive_id, drive)
+            self._save()
+
+    def _mount(self, drive_id: str, drive: _Drive) -> None:
+        root = Path(drive.root)
+        if drive.kind != "directory" and _mounts().get(drive.root) is None:
+            device = drive.device_path
+            if drive.kind == "image":
+                device = _loop_for(drive.device_path)
+                if device != drive.loop_device:
+                    drive.loop_device = device
+                    self._save()
+            root.mkdir(parents=True, exist_ok=True)
+            _run("mount", device, str(root), what=f"mounting drive {drive_id}", retryable=True)
+        marker = root / MARKER
+        if marker.exists():
+            owner = marker.read_text().strip()
+            if owner != drive_id:
+                raise DriverError(f"{drive.device_path} belongs to drive {owner}")
+        else:
+            (root / "replicas").mkdir(parents=True, exist_ok=True)
+            (root / "snapshots").mkdir(exist_ok=True)
+            marker.write_text(drive_id + "\n")
+            _fsync_dir(root)
+
+    def release_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+        self._require_here(node_address)
+        with self._lock:
+            drive = self._drives.get(drive_id)
+            if drive is None:
+                return
+            root = Path(drive.root)
+            if drive.kind == "directory":
+                (root / MARKER).unlink(missing_ok=True)
+            else:
+                if _mounts().get(drive.root) is not None:
+                    _run("umount", drive.root, what=f"unmounting drive {drive_id}", retryable=True)
+                if drive.kind == "image":
+                    for device, (backing, _ro) in loop_devices().items():
+                        if backing == str(Path(device_path).resolve()):
+                            _run("losetup", "-d", device, what="releasing the image's loop device")
+                with contextlib.suppress(OSError):
+                    root.rmdir()
+            del self._drives[drive_id]
+            self._save()
+
+    def drive_usage(self, drive_id: str) -> tuple[int, int]:
+        """The filesystem's real (size, free) bytes under a drive."""
+        with self._lock:
+            vfs = os.statvfs(self._root(drive_id))
+        return vfs.f_blocks * vfs.f_frsize, vfs.f_bavail * vfs.f_frsize
+
+    # -- replicas --------------------------------------------------------------
+
+    def create_replica(
+        self, drive_id: str, replica_id: str, size_bytes: int, thick: bool = False
+    ) -> None:
+        with self._lock:
+            path = self._replica(drive_id, replica_id)
+        if path.exists():
+            if path.stat().st_size != size_bytes:
+                raise DriverError(f"replica {replica_id} exists on {drive_id} with another size")
+            return
+        part = path.with_name(path.name + ".part")
+        try:
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.ftruncate(fd, size_bytes)
+                if thick and size_bytes:
+                    os.posix_fallocate(fd, 0, size_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(part, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            raise _storage_error(f"creating replica {replica_id}", exc) from exc
+
+    def delete_replica(self, drive_id: str, replica_id: str) -> None:
+        with self._lock:
+            path = self._replica(drive_id, replica_id)
+            self._require_unattached(path)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".part").unlink(missing_ok=True)
+
+    def purge_replica(self, drive_id: str, replica_id: str) -> None:
+        self.delete_replica(drive_id, replica_id)
+        shutil.rmtree(self._snapshot_dir(drive_id, replica_id), ignore_errors=True)
+
+    def resize_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
+        with self._lock:
+            path = self._replica(drive_id, replica_id)
+            try:
+                os.truncate(path, size_bytes)
+            except OSError as exc:
+                raise _storage_error(f"resizing replica {replica_id}", exc) from exc
+            for a in self._attachments.values():
+                if a.file == str(path):
+                    _run("losetup", "-c", a.device, what="refreshing the loop device's size")
+
+    def copy_replica(
+        self, source_drive_id: str, target_drive_id: str, replica_id: str, size_bytes: int
+    ) -> None:
+        with self._lock:
+            source = self._replica(source_drive_id, replica_id)
+            target = self._replica(target_drive_id, replica_id)
+            snaps = self._snapshot_dir(source_drive_id, replica_id)
+        has_snaps = snaps.is_dir() and any(snaps.iterdir())
+        if not source.exists() and not has_snaps:
+            raise DriverError(f"drive {source_drive_id} holds no replica {replica_id}")
+        if source.exists() and not (target.exists() and target.stat().st_size == size_bytes):
+            self._copy(source, target, size_bytes, f"copying replica {replica_id}")
+        self.copy_snapshots(source_drive_id, replica_id, target_drive_id, replica_id)
+
+    def clone_replica(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        with self._lock:
+            source = self._replica(source_drive_id, source_replica_id)
+            target = self._replica(target_drive_id, target_replica_id)
+        if not source.exists():
+            raise DriverError(f"drive {source_drive_id} holds no replica {source_replica_id}")
+        if target.exists():
+            if target.stat().st_size != size_bytes:
+                raise DriverError(
+                    f"replica {target_replica_id} exists on {target_drive_id} with another size"
+                )
+            return
+        self._copy(source, target, size_bytes, f"cloning replica {source_replica_id}")
+
+    @staticmethod
+    def _copy(source: Path, target: Path, size: int | None, what: str) -> None:
+        try:
+            copy_file(source, target, size)
+        except OSError as exc:
+            raise _storage_error(what, exc) from exc
+
+    def _require_unattached(self, path: Path) -> None:
+        for volume_id, a in self._attachments.items():
+            if a.file == str(path):
+                raise DriverError(
+                    f"replica {path.name} is attached as {a.device} (volume {volume_id})",
+                    retryable=True,
+                )
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+        with self._lock:
+            source = self._replica(drive_id, replica_id)
+            folder = self._snapshot_dir(drive_id, replica_id)
+        target = folder / snapshot_id
+        if target.exists():
+            return
+        with self._lock:
+            for a in self._attachments.values():
+                if not a.read_only and [drive_id, replica_id] in a.copies:
+                    # Writes reach the attached copy only: it is what the
+                    # volume holds now.
+                    source = Path(a.file)
+        if not source.exists():
+            raise DriverError(f"drive {drive_id} holds no replica {replica_id}")
+        folder.mkdir(parents=True, exist_ok=True)
+        self._copy(source, target, None, f"snapshotting replica {replica_id}")
+
+    def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None:
+        with self._lock:
+            root = self._root(drive_id)
+        for path in (root / "snapshots").glob(f"*/{snapshot_id}"):
+            path.unlink(missing_ok=True)
+
+    def revert_replica(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+        with self._lock:
+            path = self._replica(drive_id, replica_id)
+            snapshot = self._snapshot_dir(drive_id, replica_id) / snapshot_id
+            self._require_unattached(path)
+        if not snapshot.exists():
+            raise DriverError(f"drive {drive_id} holds no snapshot {snapshot_id} of {replica_id}")
+        self._copy(snapshot, path, None, f"reverting replica {replica_id}")
+
+    def clone_snapshot(
+        self,
+        sources: Sequence[CopyRef],
+        snapshot_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+        size_bytes: int,
+    ) -> None:
+        with self._lock:
+            target = self._replica(target_drive_id, target_replica_id)
+            found = [
+                self._snapshot_dir(drive_id, replica_id) / snapshot_id
+                for drive_id, replica_id in sources
+                if drive_id in self._drives
+            ]
+        if target.exists():
+            if target.stat().st_size != size_bytes:
+                raise DriverError(
+                    f"replica {target_replica_id} exists on {target_drive_id} with another size"
+                )
+            return
+        for snapshot in found:
+            if snapshot.exists():
+                self._copy(snapshot, target, size_bytes, f"cloning snapshot {snapshot_id}")
+                return
+        raise DriverError(f"no copy on this host holds snapshot {snapshot_id}")
+
+    def copy_snapshots(
+        self,
+        source_drive_id: str,
+        source_replica_id: str,
+        target_drive_id: str,
+        target_replica_id: str,
+    ) -> None:
+        with self._lock:
+            source = self._snapshot_dir(source_drive_id, source_replica_id)
+            target = self._snapshot_dir(target_drive_id, target_replica_id)
+        if not source.is_dir():
+            return
+        for snap in sorted(source.iterdir()):
+            if snap.name.endswith(".part") or (target / snap.name).exists():
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            self._copy(snap, target / snap.name, None, f"copying snapshot {snap.name}")
+
+    # -- attachments -------------------------------------------------------------
+
+    def attach(
+        self, node_address: str, volume_id: str, read_only: bool, copies: Sequence[CopyRef] = ()
+    ) -> str:
+        self._require_here(node_address)
+        with self._lock:
+            path = self._primary(volume_id, copies)
+            devices = loop_devices()
+            have = self._attachments.get(volume_id)
+            if have is not None:
+                found = devices.get(have.device)
+                if found == (have.file, read_only) and have.file == str(path):
+                    return have.device
+                if found is not None and found[0] == have.file:
+                    _run("losetup", "-d", have.device, what="re-attaching the volume")
+                del self._attachments[volume_id]
+                self._save()
+            argv = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else [])
+            device = _run(*argv, str(path), what=f"attaching volume {volume_id}").strip()
+            others = [[d, r] for d, r in copies if str(self._replica_path(d, r)) != str(path)]
+            self._attachments[volume_id] = _Attachment(
+                node_address, device, str(path), read_only, others
+            )
+            self._save()
+            return device
+
+    def _primary(self, volume_id: str, copies: Sequence[CopyRef]) -> Path:
+        missing: list[str] = []
+        for drive_id, replica_id in copies:
+            if drive_id not in self._drives:
+                continue
+            path = self._replica(drive_id, replica_id)
+            if path.exists():
+                return path
+            missing.append(replica_id)
+        if missing:
+            raise DriverError(f"volume {volume_id}'s copy {missing[0]} is missing on its drive")
+        raise NoAgent(f"volume {volume_id} has no copy on a drive of this host")
+
+    def detach(self, node_address: str, volume_id: str) -> None:
+        self._require_here(node_address)
+        with self._lock:
+            have = self._attachments.get(volume_id)
+            if have is None:
+                return
+            found = loop_devices().get(have.device)
+            if found is not None and found[0] == have.file:
+                _run("losetup", "-d", have.device, what=f"detaching volume {volume_id}")
+            if not have.read_only:
+                # Written through one copy: the others take its bytes now. A
+                # failure leaves the record, so the detach is repeated.
+                for drive_id, replica_id in have.copies:
+                    if drive_id in self._drives:
+                        self._copy(
+                            Path(have.file),
+                            self._replica(drive_id, replica_id),
+                            None,
+                            f"bringing copy {replica_id} of volume {volume_id} into line",
+                        )
+            del self._attachments[volume_id]
+            self._save()
+
+    def device_of(self, volume_id: str) -> str | None:
+        with self._lock:
+            have = self._attachments.get(volume_id)
+            return have.device if have is not None else None
+
+    def restore_attachments(
+        self, wanted: Sequence[tuple[str, str, bool, Sequence[CopyRef]]]
+    ) -> dict[str, str]:
+        """Makes the loop devices match the attachments the store records,
+        ``(node_address, volume_id, read_only, copies)`` each, after a restart:
+        a device that is missing is set up again, and one this driver made for
+        an attachment no longer recorded is removed. Answers each restored
+        volume's device."""
+        out: dict[str, str] = {}
+        with self._lock:
+            keep: set[str] = set()
+            for node_address, volume_id, read_only, copies in wanted:
+                if node_address.lower() not in self.here:
+                    continue
+                keep.add(volume_id)
+                try:
+                    out[volume_id] = self.attach(node_address, volume_id, read_only, copies)
+                except DriverError as exc:
+                    log.error("restoring the attachment of volume %s: %s", volume_id, exc)
+            for volume_id in sorted(set(self._attachments) - keep):
+                self.detach(self._attachments[volume_id].node_address, volume_id)
+            roots = tuple(str(Path(d.root) / "replicas") + "/" for d in self._drives.values())
+            known = {a.device for a in self._attachments.values()}
+            for device, (backing, _ro) in loop_devices().items():
+                if backing.startswith(roots) and device not in known:
+                    log.warning("removing orphan loop device %s over %s", device, backing)
+                    _run("losetup", "-d", device, what="removing an orphan loop device")
+        return out
+
+
+def _rotational(rdev: int) -> bool:
+    try:
+        sys_path = Path(f"/sys/dev/block/{os.major(rdev)}:{os.minor(rdev)}/queue/rotational")
+        return sys_path.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def _has_signature(device_path: str) -> bool:
+    """Whether a device or image holds a filesystem, RAID member or partition table."""
+    try:
+        done = subprocess.run(
+            ["blkid", "-p", "-o", "export", device_path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise DriverError("probing a device needs blkid (util-linux)") from exc
+    if done.returncode == 2:  # nothing found
+        return False
+    if done.returncode != 0:
+        raise DriverError(f"probing {device_path}: {done.stderr.strip()}")
+    return True
+
+
+def _loop_for(image: str) -> str:
+    """The loop device over an image file, set up when there is none."""
+    resolved = str(Path(image).resolve())
+    for device, (backing, _ro) in loop_devices().items():
+        if backing == resolved:
+            return device
+    return _run("losetup", "--find", "--show", resolved, what=f"setting up {image}").strip()
+
+
+def _mkfs(filesystem: str, device: str, drive_id: str) -> None:
+    label = f"osd-{drive_id[:8]}"
+    if filesystem == "xfs":
+        argv = ["mkfs.xfs", "-f", "-q", "-m", "reflink=1", "-L", label, device]
+    else:
+        argv = ["mkfs.btrfs", "-f", "-q", "-L", label, device]
+    _run(*argv, what=f"formatting {device} as {filesystem}")

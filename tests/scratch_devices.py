@@ -1,0 +1,62 @@
+"""Scratch image files for the local driver's tests, and the check that this
+machine can use them as loop devices.
+
+The tests that need loop devices and mkfs are skipped with the reason on a
+machine without them, except under CI (CI=true), where that is a failure.
+Whatever a test leaves mounted or attached under its scratch folder is
+unmounted and detached after it, so a failed test leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osd.engine.drivers.local import loop_devices
+
+TOOLS = ("losetup", "mount", "umount", "blkid", "mkfs.xfs", "mkfs.btrfs", "mkfs.ext4")
+# xfs wants at least 300 MiB; the files are sparse, so this costs nothing.
+IMAGE_BYTES = 320 << 20
+
+
+def require_loop_devices() -> None:
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    reason = ""
+    if os.geteuid() != 0:
+        reason = "the local driver's tests need root, for loop devices and mounts"
+    elif not Path("/dev/loop-control").exists():
+        reason = "this machine has no loop devices (/dev/loop-control)"
+    elif missing:
+        reason = f"missing {', '.join(missing)} (Debian: xfsprogs btrfs-progs e2fsprogs util-linux)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (CI must not skip the local driver's tests)")
+        pytest.skip(reason)
+
+
+def make_images(folder: Path, count: int, size: int = IMAGE_BYTES) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(count):
+        image = folder / f"drive{i}.img"
+        with open(image, "wb") as f:
+            f.truncate(size)
+        images.append(image)
+    return images
+
+
+def clean_up(folder: Path) -> None:
+    """Unmounts every mount under ``folder`` (deepest first) and detaches every
+    loop device over a file under it."""
+    prefix = str(folder.resolve()) + "/"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+    for device, (backing, _ro) in loop_devices().items():
+        if backing.startswith(prefix):
+            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)

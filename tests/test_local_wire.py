@@ -1,0 +1,296 @@
+"""The local driver through the real wire: `osd serve --driver local` on
+scratch image files, driven over gRPC as a user would, and checked on the
+host with what an operator would look at: loop devices, files and bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from osd.engine.drivers.local import loop_devices
+from osd.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    service_pb2,
+    service_pb2_grpc,
+    volume_pb2,
+    volume_pb2_grpc,
+)
+from tests.helpers import error_of
+from tests.scratch_devices import make_images
+from tests.test_daemon import serving
+
+MIB = 1 << 20
+T = 60
+
+
+class Host:
+    """A daemon with the local driver, its stubs, and a node for this host
+    with two image files as drives."""
+
+    def __init__(self, channel: grpc.Channel, scratch: Path) -> None:
+        self.scratch = scratch
+        self.stubs(channel)
+
+    def stubs(self, channel: grpc.Channel) -> None:
+        self.clusters = cluster_pb2_grpc.ClusterServiceStub(channel)
+        self.nodes = node_pb2_grpc.NodeServiceStub(channel)
+        self.volumes = volume_pb2_grpc.VolumeServiceStub(channel)
+        self.jobs = job_pb2_grpc.JobServiceStub(channel)
+        self.service = service_pb2_grpc.ServiceStub(channel)
+
+    def topology(self, drives: int = 2) -> None:
+        self.cluster_id = self.clusters.CreateCluster(
+            cluster_pb2.CreateClusterRequest(name="local"), timeout=T
+        ).cluster.id
+        self.node_id = self.nodes.CreateNode(
+            node_pb2.CreateNodeRequest(
+                cluster_id=self.cluster_id,
+                name="this-host",
+                zone="z1",
+                management_addresses=["127.0.0.1"],
+            ),
+            timeout=T,
+        ).node.id
+        self.drive_ids = [
+            self.nodes.CreateDrive(
+                node_pb2.CreateDriveRequest(node_id=self.node_id, device_path=str(image)),
+                timeout=T,
+            ).drive.id
+            for image in make_images(self.scratch / "images", drives)
+        ]
+
+    def create(self, name: str, size: str = "64M", **kw: object) -> volume_pb2.Volume:
+        request = volume_pb2.CreateVolumeRequest(
+            cluster_id=self.cluster_id,
+            name=name,
+            size=size,
+            durability=volume_pb2.Durability(type=volume_pb2.DURABILITY_TYPE_REPLICATE, replicas=2),
+            placement=volume_pb2.Placement(failure_domain=volume_pb2.FAILURE_DOMAIN_DRIVE),
+            **kw,  # type: ignore[arg-type]
+        )
+        return self.volumes.CreateVolume(request, timeout=T).volume
+
+    def attach(self, volume_id: str, read_only: bool = False) -> str:
+        mode = volume_pb2.ATTACH_MODE_READ_ONLY if read_only else volume_pb2.ATTACH_MODE_READ_WRITE
+        return self.volumes.AttachVolume(
+            volume_pb2.AttachVolumeRequest(volume_id=volume_id, node_id=self.node_id, mode=mode),
+            timeout=T,
+        ).attachment.device_path
+
+    def detach(self, volume_id: str) -> None:
+        self.volumes.DetachVolume(volume_pb2.DetachVolumeRequest(volume_id=volume_id), timeout=T)
+
+    def copies(self, volume_id: str) -> list[Path]:
+        """The files of a volume's copies, found on the drives by allocation id."""
+        drives = self.scratch / "data" / "local-driver" / "drives"
+        inspected = self.volumes.InspectVolume(
+            volume_pb2.InspectVolumeRequest(volume_id=volume_id), timeout=T
+        )
+        return [drives / a.drive_id / "replicas" / a.id for a in inspected.allocations]
+
+
+@pytest.fixture
+def host(scratch: Path) -> Iterator[Host]:
+    with (
+        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        h.topology()
+        yield h
+
+
+def _write(device: str, offset: int, data: bytes) -> None:
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(device: str, offset: int, length: int) -> bytes:
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
+def test_write_snapshot_overwrite_revert_and_clone(host: Host) -> None:
+    volume = host.create("data")
+    files = host.copies(volume.id)
+    assert len(files) == 2 and all(f.stat().st_size == 64 * MIB for f in files)
+    assert {f.parent.parent.name for f in files} == set(host.drive_ids)
+
+    device = host.attach(volume.id)
+    assert loop_devices()[device][0] in {str(f) for f in files}
+    original = os.urandom(2 * MIB)
+    _write(device, 3 * MIB, original)
+    host.detach(volume.id)
+    assert device not in loop_devices()
+
+    snap = host.volumes.CreateSnapshot(
+        volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="before"), timeout=T
+    ).snapshot
+    device = host.attach(volume.id)
+    _write(device, 3 * MIB, b"\0" * (2 * MIB))
+    host.detach(volume.id)
+    host.volumes.RevertVolume(
+        volume_pb2.RevertVolumeRequest(
+            volume_id=volume.id, snapshot_id=snap.id, yes_i_really_mean_it=True
+        ),
+        timeout=T,
+    )
+    device = host.attach(volume.id, read_only=True)
+    assert _read(device, 3 * MIB, 2 * MIB) == original
+    host.detach(volume.id)
+
+    clone = host.create("clone", source=volume_pb2.VolumeSource(snapshot_id=snap.id))
+    device = host.attach(clone.id)
+    assert _read(device, 3 * MIB, 2 * MIB) == original
+    host.detach(clone.id)
+    digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in host.copies(clone.id)}
+    assert len(digests) == 1  # both copies hold the snapshot's bytes
+
+    clone_files = host.copies(clone.id)
+    host.volumes.DeleteVolume(volume_pb2.DeleteVolumeRequest(volume_id=clone.id), timeout=T)
+    assert not any(f.exists() for f in clone_files)
+    assert all(f.exists() for f in files)
+
+
+def test_storage_of_another_host_is_refused_with_the_reason(host: Host) -> None:
+    far = host.nodes.CreateNode(
+        node_pb2.CreateNodeRequest(
+            cluster_id=host.cluster_id, name="far", zone="z2", management_addresses=["10.250.0.9"]
+        ),
+        timeout=T,
+    ).node
+    with pytest.raises(grpc.RpcError) as info:
+        host.nodes.CreateDrive(
+            node_pb2.CreateDriveRequest(node_id=far.id, device_path="/dev/sdb"), timeout=T
+        )
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_NODE_AGENT")
+    assert "no agent here" in err.message
+
+    volume = host.create("v")
+    with pytest.raises(grpc.RpcError) as info:
+        host.volumes.AttachVolume(
+            volume_pb2.AttachVolumeRequest(
+                volume_id=volume.id, node_id=far.id, mode=volume_pb2.ATTACH_MODE_READ_WRITE
+            ),
+            timeout=T,
+        )
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NO_NODE_AGENT")
+    listed = host.volumes.ListAttachments(
+        volume_pb2.ListAttachmentsRequest(volume_id=volume.id), timeout=T
+    )
+    assert not listed.attachments  # rolled back
+
+
+def test_a_killed_daemon_finds_its_devices_again(scratch: Path) -> None:
+    with serving(scratch / "data", "--driver", "local", "--processes", "1") as (proc, port):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            h = Host(channel, scratch)
+            h.topology()
+            volume = h.create("kept")
+            other = h.create("also-attached")
+            device = h.attach(volume.id)
+            _write(device, 0, b"osd" * 1000)
+            h.attach(other.id)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # While the daemon is down, one device goes away; the store still records it.
+    subprocess.run(["losetup", "-d", device], check=True)
+    with (
+        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        h.node_id = h.nodes.ListNodes(node_pb2.ListNodesRequest(), timeout=T).nodes[0].id
+        [attachment] = h.volumes.ListAttachments(
+            volume_pb2.ListAttachmentsRequest(volume_id=volume.id), timeout=T
+        ).attachments
+        now = loop_devices()
+        assert now[attachment.device_path][0] in {str(f) for f in h.copies(volume.id)}
+        assert _read(attachment.device_path, 0, 3000) == b"osd" * 1000
+        h.detach(volume.id)
+        h.detach(other.id)
+    backing = {b for b, _ in loop_devices().values()}
+    assert not any(str(scratch) in b and "/replicas/" in b for b in backing)
+
+
+def _files_on_drives(scratch: Path) -> set[Path]:
+    drives = scratch / "data" / "local-driver" / "drives"
+    return {p for p in drives.glob("*/replicas/*")} | {p for p in drives.glob("*/snapshots/*/*")}
+
+
+def test_a_drive_replace_killed_midway_leaves_every_copy_whole(scratch: Path) -> None:
+    """The replace copies a copy with 180 MiB of data to another drive; the
+    daemon is killed while it runs. After a restart the job ends, and every
+    copy the store records holds the volume's bytes, with nothing else left
+    on the drives and no loop device over a copy."""
+    with serving(scratch / "data", "--driver", "local", "--processes", "1") as (proc, port):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            h = Host(channel, scratch)
+            h.topology(drives=3)
+            volume = h.create("big", size="200M")
+            device = h.attach(volume.id)
+            _write(device, 0, os.urandom(180 * MIB))
+            h.detach(volume.id)  # the other copy takes the bytes
+            files = h.copies(volume.id)
+            [digest] = {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+            source = files[0].parent.parent.name
+            [target] = set(h.drive_ids) - {f.parent.parent.name for f in files}
+            job = h.service.StartDriveReplace(
+                service_pb2.StartDriveReplaceRequest(
+                    source_drive_id=source, target_drive_id=target
+                ),
+                timeout=T,
+            ).job
+            assert job.id
+            # Killed while the copy is half-written on the target.
+            target_replicas = scratch / "data" / "local-driver" / "drives" / target / "replicas"
+            deadline = time.monotonic() + 60
+            while not list(target_replicas.glob("*.part")) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            assert list(target_replicas.glob("*.part")), "the copy was not seen in flight"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with (
+        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ended = h.jobs.InspectJob(job_pb2.InspectJobRequest(job_id=job.id), timeout=T).job
+            if ended.state in (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_FAILED):
+                break
+            time.sleep(0.1)
+        assert ended.state in (job_pb2.JOB_STATE_DONE, job_pb2.JOB_STATE_FAILED), ended
+        files = h.copies(volume.id)
+        assert len(files) == 2
+        if ended.state == job_pb2.JOB_STATE_DONE:
+            assert source not in {f.parent.parent.name for f in files}
+        for f in files:
+            assert hashlib.sha256(f.read_bytes()).hexdigest() == digest
+        assert _files_on_drives(scratch) == set(files)
+    backing = {b for b, _ in loop_devices().values()}
+    assert not any("/replicas/" in b and str(scratch) in b for b in backing)
