@@ -294,3 +294,12 @@ def test_a_drive_replace_killed_midway_leaves_every_copy_whole(scratch: Path) ->
         assert _files_on_drives(scratch) == set(files)
     backing = {b for b, _ in loop_devices().values()}
     assert not any("/replicas/" in b and str(scratch) in b for b in backing)
+
+
+def test_a_thick_volume_takes_its_space_at_once_and_a_thin_one_does_not(host: Host) -> None:
+    thick = host.create("thick", provisioning=volume_pb2.PROVISIONING_THICK)
+    thin = host.create("thin", provisioning=volume_pb2.PROVISIONING_THIN)
+    for f in host.copies(thick.id):
+        assert f.stat().st_blocks * 512 >= 64 * MIB
+    for f in host.copies(thin.id):
+        assert f.stat().st_blocks * 512 < MIB

@@ -66,8 +66,12 @@ class DriveOps(Protocol):
 
 @runtime_checkable
 class ReplicaOps(Protocol):
-    def create_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
-        """Creates one copy (or fragment) of a volume on a drive."""
+    def create_replica(
+        self, drive_id: str, replica_id: str, size_bytes: int, thick: bool = False
+    ) -> None:
+        """Creates one copy (or fragment) of a volume on a drive; ``thick``
+        (THICK provisioning) takes its space on the drive now, not as data is
+        written."""
         ...
 
     def delete_replica(self, drive_id: str, replica_id: str) -> None:

@@ -328,7 +328,9 @@ class FakeDriver:
 
     # -- ReplicaOps ------------------------------------------------------
 
-    def create_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
+    def create_replica(
+        self, drive_id: str, replica_id: str, size_bytes: int, thick: bool = False
+    ) -> None:
         self._pass("create_replica")
         with self._lock:
             self._enter(

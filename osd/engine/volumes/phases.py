@@ -34,7 +34,7 @@ from osd.engine.shared.rows import stamp
 from osd.engine.volumes import specs
 from osd.engine.volumes.guards import get_volume, log
 from osd.engine.volumes.views import durability_of
-from osd.enums import AllocationState, SnapshotState, SourceKind, VolumeState
+from osd.enums import AllocationState, Provisioning, SnapshotState, SourceKind, VolumeState
 from osd.errors import Unavailable
 from osd.store import allocations
 from osd.store import snapshots as snap_repo
@@ -122,12 +122,13 @@ def snapshot_copies(session: Session, snap: SnapshotRow) -> list[CopyRef]:
 
 
 def _fill(
-    driver: StorageDriver, sources: list[CopyRef], snapshot_id: str
+    driver: StorageDriver, sources: list[CopyRef], snapshot_id: str, thick: bool
 ) -> Callable[[str, str, int], None]:
-    """How a create makes one copy: empty, or a clone of its source snapshot
-    read from the copy that holds it, the one on the same drive first."""
+    """How a create makes one copy: empty (its space taken now when
+    ``thick``), or a clone of its source snapshot read from the copy that
+    holds it, the one on the same drive first."""
     if not snapshot_id:
-        return driver.create_replica
+        return functools.partial(driver.create_replica, thick=thick)
 
     def clone(drive_id: str, replica_id: str, nbytes: int) -> None:
         best = sorted(sources, key=lambda c: c[0] != drive_id)
@@ -145,14 +146,16 @@ def run_create(
     """Phases 2 and 3 of a create: every copy on its drive and the volume UP,
     its allocations ACTIVE; or no copy and no volume. A volume cloned from a
     snapshot has each copy filled with the snapshot's data."""
-    snapshot_id, sources = "", []
+    snapshot_id, sources, thick = "", [], False
     with store.read() as s:
         row = repo.get(s, volume_id)
+        if row is not None:
+            thick = row.provisioning == Provisioning.THICK
         if row is not None and row.source_kind == SourceKind.SNAPSHOT and row.source_id:
             snap = s.get(SnapshotRow, row.source_id)
             if snap is not None:
                 snapshot_id, sources = snap.id, snapshot_copies(s, snap)
-    make = _fill(driver, sources, snapshot_id)
+    make = _fill(driver, sources, snapshot_id, thick)
     return phased.run(
         store,
         [
