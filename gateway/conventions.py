@@ -42,7 +42,7 @@ service and which the daemon enforces the same way everywhere
 * ``page_size``: 0 to 1000; ``*_regex``: an RE2 pattern of at most 256
   characters; ``page_token``: opaque, issued by the server;
 * ``size``: a size with a unit; ``device_path``; drive ``description``;
-  ``*_addresses``; ``packages``.
+  ``*_addresses``; ``packages``; ``mount_path`` and ``mount_options``.
 
 The constants below repeat the daemon's (the gateway does not import the
 daemon); tests/gateway/test_openapi.py checks that they agree.
@@ -85,6 +85,11 @@ _DEVICE_SEGMENT = (  # a path segment other than "." and ".."
     f"|\\.\\.[{_DEVICE_CHARS}]+)"
 )
 DEVICE_PATH_PATTERN = f"^/dev(?:/{_DEVICE_SEGMENT})+$"
+MOUNT_PATH_MAX = 4096
+MOUNT_PATH_PATTERN = f"^(?:/{_DEVICE_SEGMENT})+$"
+OPTIONAL_MOUNT_PATH_PATTERN = f"^(?:(?:/{_DEVICE_SEGMENT})+)?$"
+MOUNT_OPTION_PATTERN = "^[A-Za-z0-9_=.:/-]{1,255}$"
+MOUNT_OPTIONS_MAX = 32
 PACKAGE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._+:~-]{0,199}$"
 PACKAGES_MAX = 100
 ADDRESS_MAX = 253
@@ -347,6 +352,10 @@ def text_rule(name: str) -> TextRule | None:
         )
     if name == "device_path" or name.endswith("_device_path"):
         return TextRule(DEVICE_PATH_PATTERN, None, {"maxLength": DEVICE_PATH_MAX})
+    if name == "mount_path":
+        return TextRule(
+            MOUNT_PATH_PATTERN, OPTIONAL_MOUNT_PATH_PATTERN, {"maxLength": MOUNT_PATH_MAX}
+        )
     if name == "description":
         return TextRule(DESCRIPTION_PATTERN)
     if name in ("owner", "user", "group"):
@@ -367,6 +376,8 @@ def item_rule(name: str) -> tuple[TextRule, Schema] | None:
             TextRule(ADDRESS_PATTERN, None, {"maxLength": ADDRESS_MAX}, exact=False),
             {"maxItems": ADDRESSES_MAX, "uniqueItems": True},
         )
+    if name == "mount_options":
+        return TextRule(MOUNT_OPTION_PATTERN), {"maxItems": MOUNT_OPTIONS_MAX}
     if name == "packages":
         return TextRule(PACKAGE_PATTERN), {"maxItems": PACKAGES_MAX, "uniqueItems": True}
     return None

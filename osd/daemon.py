@@ -193,7 +193,7 @@ class Daemon:
                     filesystem=settings.local_filesystem,
                 )
                 if self.primary
-                else drivers.ReadsOnly()
+                else drivers.ReadsOnly(takes_files=settings.driver == "local")
             )
             engine = Engine(
                 store,

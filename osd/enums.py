@@ -62,6 +62,13 @@ class VolumeKind(IntEnum):
     FILE = 2
 
 
+class Filesystem(IntEnum):
+    """A FILE volume's filesystem (the proto's Filesystem)."""
+
+    EXT4 = 1
+    XFS = 2
+
+
 class VolumeState(IntEnum):
     CREATING = 1
     UP = 2

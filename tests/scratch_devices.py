@@ -49,14 +49,34 @@ def make_images(folder: Path, count: int, size: int = IMAGE_BYTES) -> list[Path]
     return images
 
 
-def clean_up(folder: Path) -> None:
-    """Unmounts every mount under ``folder`` (deepest first) and detaches every
-    loop device over a file under it."""
-    prefix = str(folder.resolve()) + "/"
+def _mounts_under(prefix: str) -> list[tuple[str, str]]:
+    """(mount point, source) of every mount under ``prefix``, deepest first."""
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        found = [(line.split()[4], line.split(" - ")[1].split()[1]) for line in f]
+    return sorted(((p, src) for p, src in found if p.startswith(prefix)), key=lambda m: -len(m[0]))
+
+
+def clean_up(folder: Path) -> None:
+    """Unmounts every mount under ``folder`` and detaches every loop device
+    over a file under it: first the volumes mounted from loop devices over
+    copies, then those loop devices (while the drives that hold their files
+    are still mounted, so their paths are whole), then the drives."""
+    prefix = str(folder.resolve()) + "/"
+
+    def run(*argv: str) -> None:
+        subprocess.run(list(argv), check=False, capture_output=True)
+
+    ours = {dev for dev, (backing, _ro) in loop_devices().items() if backing.startswith(prefix)}
+    for point, source in _mounts_under(prefix):
+        if source in ours and "/replicas/" in loop_devices().get(source, ("", False))[0]:
+            run("umount", point)
+    for device, (backing, _ro) in loop_devices().items():
+        if backing.startswith(prefix) and "/replicas/" in backing:
+            run("losetup", "-d", device)
+    for point, _source in _mounts_under(prefix):
+        run("umount", point)
+    for point, _source in _mounts_under(prefix):
+        run("umount", "-l", point)  # whatever is still busy
     for device, (backing, _ro) in loop_devices().items():
         if backing.startswith(prefix):
-            subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+            run("losetup", "-d", device)

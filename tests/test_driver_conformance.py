@@ -132,3 +132,17 @@ def test_a_released_drive_can_be_formatted_again(rig: Rig) -> None:
     rig.driver.release_drive(HERE, rig.devices[0], a)
     rig.driver.release_drive(HERE, rig.devices[0], a)  # idempotent
     rig.driver.format_drive(HERE, rig.devices[0], "drive-c")
+
+
+def test_a_process_that_serves_reads_knows_what_the_primary_takes_as_drives(
+    tmp_path: Path,
+) -> None:
+    from osd.engine.drivers import ReadsOnly
+    from osd.engine.topology.drives import device_path_violation, takes_files
+
+    assert takes_files(ReadsOnly(takes_files=True))
+    assert not takes_files(ReadsOnly())
+    assert not takes_files(FakeDriver())
+    assert device_path_violation("/srv/a.img", files=True) is None
+    refused = device_path_violation("/srv/a.img", files=takes_files(FakeDriver()))
+    assert refused is not None and "under /dev" in refused.description

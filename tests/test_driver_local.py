@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from osd.engine.drivers import DriverError, NoAgent
-from osd.engine.drivers.local import LocalDriver, loop_devices
+from osd.engine.drivers.local import LocalDriver, loop_devices, sync_file
 from tests.scratch_devices import make_images
 
 MIB = 1 << 20
@@ -151,8 +151,8 @@ def test_a_restart_mounts_the_drives_and_mends_the_loop_devices(scratch: Path) -
     # The store records v1 and v2 attached; v3 was detached while the daemon was down.
     devices = again.restore_attachments(
         [
-            (HERE, "v1", False, [("drive0", "r1")]),
-            (HERE, "v2", False, [("drive0", "r2")]),
+            (HERE, "v1", False, [("drive0", "r1")], None),
+            (HERE, "v2", False, [("drive0", "r2")], None),
         ]
     )
     assert devices["v1"] == kept
@@ -279,3 +279,22 @@ def test_a_restart_removes_what_a_killed_copy_left_half_written(scratch: Path) -
     # The copy is made again in full, as the engine's retry asks.
     d.copy_replica("drive0", "drive1", "r1", 8 * MIB)
     assert _replica(scratch, "drive1", "r1").stat().st_size == 8 * MIB
+
+
+def test_bringing_a_copy_into_line_keeps_it_allocated_and_clears_what_the_source_lacks(
+    tmp_path: Path,
+) -> None:
+    source, target = tmp_path / "source", tmp_path / "target"
+    with open(source, "wb") as f:
+        f.truncate(8 * MIB)
+        f.seek(MIB)
+        f.write(b"\x11" * MIB)
+    fd = os.open(target, os.O_RDWR | os.O_CREAT)
+    try:
+        os.posix_fallocate(fd, 0, 8 * MIB)  # a THICK copy
+        os.pwrite(fd, b"\x22" * MIB, 4 * MIB)  # stale data where the source has a hole
+    finally:
+        os.close(fd)
+    sync_file(source, target)
+    assert target.read_bytes() == source.read_bytes()
+    assert target.stat().st_blocks * 512 >= 8 * MIB  # still allocated in full

@@ -30,7 +30,7 @@ from osd.v1 import (
     volume_pb2_grpc,
 )
 from tests.helpers import error_of
-from tests.scratch_devices import make_images
+from tests.scratch_devices import IMAGE_BYTES, make_images
 from tests.test_daemon import serving
 
 MIB = 1 << 20
@@ -52,7 +52,7 @@ class Host:
         self.jobs = job_pb2_grpc.JobServiceStub(channel)
         self.service = service_pb2_grpc.ServiceStub(channel)
 
-    def topology(self, drives: int = 2) -> None:
+    def topology(self, drives: int = 2, size: int = IMAGE_BYTES) -> None:
         self.cluster_id = self.clusters.CreateCluster(
             cluster_pb2.CreateClusterRequest(name="local"), timeout=T
         ).cluster.id
@@ -65,13 +65,14 @@ class Host:
             ),
             timeout=T,
         ).node.id
-        self.drive_ids = [
+        self.drives = [
             self.nodes.CreateDrive(
                 node_pb2.CreateDriveRequest(node_id=self.node_id, device_path=str(image)),
                 timeout=T,
-            ).drive.id
-            for image in make_images(self.scratch / "images", drives)
+            ).drive
+            for image in make_images(self.scratch / "images", drives, size)
         ]
+        self.drive_ids = [d.id for d in self.drives]
 
     def create(self, name: str, size: str = "64M", **kw: object) -> volume_pb2.Volume:
         request = volume_pb2.CreateVolumeRequest(
@@ -110,7 +111,7 @@ def host(scratch: Path) -> Iterator[Host]:
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         h = Host(channel, scratch)
-        h.topology()
+        h.topology(size=2 << 30)  # sparse: room for an xfs volume, at no cost
         yield h
 
 
@@ -303,3 +304,170 @@ def test_a_thick_volume_takes_its_space_at_once_and_a_thin_one_does_not(host: Ho
         assert f.stat().st_blocks * 512 >= 64 * MIB
     for f in host.copies(thin.id):
         assert f.stat().st_blocks * 512 < MIB
+
+
+def _mounted(path: Path) -> tuple[str, str] | None:
+    """(source, filesystem type) of what is mounted at ``path``, if anything."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == str(path):
+                fstype, source = right.split()[:2]
+                return source, fstype
+    return None
+
+
+def _attach_at(
+    host: Host,
+    volume_id: str,
+    where: Path,
+    *,
+    read_only: bool = False,
+    options: tuple[str, ...] = (),
+) -> volume_pb2.Attachment:
+    mode = volume_pb2.ATTACH_MODE_READ_ONLY if read_only else volume_pb2.ATTACH_MODE_READ_WRITE
+    return host.volumes.AttachVolume(
+        volume_pb2.AttachVolumeRequest(
+            volume_id=volume_id,
+            node_id=host.node_id,
+            mode=mode,
+            mount_path=str(where),
+            mount_options=options,
+        ),
+        timeout=T,
+    ).attachment
+
+
+def _resize(host: Host, volume_id: str, size: str, shrink_ok: bool = False) -> None:
+    host.volumes.UpdateVolume(
+        volume_pb2.UpdateVolumeRequest(
+            volume_id=volume_id, size=size, shrink_ok=shrink_ok, update_mask={"paths": ["size"]}
+        ),
+        timeout=T,
+    )
+
+
+def _df_bytes(where: Path) -> int:
+    st = os.statvfs(where)
+    return st.f_blocks * st.f_frsize
+
+
+def test_a_file_volume_is_made_mounted_and_unmounted_and_grows_when_next_mounted(
+    host: Host,
+) -> None:
+    volume = host.create(
+        "files", kind=volume_pb2.VOLUME_KIND_FILE, provisioning=volume_pb2.PROVISIONING_THIN
+    )
+    assert volume.filesystem == volume_pb2.FILESYSTEM_EXT4
+    where = host.scratch / "mnt" / "files"
+    attached = _attach_at(host, volume.id, where, options=("noatime",))
+    assert (attached.mount_path, list(attached.mount_options)) == (str(where), ["noatime"])
+    assert _mounted(where) == (attached.device_path, "ext4")
+    (where / "hello.txt").write_text("kept")
+    before = _df_bytes(where)
+
+    # Asked elsewhere while mounted here: detach first.
+    with pytest.raises(grpc.RpcError) as info:
+        _attach_at(host, volume.id, host.scratch / "mnt" / "other")
+    assert error_of(info.value).reason == "MOUNT_CONFLICT"
+
+    host.detach(volume.id)
+    assert _mounted(where) is None
+    _resize(host, volume.id, "128M")
+    # Mounted again: the filesystem was not made again, and has grown.
+    _attach_at(host, volume.id, where)
+    assert (where / "hello.txt").read_text() == "kept"
+    assert _df_bytes(where) > 1.8 * before
+    host.detach(volume.id)
+    again = _attach_at(host, volume.id, where, read_only=True)
+    assert _mounted(where) == (again.device_path, "ext4")
+    with pytest.raises(OSError):
+        (where / "new.txt").write_text("no")
+    host.detach(volume.id)
+    assert _mounted(where) is None
+
+
+def test_a_mounted_xfs_volume_grows_online_and_never_shrinks(host: Host) -> None:
+    volume = host.create(
+        "xfs",
+        size="400M",
+        kind=volume_pb2.VOLUME_KIND_FILE,
+        filesystem=volume_pb2.FILESYSTEM_XFS,
+        provisioning=volume_pb2.PROVISIONING_THIN,
+    )
+    where = host.scratch / "mnt" / "xfs"
+    attached = _attach_at(host, volume.id, where)
+    assert _mounted(where) == (attached.device_path, "xfs")
+    before = _df_bytes(where)
+    _resize(host, volume.id, "800M")
+    assert _df_bytes(where) > 1.8 * before  # what df shows, grown while mounted
+
+    with pytest.raises(grpc.RpcError) as info:
+        _resize(host, volume.id, "400M", shrink_ok=True)
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VOLUME_MOUNTED"), err
+    host.detach(volume.id)
+    assert _mounted(where) is None
+
+
+def test_a_mount_is_for_file_volumes_only_and_a_path_must_be_absolute(host: Host) -> None:
+    block = host.create("block")
+    with pytest.raises(grpc.RpcError) as info:
+        _attach_at(host, block.id, host.scratch / "mnt")
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_A_FILE_VOLUME")
+    for path, options, field in (
+        ("relative/path", [], "mount_path"),
+        ("/mnt/../etc", [], "mount_path"),
+        ("/mnt/x", ["rw,exec"], "mount_options[0]"),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            host.volumes.AttachVolume(
+                volume_pb2.AttachVolumeRequest(
+                    volume_id=block.id,
+                    node_id=host.node_id,
+                    mode=volume_pb2.ATTACH_MODE_READ_WRITE,
+                    mount_path=path,
+                    mount_options=options,
+                ),
+                timeout=T,
+            )
+        err = error_of(info.value)
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in err.fields, err
+    with pytest.raises(grpc.RpcError) as info:
+        host.create(
+            "blocky", kind=volume_pb2.VOLUME_KIND_BLOCK, filesystem=volume_pb2.FILESYSTEM_XFS
+        )
+    assert error_of(info.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    # A filesystem asked with no kind makes a FILE volume.
+    implied = host.create("implied", size="400M", filesystem=volume_pb2.FILESYSTEM_XFS)
+    assert implied.kind == volume_pb2.VOLUME_KIND_FILE
+
+
+def test_a_mount_that_fails_takes_the_attachment_back(host: Host) -> None:
+    volume = host.create(
+        "files", kind=volume_pb2.VOLUME_KIND_FILE, provisioning=volume_pb2.PROVISIONING_THIN
+    )
+    taken = host.scratch / "a-file-not-a-folder"
+    taken.write_text("x")
+    with pytest.raises(grpc.RpcError) as info:
+        _attach_at(host, volume.id, taken)
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DRIVER_ERROR"), err
+    assert "mount point" in err.message
+    listed = host.volumes.ListAttachments(
+        volume_pb2.ListAttachmentsRequest(volume_id=volume.id), timeout=T
+    )
+    assert not listed.attachments
+    copies = {str(f) for f in host.copies(volume.id)}
+    assert not copies & {b for b, _ in loop_devices().values()}
+    assert taken.read_text() == "x"
+
+
+def test_a_drive_counts_the_room_its_filesystem_gives(host: Host) -> None:
+    for drive in host.drives:
+        root = host.scratch / "data" / "local-driver" / "drives" / drive.id
+        st = os.statvfs(root)
+        assert drive.capacity.total_bytes == st.f_blocks * st.f_frsize
+        assert drive.capacity.total_bytes < 2 << 30  # the image's size, less xfs's own

@@ -106,6 +106,7 @@ def volume_to_proto(v: vm.Volume) -> pb.Volume:
         cluster_id=v.cluster_id,
         name=v.name,
         kind=pb.VolumeKind.ValueType(v.kind),
+        filesystem=pb.Filesystem.ValueType(v.filesystem),
         size_bytes=v.size_bytes,
         durability=durability_to_proto(v.durability),
         placement=placement_to_proto(v.placement),
@@ -170,6 +171,8 @@ def attachment_to_proto(a: vm.Attachment) -> pb.Attachment:
         device_path=a.device_path,
         attach_time=convert.timestamp(a.attach_time),
         generation=a.generation,
+        mount_path=a.mount_path,
+        mount_options=a.mount_options,
     )
 
 
@@ -430,7 +433,13 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     def AttachVolume(
         self, request: pb.AttachVolumeRequest, context: grpc.ServicerContext
     ) -> pb.AttachVolumeResponse:
-        result = self._attachments.attach(request.volume_id, request.node_id, request.mode)
+        result = self._attachments.attach(
+            request.volume_id,
+            request.node_id,
+            request.mode,
+            mount_path=request.mount_path,
+            mount_options=tuple(request.mount_options),
+        )
         return pb.AttachVolumeResponse(
             attachment=attachment_to_proto(result.attachment),
             attached=result.attached,
@@ -507,6 +516,7 @@ def create_volume_from_proto(request: pb.CreateVolumeRequest) -> vm.CreateVolume
         source=source,
         kind=request.kind,
         multi_attach=request.multi_attach,
+        filesystem=request.filesystem,
     )
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -295,6 +296,8 @@ class VolumeRow(Base):
         index=True,
     )
     multi_attach: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # A FILE volume's Filesystem; 0 for a BLOCK volume.
+    filesystem: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False, index=True)
     stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -410,6 +413,13 @@ class AttachmentRow(Base):
     device_path: Mapped[str] = mapped_column(String(255), nullable=False)
     attach_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Where the node mounts the volume's filesystem ("" for the device alone).
+    mount_path: Mapped[str] = mapped_column(
+        String(4096), nullable=False, default="", server_default=""
+    )
+    mount_options: Mapped[list[str]] = mapped_column(
+        JSON, nullable=False, default=list, server_default=text("'[]'")
+    )
 
 
 class JobRow(Base):

@@ -156,7 +156,11 @@ class _VolumeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VolumeKind
     VOLUME_KIND_UNSPECIFIED: _VolumeKind.ValueType  # 0
     """Not given (a volume created without a kind is BLOCK)."""
     VOLUME_KIND_BLOCK: _VolumeKind.ValueType  # 1
+    """A block device."""
     VOLUME_KIND_FILE: _VolumeKind.ValueType  # 2
+    """A filesystem: made on the device when the volume is first attached, and
+    mounted where an attachment asks (see AttachVolumeRequest.mount_path).
+    """
 
 class VolumeKind(_VolumeKind, metaclass=_VolumeKindEnumTypeWrapper):
     """What a volume is consumed as; must be enabled on the cluster (the
@@ -166,8 +170,32 @@ class VolumeKind(_VolumeKind, metaclass=_VolumeKindEnumTypeWrapper):
 VOLUME_KIND_UNSPECIFIED: VolumeKind.ValueType  # 0
 """Not given (a volume created without a kind is BLOCK)."""
 VOLUME_KIND_BLOCK: VolumeKind.ValueType  # 1
+"""A block device."""
 VOLUME_KIND_FILE: VolumeKind.ValueType  # 2
+"""A filesystem: made on the device when the volume is first attached, and
+mounted where an attachment asks (see AttachVolumeRequest.mount_path).
+"""
 Global___VolumeKind: _TypeAlias = VolumeKind  # noqa: Y015
+
+class _Filesystem:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FilesystemEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Filesystem.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FILESYSTEM_UNSPECIFIED: _Filesystem.ValueType  # 0
+    """Not given: ext4 for a FILE volume, none for a BLOCK one."""
+    FILESYSTEM_EXT4: _Filesystem.ValueType  # 1
+    FILESYSTEM_XFS: _Filesystem.ValueType  # 2
+
+class Filesystem(_Filesystem, metaclass=_FilesystemEnumTypeWrapper):
+    """The filesystem of a FILE volume."""
+
+FILESYSTEM_UNSPECIFIED: Filesystem.ValueType  # 0
+"""Not given: ext4 for a FILE volume, none for a BLOCK one."""
+FILESYSTEM_EXT4: Filesystem.ValueType  # 1
+FILESYSTEM_XFS: Filesystem.ValueType  # 2
+Global___Filesystem: _TypeAlias = Filesystem  # noqa: Y015
 
 class _VolumeState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -595,6 +623,7 @@ class Volume(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
     ACL_FIELD_NUMBER: _builtins.int
+    FILESYSTEM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -641,6 +670,10 @@ class Volume(_message.Message):
     """
     public: _builtins.bool
     """Readable (ACCESS_READ) by every authenticated caller."""
+    filesystem: Global___Filesystem.ValueType
+    """A FILE volume's filesystem, made on its device when it is first
+    attached; UNSPECIFIED for a BLOCK volume.
+    """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -710,10 +743,11 @@ class Volume(_message.Message):
         owner: _builtins.str = ...,
         public: _builtins.bool = ...,
         acl: _abc.Iterable[Global___AccessGrant] | None = ...,
+        filesystem: Global___Filesystem.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "degraded_time", b"degraded_time", "durability", b"durability", "placement", b"placement", "qos", b"qos", "source", b"source", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "declared_copies", b"declared_copies", "degraded_time", b"degraded_time", "durability", b"durability", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "live_copies", b"live_copies", "missing_copies", b"missing_copies", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "public", b"public", "qos", b"qos", "repair_job_id", b"repair_job_id", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "active_job_id", b"active_job_id", "attachment_count", b"attachment_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "declared_copies", b"declared_copies", "degraded_time", b"degraded_time", "durability", b"durability", "filesystem", b"filesystem", "generation", b"generation", "id", b"id", "kind", b"kind", "labels", b"labels", "live_copies", b"live_copies", "missing_copies", b"missing_copies", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "parent_snapshot_id", b"parent_snapshot_id", "placement", b"placement", "provisioning", b"provisioning", "public", b"public", "qos", b"qos", "repair_job_id", b"repair_job_id", "size_bytes", b"size_bytes", "snapshot_count", b"snapshot_count", "snapshot_factor", b"snapshot_factor", "source", b"source", "state", b"state", "template_id", b"template_id", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -914,6 +948,8 @@ class Attachment(_message.Message):
     DEVICE_PATH_FIELD_NUMBER: _builtins.int
     ATTACH_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    MOUNT_PATH_FIELD_NUMBER: _builtins.int
+    MOUNT_OPTIONS_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     node_id: _builtins.str
     mode: Global___AttachMode.ValueType
@@ -921,8 +957,14 @@ class Attachment(_message.Message):
     """The device the driver exposes on the node."""
     generation: _builtins.int
     """The store generation of this attachment's last change."""
+    mount_path: _builtins.str
+    """Where the volume's filesystem is mounted on the node; empty when the
+    attachment is the device alone.
+    """
     @_builtins.property
     def attach_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def mount_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -932,10 +974,12 @@ class Attachment(_message.Message):
         device_path: _builtins.str = ...,
         attach_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        mount_path: _builtins.str = ...,
+        mount_options: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attach_time", b"attach_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_time", b"attach_time", "device_path", b"device_path", "generation", b"generation", "mode", b"mode", "node_id", b"node_id", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_time", b"attach_time", "device_path", b"device_path", "generation", b"generation", "mode", b"mode", "mount_options", b"mount_options", "mount_path", b"mount_path", "node_id", b"node_id", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,6 +1123,7 @@ class CreateVolumeRequest(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     MULTI_ATTACH_FIELD_NUMBER: _builtins.int
+    FILESYSTEM_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     """The cluster; may be left empty when the pool, template or source names
     it, or when there is only one cluster.
@@ -1097,6 +1142,10 @@ class CreateVolumeRequest(_message.Message):
     kind: Global___VolumeKind.ValueType
     """Unset: the template's, else BLOCK."""
     multi_attach: _builtins.bool
+    filesystem: Global___Filesystem.ValueType
+    """A FILE volume's filesystem; unset: ext4. Given with kind unset, the
+    volume is FILE; with kind BLOCK, INVALID_ARGUMENT.
+    """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -1126,10 +1175,11 @@ class CreateVolumeRequest(_message.Message):
         source: Global___VolumeSource | None = ...,
         kind: Global___VolumeKind.ValueType = ...,
         multi_attach: _builtins.bool = ...,
+        filesystem: Global___Filesystem.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_factor", b"_snapshot_factor", "durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_factor", b"_snapshot_factor", "cluster_id", b"cluster_id", "durability", b"durability", "kind", b"kind", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "source", b"source", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_factor", b"_snapshot_factor", "cluster_id", b"cluster_id", "durability", b"durability", "filesystem", b"filesystem", "kind", b"kind", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "source", b"source", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__snapshot_factor: _TypeAlias = _typing.Literal["snapshot_factor"]  # noqa: Y015
     _WhichOneofArgType__snapshot_factor: _TypeAlias = _typing.Literal["_snapshot_factor", b"_snapshot_factor"]  # noqa: Y015
@@ -2098,21 +2148,35 @@ class AttachVolumeRequest(_message.Message):
     VOLUME_ID_FIELD_NUMBER: _builtins.int
     NODE_ID_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
+    MOUNT_PATH_FIELD_NUMBER: _builtins.int
+    MOUNT_OPTIONS_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     node_id: _builtins.str
     """Required."""
     mode: Global___AttachMode.ValueType
     """Required."""
+    mount_path: _builtins.str
+    """FILE volumes only: where the node mounts the volume's filesystem, an
+    absolute path (made when missing). Empty: the device alone.
+    """
+    @_builtins.property
+    def mount_options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Mount options, one per entry (e.g. "noatime"), letters, digits and
+        _=.:/- only; at most 32. READ_ONLY adds "ro".
+        """
+
     def __init__(
         self,
         *,
         volume_id: _builtins.str = ...,
         node_id: _builtins.str = ...,
         mode: Global___AttachMode.ValueType = ...,
+        mount_path: _builtins.str = ...,
+        mount_options: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "node_id", b"node_id", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "mount_options", b"mount_options", "mount_path", b"mount_path", "node_id", b"node_id", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -139,7 +139,9 @@ class VolumeServiceStub:
     (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
     (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
     SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
-    INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
+    VOLUME_MOUNTED: a smaller size while the volume's filesystem is
+    mounted on a node (a mounted filesystem grows online, never shrinks);
+    reason INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
     ATTACH_CONFLICT: multi_attach turned off while several nodes hold it
     READ_WRITE; reason VOLUME_NOT_AVAILABLE: the volume is CREATING or
     DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
@@ -251,17 +253,23 @@ class VolumeServiceStub:
     AttachVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.AttachVolumeRequest, _volume_pb2.AttachVolumeResponse]
     """Attaches a volume to a node. At most one node holds a volume
     READ_WRITE unless the volume has multi_attach; any number hold it
-    READ_ONLY. Idempotent: attaching again with the same mode returns the
-    existing attachment; with the other mode it changes the mode, under the
-    same rule.
+    READ_ONLY. Idempotent: attaching again with the same mode and mount
+    returns the existing attachment; with the other mode it changes the
+    mode, under the same rule. A FILE volume's filesystem is made on its
+    first attach, and mounted at mount_path when one is given; a mount
+    that fails takes the attachment back.
 
     Role: user.
     Errors: INVALID_ARGUMENT (volume_id; node_id: a node of another
-    cluster; mode); NOT_FOUND (volume_id, node_id); FAILED_PRECONDITION
-    (reason ATTACH_CONFLICT: another node holds the volume READ_WRITE,
-    ErrorInfo metadata "node_id"; reason NODE_NOT_ONLINE; reason
-    NODE_FLUSHING: the node's domain state is FLUSH; reason
-    VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED);
+    cluster; mode; mount_path: not an absolute path; mount_options, or
+    given without mount_path); NOT_FOUND (volume_id, node_id);
+    FAILED_PRECONDITION (reason NOT_A_FILE_VOLUME: mount_path given for a
+    BLOCK volume; reason ATTACH_CONFLICT: another node holds the volume
+    READ_WRITE, ErrorInfo metadata "node_id"; reason MOUNT_CONFLICT: the
+    node holds the volume mounted elsewhere, or not mounted; detach first;
+    reason NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is
+    FLUSH; reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED;
+    reason NO_NODE_AGENT: no daemon acts for the node's storage here);
     RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS: the node holds the
     most attachments it may).
     """
@@ -381,7 +389,9 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
     (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
     SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
-    INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
+    VOLUME_MOUNTED: a smaller size while the volume's filesystem is
+    mounted on a node (a mounted filesystem grows online, never shrinks);
+    reason INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
     ATTACH_CONFLICT: multi_attach turned off while several nodes hold it
     READ_WRITE; reason VOLUME_NOT_AVAILABLE: the volume is CREATING or
     DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
@@ -493,17 +503,23 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     AttachVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.AttachVolumeRequest, _volume_pb2.AttachVolumeResponse]  # type: ignore[assignment]
     """Attaches a volume to a node. At most one node holds a volume
     READ_WRITE unless the volume has multi_attach; any number hold it
-    READ_ONLY. Idempotent: attaching again with the same mode returns the
-    existing attachment; with the other mode it changes the mode, under the
-    same rule.
+    READ_ONLY. Idempotent: attaching again with the same mode and mount
+    returns the existing attachment; with the other mode it changes the
+    mode, under the same rule. A FILE volume's filesystem is made on its
+    first attach, and mounted at mount_path when one is given; a mount
+    that fails takes the attachment back.
 
     Role: user.
     Errors: INVALID_ARGUMENT (volume_id; node_id: a node of another
-    cluster; mode); NOT_FOUND (volume_id, node_id); FAILED_PRECONDITION
-    (reason ATTACH_CONFLICT: another node holds the volume READ_WRITE,
-    ErrorInfo metadata "node_id"; reason NODE_NOT_ONLINE; reason
-    NODE_FLUSHING: the node's domain state is FLUSH; reason
-    VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED);
+    cluster; mode; mount_path: not an absolute path; mount_options, or
+    given without mount_path); NOT_FOUND (volume_id, node_id);
+    FAILED_PRECONDITION (reason NOT_A_FILE_VOLUME: mount_path given for a
+    BLOCK volume; reason ATTACH_CONFLICT: another node holds the volume
+    READ_WRITE, ErrorInfo metadata "node_id"; reason MOUNT_CONFLICT: the
+    node holds the volume mounted elsewhere, or not mounted; detach first;
+    reason NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is
+    FLUSH; reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED;
+    reason NO_NODE_AGENT: no daemon acts for the node's storage here);
     RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS: the node holds the
     most attachments it may).
     """
@@ -650,7 +666,9 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
         (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
         SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
-        INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
+        VOLUME_MOUNTED: a smaller size while the volume's filesystem is
+        mounted on a node (a mounted filesystem grows online, never shrinks);
+        reason INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
         ATTACH_CONFLICT: multi_attach turned off while several nodes hold it
         READ_WRITE; reason VOLUME_NOT_AVAILABLE: the volume is CREATING or
         DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
@@ -822,17 +840,23 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_volume_pb2.AttachVolumeResponse, _abc.Awaitable[_volume_pb2.AttachVolumeResponse]]:
         """Attaches a volume to a node. At most one node holds a volume
         READ_WRITE unless the volume has multi_attach; any number hold it
-        READ_ONLY. Idempotent: attaching again with the same mode returns the
-        existing attachment; with the other mode it changes the mode, under the
-        same rule.
+        READ_ONLY. Idempotent: attaching again with the same mode and mount
+        returns the existing attachment; with the other mode it changes the
+        mode, under the same rule. A FILE volume's filesystem is made on its
+        first attach, and mounted at mount_path when one is given; a mount
+        that fails takes the attachment back.
 
         Role: user.
         Errors: INVALID_ARGUMENT (volume_id; node_id: a node of another
-        cluster; mode); NOT_FOUND (volume_id, node_id); FAILED_PRECONDITION
-        (reason ATTACH_CONFLICT: another node holds the volume READ_WRITE,
-        ErrorInfo metadata "node_id"; reason NODE_NOT_ONLINE; reason
-        NODE_FLUSHING: the node's domain state is FLUSH; reason
-        VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED);
+        cluster; mode; mount_path: not an absolute path; mount_options, or
+        given without mount_path); NOT_FOUND (volume_id, node_id);
+        FAILED_PRECONDITION (reason NOT_A_FILE_VOLUME: mount_path given for a
+        BLOCK volume; reason ATTACH_CONFLICT: another node holds the volume
+        READ_WRITE, ErrorInfo metadata "node_id"; reason MOUNT_CONFLICT: the
+        node holds the volume mounted elsewhere, or not mounted; detach first;
+        reason NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is
+        FLUSH; reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED;
+        reason NO_NODE_AGENT: no daemon acts for the node's storage here);
         RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS: the node holds the
         most attachments it may).
         """

@@ -48,6 +48,10 @@ from gateway.conventions import (
     LABEL_VALUE_MAX,
     LABELS_MAX,
     MAX_PAGE_SIZE,
+    MOUNT_OPTION_PATTERN,
+    MOUNT_OPTIONS_MAX,
+    MOUNT_PATH_MAX,
+    MOUNT_PATH_PATTERN,
     NAME_PATTERN,
     OPTIONAL_ID_PATTERN,
     PACKAGE_PATTERN,
@@ -63,6 +67,7 @@ from osd.contract import contract
 from osd.engine.datastores import registry
 from osd.engine.shared import paging, validation
 from osd.engine.topology import drives, nodes
+from osd.engine.volumes import attachments
 from tests.gateway import shapes as shapes_proto
 from tests.gateway.conftest import RestDaemon, ShapesGateway
 
@@ -407,6 +412,14 @@ def test_names_labels_and_paths_follow_the_daemons_rules(document: dict[str, Any
     assert f"^{drives.DESCRIPTION_RE.pattern}$" == DESCRIPTION_PATTERN
     assert f"^{registry.PACKAGE_RE.pattern}$" == PACKAGE_PATTERN
     assert (PACKAGES_MAX, DEVICE_PATH_MAX) == (registry.PACKAGES_MAX, drives.DEVICE_PATH_MAX)
+    assert f"^{attachments.MOUNT_OPTION_RE.pattern}$" == MOUNT_OPTION_PATTERN
+    assert (MOUNT_PATH_MAX, MOUNT_OPTIONS_MAX) == (
+        attachments.MOUNT_PATH_MAX,
+        attachments.MOUNT_OPTIONS_MAX,
+    )
+    for path in ["/mnt/data", "/", "relative", "/mnt/../etc", "/mnt/./x", "/a b", "/.x/..y"]:
+        expected = not attachments.mount_violations(path, ())
+        assert bool(re.fullmatch(MOUNT_PATH_PATTERN, path)) == expected, path
     assert (ADDRESS_MAX, ADDRESSES_MAX) == (nodes.ADDRESS_MAX, nodes.ADDRESSES_MAX)
     cluster = _body(document, "/v1/clusters")
     for name in ["", "list", "has space", "x" * 201, "é", "a/b", "ok-1.2:3_x"]:
@@ -635,6 +648,16 @@ KNOWN_REFUSALS: list[tuple[str, str, str]] = [
         r"name either size_bytes or size, not both",
         "UpdateVolume/UpdateTemplate: JSON Schema cannot say that two mask paths (two "
         "spellings of one field) exclude each other",
+    ),
+    (
+        r"mount_options",
+        r"needs mount_path",
+        "AttachVolume: JSON Schema cannot say that a list needs a non-empty string beside it",
+    ),
+    (
+        r"filesystem",
+        r"volume has no filesystem",
+        "CreateVolume: JSON Schema cannot say that a filesystem needs kind FILE (or none)",
     ),
     (
         r"datastore_(id|name)",

@@ -8,6 +8,7 @@ from osd.engine.drivers.base import (
     DriveInfo,
     DriveOps,
     DriverError,
+    Mount,
     NoAgent,
     ReplicaOps,
     SnapshotOps,
@@ -20,6 +21,7 @@ __all__ = [
     "DriveInfo",
     "DriveOps",
     "DriverError",
+    "Mount",
     "NoAgent",
     "ReplicaOps",
     "SnapshotOps",
@@ -66,6 +68,11 @@ class ReadsOnly:
     """The driver of a process that serves reads beside the primary: it has
     none, and a call that reaches it is a bug that says so, not storage work
     done behind the primary's back."""
+
+    def __init__(self, *, takes_files: bool = False) -> None:
+        # What the primary's driver takes as drives, for the reads that check
+        # a device path (GetDriveAddStatus).
+        self.takes_files = takes_files
 
     def __getattr__(self, name: str) -> object:
         def refuse(*_args: object, **_kwargs: object) -> None:

@@ -40,6 +40,17 @@ CopyRef = tuple[str, str]
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A FILE volume's filesystem on an attachment: made on the device when
+    the device has none, and mounted at ``path`` (when given) with
+    ``options``."""
+
+    filesystem: str  # "ext4" or "xfs"
+    path: str = ""
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DriveInfo:
     """What a driver finds at a device path on a node."""
 
@@ -55,8 +66,10 @@ class DriveOps(Protocol):
         """Reads the device's size and whether it holds data."""
         ...
 
-    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
-        """Prepares the device for osd, destroying what it holds."""
+    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> int | None:
+        """Prepares the device for osd, destroying what it holds. Answers the
+        bytes usable on it once prepared (a filesystem's own room taken off),
+        or None when that is the size the probe found."""
         ...
 
     def release_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
@@ -161,11 +174,13 @@ class AttachmentOps(Protocol):
         volume_id: str,
         read_only: bool,
         copies: Sequence[CopyRef] = (),
+        mount: Mount | None = None,
     ) -> str:
         """Makes a volume usable on a node and answers its device path there.
         ``copies`` are the volume's live copies, those on the node first; a
-        driver that serves one copy uses the first it holds. Attaching again
-        in the same mode answers the same device."""
+        driver that serves one copy uses the first it holds. ``mount`` is a
+        FILE volume's filesystem and where to mount it. Attaching again in
+        the same mode answers the same device. Detach unmounts first."""
         ...
 
     def detach(self, node_address: str, volume_id: str) -> None: ...

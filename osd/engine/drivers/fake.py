@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError
+from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, Mount
 
 TIB = 1 << 40
 DELAY_ENV = "OSD_FAKE_DRIVER_DELAY"
@@ -292,7 +292,7 @@ class FakeDriver:
                 self._save()
             return DriveInfo(device_path, dev.size_bytes, dev.has_data)
 
-    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> int | None:
         self._pass("format_drive")
         with self._lock:
             self._enter(
@@ -310,6 +310,7 @@ class FakeDriver:
             dev.has_data = False
             self.state.devices[(node_address, device_path)] = dev  # changed: to be saved
             self._save()
+            return None
 
     def release_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
         self._pass("release_drive")
@@ -531,11 +532,16 @@ class FakeDriver:
         volume_id: str,
         read_only: bool,
         copies: Sequence[CopyRef] = (),
+        mount: Mount | None = None,
     ) -> str:
         self._pass("attach")
         with self._lock:
             self._enter(
-                "attach", node_address=node_address, volume_id=volume_id, read_only=read_only
+                "attach",
+                node_address=node_address,
+                volume_id=volume_id,
+                read_only=read_only,
+                mount=mount,
             )
             self.state.attachments[(node_address, volume_id)] = read_only
             self._save()

@@ -51,7 +51,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, NoAgent
+from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, Mount, NoAgent
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class _Attachment:
     # The volume's other copies ([drive id, replica id]), brought into line
     # with the attached one when a writer detaches.
     copies: list[list[str]] = field(default_factory=list)
+    # A FILE volume's filesystem, and where it is mounted ("" for nowhere).
+    filesystem: str = ""
+    mount_path: str = ""
+    mount_options: list[str] = field(default_factory=list)
 
 
 def _run(*argv: str, what: str, retryable: bool = False) -> str:
@@ -248,6 +252,73 @@ def copy_file(source: Path, target: Path, size: int | None = None) -> None:
         os.close(src)
 
 
+def _union(*lists: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The ranges covered by any of the (offset, length) lists, merged."""
+    spans = sorted((start, start + length) for ranges in lists for start, length in ranges)
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        if out and start <= out[-1][0] + out[-1][1]:
+            last_start, last_length = out[-1]
+            out[-1] = (last_start, max(last_start + last_length, end) - last_start)
+        else:
+            out.append((start, end - start))
+    return out
+
+
+def sync_file(source: Path, target: Path) -> None:
+    """Makes an existing copy hold ``source``'s bytes, in place: the data
+    ranges of the source written over it, and zeros where the source has a
+    hole and the copy has data, so a copy allocated in full (THICK) stays so
+    and no second file's room is needed. Checked against the source after.
+    Used for a copy that is stale anyway (the other copies of a volume that
+    was written through one); one interrupted is made again by the retry."""
+    src = os.open(source, os.O_RDONLY)
+    try:
+        dst = os.open(target, os.O_RDWR)
+        try:
+            length = os.fstat(src).st_size
+            if os.fstat(dst).st_size != length:
+                os.ftruncate(dst, length)
+            ours = list(_segments(src, length))
+            theirs = list(_segments(dst, length))
+            for start, count in ours:
+                _copy_range(src, dst, start, count)
+            zeros = bytes(CHUNK)
+            for start, count in theirs:
+                done = start
+                for hole_start, hole_end in _gaps(ours, start, start + count):
+                    done = hole_start
+                    while done < hole_end:
+                        n = os.pwrite(dst, zeros[: min(CHUNK, hole_end - done)], done)
+                        done += n
+            os.fsync(dst)
+            check = _union(ours, theirs)
+            if _digest(src, check) != _digest(dst, check):
+                raise DriverError(f"{target.name} does not match {source.name} after the copy")
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _gaps(ranges: Sequence[tuple[int, int]], start: int, end: int) -> Iterable[tuple[int, int]]:
+    """The parts of [start, end) that no (offset, length) range covers."""
+    at = start
+    for r_start, r_length in ranges:
+        r_end = r_start + r_length
+        if r_end <= at:
+            continue
+        if r_start >= end:
+            break
+        if r_start > at:
+            yield at, r_start
+        at = max(at, r_end)
+        if at >= end:
+            return
+    if at < end:
+        yield at, end
+
+
 class LocalDriver:
     """Volumes as files on this host's drives; see the module docstring."""
 
@@ -386,7 +457,7 @@ class LocalDriver:
             )
         return DriveInfo(device_path, size, not ours and _has_signature(device_path), rotational)
 
-    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> None:
+    def format_drive(self, node_address: str, device_path: str, drive_id: str) -> int | None:
         self._require_here(node_address)
         with self._lock:
             for other_id, other in self._drives.items():
@@ -395,7 +466,7 @@ class LocalDriver:
             drive = self._drives.get(drive_id)
             if drive is not None:
                 self._mount(drive_id, drive)
-                return
+                return self._usable(drive)
             path = Path(device_path)
             try:
                 st = os.stat(path)
@@ -417,6 +488,20 @@ class LocalDriver:
             self._drives[drive_id] = drive
             self._mount(drive_id, drive)
             self._save()
+            return self._usable(drive)
+
+    @staticmethod
+    def _usable(drive: _Drive) -> int:
+        """What the drive holds for copies: its filesystem's size, or, for a
+        directory on a filesystem shared with other data, the room free
+        there now and what osd's copies already take."""
+        vfs = os.statvfs(drive.root)
+        if drive.kind != "directory":
+            return vfs.f_blocks * vfs.f_frsize
+        held = sum(
+            f.stat().st_blocks * 512 for f in Path(drive.root).glob("replicas/*") if f.is_file()
+        )
+        return vfs.f_bavail * vfs.f_frsize + held
 
     def _mount(self, drive_id: str, drive: _Drive) -> None:
         root = Path(drive.root)
@@ -508,6 +593,14 @@ class LocalDriver:
     def resize_replica(self, drive_id: str, replica_id: str, size_bytes: int) -> None:
         with self._lock:
             path = self._replica(drive_id, replica_id)
+            mounted = [
+                a for a in self._attachments.values() if a.file == str(path) and a.mount_path
+            ]
+            if mounted and path.exists() and size_bytes < path.stat().st_size:
+                raise DriverError(
+                    f"replica {replica_id} holds a filesystem mounted at "
+                    f"{mounted[0].mount_path}, which cannot shrink"
+                )
             try:
                 os.truncate(path, size_bytes)
             except OSError as exc:
@@ -515,6 +608,13 @@ class LocalDriver:
             for a in self._attachments.values():
                 if a.file == str(path):
                     _run("losetup", "-c", a.device, what="refreshing the loop device's size")
+                    if a.mount_path and not a.read_only:
+                        try:
+                            _grow_filesystem(a)
+                        except DriverError as exc:
+                            # The volume has grown; its filesystem grows when
+                            # next mounted, offline if it must.
+                            log.warning("volume at %s: %s", a.mount_path, exc)
 
     def copy_replica(
         self, source_drive_id: str, target_drive_id: str, replica_id: str, size_bytes: int
@@ -649,29 +749,79 @@ class LocalDriver:
     # -- attachments -------------------------------------------------------------
 
     def attach(
-        self, node_address: str, volume_id: str, read_only: bool, copies: Sequence[CopyRef] = ()
+        self,
+        node_address: str,
+        volume_id: str,
+        read_only: bool,
+        copies: Sequence[CopyRef] = (),
+        mount: Mount | None = None,
     ) -> str:
         self._require_here(node_address)
+        mount_path = mount.path if mount is not None else ""
+        options = list(mount.options) if mount is not None else []
         with self._lock:
             path = self._primary(volume_id, copies)
-            devices = loop_devices()
             have = self._attachments.get(volume_id)
             if have is not None:
-                found = devices.get(have.device)
-                if found == (have.file, read_only) and have.file == str(path):
+                same = (
+                    loop_devices().get(have.device) == (have.file, read_only)
+                    and have.file == str(path)
+                    and (have.mount_path, have.mount_options) == (mount_path, options)
+                )
+                if same and (not mount_path or _mounts().get(mount_path) == have.device):
                     return have.device
-                if found is not None and found[0] == have.file:
-                    _run("losetup", "-d", have.device, what="re-attaching the volume")
-                del self._attachments[volume_id]
-                self._save()
+                # Another mode, copy or mount: set up again.
+                self._release(volume_id, have)
+            if mount is not None and not _has_signature(str(path)):
+                _mkfs(mount.filesystem, str(path), volume_id)
             argv = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else [])
             device = _run(*argv, str(path), what=f"attaching volume {volume_id}").strip()
             others = [[d, r] for d, r in copies if str(self._replica_path(d, r)) != str(path)]
-            self._attachments[volume_id] = _Attachment(
-                node_address, device, str(path), read_only, others
+            record = _Attachment(
+                node_address,
+                device,
+                str(path),
+                read_only,
+                others,
+                mount.filesystem if mount is not None else "",
+                mount_path,
+                options,
             )
+            self._attachments[volume_id] = record
             self._save()
+            if mount_path:
+                try:
+                    _mount_volume(record)
+                except DriverError:
+                    self._release(volume_id, record)
+                    raise
             return device
+
+    def _release(self, volume_id: str, have: _Attachment) -> None:
+        """Unmounts and removes an attachment's loop device; a writer's other
+        copies then take its bytes. A failure leaves the record, so the
+        detach is repeated."""
+        if have.mount_path and _mounts().get(have.mount_path) == have.device:
+            _run("umount", have.mount_path, what=f"unmounting volume {volume_id}", retryable=True)
+        found = loop_devices().get(have.device)
+        if found is not None and found[0] == have.file:
+            _run("losetup", "-d", have.device, what=f"detaching volume {volume_id}")
+        if not have.read_only:
+            # Written through one copy: the others take its bytes now.
+            for drive_id, replica_id in have.copies:
+                if drive_id not in self._drives:
+                    continue
+                what = f"bringing copy {replica_id} of volume {volume_id} into line"
+                other = self._replica(drive_id, replica_id)
+                try:
+                    if other.exists():
+                        sync_file(Path(have.file), other)
+                    else:
+                        copy_file(Path(have.file), other)
+                except OSError as exc:
+                    raise _storage_error(what, exc) from exc
+        del self._attachments[volume_id]
+        self._save()
 
     def _primary(self, volume_id: str, copies: Sequence[CopyRef]) -> Path:
         missing: list[str] = []
@@ -690,24 +840,8 @@ class LocalDriver:
         self._require_here(node_address)
         with self._lock:
             have = self._attachments.get(volume_id)
-            if have is None:
-                return
-            found = loop_devices().get(have.device)
-            if found is not None and found[0] == have.file:
-                _run("losetup", "-d", have.device, what=f"detaching volume {volume_id}")
-            if not have.read_only:
-                # Written through one copy: the others take its bytes now. A
-                # failure leaves the record, so the detach is repeated.
-                for drive_id, replica_id in have.copies:
-                    if drive_id in self._drives:
-                        self._copy(
-                            Path(have.file),
-                            self._replica(drive_id, replica_id),
-                            None,
-                            f"bringing copy {replica_id} of volume {volume_id} into line",
-                        )
-            del self._attachments[volume_id]
-            self._save()
+            if have is not None:
+                self._release(volume_id, have)
 
     def device_of(self, volume_id: str) -> str | None:
         with self._lock:
@@ -715,22 +849,22 @@ class LocalDriver:
             return have.device if have is not None else None
 
     def restore_attachments(
-        self, wanted: Sequence[tuple[str, str, bool, Sequence[CopyRef]]]
+        self, wanted: Sequence[tuple[str, str, bool, Sequence[CopyRef], Mount | None]]
     ) -> dict[str, str]:
         """Makes the loop devices match the attachments the store records,
-        ``(node_address, volume_id, read_only, copies)`` each, after a restart:
+        ``(node_address, volume_id, read_only, copies, mount)`` each, after a restart:
         a device that is missing is set up again, and one this driver made for
         an attachment no longer recorded is removed. Answers each restored
         volume's device."""
         out: dict[str, str] = {}
         with self._lock:
             keep: set[str] = set()
-            for node_address, volume_id, read_only, copies in wanted:
+            for node_address, volume_id, read_only, copies, mount in wanted:
                 if node_address.lower() not in self.here:
                     continue
                 keep.add(volume_id)
                 try:
-                    out[volume_id] = self.attach(node_address, volume_id, read_only, copies)
+                    out[volume_id] = self.attach(node_address, volume_id, read_only, copies, mount)
                 except DriverError as exc:
                     log.error("restoring the attachment of volume %s: %s", volume_id, exc)
             for volume_id in sorted(set(self._attachments) - keep):
@@ -780,10 +914,69 @@ def _loop_for(image: str) -> str:
     return _run("losetup", "--find", "--show", resolved, what=f"setting up {image}").strip()
 
 
-def _mkfs(filesystem: str, device: str, drive_id: str) -> None:
-    label = f"osd-{drive_id[:8]}"
+def _mkfs(filesystem: str, device: str, owner_id: str) -> None:
+    label = f"osd-{owner_id[:8]}"
     if filesystem == "xfs":
         argv = ["mkfs.xfs", "-f", "-q", "-m", "reflink=1", "-L", label, device]
-    else:
+    elif filesystem == "btrfs":
         argv = ["mkfs.btrfs", "-f", "-q", "-L", label, device]
-    _run(*argv, what=f"formatting {device} as {filesystem}")
+    elif filesystem == "ext4":
+        argv = ["mkfs.ext4", "-F", "-q", "-L", label, device]
+    else:
+        raise DriverError(f"osd makes no {filesystem} filesystem")
+    _run(*argv, what=f"making a {filesystem} filesystem on {device}")
+
+
+def _mount_volume(a: _Attachment) -> None:
+    """Mounts an attachment's filesystem where it asks, and grows the
+    filesystem to its device (a volume grown while it was not mounted)."""
+    point = Path(a.mount_path)
+    mounted = _mounts().get(a.mount_path)
+    if mounted == a.device:
+        return
+    if mounted is not None:
+        raise DriverError(f"{mounted} is mounted at {a.mount_path} already")
+    try:
+        point.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DriverError(f"cannot make the mount point {a.mount_path}: {exc.strerror}") from exc
+    if a.filesystem == "ext4" and not a.read_only:
+        _grow_ext4_offline(a.device)
+    options = [*a.mount_options, *(["ro"] if a.read_only else [])]
+    argv = ["mount", "-t", a.filesystem] + (["-o", ",".join(options)] if options else [])
+    _run(*argv, a.device, a.mount_path, what=f"mounting {a.device} at {a.mount_path}")
+    if not a.read_only:
+        _grow_filesystem(a)
+
+
+def _grow_ext4_offline(device: str) -> None:
+    """Grows an unmounted ext4 filesystem that is smaller than its device (a
+    volume grown while it was not mounted, or where online growth was not
+    allowed): checked first, as resize2fs requires."""
+    out = _run("dumpe2fs", "-h", device, what=f"reading the filesystem on {device}")
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    try:
+        fs_bytes = int(fields["Block count"]) * int(fields["Block size"])
+    except (KeyError, ValueError):
+        return
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        device_bytes = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]
+    finally:
+        os.close(fd)
+    if device_bytes - fs_bytes < int(fields["Block size"]) * 8:
+        return
+    checked = subprocess.run(
+        ["e2fsck", "-f", "-p", device], capture_output=True, text=True, timeout=600, check=False
+    )
+    if checked.returncode not in (0, 1):  # 1: errors found and corrected
+        raise DriverError(f"checking the filesystem on {device}: {checked.stdout.strip()[-300:]}")
+    _run("resize2fs", device, what=f"growing the filesystem on {device}")
+
+
+def _grow_filesystem(a: _Attachment) -> None:
+    """Grows a mounted filesystem, online, to the size of its device."""
+    if a.filesystem == "ext4":
+        _run("resize2fs", a.device, what=f"growing the filesystem at {a.mount_path}")
+    elif a.filesystem == "xfs":
+        _run("xfs_growfs", a.mount_path, what=f"growing the filesystem at {a.mount_path}")

@@ -161,10 +161,18 @@ def _address(node: NodeRow) -> str:
     return str(node.management_addresses[0])
 
 
+def prepared_size(row: DriveRow, usable: int | None) -> None:
+    """Records the bytes a driver found usable on a drive it prepared, when
+    fewer than the device's (a filesystem's own room); never below what the
+    drive's allocations hold."""
+    if usable is not None and max(row.used_bytes, 1) <= usable < row.total_bytes:
+        row.total_bytes = usable
+
+
 def takes_files(driver: object) -> bool:
     """Whether a driver takes image files and directories as drives, not only
     devices under /dev."""
-    return getattr(type(driver), "takes_files", False) is True
+    return getattr(driver, "takes_files", False) is True
 
 
 def _driver_unavailable(exc: DriverError, op: str, what: str) -> OsdError:
@@ -248,17 +256,20 @@ class DriveEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, spec)
+        usable: list[int | None] = []
         return phased.run(
             self._store,
             [
                 phased.Step(
                     f"preparing {spec.device_path}",
-                    functools.partial(
-                        self._driver.format_drive, address, spec.device_path, drive_id
+                    lambda: usable.append(
+                        self._driver.format_drive(address, spec.device_path, drive_id)
                     ),
                 )
             ],
-            finish=lambda s, generation: self._finish_add(s, generation, drive_id),
+            finish=lambda s, generation: self._finish_add(
+                s, generation, drive_id, usable[-1] if usable else None
+            ),
             rollback=lambda: self._undo_add(drive_id),
             failed=lambda exc: (
                 _driver_unavailable(
@@ -312,8 +323,11 @@ class DriveEngine:
         )
 
     @staticmethod
-    def _finish_add(s: Session, generation: int, drive_id: str) -> Created[Drive]:
-        """Phase 3 of an add (and of its recovery): the drive ONLINE."""
+    def _finish_add(
+        s: Session, generation: int, drive_id: str, usable: int | None = None
+    ) -> Created[Drive]:
+        """Phase 3 of an add (and of its recovery): the drive ONLINE, with the
+        size the driver found usable."""
         row = repo.get(s, drive_id)
         if row is None:
             raise Aborted(
@@ -322,6 +336,7 @@ class DriveEngine:
             )
         if row.state == DriveState.ADDING:
             row.state = DriveState.ONLINE
+            prepared_size(row, usable)
             row.update_time = utcnow()
             row.generation = generation
             s.flush()
@@ -366,7 +381,7 @@ class DriveEngine:
             ]
         for drive_id, device_path, address in left:
             try:
-                self._driver.format_drive(address, device_path, drive_id)
+                usable = self._driver.format_drive(address, device_path, drive_id)
             except Exception:
                 log.warning(
                     "drive %s (%s on %s) was left ADDING and cannot be prepared; deleting it",
@@ -379,7 +394,10 @@ class DriveEngine:
                 self._undo_add(drive_id)
                 continue
             with contextlib.suppress(Aborted):
-                phased.record(self._store, functools.partial(self._finish_add, drive_id=drive_id))
+                phased.record(
+                    self._store,
+                    functools.partial(self._finish_add, drive_id=drive_id, usable=usable),
+                )
             log.info(
                 "drive %s (%s on %s) left ADDING is now ONLINE", drive_id, device_path, address
             )

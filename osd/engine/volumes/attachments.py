@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import CopyRef, DriverError, StorageDriver
+from osd.engine.drivers import CopyRef, DriverError, Mount, StorageDriver
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
@@ -36,7 +37,15 @@ from osd.engine.volumes.models import (
     Reassigned,
 )
 from osd.engine.volumes.views import attachment_of
-from osd.enums import Access, AllocationState, AttachMode, DomainState, NodeState
+from osd.enums import (
+    Access,
+    AllocationState,
+    AttachMode,
+    DomainState,
+    Filesystem,
+    NodeState,
+    VolumeKind,
+)
 from osd.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -66,6 +75,65 @@ def node_address(node: NodeRow) -> str:
     return node.management_addresses[0] if node.management_addresses else node.name
 
 
+MOUNT_OPTIONS_MAX = 32
+MOUNT_PATH_MAX = 4096
+MOUNT_PATH_RE = re.compile(r"(/[A-Za-z0-9._+:@,=-]+)+")
+MOUNT_OPTION_RE = re.compile(r"[A-Za-z0-9_=.:/-]{1,255}")
+
+
+def mount_violations(path: str, options: Sequence[str]) -> list[FieldViolation]:
+    """What is wrong with an attachment's mount path and options."""
+    out: list[FieldViolation] = []
+    if len(path) > MOUNT_PATH_MAX:
+        out.append(FieldViolation("mount_path", f"is {len(path)} characters; at most 4096"))
+    elif path and (
+        not MOUNT_PATH_RE.fullmatch(path) or any(p in (".", "..") for p in path.split("/"))
+    ):
+        out.append(
+            FieldViolation(
+                "mount_path",
+                "must be an absolute path such as /mnt/data, from letters, digits and "
+                "._+:@,=-, with no . or .. part",
+            )
+        )
+    if len(options) > MOUNT_OPTIONS_MAX:
+        out.append(FieldViolation("mount_options", f"has {len(options)} options; at most 32"))
+    else:
+        for i, option in enumerate(options):
+            if not MOUNT_OPTION_RE.fullmatch(option):
+                out.append(
+                    FieldViolation(
+                        f"mount_options[{i}]",
+                        f"{option[:80]!r} is not one option of letters, digits and _=.:/-",
+                    )
+                )
+    if options and not path:
+        out.append(FieldViolation("mount_options", "needs mount_path"))
+    return out
+
+
+def mount_of(volume: VolumeRow, path: str = "", options: Sequence[str] = ()) -> Mount | None:
+    """What the driver is told of a FILE volume's filesystem; None for BLOCK."""
+    if volume.kind != VolumeKind.FILE:
+        return None
+    filesystem = Filesystem(volume.filesystem or Filesystem.EXT4).name.lower()
+    return Mount(filesystem, path, tuple(options))
+
+
+def _check_mount(volume: VolumeRow, mount_path: str) -> None:
+    if mount_path and volume.kind != VolumeKind.FILE:
+        raise FailedPrecondition(
+            f"volume {volume.name} is a BLOCK volume, with no filesystem to mount at "
+            f"{mount_path}; attach it without mount_path",
+            reason="NOT_A_FILE_VOLUME",
+            metadata={"field": "mount_path"},
+        )
+
+
+def _same_mount(row: AttachmentRow, path: str, options: Sequence[str]) -> bool:
+    return row.mount_path == path and list(row.mount_options) == list(options)
+
+
 def copies_for(s: Session, volume_id: str, node_id: str) -> list[CopyRef]:
     """The volume's live copies for the driver, those on ``node_id`` first."""
     live = [a for a in volume_repo.allocations(s, volume_id) if a.state == AllocationState.ACTIVE]
@@ -80,15 +148,29 @@ class AttachmentEngine:
 
     # -- attach ----------------------------------------------------------------
 
-    def attach(self, volume_id: str, node_id: str, mode: int) -> Attached:
+    def attach(
+        self,
+        volume_id: str,
+        node_id: str,
+        mode: int,
+        *,
+        mount_path: str = "",
+        mount_options: Sequence[str] = (),
+    ) -> Attached:
         v.check_id(volume_id, "volume_id")
         v.check_id(node_id, "node_id")
         if mode not in AttachMode._value2member_map_:
             raise InvalidArgument.field("mode", "is required: READ_WRITE or READ_ONLY")
+        options = tuple(mount_options)
+        problems = mount_violations(mount_path, options)
+        if problems:
+            raise InvalidArgument.fields(problems)
         with self._store.read() as s:
-            access.require_volume(s, get_volume(s, volume_id), Access.WRITE)
+            volume = get_volume(s, volume_id)
+            access.require_volume(s, volume, Access.WRITE)
+            _check_mount(volume, mount_path)
             row = repo.get(s, volume_id, node_id)
-            if row is not None and row.mode == mode:
+            if row is not None and _same_mount(row, mount_path, options) and row.mode == mode:
                 return Attached(attachment_of(row), False, current_generation(s))
         with self._store.write() as s:
             generation = bump_generation(s)
@@ -96,6 +178,14 @@ class AttachmentEngine:
             access.require_volume(s, volume, Access.WRITE)
             node = _node(s, node_id, "node_id", volume)
             row = repo.get(s, volume_id, node_id)
+            if row is not None and not _same_mount(row, mount_path, options):
+                raise FailedPrecondition(
+                    f"volume {volume.name} is attached to node {node.name} "
+                    + (f"mounted at {row.mount_path}" if row.mount_path else "as a device alone")
+                    + "; detach it first to attach it otherwise",
+                    reason="MOUNT_CONFLICT",
+                    metadata={"node_id": node_id, "mount_path": row.mount_path},
+                )
             if row is not None and row.mode == mode:
                 return Attached(attachment_of(row), False, generation)
             require_serving(volume)
@@ -117,6 +207,8 @@ class AttachmentEngine:
                     device_path=device_path(volume_id),
                     attach_time=utcnow(),
                     generation=generation,
+                    mount_path=mount_path,
+                    mount_options=list(options),
                 )
                 repo.add(s, row)
             else:
@@ -126,8 +218,11 @@ class AttachmentEngine:
             attachment = attachment_of(row)
             address = node_address(node)
             copies = copies_for(s, volume_id, node_id)
+            mount = mount_of(volume, mount_path, options)
         try:
-            device = self._driver.attach(address, volume_id, mode == AttachMode.READ_ONLY, copies)
+            device = self._driver.attach(
+                address, volume_id, mode == AttachMode.READ_ONLY, copies, mount
+            )
         except DriverError as exc:
             with self._store.write() as s:
                 bump_generation(s)
@@ -160,14 +255,20 @@ class AttachmentEngine:
         restore = getattr(self._driver, "restore_attachments", None)
         if restore is None:
             return
-        wanted: list[tuple[str, str, bool, list[CopyRef]]] = []
+        wanted: list[tuple[str, str, bool, list[CopyRef], Mount | None]] = []
         where: dict[str, str] = {}
         with self._store.read() as s:
             for row in s.scalars(select(AttachmentRow)):
                 node = s.get_one(NodeRow, row.node_id)
-                copies = copies_for(s, row.volume_id, row.node_id)
+                volume = s.get_one(VolumeRow, row.volume_id)
                 wanted.append(
-                    (node_address(node), row.volume_id, row.mode == AttachMode.READ_ONLY, copies)
+                    (
+                        node_address(node),
+                        row.volume_id,
+                        row.mode == AttachMode.READ_ONLY,
+                        copies_for(s, row.volume_id, row.node_id),
+                        mount_of(volume, row.mount_path, row.mount_options),
+                    )
                 )
                 where[row.volume_id] = row.node_id
         devices: dict[str, str] = restore(wanted)
@@ -292,6 +393,7 @@ class AttachmentEngine:
                         p.volume.id,
                         p.after[node_id] == AttachMode.READ_ONLY,
                         p.copies[node_id],
+                        p.mounts[node_id],
                     )
                 except DriverError as exc:
                     raise _StepFailed(p.index, node_id, exc, busy=False) from exc
@@ -310,6 +412,7 @@ class AttachmentEngine:
                         p.volume.id,
                         p.before[node_id] == AttachMode.READ_ONLY,
                         p.copies[node_id],
+                        p.mounts[node_id],
                     )
                 else:
                     best_effort("detaching", self._driver.detach, p.addresses[node_id], p.volume.id)
@@ -321,6 +424,7 @@ class AttachmentEngine:
                     p.volume.id,
                     p.before[node_id] == AttachMode.READ_ONLY,
                     p.copies[node_id],
+                    p.mounts[node_id],
                 )
         with self._store.write() as s:
             generation = bump_generation(s)
@@ -352,6 +456,7 @@ class _ChangePlan:
     addresses: dict[str, str]
     copies: dict[str, list[CopyRef]]
     device_paths: dict[str, str]
+    mounts: dict[str, Mount | None]
     done_detach: list[str] = field(default_factory=list)
     done_attach: list[str] = field(default_factory=list)
     # Devices the driver answered that differ from the recorded ones.
@@ -464,6 +569,15 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
         addresses={n: node_address(node) for n, node in nodes.items()},
         copies={n: copies_for(s, volume.id, n) for n in nodes},
         device_paths={r.node_id: r.device_path for r in current},
+        mounts={
+            n: mount_of(
+                volume,
+                *next(
+                    ((r.mount_path, r.mount_options) for r in current if r.node_id == n), ("", [])
+                ),
+            )
+            for n in nodes
+        },
     )
     try:
         if plan.attaching:

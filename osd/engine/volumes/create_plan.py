@@ -29,6 +29,7 @@ from osd.enums import (
     Access,
     DurabilityType,
     FailureDomain,
+    Filesystem,
     Provisioning,
     SnapshotState,
     SourceKind,
@@ -106,6 +107,7 @@ class Plan:
     template_id: str
     source: Source
     multi_attach: bool
+    filesystem: int = 0
     parent_snapshot_id: str | None = None
     datastore_version_id: str | None = None
     pools: dict[str, PoolRow] = field(default_factory=dict)
@@ -135,6 +137,7 @@ def check(spec: CreateVolume) -> Checked:
         specs.factor_violation(spec.snapshot_factor),
         specs.kind_violation(spec.kind),
         specs.provisioning_violation(spec.provisioning),
+        specs.filesystem_violation(spec.filesystem),
     ):
         if violation:
             out.append(violation)
@@ -168,6 +171,9 @@ def resolve(session: Session, checked: Checked) -> Plan:
         )
     size_field = spec.size.field if spec.size is not None else "size_bytes"
     kind = _kind(spec, template, cluster)
+    if spec.filesystem and kind != VolumeKind.FILE:
+        raise InvalidArgument.field("filesystem", f"a {kind.name} volume has no filesystem")
+    filesystem = (spec.filesystem or Filesystem.EXT4) if kind == VolumeKind.FILE else 0
     size = _size(checked, size_field, template, origin.size_bytes)
     labels = {**spec.labels, **origin.labels}
     if len(labels) > v.LABELS_MAX:
@@ -189,6 +195,7 @@ def resolve(session: Session, checked: Checked) -> Plan:
         template_id=spec.template_id,
         source=spec.source,
         multi_attach=spec.multi_attach,
+        filesystem=int(filesystem),
         parent_snapshot_id=origin.snapshot.id if origin.snapshot is not None else None,
         datastore_version_id=origin.datastore_version_id,
         pools=pools,
@@ -258,8 +265,12 @@ def _durability(spec: CreateVolume, template: TemplateRow | None, origin: Origin
 
 
 def _kind(spec: CreateVolume, template: TemplateRow | None, cluster: ClusterRow) -> VolumeKind:
-    """The kind asked, else the template's, else BLOCK; the cluster must allow it."""
-    kind = VolumeKind(spec.kind or (template.kind if template else 0) or VolumeKind.BLOCK)
+    """The kind asked, else FILE for a filesystem asked, else the template's,
+    else BLOCK; the cluster must allow it."""
+    implied = VolumeKind.FILE if spec.filesystem else 0
+    kind = VolumeKind(
+        spec.kind or implied or (template.kind if template else 0) or VolumeKind.BLOCK
+    )
     allowed = cluster.block if kind == VolumeKind.BLOCK else cluster.file
     if not allowed:
         raise FailedPrecondition(
@@ -452,6 +463,7 @@ def _spec_of_row(row: VolumeRow) -> tuple[object, ...]:
         row.template_id or "",
         (row.source_kind, row.source_id or ""),
         row.multi_attach,
+        row.filesystem,
     )
 
 
@@ -469,6 +481,7 @@ def _spec_of_plan(plan: Plan) -> tuple[object, ...]:
         plan.template_id,
         (int(plan.source.kind), plan.source.id),
         plan.multi_attach,
+        plan.filesystem,
     )
 
 
@@ -499,6 +512,7 @@ def new_row(plan: Plan, volume_id: str, generation: int) -> VolumeRow:
         parent_snapshot_id=plan.parent_snapshot_id,
         datastore_version_id=plan.datastore_version_id,
         multi_attach=plan.multi_attach,
+        filesystem=plan.filesystem,
         state=VolumeState.CREATING,
         stored_bytes=0,
         active_job_id=None,

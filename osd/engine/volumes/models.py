@@ -98,6 +98,7 @@ class Volume:
     copies: Copies = field(default_factory=lambda: Copies(0, 0))
     owner: str = ""
     public: bool = False
+    filesystem: int = 0  # a Filesystem value for a FILE volume
     acl: tuple[Grant, ...] = ()
 
 
@@ -165,6 +166,8 @@ class Attachment:
     device_path: str
     attach_time: datetime
     generation: int
+    mount_path: str = ""
+    mount_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,7 @@ class CreateVolume:
     source: Source = field(default_factory=Source)
     kind: int = 0
     multi_attach: bool = False
+    filesystem: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.volumes.models import Durability, Placement, Qos
-from osd.enums import DurabilityType, FailureDomain, Provisioning, VolumeKind
+from osd.enums import DurabilityType, FailureDomain, Filesystem, Provisioning, VolumeKind
 from osd.errors import FieldViolation
 
 REPLICAS_MIN, REPLICAS_MAX, REPLICAS_DEFAULT = 2, 5, 3
@@ -235,6 +235,10 @@ def factor_violation(factor: float | None, field: str = "snapshot_factor") -> Fi
 
 def kind_violation(kind: int, field: str = "kind") -> FieldViolation | None:
     return enum_violation(kind, VolumeKind, field)
+
+
+def filesystem_violation(value: int, field: str = "filesystem") -> FieldViolation | None:
+    return enum_violation(value, Filesystem, field)
 
 
 def provisioning_violation(value: int, field: str = "provisioning") -> FieldViolation | None:

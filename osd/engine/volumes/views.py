@@ -89,6 +89,7 @@ def volume_of(
         owner=row.owner,
         public=row.public,
         acl=acl,
+        filesystem=row.filesystem,
     )
 
 
@@ -153,6 +154,8 @@ def attachment_of(row: AttachmentRow) -> Attachment:
         device_path=row.device_path,
         attach_time=row.attach_time,
         generation=row.generation,
+        mount_path=row.mount_path,
+        mount_options=tuple(row.mount_options),
     )
 
 

@@ -372,6 +372,15 @@ class VolumeEngine:
                             reason="SHRINK_NOT_ALLOWED",
                             metadata={"size_bytes": str(row.size_bytes)},
                         )
+                    mounted = [a for a in attach_repo.of_volume(s, row.id) if a.mount_path]
+                    if size < row.size_bytes and mounted:
+                        raise FailedPrecondition(
+                            f"volume {row.name}'s filesystem is mounted at "
+                            f"{mounted[0].mount_path} on node {mounted[0].node_id}, and a "
+                            "mounted filesystem cannot shrink: detach it first",
+                            reason="VOLUME_MOUNTED",
+                            metadata={"node_id": mounted[0].node_id},
+                        )
                     require_serving(row)
                     require_no_job(row)
                     allocs = require_settled(s, row)

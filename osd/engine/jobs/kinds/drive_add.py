@@ -23,7 +23,7 @@ from osd.engine.jobs.records import Record
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import confirmation_required
 from osd.engine.shared.rows import get_node, stamp
-from osd.engine.topology.drives import adding_row
+from osd.engine.topology.drives import adding_row, prepared_size
 from osd.enums import DriveState, JobKind, NodeState
 from osd.enums import ObjectKind as OK
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
@@ -155,7 +155,11 @@ class DriveAdd(JobHandler[DriveAddRequest, DriveAddSpec, NoCheckpoint]):
         return out
 
     def step(self, ctx: Context) -> bool:
-        ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, ctx.target_id)
+        usable = ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, ctx.target_id)
+        with ctx.write() as (s, _generation):
+            drive = s.get(DriveRow, ctx.target_id)
+            if drive is not None and drive.state == DriveState.ADDING:
+                prepared_size(drive, usable)
         return True
 
     def finish(self, ctx: Context, s: Session, generation: int) -> None:

@@ -29,7 +29,7 @@ from osd.engine.placement.rules import rules_for
 from osd.engine.shared import validation as v
 from osd.engine.shared.refusals import check_no_job, confirmation_required
 from osd.engine.shared.rows import get_drive, stamp
-from osd.engine.topology.drives import adding_row
+from osd.engine.topology.drives import adding_row, prepared_size
 from osd.enums import DriveState, JobKind, NodeState
 from osd.enums import ObjectKind as OK
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
@@ -263,11 +263,12 @@ class DriveReplace(Evacuation[DriveReplaceRequest, DriveReplaceSpec]):
             target = s.get(DriveRow, target_id)
             adding = target is not None and target.state == DriveState.ADDING
         if adding:
-            ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, target_id)
+            usable = ctx.driver.format_drive(ctx.spec.address, ctx.spec.device_path, target_id)
             with ctx.write() as (s, generation):
                 row = s.get_one(DriveRow, target_id)
                 if row.state == DriveState.ADDING:
                     row.state = DriveState.ONLINE
+                    prepared_size(row, usable)
                     stamp(row, generation)
                 ctx.progress.done_steps += 1
                 ctx.progress.message = "target drive prepared"
