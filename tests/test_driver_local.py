@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from osd.engine.drivers import DriverError, NoAgent
+from osd.engine.drivers import DriveFull, DriverError, NoAgent
 from osd.engine.drivers.local import LocalDriver, loop_devices, sync_file
 from tests.scratch_devices import make_images
 
@@ -228,7 +228,7 @@ def test_a_full_drive_is_a_clear_error_and_leaves_no_half_copy(scratch: Path) ->
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
     _write(device, 0, os.urandom(48 * MIB))
     d.detach(HERE, "v1")
-    with pytest.raises(DriverError, match="full") as raised:
+    with pytest.raises(DriveFull, match="full") as raised:
         d.copy_replica("drive0", "drive1", "r1", 64 * MIB)
     assert not raised.value.retryable
     replicas = _replica(scratch, "drive1", "r1").parent

@@ -471,3 +471,47 @@ def test_a_drive_counts_the_room_its_filesystem_gives(host: Host) -> None:
         st = os.statvfs(root)
         assert drive.capacity.total_bytes == st.f_blocks * st.f_frsize
         assert drive.capacity.total_bytes < 2 << 30  # the image's size, less xfs's own
+
+
+def _no_volumes(host: Host) -> None:
+    listed = host.volumes.ListVolumes(volume_pb2.ListVolumesRequest(), timeout=T).volumes
+    assert [v.name for v in listed] == []
+    assert _files_on_drives(host.scratch) == set()
+
+
+def test_a_drive_without_room_answers_drive_full_and_keeps_nothing(host: Host) -> None:
+    room = min(d.capacity.total_bytes for d in host.drives)
+    with pytest.raises(grpc.RpcError) as info:
+        host.volumes.CreateVolume(
+            volume_pb2.CreateVolumeRequest(
+                cluster_id=host.cluster_id,
+                name="too-thick",
+                size_bytes=(room - MIB) // 512 * 512,
+                provisioning=volume_pb2.PROVISIONING_THICK,
+                durability=volume_pb2.Durability(
+                    type=volume_pb2.DURABILITY_TYPE_REPLICATE, replicas=2
+                ),
+                placement=volume_pb2.Placement(failure_domain=volume_pb2.FAILURE_DOMAIN_DRIVE),
+            ),
+            timeout=T,
+        )
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "DRIVE_FULL"), err
+    assert err.metadata["retryable"] == "false"
+    _no_volumes(host)
+
+
+def test_a_drive_that_went_away_answers_unavailable_and_keeps_nothing(host: Host) -> None:
+    gone = host.drives[0]
+    root = host.scratch / "data" / "local-driver" / "drives" / gone.id
+    subprocess.run(["umount", str(root)], check=True)
+    for device, (backing, _ro) in loop_devices().items():
+        if backing == gone.device_path:
+            subprocess.run(["losetup", "-d", device], check=True)
+    Path(gone.device_path).unlink()  # the device is pulled
+    with pytest.raises(grpc.RpcError) as info:
+        host.create("v")
+    err = error_of(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DRIVER_ERROR"), err
+    assert err.metadata["retryable"] == "true"
+    _no_volumes(host)

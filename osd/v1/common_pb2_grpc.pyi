@@ -37,6 +37,12 @@ Conventions that hold across the whole API:
 * Errors carry google.rpc.ErrorInfo (domain "osd.dev", a reason such as
   CLUSTER_NOT_EMPTY) and, for bad input, google.rpc.BadRequest with one
   field violation per wrong field.
+* Any call that does storage work may also answer what the storage driver
+  met, the change rolled back (or, for a delete, left to finish on retry):
+  UNAVAILABLE (reason DRIVER_ERROR, ErrorInfo metadata "retryable");
+  RESOURCE_EXHAUSTED (reason DRIVE_FULL: a drive had no room left); or
+  FAILED_PRECONDITION (reason NO_NODE_AGENT: the work is for a node whose
+  storage no daemon here drives).
 
 Roles: every RPC names the least role that may call it, as the option
 `(osd.v1.auth).role` and on its comment's "Role:" line (see auth.proto).

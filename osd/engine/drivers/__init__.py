@@ -5,6 +5,7 @@ from pathlib import Path
 from osd.engine.drivers.base import (
     AttachmentOps,
     CopyRef,
+    DriveFull,
     DriveInfo,
     DriveOps,
     DriverError,
@@ -18,6 +19,7 @@ from osd.engine.drivers.base import (
 __all__ = [
     "AttachmentOps",
     "CopyRef",
+    "DriveFull",
     "DriveInfo",
     "DriveOps",
     "DriverError",

@@ -30,6 +30,11 @@ class DriverError(Exception):
         self.retryable = retryable
 
 
+class DriveFull(DriverError):
+    """A drive has no room left for the work (ENOSPC): not retryable until
+    room is made."""
+
+
 class NoAgent(DriverError):
     """The work is for a node (or a drive of a node) this daemon does not act
     for: no agent of that node is here."""

@@ -51,7 +51,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, Mount, NoAgent
+from osd.engine.drivers.base import (
+    CopyRef,
+    DriveFull,
+    DriveInfo,
+    DriverError,
+    Mount,
+    NoAgent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _storage_error(what: str, exc: OSError) -> DriverError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DriverError(f"{what}: the drive is full ({exc.strerror})")
+        return DriveFull(f"{what}: the drive is full ({exc.strerror})")
     if exc.errno == errno.ENOENT:
         return DriverError(f"{what}: {exc.filename or 'a file'} is missing")
     return DriverError(f"{what}: {exc.strerror or exc}", retryable=exc.errno in (errno.EAGAIN,))
@@ -911,7 +918,9 @@ def _loop_for(image: str) -> str:
     for device, (backing, _ro) in loop_devices().items():
         if backing == resolved:
             return device
-    return _run("losetup", "--find", "--show", resolved, what=f"setting up {image}").strip()
+    return _run(
+        "losetup", "--find", "--show", resolved, what=f"setting up {image}", retryable=True
+    ).strip()
 
 
 def _mkfs(filesystem: str, device: str, owner_id: str) -> None:

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, NoAgent
-from osd.errors import FailedPrecondition, OsdError, Unavailable
+from osd.engine.drivers import DriveFull, DriverError, NoAgent
+from osd.errors import FailedPrecondition, OsdError, ResourceExhausted, Unavailable
 from osd.store.db import Store
 from osd.store.state import bump_generation
 
@@ -97,11 +97,16 @@ def best_effort(what: str, fn: Callable[..., object], *args: Any) -> bool:
 def driver_failed(what: str, exc: Exception) -> OsdError:
     """The error a call answers when the storage driver failed and the change
     was rolled back (or, for deletes, left to finish on retry): UNAVAILABLE
-    (DRIVER_ERROR), or FAILED_PRECONDITION (NO_NODE_AGENT) when the work is for
-    a node no agent of which is here."""
+    (DRIVER_ERROR); FAILED_PRECONDITION (NO_NODE_AGENT) when the work is for
+    a node no agent of which is here; RESOURCE_EXHAUSTED (DRIVE_FULL) when a
+    drive had no room left."""
     if isinstance(exc, NoAgent):
         return FailedPrecondition(
             f"{what}: {exc}", reason="NO_NODE_AGENT", metadata={"retryable": "false"}
+        )
+    if isinstance(exc, DriveFull):
+        return ResourceExhausted(
+            f"{what}: {exc}", reason="DRIVE_FULL", metadata={"retryable": "false"}
         )
     retryable = exc.retryable if isinstance(exc, DriverError) else False
     return Unavailable(
