@@ -136,6 +136,7 @@ class Settings:
     repair_max: int = 2
     repair_max_per_drive: int = 1
     repair_interval_seconds: float = 30.0
+    usage_interval_seconds: float = 60.0
     # Authentication and access.
     auth_enabled: bool = False
     auth_secret_file: str = ""
@@ -305,6 +306,13 @@ SPECS: tuple[_Spec, ...] = (
         _positive_float,
         "how often the repair controller looks for volumes to repair besides when "
         "availability changes (default 30)",
+        "SECONDS",
+    ),
+    _Spec(
+        "usage_interval_seconds",
+        _positive_float,
+        "how often a driver that measures (local) is asked the space volumes and "
+        "snapshots use (default 60)",
         "SECONDS",
     ),
     _Spec(

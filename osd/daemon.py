@@ -209,6 +209,7 @@ class Daemon:
                 repair_enabled=settings.repair_enabled,
                 audit_retention_days=settings.audit_retention_days,
                 job_retention_days=settings.job_retention_days,
+                usage_interval_seconds=settings.usage_interval_seconds,
             )
         self.engine = engine
         self.auth = build_authenticator(settings, engine.store)

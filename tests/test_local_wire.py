@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -515,3 +516,55 @@ def test_a_drive_that_went_away_answers_unavailable_and_keeps_nothing(host: Host
     assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DRIVER_ERROR"), err
     assert err.metadata["retryable"] == "true"
     _no_volumes(host)
+
+
+def test_used_space_is_measured_on_the_drives(scratch: Path) -> None:
+    """A volume's stored bytes are what its copy holds; a snapshot's space used
+    is what it alone holds once the volume moved on from it."""
+    with (
+        serving(
+            scratch / "data",
+            "--driver",
+            "local",
+            "--processes",
+            "1",
+            "--usage-interval-seconds",
+            "0.2",
+        ) as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        h.topology()
+        volume = h.create("measured", provisioning=volume_pb2.PROVISIONING_THIN)
+        device = h.attach(volume.id)
+        _write(device, 0, os.urandom(8 * MIB))
+        h.detach(volume.id)
+        snap = h.volumes.CreateSnapshot(
+            volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="s"), timeout=T
+        ).snapshot
+        device = h.attach(volume.id)
+        _write(device, 0, os.urandom(2 * MIB))  # the snapshot now holds these 2 MiB alone
+        h.detach(volume.id)
+
+        def figures() -> tuple[int, int]:
+            v = h.volumes.InspectVolume(
+                volume_pb2.InspectVolumeRequest(volume_id=volume.id), timeout=T
+            ).volume
+            s = h.volumes.InspectSnapshot(
+                volume_pb2.InspectSnapshotRequest(snapshot_id=snap.id), timeout=T
+            ).snapshot
+            return v.usage.stored_bytes, s.space_used_bytes
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and figures() != (8 * MIB, 2 * MIB):
+            time.sleep(0.1)
+        assert figures() == (8 * MIB, 2 * MIB)
+
+        # Rounds that find nothing new write nothing: the generation stands.
+        def generation() -> int:
+            with sqlite3.connect(scratch / "data" / "osd.db") as db:
+                return int(db.execute("SELECT generation FROM osd_state").fetchone()[0])
+
+        before = generation()
+        time.sleep(1.0)  # five rounds
+        assert generation() == before

@@ -26,6 +26,7 @@ from osd.engine.volumes.attachments import AttachmentEngine
 from osd.engine.volumes.repair import RepairController
 from osd.engine.volumes.snapshots import SnapshotEngine
 from osd.engine.volumes.templates import TemplateEngine
+from osd.engine.volumes.usage import UsageMeter
 from osd.engine.volumes.volumes import VolumeEngine
 from osd.store.db import Store
 
@@ -52,6 +53,7 @@ class Engine:
         repair_enabled: bool = True,
         audit_retention_days: float = 90.0,
         job_retention_days: float = 30.0,
+        usage_interval_seconds: float = 60.0,
     ) -> None:
         self.store = store
         self.driver = driver
@@ -108,6 +110,11 @@ class Engine:
         self._job_pruning = Periodic("osd-job-prune", PRUNE_INTERVAL_SECONDS, self.jobs.prune)
         self.on_start("pruning of finished jobs", self._job_pruning.start)
         self.on_close("pruning of finished jobs", self._job_pruning.close)
+        self.usage = UsageMeter(store, driver)
+        if self.usage.measures:
+            self._usage = Periodic("osd-usage", usage_interval_seconds, self.usage.measure)
+            self.on_start("measuring used space", self._usage.start)
+            self.on_close("measuring used space", self._usage.close)
 
     def on_start(self, name: str, step: Callable[[], None], *, everywhere: bool = False) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in

@@ -352,6 +352,9 @@ class SnapshotRow(Base):
     image: Mapped[bool] = mapped_column(Boolean, nullable=False)
     state: Mapped[SnapshotState] = mapped_column(IntEnumType(SnapshotState), nullable=False)
     space_used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # What storage measured the snapshot holds alone (None where the driver
+    # does not measure); see osd.engine.volumes.usage.
+    measured_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -550,7 +550,10 @@ class VolumeUsage(_message.Message):
     allocated_bytes: _builtins.int
     """The sum of the bytes of its allocations."""
     stored_bytes: _builtins.int
-    """Data written, as the driver reports it."""
+    """Data written, as the driver measures it (local: the blocks its fullest
+    copy holds, refreshed every usage_interval_seconds); 0 where the driver
+    does not measure.
+    """
     def __init__(
         self,
         *,
@@ -886,7 +889,9 @@ class Snapshot(_message.Message):
     state: Global___SnapshotState.ValueType
     space_used_bytes: _builtins.int
     """Bytes only this snapshot holds: what deleting it would free (StorPool's
-    spaceUsed).
+    spaceUsed). Measured on the drive where the driver measures (local:
+    extents no other file shares), refreshed every usage_interval_seconds;
+    elsewhere, the bytes of the allocations it alone holds.
     """
     clone_count: _builtins.int
     """Volumes that depend on it (clones, datastore provisions)."""

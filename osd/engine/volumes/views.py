@@ -188,7 +188,9 @@ def snapshots_of(session: Session, rows: Sequence[SnapshotRow]) -> list[Snapshot
                 labels=dict(r.labels),
                 image=r.image,
                 state=SnapshotState(r.state),
-                space_used_bytes=held if alone else 0,
+                space_used_bytes=(
+                    r.measured_bytes if r.measured_bytes is not None else held if alone else 0
+                ),
                 clone_count=clones.get(r.id, 0),
                 datastore_version_count=images.get(r.id, 0),
                 create_time=r.create_time,
