@@ -298,3 +298,14 @@ def test_bringing_a_copy_into_line_keeps_it_allocated_and_clears_what_the_source
     sync_file(source, target)
     assert target.read_bytes() == source.read_bytes()
     assert target.stat().st_blocks * 512 >= 8 * MIB  # still allocated in full
+
+
+def test_a_thick_copy_that_moves_stays_allocated_in_full(scratch: Path) -> None:
+    d = _driver(scratch)
+    d.create_replica("drive0", "thick", 32 * MIB, thick=True)
+    d.create_replica("drive0", "thin", 32 * MIB)
+    for replica in ("thick", "thin"):
+        d.copy_replica("drive0", "drive1", replica, 32 * MIB)
+    moved = _replica(scratch, "drive1", "thick").stat().st_blocks * 512
+    assert moved >= 32 * MIB
+    assert _replica(scratch, "drive1", "thin").stat().st_blocks * 512 < MIB

@@ -71,7 +71,7 @@ _FIEMAP_HEAD = struct.Struct("=QQIIII")  # start, length, flags, mapped, count, 
 _FIEMAP_EXTENT = struct.Struct("=QQQQQIIII")  # logical, physical, length, 2 reserved, flags, 3
 _FIEMAP_BATCH = 512
 BLKGETSIZE64 = 0x80081272
-CHUNK = 1 << 20
+CHUNK = 4 << 20
 FILESYSTEMS = ("xfs", "btrfs")
 MARKER = ".osd-drive"
 
@@ -193,13 +193,34 @@ def _segments(fd: int, size: int) -> Iterable[tuple[int, int]]:
 
 
 def _digest(fd: int, segments: Sequence[tuple[int, int]]) -> bytes:
-    h = hashlib.blake2b()
+    """A checksum (SHA-256) of a file's bytes in ``segments``, offsets
+    included, read CHUNK by CHUNK."""
+    h = hashlib.sha256()
     for start, length in segments:
         done = 0
         while done < length:
             chunk = os.pread(fd, min(CHUNK, length - done), start + done)
             if not chunk:
                 break
+            h.update(struct.pack("<Q", start + done))
+            h.update(chunk)
+            done += len(chunk)
+    return h.digest()
+
+
+def _copy_hashed(src: int, dst: int, segments: Sequence[tuple[int, int]]) -> bytes:
+    """Copies ``segments`` at the same offsets, reading the source once: the
+    answer is the source's :func:`_digest`, taken from the bytes written."""
+    h = hashlib.sha256()
+    for start, length in segments:
+        done = 0
+        while done < length:
+            chunk = os.pread(src, min(CHUNK, length - done), start + done)
+            if not chunk:
+                break
+            written = 0
+            while written < len(chunk):
+                written += os.pwrite(dst, chunk[written:], start + done + written)
             h.update(struct.pack("<Q", start + done))
             h.update(chunk)
             done += len(chunk)
@@ -263,11 +284,14 @@ def unshared_bytes(path: Path) -> int:
         os.close(fd)
 
 
-def copy_file(source: Path, target: Path, size: int | None = None) -> None:
+def copy_file(
+    source: Path, target: Path, size: int | None = None, *, keep_allocation: bool = False
+) -> None:
     """Copies ``source`` to ``target`` through ``target.part``: a reflink where
     both share a filesystem that can, or the data ranges one by one, checked
     against the source before the copy takes its name. ``size`` truncates or
-    extends the copy."""
+    extends the copy; ``keep_allocation``: a source allocated in full (a
+    THICK copy that moves) makes a copy allocated in full."""
     part = target.with_name(target.name + ".part")
     src = os.open(source, os.O_RDONLY)
     try:
@@ -282,11 +306,13 @@ def copy_file(source: Path, target: Path, size: int | None = None) -> None:
             if not cloned:
                 os.ftruncate(dst, length)
                 segments = list(_segments(src, length))
-                for start, count in segments:
-                    _copy_range(src, dst, start, count)
+                expected = _copy_hashed(src, dst, segments)
                 os.fsync(dst)
-                if _digest(src, segments) != _digest(dst, segments):
+                if _digest(dst, segments) != expected:
                     raise DriverError(f"the copy of {source.name} does not match its source")
+                if keep_allocation and length and os.fstat(src).st_blocks * 512 >= length:
+                    # A copy allocated in full (THICK) stays so where it moves.
+                    os.posix_fallocate(dst, 0, size if size is not None else length)
             if size is not None and size != length:
                 os.ftruncate(dst, size)
             os.fsync(dst)
@@ -705,7 +731,9 @@ class LocalDriver:
         if not source.exists() and not has_snaps:
             raise DriverError(f"drive {source_drive_id} holds no replica {replica_id}")
         if source.exists() and not (target.exists() and target.stat().st_size == size_bytes):
-            self._copy(source, target, size_bytes, f"copying replica {replica_id}")
+            self._copy(
+                source, target, size_bytes, f"copying replica {replica_id}", keep_allocation=True
+            )
         self.copy_snapshots(source_drive_id, replica_id, target_drive_id, replica_id)
 
     def clone_replica(
@@ -730,9 +758,11 @@ class LocalDriver:
         self._copy(source, target, size_bytes, f"cloning replica {source_replica_id}")
 
     @staticmethod
-    def _copy(source: Path, target: Path, size: int | None, what: str) -> None:
+    def _copy(
+        source: Path, target: Path, size: int | None, what: str, *, keep_allocation: bool = False
+    ) -> None:
         try:
-            copy_file(source, target, size)
+            copy_file(source, target, size, keep_allocation=keep_allocation)
         except OSError as exc:
             raise _storage_error(what, exc) from exc
 

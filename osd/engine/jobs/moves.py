@@ -45,12 +45,12 @@ from osd.engine.drivers import DriverError
 from osd.engine.jobs.handler import JobContext
 from osd.engine.jobs.records import Record
 from osd.engine.placement.rules import available_state, drive_and_node
-from osd.enums import AllocationState
+from osd.enums import AllocationState, Provisioning
 from osd.errors import FailedPrecondition
 from osd.store import allocations
 from osd.store import jobs as jobs_repo
 from osd.store import snapshots as snap_repo
-from osd.store.models import AllocationRow, SnapshotRow
+from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,19 @@ def _make_copy(ctx: JobContext[Any, C], move: Move) -> None:
         return
     source = _snapshot_source(ctx, move)
     if move.volume_id is not None:
-        ctx.driver.create_replica(move.target_drive_id, move.replica_id, move.nbytes)
+        ctx.driver.create_replica(
+            move.target_drive_id, move.replica_id, move.nbytes, thick=is_thick(ctx, move.volume_id)
+        )
     if source is not None:
         ctx.driver.copy_snapshots(source[0], source[1], move.target_drive_id, move.replica_id)
+
+
+def is_thick(ctx: JobContext[Any, Any], volume_id: str) -> bool:
+    """Whether a volume's copies take their space in full (THICK): a copy
+    rebuilt from nothing is made so too."""
+    with ctx.store.read() as s:
+        row = s.get(VolumeRow, volume_id)
+        return row is not None and row.provisioning == Provisioning.THICK
 
 
 def _snapshot_source(ctx: JobContext[Any, C], move: Move) -> tuple[str, str] | None:

@@ -335,7 +335,9 @@ def make_from_nothing(ctx: JobContext[Any, Any], volume_id: str, work: Work) -> 
     """Creates a new copy of ``volume_id`` (the storage engine fills it from the
     others, as for a rebuild) and gives it the snapshots the volume's copies
     hold, from a readable one: a copy without them could not be reverted."""
-    ctx.driver.create_replica(work.drive_id, work.replica_id, work.nbytes)
+    ctx.driver.create_replica(
+        work.drive_id, work.replica_id, work.nbytes, thick=moves.is_thick(ctx, volume_id)
+    )
     with ctx.store.read() as s:
         source = moves.snapshot_source(
             s,
