@@ -309,3 +309,25 @@ def test_a_thick_copy_that_moves_stays_allocated_in_full(scratch: Path) -> None:
     moved = _replica(scratch, "drive1", "thick").stat().st_blocks * 512
     assert moved >= 32 * MIB
     assert _replica(scratch, "drive1", "thin").stat().st_blocks * 512 < MIB
+
+
+def test_a_block_device_is_probed_formatted_and_released(scratch: Path) -> None:
+    [image] = make_images(scratch / "images", 1)
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    d = LocalDriver(scratch / "data")
+    info = d.probe_drive(HERE, device)
+    assert (info.size_bytes, info.has_data) == (image.stat().st_size, False)
+    d.format_drive(HERE, device, "blk0")
+    root = scratch / "data" / "local-driver" / "drives" / "blk0"
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        mounted = {line.split()[4]: line.split(" - ")[1].split()[1] for line in f}
+    assert mounted[str(root)] == device
+    d.create_replica("blk0", "r1", 4 * MIB)
+    assert (root / "replicas" / "r1").stat().st_size == 4 * MIB
+    d.release_drive(HERE, device, "blk0")
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        assert str(root) not in {line.split()[4] for line in f}
+    # What osd made on it is a filesystem now: adding it again needs confirmation.
+    assert LocalDriver(scratch / "again").probe_drive(HERE, device).has_data
