@@ -93,6 +93,17 @@ def _filesystem(value: str) -> str:
     return name
 
 
+def _paths(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Absolute paths, as a list (config file) or joined with ":" (flag,
+    environment)."""
+    items = value.split(":") if isinstance(value, str) else list(value)
+    paths = tuple(p for p in (str(i).strip() for i in items) if p)
+    for p in paths:
+        if not p.startswith("/"):
+            raise ValueError(f"{p!r} is not an absolute path")
+    return paths
+
+
 def _log_levels(value: str | dict[str, str]) -> dict[str, str]:
     """ "LOGGER=LEVEL,..." from a flag or the environment, or a table in the
     config file."""
@@ -121,6 +132,7 @@ class Settings:
     driver: str = "fake"
     node_name: str = ""
     local_filesystem: str = "xfs"
+    local_mount_roots: tuple[str, ...] = ("/mnt", "/media", "/run/osd", "/var/lib/kubelet")
     workers: int = 16
     # Serving processes; 0 is one per core.
     processes: int = 0
@@ -225,6 +237,13 @@ SPECS: tuple[_Spec, ...] = (
         "the node this daemon's host is, for the local driver, besides the nodes named "
         "by the host's names and addresses (default none)",
         "NAME",
+    ),
+    _Spec(
+        "local_mount_roots",
+        _paths,
+        "with the local driver, the folders below which volumes may be mounted, "
+        "joined with : (default /mnt:/media:/run/osd:/var/lib/kubelet)",
+        "DIR:DIR",
     ),
     _Spec(
         "local_filesystem",

@@ -191,6 +191,7 @@ class Daemon:
                     settings.resolved_data_dir(),
                     node_name=settings.node_name,
                     filesystem=settings.local_filesystem,
+                    mount_roots=settings.local_mount_roots,
                 )
                 if self.primary
                 else drivers.ReadsOnly(takes_files=settings.driver == "local")

@@ -5,6 +5,7 @@ host with what an operator would look at: loop devices, files and bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -36,6 +37,23 @@ from tests.test_daemon import serving
 
 MIB = 1 << 20
 T = 60
+
+
+def local_daemon(
+    scratch: Path, *extra: str
+) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[str], int]]:
+    """`osd serve --driver local` on the scratch folder, one process, and
+    volumes mounted below the scratch folder alone."""
+    return serving(
+        scratch / "data",
+        "--driver",
+        "local",
+        "--processes",
+        "1",
+        "--local-mount-roots",
+        str(scratch / "mnt"),
+        *extra,
+    )
 
 
 class Host:
@@ -108,7 +126,7 @@ class Host:
 @pytest.fixture
 def host(scratch: Path) -> Iterator[Host]:
     with (
-        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        local_daemon(scratch) as (_proc, port),
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         h = Host(channel, scratch)
@@ -207,7 +225,7 @@ def test_storage_of_another_host_is_refused_with_the_reason(host: Host) -> None:
 
 
 def test_a_killed_daemon_finds_its_devices_again(scratch: Path) -> None:
-    with serving(scratch / "data", "--driver", "local", "--processes", "1") as (proc, port):
+    with local_daemon(scratch) as (proc, port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             h = Host(channel, scratch)
             h.topology()
@@ -221,7 +239,7 @@ def test_a_killed_daemon_finds_its_devices_again(scratch: Path) -> None:
     # While the daemon is down, one device goes away; the store still records it.
     subprocess.run(["losetup", "-d", device], check=True)
     with (
-        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        local_daemon(scratch) as (_proc, port),
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         h = Host(channel, scratch)
@@ -248,7 +266,7 @@ def test_a_drive_replace_killed_midway_leaves_every_copy_whole(scratch: Path) ->
     daemon is killed while it runs. After a restart the job ends, and every
     copy the store records holds the volume's bytes, with nothing else left
     on the drives and no loop device over a copy."""
-    with serving(scratch / "data", "--driver", "local", "--processes", "1") as (proc, port):
+    with local_daemon(scratch) as (proc, port):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             h = Host(channel, scratch)
             h.topology(drives=3)
@@ -276,7 +294,7 @@ def test_a_drive_replace_killed_midway_leaves_every_copy_whole(scratch: Path) ->
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     with (
-        serving(scratch / "data", "--driver", "local", "--processes", "1") as (_proc, port),
+        local_daemon(scratch) as (_proc, port),
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         h = Host(channel, scratch)
@@ -450,7 +468,8 @@ def test_a_mount_that_fails_takes_the_attachment_back(host: Host) -> None:
     volume = host.create(
         "files", kind=volume_pb2.VOLUME_KIND_FILE, provisioning=volume_pb2.PROVISIONING_THIN
     )
-    taken = host.scratch / "a-file-not-a-folder"
+    taken = host.scratch / "mnt" / "a-file-not-a-folder"
+    taken.parent.mkdir(exist_ok=True)
     taken.write_text("x")
     with pytest.raises(grpc.RpcError) as info:
         _attach_at(host, volume.id, taken)
@@ -522,15 +541,7 @@ def test_used_space_is_measured_on_the_drives(scratch: Path) -> None:
     """A volume's stored bytes are what its copy holds; a snapshot's space used
     is what it alone holds once the volume moved on from it."""
     with (
-        serving(
-            scratch / "data",
-            "--driver",
-            "local",
-            "--processes",
-            "1",
-            "--usage-interval-seconds",
-            "0.2",
-        ) as (_proc, port),
+        local_daemon(scratch, "--usage-interval-seconds", "0.2") as (_proc, port),
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         h = Host(channel, scratch)
@@ -568,3 +579,26 @@ def test_used_space_is_measured_on_the_drives(scratch: Path) -> None:
         before = generation()
         time.sleep(1.0)  # five rounds
         assert generation() == before
+
+
+def test_a_volume_is_mounted_below_the_allowed_roots_only(host: Host) -> None:
+    volume = host.create(
+        "files", kind=volume_pb2.VOLUME_KIND_FILE, provisioning=volume_pb2.PROVISIONING_THIN
+    )
+    (host.scratch / "mnt").mkdir(exist_ok=True)
+    escape = host.scratch / "mnt" / "escape"
+    escape.symlink_to(host.scratch / "outside")
+    for where in (host.scratch / "outside" / "x", escape / "x", host.scratch / "mnt"):
+        with pytest.raises(grpc.RpcError) as info:
+            _attach_at(host, volume.id, where)
+        err = error_of(info.value)
+        assert (err.code, err.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "MOUNT_PATH_NOT_ALLOWED",
+        ), (where, err)
+    assert not (host.scratch / "outside").exists()
+    listed = host.volumes.ListAttachments(
+        volume_pb2.ListAttachmentsRequest(volume_id=volume.id), timeout=T
+    )
+    assert not listed.attachments
+    assert not {str(f) for f in host.copies(volume.id)} & {b for b, _ in loop_devices().values()}

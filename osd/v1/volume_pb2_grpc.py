@@ -391,7 +391,9 @@ class VolumeServiceServicer:
         BLOCK volume; reason ATTACH_CONFLICT: another node holds the volume
         READ_WRITE, ErrorInfo metadata "node_id"; reason MOUNT_CONFLICT: the
         node holds the volume mounted elsewhere, or not mounted; detach first;
-        reason NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is
+        reason MOUNT_PATH_NOT_ALLOWED: mount_path is not below one of the
+        node's allowed mount roots, symbolic links followed; reason
+        NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is
         FLUSH; reason VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED;
         reason NO_NODE_AGENT: no daemon acts for the node's storage here);
         RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS: the node holds the

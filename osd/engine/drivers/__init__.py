@@ -11,6 +11,7 @@ from osd.engine.drivers.base import (
     DriverError,
     Mount,
     NoAgent,
+    Refused,
     ReplicaOps,
     SnapshotOps,
     StorageDriver,
@@ -25,6 +26,7 @@ __all__ = [
     "DriverError",
     "Mount",
     "NoAgent",
+    "Refused",
     "ReplicaOps",
     "SnapshotOps",
     "StorageDriver",
@@ -32,7 +34,12 @@ __all__ = [
 
 
 def load(
-    name: str, data_dir: Path | None = None, *, node_name: str = "", filesystem: str = "xfs"
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    node_name: str = "",
+    filesystem: str = "xfs",
+    mount_roots: tuple[str, ...] | None = None,
 ) -> StorageDriver:
     """The driver called ``name`` in settings.
 
@@ -62,7 +69,9 @@ def load(
 
         if data_dir is None:
             raise ValueError("the local driver needs a data directory")
-        return LocalDriver(data_dir, node_name=node_name, filesystem=filesystem)
+        return LocalDriver(
+            data_dir, node_name=node_name, filesystem=filesystem, mount_roots=mount_roots
+        )
     raise ValueError(f"unknown storage driver {name!r}; known drivers: fake, local")
 
 

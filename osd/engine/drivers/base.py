@@ -35,6 +35,15 @@ class DriveFull(DriverError):
     room is made."""
 
 
+class Refused(DriverError):
+    """The host's policy refuses the work as asked (``reason`` says which
+    rule): asking again the same way cannot succeed."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class NoAgent(DriverError):
     """The work is for a node (or a drive of a node) this daemon does not act
     for: no agent of that node is here."""

@@ -58,6 +58,7 @@ from osd.engine.drivers.base import (
     DriverError,
     Mount,
     NoAgent,
+    Refused,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ BLKGETSIZE64 = 0x80081272
 CHUNK = 4 << 20
 FILESYSTEMS = ("xfs", "btrfs")
 MARKER = ".osd-drive"
+# Where volumes may be mounted unless settings say otherwise.
+MOUNT_ROOTS = ("/mnt", "/media", "/run/osd", "/var/lib/kubelet")
 
 
 @dataclass
@@ -401,13 +404,23 @@ class LocalDriver:
     # Image files and directories are drives too, not only devices under /dev.
     takes_files = True
 
-    def __init__(self, data_dir: Path, *, node_name: str = "", filesystem: str = "xfs") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        node_name: str = "",
+        filesystem: str = "xfs",
+        mount_roots: Sequence[str] | None = None,
+    ) -> None:
         if filesystem not in FILESYSTEMS:
             raise ValueError(f"local filesystem {filesystem!r} is not one of xfs, btrfs")
         self.home = data_dir / "local-driver"
         self.home.mkdir(parents=True, exist_ok=True)
         self.home = self.home.resolve()
         self.filesystem = filesystem
+        self.mount_roots = tuple(
+            os.path.realpath(r) for r in (MOUNT_ROOTS if mount_roots is None else mount_roots)
+        )
         self.here = _host_names() | ({node_name.lower()} if node_name else set())
         self._lock = threading.RLock()
         self._drives: dict[str, _Drive] = {}
@@ -866,6 +879,8 @@ class LocalDriver:
     ) -> str:
         self._require_here(node_address)
         mount_path = mount.path if mount is not None else ""
+        if mount_path:
+            self._require_mount_root(mount_path)
         options = list(mount.options) if mount is not None else []
         with self._lock:
             path = self._primary(volume_id, copies)
@@ -904,6 +919,18 @@ class LocalDriver:
                     self._release(volume_id, record)
                     raise
             return device
+
+    def _require_mount_root(self, path: str) -> None:
+        """A volume is mounted only below one of the allowed roots (symbolic
+        links followed): a caller with role user must not mount over /etc."""
+        real = _resolve(path)
+        if not any(real.startswith(root.rstrip("/") + "/") for root in self.mount_roots):
+            raise Refused(
+                f"{path} is not below an allowed mount root ("
+                + (", ".join(self.mount_roots) or "none")
+                + "; setting local_mount_roots)",
+                reason="MOUNT_PATH_NOT_ALLOWED",
+            )
 
     def _release(self, volume_id: str, have: _Attachment) -> None:
         """Unmounts and removes an attachment's loop device; a writer's other
@@ -1035,6 +1062,15 @@ def _mkfs(filesystem: str, device: str, owner_id: str) -> None:
     else:
         raise DriverError(f"osd makes no {filesystem} filesystem")
     _run(*argv, what=f"making a {filesystem} filesystem on {device}")
+
+
+def _resolve(path: str) -> str:
+    """``path`` with every symbolic link of its existing part followed."""
+    head, rest = Path(path), []
+    while not os.path.lexists(head) and head != head.parent:
+        rest.append(head.name)
+        head = head.parent
+    return str(Path(os.path.realpath(head)).joinpath(*reversed(rest)))
 
 
 def _mount_volume(a: _Attachment) -> None:

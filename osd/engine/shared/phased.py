@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriveFull, DriverError, NoAgent
+from osd.engine.drivers import DriveFull, DriverError, NoAgent, Refused
 from osd.errors import FailedPrecondition, OsdError, ResourceExhausted, Unavailable
 from osd.store.db import Store
 from osd.store.state import bump_generation
@@ -103,6 +103,10 @@ def driver_failed(what: str, exc: Exception) -> OsdError:
     if isinstance(exc, NoAgent):
         return FailedPrecondition(
             f"{what}: {exc}", reason="NO_NODE_AGENT", metadata={"retryable": "false"}
+        )
+    if isinstance(exc, Refused):
+        return FailedPrecondition(
+            f"{what}: {exc}", reason=exc.reason, metadata={"retryable": "false"}
         )
     if isinstance(exc, DriveFull):
         return ResourceExhausted(
