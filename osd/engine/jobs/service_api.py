@@ -16,7 +16,7 @@ from enum import IntEnum
 
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriverError, NoAgent, StorageDriver
+from osd.engine.drivers import StorageDriver
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.kinds.drive_add import DriveAddRequest, DriveAddSpec
 from osd.engine.jobs.kinds.drive_replace import DriveReplaceRequest, Probe, address_of
@@ -30,11 +30,16 @@ from osd.engine.jobs.records import RecordError
 from osd.engine.shared import validation as v
 from osd.engine.shared.rows import get_drive, get_node
 from osd.engine.shared.validation import id_violations, raise_if
-from osd.engine.topology.drives import device_path_violation, new_drive_violations, takes_files
+from osd.engine.topology.drives import (
+    device_path_violation,
+    new_drive_violations,
+    probe_device,
+    takes_files,
+)
 from osd.engine.topology.models import Drive, Node
 from osd.engine.topology.views import drives_from_rows, nodes_from_rows
 from osd.enums import JobKind, JobState, NodeState
-from osd.errors import FailedPrecondition, FieldViolation, NotFound, Unavailable
+from osd.errors import FieldViolation, NotFound
 from osd.store import drives as drive_repo
 from osd.store import jobs as repo
 from osd.store.db import Store
@@ -281,26 +286,7 @@ class ServiceEngine:
 
     def _probe(self, node_name: str, address: str, device_path: str, field: str) -> Probe:
         """What the driver finds at ``device_path`` (no transaction open)."""
-        try:
-            info = self._driver.probe_drive(address, device_path)
-        except DriverError as exc:
-            if isinstance(exc, NoAgent):
-                raise FailedPrecondition(
-                    f"node {node_name} has no agent here: {exc}",
-                    reason="NO_NODE_AGENT",
-                    metadata={"operation": "probe_drive"},
-                ) from exc
-            if exc.retryable:
-                raise Unavailable(
-                    f"the driver cannot reach node {node_name}: {exc}",
-                    reason="DRIVER_ERROR",
-                    metadata={"operation": "probe_drive"},
-                ) from exc
-            raise NotFound(
-                f"node {node_name} has no device {device_path!r}: {exc}",
-                metadata={"kind": "device", "field": field, "id": device_path},
-                violations=(FieldViolation(field, f"no such device on {node_name}"),),
-            ) from exc
+        info = probe_device(self._driver, node_name, address, device_path, field)
         return Probe(info.size_bytes, info.has_data, info.rotational)
 
     @staticmethod

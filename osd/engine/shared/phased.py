@@ -94,24 +94,28 @@ def best_effort(what: str, fn: Callable[..., object], *args: Any) -> bool:
     return True
 
 
+def refusal(what: str, exc: Exception, **metadata: str) -> OsdError | None:
+    """The error for a driver failure that retrying cannot mend, or None:
+    FAILED_PRECONDITION (NO_NODE_AGENT) when the work is for a node no agent
+    of which is here, or with the reason of a host's policy (Refused);
+    RESOURCE_EXHAUSTED (DRIVE_FULL) when a drive had no room left."""
+    meta = {**metadata, "retryable": "false"}
+    if isinstance(exc, NoAgent):
+        return FailedPrecondition(f"{what}: {exc}", reason="NO_NODE_AGENT", metadata=meta)
+    if isinstance(exc, Refused):
+        return FailedPrecondition(f"{what}: {exc}", reason=exc.reason, metadata=meta)
+    if isinstance(exc, DriveFull):
+        return ResourceExhausted(f"{what}: {exc}", reason="DRIVE_FULL", metadata=meta)
+    return None
+
+
 def driver_failed(what: str, exc: Exception) -> OsdError:
     """The error a call answers when the storage driver failed and the change
-    was rolled back (or, for deletes, left to finish on retry): UNAVAILABLE
-    (DRIVER_ERROR); FAILED_PRECONDITION (NO_NODE_AGENT) when the work is for
-    a node no agent of which is here; RESOURCE_EXHAUSTED (DRIVE_FULL) when a
-    drive had no room left."""
-    if isinstance(exc, NoAgent):
-        return FailedPrecondition(
-            f"{what}: {exc}", reason="NO_NODE_AGENT", metadata={"retryable": "false"}
-        )
-    if isinstance(exc, Refused):
-        return FailedPrecondition(
-            f"{what}: {exc}", reason=exc.reason, metadata={"retryable": "false"}
-        )
-    if isinstance(exc, DriveFull):
-        return ResourceExhausted(
-            f"{what}: {exc}", reason="DRIVE_FULL", metadata={"retryable": "false"}
-        )
+    was rolled back (or, for deletes, left to finish on retry): a
+    :func:`refusal`, else UNAVAILABLE (DRIVER_ERROR)."""
+    refused = refusal(what, exc)
+    if refused is not None:
+        return refused
     retryable = exc.retryable if isinstance(exc, DriverError) else False
     return Unavailable(
         f"{what}: the storage driver failed: {exc}",

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from osd.engine.drivers import DriveInfo, DriverError, NoAgent, StorageDriver
+from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
 from osd.engine.jobs.models import Started
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
@@ -175,13 +175,29 @@ def takes_files(driver: object) -> bool:
     return getattr(driver, "takes_files", False) is True
 
 
+def probe_device(
+    driver: StorageDriver, node_name: str, address: str, device_path: str, field: str
+) -> DriveInfo:
+    """What the driver finds at ``device_path`` (no transaction open): a
+    refusal (:func:`phased.refusal`); UNAVAILABLE when the driver cannot reach
+    the node (a retryable error); NOT_FOUND (``field``) when there is no such
+    device."""
+    try:
+        return driver.probe_drive(address, device_path)
+    except DriverError as exc:
+        if exc.retryable or phased.refusal("", exc) is not None:
+            raise _driver_unavailable(exc, "probe_drive", f"reach node {node_name}") from exc
+        raise NotFound(
+            f"node {node_name} has no device {device_path!r}: {exc}",
+            metadata={"kind": "device", "field": field, "id": device_path},
+            violations=(FieldViolation(field, f"no such device on {node_name}"),),
+        ) from exc
+
+
 def _driver_unavailable(exc: DriverError, op: str, what: str) -> OsdError:
-    if isinstance(exc, NoAgent):
-        return FailedPrecondition(
-            f"the driver cannot {what}: {exc}",
-            reason="NO_NODE_AGENT",
-            metadata={"operation": op, "retryable": "false"},
-        )
+    refused = phased.refusal(f"the driver cannot {what}", exc, operation=op)
+    if refused is not None:
+        return refused
     return Unavailable(
         f"the driver failed to {what}: {exc}",
         reason="DRIVER_ERROR",
@@ -282,16 +298,7 @@ class DriveEngine:
         )
 
     def _probe(self, node_name: str, address: str, spec: CreateDrive) -> DriveInfo:
-        try:
-            info = self._driver.probe_drive(address, spec.device_path)
-        except DriverError as exc:
-            if exc.retryable or isinstance(exc, NoAgent):
-                raise _driver_unavailable(exc, "probe_drive", f"reach node {node_name}") from exc
-            raise NotFound(
-                f"node {node_name} has no device {spec.device_path!r}: {exc}",
-                metadata={"kind": "device", "field": "device_path", "id": spec.device_path},
-                violations=(FieldViolation("device_path", f"no such device on {node_name}"),),
-            ) from exc
+        info = probe_device(self._driver, node_name, address, spec.device_path, "device_path")
         if info.has_data and not spec.yes_i_really_mean_it:
             raise confirmation_required(
                 f"{spec.device_path} on node {node_name} holds data, which adding it destroys"
