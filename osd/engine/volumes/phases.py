@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -92,8 +93,8 @@ def mark(allocs: Iterable[AllocationRow], state: AllocationState, job_id: str | 
         a.job_id = job_id
 
 
-def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
-    """The drives a snapshot's data is on: its own allocations', else its
+def _snapshot_allocations(session: Session, snap: SnapshotRow) -> list[AllocationRow]:
+    """The allocations a snapshot's data lives with: its own, else its
     volume's, else those of the chain's holder. Moves keep these right: a
     snapshot goes wherever the allocation it lives with goes."""
     allocs = snap_repo.allocations(session, snap.id)
@@ -104,35 +105,53 @@ def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
             allocs = snap_repo.allocations(session, other.id)
             if allocs:
                 break
-    return sorted({a.drive_id for a in allocs})
+    return allocs
+
+
+def snapshot_drives(session: Session, snap: SnapshotRow) -> list[str]:
+    """The drives a snapshot's data is on."""
+    return sorted({a.drive_id for a in _snapshot_allocations(session, snap)})
 
 
 def snapshot_copies(session: Session, snap: SnapshotRow) -> list[CopyRef]:
-    """The live copies ([drive id, replica id]) that hold a snapshot's data,
-    found as :func:`snapshot_drives` finds its drives."""
-    allocs = snap_repo.allocations(session, snap.id)
-    if not allocs:
-        allocs = repo.allocations(session, snap.volume_id)
-    if not allocs:
-        for other in snap_repo.of_volume(session, snap.volume_id):
-            allocs = snap_repo.allocations(session, other.id)
-            if allocs:
-                break
-    return [(a.drive_id, a.id) for a in allocs if a.state == AllocationState.ACTIVE]
+    """The live copies ([drive id, replica id]) that hold a snapshot's data."""
+    return [
+        (a.drive_id, a.id)
+        for a in _snapshot_allocations(session, snap)
+        if a.state == AllocationState.ACTIVE
+    ]
 
 
-def _fill(
-    driver: StorageDriver, sources: list[CopyRef], snapshot_id: str, thick: bool
-) -> Callable[[str, str, int], None]:
-    """How a create makes one copy: empty (its space taken now when
-    ``thick``), or a clone of its source snapshot read from the copy that
-    holds it, the one on the same drive first."""
-    if not snapshot_id:
-        return functools.partial(driver.create_replica, thick=thick)
+@dataclass(frozen=True)
+class Fill:
+    """How a create makes each copy: empty (its space taken at once when
+    ``thick``), or a clone of ``snapshot_id`` read from one of ``sources``."""
+
+    thick: bool = False
+    snapshot_id: str = ""
+    sources: tuple[CopyRef, ...] = ()
+
+
+def fill_of(session: Session, row: VolumeRow) -> Fill:
+    """The :class:`Fill` of a volume being created, read in the caller's
+    transaction."""
+    thick = row.provisioning == Provisioning.THICK
+    if row.source_kind == SourceKind.SNAPSHOT and row.source_id:
+        snap = session.get(SnapshotRow, row.source_id)
+        if snap is not None:
+            return Fill(thick, snap.id, tuple(snapshot_copies(session, snap)))
+    return Fill(thick)
+
+
+def _make(driver: StorageDriver, fill: Fill) -> Callable[[str, str, int], None]:
+    """The driver call that makes one copy of ``fill``: for a clone, read
+    from the copy on the same drive first."""
+    if not fill.snapshot_id:
+        return functools.partial(driver.create_replica, thick=fill.thick)
 
     def clone(drive_id: str, replica_id: str, nbytes: int) -> None:
-        best = sorted(sources, key=lambda c: c[0] != drive_id)
-        driver.clone_snapshot(best, snapshot_id, drive_id, replica_id, nbytes)
+        best = sorted(fill.sources, key=lambda c: c[0] != drive_id)
+        driver.clone_snapshot(best, fill.snapshot_id, drive_id, replica_id, nbytes)
 
     return clone
 
@@ -141,21 +160,16 @@ def _fill(
 
 
 def run_create(
-    store: Store, driver: StorageDriver, volume_id: str, work: list[tuple[str, str, int]]
+    store: Store,
+    driver: StorageDriver,
+    volume_id: str,
+    work: list[tuple[str, str, int]],
+    fill: Fill,
 ) -> tuple[VolumeRow, int]:
     """Phases 2 and 3 of a create: every copy on its drive and the volume UP,
     its allocations ACTIVE; or no copy and no volume. A volume cloned from a
-    snapshot has each copy filled with the snapshot's data."""
-    snapshot_id, sources, thick = "", [], False
-    with store.read() as s:
-        row = repo.get(s, volume_id)
-        if row is not None:
-            thick = row.provisioning == Provisioning.THICK
-        if row is not None and row.source_kind == SourceKind.SNAPSHOT and row.source_id:
-            snap = s.get(SnapshotRow, row.source_id)
-            if snap is not None:
-                snapshot_id, sources = snap.id, snapshot_copies(s, snap)
-    make = _fill(driver, sources, snapshot_id, thick)
+    snapshot has each copy filled with the snapshot's data (see :class:`Fill`)."""
+    make = _make(driver, fill)
     return phased.run(
         store,
         [

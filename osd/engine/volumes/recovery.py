@@ -120,7 +120,8 @@ def _finish_create(store: Store, driver: StorageDriver, volume_id: str) -> None:
             (a.drive_id, a.id, shares[min(a.index, len(shares) - 1)])
             for a in repo.allocations(s, volume_id)
         ]
-    volume_phases.run_create(store, driver, volume_id, work)
+        fill = volume_phases.fill_of(s, row)
+    volume_phases.run_create(store, driver, volume_id, work, fill)
     log.info("volume %s: interrupted create finished", volume_id)
 
 

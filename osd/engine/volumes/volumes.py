@@ -182,7 +182,9 @@ class VolumeEngine:
                     return self._existing(s, existing, plan)
                 volume_create.check_raw_capacity(s, plan)
                 picks = volume_create.place(s, plan)
-                repo.add(s, volume_create.new_row(plan, volume_id, generation))
+                row = volume_create.new_row(plan, volume_id, generation)
+                repo.add(s, row)
+                fill = volume_phases.fill_of(s, row)
                 grant_repo.replace(s, volume_id, plan.ownership.grants)
                 reserve = specs.reserved_sizes(
                     plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
@@ -209,7 +211,7 @@ class VolumeEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, plan)
-        row, generation = volume_phases.run_create(self._store, self._driver, volume_id, work)
+        row, generation = volume_phases.run_create(self._store, self._driver, volume_id, work, fill)
         with self._store.read() as s:
             return CreatedVolume(volume_from(s, row), True, generation)
 
