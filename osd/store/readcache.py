@@ -99,11 +99,13 @@ class ReadCache:
                     return hit  # type: ignore[no-any-return]
             try:
                 generation, value = load()
+                # Kept before the gate is let go: a caller that misses meanwhile
+                # finds it instead of loading again.
+                self.put(key, generation, value)
             finally:
                 with self._lock:
                     if self._loading.get(key) is gate:
                         del self._loading[key]
-            self.put(key, generation, value)
             return value
 
     def clear(self) -> None:
