@@ -250,6 +250,8 @@ class Daemon:
         )
         if not self.primary:
             self._forwarder = Forwarder(self._primary_target, change_methods(), MAX_MESSAGE_BYTES)
+        # What this process passes to the primary (nothing, in the primary).
+        self._forwarded = self._forwarder.methods if self._forwarder else frozenset()
         server = grpc.server(
             self._executor,
             interceptors=[
@@ -257,15 +259,13 @@ class Daemon:
                     self.auth,
                     self.engine.audit,
                     observe=self.metrics.observe,
-                    forwarded=self._forwarder.methods if self._forwarder else frozenset(),
+                    forwarded=self._forwarded,
                 )
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Several processes share the port only when asked to: else a
-                # second daemon started by mistake on the same port must fail.
-                ("grpc.so_reuseport", 1 if self.processes > 1 or not self.primary else 0),
+                ("grpc.so_reuseport", 1 if self._shares_port else 0),
             ],
         )
         if self._forwarder is not None:
@@ -276,7 +276,7 @@ class Daemon:
         # calls the REST gateway inside makes without a socket.
         self._local = LocalCalls(
             ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe),
-            exclude=self._forwarder.methods if self._forwarder else frozenset(),
+            exclude=self._forwarded,
         )
         for entry in contract():
             servicer = build_servicer(entry, self.engine)
@@ -409,15 +409,22 @@ class Daemon:
                     unary=self._local_unary,
                     health=self._local_health,
                     executor=self._executor,
-                    remote=self._forwarder.methods if self._forwarder else frozenset(),
+                    remote=self._forwarded,
                 ),
-                reuse_port=self.processes > 1 or not self.primary,
+                reuse_port=self._shares_port,
             )
             self._gateway.start()
         except (OSError, ValueError):
             self.stop(grace=0)
             raise
         self.rest_port = self._gateway.port
+
+    @property
+    def _shares_port(self) -> bool:
+        """Whether several processes serve this daemon's ports (SO_REUSEPORT):
+        only when asked to, so that a second daemon started by mistake on the
+        same port fails."""
+        return self.processes > 1 or not self.primary
 
     def _local_unary(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from osd.enums import DurabilityType
 
@@ -36,3 +37,9 @@ def allocation_sizes(
         return [_scaled(share, snapshot_factor)] * (data_fragments + redundancy_fragments)
     copies = replicas if durability_type == DurabilityType.REPLICATE else 1
     return [_scaled(size_bytes, snapshot_factor)] * copies
+
+
+def provisioned_bytes(layouts: Iterable[tuple[tuple[int, int, int, int, int, float], int]]) -> int:
+    """The bytes the volumes of each distinct layout (:func:`allocation_sizes`'s
+    arguments) reserve in all, given how many volumes have each."""
+    return sum(sum(allocation_sizes(*layout)) * n for layout, n in layouts)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
-from osd.engine.shared.allocation_math import allocation_sizes
+from osd.engine.shared.allocation_math import provisioned_bytes
 from osd.engine.shared.models import Capacity, Changed, Created, ListQuery, Page
 from osd.engine.shared.rows import check_generation, require
 from osd.engine.topology.models import (
@@ -255,6 +255,6 @@ class ClusterEngine:
             snapshot_count=counts.get("snapshots", 0),
             capacity=Capacity(total_bytes=total, used_bytes=used),
             # Per distinct layout, not per volume: the same whatever their number.
-            provisioned_bytes=sum(sum(allocation_sizes(*layout)) * n for layout, n in layouts),
+            provisioned_bytes=provisioned_bytes(layouts),
             generation=generation,
         )

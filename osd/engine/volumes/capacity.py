@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from osd.engine.shared.allocation_math import allocation_sizes
+from osd.engine.shared.allocation_math import provisioned_bytes
 from osd.engine.shared.models import Capacity
 from osd.engine.volumes.models import CapacitySummary, ClusterCapacity, PoolCapacity
 from osd.errors import NotFound
@@ -36,11 +36,10 @@ def summary(s: Session, cluster_id: str, generation: int) -> CapacitySummary:
     out = []
     for c in clusters:
         total, used, available = space.get(c.id, (0, 0, 0))
-        count = logical = provisioned = 0
-        for layout, n in layouts.get(c.id, ()):
-            count += n
-            logical += layout[0] * n
-            provisioned += sum(allocation_sizes(*layout)) * n
+        mine = layouts.get(c.id, [])
+        count = sum(n for _layout, n in mine)
+        logical = sum(layout[0] * n for layout, n in mine)
+        provisioned = provisioned_bytes(mine)
         pools = []
         for p in pool_rows.get(c.id, ()):
             p_total, p_used, p_available = pool_space.get(p.id, (0, 0, 0))

@@ -56,13 +56,11 @@ from osd.engine.volumes.models import (
 )
 from osd.engine.volumes.recovery import recover
 from osd.engine.volumes.views import (
-    acls_of,
     attachment_of,
-    copies_of,
     durability_of,
     placement_of,
     volume_from,
-    volume_of,
+    volumes_of,
 )
 from osd.enums import (
     Access,
@@ -367,22 +365,8 @@ class VolumeEngine:
                     s.flush()
                     done = ChangedVolume(volume_from(s, row), generation, job)
                 else:
-                    if size < row.size_bytes and not change.shrink_ok:
-                        raise FailedPrecondition(
-                            f"volume {row.name} is {row.size_bytes} bytes; shrinking it to "
-                            f"{size} loses data past the new end: set shrink_ok to allow it",
-                            reason="SHRINK_NOT_ALLOWED",
-                            metadata={"size_bytes": str(row.size_bytes)},
-                        )
-                    mounted = [a for a in attach_repo.of_volume(s, row.id) if a.mount_path]
-                    if size < row.size_bytes and mounted:
-                        raise FailedPrecondition(
-                            f"volume {row.name}'s filesystem is mounted at "
-                            f"{mounted[0].mount_path} on node {mounted[0].node_id}, and a "
-                            "mounted filesystem cannot shrink: detach it first",
-                            reason="VOLUME_MOUNTED",
-                            metadata={"node_id": mounted[0].node_id},
-                        )
+                    if size < row.size_bytes:
+                        _check_shrink(s, row, size, change.shrink_ok)
                     require_serving(row)
                     require_no_job(row)
                     allocs = require_settled(s, row)
@@ -737,19 +721,24 @@ def _page(
         keep,
         lambda row: {"c": row.cluster_id, "n": row.name},
     )
-    ids = [row.id for row in rows]
-    stats = repo.usage_counts(s, ids)
-    copies = copies_of(s, rows)
-    acls = acls_of(s, ids)
-    return Page(
-        [
-            volume_of(
-                row,
-                *stats.get(row.id, (0, 0, 0)),
-                copies.get(row.id),
-                acls.get(row.id, ()),
-            )
-            for row in rows
-        ],
-        token,
-    )
+    return Page(volumes_of(s, rows), token)
+
+
+def _check_shrink(s: Session, row: VolumeRow, size: int, confirmed: bool) -> None:
+    """A smaller size is confirmed (shrink_ok), and the volume's filesystem
+    is mounted nowhere: a mounted filesystem grows online, never shrinks."""
+    if not confirmed:
+        raise FailedPrecondition(
+            f"volume {row.name} is {row.size_bytes} bytes; shrinking it to "
+            f"{size} loses data past the new end: set shrink_ok to allow it",
+            reason="SHRINK_NOT_ALLOWED",
+            metadata={"size_bytes": str(row.size_bytes)},
+        )
+    mounted = [a for a in attach_repo.of_volume(s, row.id) if a.mount_path]
+    if mounted:
+        raise FailedPrecondition(
+            f"volume {row.name}'s filesystem is mounted at {mounted[0].mount_path} on "
+            f"node {mounted[0].node_id}, and a mounted filesystem cannot shrink: detach it first",
+            reason="VOLUME_MOUNTED",
+            metadata={"node_id": mounted[0].node_id},
+        )
