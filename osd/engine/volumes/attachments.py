@@ -256,7 +256,7 @@ class AttachmentEngine:
         if restore is None:
             return
         wanted: list[tuple[str, str, bool, list[CopyRef], Mount | None]] = []
-        where: dict[str, str] = {}
+        recorded: dict[str, tuple[str, str]] = {}  # volume -> (node, device)
         with self._store.read() as s:
             for row in s.scalars(select(AttachmentRow)):
                 node = s.get_one(NodeRow, row.node_id)
@@ -270,14 +270,12 @@ class AttachmentEngine:
                         mount_of(volume, row.mount_path, row.mount_options),
                     )
                 )
-                where[row.volume_id] = row.node_id
+                recorded[row.volume_id] = (row.node_id, row.device_path)
         devices: dict[str, str] = restore(wanted)
         for volume_id, device in devices.items():
-            with self._store.read() as s:
-                found = repo.get(s, volume_id, where[volume_id])
-                same = found is None or found.device_path == device
-            if not same:
-                self._record_device(volume_id, where[volume_id], device)
+            node_id, was = recorded[volume_id]
+            if device != was:
+                self._record_device(volume_id, node_id, device)
 
     # -- detach ----------------------------------------------------------------
 
@@ -552,6 +550,7 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
         for node_id in ids:
             nodes[node_id] = _node(s, node_id, f"{f}.{name}", volume)
     current = repo.of_volume(s, volume.id)
+    rows = {r.node_id: r for r in current}
     for r in current:
         nodes.setdefault(r.node_id, s.get_one(NodeRow, r.node_id))
     before = {r.node_id: r.mode for r in current}
@@ -570,12 +569,9 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
         copies={n: copies_for(s, volume.id, n) for n in nodes},
         device_paths={r.node_id: r.device_path for r in current},
         mounts={
-            n: mount_of(
-                volume,
-                *next(
-                    ((r.mount_path, r.mount_options) for r in current if r.node_id == n), ("", [])
-                ),
-            )
+            n: mount_of(volume, rows[n].mount_path, rows[n].mount_options)
+            if n in rows
+            else mount_of(volume)
             for n in nodes
         },
     )
