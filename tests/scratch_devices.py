@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osd.engine.drivers.local import loop_devices
+from osd.engine.drivers.local import loop_devices, mount_table
 
 TOOLS = ("losetup", "mount", "umount", "blkid", "mkfs.xfs", "mkfs.btrfs", "mkfs.ext4")
 # xfs wants at least 300 MiB; the files are sparse, so this costs nothing.
@@ -49,11 +49,43 @@ def make_images(folder: Path, count: int, size: int = IMAGE_BYTES) -> list[Path]
     return images
 
 
+def mounted_at(path: Path) -> tuple[str, str] | None:
+    """(source, filesystem type) of what is mounted at ``path``, as findmnt
+    tells an operator; None when nothing is."""
+    done = subprocess.run(
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    source, fstype = done.stdout.split()[:2]
+    return source, fstype
+
+
+def write_at(device: str, offset: int, data: bytes) -> None:
+    """Writes ``data`` through a device (or file) and syncs it."""
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_at(device: str, offset: int, length: int) -> bytes:
+    fd = os.open(device, os.O_RDONLY)
+    try:
+        return os.pread(fd, length, offset)
+    finally:
+        os.close(fd)
+
+
 def _mounts_under(prefix: str) -> list[tuple[str, str]]:
     """(mount point, source) of every mount under ``prefix``, deepest first."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        found = [(line.split()[4], line.split(" - ")[1].split()[1]) for line in f]
-    return sorted(((p, src) for p, src in found if p.startswith(prefix)), key=lambda m: -len(m[0]))
+    found = [(p, src) for p, (src, _fstype) in mount_table().items() if p.startswith(prefix)]
+    return sorted(found, key=lambda m: -len(m[0]))
 
 
 def clean_up(folder: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from osd.engine.drivers import DriveFull, DriverError, NoAgent
 from osd.engine.drivers.local import LocalDriver, loop_devices, sync_file
-from tests.scratch_devices import make_images
+from tests.scratch_devices import make_images, mounted_at, read_at, write_at
 
 MIB = 1 << 20
 HERE = "127.0.0.1"
@@ -31,23 +31,6 @@ def _driver(scratch: Path, count: int = 2, filesystem: str = "xfs") -> LocalDriv
     return driver
 
 
-def _write(device: str, offset: int, data: bytes) -> None:
-    fd = os.open(device, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read(device: str, offset: int, length: int) -> bytes:
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -59,32 +42,27 @@ def _replica(scratch: Path, drive: str, replica: str) -> Path:
 @pytest.mark.parametrize("filesystem", ["xfs", "btrfs"])
 def test_a_snapshot_brings_back_what_was_overwritten(scratch: Path, filesystem: str) -> None:
     d = _driver(scratch, 1, filesystem)
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        fstype = [
-            line.split(" - ")[1].split()[0]
-            for line in f
-            if line.split()[4] == str(scratch / "data" / "local-driver" / "drives" / "drive0")
-        ]
-    assert fstype == [filesystem]
+    mounted = mounted_at(scratch / "data" / "local-driver" / "drives" / "drive0")
+    assert mounted is not None and mounted[1] == filesystem
     d.create_replica("drive0", "r1", 32 * MIB)
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
     assert loop_devices()[device] == (str(_replica(scratch, "drive0", "r1")), False)
     original = os.urandom(MIB)
-    _write(device, 5 * MIB, original)
+    write_at(device, 5 * MIB, original)
     d.detach(HERE, "v1")
     assert device not in loop_devices()
 
     d.create_snapshot("drive0", "r1", "s1")
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
-    _write(device, 5 * MIB, b"\xff" * MIB)
+    write_at(device, 5 * MIB, b"\xff" * MIB)
     d.detach(HERE, "v1")
     d.revert_replica("drive0", "r1", "s1")
 
     device = d.attach(HERE, "v1", True, [("drive0", "r1")])
     assert loop_devices()[device][1]  # read-only
-    assert _read(device, 5 * MIB, MIB) == original
+    assert read_at(device, 5 * MIB, MIB) == original
     with pytest.raises(OSError):
-        _write(device, 0, b"x")
+        write_at(device, 0, b"x")
     d.detach(HERE, "v1")
 
 
@@ -92,7 +70,7 @@ def test_a_snapshot_shares_blocks_where_the_filesystem_can(scratch: Path) -> Non
     d = _driver(scratch, 1)
     d.create_replica("drive0", "r1", 64 * MIB)
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
-    _write(device, 0, os.urandom(48 * MIB))
+    write_at(device, 0, os.urandom(48 * MIB))
     d.detach(HERE, "v1")
     _size, free = d.drive_usage("drive0")
     d.create_snapshot("drive0", "r1", "s1")
@@ -104,8 +82,8 @@ def test_a_copy_to_another_drive_holds_the_same_bytes_and_stays_sparse(scratch: 
     d = _driver(scratch)
     d.create_replica("drive0", "r1", 128 * MIB)
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
-    _write(device, 0, os.urandom(MIB))
-    _write(device, 100 * MIB, os.urandom(MIB))
+    write_at(device, 0, os.urandom(MIB))
+    write_at(device, 100 * MIB, os.urandom(MIB))
     d.detach(HERE, "v1")
     d.create_snapshot("drive0", "r1", "s1")
     d.copy_replica("drive0", "drive1", "r1", 128 * MIB)
@@ -226,7 +204,7 @@ def test_a_full_drive_is_a_clear_error_and_leaves_no_half_copy(scratch: Path) ->
     d.detach(HERE, "filler")
     d.create_replica("drive0", "r1", 64 * MIB)
     device = d.attach(HERE, "v1", False, [("drive0", "r1")])
-    _write(device, 0, os.urandom(48 * MIB))
+    write_at(device, 0, os.urandom(48 * MIB))
     d.detach(HERE, "v1")
     with pytest.raises(DriveFull, match="full") as raised:
         d.copy_replica("drive0", "drive1", "r1", 64 * MIB)
@@ -252,7 +230,7 @@ def test_the_other_copies_take_the_writes_when_a_writer_detaches(scratch: Path) 
         d.create_replica(drive, replica, 16 * MIB)
     device = d.attach(HERE, "v1", False, copies)
     data = os.urandom(MIB)
-    _write(device, 2 * MIB, data)
+    write_at(device, 2 * MIB, data)
     # A snapshot of the copy not attached, taken while attached, holds the writes.
     d.create_snapshot("drive1", "r1", "s1")
     snapshot = scratch / "data" / "local-driver" / "drives" / "drive1" / "snapshots" / "r1" / "s1"
@@ -321,13 +299,10 @@ def test_a_block_device_is_probed_formatted_and_released(scratch: Path) -> None:
     assert (info.size_bytes, info.has_data) == (image.stat().st_size, False)
     d.format_drive(HERE, device, "blk0")
     root = scratch / "data" / "local-driver" / "drives" / "blk0"
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        mounted = {line.split()[4]: line.split(" - ")[1].split()[1] for line in f}
-    assert mounted[str(root)] == device
+    assert mounted_at(root) == (device, "xfs")
     d.create_replica("blk0", "r1", 4 * MIB)
     assert (root / "replicas" / "r1").stat().st_size == 4 * MIB
     d.release_drive(HERE, device, "blk0")
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        assert str(root) not in {line.split()[4] for line in f}
+    assert mounted_at(root) is None
     # What osd made on it is a filesystem now: adding it again needs confirmation.
     assert LocalDriver(scratch / "again").probe_drive(HERE, device).has_data

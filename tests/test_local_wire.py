@@ -32,7 +32,7 @@ from osd.v1 import (
     volume_pb2_grpc,
 )
 from tests.helpers import error_of
-from tests.scratch_devices import IMAGE_BYTES, make_images
+from tests.scratch_devices import IMAGE_BYTES, make_images, mounted_at, read_at, write_at
 from tests.test_daemon import serving
 
 MIB = 1 << 20
@@ -134,23 +134,6 @@ def host(scratch: Path) -> Iterator[Host]:
         yield h
 
 
-def _write(device: str, offset: int, data: bytes) -> None:
-    fd = os.open(device, os.O_WRONLY)
-    try:
-        os.pwrite(fd, data, offset)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read(device: str, offset: int, length: int) -> bytes:
-    fd = os.open(device, os.O_RDONLY)
-    try:
-        return os.pread(fd, length, offset)
-    finally:
-        os.close(fd)
-
-
 def test_write_snapshot_overwrite_revert_and_clone(host: Host) -> None:
     volume = host.create("data")
     files = host.copies(volume.id)
@@ -160,7 +143,7 @@ def test_write_snapshot_overwrite_revert_and_clone(host: Host) -> None:
     device = host.attach(volume.id)
     assert loop_devices()[device][0] in {str(f) for f in files}
     original = os.urandom(2 * MIB)
-    _write(device, 3 * MIB, original)
+    write_at(device, 3 * MIB, original)
     host.detach(volume.id)
     assert device not in loop_devices()
 
@@ -168,7 +151,7 @@ def test_write_snapshot_overwrite_revert_and_clone(host: Host) -> None:
         volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="before"), timeout=T
     ).snapshot
     device = host.attach(volume.id)
-    _write(device, 3 * MIB, b"\0" * (2 * MIB))
+    write_at(device, 3 * MIB, b"\0" * (2 * MIB))
     host.detach(volume.id)
     host.volumes.RevertVolume(
         volume_pb2.RevertVolumeRequest(
@@ -177,12 +160,12 @@ def test_write_snapshot_overwrite_revert_and_clone(host: Host) -> None:
         timeout=T,
     )
     device = host.attach(volume.id, read_only=True)
-    assert _read(device, 3 * MIB, 2 * MIB) == original
+    assert read_at(device, 3 * MIB, 2 * MIB) == original
     host.detach(volume.id)
 
     clone = host.create("clone", source=volume_pb2.VolumeSource(snapshot_id=snap.id))
     device = host.attach(clone.id)
-    assert _read(device, 3 * MIB, 2 * MIB) == original
+    assert read_at(device, 3 * MIB, 2 * MIB) == original
     host.detach(clone.id)
     digests = {hashlib.sha256(f.read_bytes()).hexdigest() for f in host.copies(clone.id)}
     assert len(digests) == 1  # both copies hold the snapshot's bytes
@@ -232,7 +215,7 @@ def test_a_killed_daemon_finds_its_devices_again(scratch: Path) -> None:
             volume = h.create("kept")
             other = h.create("also-attached")
             device = h.attach(volume.id)
-            _write(device, 0, b"osd" * 1000)
+            write_at(device, 0, b"osd" * 1000)
             h.attach(other.id)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -249,7 +232,7 @@ def test_a_killed_daemon_finds_its_devices_again(scratch: Path) -> None:
         ).attachments
         now = loop_devices()
         assert now[attachment.device_path][0] in {str(f) for f in h.copies(volume.id)}
-        assert _read(attachment.device_path, 0, 3000) == b"osd" * 1000
+        assert read_at(attachment.device_path, 0, 3000) == b"osd" * 1000
         h.detach(volume.id)
         h.detach(other.id)
     backing = {b for b, _ in loop_devices().values()}
@@ -272,7 +255,7 @@ def test_a_drive_replace_killed_midway_leaves_every_copy_whole(scratch: Path) ->
             h.topology(drives=3)
             volume = h.create("big", size="200M")
             device = h.attach(volume.id)
-            _write(device, 0, os.urandom(180 * MIB))
+            write_at(device, 0, os.urandom(180 * MIB))
             h.detach(volume.id)  # the other copy takes the bytes
             files = h.copies(volume.id)
             [digest] = {hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
@@ -325,17 +308,6 @@ def test_a_thick_volume_takes_its_space_at_once_and_a_thin_one_does_not(host: Ho
         assert f.stat().st_blocks * 512 < MIB
 
 
-def _mounted(path: Path) -> tuple[str, str] | None:
-    """(source, filesystem type) of what is mounted at ``path``, if anything."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if left.split()[4] == str(path):
-                fstype, source = right.split()[:2]
-                return source, fstype
-    return None
-
-
 def _attach_at(
     host: Host,
     volume_id: str,
@@ -381,7 +353,7 @@ def test_a_file_volume_is_made_mounted_and_unmounted_and_grows_when_next_mounted
     where = host.scratch / "mnt" / "files"
     attached = _attach_at(host, volume.id, where, options=("noatime",))
     assert (attached.mount_path, list(attached.mount_options)) == (str(where), ["noatime"])
-    assert _mounted(where) == (attached.device_path, "ext4")
+    assert mounted_at(where) == (attached.device_path, "ext4")
     (where / "hello.txt").write_text("kept")
     before = _df_bytes(where)
 
@@ -391,7 +363,7 @@ def test_a_file_volume_is_made_mounted_and_unmounted_and_grows_when_next_mounted
     assert error_of(info.value).reason == "MOUNT_CONFLICT"
 
     host.detach(volume.id)
-    assert _mounted(where) is None
+    assert mounted_at(where) is None
     _resize(host, volume.id, "128M")
     # Mounted again: the filesystem was not made again, and has grown.
     _attach_at(host, volume.id, where)
@@ -399,11 +371,11 @@ def test_a_file_volume_is_made_mounted_and_unmounted_and_grows_when_next_mounted
     assert _df_bytes(where) > 1.8 * before
     host.detach(volume.id)
     again = _attach_at(host, volume.id, where, read_only=True)
-    assert _mounted(where) == (again.device_path, "ext4")
+    assert mounted_at(where) == (again.device_path, "ext4")
     with pytest.raises(OSError):
         (where / "new.txt").write_text("no")
     host.detach(volume.id)
-    assert _mounted(where) is None
+    assert mounted_at(where) is None
 
 
 def test_a_mounted_xfs_volume_grows_online_and_never_shrinks(host: Host) -> None:
@@ -416,7 +388,7 @@ def test_a_mounted_xfs_volume_grows_online_and_never_shrinks(host: Host) -> None
     )
     where = host.scratch / "mnt" / "xfs"
     attached = _attach_at(host, volume.id, where)
-    assert _mounted(where) == (attached.device_path, "xfs")
+    assert mounted_at(where) == (attached.device_path, "xfs")
     before = _df_bytes(where)
     _resize(host, volume.id, "800M")
     assert _df_bytes(where) > 1.8 * before  # what df shows, grown while mounted
@@ -426,7 +398,7 @@ def test_a_mounted_xfs_volume_grows_online_and_never_shrinks(host: Host) -> None
     err = error_of(info.value)
     assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "VOLUME_MOUNTED"), err
     host.detach(volume.id)
-    assert _mounted(where) is None
+    assert mounted_at(where) is None
 
 
 def test_a_mount_is_for_file_volumes_only_and_a_path_must_be_absolute(host: Host) -> None:
@@ -548,13 +520,13 @@ def test_used_space_is_measured_on_the_drives(scratch: Path) -> None:
         h.topology()
         volume = h.create("measured", provisioning=volume_pb2.PROVISIONING_THIN)
         device = h.attach(volume.id)
-        _write(device, 0, os.urandom(8 * MIB))
+        write_at(device, 0, os.urandom(8 * MIB))
         h.detach(volume.id)
         snap = h.volumes.CreateSnapshot(
             volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="s"), timeout=T
         ).snapshot
         device = h.attach(volume.id)
-        _write(device, 0, os.urandom(2 * MIB))  # the snapshot now holds these 2 MiB alone
+        write_at(device, 0, os.urandom(2 * MIB))  # the snapshot now holds these 2 MiB alone
         h.detach(volume.id)
 
         def figures() -> tuple[int, int]:

@@ -140,15 +140,22 @@ def _host_names() -> set[str]:
     return {n.lower() for n in names if n}
 
 
-def _mounts() -> dict[str, str]:
-    """Mount point -> source, from this process's mount table."""
-    out: dict[str, str] = {}
+def mount_table() -> dict[str, tuple[str, str]]:
+    """Mount point -> (source, filesystem type), from this process's mount table."""
+    out: dict[str, tuple[str, str]] = {}
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             point = left.split()[4].replace("\\040", " ")
-            out[point] = right.split()[1]
+            fstype, source = right.split()[:2]
+            out[point] = (source, fstype)
     return out
+
+
+def _mounted_from(point: str) -> str | None:
+    """What is mounted at ``point`` (its source), if anything."""
+    found = mount_table().get(point)
+    return found[0] if found else None
 
 
 def loop_devices() -> dict[str, tuple[str, bool]]:
@@ -195,9 +202,10 @@ def _segments(fd: int, size: int) -> Iterable[tuple[int, int]]:
         offset = end
 
 
-def _digest(fd: int, segments: Sequence[tuple[int, int]]) -> bytes:
+def _digest(fd: int, segments: Sequence[tuple[int, int]], copy_to: int | None = None) -> bytes:
     """A checksum (SHA-256) of a file's bytes in ``segments``, offsets
-    included, read CHUNK by CHUNK."""
+    included, read CHUNK by CHUNK; with ``copy_to``, each chunk is also
+    written there at its offset, so a copy reads its source once."""
     h = hashlib.sha256()
     for start, length in segments:
         done = 0
@@ -205,51 +213,13 @@ def _digest(fd: int, segments: Sequence[tuple[int, int]]) -> bytes:
             chunk = os.pread(fd, min(CHUNK, length - done), start + done)
             if not chunk:
                 break
-            h.update(struct.pack("<Q", start + done))
-            h.update(chunk)
-            done += len(chunk)
-    return h.digest()
-
-
-def _copy_hashed(src: int, dst: int, segments: Sequence[tuple[int, int]]) -> bytes:
-    """Copies ``segments`` at the same offsets, reading the source once: the
-    answer is the source's :func:`_digest`, taken from the bytes written."""
-    h = hashlib.sha256()
-    for start, length in segments:
-        done = 0
-        while done < length:
-            chunk = os.pread(src, min(CHUNK, length - done), start + done)
-            if not chunk:
-                break
             written = 0
-            while written < len(chunk):
-                written += os.pwrite(dst, chunk[written:], start + done + written)
+            while copy_to is not None and written < len(chunk):
+                written += os.pwrite(copy_to, chunk[written:], start + done + written)
             h.update(struct.pack("<Q", start + done))
             h.update(chunk)
             done += len(chunk)
     return h.digest()
-
-
-def _copy_range(src: int, dst: int, start: int, count: int) -> None:
-    """Copies bytes at the same offsets, in the kernel where it can."""
-    done = 0
-    in_kernel = True
-    while done < count:
-        at, want = start + done, min(count - done, 1 << 30 if in_kernel else CHUNK)
-        if in_kernel:
-            try:
-                n = os.copy_file_range(src, dst, want, at, at)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-                in_kernel = False
-                continue
-        else:
-            chunk = os.pread(src, want, at)
-            n = os.pwrite(dst, chunk, at) if chunk else 0
-        if n == 0:
-            break
-        done += n
 
 
 def unshared_bytes(path: Path) -> int:
@@ -309,7 +279,7 @@ def copy_file(
             if not cloned:
                 os.ftruncate(dst, length)
                 segments = list(_segments(src, length))
-                expected = _copy_hashed(src, dst, segments)
+                expected = _digest(src, segments, copy_to=dst)
                 os.fsync(dst)
                 if _digest(dst, segments) != expected:
                     raise DriverError(f"the copy of {source.name} does not match its source")
@@ -357,44 +327,17 @@ def sync_file(source: Path, target: Path) -> None:
             length = os.fstat(src).st_size
             if os.fstat(dst).st_size != length:
                 os.ftruncate(dst, length)
-            ours = list(_segments(src, length))
-            theirs = list(_segments(dst, length))
-            for start, count in ours:
-                _copy_range(src, dst, start, count)
-            zeros = bytes(CHUNK)
-            for start, count in theirs:
-                done = start
-                for hole_start, hole_end in _gaps(ours, start, start + count):
-                    done = hole_start
-                    while done < hole_end:
-                        n = os.pwrite(dst, zeros[: min(CHUNK, hole_end - done)], done)
-                        done += n
+            # Where either holds data: the source's bytes (zeros where it has
+            # a hole) over the copy's.
+            ranges = _union(list(_segments(src, length)), list(_segments(dst, length)))
+            expected = _digest(src, ranges, copy_to=dst)
             os.fsync(dst)
-            check = _union(ours, theirs)
-            if _digest(src, check) != _digest(dst, check):
+            if _digest(dst, ranges) != expected:
                 raise DriverError(f"{target.name} does not match {source.name} after the copy")
         finally:
             os.close(dst)
     finally:
         os.close(src)
-
-
-def _gaps(ranges: Sequence[tuple[int, int]], start: int, end: int) -> Iterable[tuple[int, int]]:
-    """The parts of [start, end) that no (offset, length) range covers."""
-    at = start
-    for r_start, r_length in ranges:
-        r_end = r_start + r_length
-        if r_end <= at:
-            continue
-        if r_start >= end:
-            break
-        if r_start > at:
-            yield at, r_start
-        at = max(at, r_end)
-        if at >= end:
-            return
-    if at < end:
-        yield at, end
 
 
 class LocalDriver:
@@ -491,7 +434,7 @@ class LocalDriver:
                 f"drive {drive_id} is not a drive of this host; its node has no agent here"
             )
         root = Path(drive.root)
-        if drive.kind != "directory" and _mounts().get(drive.root) is None:
+        if drive.kind != "directory" and _mounted_from(drive.root) is None:
             self._mount(drive_id, drive)
         if not (root / MARKER).exists():
             raise DriverError(
@@ -570,7 +513,7 @@ class LocalDriver:
                 device = device_path
                 if kind == "image":
                     drive.loop_device = device = _loop_for(device_path)
-                mounted = _mounts().get(drive.root)
+                mounted = _mounted_from(drive.root)
                 if mounted is None:
                     _mkfs(self.filesystem, device, drive_id)
             self._drives[drive_id] = drive
@@ -593,7 +536,7 @@ class LocalDriver:
 
     def _mount(self, drive_id: str, drive: _Drive) -> None:
         root = Path(drive.root)
-        if drive.kind != "directory" and _mounts().get(drive.root) is None:
+        if drive.kind != "directory" and _mounted_from(drive.root) is None:
             device = drive.device_path
             if drive.kind == "image":
                 device = _loop_for(drive.device_path)
@@ -623,7 +566,7 @@ class LocalDriver:
             if drive.kind == "directory":
                 (root / MARKER).unlink(missing_ok=True)
             else:
-                if _mounts().get(drive.root) is not None:
+                if _mounted_from(drive.root) is not None:
                     _run("umount", drive.root, what=f"unmounting drive {drive_id}", retryable=True)
                 if drive.kind == "image":
                     for device, (backing, _ro) in loop_devices().items():
@@ -891,7 +834,7 @@ class LocalDriver:
                     and have.file == str(path)
                     and (have.mount_path, have.mount_options) == (mount_path, options)
                 )
-                if same and (not mount_path or _mounts().get(mount_path) == have.device):
+                if same and (not mount_path or _mounted_from(mount_path) == have.device):
                     return have.device
                 # Another mode, copy or mount: set up again.
                 self._release(volume_id, have)
@@ -936,7 +879,7 @@ class LocalDriver:
         """Unmounts and removes an attachment's loop device; a writer's other
         copies then take its bytes. A failure leaves the record, so the
         detach is repeated."""
-        if have.mount_path and _mounts().get(have.mount_path) == have.device:
+        if have.mount_path and _mounted_from(have.mount_path) == have.device:
             _run("umount", have.mount_path, what=f"unmounting volume {volume_id}", retryable=True)
         found = loop_devices().get(have.device)
         if found is not None and found[0] == have.file:
@@ -1077,7 +1020,7 @@ def _mount_volume(a: _Attachment) -> None:
     """Mounts an attachment's filesystem where it asks, and grows the
     filesystem to its device (a volume grown while it was not mounted)."""
     point = Path(a.mount_path)
-    mounted = _mounts().get(a.mount_path)
+    mounted = _mounted_from(a.mount_path)
     if mounted == a.device:
         return
     if mounted is not None:
