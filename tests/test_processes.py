@@ -383,20 +383,33 @@ def _rest_through_the_second(primary: int, conns: list[Any], path: str) -> None:
         assert json.loads(reply.read())["volume"]["name"] == "v"
         return True
 
+    def change(c: Any) -> tuple[int, bytes]:
+        body = json.dumps({"labels": {"tier": "gold"}})
+        c.request("PATCH", path, body=body, headers={"content-type": "application/json"})
+        reply = c.getresponse()
+        return reply.status, reply.read()
+
     os.kill(primary, signal.SIGSTOP)
+    stopped = True
     try:
         with ThreadPoolExecutor(len(conns)) as pool:
             answered = list(pool.map(probe, conns))
+            held = next((c for c, ok in zip(conns, answered, strict=True) if ok), None)
+            assert held is not None, "no connection reached the second process"
+            held.sock.settimeout(10.0)
+            # The second process answers reads itself, but passes the change to
+            # the first: it waits while the first is stopped.
+            pending = pool.submit(change, held)
+            time.sleep(1.0)
+            assert not pending.done()
+            os.kill(primary, signal.SIGCONT)
+            stopped = False
+            status, raw = pending.result(timeout=10)
     finally:
-        os.kill(primary, signal.SIGCONT)
-    held = next((c for c, ok in zip(conns, answered, strict=True) if ok), None)
-    assert held is not None, "no connection reached the second process"
-    held.sock.settimeout(10.0)
-    body = json.dumps({"labels": {"tier": "gold"}})
-    held.request("PATCH", path, body=body, headers={"content-type": "application/json"})
-    reply = held.getresponse()
-    assert reply.status == 200, reply.read()
-    assert json.loads(reply.read())["volume"]["labels"] == {"tier": "gold"}
+        if stopped:
+            os.kill(primary, signal.SIGCONT)
+    assert status == 200, raw
+    assert json.loads(raw)["volume"]["labels"] == {"tier": "gold"}
     held.request("GET", path)
     again = held.getresponse()
     assert json.loads(again.read())["volume"]["labels"] == {"tier": "gold"}
