@@ -72,25 +72,21 @@ def _positive_float(value: str | float) -> float:
     return number
 
 
-def _log_format(value: str) -> str:
-    fmt = value.lower()
-    if fmt not in ("text", "json"):
-        raise ValueError(f"{value!r} is not text or json")
-    return fmt
+def _one_of(first: str, second: str) -> Callable[[str], str]:
+    """A parser of one of two words, in any case."""
+
+    def parse(value: str) -> str:
+        word = value.lower()
+        if word not in (first, second):
+            raise ValueError(f"{value!r} is not {first} or {second}")
+        return word
+
+    return parse
 
 
-def _driver(value: str) -> str:
-    name = value.lower()
-    if name not in ("fake", "local"):
-        raise ValueError(f"{value!r} is not fake or local")
-    return name
-
-
-def _filesystem(value: str) -> str:
-    name = value.lower()
-    if name not in ("xfs", "btrfs"):
-        raise ValueError(f"{value!r} is not xfs or btrfs")
-    return name
+_log_format = _one_of("text", "json")
+_driver = _one_of("fake", "local")
+_filesystem = _one_of("xfs", "btrfs")
 
 
 def _paths(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:

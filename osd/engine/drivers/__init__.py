@@ -39,7 +39,7 @@ def load(
     *,
     node_name: str = "",
     filesystem: str = "xfs",
-    mount_roots: tuple[str, ...] | None = None,
+    mount_roots: tuple[str, ...] = (),
 ) -> StorageDriver:
     """The driver called ``name`` in settings.
 

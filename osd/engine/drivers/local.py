@@ -75,8 +75,6 @@ BLKGETSIZE64 = 0x80081272
 CHUNK = 4 << 20
 FILESYSTEMS = ("xfs", "btrfs")
 MARKER = ".osd-drive"
-# Where volumes may be mounted unless settings say otherwise.
-MOUNT_ROOTS = ("/mnt", "/media", "/run/osd", "/var/lib/kubelet")
 
 
 @dataclass
@@ -353,7 +351,7 @@ class LocalDriver:
         *,
         node_name: str = "",
         filesystem: str = "xfs",
-        mount_roots: Sequence[str] | None = None,
+        mount_roots: Sequence[str] = (),
     ) -> None:
         if filesystem not in FILESYSTEMS:
             raise ValueError(f"local filesystem {filesystem!r} is not one of xfs, btrfs")
@@ -361,9 +359,9 @@ class LocalDriver:
         self.home.mkdir(parents=True, exist_ok=True)
         self.home = self.home.resolve()
         self.filesystem = filesystem
-        self.mount_roots = tuple(
-            os.path.realpath(r) for r in (MOUNT_ROOTS if mount_roots is None else mount_roots)
-        )
+        # Where volumes may be mounted (settings' local_mount_roots): nowhere
+        # unless given.
+        self.mount_roots = tuple(os.path.realpath(r) for r in mount_roots)
         self.here = _host_names() | ({node_name.lower()} if node_name else set())
         self._lock = threading.RLock()
         self._drives: dict[str, _Drive] = {}
