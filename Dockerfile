@@ -19,6 +19,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY osd ./osd
 COPY gateway ./gateway
+# The local driver and the CSI node plugin mount, format and grow
+# filesystems and set up loop devices with the host's tools.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends util-linux mount e2fsprogs xfsprogs btrfs-progs \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install . && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /var/lib/osd --create-home osd
 

@@ -169,6 +169,18 @@ class GatewayApp:
     def openapi_document(self) -> dict[str, Any]:
         return openapi.document(self.services, self.routes)
 
+    def route_name(self, method: str, path: str) -> str | None:
+        """The route that serves ``method`` on ``path`` (undecoded), as
+        "GET /v1/clusters/{cluster_id}", or None when none does: what names
+        a request's trace span."""
+        if path in (HEALTH_PATH, METRICS_PATH, OPENAPI_PATH):
+            return f"{method} {path}"
+        try:
+            route, _ = self.router.resolve(method, path)
+        except (NoRoute, MethodNotAllowed, BadPathVariable):
+            return None
+        return f"{route.http_method} {route.template}"
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self._http(scope, receive, send)

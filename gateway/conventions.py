@@ -41,7 +41,7 @@ service and which the daemon enforces the same way everywhere
 * ``labels`` and ``*_selector`` maps: the label key and value rules;
 * ``page_size``: 0 to 1000; ``*_regex``: an RE2 pattern of at most 256
   characters; ``page_token``: opaque, issued by the server;
-* ``size``: a size with a unit; ``device_path``; drive ``description``;
+* ``size``, ``size_add``: a size with a unit; ``device_path``; drive ``description``;
   ``*_addresses``; ``packages``; ``mount_path`` and ``mount_options``.
 
 The constants below repeat the daemon's (the gateway does not import the

@@ -578,7 +578,7 @@ class _Builder:
         self, field: FieldDescriptor, schema: Schema, need: Need, answered: bool
     ) -> Schema:
         rule = rules.text_rule(field.name)
-        if field.name == "size" and field.containing_oneof is not None:
+        if field.name in ("size", "size_add") and field.containing_oneof is not None:
             rule = rules.TextRule(rules.size_text_pattern(self.size_zero(field)), exact=False)
         if rule is None or (answered and not rule.exact):
             return {**schema, "minLength": 1} if need is not Need.OPTIONAL else schema

@@ -22,7 +22,7 @@ import ssl
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,10 @@ from gateway.upstream import (
 )
 
 log = logging.getLogger("gateway")
+
+# Wraps the gateway's ASGI app in middleware (the daemon's tracing): the app,
+# and what names the route of a request (method, path) -> "GET /v1/...".
+AppWrapper = Callable[[Any, Callable[[str, str], str | None]], Any]
 
 START_TIMEOUT_SECONDS = 10.0
 
@@ -222,6 +226,8 @@ class GatewayServer:
             daemon the gateway runs in, called in process).
         reuse_port: share the port with the other processes of the daemon
             (SO_REUSEPORT), as its gRPC port is shared.
+        wrap_app: what serves instead of the app, given the app (the
+            daemon's tracing middleware).
     """
 
     def __init__(
@@ -238,6 +244,7 @@ class GatewayServer:
         metrics: MetricsEndpoint | None = None,
         upstream: Upstream | None = None,
         reuse_port: bool = False,
+        wrap_app: AppWrapper | None = None,
     ) -> None:
         self.host, self._requested_port = split_listen(listen)
         self.app = GatewayApp(
@@ -254,6 +261,10 @@ class GatewayServer:
             self.app.upstream = Upstream(target, tls=upstream_tls)
         if upstream is not None:
             self.app.upstream = upstream
+        # What uvicorn serves: the app, or the app in middleware.
+        self.asgi_app: Any = (
+            self.app if wrap_app is None else wrap_app(self.app, self.app.route_name)
+        )
         self.grace_seconds = grace_seconds
         self.reuse_port = reuse_port
         self.tls = tls
@@ -284,7 +295,7 @@ class GatewayServer:
             {"ssl_context_factory": lambda _config, _default: context} if context else {}
         )
         config = uvicorn.Config(
-            self.app,
+            self.asgi_app,
             loop="auto",  # uvloop when installed
             # httptools when installed; over TLS, one that gives the app the
             # client certificate the handshake verified.

@@ -54,7 +54,7 @@ from gateway.routes import Route
 
 MASK_FIELD = "update_mask"
 # Request fields that qualify an update rather than name a field to change.
-MASK_EXEMPT = frozenset({"expected_generation", "shrink_ok"})
+MASK_EXEMPT = frozenset({"expected_generation", "shrink_ok", "yes_i_really_mean_it"})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ every error worded, the same way.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Executor
@@ -381,8 +382,16 @@ class LocalUpstream(Upstream):
         if route.rpc_path in self._remote:
             return await super().unary(route, request, metadata, timeout)
         loop = asyncio.get_running_loop()
+        # In the request's context, as asyncio.to_thread does: the call's
+        # trace span is a child of the request's.
         return await loop.run_in_executor(
-            self._executor, self._local_unary, route.rpc_path, request, metadata, timeout
+            self._executor,
+            contextvars.copy_context().run,
+            self._local_unary,
+            route.rpc_path,
+            request,
+            metadata,
+            timeout,
         )
 
     async def health(self, timeout: float) -> tuple[bool, str, str]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf import json_format
@@ -23,8 +23,6 @@ from google.protobuf.message import Message
 from osd import __version__, logs
 from osd import config as cfg
 from osd.client import (
-    EXIT_JOB_CANCELLED,
-    EXIT_JOB_FAILED,
     CallError,
     Client,
     error_of,
@@ -32,7 +30,7 @@ from osd.client import (
     find_method,
 )
 from osd.contract import message_class
-from osd.v1 import cluster_pb2, job_pb2
+from osd.v1 import job_pb2
 
 if TYPE_CHECKING:
     from gateway.upstream import ClientTls
@@ -189,6 +187,59 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_csi(args: argparse.Namespace) -> int:
+    """The CSI plugin on a unix socket, a client of the daemon at --osd-endpoint."""
+    from osd.csi.plugin import Options, Plugin, PluginError
+
+    try:
+        level = cfg._log_level(args.log_level)
+        fmt = cfg._log_format(args.log_format)
+    except ValueError as exc:
+        raise cfg.SettingsError(str(exc)) from None
+    logs.setup(level, fmt, {})
+    token = args.token
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise cfg.SettingsError(f"--token-file: {exc}") from None
+    if token and args.api_key:
+        raise cfg.SettingsError("give a token or an API key, not both")
+    client = Client(
+        args.osd_endpoint,
+        token=token,
+        api_key=args.api_key,
+        tls=_client_tls(args),
+        timeout=args.timeout,
+    )
+    options = Options(
+        endpoint=args.endpoint,
+        mode=args.mode,
+        node_id=args.node_id,
+        node_name=args.node_name,
+        cluster_id=args.cluster_id,
+        max_volumes_per_node=args.max_volumes_per_node,
+    )
+    try:
+        plugin = Plugin(client, options)
+        plugin.start()
+    except PluginError as exc:
+        client.close()
+        raise cfg.SettingsError(str(exc)) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    plugin.stop()
+    client.close()
+    return 0
+
+
 def _refuse_an_open_daemon(endpoint: str, tls: ClientTls | None, listen: str) -> None:
     """Refuses to put a non-loopback REST port in front of a daemon that
     answers calls without credentials (where every caller is admin), or of
@@ -220,6 +271,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     from osd.errors import OsdError
     from osd.store.db import Store
+    from osd.store.transfer import TransferError
 
     settings = cfg.load(vars(args))
     logs.setup(settings.log_level)
@@ -227,7 +279,10 @@ def cmd_db(args: argparse.Namespace) -> int:
     logging.getLogger("osd.store.db").setLevel(logging.ERROR)
     store = Store(settings.resolved_database_url())
     try:
-        return _db_command(args.db_command, store)
+        return _db_command(args.db_command, store, args)
+    except TransferError as exc:
+        print(f"osd db {args.db_command}: {exc}", file=sys.stderr)
+        return 2
     except (OsdError, SQLAlchemyError) as exc:
         lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         where = store.engine.url.render_as_string(hide_password=True)
@@ -238,8 +293,36 @@ def cmd_db(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _db_command(command: str, store: Store) -> int:
-    from osd.store import migrate
+def _db_command(command: str, store: Store, args: argparse.Namespace) -> int:
+    import json
+
+    from osd.store import migrate, transfer
+
+    if command == "export":
+        document = transfer.export(store)
+        text = json.dumps(document, indent=1, sort_keys=True)
+        if args.output in ("", "-"):
+            print(text)
+        else:
+            Path(args.output).write_text(text + "\n")
+        counts = ", ".join(f"{len(v)} {k}" for k, v in document["tables"].items() if v)
+        print(f"exported at revision {document['schema_revision']}: {counts}", file=sys.stderr)
+        return 0
+    if command == "import":
+        store.upgrade()
+        source = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        try:
+            document = json.loads(source)
+        except json.JSONDecodeError as exc:
+            raise transfer.TransferError(f"{args.file} is not JSON: {exc}") from None
+        written = transfer.import_(store, document)
+        counts = ", ".join(f"{n} {k}" for k, n in written.items() if n)
+        print(f"imported {counts or 'nothing'}")
+        return 0
+    if command == "backup":
+        how = transfer.backup(store, Path(args.output))
+        print(f"backed up to {args.output} ({how})")
+        return 0
 
     if command == "upgrade":
         store.upgrade()
@@ -459,43 +542,35 @@ def _failed(err: CallError) -> int:
     return exit_code(err.code)
 
 
-def cmd_cluster(args: argparse.Namespace) -> int:
+def cmd_watch(args: argparse.Namespace) -> int:
+    """osd watch: prints each change as one JSON line, until interrupted
+    (or, with --no-follow, once caught up)."""
+    from osd.v1 import watch_pb2
+
+    kinds = []
+    for name in args.kind:
+        full = "OBJECT_KIND_" + name.upper()
+        if full not in set(job_pb2.ObjectKind.keys()):
+            raise cfg.SettingsError(
+                f"--kind {name}: not cluster, volume, snapshot, node, drive, pool or job"
+            )
+        kinds.append(job_pb2.ObjectKind.Value(full))
+    request = watch_pb2.WatchRequest(
+        from_generation=args.from_generation, kinds=kinds, follow=args.follow
+    )
     with _client(args) as client:
+        stream = client.stub("WatchService").Watch(request, timeout=None)
         try:
-            _cluster_call(client.stub("ClusterService"), args)
+            for event in stream:
+                line = json_format.MessageToJson(
+                    event, preserving_proto_field_name=True, indent=None
+                )
+                print(line, flush=True)
+        except KeyboardInterrupt:
+            stream.cancel()
+            return 0
         except grpc.RpcError as err:
             return _failed(error_of(err))
-    return 0
-
-
-def _show_progress(job: job_pb2.Job) -> None:
-    state = job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-    p = job.progress
-    steps = f" {p.done_steps}/{p.total_steps} steps" if p.total_steps else ""
-    note = f": {p.message}" if p.message else ""
-    print(f"{job.id} {state} {p.percent}%{steps}{note}", file=sys.stderr, flush=True)
-
-
-def cmd_job(args: argparse.Namespace) -> int:
-    """osd job watch ID: follows a job to its end; the exit code says how it
-    ended (0 DONE, 12 FAILED, 13 CANCELLED)."""
-    with _client(args) as client:
-        try:
-            job = client.wait_job(
-                args.job_id,
-                on_progress=None if args.quiet else _show_progress,
-                timeout=args.wait_timeout or None,
-            )
-        except CallError as err:
-            return _failed(err)
-        except TimeoutError as exc:
-            print(f"osd: {exc}", file=sys.stderr)
-            return exit_code(grpc.StatusCode.DEADLINE_EXCEEDED)
-    _print(job_pb2.InspectJobResponse(job=job))
-    if job.state == job_pb2.JOB_STATE_FAILED:
-        return EXIT_JOB_FAILED
-    if job.state == job_pb2.JOB_STATE_CANCELLED:
-        return EXIT_JOB_CANCELLED
     return 0
 
 
@@ -528,64 +603,6 @@ def cmd_call(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cluster_call(stub: Any, args: argparse.Namespace) -> None:
-    timeout = args.timeout
-    action = args.cluster_command
-    if action == "create":
-        req = cluster_pb2.CreateClusterRequest(name=args.name, labels=_labels(args.label))
-        if args.block is not None:
-            req.block = cfg._bool(args.block)
-        if args.file is not None:
-            req.file = cfg._bool(args.file)
-        _print(stub.CreateCluster(req, timeout=timeout))
-    elif action == "inspect":
-        _print(
-            stub.InspectCluster(
-                cluster_pb2.InspectClusterRequest(cluster_id=args.cluster_id), timeout=timeout
-            )
-        )
-    elif action == "status":
-        _print(
-            stub.GetClusterStatus(
-                cluster_pb2.GetClusterStatusRequest(cluster_id=args.cluster_id), timeout=timeout
-            )
-        )
-    elif action == "list":
-        _print(
-            stub.ListClusters(
-                cluster_pb2.ListClustersRequest(
-                    page_size=args.page_size,
-                    page_token=args.page_token,
-                    name_regex=args.name_regex,
-                    labels=_labels(args.label),
-                ),
-                timeout=timeout,
-            )
-        )
-    elif action == "update":
-        upd = cluster_pb2.UpdateClusterRequest(
-            cluster_id=args.cluster_id, expected_generation=args.expected_generation
-        )
-        if args.name is not None:
-            upd.name = args.name
-            upd.update_mask.paths.append("name")
-        if args.label is not None:
-            upd.labels.update(_labels(args.label))
-            upd.update_mask.paths.append("labels")
-        for flag in ("block", "file"):
-            value = _flag(getattr(args, flag))
-            if value is not None:
-                setattr(upd, flag, value)
-                upd.update_mask.paths.append(flag)
-        _print(stub.UpdateCluster(upd, timeout=timeout))
-    elif action == "delete":
-        _print(
-            stub.DeleteCluster(
-                cluster_pb2.DeleteClusterRequest(cluster_id=args.cluster_id), timeout=timeout
-            )
-        )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="osd", description="osd storage control-plane daemon")
     parser.add_argument("--version", action="version", version=f"osd {__version__}")
@@ -608,9 +625,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health.add_argument("--service", default="", help="one service's health (default: overall)")
     health.set_defaults(func=cmd_health)
-    _add_cluster(sub, client)
+    _add_csi(sub)
     _add_call(sub, client)
-    _add_job(sub, client)
+    _add_client_groups(sub)
+    watch = sub.add_parser(
+        "watch",
+        parents=[client],
+        help="print changes to volumes, snapshots, nodes, drives, pools and jobs as they "
+        "commit, one JSON line each",
+    )
+    watch.add_argument(
+        "--from-generation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resume after generation N (default 0: every change still kept)",
+    )
+    watch.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="cluster, volume, snapshot, node, drive, pool or job (repeat; default all)",
+    )
+    watch.add_argument(
+        "--no-follow",
+        dest="follow",
+        action="store_false",
+        help="stop once caught up instead of waiting for more",
+    )
+    watch.set_defaults(func=cmd_watch)
     return parser
 
 
@@ -685,6 +729,90 @@ def _add_gateway(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     gw.set_defaults(func=cmd_gateway)
 
 
+def _add_csi(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    csi = sub.add_parser(
+        "csi",
+        help="run the CSI plugin (a Container Storage Interface driver) on a unix socket",
+        description="Serve CSI Identity, Controller and Node on --endpoint, a client of the "
+        "daemon at --osd-endpoint. The node mode runs on each node, as root, and acts for "
+        "one osd node (--node-id or --node-name).",
+    )
+    csi.add_argument(
+        "--endpoint",
+        default=os.environ.get("CSI_ENDPOINT", "unix:///run/osd/csi.sock"),
+        metavar="unix:///PATH",
+        help="the socket to serve CSI on (env CSI_ENDPOINT, default unix:///run/osd/csi.sock)",
+    )
+    csi.add_argument(
+        "--mode",
+        choices=("controller", "node", "all"),
+        default=os.environ.get("OSD_CSI_MODE", "all"),
+        help="which services to serve besides Identity (env OSD_CSI_MODE, default all)",
+    )
+    csi.add_argument(
+        "--node-id",
+        default=os.environ.get("OSD_NODE_ID", ""),
+        metavar="ID",
+        help="the osd node this plugin acts for, in node and all modes (env OSD_NODE_ID)",
+    )
+    csi.add_argument(
+        "--node-name",
+        default=os.environ.get("OSD_NODE_NAME", ""),
+        metavar="NAME",
+        help="the osd node by name, when --node-id is not given (env OSD_NODE_NAME)",
+    )
+    csi.add_argument(
+        "--cluster-id",
+        default=os.environ.get("OSD_CLUSTER_ID", ""),
+        metavar="ID",
+        help="the cluster volumes are made in unless a StorageClass names one "
+        "(env OSD_CLUSTER_ID; default: the only cluster)",
+    )
+    csi.add_argument(
+        "--max-volumes-per-node",
+        type=int,
+        default=int(os.environ.get("OSD_CSI_MAX_VOLUMES_PER_NODE", "0") or 0),
+        metavar="N",
+        help="volumes a node takes, told to the orchestrator (0: no limit)",
+    )
+    csi.add_argument(
+        "--osd-endpoint",
+        default=os.environ.get("OSD_ENDPOINT", cfg.DEFAULT_GRPC_LISTEN),
+        help=f"the daemon's gRPC address (env OSD_ENDPOINT, default {cfg.DEFAULT_GRPC_LISTEN})",
+    )
+    csi.add_argument("--timeout", type=float, default=60.0, help="seconds per daemon call")
+    csi.add_argument(
+        "--token",
+        default=os.environ.get("OSD_TOKEN", ""),
+        help="bearer token sent to the daemon (env OSD_TOKEN)",
+    )
+    csi.add_argument(
+        "--token-file",
+        default=os.environ.get("OSD_TOKEN_FILE", ""),
+        metavar="FILE",
+        help="read the bearer token from FILE, as a mounted secret (env OSD_TOKEN_FILE)",
+    )
+    csi.add_argument(
+        "--api-key",
+        default=os.environ.get("OSD_API_KEY", ""),
+        help="API key sent to the daemon (env OSD_API_KEY)",
+    )
+    csi.add_argument(
+        "--log-level",
+        default=os.environ.get("OSD_LOG_LEVEL", "info"),
+        metavar="LEVEL",
+        help="debug, info, warning or error (default info)",
+    )
+    csi.add_argument(
+        "--log-format",
+        default=os.environ.get("OSD_LOG_FORMAT", "text"),
+        metavar="FORMAT",
+        help="text or json (env OSD_LOG_FORMAT, default text)",
+    )
+    _add_tls_client_arguments(csi)
+    csi.set_defaults(func=cmd_csi)
+
+
 def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     db = sub.add_parser("db", help="store administration")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -694,6 +822,21 @@ def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("check", "prove each drive's used bytes equal its allocations; exit 1 listing misfits"),
     ):
         p = db_sub.add_parser(name, help=text)
+        cfg.add_arguments(p)
+        p.set_defaults(func=cmd_db)
+    export = db_sub.add_parser(
+        "export", help="write every table as one portable, versioned JSON document"
+    )
+    export.add_argument("--output", "-o", default="-", metavar="FILE", help="default stdout")
+    imp = db_sub.add_parser(
+        "import", help="read an export into a new, empty store (migrated first)"
+    )
+    imp.add_argument("file", metavar="FILE", help="the document, or - for stdin")
+    backup = db_sub.add_parser(
+        "backup", help="a consistent copy: SQLite's online backup, or pg_dump for PostgreSQL"
+    )
+    backup.add_argument("--output", "-o", required=True, metavar="FILE")
+    for p in (export, imp, backup):
         cfg.add_arguments(p)
         p.set_defaults(func=cmd_db)
 
@@ -788,59 +931,13 @@ def _add_tls_client_arguments(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _add_cluster(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
-) -> None:
-    cluster = sub.add_parser("cluster", help="manage clusters")
-    csub = cluster.add_subparsers(dest="cluster_command", required=True)
-    create = csub.add_parser("create", parents=[client], help="create a cluster")
-    create.add_argument("name")
-    create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    create.add_argument("--block", metavar="BOOL", help="allow block volumes (default true)")
-    create.add_argument("--file", metavar="BOOL", help="allow file volumes (default true)")
-    for name in ("inspect", "status", "delete"):
-        p = csub.add_parser(name, parents=[client], help=f"{name} a cluster")
-        p.add_argument("cluster_id")
-    lst = csub.add_parser("list", parents=[client], help="list clusters")
-    lst.add_argument("--page-size", type=int, default=0)
-    lst.add_argument("--page-token", default="")
-    lst.add_argument("--name-regex", default="")
-    lst.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
-    upd = csub.add_parser("update", parents=[client], help="change a cluster's fields")
-    upd.add_argument("cluster_id")
-    upd.add_argument("--name")
-    upd.add_argument(
-        "--label",
-        action="append",
-        metavar="KEY=VALUE",
-        help="replace the labels with these (repeat)",
-    )
-    upd.add_argument("--block", metavar="BOOL")
-    upd.add_argument("--file", metavar="BOOL")
-    upd.add_argument("--expected-generation", type=int, default=0)
-    cluster.set_defaults(func=cmd_cluster)
+def _add_client_groups(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The client commands (osd.ctl runs them), listed in --help."""
+    from osd.ctl.commands import GROUPS
 
-
-def _add_job(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], client: argparse.ArgumentParser
-) -> None:
-    job = sub.add_parser("job", help="follow jobs")
-    jsub = job.add_subparsers(dest="job_command", required=True)
-    watch = jsub.add_parser(
-        "watch",
-        parents=[client],
-        help="follow a job to its end, showing its progress; exit 0 DONE, 12 FAILED, 13 CANCELLED",
-    )
-    watch.add_argument("job_id")
-    watch.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    watch.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="give up after this long (exit 10); default: wait to the end",
-    )
-    job.set_defaults(func=cmd_job)
+    for name, text in GROUPS.items():
+        sub.add_parser(name, help=f"manage {text} (osd {name} --help)")
+    sub.add_parser("completion", help="print a shell completion script: bash, zsh or fish")
 
 
 def _add_call(
@@ -867,8 +964,15 @@ def _add_call(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    from osd import ctl
+
+    if os.environ.get(ctl.COMPLETE_ENV):
+        return ctl.complete()
+    if args_list and args_list[0] in ctl.NAMES:
+        return ctl.main(args_list)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     try:
         rc: int = args.func(args)
     except cfg.SettingsError as exc:

@@ -72,13 +72,14 @@ def _positive_float(value: str | float) -> float:
     return number
 
 
-def _one_of(first: str, second: str) -> Callable[[str], str]:
-    """A parser of one of two words, in any case."""
+def _one_of(*words: str) -> Callable[[str], str]:
+    """A parser of one of ``words``, in any case."""
+    named = f"{', '.join(words[:-1])} or {words[-1]}"
 
     def parse(value: str) -> str:
         word = value.lower()
-        if word not in (first, second):
-            raise ValueError(f"{value!r} is not {first} or {second}")
+        if word not in words:
+            raise ValueError(f"{value!r} is not {named}")
         return word
 
     return parse
@@ -87,6 +88,14 @@ def _one_of(first: str, second: str) -> Callable[[str], str]:
 _log_format = _one_of("text", "json")
 _driver = _one_of("fake", "local")
 _filesystem = _one_of("xfs", "btrfs")
+_tracing = _one_of("off", "otlp", "console")
+
+
+def _ratio(value: str | float) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError(f"{value!r} is not a ratio from 0 to 1")
+    return number
 
 
 def _paths(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -125,7 +134,14 @@ class Settings:
     rest_enabled: bool = True
     data_dir: str = ""
     database_url: str = ""
+    # Connections to the store: 0 sizes the pool to the workers and the
+    # background threads; a statement running longer is cancelled (PostgreSQL).
+    store_pool_size: int = 0
+    store_statement_timeout_seconds: float = 30.0
     driver: str = "fake"
+    # The node this daemon is the agent of (its driver work runs here); by
+    # name, the local driver's host too.
+    node_id: str = ""
     node_name: str = ""
     local_filesystem: str = "xfs"
     local_mount_roots: tuple[str, ...] = ("/mnt", "/media", "/run/osd", "/var/lib/kubelet")
@@ -145,6 +161,12 @@ class Settings:
     repair_max_per_drive: int = 1
     repair_interval_seconds: float = 30.0
     usage_interval_seconds: float = 60.0
+    # Daemons sharing a store: how often each beats, and after how long
+    # without a beat one is gone (its jobs and changes are taken over).
+    heartbeat_seconds: float = 2.0
+    gone_seconds: float = 10.0
+    # How long recorded changes are kept for watches that resume.
+    watch_retention_seconds: float = 3600.0
     # Authentication and access.
     auth_enabled: bool = False
     auth_secret_file: str = ""
@@ -160,6 +182,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    # OpenTelemetry spans (the otel extra): off, to an OTLP collector, or to stdout.
+    tracing: str = "off"
+    tracing_endpoint: str = ""
+    tracing_service_name: str = "osd"
+    tracing_sample_ratio: float = 1.0
 
     @property
     def auth_on(self) -> bool:
@@ -221,6 +248,20 @@ SPECS: tuple[_Spec, ...] = (
         "URL",
     ),
     _Spec(
+        "store_pool_size",
+        _non_negative_int,
+        "connections each process keeps to the store (default 0: the workers and 8 "
+        "for the background threads)",
+        "N",
+    ),
+    _Spec(
+        "store_statement_timeout_seconds",
+        _positive_float,
+        "PostgreSQL cancels a statement of the daemon that runs longer, and the call "
+        "answers UNAVAILABLE (default 30)",
+        "SECONDS",
+    ),
+    _Spec(
         "driver",
         _driver,
         "storage driver: fake (no storage) or local (files on this host's drives, "
@@ -230,9 +271,17 @@ SPECS: tuple[_Spec, ...] = (
     _Spec(
         "node_name",
         str,
-        "the node this daemon's host is, for the local driver, besides the nodes named "
-        "by the host's names and addresses (default none)",
+        "the node this daemon is the agent of, by name: that node's driver work runs "
+        "here, whichever daemon took the call; for the local driver, also the node this "
+        "host is, besides the nodes named by the host's names and addresses (default none)",
         "NAME",
+    ),
+    _Spec(
+        "node_id",
+        str,
+        "the node this daemon is the agent of, by id (default none: a daemon that runs "
+        "the driver work of every node without an agent)",
+        "ID",
     ),
     _Spec(
         "local_mount_roots",
@@ -331,6 +380,25 @@ SPECS: tuple[_Spec, ...] = (
         "SECONDS",
     ),
     _Spec(
+        "heartbeat_seconds",
+        _positive_float,
+        "how often this daemon tells the store it runs (default 2)",
+        "SECONDS",
+    ),
+    _Spec(
+        "watch_retention_seconds",
+        _positive_float,
+        "how long changes are kept for a watch that resumes from a generation (default 3600)",
+        "SECONDS",
+    ),
+    _Spec(
+        "gone_seconds",
+        _positive_float,
+        "after how long without a heartbeat a daemon sharing the store is gone, and "
+        "another takes over its jobs and unfinished changes (default 10)",
+        "SECONDS",
+    ),
+    _Spec(
         "auth_enabled",
         _bool,
         "require credentials on every call (default false; implied by --auth-secret-file "
@@ -393,6 +461,35 @@ SPECS: tuple[_Spec, ...] = (
         "mutual TLS: require every client to present a certificate signed by a CA in this "
         "PEM bundle (needs --tls-cert and --tls-key)",
         "FILE",
+    ),
+    _Spec(
+        "tracing",
+        _tracing,
+        "OpenTelemetry spans of gRPC calls, REST requests and their SQL statements: off, "
+        "otlp (to a collector, see --tracing-endpoint) or console (one JSON object per span "
+        "on stdout); needs the otel extra, pip install 'osd[otel]' (default off)",
+        "MODE",
+    ),
+    _Spec(
+        "tracing_endpoint",
+        str,
+        "with --tracing otlp, the collector's OTLP/gRPC address, e.g. http://collector:4317 "
+        "(default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "localhost:4317)",
+        "URL",
+    ),
+    _Spec(
+        "tracing_service_name",
+        str,
+        "the service.name of the spans (default osd)",
+        "NAME",
+    ),
+    _Spec(
+        "tracing_sample_ratio",
+        _ratio,
+        "the share of calls traced, from 0 to 1; a call whose caller sent a sampled trace "
+        "context is traced as the caller decided (default 1)",
+        "RATIO",
     ),
 )
 
@@ -462,7 +559,14 @@ def load(
             break
     if path:
         values.update(_tables(path, from_file))
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.gone_seconds < 2 * settings.heartbeat_seconds:
+        raise SettingsError(
+            f"gone_seconds ({settings.gone_seconds:g}) must be at least twice "
+            f"heartbeat_seconds ({settings.heartbeat_seconds:g}): a daemon between two "
+            "beats would look gone, and two daemons would finish the same change"
+        )
+    return settings
 
 
 # Settings naming a folder or file: given relative in a config file, they are

@@ -69,6 +69,8 @@ from osd.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from osd.server.metrics import Metrics
 from osd.server.registry import build_servicer
 from osd.store.db import Store
+from osd.tracing import Tracing
+from osd.tracing import setup as setup_tracing
 
 # The names of the threads that serve calls start with this.
 RPC_THREAD_PREFIX = "osd-rpc"
@@ -162,10 +164,16 @@ class Daemon:
     """One osd daemon: a store, a driver, the engine over them, and the gRPC server."""
 
     def __init__(
-        self, settings: Settings, *, engine: Engine | None = None, primary_target: str = ""
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        primary_target: str = "",
+        tracing: Tracing | None = None,
     ) -> None:
         """``primary_target``: for a process serving beside the primary, the
-        primary's private socket, which the changes go to."""
+        primary's private socket, which the changes go to. ``tracing``: this
+        process's (see osd.tracing), set up from ``settings`` when not given."""
         self.settings = settings
         self.primary = not primary_target
         self._primary_target = primary_target
@@ -182,9 +190,15 @@ class Daemon:
         self._tls_pending: grpc.ServerCertificateConfiguration | None = None
         self._tls_lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        # Each serving process sets up its own, in its own interpreter.
+        self.tracing = tracing if tracing is not None else setup_tracing(settings)
         if engine is None:
             # Room for every worker, and for the jobs, repair and audit threads.
-            store = Store(settings.resolved_database_url(), pool_size=settings.workers + 8)
+            store = Store(
+                settings.resolved_database_url(),
+                pool_size=settings.store_pool_size or settings.workers + 8,
+                statement_timeout_seconds=settings.store_statement_timeout_seconds,
+            )
             driver = (
                 drivers.load(
                     settings.driver,
@@ -211,8 +225,14 @@ class Daemon:
                 audit_retention_days=settings.audit_retention_days,
                 job_retention_days=settings.job_retention_days,
                 usage_interval_seconds=settings.usage_interval_seconds,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                gone_seconds=settings.gone_seconds,
+                node_id=settings.node_id,
+                node_name=settings.node_name,
+                watch_retention_seconds=settings.watch_retention_seconds,
             )
         self.engine = engine
+        self.tracing.instrument(engine.store.engines)
         self.auth = build_authenticator(settings, engine.store)
         self.metrics = Metrics(engine)
         self._metrics_server: Any = None
@@ -255,12 +275,15 @@ class Daemon:
         server = grpc.server(
             self._executor,
             interceptors=[
+                # First, so that its span is the call's whole.
+                *self.tracing.server_interceptors(),
                 ServerInterceptor(
                     self.auth,
                     self.engine.audit,
                     observe=self.metrics.observe,
                     forwarded=self._forwarded,
-                )
+                    annotate=self.tracing.annotate,
+                ),
             ],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -275,7 +298,12 @@ class Daemon:
         # The same handlers, wrapped by an interceptor of their own, for the
         # calls the REST gateway inside makes without a socket.
         self._local = LocalCalls(
-            ServerInterceptor(self.auth, self.engine.audit, observe=self.metrics.observe),
+            ServerInterceptor(
+                self.auth,
+                self.engine.audit,
+                observe=self.metrics.observe,
+                annotate=self.tracing.annotate,
+            ),
             exclude=self._forwarded,
         )
         for entry in contract():
@@ -293,6 +321,9 @@ class Daemon:
             raise
         server.start()
         self._server = server
+        if self.primary:
+            self.engine.members.address = format_listen(host, self.grpc_port)
+            self.engine.members.register()
         self._set_serving(True)
         self._probe = threading.Thread(
             target=self._probe_store, name="osd-store-probe", daemon=True
@@ -406,12 +437,13 @@ class Daemon:
                 metrics=self.metrics_endpoint,
                 upstream=LocalUpstream(
                     self.local_target or self._primary_target,
-                    unary=self._local_unary,
+                    unary=self._traced_local_unary if self.tracing.on else self._local_unary,
                     health=self._local_health,
                     executor=self._executor,
                     remote=self._forwarded,
                 ),
                 reuse_port=self._shares_port,
+                wrap_app=self.tracing.wrap_asgi if self.tracing.on else None,
             )
             self._gateway.start()
         except (OSError, ValueError):
@@ -441,6 +473,17 @@ class Daemon:
                 exc.code, exc.details, exc.trailing, request_id_of(exc.initial)
             ) from None
         return Reply(response, request_id_of(initial))
+
+    def _traced_local_unary(
+        self,
+        path: str,
+        request: Message,
+        metadata: Sequence[tuple[str, str | bytes]],
+        timeout: float,
+    ) -> Reply:
+        """A call in process within a span of its own, as a call over gRPC is."""
+        with self.tracing.local_call(path):
+            return self._local_unary(path, request, metadata, timeout)
 
     def _local_health(self, timeout: float) -> tuple[bool, str, str]:
         reply, code, details = call_health(
@@ -550,6 +593,7 @@ class Daemon:
         self.engine.close(timeout=max(0.5, deadline - time.monotonic()))
         if self._probe is not None:
             self._probe.join(timeout=0.5)
+        self.tracing.shutdown()  # exports the spans not yet exported
         log.info("stopped")
 
     def _start_replicas(self, host: str) -> None:

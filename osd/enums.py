@@ -99,6 +99,7 @@ class JobKind(IntEnum):
     VOLUME_REPLICA_CHANGE = 7
     VOLUME_COPY = 8
     VOLUME_REPAIR = 9
+    SNAPSHOT_COPY = 10
 
 
 class JobState(IntEnum):
@@ -121,6 +122,7 @@ class ObjectKind(IntEnum):
     POOL = 4
     VOLUME = 5
     SNAPSHOT = 6
+    JOB = 7
 
 
 class SourceKind(IntEnum):
@@ -154,3 +156,15 @@ class Access(IntEnum):
     READ = 1
     WRITE = 2
     ADMIN = 3
+
+
+class DaemonState(IntEnum):
+    SERVING = 1
+    GONE = 2
+    STOPPED = 3
+
+
+class ServiceKind(IntEnum):
+    DAEMON = 1
+    NODE_AGENT = 2
+    DRIVE = 3

@@ -109,6 +109,13 @@ class ResourceExhausted(OsdError):
     default_reason = "RESOURCE_EXHAUSTED"
 
 
+class OutOfRange(OsdError):
+    """A position past what is kept (a watch resumed from too long ago)."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+    default_reason = "OUT_OF_RANGE"
+
+
 class Unimplemented(OsdError):
     """An RPC of the contract whose capability has not been built yet."""
 

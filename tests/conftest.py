@@ -32,6 +32,7 @@ from osd.store.models import Base
 from tests.scratch_devices import clean_up, require_loop_devices
 
 if TYPE_CHECKING:
+    from osd.tracing import Tracing
     from tests import auth_helpers
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -60,7 +61,7 @@ class Database:
                 for table in reversed(Base.metadata.sorted_tables):
                     if table.name != "osd_state":
                         conn.execute(table.delete())
-                conn.execute(text("UPDATE osd_state SET generation = 0"))
+                conn.execute(text("UPDATE osd_state SET generation = 0, events_pruned_through = 0"))
         finally:
             engine.dispose()
 
@@ -126,8 +127,11 @@ class RunningDaemon:
 
 
 @contextlib.contextmanager
-def running_daemon(database: Database, **settings: Any) -> Iterator[RunningDaemon]:
-    """A daemon on an ephemeral loopback port, with the fake driver and a real store."""
+def running_daemon(
+    database: Database, *, tracing: Tracing | None = None, **settings: Any
+) -> Iterator[RunningDaemon]:
+    """A daemon on an ephemeral loopback port, with the fake driver and a real
+    store; ``tracing``, when given, is the daemon's (see osd.tracing.setup)."""
     driver = FakeDriver()
     config = Settings(
         **{
@@ -139,7 +143,7 @@ def running_daemon(database: Database, **settings: Any) -> Iterator[RunningDaemo
             **settings,
         }
     )
-    d = Daemon(config, engine=Engine(Store(database.url), driver))
+    d = Daemon(config, engine=Engine(Store(database.url), driver), tracing=tracing)
     d.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{d.grpc_port}")
     try:

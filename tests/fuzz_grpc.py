@@ -639,6 +639,8 @@ class Generator:
 
     def _spoil_one_field(self, msg: Message, rpc: Rpc, depth: int = 0) -> None:
         """Gives one field of ``msg`` (or of a message in it) a hostile value."""
+        if not msg.DESCRIPTOR.fields:
+            return  # a request of no fields (ListDaemons) has nothing to spoil
         fd: FieldDesc = self.rng.choice(msg.DESCRIPTOR.fields)
         if (
             fd.message_type is not None

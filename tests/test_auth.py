@@ -567,21 +567,24 @@ def test_every_rpc_declares_a_role_and_its_comment_agrees() -> None:
                 stated[f"osd.v1.{service}/{m.group(1)}"] = role
                 role = ""
     assert stated == roles
-    # Reads are open to view, but the audit trail; nothing that changes state is.
+    # Reads (watching changes and waiting for a generation among them) are
+    # open to view, but the audit trail; nothing that changes state is.
     for method, role in roles.items():
         name = method.rsplit("/", 1)[1]
         if method == "osd.v1.AuditService/ListAuditRecords":
             assert role == "admin"
             continue
-        assert (role == "view") == name.startswith(("Inspect", "List", "Get")), method
+        assert (role == "view") == name.startswith(("Inspect", "List", "Get", "Watch", "Wait")), (
+            method
+        )
 
 
 def test_datastore_registration_topology_and_the_service_api_are_admin_only() -> None:
     roles = method_roles()
     for method, role in roles.items():
         service, name = method.split("/")
-        if name.startswith(("Inspect", "List", "Get")):
-            continue
+        if name.startswith(("Inspect", "List", "Get", "Wait")):
+            continue  # reads (waiting for a generation reads the store's)
         if service in (
             "osd.v1.ClusterService",
             "osd.v1.NodeService",

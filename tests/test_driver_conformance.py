@@ -146,3 +146,23 @@ def test_a_process_that_serves_reads_knows_what_the_primary_takes_as_drives(
     assert device_path_violation("/srv/a.img", files=True) is None
     refused = device_path_violation("/srv/a.img", files=takes_files(FakeDriver()))
     assert refused is not None and "under /dev" in refused.description
+
+
+def test_a_drive_says_whether_its_snapshots_share_blocks(rig: Rig) -> None:
+    """Formatted drives (xfs with reflink) share blocks; a drive the driver
+    does not hold answers True, leaving the snapshot call to say why."""
+    a, _ = _two_drives(rig)
+    assert rig.driver.shares_blocks(a) is True
+    assert rig.driver.shares_blocks("no-such-drive") is True
+
+
+def test_a_full_copy_snapshot_reports_its_progress(rig: Rig) -> None:
+    """Where a snapshot is a full copy, the bytes copied are reported as it goes,
+    ending at the copy's data; a snapshot that shares blocks reports nothing
+    or the same end."""
+    a, _ = _two_drives(rig)
+    rig.driver.create_replica(a, "r1", 8 * MIB)
+    seen: list[int] = []
+    rig.driver.create_snapshot(a, "r1", "s1", progress=seen.append)
+    assert seen == sorted(seen) and all(0 < n <= 8 * MIB for n in seen)
+    rig.driver.revert_replica(a, "r1", "s1")

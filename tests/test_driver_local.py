@@ -306,3 +306,39 @@ def test_a_block_device_is_probed_formatted_and_released(scratch: Path) -> None:
     assert mounted_at(root) is None
     # What osd made on it is a filesystem now: adding it again needs confirmation.
     assert LocalDriver(scratch / "again").probe_drive(HERE, device).has_data
+
+
+def test_on_a_filesystem_without_reflink_a_snapshot_is_a_full_copy_with_progress(
+    scratch: Path,
+) -> None:
+    [image] = make_images(scratch / "ext4", 1)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    where = scratch / "ext4-mount"
+    where.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True)
+    folder = where / "drive"
+    folder.mkdir()
+    d = _driver(scratch, 1)
+    d.probe_drive(HERE, str(folder))
+    d.format_drive(HERE, str(folder), "plain")
+    assert d.shares_blocks("plain") is False
+    assert d.shares_blocks("drive0") is True  # xfs with reflink
+    d.create_replica("plain", "r1", 64 * MIB)
+    data = os.urandom(24 * MIB)
+    with open(folder / "replicas" / "r1", "r+b") as f:
+        f.seek(8 * MIB)
+        f.write(data)
+    seen: list[int] = []
+    d.create_snapshot("plain", "r1", "s1", progress=seen.append)
+    # Each chunk of data is reported, holes skipped: 24 MiB read, in order.
+    assert len(seen) > 1 and seen == sorted(seen) and seen[-1] == len(data)
+    kept = folder / "snapshots" / "r1" / "s1"
+    assert _sha(kept) == _sha(folder / "replicas" / "r1")
+    assert kept.stat().st_blocks * 512 < 32 * MIB  # still sparse
+
+    def stop(copied: int) -> None:
+        raise RuntimeError("cancelled")
+
+    with pytest.raises(RuntimeError):
+        d.create_snapshot("plain", "r1", "s2", progress=stop)
+    assert sorted(p.name for p in (folder / "snapshots" / "r1").iterdir()) == ["s1"]

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import sqlite
 from osd import enums
 from osd.store.models import Base
 from osd.store.types import IntEnumType
-from osd.v1 import common_pb2, job_pb2, node_pb2, volume_pb2
+from osd.v1 import cluster_pb2, common_pb2, job_pb2, node_pb2, volume_pb2
 
 PAIRS: list[tuple[type[IntEnum], EnumTypeWrapper, str]] = [
     (enums.NodeState, node_pb2.NodeState, "NODE_STATE_"),
@@ -33,6 +33,8 @@ PAIRS: list[tuple[type[IntEnum], EnumTypeWrapper, str]] = [
     (enums.JobKind, job_pb2.JobKind, "JOB_KIND_"),
     (enums.JobState, job_pb2.JobState, "JOB_STATE_"),
     (enums.ObjectKind, job_pb2.ObjectKind, "OBJECT_KIND_"),
+    (enums.DaemonState, cluster_pb2.DaemonState, "DAEMON_STATE_"),
+    (enums.ServiceKind, cluster_pb2.ServiceKind, "SERVICE_KIND_"),
 ]
 
 

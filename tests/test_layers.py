@@ -1,4 +1,4 @@
-"""The import direction of the layers: cli -> (daemon, client) -> (gateway, server) ->
+"""The import direction of the layers: cli -> csi -> (daemon, client) -> (gateway, server) ->
 engine -> store. A module imports only its own layer, the layers below it and
 the leaves every layer shares (the generated contract, enums, errors, config).
 The gateway and the server never import each other."""
@@ -15,9 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # Rank of each layer: a module may import a layer of lower or equal rank, except
 # that the gateway and the server (same rank) never import each other.
 LAYERS = {
-    "osd.cli": 5,
+    "osd.cli": 6,
     "osd.daemon": 4,
     "osd.client": 4,
+    "osd.csi": 5,
+    "osd.ctl": 5,
     "gateway": 3,
     "osd.server": 3,
     "osd.engine": 2,
@@ -25,12 +27,15 @@ LAYERS = {
 }
 LEAVES = (
     "osd.v1",
+    "osd.csi.v1",
     "osd.enums",
     "osd.errors",
     "osd.config",
     "osd.contract",
     "osd.deadline",
     "osd.logs",
+    "osd.tracing",
+    "osd._otel",
 )
 
 

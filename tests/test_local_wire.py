@@ -574,3 +574,160 @@ def test_a_volume_is_mounted_below_the_allowed_roots_only(host: Host) -> None:
     )
     assert not listed.attachments
     assert not {str(f) for f in host.copies(volume.id)} & {b for b, _ in loop_devices().values()}
+
+
+def _ext4_folders(scratch: Path, count: int) -> list[Path]:
+    """``count`` folders on one ext4 filesystem (which shares no blocks
+    between files) made on a scratch image and mounted under the scratch
+    folder."""
+    [image] = make_images(scratch / "ext4-image", 1, 1 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    where = scratch / "ext4"
+    where.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(where)], check=True)
+    folders = [where / f"drive{i}" for i in range(count)]
+    for folder in folders:
+        folder.mkdir()
+    return folders
+
+
+def _folder_topology(h: Host, folders: list[Path]) -> None:
+    h.cluster_id = h.clusters.CreateCluster(
+        cluster_pb2.CreateClusterRequest(name="local"), timeout=T
+    ).cluster.id
+    h.node_id = h.nodes.CreateNode(
+        node_pb2.CreateNodeRequest(
+            cluster_id=h.cluster_id, name="this-host", zone="z1", management_addresses=["127.0.0.1"]
+        ),
+        timeout=T,
+    ).node.id
+    h.drive_ids = [
+        h.nodes.CreateDrive(
+            node_pb2.CreateDriveRequest(node_id=h.node_id, device_path=str(folder)), timeout=T
+        ).drive.id
+        for folder in folders
+    ]
+
+
+def _wait_job(h: Host, job_id: str, timeout: float = 120) -> job_pb2.Job:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = h.jobs.InspectJob(job_pb2.InspectJobRequest(job_id=job_id), timeout=T).job
+        if job.state in (
+            job_pb2.JOB_STATE_DONE,
+            job_pb2.JOB_STATE_FAILED,
+            job_pb2.JOB_STATE_CANCELLED,
+        ):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+
+
+def _folder_copies(h: Host, folders: list[Path], volume_id: str) -> list[Path]:
+    """The files of a volume's copies on folder drives (a folder is its drive's root)."""
+    roots = dict(zip(h.drive_ids, folders, strict=True))
+    inspected = h.volumes.InspectVolume(
+        volume_pb2.InspectVolumeRequest(volume_id=volume_id), timeout=T
+    )
+    return [roots[a.drive_id] / "replicas" / a.id for a in inspected.allocations]
+
+
+def _snapshot_files(copies: list[Path], snapshot_id: str) -> list[Path]:
+    return [f.parent.parent / "snapshots" / f.name / snapshot_id for f in copies]
+
+
+def test_without_reflink_a_snapshot_is_a_full_copy_by_a_job(scratch: Path) -> None:
+    folders = _ext4_folders(scratch, 2)
+    with (
+        local_daemon(scratch) as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        _folder_topology(h, folders)
+        volume = h.create("data")
+        device = h.attach(volume.id)
+        original = os.urandom(2 * MIB)
+        write_at(device, 3 * MIB, original)
+        # Attached read-write, its data moves under a copy: refused.
+        with pytest.raises(grpc.RpcError) as info:
+            h.volumes.CreateSnapshot(
+                volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="before"), timeout=T
+            )
+        assert error_of(info.value).reason == "VOLUME_ATTACHED"
+        h.detach(volume.id)
+
+        started = h.volumes.CreateSnapshot(
+            volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="before"), timeout=T
+        )
+        assert started.snapshot.state == volume_pb2.SNAPSHOT_STATE_CREATING
+        assert started.job.kind == job_pb2.JOB_KIND_SNAPSHOT_COPY
+        done = _wait_job(h, started.job.id)
+        assert done.state == job_pb2.JOB_STATE_DONE, done.error
+        assert done.progress.done_bytes == done.progress.total_bytes == 2 * 64 * MIB
+        snap = h.volumes.InspectSnapshot(
+            volume_pb2.InspectSnapshotRequest(snapshot_id=started.snapshot.id), timeout=T
+        ).snapshot
+        assert snap.state == volume_pb2.SNAPSHOT_STATE_READY
+        copies = _folder_copies(h, folders, volume.id)
+        assert len(copies) == 2
+        for copy, kept in zip(copies, _snapshot_files(copies, snap.id), strict=True):
+            assert kept.read_bytes() == copy.read_bytes()
+
+        device = h.attach(volume.id)
+        write_at(device, 3 * MIB, b"\0" * (2 * MIB))
+        h.detach(volume.id)
+        h.volumes.RevertVolume(
+            volume_pb2.RevertVolumeRequest(
+                volume_id=volume.id, snapshot_id=snap.id, yes_i_really_mean_it=True
+            ),
+            timeout=T,
+        )
+        device = h.attach(volume.id, read_only=True)
+        assert read_at(device, 3 * MIB, 2 * MIB) == original
+        h.detach(volume.id)
+        clone = h.create("clone", source=volume_pb2.VolumeSource(snapshot_id=snap.id))
+        device = h.attach(clone.id, read_only=True)
+        assert read_at(device, 3 * MIB, 2 * MIB) == original
+        h.detach(clone.id)
+
+
+def test_a_snapshot_copy_killed_midway_is_resumed_whole(scratch: Path) -> None:
+    folders = _ext4_folders(scratch, 2)
+    with local_daemon(scratch) as (proc, port):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            h = Host(channel, scratch)
+            _folder_topology(h, folders)
+            volume = h.create("big", size="200M")
+            device = h.attach(volume.id)
+            write_at(device, 0, os.urandom(180 * MIB))
+            h.detach(volume.id)
+            copies = _folder_copies(h, folders, volume.id)
+            [digest] = {hashlib.sha256(f.read_bytes()).hexdigest() for f in copies}
+            started = h.volumes.CreateSnapshot(
+                volume_pb2.CreateSnapshotRequest(volume_id=volume.id, name="s"), timeout=T
+            )
+            snapshots = [f.parent.parent / "snapshots" / f.name for f in copies]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if any(list(folder.glob("*.part")) for folder in snapshots if folder.exists()):
+                    break
+                time.sleep(0.002)
+            else:
+                pytest.fail("the copy was not seen in flight")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with (
+        local_daemon(scratch) as (_proc, port),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        h = Host(channel, scratch)
+        done = _wait_job(h, started.job.id)
+        assert done.state == job_pb2.JOB_STATE_DONE, done.error
+        assert done.restart_count >= 1
+        snap = h.volumes.InspectSnapshot(
+            volume_pb2.InspectSnapshotRequest(snapshot_id=started.snapshot.id), timeout=T
+        ).snapshot
+        assert snap.state == volume_pb2.SNAPSHOT_STATE_READY
+        for kept in _snapshot_files(copies, snap.id):
+            assert hashlib.sha256(kept.read_bytes()).hexdigest() == digest
+        assert [p for folder in snapshots for p in folder.glob("*.part")] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -420,3 +421,151 @@ def test_status(stub: cluster_pb2_grpc.ClusterServiceStub, daemon: RunningDaemon
     assert st.generation == stored_generation(daemon) == 2
     err = fails(stub.GetClusterStatus, pb.GetClusterStatusRequest(cluster_id=uuid.uuid4().hex))
     assert err.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_wait_for_generation(daemon: RunningDaemon) -> None:
+    stub = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    made = stub.CreateCluster(pb.CreateClusterRequest(name="waited"))
+    reached = stub.WaitForGeneration(pb.WaitForGenerationRequest(generation=made.generation))
+    assert reached.reached and reached.generation >= made.generation
+    # A generation still to come: answered when it comes.
+    later = stub.WaitForGeneration.future(
+        pb.WaitForGenerationRequest(generation=made.generation + 1, wait_seconds=20), timeout=30
+    )
+    time.sleep(0.3)
+    assert not later.done()
+    stub.CreateCluster(pb.CreateClusterRequest(name="next"))
+    assert later.result(timeout=30).reached
+    # One that does not come in time.
+    started = time.monotonic()
+    missed = stub.WaitForGeneration(
+        pb.WaitForGenerationRequest(generation=made.generation + 100, wait_seconds=0.5)
+    )
+    assert not missed.reached and 0.4 < time.monotonic() - started < 5
+    for request, field in (
+        (pb.WaitForGenerationRequest(), "generation"),
+        (pb.WaitForGenerationRequest(generation=1, wait_seconds=-1), "wait_seconds"),
+        (pb.WaitForGenerationRequest(generation=1, wait_seconds=301), "wait_seconds"),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.WaitForGeneration(request)
+        err = error_of(info.value)
+        assert err.code == grpc.StatusCode.INVALID_ARGUMENT and field in err.fields
+
+
+def test_the_topology_is_the_whole_tree_in_one_answer(daemon: RunningDaemon) -> None:
+    from osd.v1 import volume_pb2, volume_pb2_grpc
+    from tests.factories import GIB, make_pool, make_topology
+
+    stub = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cluster_id, nodes, drives = make_topology(
+        daemon.store, zones=2, nodes_per_zone=2, drives_per_node=2, drive_bytes=100 * GIB
+    )
+    other, _, _ = make_topology(daemon.store, zones=1, cluster_name="other")
+    pool = make_pool(daemon.store, cluster_id, "fast", drive_ids=drives[:2])
+    volume_pb2_grpc.VolumeServiceStub(daemon.channel).CreateVolume(
+        volume_pb2.CreateVolumeRequest(cluster_id=cluster_id, name="v", size="10G")
+    )
+    top = stub.GetClusterTopology(pb.GetClusterTopologyRequest(cluster_id=cluster_id))
+    assert top.cluster.id == cluster_id and top.generation == stored_generation(daemon)
+    # Nodes by zone, then name; each with its own drives, by device path.
+    assert [(n.node.zone, n.node.name) for n in top.nodes] == [
+        ("zone0", "n0-0"),
+        ("zone0", "n0-1"),
+        ("zone1", "n1-0"),
+        ("zone1", "n1-1"),
+    ]
+    assert {n.node.id for n in top.nodes} == set(nodes)
+    for entry in top.nodes:
+        assert [d.device_path for d in entry.drives] == ["/dev/sdb", "/dev/sdc"]
+        assert {d.node_id for d in entry.drives} == {entry.node.id}
+        assert entry.node.capacity.total_bytes == sum(d.capacity.total_bytes for d in entry.drives)
+    listed = [d.id for n in top.nodes for d in n.drives]
+    assert sorted(listed) == sorted(drives)
+    # The totals are the drives', and the volume's bytes are counted where they are.
+    assert top.capacity.total_bytes == 8 * 100 * GIB
+    used = sum(d.capacity.used_bytes for n in top.nodes for d in n.drives)
+    assert top.capacity.used_bytes == used == 10 * GIB
+    assert top.provisioned_bytes == 10 * GIB
+    [fast] = top.pools
+    assert (fast.id, fast.name, sorted(fast.drive_ids)) == (pool, "fast", sorted(drives[:2]))
+    # Another cluster's objects are not in it.
+    theirs = stub.GetClusterTopology(pb.GetClusterTopologyRequest(cluster_id=other))
+    assert len(theirs.nodes) == 1 and not set(d.id for d in theirs.nodes[0].drives) & set(drives)
+    missing = fails(stub.GetClusterTopology, pb.GetClusterTopologyRequest(cluster_id="a" * 32))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+    bad = fails(stub.GetClusterTopology, pb.GetClusterTopologyRequest(cluster_id="nope"))
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT and "cluster_id" in bad.fields
+
+
+def test_status_gives_the_health_of_each_service(daemon: RunningDaemon) -> None:
+    from datetime import timedelta
+
+    from osd.store.models import DaemonRow, DriveRow, utcnow
+    from tests.factories import make_topology
+
+    stub = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cluster_id, nodes, drives = make_topology(daemon.store, zones=2, drives_per_node=1)
+    _, theirs, _ = make_topology(daemon.store, zones=1, cluster_name="other")
+    long_ago = utcnow() - timedelta(minutes=5)
+    with daemon.store.write() as s:
+        for name, node_id in (("h:1:agent", nodes[0]), ("h:2:elsewhere", theirs[0])):
+            s.add(
+                DaemonRow(
+                    id=name,
+                    host="h",
+                    pid=1,
+                    address="10.0.0.9:9100",
+                    version="0",
+                    start_time=long_ago,
+                    heartbeat_time=long_ago,
+                    stop_time=None,
+                    node_id=node_id,
+                )
+            )
+        s.get(DriveRow, drives[1]).state = 5  # type: ignore[union-attr]  # FAILED
+    st = stub.GetClusterStatus(pb.GetClusterStatusRequest(cluster_id=cluster_id))
+    by_id = {h.name: h for h in st.services}
+    mine = [h for h in st.services if h.kind == pb.SERVICE_KIND_DAEMON]
+    assert [(h.up, h.state) for h in mine] == [(True, "DAEMON_STATE_SERVING")]
+    agent = by_id["h:1:agent"]
+    assert (agent.kind, agent.node_id, agent.up, agent.state) == (
+        pb.SERVICE_KIND_NODE_AGENT,
+        nodes[0],
+        False,
+        "DAEMON_STATE_GONE",
+    )
+    assert "h:2:elsewhere" not in by_id  # the agent of another cluster's node
+    assert [(by_id[d].up, by_id[d].state, by_id[d].address) for d in drives] == [
+        (True, "DRIVE_STATE_ONLINE", "/dev/sdb"),
+        (False, "DRIVE_STATE_FAILED", "/dev/sdb"),
+    ]
+    assert st.services_down == 2
+    missing = fails(stub.GetClusterStatus, pb.GetClusterStatusRequest(cluster_id="a" * 32))
+    assert missing.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_daemon_that_stopped_cleanly_is_no_service(daemon: RunningDaemon) -> None:
+    from osd.store.models import DaemonRow, utcnow
+    from tests.factories import make_topology
+
+    stub = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cluster_id, _, _ = make_topology(daemon.store, zones=1)
+    now = utcnow()
+    with daemon.store.write() as s:
+        s.add(
+            DaemonRow(
+                id="h:3:restarted",
+                host="h",
+                pid=3,
+                address="",
+                version="0",
+                start_time=now,
+                heartbeat_time=now,
+                stop_time=now,
+                node_id=None,
+            )
+        )
+    st = stub.GetClusterStatus(pb.GetClusterStatusRequest(cluster_id=cluster_id))
+    assert "h:3:restarted" not in {h.name for h in st.services}
+    assert st.services_down == 0

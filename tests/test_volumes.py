@@ -539,3 +539,39 @@ def test_a_volume_copy_is_a_job(
     assert not stub.CreateVolume(
         pb.CreateVolumeRequest(cluster_id=topo[0], name="plain", size="1G")
     ).HasField("job")
+
+
+def test_every_node_carries_its_zone_and_name_for_placement(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    cluster_id, nodes, _ = topo
+    in_zone = create(
+        stub,
+        cluster_id,
+        "in-zone",
+        durability=pb.Durability(type=pb.DURABILITY_TYPE_NONE),
+        placement=pb.Placement(node_selector={"osd.dev/zone": "zone1"}),
+    )
+    detail = stub.InspectVolume(pb.InspectVolumeRequest(volume_id=in_zone.id))
+    assert [a.zone for a in detail.allocations] == ["zone1"]
+    on_node = create(
+        stub,
+        cluster_id,
+        "on-node",
+        replicas=2,
+        placement=pb.Placement(
+            failure_domain=pb.FAILURE_DOMAIN_DRIVE, node_selector={"osd.dev/node": "n2-0"}
+        ),
+    )
+    detail = stub.InspectVolume(pb.InspectVolumeRequest(volume_id=on_node.id))
+    assert {a.node_id for a in detail.allocations} == {nodes[2]}
+    err = fails(
+        stub.CreateVolume,
+        pb.CreateVolumeRequest(
+            cluster_id=cluster_id,
+            name="nowhere",
+            size="1G",
+            placement=pb.Placement(node_selector={"osd.dev/zone": "zone9"}),
+        ),
+    )
+    assert err.reason == "PLACEMENT_IMPOSSIBLE"

@@ -665,3 +665,69 @@ def assert_books_balanced(daemon: RunningDaemon) -> None:
         jobs = {j.id for j in s.scalars(select(JobRow))}
         pending = s.scalars(select(AllocationRow).where(AllocationRow.state == PENDING))
         assert all(a.job_id in jobs for a in pending)
+
+
+def test_a_single_copy_volume_becomes_replicated(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    v = create(stub, topo[0], "v", size="4G", replicas=None)
+    assert v.durability.type == pb.DURABILITY_TYPE_NONE
+    [first] = inspect(stub, v.id).allocations
+    resp = stub.UpdateVolume(replicas_request(v.id, 3))
+    assert resp.job.kind == jpb.JOB_KIND_VOLUME_REPLICA_CHANGE
+    # Until the switch it is the single copy it was.
+    assert resp.volume.durability.type == pb.DURABILITY_TYPE_NONE
+    assert wait_job(daemon, resp.job.id).state == jpb.JOB_STATE_DONE
+    after = inspect(stub, v.id)
+    assert after.volume.durability.type == pb.DURABILITY_TYPE_REPLICATE
+    assert after.volume.durability.replicas == 3
+    assert after.volume.live_copies == after.volume.declared_copies == 3
+    assert [a.index for a in after.allocations] == [0, 1, 2]
+    assert (first.id, first.drive_id) in {(a.id, a.drive_id) for a in after.allocations}
+    assert len({a.zone for a in after.allocations}) == 3
+    assert replicas_of(daemon) == stored_copies(daemon)
+    assert_books(daemon.store)
+
+
+def test_one_copy_loses_redundancy_only_when_confirmed(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    v = create(stub, topo[0], "v", size="4G", replicas=3)
+    used = counts(daemon).used_bytes
+    err = fails(stub.UpdateVolume, replicas_request(v.id, 1))
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CONFIRMATION_REQUIRED")
+    assert job_count(daemon.store) == 0 and counts(daemon).used_bytes == used
+    assert inspect(stub, v.id).volume.durability.replicas == 3
+    resp = stub.UpdateVolume(replicas_request(v.id, 1, yes_i_really_mean_it=True))
+    assert wait_job(daemon, resp.job.id).state == jpb.JOB_STATE_DONE
+    after = inspect(stub, v.id)
+    assert after.volume.durability.type == pb.DURABILITY_TYPE_NONE
+    assert after.volume.declared_copies == after.volume.live_copies == 1
+    [kept] = after.allocations
+    assert kept.index == 0 and kept.state == ACTIVE
+    assert counts(daemon).used_bytes == used - 8 * GIB
+    assert replicas_of(daemon) == stored_copies(daemon)
+    # And back again.
+    back = stub.UpdateVolume(replicas_request(v.id, 2))
+    assert wait_job(daemon, back.job.id).state == jpb.JOB_STATE_DONE
+    assert inspect(stub, v.id).volume.durability.replicas == 2
+    assert_books(daemon.store)
+
+
+def test_one_copy_is_refused_while_a_tail_pool_holds_the_last(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    cluster_id, _, drives = topo
+    main = make_pool(daemon.store, cluster_id, "main", drive_ids=drives[:4])
+    tail = make_pool(daemon.store, cluster_id, "tail", drive_ids=drives[4:])
+    v = create(
+        stub,
+        cluster_id,
+        "v",
+        size="1G",
+        replicas=2,
+        placement=pb.Placement(pool_id=main, tail_pool_id=tail),
+    )
+    err = fails(stub.UpdateVolume, replicas_request(v.id, 1, yes_i_really_mean_it=True))
+    assert (err.code, err.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "TAIL_POOL")
+    assert job_count(daemon.store) == 0

@@ -192,3 +192,24 @@ def test_a_template_of_another_cluster_conflicts(
         pb.CreateVolumeRequest(cluster_id=topo[0], name="v", size="1G", template_id=t.id),
     )
     assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["cluster_id"])
+
+
+def test_an_unlimited_qos_written_explicitly_overrides_the_template(
+    stub: Stub, daemon: RunningDaemon, topo: tuple[str, list[str], list[str]]
+) -> None:
+    cluster_id = topo[0]
+    t = stub.CreateTemplate(
+        gold(cluster_id, qos=pb.Qos(iops_limit=1000, bandwidth_limit_bytes=50 * 2**20))
+    ).template
+    vols = volumes(daemon)
+    request = pb.CreateVolumeRequest(name="free", template_id=t.id)
+    request.qos.SetInParent()  # "qos": {}
+    free = vols.CreateVolume(request).volume
+    assert (free.qos.iops_limit, free.qos.bandwidth_limit_bytes) == (0, 0)
+    capped = vols.CreateVolume(pb.CreateVolumeRequest(name="capped", template_id=t.id)).volume
+    assert (capped.qos.iops_limit, capped.qos.bandwidth_limit_bytes) == (1000, 50 * 2**20)
+    # And lifted on a volume that has limits.
+    lifted = vols.UpdateVolume(
+        pb.UpdateVolumeRequest(volume_id=capped.id, qos=pb.Qos(), update_mask=mask("qos"))
+    ).volume
+    assert (lifted.qos.iops_limit, lifted.qos.bandwidth_limit_bytes) == (0, 0)

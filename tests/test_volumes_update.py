@@ -333,3 +333,65 @@ def test_volume_state_follows_its_copies(
         set_state(n, node_pb2.NODE_STATE_ONLINE)
     assert state() == pb.VOLUME_STATE_UP
     assert books(daemon) == []
+
+
+def test_size_add_grows_by_a_delta_from_the_size_at_the_update(
+    stub: volume_pb2_grpc.VolumeServiceStub, daemon: RunningDaemon, topo: Topology
+) -> None:
+    v = create(stub, topo[0], "v", size="10G", durability=replicated(3))
+    resp = stub.UpdateVolume(
+        pb.UpdateVolumeRequest(volume_id=v.id, size_add="2G", update_mask=mask("size_add"))
+    )
+    assert resp.volume.size_bytes == 12 * GIB
+    assert allocated(stub, v.id) == [12 * GIB] * 3
+    again = stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=v.id,
+            size_add="512M",
+            update_mask=mask("size_add"),
+            expected_generation=resp.volume.generation,
+        )
+    )
+    assert again.volume.size_bytes == 12 * GIB + 512 * 2**20
+    # A retry of that call, with the same expected generation, adds nothing.
+    err = fails(
+        stub.UpdateVolume,
+        pb.UpdateVolumeRequest(
+            volume_id=v.id,
+            size_add="512M",
+            update_mask=mask("size_add"),
+            expected_generation=resp.volume.generation,
+        ),
+    )
+    assert err.code == grpc.StatusCode.ABORTED
+    assert counts(daemon).used_bytes == 3 * (12 * GIB + 512 * 2**20)
+    assert books(daemon) == []
+
+
+@pytest.mark.parametrize(
+    ("size_add", "paths", "field"),
+    [
+        ("0", ["size_add"], "size_add"),
+        ("-1G", ["size_add"], "size_add"),
+        ("lots", ["size_add"], "size_add"),
+        ("1G", ["size_add", "size"], "update_mask"),
+        ("9000000P", ["size_add"], "size_add"),
+    ],
+)
+def test_a_bad_size_add_changes_nothing(
+    stub: volume_pb2_grpc.VolumeServiceStub,
+    daemon: RunningDaemon,
+    topo: Topology,
+    size_add: str,
+    paths: list[str],
+    field: str,
+) -> None:
+    v = create(stub, topo[0], "v", size="10G")
+    before = counts(daemon)
+    request = pb.UpdateVolumeRequest(volume_id=v.id, update_mask=mask(*paths))
+    request.size_add = size_add
+    err = fails(stub.UpdateVolume, request)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in err.fields, err
+    assert counts(daemon) == before
+    assert stored_volume(daemon, v.id).size_bytes == 10 * GIB  # type: ignore[union-attr]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
 from osd.engine.access.audit import PRUNE_INTERVAL_SECONDS, AuditLog
 from osd.engine.datastores.registry import DatastoreEngine
 from osd.engine.drivers import StorageDriver
+from osd.engine.drivers.routed import NodeAgent, RoutedDriver
 from osd.engine.jobs import kinds as job_kinds
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.service_api import ServiceEngine
+from osd.engine.shared.members import Members, new_name
 from osd.engine.shared.periodic import Periodic
 from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.engine.topology.clusters import ClusterEngine
@@ -28,7 +32,13 @@ from osd.engine.volumes.snapshots import SnapshotEngine
 from osd.engine.volumes.templates import TemplateEngine
 from osd.engine.volumes.usage import UsageMeter
 from osd.engine.volumes.volumes import VolumeEngine
+from osd.store import daemons as daemon_repo
+from osd.store import events, node_work
 from osd.store.db import Store
+from osd.store.models import utcnow
+
+# How often recorded changes and answered node work are pruned.
+RECORD_PRUNE_SECONDS = 60.0
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +64,29 @@ class Engine:
         audit_retention_days: float = 90.0,
         job_retention_days: float = 30.0,
         usage_interval_seconds: float = 60.0,
+        heartbeat_seconds: float = 2.0,
+        gone_seconds: float = 10.0,
+        node_id: str = "",
+        node_name: str = "",
+        watch_retention_seconds: float = 3600.0,
     ) -> None:
         self.store = store
+        self._watch_retention = timedelta(seconds=watch_retention_seconds)
+        # This daemon among those sharing the store: the owner its jobs and
+        # its changes in phases carry, and the node it is the agent of.
+        self.members = Members(
+            store,
+            new_name(),
+            heartbeat_seconds=heartbeat_seconds,
+            gone_seconds=gone_seconds,
+            node_id=node_id,
+            node_name=node_name,
+        )
+        store.owner = self.members.name
+        # Driver work for a node whose agent is another daemon runs there.
+        self._agent = NodeAgent(store, driver, self.members) if self.members.agent else None
+        own_driver = driver
+        driver = RoutedDriver(driver, store, self.members)
         self.driver = driver
         self._on_start: list[tuple[str, Callable[[], None], bool]] = []
         self._on_close: list[tuple[str, Callable[[float], None]]] = []
@@ -71,6 +102,7 @@ class Engine:
             max_jobs=max_jobs,
             availability=self._availability_changed,
             retention_days=job_retention_days,
+            owner=self.members.name,
         )
         for handler in job_kinds.handlers():
             self.jobs.register(handler)
@@ -80,12 +112,16 @@ class Engine:
         )
         self.maintenance = MaintenanceEngine(store, self._availability_changed)
         self.service = ServiceEngine(store, driver, self.jobs)
+        self.on_start("registering this daemon", self.members.register)
         self.on_start("drives left ADDING", self.drives.recover)
         self.volumes = VolumeEngine(store, driver, self.jobs)
-        self.snapshots = SnapshotEngine(store, driver)
+        self.snapshots = SnapshotEngine(store, driver, self.jobs)
         self.attachments = AttachmentEngine(store, driver)
         self.templates = TemplateEngine(store)
-        self.on_start("volume and snapshot changes left unfinished", self.volumes.recover)
+        self.on_start(
+            "volume and snapshot changes left unfinished",
+            lambda: self.volumes.recover(self.members.alive_at_start),
+        )
         self.on_start("attachments the storage driver holds", self.attachments.restore)
         self.on_availability_change(self.volumes.availability_changed)
         # Rebuilds lost copies: woken (after the volume engine has recorded the
@@ -107,14 +143,63 @@ class Engine:
         self.on_start("audit folding", self.audit.start_folding, everywhere=True)
         self.on_start("audit pruning", self.audit.start_pruning)
         self.on_close("audit", self.audit.close)
+        # The heartbeat; after each, the changes of daemons gone since are
+        # taken over.
+        self.members.after_beat(lambda: self.volumes.take_over(self.members.alive))
+        self.members.after_beat(self._follow_agents)
+        if self._agent is not None:
+            self.on_start("node agent", self._agent.start)
+            self.on_close("node agent", self._agent.close)
+        self._heartbeat = Periodic("osd-heartbeat", heartbeat_seconds, self.members.beat)
+        self.on_start("heartbeat", self._heartbeat.start)
+        self.on_close("heartbeat", self._close_heartbeat)
+        # The recorded changes and the answered node work, once a minute (each
+        # prune is a write, which a heartbeat's pace would make needlessly often).
+        self._record_pruning = Periodic("osd-record-prune", RECORD_PRUNE_SECONDS, self._prune)
+        self.on_start("pruning of recorded changes", self._record_pruning.start)
+        self.on_close("pruning of recorded changes", self._record_pruning.close)
         self._job_pruning = Periodic("osd-job-prune", PRUNE_INTERVAL_SECONDS, self.jobs.prune)
         self.on_start("pruning of finished jobs", self._job_pruning.start)
         self.on_close("pruning of finished jobs", self._job_pruning.close)
-        self.usage = UsageMeter(store, driver)
+        # Measures the drives this daemon drives itself.
+        self.usage = UsageMeter(store, own_driver)
         if self.usage.measures:
             self._usage = Periodic("osd-usage", usage_interval_seconds, self.usage.measure)
             self.on_start("measuring used space", self._usage.start)
             self.on_close("measuring used space", self._usage.close)
+
+    def _follow_agents(self) -> None:
+        """Nodes whose agents are all gone go OFFLINE; back ONLINE when one
+        returns."""
+        with self.store.read() as s:
+            agents = {n: daemon_repo.agents_of(s, n) for n in daemon_repo.agent_nodes(s)}
+        for node_id, rows in agents.items():
+            present = any(self.members.alive(d.id) for d in rows)
+            self.nodes.follow_agent(node_id, present)
+
+    def _prune(self) -> None:
+        """Forgets the recorded changes older than watch_retention_seconds, and
+        the node work answered more than an hour ago."""
+        now = utcnow()
+        with self.store.write() as s:
+            events.prune(s, now - self._watch_retention)
+            node_work.prune(s, now - timedelta(hours=1))
+
+    def _close_heartbeat(self, timeout: float) -> None:
+        """Stops the heartbeat and records the stop, waiting for the store at
+        most a second (a store that does not answer must not hold the exit: the
+        daemon then looks gone once its heartbeat is old)."""
+        self._heartbeat.close(min(timeout, 1.0))
+
+        def record() -> None:
+            try:
+                self.members.stop()
+            except Exception as exc:  # the store may be gone already
+                log.warning("could not record this daemon's stop: %s", exc)
+
+        done = threading.Thread(target=record, name="osd-stop-record", daemon=True)
+        done.start()
+        done.join(min(timeout, 1.0))
 
     def on_start(self, name: str, step: Callable[[], None], *, everywhere: bool = False) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in

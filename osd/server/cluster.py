@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 
+from osd import deadline
 from osd.engine.engine import Engine
 from osd.engine.shared.models import ListQuery
 from osd.engine.topology.models import (
@@ -13,7 +16,11 @@ from osd.engine.topology.models import (
     RepairPolicyChange,
     UpdateCluster,
 )
+from osd.errors import FieldViolation, InvalidArgument
 from osd.server import convert
+from osd.server.node import drive_to_proto, node_to_proto
+from osd.server.pool import pool_to_proto
+from osd.store.state import current_generation
 from osd.v1 import cluster_pb2 as pb
 from osd.v1 import cluster_pb2_grpc
 
@@ -25,6 +32,11 @@ REPAIR_FIELDS = (
     "max_repairs_per_drive",
 )
 UPDATABLE = ("name", "labels", "block", "file", "repair", *(f"repair.{f}" for f in REPAIR_FIELDS))
+
+
+# How long WaitForGeneration waits: by default, and at most.
+DEFAULT_GENERATION_WAIT = 30.0
+MAX_GENERATION_WAIT = 300.0
 
 
 def repair_to_proto(p: RepairPolicy) -> pb.RepairPolicy:
@@ -69,6 +81,8 @@ def cluster_to_proto(c: Cluster) -> pb.Cluster:
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._clusters = engine.clusters
+        self._members = engine.members
+        self._store = engine.store
         self._inspected: convert.ResponseMemo[pb.InspectClusterResponse] = convert.ResponseMemo()
 
     def CreateCluster(
@@ -142,7 +156,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: pb.GetClusterStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetClusterStatusResponse:
         st = self._clusters.status(request.cluster_id)
+        services = self._clusters.services(request.cluster_id, self._members.list())
         return pb.GetClusterStatusResponse(
+            services=[
+                pb.ServiceHealth(
+                    kind=pb.ServiceKind.Value(f"SERVICE_KIND_{h.kind.name}"),
+                    name=h.name,
+                    node_id=h.node_id,
+                    up=h.up,
+                    state=h.state,
+                    address=h.address,
+                )
+                for h in services
+            ],
+            services_down=sum(1 for h in services if not h.up),
             cluster=cluster_to_proto(st.cluster),
             node_count=st.node_count,
             drive_count=st.drive_count,
@@ -153,3 +180,70 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             provisioned_bytes=st.provisioned_bytes,
             generation=st.generation,
         )
+
+    def GetClusterTopology(
+        self, request: pb.GetClusterTopologyRequest, context: grpc.ServicerContext
+    ) -> pb.GetClusterTopologyResponse:
+        top = self._clusters.topology(request.cluster_id)
+        st = top.status
+        return pb.GetClusterTopologyResponse(
+            cluster=cluster_to_proto(st.cluster),
+            capacity=convert.capacity(st.capacity),
+            provisioned_bytes=st.provisioned_bytes,
+            nodes=[
+                pb.TopologyNode(
+                    node=node_to_proto(node), drives=[drive_to_proto(d) for d in drives]
+                )
+                for node, drives in top.nodes
+            ],
+            pools=[pool_to_proto(p) for p in top.pools],
+            generation=st.generation,
+        )
+
+    def WaitForGeneration(
+        self, request: pb.WaitForGenerationRequest, context: grpc.ServicerContext
+    ) -> pb.WaitForGenerationResponse:
+        problems = []
+        if request.generation < 1:
+            problems.append(FieldViolation("generation", "is required: a positive generation"))
+        if not 0 <= request.wait_seconds <= MAX_GENERATION_WAIT:
+            problems.append(
+                FieldViolation("wait_seconds", f"is from 0 to {MAX_GENERATION_WAIT:g} seconds")
+            )
+        if problems:
+            raise InvalidArgument.fields(problems)
+        wait = request.wait_seconds or DEFAULT_GENERATION_WAIT
+        stop = time.monotonic() + min(wait, deadline.remaining(wait))
+        pause = 0.005
+        while True:
+            now = self._store.generation()
+            if now is None:
+                with self._store.read() as s:
+                    now = current_generation(s)
+            if now >= request.generation or time.monotonic() >= stop:
+                return pb.WaitForGenerationResponse(
+                    reached=now >= request.generation, generation=now
+                )
+            time.sleep(min(pause, max(0.0, stop - time.monotonic())))
+            pause = min(0.05, pause * 2)
+
+    def ListDaemons(
+        self, request: pb.ListDaemonsRequest, context: grpc.ServicerContext
+    ) -> pb.ListDaemonsResponse:
+        out = pb.ListDaemonsResponse()
+        for m in self._members.list():
+            d = out.daemons.add(
+                name=m.id,
+                host=m.host,
+                pid=m.pid,
+                address=m.address,
+                version=m.version,
+                state=int(m.state),
+                this_daemon=m.this_daemon,
+                node_id=m.node_id,
+            )
+            d.start_time.CopyFrom(convert.timestamp(m.start_time))
+            d.heartbeat_time.CopyFrom(convert.timestamp(m.heartbeat_time))
+            if m.stop_time is not None:
+                d.stop_time.CopyFrom(convert.timestamp(m.stop_time))
+        return out

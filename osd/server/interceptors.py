@@ -94,11 +94,13 @@ def credentials_of(
 @dataclass(frozen=True)
 class Hooks:
     """What the interceptor hands each call: how to authenticate it, where to
-    record it, and what to tell of how it ended (method, code name, seconds)."""
+    record it, what to tell of how it ended (method, code name, seconds), and
+    what to tell its trace span (method, request id, code; see osd.tracing)."""
 
     auth: Authenticator
     audit: AuditLog
     observe: Callable[[str, str, float], None] | None = None
+    annotate: Callable[[str, str, grpc.StatusCode], None] | None = None
 
 
 class _Call:
@@ -111,6 +113,7 @@ class _Call:
         self.auth = hooks.auth
         self.audit = hooks.audit
         self.observe = hooks.observe
+        self.annotate = hooks.annotate
         self.request_id = request_id_of(context)
         self.subject = "-"
         self.principal: Principal | None = None
@@ -156,6 +159,8 @@ class _Call:
     def _ended(self, code: grpc.StatusCode) -> None:
         if self.observe is not None:
             self.observe(self.method.lstrip("/"), code.name, time.perf_counter() - self.start)
+        if self.annotate is not None:
+            self.annotate(self.method, self.request_id, code)
 
     def fail(self, exc: BaseException) -> None:
         code = exc.code if isinstance(exc, OsdError) else grpc.StatusCode.INTERNAL
@@ -337,12 +342,14 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         audit_log: AuditLog,
         observe: Callable[[str, str, float], None] | None = None,
         forwarded: frozenset[str] = frozenset(),
+        annotate: Callable[[str, str, grpc.StatusCode], None] | None = None,
     ) -> None:
         """``forwarded``: methods this process passes to the primary process
-        (see :mod:`osd.server.forward`), which checks and records them itself."""
+        (see :mod:`osd.server.forward`), which checks and records them itself.
+        ``annotate``: marks the span of the call (tracing on)."""
         self.auth = auth
         self.audit = audit_log
-        self.hooks = Hooks(auth, audit_log, observe)
+        self.hooks = Hooks(auth, audit_log, observe, annotate)
         self.forwarded = forwarded
         # method -> (the handler served, its wrapped form): the services'
         # handlers do not change, so each is wrapped once, not per call.

@@ -25,6 +25,7 @@ from osd.server.pool import PoolServicer
 from osd.server.service import ServiceServicer
 from osd.server.template import TemplateServicer
 from osd.server.volume import VolumeServicer
+from osd.server.watch import WatchServicer
 
 # Servicer classes by full service name. Each takes the engine.
 IMPLEMENTED: dict[str, Callable[[Engine], Any]] = {
@@ -37,6 +38,7 @@ IMPLEMENTED: dict[str, Callable[[Engine], Any]] = {
     "osd.v1.Service": ServiceServicer,
     "osd.v1.VolumeService": VolumeServicer,
     "osd.v1.TemplateService": TemplateServicer,
+    "osd.v1.WatchService": WatchServicer,
 }
 
 # Services whose RPCs wait for a capability: full service name -> capability.

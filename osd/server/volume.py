@@ -21,6 +21,7 @@ UPDATABLE = (
     "name",
     "size_bytes",
     "size",
+    "size_add",
     "qos",
     "qos.iops_limit",
     "qos.bandwidth_limit_bytes",
@@ -354,6 +355,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
             snapshot=snapshot_to_proto(result.value),
             created=result.created,
             generation=result.generation,
+            job=job_to_proto(result.job) if result.job is not None else None,
         )
 
     def InspectSnapshot(
@@ -534,6 +536,7 @@ def update_volume_from_proto(request: pb.UpdateVolumeRequest) -> vm.UpdateVolume
         volume_id=request.volume_id,
         name=request.name if "name" in paths else None,
         size=size,
+        size_add=request.size_add if "size_add" in paths else None,
         iops_limit=(request.qos.iops_limit if whole_qos or "qos.iops_limit" in paths else None),
         bandwidth_limit_bytes=(
             request.qos.bandwidth_limit_bytes
@@ -549,4 +552,5 @@ def update_volume_from_proto(request: pb.UpdateVolumeRequest) -> vm.UpdateVolume
         acl=tuple(grant_from_proto(g) for g in request.acl) if "acl" in paths else None,
         shrink_ok=request.shrink_ok,
         expected_generation=request.expected_generation,
+        confirmed=request.yes_i_really_mean_it,
     )

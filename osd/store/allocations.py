@@ -10,20 +10,36 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from osd.enums import AllocationState
 from osd.errors import FailedPrecondition
 from osd.store.models import AllocationRow, DriveRow, utcnow
 
+_DRIVES = cast(Table, DriveRow.__table__)
+# Built once (these run for every copy of every change): on the table, not
+# the mapped class, so no ORM bookkeeping runs; a DriveRow the session holds
+# has its used_bytes expired instead (see _add_used).
+_ADD_USED = (
+    update(_DRIVES)
+    .where(_DRIVES.c.id == bindparam("drive_id"))
+    .values(used_bytes=_DRIVES.c.used_bytes + bindparam("delta"))
+)
+_ADD_USED_IF_ROOM = _ADD_USED.where(
+    _DRIVES.c.used_bytes + bindparam("delta") <= _DRIVES.c.total_bytes
+)
+
 
 def _add_used(session: Session, drive_id: str, delta: int, *, check_room: bool) -> None:
-    stmt = update(DriveRow).where(DriveRow.id == drive_id)
-    if check_room and delta > 0:
-        stmt = stmt.where(DriveRow.used_bytes + delta <= DriveRow.total_bytes)
-    result = session.execute(stmt.values(used_bytes=DriveRow.used_bytes + delta))
+    stmt = _ADD_USED_IF_ROOM if check_room and delta > 0 else _ADD_USED
+    result = session.execute(stmt, {"drive_id": drive_id, "delta": delta})
+    held = session.identity_map.get(identity_key(DriveRow, (drive_id,)))
+    if held is not None:
+        session.expire(held, ["used_bytes"])
     if result.rowcount != 1:  # type: ignore[attr-defined]
         drive = session.get(DriveRow, drive_id)
         if drive is None:

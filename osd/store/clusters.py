@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from osd.enums import ObjectKind
+from osd.store import events
 from osd.store.jobs import FINAL_STATES, UNFINISHED_STATES
 from osd.store.models import (
     ClusterRow,
@@ -47,6 +49,7 @@ def remove(session: Session, cluster_id: str) -> None:
         delete(JobRow).where(JobRow.cluster_id == cluster_id, JobRow.state.in_(FINAL_STATES))
     )
     session.execute(delete(ClusterRow).where(ClusterRow.id == cluster_id))
+    events.deleted(session, ObjectKind.CLUSTER, cluster_id)
 
 
 def scan_by_name(session: Session, after: str | None, batch: int) -> Iterator[ClusterRow]:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from osd.errors import Unavailable
-from osd.store import state
+from osd.store import events, state
 from osd.store.readcache import ReadCache
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,10 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # Tables whose changes leave the generation alone: the audit trail is written
-# on refused calls too, and no read that is kept depends on it.
-UNVERSIONED_TABLES = frozenset({"audit_records", "audit_targets"})
+# on refused calls too, daemons beat, node work and events are bookkeeping
+# of changes that bump it themselves, and no read that is kept depends on
+# them.
+UNVERSIONED_TABLES = frozenset({"audit_records", "audit_targets", "daemons", "node_work", "events"})
 # The objects in the pages kept, all together (some 40 MB at most).
 PAGE_CACHE_ITEMS = 5000
 GENERATION_SQL = "SELECT generation FROM osd_state WHERE id = 1"
@@ -105,8 +107,16 @@ def _sqlite_engine(url: str, *, immediate: bool, pool_size: int) -> Engine:
 class Store:
     """Owns the database engines and hands out units of work."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, statement_timeout_seconds: float = 0.0
+    ) -> None:
+        """``statement_timeout_seconds``: PostgreSQL cancels a statement that
+        runs longer (0: no limit); the call answers UNAVAILABLE. Connections
+        are checked before use, so a restarted server is reconnected to."""
         self.url = url
+        # The daemon that writes through this store (DaemonRow.id): a change in
+        # phases records it as the change's owner. Set by the engine.
+        self.owner = ""
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
@@ -123,8 +133,16 @@ class Store:
                 url = parsed.set(drivername="postgresql+psycopg").render_as_string(
                     hide_password=False
                 )
+            options = {}
+            if statement_timeout_seconds > 0:
+                timeout_ms = max(1, int(statement_timeout_seconds * 1000))
+                options["options"] = f"-c statement_timeout={timeout_ms}"
             self._write_engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args=options,
             )
             self._read_engine = self._write_engine
         else:
@@ -140,6 +158,7 @@ class Store:
             PAGE_CACHE_ITEMS, weigh=lambda page: len(getattr(page, "items", ()))
         )
         self._writer = sessionmaker(self._write_engine, expire_on_commit=False)
+        events.install(self._writer)
         self._reader = sessionmaker(self._read_engine, expire_on_commit=False)
         self._page_key: bytes | None = None
         self._closed = False
@@ -147,6 +166,14 @@ class Store:
     @property
     def engine(self) -> Engine:
         return self._write_engine
+
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine statements run on: SQLite's writer and reader, or
+        PostgreSQL's one."""
+        if self._read_engine is self._write_engine:
+            return (self._write_engine,)
+        return (self._write_engine, self._read_engine)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -183,12 +210,15 @@ class Store:
         if not watch.armed or (watch.changed and watch.bumped):
             return
         table = _changed_table(statement)
-        if table is None or table in UNVERSIONED_TABLES or cursor.rowcount == 0:
+        if table is None or table in UNVERSIONED_TABLES:
             return
         if table == "osd_state":
-            if "generation" in statement:
+            # The bump returns the new value; SQLite counts the rows of such a
+            # statement only once they are read, which is after this.
+            returning = "RETURNING" in statement.upper()
+            if "generation" in statement and (returning or cursor.rowcount != 0):
                 watch.bumped = True
-        else:
+        elif cursor.rowcount != 0:
             watch.changed = True
 
     def generation(self) -> int | None:
@@ -273,7 +303,13 @@ class Store:
         try:
             yield
         except OperationalError as exc:
-            if exc.connection_invalidated or "locked" in str(exc.orig) or _is_connect_error(exc):
+            cancelled = "statement timeout" in str(exc.orig)
+            if (
+                exc.connection_invalidated
+                or "locked" in str(exc.orig)
+                or cancelled
+                or _is_connect_error(exc)
+            ):
                 log.warning("store unavailable: %s", exc.orig)
                 raise Unavailable(f"the store is unavailable: {exc.orig}") from exc
             raise

@@ -8,8 +8,8 @@ from collections.abc import Collection, Iterator
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, DriveState
-from osd.store import keyset
+from osd.enums import AllocationState, DriveState, ObjectKind
+from osd.store import events, keyset
 from osd.store import nodes as node_repo
 from osd.store import pools as pool_repo
 from osd.store.models import AllocationRow, DriveRow, NodeRow, PoolDriveRow
@@ -30,6 +30,17 @@ def of_node(session: Session, node_id: str) -> list[DriveRow]:
     return list(
         session.scalars(
             select(DriveRow).where(DriveRow.node_id == node_id).order_by(DriveRow.device_path)
+        )
+    )
+
+
+def of_cluster(session: Session, cluster_id: str) -> list[DriveRow]:
+    """A cluster's drives, by node and device path."""
+    return list(
+        session.scalars(
+            select(DriveRow)
+            .where(DriveRow.cluster_id == cluster_id)
+            .order_by(DriveRow.node_id, DriveRow.device_path)
         )
     )
 
@@ -57,6 +68,7 @@ def remove(session: Session, drive_id: str) -> None:
     """Deletes a drive (which must hold no allocations) and its pool memberships."""
     session.execute(delete(PoolDriveRow).where(PoolDriveRow.drive_id == drive_id))
     session.execute(delete(DriveRow).where(DriveRow.id == drive_id))
+    events.deleted(session, ObjectKind.DRIVE, drive_id)
 
 
 def left_adding(session: Session) -> list[DriveRow]:

@@ -80,6 +80,11 @@ class StateRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
     page_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Events up to this generation have been pruned: a watch resuming from
+    # before it has missed some.
+    events_pruned_through: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
 
 
 class ClusterRow(Base):
@@ -125,6 +130,11 @@ class NodeRow(Base):
     )
     domain_state: Mapped[DomainState] = mapped_column(IntEnumType(DomainState), nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # OFFLINE because its agent (a daemon acting for it) went: ONLINE again
+    # when an agent returns. A node set OFFLINE by hand stays so.
+    agent_offline: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -301,6 +311,10 @@ class VolumeRow(Base):
     state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False, index=True)
     stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The daemon (DaemonRow.id) that runs the change in phases the volume is
+    # in (CREATING, DELETING, a resize or revert); another daemon finishes or
+    # undoes it only once that daemon is gone.
+    op_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
     # Since when it has had fewer live copies than declared (None while all are).
     degraded_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -355,6 +369,8 @@ class SnapshotRow(Base):
     # What storage measured the snapshot holds alone (None where the driver
     # does not measure); see osd.engine.volumes.usage.
     measured_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The daemon that runs the change in phases it is in (CREATING, DELETING).
+    op_owner: Mapped[str | None] = mapped_column(String(120), nullable=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -550,3 +566,60 @@ class AuditTargetRow(Base):
         String(32), ForeignKey("audit_records.id", ondelete="CASCADE"), primary_key=True
     )
     target_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+
+
+class DaemonRow(Base):
+    """A daemon process that shares the store: registered when it starts, its
+    heartbeat renewed while it runs, ``stop_time`` set when it stops cleanly.
+    ``id`` is the owner name its phased changes and jobs carry
+    (``host:pid:run``)."""
+
+    __tablename__ = "daemons"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    address: Mapped[str] = mapped_column(String(255), nullable=False)
+    version: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The node it is the agent of: the node's driver work runs here.
+    node_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    start_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    heartbeat_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    stop_time: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NodeWorkRow(Base):
+    """A driver call for a node, queued for the node's agent: ``method`` with
+    ``args`` (JSON), claimed by one daemon (``claimed_by``), answered in
+    ``result`` or ``error``. The daemon that queued it waits for the answer,
+    or, out of time, cancels it while it is still PENDING."""
+
+    __tablename__ = "node_work"
+    __table_args__ = (Index("ix_node_work_node_state", "node_id", "state", "seq"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    node_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    method: Mapped[str] = mapped_column(String(64), nullable=False)
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    state: Mapped[int] = mapped_column(Integer, nullable=False)
+    claimed_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class EventRow(Base):
+    """One change to a watched object, recorded in the transaction that made
+    it, under that transaction's generation (WatchService.Watch)."""
+
+    __tablename__ = "events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    kind: Mapped[int] = mapped_column(Integer, nullable=False)
+    object_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    action: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Indexed for pruning by age, which runs every heartbeat.
+    time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

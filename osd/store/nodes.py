@@ -8,14 +8,26 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, CoordinatorRole, DriveState
-from osd.store import keyset
+from osd.enums import AllocationState, CoordinatorRole, DriveState, ObjectKind
+from osd.store import events, keyset
 from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
 
 # The jobs that still hold their target.
 # The states of drives that serve the data they hold.
 SERVING_DRIVE_STATES = (DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING)
+
+# Labels every node carries for placement, whatever its own labels say: its
+# zone and its name, so that a node_selector (a CSI plugin's topology among
+# them) can ask for a zone or a node.
+ZONE_LABEL = "osd.dev/zone"
+NODE_LABEL = "osd.dev/node"
+
+
+def placement_labels(labels: dict[str, str], zone: str, name: str) -> dict[str, str]:
+    """A node's labels as placement matches them: its own, with its zone and
+    name under the well-known keys."""
+    return {**labels, ZONE_LABEL: zone, NODE_LABEL: name}
 
 
 def get(session: Session, node_id: str) -> NodeRow | None:
@@ -43,6 +55,7 @@ def add(session: Session, row: NodeRow) -> None:
 
 def remove(session: Session, node_id: str) -> None:
     session.execute(delete(NodeRow).where(NodeRow.id == node_id))
+    events.deleted(session, ObjectKind.NODE, node_id)
 
 
 def scan(

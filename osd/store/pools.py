@@ -19,8 +19,8 @@ from collections.abc import Collection, Iterator
 from sqlalchemy import ColumnElement, Select, and_, delete, func, select, union
 from sqlalchemy.orm import Session
 
-from osd.enums import DriveState, NodeState
-from osd.store import keyset
+from osd.enums import DriveState, NodeState, ObjectKind
+from osd.store import events, keyset
 from osd.store.models import (
     AllocationRow,
     DriveRow,
@@ -105,6 +105,15 @@ def effective_drive_ids(session: Session, pool_id: str) -> set[str]:
     return set(session.scalars(effective_drive_ids_select(pool_id)))
 
 
+def of_cluster(session: Session, cluster_id: str) -> list[PoolRow]:
+    """A cluster's pools, by name."""
+    return list(
+        session.scalars(
+            select(PoolRow).where(PoolRow.cluster_id == cluster_id).order_by(PoolRow.name)
+        )
+    )
+
+
 def get(session: Session, pool_id: str) -> PoolRow | None:
     return session.get(PoolRow, pool_id)
 
@@ -124,6 +133,7 @@ def remove(session: Session, pool_id: str) -> None:
     session.execute(delete(PoolDriveRow).where(PoolDriveRow.pool_id == pool_id))
     session.execute(delete(PoolNodeRow).where(PoolNodeRow.pool_id == pool_id))
     session.execute(delete(PoolRow).where(PoolRow.id == pool_id))
+    events.deleted(session, ObjectKind.POOL, pool_id)
 
 
 def scan(

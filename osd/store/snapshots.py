@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from osd.enums import SnapshotState
-from osd.store import grants, keyset
+from osd.enums import ObjectKind, SnapshotState
+from osd.store import events, grants, keyset
 from osd.store.models import AllocationRow, DatastoreVersionRow, SnapshotRow, VolumeRow
 
 
@@ -36,6 +36,7 @@ def add(session: Session, row: SnapshotRow) -> None:
 def remove(session: Session, snapshot_id: str) -> None:
     """Deletes the snapshot row; its allocations must be gone."""
     session.execute(delete(SnapshotRow).where(SnapshotRow.id == snapshot_id))
+    events.deleted(session, ObjectKind.SNAPSHOT, snapshot_id)
 
 
 def of_volume(session: Session, volume_id: str) -> list[SnapshotRow]:

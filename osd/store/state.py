@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import secrets
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from osd.store.models import StateRow
+
+# Built once: every write transaction runs it (on the table, not the mapped
+# class, so the session has no objects to synchronise).
+_STATE = cast(Table, StateRow.__table__)
+_BUMP = (
+    update(_STATE)
+    .where(_STATE.c.id == 1)
+    .values(generation=_STATE.c.generation + 1)
+    .returning(_STATE.c.generation)
+)
 
 
 def bump_generation(session: Session) -> int:
@@ -16,10 +27,12 @@ def bump_generation(session: Session) -> int:
     Call it first in every write transaction: the row lock it takes
     serialises writers, and the value it returns stamps the change.
     """
-    session.execute(
-        update(StateRow).where(StateRow.id == 1).values(generation=StateRow.generation + 1)
-    )
-    return current_generation(session)
+    generation: int | None = session.execute(_BUMP).scalar()
+    if generation is None:
+        raise RuntimeError("osd_state is empty: the store was not migrated")
+    # The events the transaction records carry it (osd.store.events).
+    session.info["generation"] = generation
+    return generation
 
 
 def current_generation(session: Session) -> int:

@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, DriveState, JobKind, NodeState, VolumeState
-from osd.store import grants, keyset, pools
+from osd.enums import AllocationState, DriveState, JobKind, NodeState, ObjectKind, VolumeState
+from osd.store import events, grants, keyset, pools
+from osd.store import nodes as node_repo
 from osd.store.jobs import UNFINISHED_STATES
 from osd.store.models import (
     AllocationRow,
@@ -47,6 +48,7 @@ def add(session: Session, row: VolumeRow) -> None:
 def remove(session: Session, volume_id: str) -> None:
     """Deletes the volume row; its allocations and attachments must be gone."""
     session.execute(delete(VolumeRow).where(VolumeRow.id == volume_id))
+    events.deleted(session, ObjectKind.VOLUME, volume_id)
 
 
 def by_states(session: Session, states: Collection[VolumeState]) -> list[VolumeRow]:
@@ -230,7 +232,21 @@ def _drive_select() -> Any:
         DriveRow.labels,
         NodeRow.labels,
         (DriveRow.state == DriveState.ONLINE) & (NodeRow.state == NodeState.ONLINE),
+        NodeRow.name,
     ).join(NodeRow, NodeRow.id == DriveRow.node_id)
+
+
+def _view(row: Any) -> DriveView:
+    drive_id, node_id, zone, free, labels, node_labels, usable, node_name = row
+    return DriveView(
+        drive_id,
+        node_id,
+        zone,
+        free,
+        labels,
+        node_repo.placement_labels(node_labels, zone, node_name),
+        usable,
+    )
 
 
 def candidates(
@@ -242,7 +258,7 @@ def candidates(
     if within is not None:
         stmt = stmt.where(DriveRow.id.in_(list(within)))
     rows = session.execute(stmt.order_by(DriveRow.id)).all()
-    return [DriveView(*r) for r in rows]
+    return [_view(r) for r in rows]
 
 
 def drive_views(session: Session, drive_ids: Collection[str]) -> dict[str, DriveView]:
@@ -250,7 +266,7 @@ def drive_views(session: Session, drive_ids: Collection[str]) -> dict[str, Drive
     if not drive_ids:
         return {}
     rows = session.execute(_drive_select().where(DriveRow.id.in_(list(drive_ids)))).all()
-    return {r[0]: DriveView(*r) for r in rows}
+    return {r[0]: _view(r) for r in rows}
 
 
 def pool_members(session: Session, pool_id: str) -> set[str]:

@@ -27,9 +27,11 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 from osd.v1 import common_pb2 as osd_dot_v1_dot_common__pb2
+from osd.v1 import node_pb2 as osd_dot_v1_dot_node__pb2
+from osd.v1 import pool_pb2 as osd_dot_v1_dot_pool__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/cluster.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\"\xb8\x02\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.osd.v1.Cluster.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12$\n\x06repair\x18\t \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x02\n\x0cRepairPolicy\x12\x13\n\x06paused\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12(\n\x1bmaintenance_timeout_seconds\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_repairs\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15max_repairs_per_drive\x18\x05 \x01(\x05H\x04\x88\x01\x01\x42\t\n\x07_pausedB\x10\n\x0e_delay_secondsB\x1e\n\x1c_maintenance_timeout_secondsB\x0e\n\x0c_max_repairsB\x18\n\x16_max_repairs_per_drive\"\xc7\x01\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.osd.v1.CreateClusterRequest.LabelsEntry\x12\x12\n\x05\x62lock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\x04\x66ile\x18\x04 \x01(\x08H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_blockB\x07\n\x05_file\"^\n\x15\x43reateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"+\n\x15InspectClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\":\n\x16InspectClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\"\xb8\x01\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nname_regex\x18\x03 \x01(\t\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.osd.v1.ListClustersRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x14ListClustersResponse\x12!\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x0f.osd.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x14UpdateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x06labels\x18\x03 \x03(\x0b\x32(.osd.v1.UpdateClusterRequest.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x07 \x01(\x03\x12$\n\x06repair\x18\x08 \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x15UpdateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"*\n\x14\x44\x65leteClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteClusterResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"-\n\x17GetClusterStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"\xfa\x01\n\x18GetClusterStatusResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\nnode_count\x18\x02 \x01(\x03\x12\x13\n\x0b\x64rive_count\x18\x03 \x01(\x03\x12\x12\n\npool_count\x18\x04 \x01(\x03\x12\x14\n\x0cvolume_count\x18\x05 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x19\n\x11provisioned_bytes\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\x32\xd7\x05\n\x0e\x43lusterService\x12k\n\rCreateCluster\x12\x1c.osd.v1.CreateClusterRequest\x1a\x1d.osd.v1.CreateClusterResponse\"\x1d\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/clusters:\x01*\x12x\n\x0eInspectCluster\x12\x1d.osd.v1.InspectClusterRequest\x1a\x1e.osd.v1.InspectClusterResponse\"\'\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/clusters/{cluster_id}\x12\x65\n\x0cListClusters\x12\x1b.osd.v1.ListClustersRequest\x1a\x1c.osd.v1.ListClustersResponse\"\x1a\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/clusters\x12x\n\rUpdateCluster\x12\x1c.osd.v1.UpdateClusterRequest\x1a\x1d.osd.v1.UpdateClusterResponse\"*\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/clusters/{cluster_id}:\x01*\x12u\n\rDeleteCluster\x12\x1c.osd.v1.DeleteClusterRequest\x1a\x1d.osd.v1.DeleteClusterResponse\"\'\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1b*\x19/v1/clusters/{cluster_id}\x12\x85\x01\n\x10GetClusterStatus\x12\x1f.osd.v1.GetClusterStatusRequest\x1a .osd.v1.GetClusterStatusResponse\".\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\"\x12 /v1/clusters/{cluster_id}/statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14osd/v1/cluster.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\x1a\x11osd/v1/node.proto\x1a\x11osd/v1/pool.proto\"D\n\x18WaitForGenerationRequest\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\"@\n\x19WaitForGenerationResponse\x12\x0f\n\x07reached\x18\x01 \x01(\x08\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xb0\x02\n\x06\x44\x61\x65mon\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0b\n\x03pid\x18\x03 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\"\n\x05state\x18\x06 \x01(\x0e\x32\x13.osd.v1.DaemonState\x12.\n\nstart_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eheartbeat_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tstop_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bthis_daemon\x18\n \x01(\x08\x12\x0f\n\x07node_id\x18\x0b \x01(\t\"\x14\n\x12ListDaemonsRequest\"6\n\x13ListDaemonsResponse\x12\x1f\n\x07\x64\x61\x65mons\x18\x01 \x03(\x0b\x32\x0e.osd.v1.Daemon\"\xb8\x02\n\x07\x43luster\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.osd.v1.Cluster.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x08 \x01(\x03\x12$\n\x06repair\x18\t \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x02\n\x0cRepairPolicy\x12\x13\n\x06paused\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\rdelay_seconds\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12(\n\x1bmaintenance_timeout_seconds\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x18\n\x0bmax_repairs\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\"\n\x15max_repairs_per_drive\x18\x05 \x01(\x05H\x04\x88\x01\x01\x42\t\n\x07_pausedB\x10\n\x0e_delay_secondsB\x1e\n\x1c_maintenance_timeout_secondsB\x0e\n\x0c_max_repairsB\x18\n\x16_max_repairs_per_drive\"\xc7\x01\n\x14\x43reateClusterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x06labels\x18\x02 \x03(\x0b\x32(.osd.v1.CreateClusterRequest.LabelsEntry\x12\x12\n\x05\x62lock\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\x04\x66ile\x18\x04 \x01(\x08H\x01\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06_blockB\x07\n\x05_file\"^\n\x15\x43reateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"+\n\x15InspectClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\":\n\x16InspectClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\"\xb8\x01\n\x13ListClustersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\nname_regex\x18\x03 \x01(\t\x12\x37\n\x06labels\x18\x04 \x03(\x0b\x32\'.osd.v1.ListClustersRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x14ListClustersResponse\x12!\n\x08\x63lusters\x18\x01 \x03(\x0b\x32\x0f.osd.v1.Cluster\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb2\x02\n\x14UpdateClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x38\n\x06labels\x18\x03 \x03(\x0b\x32(.osd.v1.UpdateClusterRequest.LabelsEntry\x12\r\n\x05\x62lock\x18\x04 \x01(\x08\x12\x0c\n\x04\x66ile\x18\x05 \x01(\x08\x12/\n\x0bupdate_mask\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x07 \x01(\x03\x12$\n\x06repair\x18\x08 \x01(\x0b\x32\x14.osd.v1.RepairPolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"M\n\x15UpdateClusterResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"*\n\x14\x44\x65leteClusterRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"+\n\x15\x44\x65leteClusterResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"-\n\x17GetClusterStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"/\n\x19GetClusterTopologyRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"I\n\x0cTopologyNode\x12\x1a\n\x04node\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Node\x12\x1d\n\x06\x64rives\x18\x02 \x03(\x0b\x32\r.osd.v1.Drive\"\xd3\x01\n\x1aGetClusterTopologyResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\"\n\x08\x63\x61pacity\x18\x02 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x19\n\x11provisioned_bytes\x18\x03 \x01(\x03\x12#\n\x05nodes\x18\x04 \x03(\x0b\x32\x14.osd.v1.TopologyNode\x12\x1b\n\x05pools\x18\x05 \x03(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x06 \x01(\x03\"\xba\x02\n\x18GetClusterStatusResponse\x12 \n\x07\x63luster\x18\x01 \x01(\x0b\x32\x0f.osd.v1.Cluster\x12\x12\n\nnode_count\x18\x02 \x01(\x03\x12\x13\n\x0b\x64rive_count\x18\x03 \x01(\x03\x12\x12\n\npool_count\x18\x04 \x01(\x03\x12\x14\n\x0cvolume_count\x18\x05 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x19\n\x11provisioned_bytes\x18\x08 \x01(\x03\x12\x12\n\ngeneration\x18\t \x01(\x03\x12\'\n\x08services\x18\n \x03(\x0b\x32\x15.osd.v1.ServiceHealth\x12\x15\n\rservices_down\x18\x0b \x01(\x03\"}\n\rServiceHealth\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.osd.v1.ServiceKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\n\n\x02up\x18\x04 \x01(\x08\x12\r\n\x05state\x18\x05 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t*v\n\x0b\x44\x61\x65monState\x12\x1c\n\x18\x44\x41\x45MON_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x41\x45MON_STATE_SERVING\x10\x01\x12\x15\n\x11\x44\x41\x45MON_STATE_GONE\x10\x02\x12\x18\n\x14\x44\x41\x45MON_STATE_STOPPED\x10\x03*y\n\x0bServiceKind\x12\x1c\n\x18SERVICE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SERVICE_KIND_DAEMON\x10\x01\x12\x1b\n\x17SERVICE_KIND_NODE_AGENT\x10\x02\x12\x16\n\x12SERVICE_KIND_DRIVE\x10\x03\x32\xca\x08\n\x0e\x43lusterService\x12k\n\rCreateCluster\x12\x1c.osd.v1.CreateClusterRequest\x1a\x1d.osd.v1.CreateClusterResponse\"\x1d\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/clusters:\x01*\x12x\n\x0eInspectCluster\x12\x1d.osd.v1.InspectClusterRequest\x1a\x1e.osd.v1.InspectClusterResponse\"\'\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/clusters/{cluster_id}\x12\x65\n\x0cListClusters\x12\x1b.osd.v1.ListClustersRequest\x1a\x1c.osd.v1.ListClustersResponse\"\x1a\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/clusters\x12x\n\rUpdateCluster\x12\x1c.osd.v1.UpdateClusterRequest\x1a\x1d.osd.v1.UpdateClusterResponse\"*\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1e\x32\x19/v1/clusters/{cluster_id}:\x01*\x12u\n\rDeleteCluster\x12\x1c.osd.v1.DeleteClusterRequest\x1a\x1d.osd.v1.DeleteClusterResponse\"\'\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1b*\x19/v1/clusters/{cluster_id}\x12\x85\x01\n\x10GetClusterStatus\x12\x1f.osd.v1.GetClusterStatusRequest\x1a .osd.v1.GetClusterStatusResponse\".\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\"\x12 /v1/clusters/{cluster_id}/status\x12\x8d\x01\n\x12GetClusterTopology\x12!.osd.v1.GetClusterTopologyRequest\x1a\".osd.v1.GetClusterTopologyResponse\"0\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/clusters/{cluster_id}/topology\x12\x61\n\x0bListDaemons\x12\x1a.osd.v1.ListDaemonsRequest\x1a\x1b.osd.v1.ListDaemonsResponse\"\x19\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/daemons\x12~\n\x11WaitForGeneration\x12 .osd.v1.WaitForGenerationRequest\x1a!.osd.v1.WaitForGenerationResponse\"$\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x18\"\x13/v1/generation:wait:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,42 +58,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERSERVICE'].methods_by_name['DeleteCluster']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\033*\031/v1/clusters/{cluster_id}'
   _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterStatus']._loaded_options = None
   _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\"\022 /v1/clusters/{cluster_id}/status'
-  _globals['_CLUSTER']._serialized_start=170
-  _globals['_CLUSTER']._serialized_end=482
-  _globals['_CLUSTER_LABELSENTRY']._serialized_start=437
-  _globals['_CLUSTER_LABELSENTRY']._serialized_end=482
-  _globals['_REPAIRPOLICY']._serialized_start=485
-  _globals['_REPAIRPOLICY']._serialized_end=755
-  _globals['_CREATECLUSTERREQUEST']._serialized_start=758
-  _globals['_CREATECLUSTERREQUEST']._serialized_end=957
-  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_start=437
-  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_end=482
-  _globals['_CREATECLUSTERRESPONSE']._serialized_start=959
-  _globals['_CREATECLUSTERRESPONSE']._serialized_end=1053
-  _globals['_INSPECTCLUSTERREQUEST']._serialized_start=1055
-  _globals['_INSPECTCLUSTERREQUEST']._serialized_end=1098
-  _globals['_INSPECTCLUSTERRESPONSE']._serialized_start=1100
-  _globals['_INSPECTCLUSTERRESPONSE']._serialized_end=1158
-  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1161
-  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1345
-  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_start=437
-  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_end=482
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1347
-  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1429
-  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1432
-  _globals['_UPDATECLUSTERREQUEST']._serialized_end=1738
-  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_start=437
-  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_end=482
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=1740
-  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=1817
-  _globals['_DELETECLUSTERREQUEST']._serialized_start=1819
-  _globals['_DELETECLUSTERREQUEST']._serialized_end=1861
-  _globals['_DELETECLUSTERRESPONSE']._serialized_start=1863
-  _globals['_DELETECLUSTERRESPONSE']._serialized_end=1906
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=1908
-  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=1953
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=1956
-  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=2206
-  _globals['_CLUSTERSERVICE']._serialized_start=2209
-  _globals['_CLUSTERSERVICE']._serialized_end=2936
+  _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterTopology']._loaded_options = None
+  _globals['_CLUSTERSERVICE'].methods_by_name['GetClusterTopology']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002$\022\"/v1/clusters/{cluster_id}/topology'
+  _globals['_CLUSTERSERVICE'].methods_by_name['ListDaemons']._loaded_options = None
+  _globals['_CLUSTERSERVICE'].methods_by_name['ListDaemons']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\r\022\013/v1/daemons'
+  _globals['_CLUSTERSERVICE'].methods_by_name['WaitForGeneration']._loaded_options = None
+  _globals['_CLUSTERSERVICE'].methods_by_name['WaitForGeneration']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\030\"\023/v1/generation:wait:\001*'
+  _globals['_DAEMONSTATE']._serialized_start=3296
+  _globals['_DAEMONSTATE']._serialized_end=3414
+  _globals['_SERVICEKIND']._serialized_start=3416
+  _globals['_SERVICEKIND']._serialized_end=3537
+  _globals['_WAITFORGENERATIONREQUEST']._serialized_start=207
+  _globals['_WAITFORGENERATIONREQUEST']._serialized_end=275
+  _globals['_WAITFORGENERATIONRESPONSE']._serialized_start=277
+  _globals['_WAITFORGENERATIONRESPONSE']._serialized_end=341
+  _globals['_DAEMON']._serialized_start=344
+  _globals['_DAEMON']._serialized_end=648
+  _globals['_LISTDAEMONSREQUEST']._serialized_start=650
+  _globals['_LISTDAEMONSREQUEST']._serialized_end=670
+  _globals['_LISTDAEMONSRESPONSE']._serialized_start=672
+  _globals['_LISTDAEMONSRESPONSE']._serialized_end=726
+  _globals['_CLUSTER']._serialized_start=729
+  _globals['_CLUSTER']._serialized_end=1041
+  _globals['_CLUSTER_LABELSENTRY']._serialized_start=996
+  _globals['_CLUSTER_LABELSENTRY']._serialized_end=1041
+  _globals['_REPAIRPOLICY']._serialized_start=1044
+  _globals['_REPAIRPOLICY']._serialized_end=1314
+  _globals['_CREATECLUSTERREQUEST']._serialized_start=1317
+  _globals['_CREATECLUSTERREQUEST']._serialized_end=1516
+  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_start=996
+  _globals['_CREATECLUSTERREQUEST_LABELSENTRY']._serialized_end=1041
+  _globals['_CREATECLUSTERRESPONSE']._serialized_start=1518
+  _globals['_CREATECLUSTERRESPONSE']._serialized_end=1612
+  _globals['_INSPECTCLUSTERREQUEST']._serialized_start=1614
+  _globals['_INSPECTCLUSTERREQUEST']._serialized_end=1657
+  _globals['_INSPECTCLUSTERRESPONSE']._serialized_start=1659
+  _globals['_INSPECTCLUSTERRESPONSE']._serialized_end=1717
+  _globals['_LISTCLUSTERSREQUEST']._serialized_start=1720
+  _globals['_LISTCLUSTERSREQUEST']._serialized_end=1904
+  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_start=996
+  _globals['_LISTCLUSTERSREQUEST_LABELSENTRY']._serialized_end=1041
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_start=1906
+  _globals['_LISTCLUSTERSRESPONSE']._serialized_end=1988
+  _globals['_UPDATECLUSTERREQUEST']._serialized_start=1991
+  _globals['_UPDATECLUSTERREQUEST']._serialized_end=2297
+  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_start=996
+  _globals['_UPDATECLUSTERREQUEST_LABELSENTRY']._serialized_end=1041
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_start=2299
+  _globals['_UPDATECLUSTERRESPONSE']._serialized_end=2376
+  _globals['_DELETECLUSTERREQUEST']._serialized_start=2378
+  _globals['_DELETECLUSTERREQUEST']._serialized_end=2420
+  _globals['_DELETECLUSTERRESPONSE']._serialized_start=2422
+  _globals['_DELETECLUSTERRESPONSE']._serialized_end=2465
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=2467
+  _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=2512
+  _globals['_GETCLUSTERTOPOLOGYREQUEST']._serialized_start=2514
+  _globals['_GETCLUSTERTOPOLOGYREQUEST']._serialized_end=2561
+  _globals['_TOPOLOGYNODE']._serialized_start=2563
+  _globals['_TOPOLOGYNODE']._serialized_end=2636
+  _globals['_GETCLUSTERTOPOLOGYRESPONSE']._serialized_start=2639
+  _globals['_GETCLUSTERTOPOLOGYRESPONSE']._serialized_end=2850
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_start=2853
+  _globals['_GETCLUSTERSTATUSRESPONSE']._serialized_end=3167
+  _globals['_SERVICEHEALTH']._serialized_start=3169
+  _globals['_SERVICEHEALTH']._serialized_end=3294
+  _globals['_CLUSTERSERVICE']._serialized_start=3540
+  _globals['_CLUSTERSERVICE']._serialized_end=4638
 # @@protoc_insertion_point(module_scope)

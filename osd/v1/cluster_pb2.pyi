@@ -11,7 +11,10 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from osd.v1 import common_pb2 as _common_pb2
+from osd.v1 import node_pb2 as _node_pb2
+from osd.v1 import pool_pb2 as _pool_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -22,6 +25,209 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DaemonState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DaemonStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DaemonState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DAEMON_STATE_UNSPECIFIED: _DaemonState.ValueType  # 0
+    DAEMON_STATE_SERVING: _DaemonState.ValueType  # 1
+    """Its heartbeat is recent."""
+    DAEMON_STATE_GONE: _DaemonState.ValueType  # 2
+    """Its heartbeat stopped (killed, hung or cut off from the store)."""
+    DAEMON_STATE_STOPPED: _DaemonState.ValueType  # 3
+    """It stopped cleanly."""
+
+class DaemonState(_DaemonState, metaclass=_DaemonStateEnumTypeWrapper):
+    """Whether a daemon runs."""
+
+DAEMON_STATE_UNSPECIFIED: DaemonState.ValueType  # 0
+DAEMON_STATE_SERVING: DaemonState.ValueType  # 1
+"""Its heartbeat is recent."""
+DAEMON_STATE_GONE: DaemonState.ValueType  # 2
+"""Its heartbeat stopped (killed, hung or cut off from the store)."""
+DAEMON_STATE_STOPPED: DaemonState.ValueType  # 3
+"""It stopped cleanly."""
+Global___DaemonState: _TypeAlias = DaemonState  # noqa: Y015
+
+class _ServiceKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ServiceKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ServiceKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SERVICE_KIND_UNSPECIFIED: _ServiceKind.ValueType  # 0
+    SERVICE_KIND_DAEMON: _ServiceKind.ValueType  # 1
+    """A daemon of the control plane, the agent of no node."""
+    SERVICE_KIND_NODE_AGENT: _ServiceKind.ValueType  # 2
+    """A daemon that is a node's agent: the node's driver work runs on it."""
+    SERVICE_KIND_DRIVE: _ServiceKind.ValueType  # 3
+    """A drive, which serves data."""
+
+class ServiceKind(_ServiceKind, metaclass=_ServiceKindEnumTypeWrapper):
+    """What a service of a cluster is."""
+
+SERVICE_KIND_UNSPECIFIED: ServiceKind.ValueType  # 0
+SERVICE_KIND_DAEMON: ServiceKind.ValueType  # 1
+"""A daemon of the control plane, the agent of no node."""
+SERVICE_KIND_NODE_AGENT: ServiceKind.ValueType  # 2
+"""A daemon that is a node's agent: the node's driver work runs on it."""
+SERVICE_KIND_DRIVE: ServiceKind.ValueType  # 3
+"""A drive, which serves data."""
+Global___ServiceKind: _TypeAlias = ServiceKind  # noqa: Y015
+
+@_typing.final
+class WaitForGenerationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GENERATION_FIELD_NUMBER: _builtins.int
+    WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """Required: the generation to wait for, positive (a change's response
+    carries it).
+    """
+    wait_seconds: _builtins.float
+    """How long to wait at most, 0 to 300 seconds; 0: 30 seconds. Never past
+    the call's deadline.
+    """
+    def __init__(
+        self,
+        *,
+        generation: _builtins.int = ...,
+        wait_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForGenerationRequest: _TypeAlias = WaitForGenerationRequest  # noqa: Y015
+
+@_typing.final
+class WaitForGenerationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REACHED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    reached: _builtins.bool
+    """Whether the store reached the generation in time."""
+    generation: _builtins.int
+    """The store's generation when answered."""
+    def __init__(
+        self,
+        *,
+        reached: _builtins.bool = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "reached", b"reached"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitForGenerationResponse: _TypeAlias = WaitForGenerationResponse  # noqa: Y015
+
+@_typing.final
+class Daemon(_message.Message):
+    """A daemon process that shares the store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HOST_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
+    STOP_TIME_FIELD_NUMBER: _builtins.int
+    THIS_DAEMON_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """host:pid:run: unique, and the owner its jobs and unfinished changes
+    carry.
+    """
+    host: _builtins.str
+    pid: _builtins.int
+    address: _builtins.str
+    """Where it serves gRPC."""
+    version: _builtins.str
+    state: Global___DaemonState.ValueType
+    this_daemon: _builtins.bool
+    """True for the daemon that answered this call."""
+    node_id: _builtins.str
+    """The node it is the agent of (its driver work runs there); empty for a
+    daemon that is no node's agent.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stop_time(self) -> _timestamp_pb2.Timestamp:
+        """Set when it stopped cleanly."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        host: _builtins.str = ...,
+        pid: _builtins.int = ...,
+        address: _builtins.str = ...,
+        version: _builtins.str = ...,
+        state: Global___DaemonState.ValueType = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
+        stop_time: _timestamp_pb2.Timestamp | None = ...,
+        this_daemon: _builtins.bool = ...,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time", "start_time", b"start_time", "stop_time", b"stop_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "heartbeat_time", b"heartbeat_time", "host", b"host", "name", b"name", "node_id", b"node_id", "pid", b"pid", "start_time", b"start_time", "state", b"state", "stop_time", b"stop_time", "this_daemon", b"this_daemon", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Daemon: _TypeAlias = Daemon  # noqa: Y015
+
+@_typing.final
+class ListDaemonsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDaemonsRequest: _TypeAlias = ListDaemonsRequest  # noqa: Y015
+
+@_typing.final
+class ListDaemonsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAEMONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def daemons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Daemon]: ...
+    def __init__(
+        self,
+        *,
+        daemons: _abc.Iterable[Global___Daemon] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daemons", b"daemons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDaemonsResponse: _TypeAlias = ListDaemonsResponse  # noqa: Y015
 
 @_typing.final
 class Cluster(_message.Message):
@@ -530,6 +736,101 @@ class GetClusterStatusRequest(_message.Message):
 Global___GetClusterStatusRequest: _TypeAlias = GetClusterStatusRequest  # noqa: Y015
 
 @_typing.final
+class GetClusterTopologyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTopologyRequest: _TypeAlias = GetClusterTopologyRequest  # noqa: Y015
+
+@_typing.final
+class TopologyNode(_message.Message):
+    """A node of a topology with its drives."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    DRIVES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def node(self) -> _node_pb2.Node: ...
+    @_builtins.property
+    def drives(self) -> _containers.RepeatedCompositeFieldContainer[_node_pb2.Drive]:
+        """By device path."""
+
+    def __init__(
+        self,
+        *,
+        node: _node_pb2.Node | None = ...,
+        drives: _abc.Iterable[_node_pb2.Drive] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drives", b"drives", "node", b"node"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopologyNode: _TypeAlias = TopologyNode  # noqa: Y015
+
+@_typing.final
+class GetClusterTopologyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    PROVISIONED_BYTES_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    POOLS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    provisioned_bytes: _builtins.int
+    """Bytes promised to volumes (their provisioned sizes times copies)."""
+    generation: _builtins.int
+    """The store-wide generation at the time of the answer."""
+    @_builtins.property
+    def cluster(self) -> Global___Cluster: ...
+    @_builtins.property
+    def capacity(self) -> _common_pb2.Capacity:
+        """Totals over the drives that can take data: ONLINE data drives of ONLINE
+        nodes.
+        """
+
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___TopologyNode]:
+        """By zone, then name."""
+
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[_pool_pb2.Pool]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        cluster: Global___Cluster | None = ...,
+        capacity: _common_pb2.Capacity | None = ...,
+        provisioned_bytes: _builtins.int = ...,
+        nodes: _abc.Iterable[Global___TopologyNode] | None = ...,
+        pools: _abc.Iterable[_pool_pb2.Pool] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cluster", b"cluster"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cluster", b"cluster", "generation", b"generation", "nodes", b"nodes", "pools", b"pools", "provisioned_bytes", b"provisioned_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTopologyResponse: _TypeAlias = GetClusterTopologyResponse  # noqa: Y015
+
+@_typing.final
 class GetClusterStatusResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -542,6 +843,8 @@ class GetClusterStatusResponse(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     PROVISIONED_BYTES_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    SERVICES_FIELD_NUMBER: _builtins.int
+    SERVICES_DOWN_FIELD_NUMBER: _builtins.int
     node_count: _builtins.int
     drive_count: _builtins.int
     pool_count: _builtins.int
@@ -551,12 +854,22 @@ class GetClusterStatusResponse(_message.Message):
     """Bytes promised to volumes (their provisioned sizes times copies)."""
     generation: _builtins.int
     """The store-wide generation at the time of the answer."""
+    services_down: _builtins.int
+    """How many of services are down."""
     @_builtins.property
     def cluster(self) -> Global___Cluster: ...
     @_builtins.property
     def capacity(self) -> _common_pb2.Capacity:
         """Totals over the drives that can take data: ONLINE data drives of ONLINE
         nodes.
+        """
+
+    @_builtins.property
+    def services(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServiceHealth]:
+        """Every daemon sharing the store that did not stop cleanly (each serves
+        every cluster; oldest first; a GONE one is down), each such agent of
+        one of this cluster's nodes, then each of the cluster's drives (by
+        node, then device path).
         """
 
     def __init__(
@@ -571,11 +884,58 @@ class GetClusterStatusResponse(_message.Message):
         capacity: _common_pb2.Capacity | None = ...,
         provisioned_bytes: _builtins.int = ...,
         generation: _builtins.int = ...,
+        services: _abc.Iterable[Global___ServiceHealth] | None = ...,
+        services_down: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cluster", b"cluster"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cluster", b"cluster", "drive_count", b"drive_count", "generation", b"generation", "node_count", b"node_count", "pool_count", b"pool_count", "provisioned_bytes", b"provisioned_bytes", "snapshot_count", b"snapshot_count", "volume_count", b"volume_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cluster", b"cluster", "drive_count", b"drive_count", "generation", b"generation", "node_count", b"node_count", "pool_count", b"pool_count", "provisioned_bytes", b"provisioned_bytes", "services", b"services", "services_down", b"services_down", "snapshot_count", b"snapshot_count", "volume_count", b"volume_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetClusterStatusResponse: _TypeAlias = GetClusterStatusResponse  # noqa: Y015
+
+@_typing.final
+class ServiceHealth(_message.Message):
+    """One service of a cluster and whether it serves."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    kind: Global___ServiceKind.ValueType
+    name: _builtins.str
+    """The daemon's name (host:pid:suffix), or the drive's id."""
+    node_id: _builtins.str
+    """The node it is the agent of, or the drive's node; empty for a daemon
+    that is no node's agent.
+    """
+    up: _builtins.bool
+    """Whether it serves: a daemon SERVING, a drive ONLINE."""
+    state: _builtins.str
+    """Its state: a DaemonState or DriveState value's name, e.g.
+    "DAEMON_STATE_GONE" or "DRIVE_STATE_FAILED".
+    """
+    address: _builtins.str
+    """The daemon's gRPC address, or the drive's device path."""
+    def __init__(
+        self,
+        *,
+        kind: Global___ServiceKind.ValueType = ...,
+        name: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        up: _builtins.bool = ...,
+        state: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "kind", b"kind", "name", b"name", "node_id", b"node_id", "state", b"state", "up", b"up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServiceHealth: _TypeAlias = ServiceHealth  # noqa: Y015

@@ -64,6 +64,21 @@ class ClusterServiceStub:
                 request_serializer=osd_dot_v1_dot_cluster__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_cluster__pb2.GetClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.GetClusterTopology = channel.unary_unary(
+                '/osd.v1.ClusterService/GetClusterTopology',
+                request_serializer=osd_dot_v1_dot_cluster__pb2.GetClusterTopologyRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_cluster__pb2.GetClusterTopologyResponse.FromString,
+                _registered_method=True)
+        self.ListDaemons = channel.unary_unary(
+                '/osd.v1.ClusterService/ListDaemons',
+                request_serializer=osd_dot_v1_dot_cluster__pb2.ListDaemonsRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_cluster__pb2.ListDaemonsResponse.FromString,
+                _registered_method=True)
+        self.WaitForGeneration = channel.unary_unary(
+                '/osd.v1.ClusterService/WaitForGeneration',
+                request_serializer=osd_dot_v1_dot_cluster__pb2.WaitForGenerationRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_cluster__pb2.WaitForGenerationResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
@@ -131,11 +146,57 @@ class ClusterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetClusterStatus(self, request, context):
-        """Summarises a cluster: object counts, capacity totals and the store's
-        generation.
+        """Summarises a cluster: object counts, capacity totals, the health of
+        each of its services (as StorPool's services list: the daemons, the
+        agents of its nodes and its drives) and the store's generation.
 
         Role: view.
         Errors: NOT_FOUND (cluster_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterTopology(self, request, context):
+        """The whole tree of a cluster in one answer, as Heketi's topology info
+        gives it: the cluster with its capacity, every node (by zone, then
+        name) with its drives (by device path), and every pool (by name) with
+        its members and capacity. The cluster's own objects only: answered
+        whole, never paged.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDaemons(self, request, context):
+        """Lists the daemons that share the store, oldest first: each registers
+        when it starts and renews a heartbeat while it runs. A daemon not heard
+        of for gone_seconds is GONE (another daemon then takes over its jobs and
+        its unfinished changes); one that stopped cleanly is STOPPED. Daemons
+        not heard of for a day are forgotten, so the list stays short and is
+        answered whole.
+
+        Role: view.
+        Errors: none beyond the common ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WaitForGeneration(self, request, context):
+        """Returns once the store has reached the given generation (StorPool's
+        ClientConfigWait): a client that made a change through one daemon, or
+        read its generation anywhere, waits here before it reads through
+        another. Every daemon and process reads the one store, so a generation
+        reached is applied everywhere. Answers with reached false when
+        wait_seconds (or the call's deadline) passes first.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (generation: not positive; wait_seconds:
+        negative or above 300).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +234,21 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=osd_dot_v1_dot_cluster__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=osd_dot_v1_dot_cluster__pb2.GetClusterStatusResponse.SerializeToString,
+            ),
+            'GetClusterTopology': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterTopology,
+                    request_deserializer=osd_dot_v1_dot_cluster__pb2.GetClusterTopologyRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_cluster__pb2.GetClusterTopologyResponse.SerializeToString,
+            ),
+            'ListDaemons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDaemons,
+                    request_deserializer=osd_dot_v1_dot_cluster__pb2.ListDaemonsRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_cluster__pb2.ListDaemonsResponse.SerializeToString,
+            ),
+            'WaitForGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitForGeneration,
+                    request_deserializer=osd_dot_v1_dot_cluster__pb2.WaitForGenerationRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_cluster__pb2.WaitForGenerationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -337,6 +413,87 @@ class ClusterService:
             '/osd.v1.ClusterService/GetClusterStatus',
             osd_dot_v1_dot_cluster__pb2.GetClusterStatusRequest.SerializeToString,
             osd_dot_v1_dot_cluster__pb2.GetClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterTopology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.ClusterService/GetClusterTopology',
+            osd_dot_v1_dot_cluster__pb2.GetClusterTopologyRequest.SerializeToString,
+            osd_dot_v1_dot_cluster__pb2.GetClusterTopologyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDaemons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.ClusterService/ListDaemons',
+            osd_dot_v1_dot_cluster__pb2.ListDaemonsRequest.SerializeToString,
+            osd_dot_v1_dot_cluster__pb2.ListDaemonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitForGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.ClusterService/WaitForGeneration',
+            osd_dot_v1_dot_cluster__pb2.WaitForGenerationRequest.SerializeToString,
+            osd_dot_v1_dot_cluster__pb2.WaitForGenerationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,11 +75,45 @@ class ClusterServiceStub:
     belongs to the cluster).
     """
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterStatusRequest, _cluster_pb2.GetClusterStatusResponse]
-    """Summarises a cluster: object counts, capacity totals and the store's
-    generation.
+    """Summarises a cluster: object counts, capacity totals, the health of
+    each of its services (as StorPool's services list: the daemons, the
+    agents of its nodes and its drives) and the store's generation.
 
     Role: view.
     Errors: NOT_FOUND (cluster_id).
+    """
+    GetClusterTopology: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterTopologyRequest, _cluster_pb2.GetClusterTopologyResponse]
+    """The whole tree of a cluster in one answer, as Heketi's topology info
+    gives it: the cluster with its capacity, every node (by zone, then
+    name) with its drives (by device path), and every pool (by name) with
+    its members and capacity. The cluster's own objects only: answered
+    whole, never paged.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+    """
+    ListDaemons: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.ListDaemonsRequest, _cluster_pb2.ListDaemonsResponse]
+    """Lists the daemons that share the store, oldest first: each registers
+    when it starts and renews a heartbeat while it runs. A daemon not heard
+    of for gone_seconds is GONE (another daemon then takes over its jobs and
+    its unfinished changes); one that stopped cleanly is STOPPED. Daemons
+    not heard of for a day are forgotten, so the list stays short and is
+    answered whole.
+
+    Role: view.
+    Errors: none beyond the common ones.
+    """
+    WaitForGeneration: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.WaitForGenerationRequest, _cluster_pb2.WaitForGenerationResponse]
+    """Returns once the store has reached the given generation (StorPool's
+    ClientConfigWait): a client that made a change through one daemon, or
+    read its generation anywhere, waits here before it reads through
+    another. Every daemon and process reads the one store, so a generation
+    reached is applied everywhere. Answers with reached false when
+    wait_seconds (or the call's deadline) passes first.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (generation: not positive; wait_seconds:
+    negative or above 300).
     """
 
 @_typing.type_check_only
@@ -127,11 +161,45 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     belongs to the cluster).
     """
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterStatusRequest, _cluster_pb2.GetClusterStatusResponse]  # type: ignore[assignment]
-    """Summarises a cluster: object counts, capacity totals and the store's
-    generation.
+    """Summarises a cluster: object counts, capacity totals, the health of
+    each of its services (as StorPool's services list: the daemons, the
+    agents of its nodes and its drives) and the store's generation.
 
     Role: view.
     Errors: NOT_FOUND (cluster_id).
+    """
+    GetClusterTopology: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetClusterTopologyRequest, _cluster_pb2.GetClusterTopologyResponse]  # type: ignore[assignment]
+    """The whole tree of a cluster in one answer, as Heketi's topology info
+    gives it: the cluster with its capacity, every node (by zone, then
+    name) with its drives (by device path), and every pool (by name) with
+    its members and capacity. The cluster's own objects only: answered
+    whole, never paged.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+    """
+    ListDaemons: _aio.UnaryUnaryMultiCallable[_cluster_pb2.ListDaemonsRequest, _cluster_pb2.ListDaemonsResponse]  # type: ignore[assignment]
+    """Lists the daemons that share the store, oldest first: each registers
+    when it starts and renews a heartbeat while it runs. A daemon not heard
+    of for gone_seconds is GONE (another daemon then takes over its jobs and
+    its unfinished changes); one that stopped cleanly is STOPPED. Daemons
+    not heard of for a day are forgotten, so the list stays short and is
+    answered whole.
+
+    Role: view.
+    Errors: none beyond the common ones.
+    """
+    WaitForGeneration: _aio.UnaryUnaryMultiCallable[_cluster_pb2.WaitForGenerationRequest, _cluster_pb2.WaitForGenerationResponse]  # type: ignore[assignment]
+    """Returns once the store has reached the given generation (StorPool's
+    ClientConfigWait): a client that made a change through one daemon, or
+    read its generation anywhere, waits here before it reads through
+    another. Every daemon and process reads the one store, so a generation
+    reached is applied everywhere. Answers with reached false when
+    wait_seconds (or the call's deadline) passes first.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (generation: not positive; wait_seconds:
+    negative or above 300).
     """
 
 class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -212,11 +280,63 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_pb2.GetClusterStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_pb2.GetClusterStatusResponse, _abc.Awaitable[_cluster_pb2.GetClusterStatusResponse]]:
-        """Summarises a cluster: object counts, capacity totals and the store's
-        generation.
+        """Summarises a cluster: object counts, capacity totals, the health of
+        each of its services (as StorPool's services list: the daemons, the
+        agents of its nodes and its drives) and the store's generation.
 
         Role: view.
         Errors: NOT_FOUND (cluster_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterTopology(
+        self,
+        request: _cluster_pb2.GetClusterTopologyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.GetClusterTopologyResponse, _abc.Awaitable[_cluster_pb2.GetClusterTopologyResponse]]:
+        """The whole tree of a cluster in one answer, as Heketi's topology info
+        gives it: the cluster with its capacity, every node (by zone, then
+        name) with its drives (by device path), and every pool (by name) with
+        its members and capacity. The cluster's own objects only: answered
+        whole, never paged.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+        """
+
+    @_abc_1.abstractmethod
+    def ListDaemons(
+        self,
+        request: _cluster_pb2.ListDaemonsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.ListDaemonsResponse, _abc.Awaitable[_cluster_pb2.ListDaemonsResponse]]:
+        """Lists the daemons that share the store, oldest first: each registers
+        when it starts and renews a heartbeat while it runs. A daemon not heard
+        of for gone_seconds is GONE (another daemon then takes over its jobs and
+        its unfinished changes); one that stopped cleanly is STOPPED. Daemons
+        not heard of for a day are forgotten, so the list stays short and is
+        answered whole.
+
+        Role: view.
+        Errors: none beyond the common ones.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitForGeneration(
+        self,
+        request: _cluster_pb2.WaitForGenerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_pb2.WaitForGenerationResponse, _abc.Awaitable[_cluster_pb2.WaitForGenerationResponse]]:
+        """Returns once the store has reached the given generation (StorPool's
+        ClientConfigWait): a client that made a change through one daemon, or
+        read its generation anywhere, waits here before it reads through
+        another. Every daemon and process reads the one store, so a generation
+        reached is applied everywhere. Answers with reached false when
+        wait_seconds (or the call's deadline) passes first.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (generation: not positive; wait_seconds:
+        negative or above 300).
         """
 
 def add_ClusterServiceServicer_to_server(servicer: ClusterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -81,6 +81,14 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     by the repair controller, or VolumeService.RepairVolume). Target: the
     volume.
     """
+    JOB_KIND_SNAPSHOT_COPY: _JobKind.ValueType  # 10
+    """Takes a snapshot as a full copy of each of the volume's copies, where
+    the drives share no blocks (no reflink): VolumeService.CreateSnapshot.
+    The snapshot is CREATING until the job is done; while it runs the volume
+    cannot be attached read-write, resized, reverted or deleted. Failed or
+    cancelled, the snapshot is gone. Target: the snapshot; related: the
+    volume.
+    """
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper):
     """What a job does."""
@@ -122,6 +130,14 @@ JOB_KIND_VOLUME_REPAIR: JobKind.ValueType  # 9
 """Rebuilds a volume's missing or unavailable copies on healthy drives
 within its placement rules, then releases the lost allocations (started
 by the repair controller, or VolumeService.RepairVolume). Target: the
+volume.
+"""
+JOB_KIND_SNAPSHOT_COPY: JobKind.ValueType  # 10
+"""Takes a snapshot as a full copy of each of the volume's copies, where
+the drives share no blocks (no reflink): VolumeService.CreateSnapshot.
+The snapshot is CREATING until the job is done; while it runs the volume
+cannot be attached read-write, resized, reverted or deleted. Failed or
+cancelled, the snapshot is gone. Target: the snapshot; related: the
 volume.
 """
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
@@ -181,6 +197,8 @@ class _ObjectKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ObjectKind
     OBJECT_KIND_POOL: _ObjectKind.ValueType  # 4
     OBJECT_KIND_VOLUME: _ObjectKind.ValueType  # 5
     OBJECT_KIND_SNAPSHOT: _ObjectKind.ValueType  # 6
+    OBJECT_KIND_JOB: _ObjectKind.ValueType  # 7
+    """A job (what WatchService.Watch reports on; never a job's target)."""
 
 class ObjectKind(_ObjectKind, metaclass=_ObjectKindEnumTypeWrapper):
     """The kind of an object a job acts on."""
@@ -192,6 +210,8 @@ OBJECT_KIND_DRIVE: ObjectKind.ValueType  # 3
 OBJECT_KIND_POOL: ObjectKind.ValueType  # 4
 OBJECT_KIND_VOLUME: ObjectKind.ValueType  # 5
 OBJECT_KIND_SNAPSHOT: ObjectKind.ValueType  # 6
+OBJECT_KIND_JOB: ObjectKind.ValueType  # 7
+"""A job (what WatchService.Watch reports on; never a job's target)."""
 Global___ObjectKind: _TypeAlias = ObjectKind  # noqa: Y015
 
 @_typing.final

@@ -263,8 +263,9 @@ class NodeServiceServicer:
         ALREADY_EXISTS (reason DRIVE_EXISTS: the device is already a drive of
         this node with another spec); FAILED_PRECONDITION (reason
         NODE_NOT_ONLINE: the node is OFFLINE, DRAINING or in MAINTENANCE; reason
-        CONFIRMATION_REQUIRED: the device holds data); UNAVAILABLE (the driver
-        cannot reach the node).
+        CONFIRMATION_REQUIRED: the device holds data; reason DEVICE_IN_USE: the
+        storage already holds the device as another drive, as when two nodes
+        share an address); UNAVAILABLE (the driver cannot reach the node).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -151,8 +151,9 @@ class NodeServiceStub:
     ALREADY_EXISTS (reason DRIVE_EXISTS: the device is already a drive of
     this node with another spec); FAILED_PRECONDITION (reason
     NODE_NOT_ONLINE: the node is OFFLINE, DRAINING or in MAINTENANCE; reason
-    CONFIRMATION_REQUIRED: the device holds data); UNAVAILABLE (the driver
-    cannot reach the node).
+    CONFIRMATION_REQUIRED: the device holds data; reason DEVICE_IN_USE: the
+    storage already holds the device as another drive, as when two nodes
+    share an address); UNAVAILABLE (the driver cannot reach the node).
     """
     InspectDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]
     """Returns one drive with its capacity and its allocations. An allocation
@@ -351,8 +352,9 @@ class NodeServiceAsyncStub(NodeServiceStub):
     ALREADY_EXISTS (reason DRIVE_EXISTS: the device is already a drive of
     this node with another spec); FAILED_PRECONDITION (reason
     NODE_NOT_ONLINE: the node is OFFLINE, DRAINING or in MAINTENANCE; reason
-    CONFIRMATION_REQUIRED: the device holds data); UNAVAILABLE (the driver
-    cannot reach the node).
+    CONFIRMATION_REQUIRED: the device holds data; reason DEVICE_IN_USE: the
+    storage already holds the device as another drive, as when two nodes
+    share an address); UNAVAILABLE (the driver cannot reach the node).
     """
     InspectDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.InspectDriveRequest, _node_pb2.InspectDriveResponse]  # type: ignore[assignment]
     """Returns one drive with its capacity and its allocations. An allocation
@@ -602,8 +604,9 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS (reason DRIVE_EXISTS: the device is already a drive of
         this node with another spec); FAILED_PRECONDITION (reason
         NODE_NOT_ONLINE: the node is OFFLINE, DRAINING or in MAINTENANCE; reason
-        CONFIRMATION_REQUIRED: the device holds data); UNAVAILABLE (the driver
-        cannot reach the node).
+        CONFIRMATION_REQUIRED: the device holds data; reason DEVICE_IN_USE: the
+        storage already holds the device as another drive, as when two nodes
+        share an address); UNAVAILABLE (the driver cannot reach the node).
         """
 
     @_abc_1.abstractmethod

@@ -453,7 +453,10 @@ class Placement(_message.Message):
     failure_domain: Global___FailureDomain.ValueType
     @_builtins.property
     def node_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only nodes that carry every one of these labels with these values."""
+        """Only nodes that carry every one of these labels with these values.
+        Besides its own labels every node carries "osd.dev/zone" (its zone) and
+        "osd.dev/node" (its name), so a selector can ask for a zone or a node.
+        """
 
     @_builtins.property
     def drive_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -478,16 +481,21 @@ Global___Placement: _TypeAlias = Placement  # noqa: Y015
 
 @_typing.final
 class Qos(_message.Message):
-    """Quality-of-service limits; 0 means unlimited."""
+    """Quality-of-service limits; 0 means unlimited.
+    Limits on a volume's I/O; 0 is unlimited. A Qos given with both fields 0
+    (`"qos": {}`) is an unlimited QoS written explicitly: on CreateVolume it
+    overrides the template's limits, on UpdateVolume (path "qos") it lifts the
+    volume's.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     IOPS_LIMIT_FIELD_NUMBER: _builtins.int
     BANDWIDTH_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
     iops_limit: _builtins.int
-    """I/O operations per second, 0 or more."""
+    """I/O operations per second, 0 or more; 0: unlimited."""
     bandwidth_limit_bytes: _builtins.int
-    """Bytes per second, 0 or more."""
+    """Bytes per second, 0 or more; 0: unlimited."""
     def __init__(
         self,
         *,
@@ -1157,7 +1165,9 @@ class CreateVolumeRequest(_message.Message):
     def placement(self) -> Global___Placement: ...
     @_builtins.property
     def qos(self) -> Global___Qos:
-        """Unset: the template's, else unlimited."""
+        """Unset: the template's, else unlimited; given, it is the volume's whole
+        QoS (`{}`: unlimited, whatever the template says).
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -1472,6 +1482,7 @@ class UpdateVolumeRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
+    SIZE_ADD_FIELD_NUMBER: _builtins.int
     QOS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     MULTI_ATTACH_FIELD_NUMBER: _builtins.int
@@ -1483,6 +1494,7 @@ class UpdateVolumeRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     PUBLIC_FIELD_NUMBER: _builtins.int
     ACL_FIELD_NUMBER: _builtins.int
+    YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
@@ -1490,6 +1502,12 @@ class UpdateVolumeRequest(_message.Message):
     """Bytes: positive, a multiple of 512."""
     size: _builtins.str
     """Text with a unit, e.g. "20G" (see the header)."""
+    size_add: _builtins.str
+    """Grows the volume by this much (StorPool's sizeAdd): text with a unit,
+    e.g. "1G", added to the size the volume has when the update applies.
+    A retried call grows it again: give expected_generation to apply it
+    once.
+    """
     multi_attach: _builtins.bool
     shrink_ok: _builtins.bool
     """Allow a smaller size (StorPool's shrinkOk); data past the new end is
@@ -1505,6 +1523,10 @@ class UpdateVolumeRequest(_message.Message):
     """
     public: _builtins.bool
     """Whether every authenticated caller may read it."""
+    yes_i_really_mean_it: _builtins.bool
+    """Confirms an update that loses redundancy on purpose: durability.replicas
+    1 on a REPLICATE volume, which keeps one copy and releases the others.
+    """
     @_builtins.property
     def qos(self) -> Global___Qos: ...
     @_builtins.property
@@ -1517,10 +1539,11 @@ class UpdateVolumeRequest(_message.Message):
     def placement(self) -> Global___Placement: ...
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required, non-empty: paths among "name", "size_bytes", "size", "qos",
+        """Required, non-empty: paths among "name", "size_bytes", "size",
+        "size_add", "qos",
         "qos.iops_limit", "qos.bandwidth_limit_bytes", "labels",
         "multi_attach", "durability.replicas", "placement", "owner", "public",
-        "acl".
+        "acl". At most one of the size paths.
         """
 
     @_builtins.property
@@ -1536,6 +1559,7 @@ class UpdateVolumeRequest(_message.Message):
         name: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         size: _builtins.str = ...,
+        size_add: _builtins.str = ...,
         qos: Global___Qos | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         multi_attach: _builtins.bool = ...,
@@ -1547,12 +1571,13 @@ class UpdateVolumeRequest(_message.Message):
         owner: _builtins.str = ...,
         public: _builtins.bool = ...,
         acl: _abc.Iterable[Global___AccessGrant] | None = ...,
+        yes_i_really_mean_it: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size"]  # noqa: Y015
+    _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size", "size_add"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_size_spec) -> _WhichOneofReturnType_size_spec | None: ...
 
@@ -1744,21 +1769,27 @@ class CreateSnapshotResponse(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """False when an identical snapshot already existed and was returned."""
     generation: _builtins.int
     @_builtins.property
     def snapshot(self) -> Global___Snapshot: ...
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The JOB_KIND_SNAPSHOT_COPY job when the snapshot is a full copy."""
+
     def __init__(
         self,
         *,
         snapshot: Global___Snapshot | None = ...,
         created: _builtins.bool = ...,
         generation: _builtins.int = ...,
+        job: _job_pb2.Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "generation", b"generation", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "generation", b"generation", "job", b"job", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -204,12 +204,15 @@ class VolumeServiceServicer:
 
     def UpdateVolume(self, request, context):
         """Changes the fields named in update_mask: "name", "size_bytes" or
-        "size" (grow; shrink only with shrink_ok), "qos" (or "qos.iops_limit",
+        "size" (grow; shrink only with shrink_ok) or "size_add" (grow by a
+        delta), "qos" (or "qos.iops_limit",
         "qos.bandwidth_limit_bytes"), "labels", "multi_attach",
-        "durability.replicas" (REPLICATE volumes only) and "placement". Name,
+        "durability.replicas" and "placement". Name,
         size, QoS, labels and multi_attach change within the call. A replica
         count change starts a JOB_KIND_VOLUME_REPLICA_CHANGE job that adds or
-        removes copies; a placement change whose current allocations no longer
+        removes copies: a REPLICATE volume takes 2 to 5, or 1 with
+        yes_i_really_mean_it (it becomes a single copy, durability NONE), and a
+        single-copy volume (NONE) takes 2 to 5 and becomes REPLICATE; a placement change whose current allocations no longer
         fit starts a JOB_KIND_VOLUME_MOVE job; one call may start at most one of
         them. Growing reserves the extra bytes on the drives that hold the
         copies.
@@ -217,15 +220,18 @@ class VolumeServiceServicer:
         Role: user.
         Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
         "durability.replicas" and "placement", or a size change together with
-        either of them; name; size_bytes, size;
+        either of them; name; size_bytes, size, size_add;
         qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
-        out of range or the volume is not REPLICATE; placement.*); NOT_FOUND
+        out of range or the volume is ERASURE; placement.*); NOT_FOUND
         (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
         (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
         SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
         VOLUME_MOUNTED: a smaller size while the volume's filesystem is
         mounted on a node (a mounted filesystem grows online, never shrinks);
         reason INSUFFICIENT_CAPACITY; reason PLACEMENT_IMPOSSIBLE; reason
+        CONFIRMATION_REQUIRED: durability.replicas 1 without
+        yes_i_really_mean_it; reason TAIL_POOL: durability.replicas 1 on a
+        volume with a tail pool (change its placement first); reason
         ATTACH_CONFLICT: multi_attach turned off while several nodes hold it
         READ_WRITE; reason VOLUME_NOT_AVAILABLE: the volume is CREATING or
         DELETING; reason JOB_IN_PROGRESS); ABORTED (reason GENERATION_MISMATCH:
@@ -280,12 +286,19 @@ class VolumeServiceServicer:
         """Takes a copy-on-write snapshot of a volume. Idempotent by name within
         the cluster: the same name on the same volume returns the existing
         snapshot. Without a name the server picks a unique one (auto_named).
+        Where a copy's drive shares no blocks (the local driver on a filesystem
+        without reflink), the snapshot is a full copy: it is returned CREATING
+        with the JOB_KIND_SNAPSHOT_COPY job that copies it, and is READY when
+        the job is done.
 
         Role: user.
         Errors: INVALID_ARGUMENT (volume_id, name, labels); NOT_FOUND
         (volume_id); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: the name is taken
         by a snapshot of another volume); FAILED_PRECONDITION (reason
-        VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED).
+        VOLUME_NOT_AVAILABLE: the volume is not UP or DEGRADED; reason
+        VOLUME_ATTACHED: a full-copy snapshot of a volume attached read-write,
+        which could not be consistent; reason JOB_IN_PROGRESS: a full-copy
+        snapshot of a volume another job is working on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -130,3 +130,54 @@ def test_page_tokens_over_rest_are_refused_the_same_way(rest_daemon: RestDaemon)
     assert "other filters" in refused.text
     edited = http.get("/v1/clusters", params={"page_token": "x" + token[1:]})
     assert edited.status_code == 400 and "page_token" in edited.text
+
+
+def test_the_daemons_sharing_the_store_are_listed(rest_daemon: RestDaemon) -> None:
+    listed = ok(rest_daemon.http.get("/v1/daemons"))["daemons"]
+    [me] = [d for d in listed if d["this_daemon"]]
+    assert me["state"] == "DAEMON_STATE_SERVING"
+    assert me["pid"] > 0 and me["version"] and me["address"].startswith("127.0.0.1:")
+    host, pid, run = me["name"].split(":")
+    assert (host, int(pid)) == (me["host"], me["pid"]) and run
+    assert me["heartbeat_time"] >= me["start_time"]
+
+
+def test_wait_for_generation_over_rest(rest_daemon: RestDaemon) -> None:
+    made = ok(rest_daemon.http.post("/v1/clusters", json={"name": "gen"}))
+    waited = ok(
+        rest_daemon.http.post("/v1/generation:wait", json={"generation": made["generation"]})
+    )
+    assert waited["reached"] is True and int(waited["generation"]) >= int(made["generation"])
+    missed = ok(
+        rest_daemon.http.post(
+            "/v1/generation:wait",
+            json={"generation": str(int(made["generation"]) + 50), "wait_seconds": 0.2},
+        )
+    )
+    assert missed["reached"] is False
+
+
+def test_the_topology_over_rest_is_the_grpc_answer(rest_daemon: RestDaemon) -> None:
+    from google.protobuf import json_format
+
+    from tests.factories import make_topology
+
+    cluster_id, _, drives = make_topology(rest_daemon.store, zones=2)
+    body = ok(rest_daemon.http.get(f"/v1/clusters/{cluster_id}/topology"))
+    stub = cluster_pb2_grpc.ClusterServiceStub(rest_daemon.channel)
+    answer = stub.GetClusterTopology(cluster_pb2.GetClusterTopologyRequest(cluster_id=cluster_id))
+    assert json_format.ParseDict(body, cluster_pb2.GetClusterTopologyResponse()) == answer
+    assert sorted(d["id"] for n in body["nodes"] for d in n["drives"]) == sorted(drives)
+    missing = rest_daemon.http.get(f"/v1/clusters/{'a' * 32}/topology")
+    assert missing.status_code == 404
+
+
+def test_the_status_over_rest_lists_each_services_health(rest_daemon: RestDaemon) -> None:
+    from tests.factories import make_topology
+
+    cluster_id, _, drives = make_topology(rest_daemon.store, zones=1, drives_per_node=1)
+    body = ok(rest_daemon.http.get(f"/v1/clusters/{cluster_id}/status"))
+    kinds = {(h["kind"], h.get("up", False)) for h in body["services"]}
+    assert kinds == {("SERVICE_KIND_DAEMON", True), ("SERVICE_KIND_DRIVE", True)}
+    assert [h["name"] for h in body["services"] if h["kind"] == "SERVICE_KIND_DRIVE"] == drives
+    assert body.get("services_down", "0") == "0"

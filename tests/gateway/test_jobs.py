@@ -57,6 +57,7 @@ def test_routes_that_may_answer_202() -> None:
         "osd.v1.Service.StartDriveAdd",
         "osd.v1.Service.StartDriveReplace",
         "osd.v1.Service.StartPoolRebalance",
+        "osd.v1.VolumeService.CreateSnapshot",
         "osd.v1.VolumeService.CreateVolume",
         "osd.v1.VolumeService.RepairVolume",
         "osd.v1.VolumeService.UpdateVolume",

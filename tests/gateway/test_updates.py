@@ -78,3 +78,27 @@ def test_a_path_that_names_no_updatable_field_is_refused(rest_daemon: RestDaemon
     assert response.status_code == 400
     body = response.json()
     assert "cannot update durability.type" in body["message"]
+
+
+def test_size_add_grows_by_a_delta(rest_daemon: RestDaemon) -> None:
+    cluster_id, _, _ = make_topology(rest_daemon.store)
+    http = rest_daemon.http
+    vol = _volume(http, cluster_id)
+    response = _patch(http, vol["id"], {"size_add": "1G"})
+    assert response.status_code == 200, response.text
+    assert response.json()["volume"]["size_bytes"] == str(21 * GIB)
+    refused = _patch(http, vol["id"], {"size_add": "1G", "size": "30G"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"].startswith("size_add: only one of size, size_add")
+
+
+def test_one_copy_needs_the_confirmation_flag_which_is_no_field(rest_daemon: RestDaemon) -> None:
+    cluster_id, _, _ = make_topology(rest_daemon.store)
+    http = rest_daemon.http
+    vol = _volume(http, cluster_id, durability={"type": "DURABILITY_TYPE_REPLICATE", "replicas": 2})
+    refused = _patch(http, vol["id"], {"durability": {"replicas": 1}})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["details"][0]["reason"] == "CONFIRMATION_REQUIRED"
+    started = _patch(http, vol["id"], {"durability": {"replicas": 1}, "yes_i_really_mean_it": True})
+    assert started.status_code == 202, started.text
+    assert started.json()["job"]["kind"] == "JOB_KIND_VOLUME_REPLICA_CHANGE"

@@ -17,7 +17,7 @@ it left is deleted with its snapshots (:meth:`ReplicaOps.purge_replica`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -141,7 +141,23 @@ class ReplicaOps(Protocol):
 
 @runtime_checkable
 class SnapshotOps(Protocol):
-    def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None: ...
+    def shares_blocks(self, drive_id: str) -> bool:
+        """Whether a snapshot on the drive shares its copy's blocks, and so is
+        taken at once. Where it does not, a snapshot is a full copy: the engine
+        takes it as a SNAPSHOT_COPY job. A drive not on this host answers True
+        (the snapshot call itself says why it cannot be taken here)."""
+        ...
+
+    def create_snapshot(
+        self,
+        drive_id: str,
+        replica_id: str,
+        snapshot_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Snapshots a replica on its drive. A full copy calls ``progress``
+        with the bytes copied so far, now and then."""
+        ...
 
     def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None: ...
 

@@ -13,8 +13,13 @@ process can be configured):
 * ``state_file`` (``OSD_FAKE_DRIVER_STATE``): a SQLite file the state is
   loaded from, and into which each change writes the entries it changed (not
   the whole state), so the "storage" survives a restart of the daemon
-  process, kill -9 included. A file in the JSON form of earlier versions is
-  converted in place. Without it the state lives in memory only.
+  process, kill -9 included. Daemons given the same file share one
+  "storage": each call first reloads what another wrote since. A file in
+  the JSON form of earlier versions is converted in place. Without it the
+  state lives in memory only.
+* ``copying_snapshots`` (``OSD_FAKE_DRIVER_COPYING_SNAPSHOTS=1``): its
+  drives share no blocks, so every snapshot is a full copy, taken as a
+  SNAPSHOT_COPY job, as on a filesystem without reflink.
 * :meth:`FakeDriver.block` / :meth:`FakeDriver.unblock`: calls of an
   operation wait until it is unblocked, so a test can hold a job at an exact
   point without timing.
@@ -32,11 +37,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, Mount
+from osd.engine.drivers.base import CopyRef, DriveInfo, DriverError, Mount, Refused
 
 TIB = 1 << 40
 DELAY_ENV = "OSD_FAKE_DRIVER_DELAY"
 STATE_ENV = "OSD_FAKE_DRIVER_STATE"
+COPYING_SNAPSHOTS_ENV = "OSD_FAKE_DRIVER_COPYING_SNAPSHOTS"
 CALLS_KEPT = 10_000
 
 
@@ -134,6 +140,17 @@ class _StateFile:
             )
         if legacy is not None:
             self.write(legacy, everything=True)
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
+    def changed(self) -> bool:
+        """Whether another connection (another daemon's fake driver on the same
+        file) committed since this one last looked."""
+        version = self._data_version()
+        seen, self._version = self._version, version
+        return version != seen
 
     def load(self) -> FakeState:
         state = FakeState()
@@ -185,8 +202,12 @@ class FakeDriver:
         *,
         delay_seconds: float | None = None,
         state_file: str | Path | None = None,
+        copying_snapshots: bool | None = None,
     ) -> None:
         self.default_device_size = default_device_size
+        if copying_snapshots is None:
+            copying_snapshots = os.environ.get(COPYING_SNAPSHOTS_ENV, "") not in ("", "0")
+        self.copying_snapshots = copying_snapshots
         if delay_seconds is None:
             delay_seconds = float(os.environ.get(DELAY_ENV) or 0)
         if state_file is None:
@@ -271,6 +292,9 @@ class FakeDriver:
             getattr(self.state, name).take_dirty()
 
     def _enter(self, op: str, **args: Any) -> None:
+        if self._file is not None and self._file.changed():
+            # Another daemon sharing the file changed the "storage".
+            self.state = self._file.load()
         self.calls.append((op, args))
         if len(self.calls) > 2 * CALLS_KEPT:
             del self.calls[:-CALLS_KEPT]
@@ -305,7 +329,10 @@ class FakeDriver:
             if dev is None:
                 raise DriverError(f"no device at {device_path} on {node_address}")
             if dev.drive_id not in (None, drive_id):
-                raise DriverError(f"{device_path} on {node_address} belongs to {dev.drive_id}")
+                raise Refused(
+                    f"{device_path} on {node_address} belongs to {dev.drive_id}",
+                    reason="DEVICE_IN_USE",
+                )
             dev.drive_id = drive_id
             dev.has_data = False
             self.state.devices[(node_address, device_path)] = dev  # changed: to be saved
@@ -423,7 +450,16 @@ class FakeDriver:
 
     # -- SnapshotOps -----------------------------------------------------
 
-    def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+    def shares_blocks(self, drive_id: str) -> bool:
+        return not self.copying_snapshots
+
+    def create_snapshot(
+        self,
+        drive_id: str,
+        replica_id: str,
+        snapshot_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self._pass("create_snapshot")
         with self._lock:
             self._enter(
@@ -436,6 +472,9 @@ class FakeDriver:
                 raise DriverError(f"no replica {replica_id} on {drive_id}")
             self.state.snapshots[(drive_id, snapshot_id)] = replica_id
             self._save()
+            copied = self.state.replicas[(drive_id, replica_id)]
+        if progress is not None and self.copying_snapshots:
+            progress(copied)
 
     def clone_snapshot(
         self,

@@ -47,7 +47,7 @@ import stat
 import struct
 import subprocess
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,11 +200,18 @@ def _segments(fd: int, size: int) -> Iterable[tuple[int, int]]:
         offset = end
 
 
-def _digest(fd: int, segments: Sequence[tuple[int, int]], copy_to: int | None = None) -> bytes:
+def _digest(
+    fd: int,
+    segments: Sequence[tuple[int, int]],
+    copy_to: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> bytes:
     """A checksum (SHA-256) of a file's bytes in ``segments``, offsets
     included, read CHUNK by CHUNK; with ``copy_to``, each chunk is also
-    written there at its offset, so a copy reads its source once."""
+    written there at its offset, so a copy reads its source once.
+    ``progress`` is told the bytes read so far after each chunk."""
     h = hashlib.sha256()
+    seen = 0
     for start, length in segments:
         done = 0
         while done < length:
@@ -217,7 +224,34 @@ def _digest(fd: int, segments: Sequence[tuple[int, int]], copy_to: int | None = 
             h.update(struct.pack("<Q", start + done))
             h.update(chunk)
             done += len(chunk)
+            seen += len(chunk)
+            if progress is not None:
+                progress(seen)
     return h.digest()
+
+
+def reflinks(folder: Path) -> bool:
+    """Whether the filesystem holding ``folder`` shares blocks between files
+    (FICLONE works): found by cloning a small file there."""
+    probe = folder / f".reflink-probe-{os.getpid()}"
+    clone = probe.with_name(probe.name + ".clone")
+    try:
+        probe.write_bytes(b"osd")
+        src = os.open(probe, os.O_RDONLY)
+        try:
+            dst = os.open(clone, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fcntl.ioctl(dst, FICLONE, src)
+                return True
+            except OSError:
+                return False
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+    finally:
+        probe.unlink(missing_ok=True)
+        clone.unlink(missing_ok=True)
 
 
 def unshared_bytes(path: Path) -> int:
@@ -256,13 +290,19 @@ def unshared_bytes(path: Path) -> int:
 
 
 def copy_file(
-    source: Path, target: Path, size: int | None = None, *, keep_allocation: bool = False
+    source: Path,
+    target: Path,
+    size: int | None = None,
+    *,
+    keep_allocation: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> None:
     """Copies ``source`` to ``target`` through ``target.part``: a reflink where
     both share a filesystem that can, or the data ranges one by one, checked
     against the source before the copy takes its name. ``size`` truncates or
     extends the copy; ``keep_allocation``: a source allocated in full (a
-    THICK copy that moves) makes a copy allocated in full."""
+    THICK copy that moves) makes a copy allocated in full. ``progress`` is
+    told the bytes copied so far as a full copy goes."""
     part = target.with_name(target.name + ".part")
     src = os.open(source, os.O_RDONLY)
     try:
@@ -277,7 +317,7 @@ def copy_file(
             if not cloned:
                 os.ftruncate(dst, length)
                 segments = list(_segments(src, length))
-                expected = _digest(src, segments, copy_to=dst)
+                expected = _digest(src, segments, copy_to=dst, progress=progress)
                 os.fsync(dst)
                 if _digest(dst, segments) != expected:
                     raise DriverError(f"the copy of {source.name} does not match its source")
@@ -366,6 +406,8 @@ class LocalDriver:
         self._lock = threading.RLock()
         self._drives: dict[str, _Drive] = {}
         self._attachments: dict[str, _Attachment] = {}
+        # Whether each drive's filesystem shares blocks (found once per run).
+        self._shares: dict[str, bool] = {}
         self._load()
         self._mount_all()
 
@@ -491,7 +533,9 @@ class LocalDriver:
         with self._lock:
             for other_id, other in self._drives.items():
                 if other.device_path == device_path and other_id != drive_id:
-                    raise DriverError(f"{device_path} belongs to drive {other_id}")
+                    raise Refused(
+                        f"{device_path} belongs to drive {other_id}", reason="DEVICE_IN_USE"
+                    )
             drive = self._drives.get(drive_id)
             if drive is not None:
                 self._mount(drive_id, drive)
@@ -547,7 +591,9 @@ class LocalDriver:
         if marker.exists():
             owner = marker.read_text().strip()
             if owner != drive_id:
-                raise DriverError(f"{drive.device_path} belongs to drive {owner}")
+                raise Refused(
+                    f"{drive.device_path} belongs to drive {owner}", reason="DEVICE_IN_USE"
+                )
         else:
             (root / "replicas").mkdir(parents=True, exist_ok=True)
             (root / "snapshots").mkdir(exist_ok=True)
@@ -713,10 +759,16 @@ class LocalDriver:
 
     @staticmethod
     def _copy(
-        source: Path, target: Path, size: int | None, what: str, *, keep_allocation: bool = False
+        source: Path,
+        target: Path,
+        size: int | None,
+        what: str,
+        *,
+        keep_allocation: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
         try:
-            copy_file(source, target, size, keep_allocation=keep_allocation)
+            copy_file(source, target, size, keep_allocation=keep_allocation, progress=progress)
         except OSError as exc:
             raise _storage_error(what, exc) from exc
 
@@ -730,7 +782,26 @@ class LocalDriver:
 
     # -- snapshots ---------------------------------------------------------------
 
-    def create_snapshot(self, drive_id: str, replica_id: str, snapshot_id: str) -> None:
+    def shares_blocks(self, drive_id: str) -> bool:
+        with self._lock:
+            known = self._shares.get(drive_id)
+            if known is not None:
+                return known
+            if drive_id not in self._drives:
+                return True
+            root = self._root(drive_id)
+        shares = reflinks(root)
+        with self._lock:
+            self._shares[drive_id] = shares
+        return shares
+
+    def create_snapshot(
+        self,
+        drive_id: str,
+        replica_id: str,
+        snapshot_id: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         with self._lock:
             source = self._replica(drive_id, replica_id)
             folder = self._snapshot_dir(drive_id, replica_id)
@@ -746,7 +817,7 @@ class LocalDriver:
         if not source.exists():
             raise DriverError(f"drive {drive_id} holds no replica {replica_id}")
         folder.mkdir(parents=True, exist_ok=True)
-        self._copy(source, target, None, f"snapshotting replica {replica_id}")
+        self._copy(source, target, None, f"snapshotting replica {replica_id}", progress=progress)
 
     def delete_snapshot(self, drive_id: str, snapshot_id: str) -> None:
         with self._lock:

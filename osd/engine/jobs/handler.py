@@ -56,6 +56,12 @@ class JobLost(Exception):
     """The job is no longer this runner's (another daemon adopted it)."""
 
 
+class Interrupted(Exception):
+    """A step stopped midway because a cancel or a pause was asked: the runner
+    honours it now, and a resumed job runs the step again from its last
+    checkpoint (steps are idempotent)."""
+
+
 @dataclass(frozen=True)
 class NoCheckpoint(Record):
     """The checkpoint of a kind whose steps keep none."""

@@ -65,6 +65,7 @@ class JobEngine:
         poll_seconds: float = 0.5,
         availability: AvailabilityListener | None = None,
         retention_days: float = 30.0,
+        owner: str = "",
     ) -> None:
         self._store = store
         self.max_jobs = max_jobs
@@ -79,6 +80,7 @@ class JobEngine:
             stale_seconds=stale_seconds,
             poll_seconds=poll_seconds,
             availability=availability,
+            owner=owner,
         )
 
     # -- kinds ------------------------------------------------------------------------
@@ -176,7 +178,7 @@ class JobEngine:
     def _check_room(self, active: int) -> None:
         if active >= self.max_jobs:
             raise ResourceExhausted(
-                f"{active} jobs are active, the most this daemon allows; retry later",
+                f"{active} jobs are active over the store, the most max_jobs allows; retry later",
                 reason="TOO_MANY_JOBS",
                 metadata={"max_jobs": str(self.max_jobs)},
             )

@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 
 from osd.engine.drivers import DriverError, StorageDriver
-from osd.engine.jobs.handler import AnyHandler, AsStored, JobContext, JobLost
+from osd.engine.jobs.handler import AnyHandler, AsStored, Interrupted, JobContext, JobLost
 from osd.engine.jobs.models import JobError
 from osd.engine.jobs.records import RecordError
 from osd.engine.topology.availability import AvailabilityListener
@@ -101,6 +101,7 @@ class JobRunner:
         stale_seconds: float,
         poll_seconds: float,
         availability: AvailabilityListener | None,
+        owner: str = "",
     ) -> None:
         self._store = store
         self._driver = driver
@@ -111,7 +112,7 @@ class JobRunner:
         self._poll_seconds = poll_seconds
         self._availability = availability
         self._host = socket.gethostname()
-        self.owner = f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = owner or f"{self._host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -200,7 +201,11 @@ class JobRunner:
             with self._store.write() as s:
                 repo.heartbeat(s, ids, self.owner, utcnow())
 
-    def _orphaned(self, row: JobRow, now: datetime) -> bool:
+    def _orphaned(self, row: JobRow, now: datetime, starting: bool) -> bool:
+        """Whether the job's runner is gone: none, this one (without a thread
+        for it), stale, or a process of this host that ended. At start, another
+        runner of this very process is an earlier run of this daemon, and gone
+        too; afterwards it is a peer sharing the process."""
         with self._lock:
             if row.id in self._threads:
                 return False
@@ -212,7 +217,9 @@ class JobRunner:
         pid, _, _run = rest.partition(":")
         if host != self._host or not pid.isdigit():
             return False
-        return int(pid) == os.getpid() or not _alive(int(pid))
+        if int(pid) == os.getpid():
+            return starting
+        return not _alive(int(pid))
 
     def _adopt(self, *, starting: bool = False) -> None:
         """Claims the RUNNING jobs whose daemon is gone and resumes them; finishes
@@ -221,7 +228,9 @@ class JobRunner:
         with self._store.read() as s:
             now = utcnow()
             candidates = [
-                r.id for r in repo.in_state(s, [JobState.RUNNING]) if self._orphaned(r, now)
+                r.id
+                for r in repo.in_state(s, [JobState.RUNNING])
+                if self._orphaned(r, now, starting)
             ]
             cancels = [
                 r.id
@@ -234,7 +243,7 @@ class JobRunner:
                 if (
                     row is None
                     or row.state != JobState.RUNNING
-                    or not self._orphaned(row, utcnow())
+                    or not self._orphaned(row, utcnow(), starting)
                 ):
                     continue
                 generation = bump_generation(s)
@@ -341,6 +350,8 @@ class JobRunner:
                     return
             except JobLost:
                 raise
+            except Interrupted:
+                continue  # the cancel or pause is honoured at the loop's top
             except Exception as exc:
                 error = error_of(exc)
                 if error.reason == "INTERNAL":

@@ -73,7 +73,7 @@ class ClusterView:
                 d.total_bytes,
                 d.used_bytes,
                 dict(d.labels),
-                dict(node.labels),
+                node_repo.placement_labels(node.labels, node.zone, node.name),
             )
         self._members: dict[str, set[str]] = {}
 

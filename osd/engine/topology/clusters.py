@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -11,18 +11,28 @@ from sqlalchemy.orm import Session
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.allocation_math import provisioned_bytes
+from osd.engine.shared.members import Member
 from osd.engine.shared.models import Capacity, Changed, Created, ListQuery, Page
 from osd.engine.shared.rows import check_generation, require
 from osd.engine.topology.models import (
     Cluster,
     ClusterStatus,
     CreateCluster,
+    Drive,
     RepairPolicy,
     RepairPolicyChange,
+    ServiceHealth,
+    Topology,
     UpdateCluster,
 )
+from osd.engine.topology.pools import pools_from_rows
+from osd.engine.topology.views import drives_from_rows, nodes_from_rows
+from osd.enums import DaemonState, DriveState, ServiceKind
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
 from osd.store import clusters as repo
+from osd.store import drives as drive_repo
+from osd.store import nodes as node_repo
+from osd.store import pools as pool_repo
 from osd.store.db import Store
 from osd.store.models import ClusterRow, utcnow
 from osd.store.state import bump_generation, current_generation
@@ -239,6 +249,59 @@ class ClusterEngine:
         v.check_id(cluster_id, "cluster_id")
         return self._store.kept(
             ("cluster-status", cluster_id), lambda s, g: self._status(s, cluster_id, g)
+        )
+
+    def services(self, cluster_id: str, daemons: Sequence[Member]) -> tuple[ServiceHealth, ...]:
+        """The health of each service of the cluster: ``daemons`` (every daemon
+        sharing the store, as :meth:`Members.list` gives them), less those that
+        stopped cleanly and the agents of other clusters' nodes, then the
+        cluster's drives."""
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            require(s, ClusterRow, cluster_id)
+            nodes = {n.id for n in node_repo.of_cluster(s, cluster_id)}
+            drives = drive_repo.of_cluster(s, cluster_id)
+        out: tuple[ServiceHealth, ...] = tuple(
+            ServiceHealth(
+                kind=ServiceKind.NODE_AGENT if d.node_id else ServiceKind.DAEMON,
+                name=d.id,
+                node_id=d.node_id,
+                up=d.state == DaemonState.SERVING,
+                state=f"DAEMON_STATE_{d.state.name}",
+                address=d.address,
+            )
+            for d in daemons
+            if d.state != DaemonState.STOPPED and (not d.node_id or d.node_id in nodes)
+        )
+        out += tuple(
+            ServiceHealth(
+                kind=ServiceKind.DRIVE,
+                name=row.id,
+                node_id=row.node_id,
+                up=row.state == DriveState.ONLINE,
+                state=f"DRIVE_STATE_{DriveState(row.state).name}",
+                address=row.device_path,
+            )
+            for row in drives
+        )
+        return out
+
+    def topology(self, cluster_id: str) -> Topology:
+        v.check_id(cluster_id, "cluster_id")
+        return self._store.kept(
+            ("cluster-topology", cluster_id), lambda s, g: self._topology(s, cluster_id, g)
+        )
+
+    def _topology(self, s: Session, cluster_id: str, generation: int) -> Topology:
+        status = self._status(s, cluster_id, generation)
+        node_rows = sorted(node_repo.of_cluster(s, cluster_id), key=lambda n: (n.zone, n.name))
+        drives: dict[str, list[Drive]] = {}
+        for drive in drives_from_rows(s, drive_repo.of_cluster(s, cluster_id)):
+            drives.setdefault(drive.node_id, []).append(drive)
+        return Topology(
+            status=status,
+            nodes=[(n, drives.get(n.id, [])) for n in nodes_from_rows(s, node_rows)],
+            pools=pools_from_rows(s, pool_repo.of_cluster(s, cluster_id)),
         )
 
     def _status(self, s: Session, cluster_id: str, generation: int) -> ClusterStatus:

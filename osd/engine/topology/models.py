@@ -7,7 +7,14 @@ from datetime import datetime
 
 from osd.engine.jobs.models import Job
 from osd.engine.shared.models import Allocation, Capacity
-from osd.enums import CoordinatorRole, DomainState, DriveState, LabelOperation, NodeState
+from osd.enums import (
+    CoordinatorRole,
+    DomainState,
+    DriveState,
+    LabelOperation,
+    NodeState,
+    ServiceKind,
+)
 
 
 @dataclass(frozen=True)
@@ -307,3 +314,26 @@ class ClusterStatus:
     capacity: Capacity
     provisioned_bytes: int
     generation: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A cluster's whole tree: its status, each node with its drives, and its
+    pools."""
+
+    status: ClusterStatus
+    nodes: list[tuple[Node, list[Drive]]]
+    pools: list[Pool]
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    """A service of a cluster (a daemon, a node's agent, a drive) and whether
+    it serves; ``state`` is the name of its DaemonState or DriveState."""
+
+    kind: ServiceKind
+    name: str
+    node_id: str
+    up: bool
+    state: str
+    address: str

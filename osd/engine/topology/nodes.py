@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import uuid
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from osd.store import pools as pool_repo
 from osd.store.db import Store
 from osd.store.models import NodeRow, utcnow
 from osd.store.state import bump_generation, current_generation
+
+log = logging.getLogger("osd.engine")
 
 ADDRESS_MAX = 253
 ADDRESSES_MAX = 16
@@ -381,6 +384,10 @@ class NodeEngine:
                         metadata={"state": current},
                     )
                 changed = False
+                if state is not None and row.agent_offline:
+                    # Set by hand: an agent's coming no longer changes it.
+                    changed = True
+                    row.agent_offline = False
                 if state is not None and row.state != state:
                     changed = True
                     row.state = state
@@ -404,6 +411,34 @@ class NodeEngine:
         except Unchanged as nothing:
             node: Node = nothing.value
             return Changed(node, nothing.generation)
+
+    def follow_agent(self, node_id: str, present: bool) -> bool:
+        """Keeps a node's state in step with its agent: OFFLINE (marked as the
+        agent's doing) when no agent of it runs, ONLINE again when one does,
+        if it was the agent's going that took it OFFLINE. A node OFFLINE by
+        hand, or in maintenance or draining, is left as it is. True when the
+        state changed."""
+        with self._store.read() as s:
+            row = repo.get(s, node_id)
+            if row is None or not _follows(row, present):
+                return False
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            row = repo.get(s, node_id)
+            if row is None or not _follows(row, present):
+                return False
+            row.state = NodeState.ONLINE if present else NodeState.OFFLINE
+            row.agent_offline = not present
+            volumes, snapshots = repo.set_availability(s, row.id, available=present)
+            self._availability(s, Availability(frozenset(volumes), frozenset(snapshots)))
+            self._stamp(s, row, generation)
+        log.warning(
+            "node %s is %s: its agent %s",
+            node_id,
+            "ONLINE" if present else "OFFLINE",
+            "is back" if present else "is gone",
+        )
+        return True
 
     # -- delete ----------------------------------------------------------
 
@@ -454,6 +489,13 @@ class NodeEngine:
         if row is None:
             raise NotFound.object("node", "node_id", node_id)
         return row
+
+
+def _follows(row: NodeRow, present: bool) -> bool:
+    """Whether an agent's coming or going changes the node's state."""
+    if present:
+        return row.state == NodeState.OFFLINE and row.agent_offline
+    return row.state == NodeState.ONLINE
 
 
 def _name_taken(name: str, node_id: str) -> AlreadyExists:

@@ -38,7 +38,7 @@ from osd.store.models import PoolRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 
-def _pools_from_rows(s: Session, rows: Sequence[PoolRow]) -> list[Pool]:
+def pools_from_rows(s: Session, rows: Sequence[PoolRow]) -> list[Pool]:
     out: list[Pool] = []
     for row in rows:
         members = drive_repo.by_ids(s, repo.effective_drive_ids(s, row.id))
@@ -171,7 +171,7 @@ class PoolEngine:
                 repo.add(s, row)
                 repo.add_drives(s, row.id, members.drive_ids)
                 repo.add_nodes(s, row.id, members.node_ids)
-                return Created(_pools_from_rows(s, [row])[0], True, generation)
+                return Created(pools_from_rows(s, [row])[0], True, generation)
         except IntegrityError:
             with self._store.read() as s:
                 existing = repo.get_by_name(s, spec.cluster_id, spec.name)
@@ -192,7 +192,7 @@ class PoolEngine:
                 reason="POOL_EXISTS",
                 metadata={"name": spec.name, "pool_id": row.id},
             )
-        return Created(_pools_from_rows(s, [row])[0], False, current_generation(s))
+        return Created(pools_from_rows(s, [row])[0], False, current_generation(s))
 
     # -- read ------------------------------------------------------------
 
@@ -201,7 +201,7 @@ class PoolEngine:
         with self._store.read() as s:
             row = require(s, PoolRow, pool_id)
             members = drive_repo.by_ids(s, repo.effective_drive_ids(s, row.id))
-            return PoolDetail(_pools_from_rows(s, [row])[0], drives_from_rows(s, members))
+            return PoolDetail(pools_from_rows(s, [row])[0], drives_from_rows(s, members))
 
     def list(self, query: ListPools) -> Page[Pool]:
         size = paging.page_size(query.page_size)
@@ -225,7 +225,7 @@ class PoolEngine:
                 keep,
                 lambda r: {"c": r.cluster_id, "n": r.name},
             )
-            return Page(_pools_from_rows(s, rows), token)
+            return Page(pools_from_rows(s, rows), token)
 
     # -- change ----------------------------------------------------------
 
@@ -271,7 +271,7 @@ class PoolEngine:
                 new_drives = [d for d in members.drive_ids if d not in effective]
                 repo.add_drives(s, row.id, new_drives)
                 if not new_nodes and not new_drives:
-                    raise Unchanged(_pools_from_rows(s, [row])[0], generation - 1)
+                    raise Unchanged(pools_from_rows(s, [row])[0], generation - 1)
                 return self._stamp(s, row, generation)
         except Unchanged as same:
             pool: Pool = same.value
@@ -305,7 +305,7 @@ class PoolEngine:
                     repo.member_drive_ids(s, row.id),
                     repo.member_node_ids(s, row.id),
                 ):
-                    raise Unchanged(_pools_from_rows(s, [row])[0], generation - 1)
+                    raise Unchanged(pools_from_rows(s, [row])[0], generation - 1)
                 leaving = before - repo.effective_drive_ids(s, row.id)
                 in_use = repo.allocations_placed_through(s, row.id, leaving)
                 if in_use:
@@ -372,7 +372,7 @@ class PoolEngine:
         row.update_time = utcnow()
         row.generation = generation
         s.flush()
-        return Changed(_pools_from_rows(s, [row])[0], generation)
+        return Changed(pools_from_rows(s, [row])[0], generation)
 
 
 def _name_taken(name: str, pool_id: str) -> AlreadyExists:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import CopyRef, DriverError, Mount, StorageDriver
+from osd.engine.jobs.kinds.snapshot_copy import copying
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
@@ -189,6 +190,13 @@ class AttachmentEngine:
             if row is not None and row.mode == mode:
                 return Attached(attachment_of(row), False, generation)
             require_serving(volume)
+            if mode == AttachMode.READ_WRITE and (job := copying(s, volume)) is not None:
+                raise FailedPrecondition(
+                    f"volume {volume.name} ({volume.id}) is being snapshotted as a full copy "
+                    f"by job {job.id}; attach it read-only, or wait for the job",
+                    reason="JOB_IN_PROGRESS",
+                    metadata={"job_id": job.id, "volume_id": volume.id},
+                )
             _check_node(s, node, new=row is None)
             if mode == AttachMode.READ_WRITE and not volume.multi_attach:
                 writers = [

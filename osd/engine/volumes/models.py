@@ -152,6 +152,14 @@ class CreatedVolume(Created[Volume]):
 
 
 @dataclass(frozen=True)
+class CreatedSnapshot(Created["Snapshot"]):
+    """A snapshot create's result, with the SNAPSHOT_COPY job when the snapshot
+    is a full copy."""
+
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
 class ChangedVolume(Changed[Volume]):
     """An update's result, with the VOLUME_REPLICA_CHANGE or VOLUME_MOVE job it started."""
 
@@ -274,6 +282,8 @@ class UpdateVolume:
     volume_id: str
     name: str | None = None
     size: SizeSpec | None = None
+    # Grow by this much (text with a unit), from the size at the update.
+    size_add: str | None = None
     iops_limit: int | None = None
     bandwidth_limit_bytes: int | None = None
     labels: dict[str, str] | None = None
@@ -285,6 +295,8 @@ class UpdateVolume:
     acl: tuple[Grant, ...] | None = None
     shrink_ok: bool = False
     expected_generation: int = 0
+    # yes_i_really_mean_it: a replica count of 1 loses redundancy on purpose.
+    confirmed: bool = False
 
 
 @dataclass(frozen=True)

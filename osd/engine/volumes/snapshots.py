@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import functools
 import uuid
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import StorageDriver
+from osd.engine.jobs.kinds.snapshot_copy import SnapshotCopyRequest, copy_job_of
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
-from osd.engine.shared.models import Changed, Created, Page, allocation_of
+from osd.engine.shared.models import Changed, Page, allocation_of
 from osd.engine.shared.rows import check_generation, stamp
 from osd.engine.volumes import access
 from osd.engine.volumes import phases as volume_phases
@@ -34,6 +36,7 @@ from osd.engine.volumes.guards import (
     require_settled,
 )
 from osd.engine.volumes.models import (
+    CreatedSnapshot,
     CreateSnapshot,
     FreezeVolume,
     Snapshot,
@@ -43,7 +46,7 @@ from osd.engine.volumes.models import (
     Volume,
 )
 from osd.engine.volumes.views import snapshot_from, snapshots_of, volume_from
-from osd.enums import Access, AllocationState, SnapshotState, VolumeState
+from osd.enums import Access, AllocationState, JobKind, SnapshotState, VolumeState
 from osd.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from osd.store import snapshots as repo
 from osd.store import volumes as volume_repo
@@ -52,26 +55,44 @@ from osd.store.db import Store
 from osd.store.models import SnapshotRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
+if TYPE_CHECKING:
+    from osd.engine.jobs.jobs import JobEngine
+
 
 class SnapshotEngine:
-    def __init__(self, store: Store, driver: StorageDriver) -> None:
+    def __init__(self, store: Store, driver: StorageDriver, jobs: JobEngine | None = None) -> None:
         self._store = store
         self._driver = driver
+        self._jobs = jobs
 
     # -- create ----------------------------------------------------------------
 
-    def create(self, spec: CreateSnapshot) -> Created[Snapshot]:
+    def create(self, spec: CreateSnapshot) -> CreatedSnapshot:
         """Takes the snapshot, or answers the one with the same name; one still
         being taken by another call is waited for, up to this call's deadline
-        (then ABORTED, OPERATION_PENDING)."""
+        (then ABORTED, OPERATION_PENDING), unless a SNAPSHOT_COPY job takes it,
+        which is answered with the snapshot CREATING."""
         return pending.create_settled(
             lambda: self._create(spec),
-            lambda r: r.created or r.value.state != SnapshotState.CREATING,
+            lambda r: r.created or r.value.state != SnapshotState.CREATING or r.job is not None,
             "snapshot",
             lambda r: r.value.id,
         )
 
-    def _create(self, spec: CreateSnapshot) -> Created[Snapshot]:
+    def _full_copy(self, volume_id: str) -> bool:
+        """Whether a snapshot of the volume is a full copy: some drive of its
+        copies shares no blocks (asked of the driver, no transaction open)."""
+        with self._store.read() as s:
+            drives = {
+                a.drive_id
+                for a in volume_repo.allocations(s, volume_id)
+                if a.state == AllocationState.ACTIVE
+            }
+        return self._jobs is not None and not all(
+            self._driver.shares_blocks(d) for d in sorted(drives)
+        )
+
+    def _create(self, spec: CreateSnapshot) -> CreatedSnapshot:
         v.check_id(spec.volume_id, "volume_id")
         if spec.name:
             v.check_name(spec.name)
@@ -84,6 +105,8 @@ class SnapshotEngine:
                 if existing is not None:
                     return self._existing(s, existing, volume)
         snapshot_id = uuid.uuid4().hex
+        full_copy = self._full_copy(spec.volume_id)
+        job = None
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
@@ -98,7 +121,15 @@ class SnapshotEngine:
                 require_settled(s, volume)
                 if not name:
                     name = _auto_name(s, volume, generation)
-                repo.add(s, _new_row(volume, snapshot_id, name, labels, generation, not spec.name))
+                row = _new_row(volume, snapshot_id, name, labels, generation, not spec.name)
+                row.op_owner = self._store.owner
+                repo.add(s, row)
+                if full_copy:
+                    assert self._jobs is not None
+                    s.flush()
+                    request = SnapshotCopyRequest(snapshot_id=snapshot_id)
+                    job = self._jobs.record(s, JobKind.SNAPSHOT_COPY, request, generation)
+                    result = CreatedSnapshot(snapshot_from(s, row), True, generation, job)
         except IntegrityError:
             with self._store.read() as s:
                 volume = get_volume(s, spec.volume_id)
@@ -106,15 +137,20 @@ class SnapshotEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, volume)
+        if job is not None:
+            assert self._jobs is not None
+            self._jobs.wake()
+            return result
         generation = volume_phases.finish_snapshot_create(self._store, self._driver, snapshot_id)
         with self._store.read() as s:
-            return Created(snapshot_from(s, get_snapshot(s, snapshot_id)), True, generation)
+            return CreatedSnapshot(snapshot_from(s, get_snapshot(s, snapshot_id)), True, generation)
 
-    @staticmethod
-    def _existing(s: Session, row: SnapshotRow, volume: VolumeRow) -> Created[Snapshot]:
+    def _existing(self, s: Session, row: SnapshotRow, volume: VolumeRow) -> CreatedSnapshot:
         if row.volume_id != volume.id:
             raise _name_taken(row.name, row, s)
-        return Created(snapshot_from(s, row), False, current_generation(s))
+        found = copy_job_of(s, row.id) if row.state == SnapshotState.CREATING else None
+        job = self._jobs.to_domain(found) if found is not None and self._jobs else None
+        return CreatedSnapshot(snapshot_from(s, row), False, current_generation(s), job)
 
     # -- read ------------------------------------------------------------------
 
@@ -201,10 +237,12 @@ class SnapshotEngine:
             row = get_snapshot(s, snapshot_id)
             access.require_snapshot(s, row, Access.ADMIN)
             if row.state == SnapshotState.CREATING:
+                job = copy_job_of(s, row.id)
                 raise FailedPrecondition(
-                    f"snapshot {row.name} ({row.id}) is still being taken; retry",
+                    f"snapshot {row.name} ({row.id}) is still being taken; "
+                    + (f"cancel job {job.id} to drop it" if job is not None else "retry"),
                     reason="SNAPSHOT_NOT_READY",
-                    metadata={"snapshot_id": row.id},
+                    metadata={"snapshot_id": row.id, **({"job_id": job.id} if job else {})},
                 )
             if row.state != SnapshotState.DELETING:
                 clones = repo.clone_counts(s, [row.id]).get(row.id, 0)
@@ -229,6 +267,7 @@ class SnapshotEngine:
                 elif own:
                     volume_phases.mark(own, AllocationState.RELEASING, None)
                 row.state = SnapshotState.DELETING
+                row.op_owner = self._store.owner
         return volume_phases.finish_snapshot_delete(self._store, self._driver, snapshot_id)
 
     # -- revert and freeze -----------------------------------------------------
@@ -265,6 +304,7 @@ class SnapshotEngine:
             allocs = require_settled(s, volume)
             require_all_available(volume, allocs)
             resized = volume_phases.begin_reshape(s, volume, allocs, snap.size_bytes, op)
+            volume.op_owner = self._store.owner
             size = snap.size_bytes
         # Each copy goes back to the snapshot, then to the snapshot's size: the
         # books say that size whatever a driver's revert leaves.
@@ -321,8 +361,10 @@ class SnapshotEngine:
                 row = _new_row(
                     volume, snapshot_id, name, labels or dict(volume.labels), generation, False
                 )
+                row.op_owner = self._store.owner
                 repo.add(s, row)
                 volume.state = VolumeState.DELETING
+                volume.op_owner = self._store.owner
                 stamp(volume, generation)
         except IntegrityError:
             raise AlreadyExists(

@@ -26,8 +26,9 @@ from osd.engine.jobs.records import Record
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page, allocation_of
+from osd.engine.shared.refusals import confirmation_required
 from osd.engine.shared.rows import check_generation, stamp
-from osd.engine.shared.sizes import spec_violation
+from osd.engine.shared.sizes import bytes_violation, spec_violation, text_violation
 from osd.engine.topology.availability import Availability
 from osd.engine.volumes import access, capacity, specs
 from osd.engine.volumes import create_plan as volume_create
@@ -112,9 +113,15 @@ class VolumeEngine:
         """Records a job in the caller's transaction (see JobEngine.record)."""
         return self._jobs.record(s, kind, request, generation)
 
-    def recover(self) -> None:
-        """Finishes or undoes the volume and snapshot changes a crash interrupted."""
-        recover(self._store, self._driver)
+    def recover(self, alive: Callable[[str], bool] | None = None) -> None:
+        """Finishes or undoes the volume and snapshot changes a crash interrupted
+        (those whose daemon is gone, when ``alive`` tells)."""
+        recover(self._store, self._driver, alive)
+
+    def take_over(self, alive: Callable[[str], bool]) -> None:
+        """Finishes or undoes the changes of daemons that died since this one
+        started (run after each heartbeat)."""
+        recover(self._store, self._driver, alive, starting=False)
 
     def availability_changed(self, s: Session, change: Availability) -> None:
         """Keeps volume states in step with their copies, inside the topology
@@ -181,6 +188,7 @@ class VolumeEngine:
                 volume_create.check_raw_capacity(s, plan)
                 picks = volume_create.place(s, plan)
                 row = volume_create.new_row(plan, volume_id, generation)
+                row.op_owner = self._store.owner
                 repo.add(s, row)
                 fill = volume_phases.fill_of(s, row)
                 grant_repo.replace(s, volume_id, plan.ownership.grants)
@@ -332,6 +340,8 @@ class VolumeEngine:
                 check_generation("volume", row.id, row.generation, change.expected_generation)
                 if row.state in (VolumeState.CREATING, VolumeState.DELETING):
                     raise not_available(row)
+                if change.size_add is not None:
+                    size = _grown(row, change.size_add)
                 restore = _restorer(row)
                 self._rename(s, row, change.name)
                 if change.multi_attach is False and row.multi_attach:
@@ -372,6 +382,7 @@ class VolumeEngine:
                     allocs = require_settled(s, row)
                     require_all_available(row, allocs)
                     work = volume_phases.begin_reshape(s, row, allocs, size, op)
+                    row.op_owner = self._store.owner
         except IntegrityError:
             raise AlreadyExists(
                 f"volume {change.name!r} already exists", reason="VOLUME_EXISTS"
@@ -423,7 +434,7 @@ class VolumeEngine:
         request: Record | None = None
         path = ""
         if change.replicas is not None:
-            replicas = _replica_change(row, change.replicas)
+            replicas = _replica_change(row, change.replicas, change.confirmed)
             if replicas is not None:
                 kind, path = JobKind.VOLUME_REPLICA_CHANGE, "durability.replicas"
                 request = VolumeReplicaChangeRequest(row.id, replicas)
@@ -491,6 +502,7 @@ class VolumeEngine:
                     raise not_available(row, " with a snapshot being taken; retry")
                 allocs = require_settled(s, row)
                 row.state = VolumeState.DELETING
+                row.op_owner = self._store.owner
                 stamp(row, generation)
                 if volume_phases.heir_of(s, volume_id) is None:
                     volume_phases.mark(allocs, AllocationState.RELEASING, None)
@@ -537,6 +549,12 @@ def _check_update(change: UpdateVolume) -> int | None:
     size, bad_size = spec_violation(change.size)
     if bad_size:
         out.append(bad_size)
+    if change.size_add is not None:
+        if change.size is not None:
+            out.append(FieldViolation("update_mask", "name one of size_bytes, size and size_add"))
+        _, bad_add = text_violation(change.size_add, "size_add")
+        if bad_add:
+            out.append(bad_add)
     for field, value in (
         ("qos.iops_limit", change.iops_limit),
         ("qos.bandwidth_limit_bytes", change.bandwidth_limit_bytes),
@@ -549,7 +567,7 @@ def _check_update(change: UpdateVolume) -> int | None:
         out.append(
             FieldViolation("update_mask", "change durability.replicas or placement, not both")
         )
-    if change.replicas is not None:
+    if change.replicas is not None and change.replicas != 1:
         bad = specs.replicas_violation(change.replicas)
         if bad:
             out.append(bad)
@@ -563,6 +581,16 @@ def _check_update(change: UpdateVolume) -> int | None:
         out += access.acl_violations(change.acl)
     if out:
         raise InvalidArgument.fields(out)
+    return size
+
+
+def _grown(row: VolumeRow, size_add: str) -> int:
+    """The size ``size_add`` (checked already) grows the volume to."""
+    delta, _ = text_violation(size_add, "size_add")
+    size = row.size_bytes + delta
+    bad = bytes_violation(size, "size_add")
+    if bad is not None:
+        raise InvalidArgument.fields([bad])
     return size
 
 
@@ -602,15 +630,34 @@ def _refuse_several_writers(s: Session, row: VolumeRow) -> None:
         )
 
 
-def _replica_change(row: VolumeRow, replicas: int) -> int | None:
-    """The new replica count when it differs (a VOLUME_REPLICA_CHANGE job makes it)."""
-    if row.durability_type != DurabilityType.REPLICATE:
+def _replica_change(row: VolumeRow, replicas: int, confirmed: bool) -> int | None:
+    """The new copy count when it differs (a VOLUME_REPLICA_CHANGE job makes
+    it): 2 to 5 for a REPLICATE volume or a single-copy one (which becomes
+    REPLICATE), or 1 for a REPLICATE volume when the caller confirmed the
+    loss of redundancy (it becomes a single copy)."""
+    if row.durability_type not in (DurabilityType.REPLICATE, DurabilityType.NONE):
         raise InvalidArgument.field(
-            "durability.replicas", "only a REPLICATE volume's replica count can change"
+            "durability.replicas",
+            "an ERASURE volume's layout cannot change; only a REPLICATE or single-copy "
+            "volume's copy count can",
         )
     wanted = replicas or specs.REPLICAS_DEFAULT
-    if wanted == row.replicas:
+    current = row.replicas if row.durability_type == DurabilityType.REPLICATE else 1
+    if wanted == current:
         return None
+    if wanted == 1:
+        if row.tail_pool_id:
+            raise FailedPrecondition(
+                f"volume {row.name} keeps its last copy in tail pool {row.tail_pool_id}; "
+                "change its placement to one without a tail pool first",
+                reason="TAIL_POOL",
+                metadata={"pool_id": row.tail_pool_id},
+            )
+        if not confirmed:
+            raise confirmation_required(
+                f"durability.replicas 1 leaves volume {row.name} a single copy: "
+                f"{current - 1} of its {current} copies are released"
+            )
     require_no_job(row)
     return wanted
 

@@ -8,6 +8,7 @@ from osd.engine.jobs.kinds.drive_evacuate import DriveEvacuate
 from osd.engine.jobs.kinds.drive_replace import DriveReplace
 from osd.engine.jobs.kinds.node_drain import NodeDrain
 from osd.engine.jobs.kinds.pool_rebalance import PoolRebalance
+from osd.engine.jobs.kinds.snapshot_copy import SnapshotCopy
 from osd.engine.jobs.kinds.volume_copy import VolumeCopy
 from osd.engine.jobs.kinds.volume_move import VolumeMove
 from osd.engine.jobs.kinds.volume_repair import VolumeRepair
@@ -26,4 +27,5 @@ def handlers() -> list[AnyHandler]:
         VolumeReplicaChange(),
         VolumeCopy(),
         VolumeRepair(),
+        SnapshotCopy(),
     ]

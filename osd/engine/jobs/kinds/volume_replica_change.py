@@ -1,5 +1,7 @@
 """VOLUME_REPLICA_CHANGE: a REPLICATE volume gets more or fewer copies
-(VolumeService.UpdateVolume of durability.replicas).
+(VolumeService.UpdateVolume of durability.replicas). A single-copy volume
+(durability NONE) given 2 or more becomes REPLICATE; a REPLICATE volume
+given 1 (confirmed by the caller) becomes a single copy, at the switch.
 
 Started in UpdateVolume's transaction, on a volume that is UP or DEGRADED
 with no change in progress. The count is one of live copies: ACTIVE copies
@@ -61,7 +63,7 @@ from osd.engine.volumes.guards import (
     require_settled,
 )
 from osd.engine.volumes.models import Durability
-from osd.engine.volumes.views import placement_of
+from osd.engine.volumes.views import durability_of, placement_of
 from osd.enums import DurabilityType, JobKind
 from osd.store import allocations
 from osd.store import volumes as vol_repo
@@ -105,7 +107,7 @@ class VolumeReplicaChange(VolumeJob[VolumeReplicaChangeRequest, VolumeReplicaCha
         require_no_job(row)
         require_serving(row)
         allocs = require_settled(s, row)
-        before = row.replicas
+        before = specs.copies(durability_of(row))
         live = live_ids(s, allocs)
         tail = _old_tail(row, allocs, before)
         missing = wanted - len(live) if wanted > before else 0
@@ -193,7 +195,10 @@ class VolumeReplicaChange(VolumeJob[VolumeReplicaChangeRequest, VolumeReplicaCha
             alloc.index = index
         if tail is not None and tail.id not in gone:
             tail.index = wanted - 1
-        row.replicas = wanted
+        if wanted == 1:
+            row.durability_type, row.replicas = DurabilityType.NONE, 0
+        else:
+            row.durability_type, row.replicas = DurabilityType.REPLICATE, wanted
         stamp(row, generation)
         s.flush()
         return cleanup

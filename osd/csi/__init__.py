@@ -1,0 +1,1 @@
+"""The CSI plugin: osd as a Container Storage Interface driver."""
