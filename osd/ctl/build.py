@@ -409,6 +409,9 @@ def _call(client: Client, d: Derived, request: Message, *, every_page: bool) -> 
         more: Any = client.call(d.method, asked)
         getattr(page, listed.name).extend(getattr(more, listed.name))
         page.next_page_token = more.next_page_token
+        if more.generation and more.generation < page.generation:
+            # The pages together reflect the changes up to the lowest of theirs.
+            page.generation = more.generation
     return response
 
 

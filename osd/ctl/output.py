@@ -227,7 +227,9 @@ def _table(response: Message, *, wide: bool) -> str:
     if obj is None and listed is not None:
         _print_list(console, listed, list(getattr(response, listed.name)), wide)
         for field in response.DESCRIPTOR.fields:
-            text = _cell(response, field) if field is not listed else ""
+            # The generation is for programs (-o json, yaml), not the table.
+            shown = field is not listed and field.name != "generation"
+            text = _cell(response, field) if shown else ""
             if text and text != "0":
                 footer.append(f"{field.name}: {text}")
         if not getattr(response, listed.name):

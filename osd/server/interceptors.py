@@ -38,6 +38,7 @@ from osd.engine.access.principal import Principal, acting_as
 from osd.errors import InvalidArgument, OsdError
 from osd.server.audit import named_ids
 from osd.server.errors import internal_status, to_status
+from osd.store import readgen
 
 log = logging.getLogger("osd.access")
 
@@ -49,6 +50,8 @@ API_KEY_HEADER = "x-api-key"
 # The client certificate the daemon's own REST gateway verified (DER).
 CLIENT_CERT_HEADER = "x-osd-client-cert-bin"
 HEALTH_PREFIX = "/grpc.health."
+# The methods that read: each answers with the store generation it reflects.
+READ_PREFIXES = ("Inspect", "List", "Get")
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -245,6 +248,11 @@ def _lenient(
 
 
 def _wrap_unary(behaviour: Callable[..., Any], method: str, hooks: Hooks) -> Callable[..., Any]:
+    # A read (Inspect, List, Get) answers with the generation it reflects
+    # (osd.store.readgen), in its response's top-level `generation`, unless
+    # the servicer set one.
+    reads = method.rpartition("/")[2].startswith(READ_PREFIXES)
+
     def handle(request: Any, context: grpc.ServicerContext) -> Any:
         call = _Call(method, context, hooks)
         call.request = request
@@ -254,7 +262,12 @@ def _wrap_unary(behaviour: Callable[..., Any], method: str, hooks: Hooks) -> Cal
             if isinstance(request, _Undecodable):
                 raise request.error(method)
             with acting_as(principal):
-                response = behaviour(request, context)
+                if reads:
+                    with readgen.recording() as reading:
+                        response = behaviour(request, context)
+                    _answer_generation(response, reading.generation)
+                else:
+                    response = behaviour(request, context)
         except Exception as exc:
             call.fail(exc)
             raise  # unreachable: fail() aborts the call
@@ -264,6 +277,16 @@ def _wrap_unary(behaviour: Callable[..., Any], method: str, hooks: Hooks) -> Cal
         return response
 
     return handle
+
+
+def _answer_generation(response: Any, generation: int | None) -> None:
+    """Sets a read's `generation` when its servicer left it 0. The response
+    may be one a memo shares between calls (osd.server.convert.ResponseMemo):
+    then it is set once, by the first call, to a generation every later call
+    that gets it also reflects, as the memo answers only while the object it
+    was built from is what the store holds."""
+    if generation is not None and getattr(response, "generation", None) == 0:
+        response.generation = generation
 
 
 def _wrap_stream(

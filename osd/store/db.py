@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from osd.errors import Unavailable
-from osd.store import events, state
+from osd.store import events, readgen, state
 from osd.store.readcache import ReadCache
 
 log = logging.getLogger(__name__)
@@ -285,16 +285,26 @@ class Store:
         What ``read`` gives must not depend on the caller: check access on it."""
 
         def load() -> tuple[int, T]:
-            with self.read() as s:
+            with self._read() as s:
                 generation = state.current_generation(s)
                 return generation, read(s, generation)
 
         cache = self.page_cache if page else self.cache
-        return cache.get_or_load(key, self.generation, load)
+        generation, value = cache.get_or_load(key, self.generation, load)
+        readgen.kept(generation)
+        return value
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
-        """A transaction for reading; objects stay readable after it ends."""
+        """A transaction for reading; objects stay readable after it ends.
+        A call that records what it reads (osd.store.readgen) notes the
+        generation before the first."""
+        readgen.before_read(self.generation)
+        with self._read() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
         with self._guard(), self._reader() as session, session.begin():
             yield session
 

@@ -74,10 +74,10 @@ class ReadCache:
         key: Hashable,
         probe: Callable[[], int | None],
         load: Callable[[], tuple[int, T]],
-    ) -> T:
-        """The object under ``key``: kept when ``probe()`` gives the generation
-        it was read at, else ``load()`` -> (generation, object), kept for next
-        time.
+    ) -> tuple[int, T]:
+        """The object under ``key`` with the generation it was read at: kept
+        when ``probe()`` gives that generation, else ``load()`` -> (generation,
+        object), kept for next time.
 
         Callers that miss the same key at once read it once: the first loads,
         the others wait for it and take what it read when that is of the
@@ -86,7 +86,7 @@ class ReadCache:
         seen = probe()
         hit = self.get(key, seen)
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return seen, hit  # type: ignore[return-value]
         with self._lock:
             gate = self._loading.setdefault(key, threading.Lock())
         with gate:
@@ -94,9 +94,10 @@ class ReadCache:
                 # The loader before us may have read this generation, or a later one.
                 hit = self.get(key, seen)
                 if hit is None:
-                    hit = self.get(key, probe())
+                    seen = probe()
+                    hit = self.get(key, seen)
                 if hit is not None:
-                    return hit  # type: ignore[no-any-return]
+                    return seen, hit  # type: ignore[return-value]
             try:
                 generation, value = load()
                 # Kept before the gate is let go: a caller that misses meanwhile
@@ -106,7 +107,7 @@ class ReadCache:
                 with self._lock:
                     if self._loading.get(key) is gate:
                         del self._loading[key]
-            return value
+            return generation, value
 
     def clear(self) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from google.rpc import code_pb2 as google_dot_rpc_dot_code__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12osd/v1/audit.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x11osd/v1/auth.proto\"\xe7\x01\n\x0b\x41uditRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0b\n\x03via\x18\x05 \x01(\t\x12\x0e\n\x06issuer\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x12\n\ntarget_ids\x18\x08 \x03(\t\x12\x1e\n\x04\x63ode\x18\t \x01(\x0e\x32\x10.google.rpc.Code\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\r\n\x05\x63ount\x18\x0b \x01(\r\"\xeb\x01\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\ttarget_id\x18\x05 \x01(\t\x12\x1f\n\x05\x63odes\x18\x06 \x03(\x0e\x32\x10.google.rpc.Code\x12)\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x18ListAuditRecordsResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.osd.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2~\n\x0c\x41uditService\x12n\n\x10ListAuditRecords\x12\x1f.osd.v1.ListAuditRecordsRequest\x1a .osd.v1.ListAuditRecordsResponse\"\x17\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/auditb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12osd/v1/audit.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15google/rpc/code.proto\x1a\x11osd/v1/auth.proto\"\xe7\x01\n\x0b\x41uditRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\x0b\n\x03via\x18\x05 \x01(\t\x12\x0e\n\x06issuer\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12\x12\n\ntarget_ids\x18\x08 \x03(\t\x12\x1e\n\x04\x63ode\x18\t \x01(\x0e\x32\x10.google.rpc.Code\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\r\n\x05\x63ount\x18\x0b \x01(\r\"\xeb\x01\n\x17ListAuditRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x11\n\ttarget_id\x18\x05 \x01(\t\x12\x1f\n\x05\x63odes\x18\x06 \x03(\x0e\x32\x10.google.rpc.Code\x12)\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x18ListAuditRecordsResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.osd.v1.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\x32~\n\x0c\x41uditService\x12n\n\x10ListAuditRecords\x12\x1f.osd.v1.ListAuditRecordsRequest\x1a .osd.v1.ListAuditRecordsResponse\"\x17\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/auditb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,7 +42,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=370
   _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=605
   _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=607
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=696
-  _globals['_AUDITSERVICE']._serialized_start=698
-  _globals['_AUDITSERVICE']._serialized_end=824
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=716
+  _globals['_AUDITSERVICE']._serialized_start=718
+  _globals['_AUDITSERVICE']._serialized_end=844
 # @@protoc_insertion_point(module_scope)

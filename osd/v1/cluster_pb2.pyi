@@ -214,16 +214,22 @@ class ListDaemonsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DAEMONS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def daemons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Daemon]: ...
     def __init__(
         self,
         *,
         daemons: _abc.Iterable[Global___Daemon] | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daemons", b"daemons"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["daemons", b"daemons", "generation", b"generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,16 +498,22 @@ class InspectClusterResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def cluster(self) -> Global___Cluster: ...
     def __init__(
         self,
         *,
         cluster: Global___Cluster | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster", b"cluster", "generation", b"generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -567,7 +579,12 @@ class ListClustersResponse(_message.Message):
 
     CLUSTERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cluster]: ...
     def __init__(
@@ -575,10 +592,11 @@ class ListClustersResponse(_message.Message):
         *,
         clusters: _abc.Iterable[Global___Cluster] | None = ...,
         next_page_token: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clusters", b"clusters", "generation", b"generation", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,7 +29,9 @@ Conventions that hold across the whole API:
 * Creates are idempotent by name: the same name and the same spec return the
   existing object; the same name with another spec answers ALREADY_EXISTS.
 * Every mutating response carries `generation`: the store-wide change
-  counter, bumped in the same transaction as the change.
+  counter, bumped in the same transaction as the change. Every read
+  (Inspect, List, Get) carries the generation its answer reflects: every
+  change up to it is in the answer.
 * Calls that lose data on purpose require `yes_i_really_mean_it = true` and answer
   FAILED_PRECONDITION (reason CONFIRMATION_REQUIRED) without it.
 * Calls that start long-running work return a Job (see job.proto) that the

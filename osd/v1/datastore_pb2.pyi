@@ -255,16 +255,22 @@ class InspectDatastoreVersionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_VERSION_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def datastore_version(self) -> Global___DatastoreVersion: ...
     def __init__(
         self,
         *,
         datastore_version: Global___DatastoreVersion | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["datastore_version", b"datastore_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_version", b"datastore_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_version", b"datastore_version", "generation", b"generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,7 +318,12 @@ class ListDatastoreVersionsResponse(_message.Message):
 
     DATASTORE_VERSIONS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def datastore_versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DatastoreVersion]: ...
     def __init__(
@@ -320,10 +331,11 @@ class ListDatastoreVersionsResponse(_message.Message):
         *,
         datastore_versions: _abc.Iterable[Global___DatastoreVersion] | None = ...,
         next_page_token: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_versions", b"datastore_versions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_versions", b"datastore_versions", "generation", b"generation", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -466,16 +478,22 @@ class InspectDatastoreResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def datastore(self) -> Global___Datastore: ...
     def __init__(
         self,
         *,
         datastore: Global___Datastore | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore", b"datastore", "generation", b"generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,7 +527,12 @@ class ListDatastoresResponse(_message.Message):
 
     DATASTORES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def datastores(self) -> _containers.RepeatedCompositeFieldContainer[Global___Datastore]: ...
     def __init__(
@@ -517,10 +540,11 @@ class ListDatastoresResponse(_message.Message):
         *,
         datastores: _abc.Iterable[Global___Datastore] | None = ...,
         next_page_token: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastores", b"datastores", "generation", b"generation", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

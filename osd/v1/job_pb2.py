@@ -28,7 +28,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10osd/v1/job.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x11osd/v1/auth.proto\"9\n\tObjectRef\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.osd.v1.ObjectKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x81\x01\n\x0bJobProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x12\n\ndone_bytes\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x12\n\ndone_steps\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x9c\x01\n\tJobResult\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12-\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x1d.osd.v1.JobResult.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc5\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.osd.v1.JobKind\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12!\n\x06target\x18\x04 \x01(\x0b\x32\x11.osd.v1.ObjectRef\x12\"\n\x07related\x18\x05 \x03(\x0b\x32\x11.osd.v1.ObjectRef\x12\x1f\n\x05state\x18\x06 \x01(\x0e\x32\x10.osd.v1.JobState\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x10\n\x08pausable\x18\x08 \x01(\x08\x12\x13\n\x0b\x63\x61ncellable\x18\t \x01(\x08\x12%\n\x08progress\x18\n \x01(\x0b\x32\x13.osd.v1.JobProgress\x12!\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x15\n\rrestart_count\x18\x0c \x01(\x05\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x11 \x01(\x03\x12!\n\x06result\x18\x12 \x01(\x0b\x32\x11.osd.v1.JobResult\"#\n\x11InspectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\".\n\x12InspectJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\"\xca\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1e\n\x05kinds\x18\x03 \x03(\x0e\x32\x0f.osd.v1.JobKind\x12 \n\x06states\x18\x04 \x03(\x0e\x32\x10.osd.v1.JobState\x12\'\n\x0btarget_kind\x18\x05 \x01(\x0e\x32\x12.osd.v1.ObjectKind\x12\x11\n\ttarget_id\x18\x06 \x01(\t\x12\x12\n\ncluster_id\x18\x07 \x01(\t\"F\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.osd.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x11\x43\x61ncelJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"!\n\x0fPauseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x10PauseJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\"\n\x10ResumeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x11ResumeJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03*\xba\x02\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_KIND_DRIVE_ADD\x10\x01\x12\x1a\n\x16JOB_KIND_DRIVE_REPLACE\x10\x02\x12\x1b\n\x17JOB_KIND_DRIVE_EVACUATE\x10\x03\x12\x1b\n\x17JOB_KIND_POOL_REBALANCE\x10\x04\x12\x17\n\x13JOB_KIND_NODE_DRAIN\x10\x05\x12\x18\n\x14JOB_KIND_VOLUME_MOVE\x10\x06\x12\"\n\x1eJOB_KIND_VOLUME_REPLICA_CHANGE\x10\x07\x12\x18\n\x14JOB_KIND_VOLUME_COPY\x10\x08\x12\x1a\n\x16JOB_KIND_VOLUME_REPAIR\x10\t\x12\x1a\n\x16JOB_KIND_SNAPSHOT_COPY\x10\n*\xac\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x14\n\x10JOB_STATE_PAUSED\x10\x03\x12\x12\n\x0eJOB_STATE_DONE\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xcc\x01\n\nObjectKind\x12\x1b\n\x17OBJECT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13OBJECT_KIND_CLUSTER\x10\x01\x12\x14\n\x10OBJECT_KIND_NODE\x10\x02\x12\x15\n\x11OBJECT_KIND_DRIVE\x10\x03\x12\x14\n\x10OBJECT_KIND_POOL\x10\x04\x12\x16\n\x12OBJECT_KIND_VOLUME\x10\x05\x12\x18\n\x14OBJECT_KIND_SNAPSHOT\x10\x06\x12\x13\n\x0fOBJECT_KIND_JOB\x10\x07\x32\x8c\x04\n\nJobService\x12\x64\n\nInspectJob\x12\x19.osd.v1.InspectJobRequest\x1a\x1a.osd.v1.InspectJobResponse\"\x1f\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12U\n\x08ListJobs\x12\x17.osd.v1.ListJobsRequest\x1a\x18.osd.v1.ListJobsResponse\"\x16\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12k\n\tCancelJob\x12\x18.osd.v1.CancelJobRequest\x1a\x19.osd.v1.CancelJobResponse\")\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:cancel:\x01*\x12g\n\x08PauseJob\x12\x17.osd.v1.PauseJobRequest\x1a\x18.osd.v1.PauseJobResponse\"(\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/jobs/{job_id}:pause:\x01*\x12k\n\tResumeJob\x12\x18.osd.v1.ResumeJobRequest\x1a\x19.osd.v1.ResumeJobResponse\")\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:resume:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10osd/v1/job.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x11osd/v1/auth.proto\"9\n\tObjectRef\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.osd.v1.ObjectKind\x12\n\n\x02id\x18\x02 \x01(\t\"\x81\x01\n\x0bJobProgress\x12\x0f\n\x07percent\x18\x01 \x01(\x05\x12\x12\n\ndone_bytes\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x12\n\ndone_steps\x18\x04 \x01(\x03\x12\x13\n\x0btotal_steps\x18\x05 \x01(\x03\x12\x0f\n\x07message\x18\x06 \x01(\t\"\x9c\x01\n\tJobResult\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12-\n\x06\x63ounts\x18\x04 \x03(\x0b\x32\x1d.osd.v1.JobResult.CountsEntry\x1a-\n\x0b\x43ountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xc5\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x04kind\x18\x02 \x01(\x0e\x32\x0f.osd.v1.JobKind\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12!\n\x06target\x18\x04 \x01(\x0b\x32\x11.osd.v1.ObjectRef\x12\"\n\x07related\x18\x05 \x03(\x0b\x32\x11.osd.v1.ObjectRef\x12\x1f\n\x05state\x18\x06 \x01(\x0e\x32\x10.osd.v1.JobState\x12\x18\n\x10\x63\x61ncel_requested\x18\x07 \x01(\x08\x12\x10\n\x08pausable\x18\x08 \x01(\x08\x12\x13\n\x0b\x63\x61ncellable\x18\t \x01(\x08\x12%\n\x08progress\x18\n \x01(\x0b\x32\x13.osd.v1.JobProgress\x12!\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\x12\x15\n\rrestart_count\x18\x0c \x01(\x05\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x11 \x01(\x03\x12!\n\x06result\x18\x12 \x01(\x0b\x32\x11.osd.v1.JobResult\"#\n\x11InspectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"B\n\x12InspectJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xca\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x1e\n\x05kinds\x18\x03 \x03(\x0e\x32\x0f.osd.v1.JobKind\x12 \n\x06states\x18\x04 \x03(\x0e\x32\x10.osd.v1.JobState\x12\'\n\x0btarget_kind\x18\x05 \x01(\x0e\x32\x12.osd.v1.ObjectKind\x12\x11\n\ttarget_id\x18\x06 \x01(\t\x12\x12\n\ncluster_id\x18\x07 \x01(\t\"Z\n\x10ListJobsResponse\x12\x19\n\x04jobs\x18\x01 \x03(\x0b\x32\x0b.osd.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x11\x43\x61ncelJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"!\n\x0fPauseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"@\n\x10PauseJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\"\n\x10ResumeJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"A\n\x11ResumeJobResponse\x12\x18\n\x03job\x18\x01 \x01(\x0b\x32\x0b.osd.v1.Job\x12\x12\n\ngeneration\x18\x02 \x01(\x03*\xba\x02\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_KIND_DRIVE_ADD\x10\x01\x12\x1a\n\x16JOB_KIND_DRIVE_REPLACE\x10\x02\x12\x1b\n\x17JOB_KIND_DRIVE_EVACUATE\x10\x03\x12\x1b\n\x17JOB_KIND_POOL_REBALANCE\x10\x04\x12\x17\n\x13JOB_KIND_NODE_DRAIN\x10\x05\x12\x18\n\x14JOB_KIND_VOLUME_MOVE\x10\x06\x12\"\n\x1eJOB_KIND_VOLUME_REPLICA_CHANGE\x10\x07\x12\x18\n\x14JOB_KIND_VOLUME_COPY\x10\x08\x12\x1a\n\x16JOB_KIND_VOLUME_REPAIR\x10\t\x12\x1a\n\x16JOB_KIND_SNAPSHOT_COPY\x10\n*\xac\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x14\n\x10JOB_STATE_PAUSED\x10\x03\x12\x12\n\x0eJOB_STATE_DONE\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*\xcc\x01\n\nObjectKind\x12\x1b\n\x17OBJECT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13OBJECT_KIND_CLUSTER\x10\x01\x12\x14\n\x10OBJECT_KIND_NODE\x10\x02\x12\x15\n\x11OBJECT_KIND_DRIVE\x10\x03\x12\x14\n\x10OBJECT_KIND_POOL\x10\x04\x12\x16\n\x12OBJECT_KIND_VOLUME\x10\x05\x12\x18\n\x14OBJECT_KIND_SNAPSHOT\x10\x06\x12\x13\n\x0fOBJECT_KIND_JOB\x10\x07\x32\x8c\x04\n\nJobService\x12\x64\n\nInspectJob\x12\x19.osd.v1.InspectJobRequest\x1a\x1a.osd.v1.InspectJobResponse\"\x1f\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12U\n\x08ListJobs\x12\x17.osd.v1.ListJobsRequest\x1a\x18.osd.v1.ListJobsResponse\"\x16\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12k\n\tCancelJob\x12\x18.osd.v1.CancelJobRequest\x1a\x19.osd.v1.CancelJobResponse\")\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:cancel:\x01*\x12g\n\x08PauseJob\x12\x17.osd.v1.PauseJobRequest\x1a\x18.osd.v1.PauseJobResponse\"(\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/jobs/{job_id}:pause:\x01*\x12k\n\tResumeJob\x12\x18.osd.v1.ResumeJobRequest\x1a\x19.osd.v1.ResumeJobResponse\")\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:resume:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,12 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['PauseJob']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\034\"\027/v1/jobs/{job_id}:pause:\001*'
   _globals['_JOBSERVICE'].methods_by_name['ResumeJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['ResumeJob']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\035\"\030/v1/jobs/{job_id}:resume:\001*'
-  _globals['_JOBKIND']._serialized_start=1739
-  _globals['_JOBKIND']._serialized_end=2053
-  _globals['_JOBSTATE']._serialized_start=2056
-  _globals['_JOBSTATE']._serialized_end=2228
-  _globals['_OBJECTKIND']._serialized_start=2231
-  _globals['_OBJECTKIND']._serialized_end=2435
+  _globals['_JOBKIND']._serialized_start=1779
+  _globals['_JOBKIND']._serialized_end=2093
+  _globals['_JOBSTATE']._serialized_start=2096
+  _globals['_JOBSTATE']._serialized_end=2268
+  _globals['_OBJECTKIND']._serialized_start=2271
+  _globals['_OBJECTKIND']._serialized_end=2475
   _globals['_OBJECTREF']._serialized_start=135
   _globals['_OBJECTREF']._serialized_end=192
   _globals['_JOBPROGRESS']._serialized_start=195
@@ -66,23 +66,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSPECTJOBREQUEST']._serialized_start=1069
   _globals['_INSPECTJOBREQUEST']._serialized_end=1104
   _globals['_INSPECTJOBRESPONSE']._serialized_start=1106
-  _globals['_INSPECTJOBRESPONSE']._serialized_end=1152
-  _globals['_LISTJOBSREQUEST']._serialized_start=1155
-  _globals['_LISTJOBSREQUEST']._serialized_end=1357
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1359
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1429
-  _globals['_CANCELJOBREQUEST']._serialized_start=1431
-  _globals['_CANCELJOBREQUEST']._serialized_end=1465
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1467
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1532
-  _globals['_PAUSEJOBREQUEST']._serialized_start=1534
-  _globals['_PAUSEJOBREQUEST']._serialized_end=1567
-  _globals['_PAUSEJOBRESPONSE']._serialized_start=1569
-  _globals['_PAUSEJOBRESPONSE']._serialized_end=1633
-  _globals['_RESUMEJOBREQUEST']._serialized_start=1635
-  _globals['_RESUMEJOBREQUEST']._serialized_end=1669
-  _globals['_RESUMEJOBRESPONSE']._serialized_start=1671
-  _globals['_RESUMEJOBRESPONSE']._serialized_end=1736
-  _globals['_JOBSERVICE']._serialized_start=2438
-  _globals['_JOBSERVICE']._serialized_end=2962
+  _globals['_INSPECTJOBRESPONSE']._serialized_end=1172
+  _globals['_LISTJOBSREQUEST']._serialized_start=1175
+  _globals['_LISTJOBSREQUEST']._serialized_end=1377
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1379
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1469
+  _globals['_CANCELJOBREQUEST']._serialized_start=1471
+  _globals['_CANCELJOBREQUEST']._serialized_end=1505
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1507
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1572
+  _globals['_PAUSEJOBREQUEST']._serialized_start=1574
+  _globals['_PAUSEJOBREQUEST']._serialized_end=1607
+  _globals['_PAUSEJOBRESPONSE']._serialized_start=1609
+  _globals['_PAUSEJOBRESPONSE']._serialized_end=1673
+  _globals['_RESUMEJOBREQUEST']._serialized_start=1675
+  _globals['_RESUMEJOBREQUEST']._serialized_end=1709
+  _globals['_RESUMEJOBRESPONSE']._serialized_start=1711
+  _globals['_RESUMEJOBRESPONSE']._serialized_end=1776
+  _globals['_JOBSERVICE']._serialized_start=2478
+  _globals['_JOBSERVICE']._serialized_end=3002
 # @@protoc_insertion_point(module_scope)

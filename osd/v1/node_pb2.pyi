@@ -524,6 +524,11 @@ class InspectNodeResponse(_message.Message):
 
     NODE_FIELD_NUMBER: _builtins.int
     DRIVES_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def node(self) -> Global___Node: ...
     @_builtins.property
@@ -535,10 +540,11 @@ class InspectNodeResponse(_message.Message):
         *,
         node: Global___Node | None = ...,
         drives: _abc.Iterable[Global___Drive] | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drives", b"drives", "node", b"node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drives", b"drives", "generation", b"generation", "node", b"node"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -618,7 +624,12 @@ class ListNodesResponse(_message.Message):
 
     NODES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Node]: ...
     def __init__(
@@ -626,10 +637,11 @@ class ListNodesResponse(_message.Message):
         *,
         nodes: _abc.Iterable[Global___Node] | None = ...,
         next_page_token: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "nodes", b"nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "next_page_token", b"next_page_token", "nodes", b"nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1079,6 +1091,11 @@ class InspectDriveResponse(_message.Message):
 
     DRIVE_FIELD_NUMBER: _builtins.int
     ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def drive(self) -> Global___Drive: ...
     @_builtins.property
@@ -1092,10 +1109,11 @@ class InspectDriveResponse(_message.Message):
         *,
         drive: Global___Drive | None = ...,
         allocations: _abc.Iterable[_common_pb2.Allocation] | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "drive", b"drive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "drive", b"drive", "generation", b"generation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1173,7 +1191,12 @@ class ListDrivesResponse(_message.Message):
 
     DRIVES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def drives(self) -> _containers.RepeatedCompositeFieldContainer[Global___Drive]: ...
     def __init__(
@@ -1181,10 +1204,11 @@ class ListDrivesResponse(_message.Message):
         *,
         drives: _abc.Iterable[Global___Drive] | None = ...,
         next_page_token: _builtins.str = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drives", b"drives", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drives", b"drives", "generation", b"generation", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

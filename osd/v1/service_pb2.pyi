@@ -286,6 +286,11 @@ class GetDriveAddStatusResponse(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     DRIVE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """The latest JOB_KIND_DRIVE_ADD job of the device."""
@@ -301,10 +306,11 @@ class GetDriveAddStatusResponse(_message.Message):
         *,
         job: _job_pb2.Job | None = ...,
         drive: _node_pb2.Drive | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive", "generation", b"generation", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,6 +413,11 @@ class GetDriveReplaceStatusResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     SOURCE_DRIVE_FIELD_NUMBER: _builtins.int
     TARGET_DRIVE_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
     @_builtins.property
     def job(self) -> _job_pb2.Job:
         """The latest JOB_KIND_DRIVE_REPLACE job of the source."""
@@ -423,10 +434,11 @@ class GetDriveReplaceStatusResponse(_message.Message):
         job: _job_pb2.Job | None = ...,
         source_drive: _node_pb2.Drive | None = ...,
         target_drive: _node_pb2.Drive | None = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "source_drive", b"source_drive", "target_drive", b"target_drive"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "source_drive", b"source_drive", "target_drive", b"target_drive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "job", b"job", "source_drive", b"source_drive", "target_drive", b"target_drive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,6 +520,7 @@ class GetPoolRebalanceStatusResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     SPREAD_PERCENT_FIELD_NUMBER: _builtins.int
     MISSING_COPIES_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
     status: Global___RebalanceStatus.ValueType
     spread_percent: _builtins.float
     """How uneven the pool is now: the used fraction of the fullest ONLINE
@@ -517,6 +530,10 @@ class GetPoolRebalanceStatusResponse(_message.Message):
     missing_copies: _builtins.int
     """Copies or fragments of the pool's volumes that are UNAVAILABLE or lost
     and that a rebalance would rebuild.
+    """
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
     """
     @_builtins.property
     def progress(self) -> _job_pb2.JobProgress:
@@ -534,10 +551,11 @@ class GetPoolRebalanceStatusResponse(_message.Message):
         job: _job_pb2.Job | None = ...,
         spread_percent: _builtins.float = ...,
         missing_copies: _builtins.int = ...,
+        generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "missing_copies", b"missing_copies", "progress", b"progress", "spread_percent", b"spread_percent", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "job", b"job", "missing_copies", b"missing_copies", "progress", b"progress", "spread_percent", b"spread_percent", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
