@@ -177,8 +177,9 @@ def only_when(comment: str) -> str | None:
 
 
 def listed_values(comment: str, values: list[str]) -> list[str] | None:
-    """The enum values an enum field's comment begins by naming ("ONLINE or OFFLINE.")."""
-    found = _VALUES_RE.match(comment)
+    """The enum values an enum field's comment begins by naming ("ONLINE or OFFLINE.",
+    or after "Required: ")."""
+    found = _VALUES_RE.match(comment.removeprefix("Required: "))
     if not found:
         return None
     words = re.split(r", | or ", found.group(1))

@@ -31,6 +31,7 @@ class DriveState(IntEnum):
     EJECTED = 4
     FAILED = 5
     REPLACING = 6
+    OFFLINE = 7
 
 
 class AllocationState(IntEnum):

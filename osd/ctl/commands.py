@@ -67,6 +67,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.NodeService.UpdateDriveLabels": ("drive", "label"),
     "osd.v1.NodeService.EjectDrive": ("drive", "eject"),
     "osd.v1.NodeService.ForgetDrive": ("drive", "forget"),
+    "osd.v1.NodeService.SetDriveState": ("drive", "set-state"),
     "osd.v1.NodeService.DeleteDrive": ("drive", "delete"),
     "osd.v1.PoolService.CreatePool": ("pool", "create"),
     "osd.v1.PoolService.InspectPool": ("pool", "inspect"),

@@ -281,6 +281,25 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             generation=result.generation,
         )
 
+    def SetDriveState(
+        self, request: pb.SetDriveStateRequest, context: grpc.ServicerContext
+    ) -> pb.SetDriveStateResponse:
+        result = self._drives.set_state(
+            t.SetDriveState(
+                drive_id=request.drive_id,
+                state=request.state,
+                confirmed=request.yes_i_really_mean_it,
+                expected_generation=request.expected_generation,
+            )
+        )
+        return pb.SetDriveStateResponse(
+            drive=drive_to_proto(result.drive),
+            restored_volume_ids=result.restored_volume_ids,
+            resync_volume_ids=result.resync_volume_ids,
+            restored_snapshot_ids=result.restored_snapshot_ids,
+            generation=result.generation,
+        )
+
     def DeleteDrive(
         self, request: pb.DeleteDriveRequest, context: grpc.ServicerContext
     ) -> pb.DeleteDriveResponse:

@@ -133,6 +133,36 @@ def allocations(session: Session, drive_id: str) -> list[tuple[AllocationRow, st
     return [(a, zone) for a, zone in rows]
 
 
+def unavailable_rows(session: Session, drive_id: str) -> list[AllocationRow]:
+    """The UNAVAILABLE allocations on a drive, by id."""
+    return list(
+        session.scalars(
+            select(AllocationRow)
+            .where(
+                AllocationRow.drive_id == drive_id,
+                AllocationRow.state == AllocationState.UNAVAILABLE,
+            )
+            .order_by(AllocationRow.id)
+        )
+    )
+
+
+def live_copies_elsewhere(session: Session, volume_id: str, drive_id: str) -> int:
+    """How many ACTIVE allocations a volume has on drives other than ``drive_id``."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(AllocationRow)
+            .where(
+                AllocationRow.volume_id == volume_id,
+                AllocationRow.drive_id != drive_id,
+                AllocationRow.state == AllocationState.ACTIVE,
+            )
+        )
+        or 0
+    )
+
+
 def allocation_rows(session: Session, drive_id: str) -> list[AllocationRow]:
     return list(
         session.scalars(

@@ -15,7 +15,12 @@ from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, Nod
 
 # The jobs that still hold their target.
 # The states of drives that serve the data they hold.
-SERVING_DRIVE_STATES = (DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING)
+SERVING_DRIVE_STATES = (
+    DriveState.ONLINE,
+    DriveState.SOFT_EJECTING,
+    DriveState.REPLACING,
+    DriveState.OFFLINE,
+)
 
 # Labels every node carries for placement, whatever its own labels say: its
 # zone and its name, so that a node_selector (a CSI plugin's topology among
@@ -145,7 +150,7 @@ def set_availability(session: Session, node_id: str, available: bool) -> tuple[s
 
     Going unavailable turns every ACTIVE allocation on the node UNAVAILABLE.
     Coming back turns UNAVAILABLE allocations ACTIVE, but only on drives that
-    serve data (ONLINE, SOFT_EJECTING, REPLACING): those on EJECTED or FAILED
+    serve data (ONLINE, SOFT_EJECTING, REPLACING, OFFLINE): those on EJECTED or FAILED
     drives stay UNAVAILABLE. PENDING and RELEASING allocations belong to a
     change in progress and are left to it. Used bytes do not change.
 

@@ -37,7 +37,8 @@ from osd.store.models import (
 def takes_data() -> ColumnElement[bool]:
     """The condition on a drive row, joined with its node's row, that the drive
     can take data: an ONLINE data (non-journal) drive of an ONLINE node. A drive
-    in any other state (ADDING, SOFT_EJECTING, EJECTED, FAILED, REPLACING) or of
+    in any other state (ADDING, SOFT_EJECTING, EJECTED, FAILED, REPLACING,
+    OFFLINE) or of
     a node that is OFFLINE, in MAINTENANCE or DRAINING takes none."""
     return and_(
         DriveRow.state == DriveState.ONLINE,

@@ -157,6 +157,10 @@ class _DriveStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriveState
     """The source of a drive replace: takes no new allocations while its job
     moves its data to the target; EJECTED and empty when the job is DONE.
     """
+    DRIVE_STATE_OFFLINE: _DriveState.ValueType  # 7
+    """Taken out of placement by an operator (SetDriveState): takes no new
+    allocations; the copies on it serve.
+    """
 
 class DriveState(_DriveState, metaclass=_DriveStateEnumTypeWrapper):
     """Where a drive is in its life."""
@@ -177,6 +181,10 @@ DRIVE_STATE_FAILED: DriveState.ValueType  # 5
 DRIVE_STATE_REPLACING: DriveState.ValueType  # 6
 """The source of a drive replace: takes no new allocations while its job
 moves its data to the target; EJECTED and empty when the job is DONE.
+"""
+DRIVE_STATE_OFFLINE: DriveState.ValueType  # 7
+"""Taken out of placement by an operator (SetDriveState): takes no new
+allocations; the copies on it serve.
 """
 Global___DriveState: _TypeAlias = DriveState  # noqa: Y015
 
@@ -1431,6 +1439,82 @@ class EjectDriveResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EjectDriveResponse: _TypeAlias = EjectDriveResponse  # noqa: Y015
+
+@_typing.final
+class SetDriveStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
+    EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    drive_id: _builtins.str
+    state: Global___DriveState.ValueType
+    """Required: ONLINE, OFFLINE or FAILED."""
+    yes_i_really_mean_it: _builtins.bool
+    """Required to set FAILED."""
+    expected_generation: _builtins.int
+    """When non-zero, the change applies only if the drive's generation is
+    this value; otherwise ABORTED.
+    """
+    def __init__(
+        self,
+        *,
+        drive_id: _builtins.str = ...,
+        state: Global___DriveState.ValueType = ...,
+        yes_i_really_mean_it: _builtins.bool = ...,
+        expected_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive_id", b"drive_id", "expected_generation", b"expected_generation", "state", b"state", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDriveStateRequest: _TypeAlias = SetDriveStateRequest  # noqa: Y015
+
+@_typing.final
+class SetDriveStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVE_FIELD_NUMBER: _builtins.int
+    RESTORED_VOLUME_IDS_FIELD_NUMBER: _builtins.int
+    RESYNC_VOLUME_IDS_FIELD_NUMBER: _builtins.int
+    RESTORED_SNAPSHOT_IDS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def drive(self) -> Global___Drive: ...
+    @_builtins.property
+    def restored_volume_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A readmit: the volumes whose copy on the drive is live again, and
+        those whose copy on it waits for the repair controller's resync.
+        """
+
+    @_builtins.property
+    def resync_volume_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def restored_snapshot_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A readmit: the snapshots whose copy on the drive is live again (a
+        snapshot does not change, so none needs a resync).
+        """
+
+    def __init__(
+        self,
+        *,
+        drive: Global___Drive | None = ...,
+        restored_volume_ids: _abc.Iterable[_builtins.str] | None = ...,
+        resync_volume_ids: _abc.Iterable[_builtins.str] | None = ...,
+        restored_snapshot_ids: _abc.Iterable[_builtins.str] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive", b"drive", "generation", b"generation", "restored_snapshot_ids", b"restored_snapshot_ids", "restored_volume_ids", b"restored_volume_ids", "resync_volume_ids", b"resync_volume_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDriveStateResponse: _TypeAlias = SetDriveStateResponse  # noqa: Y015
 
 @_typing.final
 class ForgetDriveRequest(_message.Message):

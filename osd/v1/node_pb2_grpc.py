@@ -109,6 +109,11 @@ class NodeServiceStub:
                 request_serializer=osd_dot_v1_dot_node__pb2.ForgetDriveRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_node__pb2.ForgetDriveResponse.FromString,
                 _registered_method=True)
+        self.SetDriveState = channel.unary_unary(
+                '/osd.v1.NodeService/SetDriveState',
+                request_serializer=osd_dot_v1_dot_node__pb2.SetDriveStateRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_node__pb2.SetDriveStateResponse.FromString,
+                _registered_method=True)
         self.DeleteDrive = channel.unary_unary(
                 '/osd.v1.NodeService/DeleteDrive',
                 request_serializer=osd_dot_v1_dot_node__pb2.DeleteDriveRequest.SerializeToString,
@@ -367,6 +372,40 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDriveState(self, request, context):
+        """Sets a drive OFFLINE, ONLINE (back, or readmitted) or FAILED, as an
+        operator does with Heketi's device states and PVC's OSD out and in.
+
+        * OFFLINE, from ONLINE: the drive takes no new allocations; the copies
+        on it stay and serve. Placement, pool capacity and repairs leave it
+        out until it is ONLINE again.
+        * ONLINE, from OFFLINE: it takes allocations again. From EJECTED or
+        FAILED (readmit, PVC's "in"), on a node that serves: the drive came
+        back with what it held.
+        A copy on it of a volume or snapshot that kept no live copy elsewhere
+        is live again as it is (nothing newer exists). A copy whose volume
+        kept a live copy elsewhere may have missed writes: it stays
+        UNAVAILABLE, and the repair controller resyncs it, rebuilding it from
+        a live copy and deleting the stale one. The response names both.
+        * FAILED, from ONLINE or OFFLINE: out of service at once, as the driver
+        reports a failed drive: its copies UNAVAILABLE, rebuilt elsewhere by
+        repairs. Requires yes_i_really_mean_it.
+
+        Setting the state the drive has changes nothing.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (drive_id; state: not ONLINE, OFFLINE or
+        FAILED); NOT_FOUND (drive_id); FAILED_PRECONDITION (reason
+        CONFIRMATION_REQUIRED: FAILED without yes_i_really_mean_it; reason
+        DRIVE_STATE_CONFLICT: the drive's state cannot go to the one asked,
+        named in ErrorInfo metadata "state"; reason NODE_NOT_ONLINE: a readmit
+        on a node that does not serve; reason JOB_IN_PROGRESS); ABORTED
+        (reason GENERATION_MISMATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteDrive(self, request, context):
         """Deletes a drive that holds no allocations; it leaves every pool.
 
@@ -457,6 +496,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ForgetDrive,
                     request_deserializer=osd_dot_v1_dot_node__pb2.ForgetDriveRequest.FromString,
                     response_serializer=osd_dot_v1_dot_node__pb2.ForgetDriveResponse.SerializeToString,
+            ),
+            'SetDriveState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDriveState,
+                    request_deserializer=osd_dot_v1_dot_node__pb2.SetDriveStateRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_node__pb2.SetDriveStateResponse.SerializeToString,
             ),
             'DeleteDrive': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteDrive,
@@ -869,6 +913,33 @@ class NodeService:
             '/osd.v1.NodeService/ForgetDrive',
             osd_dot_v1_dot_node__pb2.ForgetDriveRequest.SerializeToString,
             osd_dot_v1_dot_node__pb2.ForgetDriveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDriveState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.NodeService/SetDriveState',
+            osd_dot_v1_dot_node__pb2.SetDriveStateRequest.SerializeToString,
+            osd_dot_v1_dot_node__pb2.SetDriveStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -227,6 +227,36 @@ class NodeServiceStub:
     DRIVE_NOT_EJECTED: the drive is neither EJECTED nor FAILED; reason
     JOB_IN_PROGRESS).
     """
+    SetDriveState: _grpc.UnaryUnaryMultiCallable[_node_pb2.SetDriveStateRequest, _node_pb2.SetDriveStateResponse]
+    """Sets a drive OFFLINE, ONLINE (back, or readmitted) or FAILED, as an
+    operator does with Heketi's device states and PVC's OSD out and in.
+
+    * OFFLINE, from ONLINE: the drive takes no new allocations; the copies
+      on it stay and serve. Placement, pool capacity and repairs leave it
+      out until it is ONLINE again.
+    * ONLINE, from OFFLINE: it takes allocations again. From EJECTED or
+      FAILED (readmit, PVC's "in"), on a node that serves: the drive came
+      back with what it held.
+      A copy on it of a volume or snapshot that kept no live copy elsewhere
+      is live again as it is (nothing newer exists). A copy whose volume
+      kept a live copy elsewhere may have missed writes: it stays
+      UNAVAILABLE, and the repair controller resyncs it, rebuilding it from
+      a live copy and deleting the stale one. The response names both.
+    * FAILED, from ONLINE or OFFLINE: out of service at once, as the driver
+      reports a failed drive: its copies UNAVAILABLE, rebuilt elsewhere by
+      repairs. Requires yes_i_really_mean_it.
+
+    Setting the state the drive has changes nothing.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (drive_id; state: not ONLINE, OFFLINE or
+    FAILED); NOT_FOUND (drive_id); FAILED_PRECONDITION (reason
+    CONFIRMATION_REQUIRED: FAILED without yes_i_really_mean_it; reason
+    DRIVE_STATE_CONFLICT: the drive's state cannot go to the one asked,
+    named in ErrorInfo metadata "state"; reason NODE_NOT_ONLINE: a readmit
+    on a node that does not serve; reason JOB_IN_PROGRESS); ABORTED
+    (reason GENERATION_MISMATCH).
+    """
     DeleteDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteDriveRequest, _node_pb2.DeleteDriveResponse]
     """Deletes a drive that holds no allocations; it leaves every pool.
 
@@ -427,6 +457,36 @@ class NodeServiceAsyncStub(NodeServiceStub):
     FAILED_PRECONDITION (reason CONFIRMATION_REQUIRED; reason
     DRIVE_NOT_EJECTED: the drive is neither EJECTED nor FAILED; reason
     JOB_IN_PROGRESS).
+    """
+    SetDriveState: _aio.UnaryUnaryMultiCallable[_node_pb2.SetDriveStateRequest, _node_pb2.SetDriveStateResponse]  # type: ignore[assignment]
+    """Sets a drive OFFLINE, ONLINE (back, or readmitted) or FAILED, as an
+    operator does with Heketi's device states and PVC's OSD out and in.
+
+    * OFFLINE, from ONLINE: the drive takes no new allocations; the copies
+      on it stay and serve. Placement, pool capacity and repairs leave it
+      out until it is ONLINE again.
+    * ONLINE, from OFFLINE: it takes allocations again. From EJECTED or
+      FAILED (readmit, PVC's "in"), on a node that serves: the drive came
+      back with what it held.
+      A copy on it of a volume or snapshot that kept no live copy elsewhere
+      is live again as it is (nothing newer exists). A copy whose volume
+      kept a live copy elsewhere may have missed writes: it stays
+      UNAVAILABLE, and the repair controller resyncs it, rebuilding it from
+      a live copy and deleting the stale one. The response names both.
+    * FAILED, from ONLINE or OFFLINE: out of service at once, as the driver
+      reports a failed drive: its copies UNAVAILABLE, rebuilt elsewhere by
+      repairs. Requires yes_i_really_mean_it.
+
+    Setting the state the drive has changes nothing.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (drive_id; state: not ONLINE, OFFLINE or
+    FAILED); NOT_FOUND (drive_id); FAILED_PRECONDITION (reason
+    CONFIRMATION_REQUIRED: FAILED without yes_i_really_mean_it; reason
+    DRIVE_STATE_CONFLICT: the drive's state cannot go to the one asked,
+    named in ErrorInfo metadata "state"; reason NODE_NOT_ONLINE: a readmit
+    on a node that does not serve; reason JOB_IN_PROGRESS); ABORTED
+    (reason GENERATION_MISMATCH).
     """
     DeleteDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteDriveRequest, _node_pb2.DeleteDriveResponse]  # type: ignore[assignment]
     """Deletes a drive that holds no allocations; it leaves every pool.
@@ -715,6 +775,42 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (reason CONFIRMATION_REQUIRED; reason
         DRIVE_NOT_EJECTED: the drive is neither EJECTED nor FAILED; reason
         JOB_IN_PROGRESS).
+        """
+
+    @_abc_1.abstractmethod
+    def SetDriveState(
+        self,
+        request: _node_pb2.SetDriveStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.SetDriveStateResponse, _abc.Awaitable[_node_pb2.SetDriveStateResponse]]:
+        """Sets a drive OFFLINE, ONLINE (back, or readmitted) or FAILED, as an
+        operator does with Heketi's device states and PVC's OSD out and in.
+
+        * OFFLINE, from ONLINE: the drive takes no new allocations; the copies
+          on it stay and serve. Placement, pool capacity and repairs leave it
+          out until it is ONLINE again.
+        * ONLINE, from OFFLINE: it takes allocations again. From EJECTED or
+          FAILED (readmit, PVC's "in"), on a node that serves: the drive came
+          back with what it held.
+          A copy on it of a volume or snapshot that kept no live copy elsewhere
+          is live again as it is (nothing newer exists). A copy whose volume
+          kept a live copy elsewhere may have missed writes: it stays
+          UNAVAILABLE, and the repair controller resyncs it, rebuilding it from
+          a live copy and deleting the stale one. The response names both.
+        * FAILED, from ONLINE or OFFLINE: out of service at once, as the driver
+          reports a failed drive: its copies UNAVAILABLE, rebuilt elsewhere by
+          repairs. Requires yes_i_really_mean_it.
+
+        Setting the state the drive has changes nothing.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (drive_id; state: not ONLINE, OFFLINE or
+        FAILED); NOT_FOUND (drive_id); FAILED_PRECONDITION (reason
+        CONFIRMATION_REQUIRED: FAILED without yes_i_really_mean_it; reason
+        DRIVE_STATE_CONFLICT: the drive's state cannot go to the one asked,
+        named in ErrorInfo metadata "state"; reason NODE_NOT_ONLINE: a readmit
+        on a node that does not serve; reason JOB_IN_PROGRESS); ABORTED
+        (reason GENERATION_MISMATCH).
         """
 
     @_abc_1.abstractmethod

@@ -22,7 +22,7 @@ from osd.store.models import AllocationRow, DriveRow, NodeRow, SnapshotRow, Volu
 
 # Drives whose allocations serve data, and nodes that serve their drives.
 SERVING_DRIVE_STATES = frozenset(
-    {DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING}
+    {DriveState.ONLINE, DriveState.SOFT_EJECTING, DriveState.REPLACING, DriveState.OFFLINE}
 )
 
 

@@ -18,12 +18,14 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
 from osd.engine.jobs.models import Started
+from osd.engine.placement.rules import available_state, copies_to_read
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Allocation, Changed, Created, Page, allocation_of
@@ -37,19 +39,22 @@ from osd.engine.topology.models import (
     CreateDrive,
     Drive,
     DriveDetail,
+    DriveStateSet,
     Ejected,
     Forgotten,
     ListDrives,
+    SetDriveState,
     UpdateDrive,
 )
 from osd.engine.topology.views import drives_from_rows
 from osd.engine.volumes.access import Visibility
-from osd.enums import DriveState, NodeState
+from osd.enums import AllocationState, DriveState, NodeState
 from osd.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
+    InvalidArgument,
     NotFound,
     OsdError,
     Unavailable,
@@ -58,7 +63,7 @@ from osd.store import allocations as books
 from osd.store import drives as repo
 from osd.store import nodes as node_repo
 from osd.store.db import Store
-from osd.store.models import DriveRow, NodeRow, utcnow
+from osd.store.models import AllocationRow, DriveRow, NodeRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 log = logging.getLogger(__name__)
@@ -563,6 +568,105 @@ class DriveEngine:
         self._release_quietly(address, device_path, drive_id)
         return Forgotten(sorted(volumes), sorted(snapshots), generation)
 
+    def set_state(self, change: SetDriveState) -> DriveStateSet:
+        """An operator's state for a drive: OFFLINE (out of placement, its
+        copies serving), ONLINE (back from OFFLINE; or readmitted from EJECTED
+        or FAILED), or FAILED (out of service with its copies, confirmed)."""
+        v.check_id(change.drive_id, "drive_id")
+        state = enum_value(DriveState, change.state, "state")
+        if state not in OPERATOR_STATES:
+            raise InvalidArgument.field(
+                "state",
+                f"only ONLINE, OFFLINE or FAILED can be set here, not {state.name}: "
+                "ejecting goes through EjectDrive, replacing through Service.StartDriveReplace",
+            )
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = require(s, DriveRow, change.drive_id)
+                check_generation("drive", row.id, row.generation, change.expected_generation)
+                current = DriveState(row.state)
+                if current == state:
+                    raise Unchanged(drives_from_rows(s, [row])[0], generation - 1)
+                self._check_no_job(s, row)
+                if current not in STATES_FROM[state]:
+                    raise FailedPrecondition(
+                        f"drive {row.id} is {current.name}: it cannot be set {state.name} "
+                        f"(only from {', '.join(sorted(x.name for x in STATES_FROM[state]))})",
+                        reason="DRIVE_STATE_CONFLICT",
+                        metadata={"state": current.name},
+                    )
+                if state == DriveState.FAILED and not change.confirmed:
+                    raise confirmation_required(
+                        f"marking drive {row.id} FAILED takes the copies on it out of service"
+                    )
+                row.state = state
+                readmitted = Readmitted()
+                if state == DriveState.FAILED:
+                    volumes, snapshots = repo.make_unavailable(s, row.id)
+                    touched = Availability(frozenset(volumes), frozenset(snapshots))
+                elif current in DEAD_STATES:
+                    readmitted = self._readmit(s, row)
+                    touched = Availability(
+                        frozenset(readmitted.restored_volumes | readmitted.resync_volumes),
+                        frozenset(readmitted.restored_snapshots),
+                    )
+                else:
+                    # OFFLINE and back: the copies serve throughout. Told all the
+                    # same: a drive back ONLINE is room a repair may have lacked.
+                    touched = Availability(frozenset(), frozenset())
+                self._availability(s, touched)
+                changed = self._stamp(s, row, generation)
+                return DriveStateSet(
+                    changed.value,
+                    generation,
+                    sorted(readmitted.restored_volumes),
+                    sorted(readmitted.resync_volumes),
+                    sorted(readmitted.restored_snapshots),
+                )
+        except Unchanged as same:
+            drive: Drive = same.value
+            return DriveStateSet(drive, same.generation)
+
+    @staticmethod
+    def _readmit(s: Session, row: DriveRow) -> Readmitted:
+        """Takes back the copies of a drive that returned from EJECTED or
+        FAILED. A snapshot's copy never changes, and a volume whose other live
+        copies could not serve its data was not written while the drive was
+        away: their copies on it are live again. A
+        volume that could be read elsewhere may have been written: its copy
+        here stays UNAVAILABLE for the repair controller to rebuild from a
+        live copy (the stale one is deleted then)."""
+        node = require(s, NodeRow, row.node_id)
+        if available_state(node.state, DriveState.ONLINE) != AllocationState.ACTIVE:
+            # Its copies would come back with the node, stale ones among them.
+            state = NodeState(node.state).name
+            raise FailedPrecondition(
+                f"node {node.name} is {state}: a drive is readmitted on a serving node",
+                reason="NODE_NOT_ONLINE",
+                metadata={"node_id": node.id, "state": state},
+            )
+        out = Readmitted()
+        back: list[AllocationRow] = []
+        for allocation in repo.unavailable_rows(s, row.id):
+            if allocation.snapshot_id:
+                out.restored_snapshots.add(allocation.snapshot_id)
+                back.append(allocation)
+                continue
+            volume = s.get(VolumeRow, allocation.volume_id)
+            if volume is None:
+                continue
+            elsewhere = repo.live_copies_elsewhere(s, volume.id, row.id)
+            if elsewhere >= copies_to_read(volume):
+                out.resync_volumes.add(volume.id)
+            else:
+                out.restored_volumes.add(volume.id)
+                back.append(allocation)
+        for allocation in back:
+            allocation.state = AllocationState.ACTIVE
+        s.flush()
+        return out
+
     def delete(self, drive_id: str) -> int:
         """Deletes a drive that holds no allocations; it leaves every pool."""
         v.check_id(drive_id, "drive_id")
@@ -616,6 +720,26 @@ class DriveEngine:
         row.generation = generation
         s.flush()
         return Changed(drives_from_rows(s, [row])[0], generation)
+
+
+# What an operator may set (SetDriveState), and from which states.
+OPERATOR_STATES = frozenset({DriveState.ONLINE, DriveState.OFFLINE, DriveState.FAILED})
+DEAD_STATES = frozenset({DriveState.EJECTED, DriveState.FAILED})
+STATES_FROM = {
+    DriveState.OFFLINE: frozenset({DriveState.ONLINE}),
+    DriveState.ONLINE: frozenset({DriveState.OFFLINE, DriveState.EJECTED, DriveState.FAILED}),
+    DriveState.FAILED: frozenset({DriveState.ONLINE, DriveState.OFFLINE}),
+}
+
+
+@dataclass
+class Readmitted:
+    """The volumes and snapshots whose copies on a readmitted drive are live
+    again, and the volumes whose copy there waits for a resync."""
+
+    restored_volumes: set[str] = dataclasses.field(default_factory=set)
+    resync_volumes: set[str] = dataclasses.field(default_factory=set)
+    restored_snapshots: set[str] = dataclasses.field(default_factory=set)
 
 
 def _require_online(node: NodeRow) -> None:

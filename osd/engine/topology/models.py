@@ -112,6 +112,29 @@ class Ejected:
 
 
 @dataclass(frozen=True)
+class SetDriveState:
+    """The raw enum number as given; the engine checks it."""
+
+    drive_id: str
+    state: int
+    confirmed: bool = False
+    expected_generation: int = 0
+
+
+@dataclass(frozen=True)
+class DriveStateSet:
+    """What SetDriveState did; a readmit names the volumes and snapshots
+    whose copy on the drive is live again, and those whose copy waits for a
+    resync (a repair)."""
+
+    drive: Drive
+    generation: int
+    restored_volume_ids: list[str] = field(default_factory=list)
+    resync_volume_ids: list[str] = field(default_factory=list)
+    restored_snapshot_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Forgotten:
     """What ForgetDrive released: the volumes and snapshots that lost a copy."""
 
