@@ -106,6 +106,39 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
             job=job_to_proto(result.job), started=result.started, generation=result.generation
         )
 
+    def GetPoolRebalancePlan(
+        self, request: pb.GetPoolRebalancePlanRequest, context: grpc.ServicerContext
+    ) -> pb.GetPoolRebalancePlanResponse:
+        plan = self._service.pool_rebalance_plan(request.pool_id)
+        return pb.GetPoolRebalancePlanResponse(
+            moves=[
+                pb.RebalanceMove(
+                    volume_id=m.volume_id,
+                    index=m.index,
+                    allocation_id=m.allocation_id,
+                    source_drive_id=m.source_drive_id,
+                    target_drive_id=m.target_drive_id,
+                    bytes=m.bytes,
+                )
+                for m in plan.moves
+            ],
+            complete=plan.complete,
+            moved_bytes=sum(m.bytes for m in plan.moves),
+            drives=[
+                pb.RebalanceDrive(
+                    drive_id=d.drive_id,
+                    node_id=d.node_id,
+                    total_bytes=d.total_bytes,
+                    used_bytes_before=d.used_bytes_before,
+                    used_bytes_after=d.used_bytes_after,
+                )
+                for d in plan.drives
+            ],
+            spread_percent_before=plan.spread_percent_before,
+            spread_percent_after=plan.spread_percent_after,
+            missing_copies=plan.missing_copies,
+        )
+
     def GetPoolRebalanceStatus(
         self, request: pb.GetPoolRebalanceStatusRequest, context: grpc.ServicerContext
     ) -> pb.GetPoolRebalanceStatusResponse:

@@ -493,6 +493,151 @@ class StartPoolRebalanceResponse(_message.Message):
 Global___StartPoolRebalanceResponse: _TypeAlias = StartPoolRebalanceResponse  # noqa: Y015
 
 @_typing.final
+class GetPoolRebalancePlanRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    pool_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        pool_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPoolRebalancePlanRequest: _TypeAlias = GetPoolRebalancePlanRequest  # noqa: Y015
+
+@_typing.final
+class RebalanceMove(_message.Message):
+    """One move of a rebalance plan: a copy (or fragment) of a volume to another
+    drive.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    ALLOCATION_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_DRIVE_ID_FIELD_NUMBER: _builtins.int
+    TARGET_DRIVE_ID_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    index: _builtins.int
+    """The copy's index among the volume's copies."""
+    allocation_id: _builtins.str
+    source_drive_id: _builtins.str
+    target_drive_id: _builtins.str
+    bytes: _builtins.int
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        index: _builtins.int = ...,
+        allocation_id: _builtins.str = ...,
+        source_drive_id: _builtins.str = ...,
+        target_drive_id: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocation_id", b"allocation_id", "bytes", b"bytes", "index", b"index", "source_drive_id", b"source_drive_id", "target_drive_id", b"target_drive_id", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceMove: _TypeAlias = RebalanceMove  # noqa: Y015
+
+@_typing.final
+class RebalanceDrive(_message.Message):
+    """An ONLINE member drive of a pool, before and after a rebalance plan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIVE_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_BEFORE_FIELD_NUMBER: _builtins.int
+    USED_BYTES_AFTER_FIELD_NUMBER: _builtins.int
+    drive_id: _builtins.str
+    node_id: _builtins.str
+    total_bytes: _builtins.int
+    used_bytes_before: _builtins.int
+    used_bytes_after: _builtins.int
+    def __init__(
+        self,
+        *,
+        drive_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        total_bytes: _builtins.int = ...,
+        used_bytes_before: _builtins.int = ...,
+        used_bytes_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drive_id", b"drive_id", "node_id", b"node_id", "total_bytes", b"total_bytes", "used_bytes_after", b"used_bytes_after", "used_bytes_before", b"used_bytes_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebalanceDrive: _TypeAlias = RebalanceDrive  # noqa: Y015
+
+@_typing.final
+class GetPoolRebalancePlanResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVES_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    MOVED_BYTES_FIELD_NUMBER: _builtins.int
+    DRIVES_FIELD_NUMBER: _builtins.int
+    SPREAD_PERCENT_BEFORE_FIELD_NUMBER: _builtins.int
+    SPREAD_PERCENT_AFTER_FIELD_NUMBER: _builtins.int
+    MISSING_COPIES_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    complete: _builtins.bool
+    """False when more moves would follow those listed."""
+    moved_bytes: _builtins.int
+    """The bytes the listed moves copy."""
+    spread_percent_before: _builtins.float
+    """The used fraction of the fullest drive minus the emptiest's, in
+    percentage points (0 to 100), before and after the listed moves.
+    """
+    spread_percent_after: _builtins.float
+    missing_copies: _builtins.int
+    """Copies of the pool's volumes that are UNAVAILABLE or lost, which a
+    rebalance rebuilds before it balances.
+    """
+    generation: _builtins.int
+    @_builtins.property
+    def moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___RebalanceMove]:
+        """The moves in the order a rebalance makes them; at most 1000."""
+
+    @_builtins.property
+    def drives(self) -> _containers.RepeatedCompositeFieldContainer[Global___RebalanceDrive]:
+        """The pool's ONLINE member drives, by id."""
+
+    def __init__(
+        self,
+        *,
+        moves: _abc.Iterable[Global___RebalanceMove] | None = ...,
+        complete: _builtins.bool = ...,
+        moved_bytes: _builtins.int = ...,
+        drives: _abc.Iterable[Global___RebalanceDrive] | None = ...,
+        spread_percent_before: _builtins.float = ...,
+        spread_percent_after: _builtins.float = ...,
+        missing_copies: _builtins.int = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "drives", b"drives", "generation", b"generation", "missing_copies", b"missing_copies", "moved_bytes", b"moved_bytes", "moves", b"moves", "spread_percent_after", b"spread_percent_after", "spread_percent_before", b"spread_percent_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPoolRebalancePlanResponse: _TypeAlias = GetPoolRebalancePlanResponse  # noqa: Y015
+
+@_typing.final
 class GetPoolRebalanceStatusRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -74,6 +74,11 @@ class ServiceStub:
                 request_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.FromString,
                 _registered_method=True)
+        self.GetPoolRebalancePlan = channel.unary_unary(
+                '/osd.v1.Service/GetPoolRebalancePlan',
+                request_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanResponse.FromString,
+                _registered_method=True)
 
 
 class ServiceServicer:
@@ -220,6 +225,23 @@ class ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPoolRebalancePlan(self, request, context):
+        """Previews a rebalance of a pool, changing nothing: the balance moves a
+        rebalance started now would make, in order (each copy, its bytes, the
+        drive it leaves and the one it goes to), every ONLINE member drive's
+        used bytes before and after them, and the spread before and after.
+        The copies a rebalance first rebuilds are counted in missing_copies,
+        not listed. To commit, StartPoolRebalance: its job plans again at each
+        step, so it makes these moves if the pool has not changed meanwhile.
+        To discard, do nothing.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +284,11 @@ def add_ServiceServicer_to_server(servicer, server):
                     servicer.GetPoolRebalanceStatus,
                     request_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.FromString,
                     response_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.SerializeToString,
+            ),
+            'GetPoolRebalancePlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPoolRebalancePlan,
+                    request_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -480,6 +507,33 @@ class Service:
             '/osd.v1.Service/GetPoolRebalanceStatus',
             osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.SerializeToString,
             osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPoolRebalancePlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.Service/GetPoolRebalancePlan',
+            osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanRequest.SerializeToString,
+            osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanResponse.FromString,
             options,
             channel_credentials,
             insecure,

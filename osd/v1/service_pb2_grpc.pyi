@@ -147,6 +147,19 @@ class ServiceStub:
     Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
+    GetPoolRebalancePlan: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalancePlanRequest, _service_pb2.GetPoolRebalancePlanResponse]
+    """Previews a rebalance of a pool, changing nothing: the balance moves a
+    rebalance started now would make, in order (each copy, its bytes, the
+    drive it leaves and the one it goes to), every ONLINE member drive's
+    used bytes before and after them, and the spread before and after.
+    The copies a rebalance first rebuilds are counted in missing_copies,
+    not listed. To commit, StartPoolRebalance: its job plans again at each
+    step, so it makes these moves if the pool has not changed meanwhile.
+    To discard, do nothing.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+    """
 
 @_typing.type_check_only
 class ServiceAsyncStub(ServiceStub):
@@ -256,6 +269,19 @@ class ServiceAsyncStub(ServiceStub):
     """
     GetPoolRebalanceStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalanceStatusRequest, _service_pb2.GetPoolRebalanceStatusResponse]  # type: ignore[assignment]
     """Reports the latest rebalance of a pool and how uneven the pool is now.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+    """
+    GetPoolRebalancePlan: _aio.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalancePlanRequest, _service_pb2.GetPoolRebalancePlanResponse]  # type: ignore[assignment]
+    """Previews a rebalance of a pool, changing nothing: the balance moves a
+    rebalance started now would make, in order (each copy, its bytes, the
+    drive it leaves and the one it goes to), every ONLINE member drive's
+    used bytes before and after them, and the spread before and after.
+    The copies a rebalance first rebuilds are counted in missing_copies,
+    not listed. To commit, StartPoolRebalance: its job plans again at each
+    step, so it makes these moves if the pool has not changed meanwhile.
+    To discard, do nothing.
 
     Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
@@ -414,6 +440,25 @@ class ServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.GetPoolRebalanceStatusResponse, _abc.Awaitable[_service_pb2.GetPoolRebalanceStatusResponse]]:
         """Reports the latest rebalance of a pool and how uneven the pool is now.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetPoolRebalancePlan(
+        self,
+        request: _service_pb2.GetPoolRebalancePlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetPoolRebalancePlanResponse, _abc.Awaitable[_service_pb2.GetPoolRebalancePlanResponse]]:
+        """Previews a rebalance of a pool, changing nothing: the balance moves a
+        rebalance started now would make, in order (each copy, its bytes, the
+        drive it leaves and the one it goes to), every ONLINE member drive's
+        used bytes before and after them, and the spread before and after.
+        The copies a rebalance first rebuilds are counted in missing_copies,
+        not listed. To commit, StartPoolRebalance: its job plans again at each
+        step, so it makes these moves if the pool has not changed meanwhile.
+        To discard, do nothing.
 
         Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).

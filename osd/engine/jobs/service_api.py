@@ -21,12 +21,14 @@ from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.kinds.drive_add import DriveAddRequest, DriveAddSpec
 from osd.engine.jobs.kinds.drive_replace import DriveReplaceRequest, Probe, address_of
 from osd.engine.jobs.kinds.pool_rebalance import (
+    Balancer,
     PoolRebalanceSpec,
     missing_copies,
     spread_percent,
 )
 from osd.engine.jobs.models import Job, JobProgress, Started
 from osd.engine.jobs.records import RecordError
+from osd.engine.placement.cluster_view import ClusterView
 from osd.engine.shared import validation as v
 from osd.engine.shared.rows import get_drive, get_node
 from osd.engine.shared.validation import id_violations, raise_if
@@ -117,6 +119,41 @@ class DriveReplaceStatus:
     job: Job
     source: Drive
     target: Drive | None
+
+
+@dataclass(frozen=True)
+class PlannedMove:
+    volume_id: str
+    index: int
+    allocation_id: str
+    source_drive_id: str
+    target_drive_id: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PlannedDrive:
+    drive_id: str
+    node_id: str
+    total_bytes: int
+    used_bytes_before: int
+    used_bytes_after: int
+
+
+@dataclass(frozen=True)
+class PoolRebalancePlan:
+    """What a rebalance started now would move; nothing is changed."""
+
+    moves: list[PlannedMove]
+    complete: bool
+    drives: list[PlannedDrive]
+    spread_percent_before: float
+    spread_percent_after: float
+    missing_copies: int
+
+
+# The most moves a preview lists.
+PLAN_PREVIEW_MOVES = 1000
 
 
 @dataclass(frozen=True)
@@ -282,6 +319,49 @@ class ServiceEngine:
                 missing_copies=missing_copies(s, pool),
             )
 
+    def pool_rebalance_plan(self, pool_id: str) -> PoolRebalancePlan:
+        """The balance moves a rebalance of the pool would make now, planned
+        on a copy of the topology as the job plans them."""
+        v.check_id(pool_id, "pool_id")
+        with self._store.read() as s:
+            pool = s.get(PoolRow, pool_id)
+            if pool is None:
+                raise NotFound.object("pool", "pool_id", pool_id)
+            view = ClusterView(s, pool.cluster_id)
+            volumes = repo.volumes_of_pool(s, pool.id)
+            allocs = repo.allocations_of_volumes(s, [vol.id for vol in volumes])
+            balancer = Balancer(s, view, pool.id, volumes, allocs)
+            before = {d.id: d.used for d in balancer.disks}
+            planned = balancer.plan(PLAN_PREVIEW_MOVES + 1)
+            complete = len(planned) <= PLAN_PREVIEW_MOVES
+            planned = planned[:PLAN_PREVIEW_MOVES]
+            # The drives as the listed moves leave them (the plan may go one further).
+            after = dict(before)
+            where = {a.id: a.drive_id for a in allocs}
+            listed: list[PlannedMove] = []
+            for alloc, target in planned:
+                source = where[alloc.id]
+                listed.append(
+                    PlannedMove(
+                        alloc.volume_id or "", alloc.index, alloc.id, source, target.id, alloc.bytes
+                    )
+                )
+                after[source] -= alloc.bytes
+                after[target.id] += alloc.bytes
+                where[alloc.id] = target.id
+            totals = {d.id: (d.node_id, d.total) for d in balancer.disks}
+            return PoolRebalancePlan(
+                moves=listed,
+                complete=complete,
+                drives=[
+                    PlannedDrive(d, totals[d][0], totals[d][1], before[d], after[d])
+                    for d in sorted(before)
+                ],
+                spread_percent_before=_spread(before, totals),
+                spread_percent_after=_spread(after, totals),
+                missing_copies=missing_copies(s, pool),
+            )
+
     # -- helpers --------------------------------------------------------------------
 
     def _probe(self, node_name: str, address: str, device_path: str, field: str) -> Probe:
@@ -298,6 +378,14 @@ class ServiceEngine:
     def _drive(s: Session, drive_id: str) -> Drive | None:
         row = s.get(DriveRow, drive_id) if drive_id else None
         return drives_from_rows(s, [row])[0] if row is not None else None
+
+
+def _spread(used: dict[str, int], totals: dict[str, tuple[str, int]]) -> float:
+    """The used fraction of the fullest drive minus the emptiest's, in points."""
+    fractions = [used[d] / totals[d][1] for d in used if totals[d][1]]
+    if len(fractions) < 2:
+        return 0.0
+    return round((max(fractions) - min(fractions)) * 100, 6)
 
 
 def _rebalance_status(job: Job | None) -> RebalanceStatus:
