@@ -437,6 +437,16 @@ def test_list_pages_in_node_then_device_order_and_filters(
     }
     assert ids(pool_id=pool.id, labels={"slot": "even"}) == {drives["ac"].id}
     assert ids(pool_id=uuid.uuid4().hex) == set()
+    # By device path or description, with search semantics.
+    assert ids(name_regex="sd[cd]$", node_id=a.id) == {drives["ac"].id, drives["ad"].id}
+    stub.UpdateDrive(
+        pb.UpdateDriveRequest(
+            drive_id=drives["xb"].id, description="rack 7 nvme", update_mask=mask("description")
+        )
+    )
+    assert ids(name_regex="nvme") == {drives["xb"].id}
+    assert ids(name_regex="^/dev/sdb$", cluster_id=other_cluster) == {drives["xb"].id}
+    assert ids(name_regex="nothing-like-this") == set()
 
 
 @pytest.mark.parametrize(
@@ -450,6 +460,7 @@ def test_list_pages_in_node_then_device_order_and_filters(
         ({"states": [0]}, "states"),
         ({"states": [pb.DRIVE_STATE_ONLINE, 42]}, "states"),
         ({"labels": {"": "v"}}, "labels['']"),
+        ({"name_regex": "("}, "name_regex"),
     ],
 )
 def test_list_bad_input(

@@ -224,6 +224,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 states=tuple(request.states),
                 pool_id=request.pool_id,
                 labels=dict(request.labels),
+                name_regex=request.name_regex,
             )
         )
         return pb.ListDrivesResponse(

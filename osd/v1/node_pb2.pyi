@@ -1158,6 +1158,7 @@ class ListDrivesRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     POOL_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    NAME_REGEX_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     node_id: _builtins.str
@@ -1166,6 +1167,10 @@ class ListDrivesRequest(_message.Message):
     """Only drives of this cluster."""
     pool_id: _builtins.str
     """Only drives that are members of this pool."""
+    name_regex: _builtins.str
+    """Only drives whose device path or description matches this regular
+    expression (search semantics), e.g. "nvme" or "^/dev/sd[b-d]$".
+    """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___DriveState.ValueType]:
         """Only drives in one of these states; empty means every state."""
@@ -1184,10 +1189,11 @@ class ListDrivesRequest(_message.Message):
         states: _abc.Iterable[Global___DriveState.ValueType] | None = ...,
         pool_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        name_regex: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "labels", b"labels", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "pool_id", b"pool_id", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "labels", b"labels", "name_regex", b"name_regex", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "pool_id", b"pool_id", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

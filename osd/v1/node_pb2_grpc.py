@@ -293,7 +293,7 @@ class NodeServiceServicer:
 
         Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
-        states, pool_id, labels).
+        states, pool_id, labels, name_regex).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -168,7 +168,7 @@ class NodeServiceStub:
 
     Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
-    states, pool_id, labels).
+    states, pool_id, labels, name_regex).
     """
     UpdateDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.UpdateDriveRequest, _node_pb2.UpdateDriveResponse]
     """Changes the fields named in update_mask: "description", "labels".
@@ -399,7 +399,7 @@ class NodeServiceAsyncStub(NodeServiceStub):
 
     Role: view.
     Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
-    states, pool_id, labels).
+    states, pool_id, labels, name_regex).
     """
     UpdateDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.UpdateDriveRequest, _node_pb2.UpdateDriveResponse]  # type: ignore[assignment]
     """Changes the fields named in update_mask: "description", "labels".
@@ -693,7 +693,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Role: view.
         Errors: INVALID_ARGUMENT (page_size, page_token, node_id, cluster_id,
-        states, pool_id, labels).
+        states, pool_id, labels, name_regex).
         """
 
     @_abc_1.abstractmethod

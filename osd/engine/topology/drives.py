@@ -441,10 +441,15 @@ class DriveEngine:
         violations += v.label_violations(query.labels)
         raise_if(violations)
         states = {enum_value(DriveState, st, "states") for st in query.states}
+        pattern = v.compile_regex(query.name_regex, "name_regex")
         wanted = dict(query.labels)
 
         def keep(row: DriveRow) -> bool:
             if states and row.state not in states:
+                return False
+            if pattern is not None and not (
+                pattern.search(row.device_path) or pattern.search(row.description)
+            ):
                 return False
             return all(row.labels.get(k) == val for k, val in wanted.items())
 

@@ -217,6 +217,7 @@ class ListDrives:
     states: tuple[int, ...] = ()
     pool_id: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    name_regex: str = ""
 
 
 @dataclass(frozen=True)
