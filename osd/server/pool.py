@@ -11,7 +11,7 @@ from osd.server.node import drive_to_proto
 from osd.v1 import pool_pb2 as pb
 from osd.v1 import pool_pb2_grpc
 
-UPDATABLE = ("name", "labels")
+UPDATABLE = ("name", "labels", "auto_balance", "auto_balance_threshold_percent")
 
 
 def pool_to_proto(p: t.Pool) -> pb.Pool:
@@ -28,6 +28,8 @@ def pool_to_proto(p: t.Pool) -> pb.Pool:
         create_time=convert.timestamp(p.create_time),
         update_time=convert.timestamp(p.update_time),
         generation=p.generation,
+        auto_balance=p.auto_balance,
+        auto_balance_threshold_percent=p.auto_balance_threshold_percent,
     )
 
 
@@ -85,6 +87,12 @@ class PoolServicer(pool_pb2_grpc.PoolServiceServicer):
                 name=request.name if "name" in paths else None,
                 labels=dict(request.labels) if "labels" in paths else None,
                 expected_generation=request.expected_generation,
+                auto_balance=request.auto_balance if "auto_balance" in paths else None,
+                auto_balance_threshold_percent=(
+                    request.auto_balance_threshold_percent
+                    if "auto_balance_threshold_percent" in paths
+                    else None
+                ),
             )
         )
         return pb.UpdatePoolResponse(pool=pool_to_proto(result.value), generation=result.generation)

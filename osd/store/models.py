@@ -43,6 +43,10 @@ from osd.enums import (
 )
 from osd.store.types import IntEnumType
 
+# A pool's auto-balance threshold unless set: the spread, in percentage
+# points between its fullest and emptiest drive, that starts a rebalance.
+DEFAULT_BALANCE_THRESHOLD = 10.0
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every backend (SQLite keeps no zone)."""
@@ -192,6 +196,13 @@ class PoolRow(Base):
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     update_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # Rebalance by itself when the spread reaches the threshold (points).
+    auto_balance: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    auto_balance_threshold_percent: Mapped[float] = mapped_column(
+        Float, nullable=False, default=DEFAULT_BALANCE_THRESHOLD, server_default="10"
+    )
 
 
 class PoolDriveRow(Base):

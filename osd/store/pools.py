@@ -115,6 +115,13 @@ def of_cluster(session: Session, cluster_id: str) -> list[PoolRow]:
     )
 
 
+def auto_balanced(session: Session) -> list[PoolRow]:
+    """The pools whose auto_balance is on, by id."""
+    return list(
+        session.scalars(select(PoolRow).where(PoolRow.auto_balance.is_(True)).order_by(PoolRow.id))
+    )
+
+
 def get(session: Session, pool_id: str) -> PoolRow | None:
     return session.get(PoolRow, pool_id)
 

@@ -64,6 +64,8 @@ class Pool(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_THRESHOLD_PERCENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -75,6 +77,17 @@ class Pool(_message.Message):
     """The unfinished rebalance job, if any."""
     generation: _builtins.int
     """The store generation of this pool's last change."""
+    auto_balance: _builtins.bool
+    """Whether the pool rebalances by itself: when the spread between its
+    fullest and emptiest ONLINE drive (see Service.GetPoolRebalanceStatus)
+    reaches auto_balance_threshold_percent and no job acts on the pool, a
+    rebalance starts. Checked every minute and after each change to these
+    fields. Off for a new pool.
+    """
+    auto_balance_threshold_percent: _builtins.float
+    """The spread, in percentage points, that starts an automatic rebalance;
+    10 for a new pool.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -108,10 +121,12 @@ class Pool(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
+        auto_balance: _builtins.bool = ...,
+        auto_balance_threshold_percent: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_id", b"active_job_id", "capacity", b"capacity", "cluster_id", b"cluster_id", "create_time", b"create_time", "drive_ids", b"drive_ids", "generation", b"generation", "id", b"id", "labels", b"labels", "name", b"name", "node_ids", b"node_ids", "update_time", b"update_time", "volume_count", b"volume_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_id", b"active_job_id", "auto_balance", b"auto_balance", "auto_balance_threshold_percent", b"auto_balance_threshold_percent", "capacity", b"capacity", "cluster_id", b"cluster_id", "create_time", b"create_time", "drive_ids", b"drive_ids", "generation", b"generation", "id", b"id", "labels", b"labels", "name", b"name", "node_ids", b"node_ids", "update_time", b"update_time", "volume_count", b"volume_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,6 +388,8 @@ class UpdatePoolRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_THRESHOLD_PERCENT_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
@@ -380,11 +397,16 @@ class UpdatePoolRequest(_message.Message):
     """When non-zero, the update applies only if the pool's generation is this
     value; otherwise ABORTED.
     """
+    auto_balance: _builtins.bool
+    auto_balance_threshold_percent: _builtins.float
+    """Greater than 0, at most 100."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Required, non-empty: paths among "name", "labels"."""
+        """Required, non-empty: paths among "name", "labels", "auto_balance",
+        "auto_balance_threshold_percent".
+        """
 
     def __init__(
         self,
@@ -394,10 +416,12 @@ class UpdatePoolRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
+        auto_balance: _builtins.bool = ...,
+        auto_balance_threshold_percent: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_generation", b"expected_generation", "labels", b"labels", "name", b"name", "pool_id", b"pool_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_balance", b"auto_balance", "auto_balance_threshold_percent", b"auto_balance_threshold_percent", "expected_generation", b"expected_generation", "labels", b"labels", "name", b"name", "pool_id", b"pool_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -22,3 +22,17 @@ def test_a_rebalance_preview_over_rest(rest_daemon: RestDaemon) -> None:
     assert int(body["generation"]) > 0
     missing = rest_daemon.http.get(f"/v1/pools/{'a' * 32}/rebalancePlan")
     assert missing.status_code == 404
+
+
+def test_auto_balance_is_set_with_a_patch(rest_daemon: RestDaemon) -> None:
+    cluster_id, nodes, _drives = make_topology(rest_daemon.store)
+    pool = make_pool(rest_daemon.store, cluster_id, "p", node_ids=nodes)
+    http = rest_daemon.http
+    answer = http.patch(
+        f"/v1/pools/{pool}", json={"auto_balance": True, "auto_balance_threshold_percent": 25}
+    )
+    assert answer.status_code == 200, answer.text
+    shown = http.get(f"/v1/pools/{pool}").json()["pool"]
+    assert (shown["auto_balance"], shown["auto_balance_threshold_percent"]) == (True, 25)
+    wrong = http.patch(f"/v1/pools/{pool}", json={"auto_balance_threshold_percent": 0.0})
+    assert wrong.status_code == 400 and "auto_balance_threshold_percent" in wrong.text

@@ -73,6 +73,8 @@ class Pool:
     create_time: datetime
     update_time: datetime
     generation: int
+    auto_balance: bool = False
+    auto_balance_threshold_percent: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,8 @@ class UpdatePool:
     name: str | None = None
     labels: dict[str, str] | None = None
     expected_generation: int = 0
+    auto_balance: bool | None = None
+    auto_balance_threshold_percent: float | None = None
 
 
 @dataclass(frozen=True)

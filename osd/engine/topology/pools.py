@@ -7,7 +7,7 @@ brings every data drive it has, now and later (see osd.store.pools).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -57,6 +57,8 @@ def pools_from_rows(s: Session, rows: Sequence[PoolRow]) -> list[Pool]:
                 create_time=row.create_time,
                 update_time=row.update_time,
                 generation=row.generation,
+                auto_balance=row.auto_balance,
+                auto_balance_threshold_percent=row.auto_balance_threshold_percent,
             )
         )
     return out
@@ -136,6 +138,9 @@ def _both_empty() -> list[FieldViolation]:
 class PoolEngine:
     def __init__(self, store: Store) -> None:
         self._store = store
+        # Told when a pool's auto-balance was turned on or its threshold set
+        # (the auto-balancer looks at once).
+        self.balance_changed: Callable[[], None] = lambda: None
 
     # -- create ----------------------------------------------------------
 
@@ -237,6 +242,14 @@ class PoolEngine:
                 violations.append(problem)
         if change.labels is not None:
             violations += v.label_violations(change.labels)
+        threshold = change.auto_balance_threshold_percent
+        if threshold is not None and not (0 < threshold <= 100):  # NaN fails both
+            violations.append(
+                FieldViolation(
+                    "auto_balance_threshold_percent",
+                    f"is {threshold}; greater than 0 and at most 100",
+                )
+            )
         raise_if(violations)
         try:
             with self._store.write() as s:
@@ -250,9 +263,16 @@ class PoolEngine:
                     row.name = change.name
                 if change.labels is not None:
                     row.labels = dict(change.labels)
-                return self._stamp(s, row, generation)
+                if change.auto_balance is not None:
+                    row.auto_balance = change.auto_balance
+                if threshold is not None:
+                    row.auto_balance_threshold_percent = threshold
+                changed = self._stamp(s, row, generation)
         except IntegrityError:
             raise _name_taken(change.name or "", "") from None
+        if change.auto_balance or threshold is not None:
+            self.balance_changed()
+        return changed
 
     def add_members(self, change: PoolMembers) -> Changed[Pool]:
         """Adds drives and whole nodes; members already present stay as they are."""
