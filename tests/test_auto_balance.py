@@ -11,6 +11,7 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from osd.store.models import PoolRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import pool_pb2 as ppb
 from osd.v1 import pool_pb2_grpc
@@ -129,3 +130,41 @@ def test_a_wrong_threshold_is_refused_and_changes_nothing(
     assert generation(daemon) == before
     shown = pools(daemon).InspectPool(ppb.InspectPoolRequest(pool_id=pool)).pool
     assert (shown.auto_balance, shown.auto_balance_threshold_percent) == (False, 10.0)
+
+
+def test_the_cluster_report_shows_every_pool_and_its_balance(daemon: RunningDaemon) -> None:
+    pool, _drives = uneven_pool(daemon, 6)
+    with daemon.store.read() as s:
+        cluster_id = s.get_one(PoolRow, pool).cluster_id
+    empty = make_pool(daemon.store, cluster_id, "a-empty")
+    stub = service_stub(daemon)
+    report = stub.GetClusterRebalanceStatus(
+        spb.GetClusterRebalanceStatusRequest(cluster_id=cluster_id)
+    )
+    assert [p.pool_name for p in report.pools] == ["a-empty", "p"]
+    assert [p.pool_id for p in report.pools] == [empty, pool]
+    first, second = report.pools
+    assert (first.status, first.spread_percent) == (spb.REBALANCE_STATUS_NONE, 0.0)
+    assert second.spread_percent == pytest.approx(30.0)
+    assert (second.auto_balance, second.auto_balance_threshold_percent) == (False, 10.0)
+    assert report.unfinished == 0 and report.generation > 0
+
+    started = stub.StartPoolRebalance(spb.StartPoolRebalanceRequest(pool_id=pool))
+    assert wait_job(daemon, started.job.id).state == jpb.JOB_STATE_DONE
+    after = stub.GetClusterRebalanceStatus(
+        spb.GetClusterRebalanceStatusRequest(cluster_id=cluster_id)
+    ).pools[1]
+    assert (after.status, after.job.id, after.spread_percent) == (
+        spb.REBALANCE_STATUS_DONE,
+        started.job.id,
+        0.0,
+    )
+    for cluster, code in (
+        ("x", grpc.StatusCode.INVALID_ARGUMENT),
+        ("a" * 32, grpc.StatusCode.NOT_FOUND),
+    ):
+        err = fails(
+            stub.GetClusterRebalanceStatus,
+            spb.GetClusterRebalanceStatusRequest(cluster_id=cluster),
+        )
+        assert err.code == code

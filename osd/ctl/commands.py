@@ -85,6 +85,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.Service.StartPoolRebalance": ("service", "rebalance"),
     "osd.v1.Service.GetPoolRebalanceStatus": ("service", "rebalance-status"),
     "osd.v1.Service.GetPoolRebalancePlan": ("service", "rebalance-plan"),
+    "osd.v1.Service.GetClusterRebalanceStatus": ("service", "cluster-rebalance-status"),
     "osd.v1.TemplateService.CreateTemplate": ("template", "create"),
     "osd.v1.TemplateService.InspectTemplate": ("template", "inspect"),
     "osd.v1.TemplateService.ListTemplates": ("template", "list"),

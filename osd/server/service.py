@@ -106,6 +106,28 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
             job=job_to_proto(result.job), started=result.started, generation=result.generation
         )
 
+    def GetClusterRebalanceStatus(
+        self, request: pb.GetClusterRebalanceStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetClusterRebalanceStatusResponse:
+        found = self._service.cluster_rebalance_status(request.cluster_id)
+        response = pb.GetClusterRebalanceStatusResponse()
+        for p in found:
+            entry = response.pools.add(
+                pool_id=p.pool_id,
+                pool_name=p.pool_name,
+                status=pb.RebalanceStatus.ValueType(p.status.status),
+                spread_percent=p.status.spread_percent,
+                missing_copies=p.status.missing_copies,
+                auto_balance=p.auto_balance,
+                auto_balance_threshold_percent=p.auto_balance_threshold_percent,
+            )
+            if p.status.job is not None:
+                entry.job.CopyFrom(job_to_proto(p.status.job))
+        response.unfinished = sum(
+            1 for p in found if p.status.status.name in ("PENDING", "RUNNING", "PAUSED")
+        )
+        return response
+
     def GetPoolRebalancePlan(
         self, request: pb.GetPoolRebalancePlanRequest, context: grpc.ServicerContext
     ) -> pb.GetPoolRebalancePlanResponse:

@@ -493,6 +493,100 @@ class StartPoolRebalanceResponse(_message.Message):
 Global___StartPoolRebalanceResponse: _TypeAlias = StartPoolRebalanceResponse  # noqa: Y015
 
 @_typing.final
+class GetClusterRebalanceStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterRebalanceStatusRequest: _TypeAlias = GetClusterRebalanceStatusRequest  # noqa: Y015
+
+@_typing.final
+class PoolBalance(_message.Message):
+    """A pool's balance, in a cluster's report."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_ID_FIELD_NUMBER: _builtins.int
+    POOL_NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    SPREAD_PERCENT_FIELD_NUMBER: _builtins.int
+    MISSING_COPIES_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_FIELD_NUMBER: _builtins.int
+    AUTO_BALANCE_THRESHOLD_PERCENT_FIELD_NUMBER: _builtins.int
+    pool_id: _builtins.str
+    pool_name: _builtins.str
+    status: Global___RebalanceStatus.ValueType
+    spread_percent: _builtins.float
+    """As GetPoolRebalanceStatusResponse.spread_percent."""
+    missing_copies: _builtins.int
+    auto_balance: _builtins.bool
+    auto_balance_threshold_percent: _builtins.float
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The latest JOB_KIND_POOL_REBALANCE job; unset when status is NONE."""
+
+    def __init__(
+        self,
+        *,
+        pool_id: _builtins.str = ...,
+        pool_name: _builtins.str = ...,
+        status: Global___RebalanceStatus.ValueType = ...,
+        job: _job_pb2.Job | None = ...,
+        spread_percent: _builtins.float = ...,
+        missing_copies: _builtins.int = ...,
+        auto_balance: _builtins.bool = ...,
+        auto_balance_threshold_percent: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_balance", b"auto_balance", "auto_balance_threshold_percent", b"auto_balance_threshold_percent", "job", b"job", "missing_copies", b"missing_copies", "pool_id", b"pool_id", "pool_name", b"pool_name", "spread_percent", b"spread_percent", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PoolBalance: _TypeAlias = PoolBalance  # noqa: Y015
+
+@_typing.final
+class GetClusterRebalanceStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOLS_FIELD_NUMBER: _builtins.int
+    UNFINISHED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    unfinished: _builtins.int
+    """How many of them have a rebalance PENDING, RUNNING or PAUSED."""
+    generation: _builtins.int
+    @_builtins.property
+    def pools(self) -> _containers.RepeatedCompositeFieldContainer[Global___PoolBalance]:
+        """Every pool of the cluster, by name."""
+
+    def __init__(
+        self,
+        *,
+        pools: _abc.Iterable[Global___PoolBalance] | None = ...,
+        unfinished: _builtins.int = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "pools", b"pools", "unfinished", b"unfinished"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterRebalanceStatusResponse: _TypeAlias = GetClusterRebalanceStatusResponse  # noqa: Y015
+
+@_typing.final
 class GetPoolRebalancePlanRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -74,6 +74,11 @@ class ServiceStub:
                 request_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.FromString,
                 _registered_method=True)
+        self.GetClusterRebalanceStatus = channel.unary_unary(
+                '/osd.v1.Service/GetClusterRebalanceStatus',
+                request_serializer=osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusResponse.FromString,
+                _registered_method=True)
         self.GetPoolRebalancePlan = channel.unary_unary(
                 '/osd.v1.Service/GetPoolRebalancePlan',
                 request_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalancePlanRequest.SerializeToString,
@@ -225,6 +230,18 @@ class ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetClusterRebalanceStatus(self, request, context):
+        """Reports the balance of every pool of a cluster, by pool name: each as
+        GetPoolRebalanceStatus does (the latest rebalance, the spread, the
+        copies missing), with its auto-balance setting.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPoolRebalancePlan(self, request, context):
         """Previews a rebalance of a pool, changing nothing: the balance moves a
         rebalance started now would make, in order (each copy, its bytes, the
@@ -284,6 +301,11 @@ def add_ServiceServicer_to_server(servicer, server):
                     servicer.GetPoolRebalanceStatus,
                     request_deserializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.FromString,
                     response_serializer=osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.SerializeToString,
+            ),
+            'GetClusterRebalanceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterRebalanceStatus,
+                    request_deserializer=osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusResponse.SerializeToString,
             ),
             'GetPoolRebalancePlan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPoolRebalancePlan,
@@ -507,6 +529,33 @@ class Service:
             '/osd.v1.Service/GetPoolRebalanceStatus',
             osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusRequest.SerializeToString,
             osd_dot_v1_dot_service__pb2.GetPoolRebalanceStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterRebalanceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.Service/GetClusterRebalanceStatus',
+            osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusRequest.SerializeToString,
+            osd_dot_v1_dot_service__pb2.GetClusterRebalanceStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

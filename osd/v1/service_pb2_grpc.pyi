@@ -147,6 +147,14 @@ class ServiceStub:
     Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
     """
+    GetClusterRebalanceStatus: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetClusterRebalanceStatusRequest, _service_pb2.GetClusterRebalanceStatusResponse]
+    """Reports the balance of every pool of a cluster, by pool name: each as
+    GetPoolRebalanceStatus does (the latest rebalance, the spread, the
+    copies missing), with its auto-balance setting.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+    """
     GetPoolRebalancePlan: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalancePlanRequest, _service_pb2.GetPoolRebalancePlanResponse]
     """Previews a rebalance of a pool, changing nothing: the balance moves a
     rebalance started now would make, in order (each copy, its bytes, the
@@ -272,6 +280,14 @@ class ServiceAsyncStub(ServiceStub):
 
     Role: view.
     Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+    """
+    GetClusterRebalanceStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetClusterRebalanceStatusRequest, _service_pb2.GetClusterRebalanceStatusResponse]  # type: ignore[assignment]
+    """Reports the balance of every pool of a cluster, by pool name: each as
+    GetPoolRebalanceStatus does (the latest rebalance, the spread, the
+    copies missing), with its auto-balance setting.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
     GetPoolRebalancePlan: _aio.UnaryUnaryMultiCallable[_service_pb2.GetPoolRebalancePlanRequest, _service_pb2.GetPoolRebalancePlanResponse]  # type: ignore[assignment]
     """Previews a rebalance of a pool, changing nothing: the balance moves a
@@ -443,6 +459,20 @@ class ServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Role: view.
         Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterRebalanceStatus(
+        self,
+        request: _service_pb2.GetClusterRebalanceStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetClusterRebalanceStatusResponse, _abc.Awaitable[_service_pb2.GetClusterRebalanceStatusResponse]]:
+        """Reports the balance of every pool of a cluster, by pool name: each as
+        GetPoolRebalanceStatus does (the latest rebalance, the spread, the
+        copies missing), with its auto-balance setting.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
 
     @_abc_1.abstractmethod

@@ -36,3 +36,17 @@ def test_auto_balance_is_set_with_a_patch(rest_daemon: RestDaemon) -> None:
     assert (shown["auto_balance"], shown["auto_balance_threshold_percent"]) == (True, 25)
     wrong = http.patch(f"/v1/pools/{pool}", json={"auto_balance_threshold_percent": 0.0})
     assert wrong.status_code == 400 and "auto_balance_threshold_percent" in wrong.text
+
+
+def test_the_cluster_rebalance_report_over_rest(rest_daemon: RestDaemon) -> None:
+    cluster_id, nodes, _drives = make_topology(rest_daemon.store)
+    pool = make_pool(rest_daemon.store, cluster_id, "p", node_ids=nodes)
+    answer = rest_daemon.http.get(f"/v1/clusters/{cluster_id}/rebalanceStatus")
+    assert answer.status_code == 200, answer.text
+    [entry] = answer.json()["pools"]
+    assert (entry["pool_id"], entry["pool_name"], entry["status"]) == (
+        pool,
+        "p",
+        "REBALANCE_STATUS_NONE",
+    )
+    assert rest_daemon.http.get(f"/v1/clusters/{'a' * 32}/rebalanceStatus").status_code == 404

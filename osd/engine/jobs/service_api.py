@@ -44,8 +44,9 @@ from osd.enums import JobKind, JobState, NodeState
 from osd.errors import FieldViolation, NotFound
 from osd.store import drives as drive_repo
 from osd.store import jobs as repo
+from osd.store import pools as pool_repo
 from osd.store.db import Store
-from osd.store.models import DriveRow, NodeRow, PoolRow
+from osd.store.models import ClusterRow, DriveRow, NodeRow, PoolRow
 
 
 class RebalanceStatus(IntEnum):
@@ -163,6 +164,17 @@ class PoolRebalanceStatus:
     job: Job | None
     spread_percent: float
     missing_copies: int
+
+
+@dataclass(frozen=True)
+class PoolBalance:
+    """A pool's balance in a cluster's report."""
+
+    pool_id: str
+    pool_name: str
+    auto_balance: bool
+    auto_balance_threshold_percent: float
+    status: PoolRebalanceStatus
 
 
 class ServiceEngine:
@@ -309,15 +321,35 @@ class ServiceEngine:
             pool = s.get(PoolRow, pool_id)
             if pool is None:
                 raise NotFound.object("pool", "pool_id", pool_id)
-            row = repo.latest(s, JobKind.POOL_REBALANCE, pool_id)
-            job = self._jobs.to_domain(row) if row is not None else None
-            return PoolRebalanceStatus(
-                status=_rebalance_status(job),
-                progress=job.progress if job else JobProgress(),
-                job=job,
-                spread_percent=spread_percent(s, pool.id),
-                missing_copies=missing_copies(s, pool),
-            )
+            return self._pool_status(s, pool)
+
+    def cluster_rebalance_status(self, cluster_id: str) -> list[PoolBalance]:
+        """Every pool of a cluster with its rebalance status, by name."""
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            if s.get(ClusterRow, cluster_id) is None:
+                raise NotFound.object("cluster", "cluster_id", cluster_id)
+            return [
+                PoolBalance(
+                    pool.id,
+                    pool.name,
+                    pool.auto_balance,
+                    pool.auto_balance_threshold_percent,
+                    self._pool_status(s, pool),
+                )
+                for pool in pool_repo.of_cluster(s, cluster_id)
+            ]
+
+    def _pool_status(self, s: Session, pool: PoolRow) -> PoolRebalanceStatus:
+        row = repo.latest(s, JobKind.POOL_REBALANCE, pool.id)
+        job = self._jobs.to_domain(row) if row is not None else None
+        return PoolRebalanceStatus(
+            status=_rebalance_status(job),
+            progress=job.progress if job else JobProgress(),
+            job=job,
+            spread_percent=spread_percent(s, pool.id),
+            missing_copies=missing_copies(s, pool),
+        )
 
     def pool_rebalance_plan(self, pool_id: str) -> PoolRebalancePlan:
         """The balance moves a rebalance of the pool would make now, planned
