@@ -401,7 +401,12 @@ def test_rest_over_https_with_mutual_tls(database: Database, pki: Pki) -> None:
     ) as d:
         port = d.daemon.rest_port
         with _https(port, pki.ca, pki.client) as http:
-            assert http.get("/v1/clusters").json() == {"clusters": [], "next_page_token": ""}
+            # Nothing was changed yet: the store is at generation 0.
+            assert http.get("/v1/clusters").json() == {
+                "clusters": [],
+                "next_page_token": "",
+                "generation": "0",
+            }
             made = http.post("/v1/clusters", json={"name": "east"})
             assert made.status_code == 200, made.text
             listed = http.get("/v1/clusters")

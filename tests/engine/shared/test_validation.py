@@ -256,6 +256,7 @@ def test_a_pattern_that_backtracks_in_python_is_matched_without_backtracking() -
         (CoordinatorRole, 2, CoordinatorRole.PRIMARY),
         (DomainState, 2, DomainState.FLUSH),
         (DriveState, 6, DriveState.REPLACING),
+        (DriveState, 7, DriveState.OFFLINE),
     ],
 )
 def test_enum_value(enum: type, value: int, member: object) -> None:
@@ -273,8 +274,8 @@ def test_enum_value(enum: type, value: int, member: object) -> None:
         (DomainState, 3, "3 is not one of READY, FLUSH"),
         (
             DriveState,
-            7,
-            "7 is not one of ADDING, ONLINE, SOFT_EJECTING, EJECTED, FAILED, REPLACING",
+            8,
+            "8 is not one of ADDING, ONLINE, SOFT_EJECTING, EJECTED, FAILED, REPLACING, OFFLINE",
         ),
     ],
 )
