@@ -278,3 +278,24 @@ def test_shell_completion() -> None:
         [sys.executable, "-m", "osd.cli"], capture_output=True, text=True, env=env, check=True
     ).stdout.split()
     assert offered == ["plain,repair", "plain,revert"]
+
+
+def test_a_rebalance_plan_shows_its_moves_and_its_drives_as_tables(
+    sqlite_daemon: RunningDaemon,
+) -> None:
+    from tests.factories import GIB, make_pool, make_topology, make_volume
+
+    d = sqlite_daemon
+    cluster_id, nodes, drives = make_topology(d.store)
+    pool = make_pool(d.store, cluster_id, "p", node_ids=nodes)
+    for _ in range(2):
+        make_volume(d.store, cluster_id, [drives[0], drives[2], drives[4]], 5 * GIB, pool_id=pool)
+    rc, text, err = osd(d, "service", "rebalance-plan", pool, "-o", "table")
+    assert rc == 0, err
+    lines = text.splitlines()
+    assert lines[0].split() == ["VOLUME_ID", "SOURCE_DRIVE_ID", "TARGET_DRIVE_ID", "BYTES"]
+    assert len([line for line in lines[1:4] if line.split()[-1] == "5G"]) == 3
+    at = lines.index("drives")
+    assert lines[at + 1].split() == ["NODE_ID", "DRIVE_ID", "USED_BYTES_BEFORE", "USED_BYTES_AFTER"]
+    assert sorted(line.split()[1] for line in lines[at + 2 : at + 8]) == sorted(drives)
+    assert "complete: yes" in lines and not any(line.startswith("drives:") for line in lines)

@@ -22,8 +22,11 @@ from google.protobuf.message import Message
 NARROW = (
     "id",
     "name",
+    "pool_id",
+    "pool_name",
     "kind",
     "state",
+    "status",
     "up",
     "target_kind",
     "target_id",
@@ -31,6 +34,8 @@ NARROW = (
     "volume_id",
     "node_id",
     "drive_id",
+    "source_drive_id",
+    "target_drive_id",
     "zone",
     "device_path",
     "mode",
@@ -39,10 +44,13 @@ NARROW = (
     "bytes",
     "capacity_bytes",
     "used_bytes",
+    "used_bytes_before",
+    "used_bytes_after",
     "allocated_bytes",
     "free_bytes",
     "provisioned_bytes",
     "percent",
+    "spread_percent",
     "health",
     "address",
     "datastore",
@@ -110,13 +118,18 @@ def _cell(message: Message, field: Any) -> str:
         return _enum_name(field.enum_type, value)
     if field.type == FieldDescriptor.TYPE_BOOL:
         return "yes" if value else "no"
-    if field.name.endswith("_bytes") and isinstance(value, int):
+    if _is_bytes(field.name) and isinstance(value, int):
         return size(value)
     return str(value)
 
 
 def _as_dict(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _is_bytes(name: str) -> bool:
+    """Whether a field named ``name`` counts bytes (shown as 20G)."""
+    return name == "bytes" or name.endswith("_bytes") or "_bytes_" in name
 
 
 def _columns(descriptor: Any, wide: bool) -> list[Any]:
@@ -226,14 +239,20 @@ def _table(response: Message, *, wide: bool) -> str:
     footer: list[str] = []
     if obj is None and listed is not None:
         _print_list(console, listed, list(getattr(response, listed.name)), wide)
+        others = [f for f in response.DESCRIPTOR.fields if f is not listed and _is_list(f)]
         for field in response.DESCRIPTOR.fields:
             # The generation is for programs (-o json, yaml), not the table.
-            shown = field is not listed and field.name != "generation"
+            shown = field is not listed and field not in others and field.name != "generation"
             text = _cell(response, field) if shown else ""
             if text and text != "0":
                 footer.append(f"{field.name}: {text}")
         if not getattr(response, listed.name):
             footer.insert(0, f"no {listed.name}")
+        for field in others:  # a second list (a plan's drives): a table of its own
+            items = list(getattr(response, field.name))
+            if items:
+                console.print(f"\n[bold]{field.name}[/bold]")
+                _print_list(console, field, items, wide)
     else:
         table = Table(box=None, show_header=False, pad_edge=False)
         table.add_column(style="bold")
