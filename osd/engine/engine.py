@@ -15,6 +15,7 @@ from osd.engine.datastores.registry import DatastoreEngine
 from osd.engine.drivers import StorageDriver
 from osd.engine.drivers.routed import NodeAgent, RoutedDriver
 from osd.engine.jobs import kinds as job_kinds
+from osd.engine.jobs.auto_balance import INTERVAL_SECONDS as AUTO_BALANCE_SECONDS
 from osd.engine.jobs.auto_balance import AutoBalancer
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.service_api import ServiceEngine
@@ -143,9 +144,10 @@ class Engine:
         self.on_close("repair controller", self.repair.stop)
         # Rebalances the pools whose auto_balance is on, once they drift apart.
         self.balancer = AutoBalancer(store, self.jobs)
-        self.pools.balance_changed = self.balancer.wake
-        self.on_start("auto-balancer", self.balancer.run)
-        self.on_close("auto-balancer", self.balancer.stop)
+        self._balancing = Periodic("osd-auto-balance", AUTO_BALANCE_SECONDS, self.balancer.scan)
+        self.pools.balance_changed = self._balancing.wake
+        self.on_start("auto-balancer", self._balancing.start)
+        self.on_close("auto-balancer", self._balancing.close)
         self.on_start("audit folding", self.audit.start_folding, everywhere=True)
         self.on_start("audit pruning", self.audit.start_pruning)
         self.on_close("audit", self.audit.close)

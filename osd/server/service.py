@@ -123,9 +123,7 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
             )
             if p.status.job is not None:
                 entry.job.CopyFrom(job_to_proto(p.status.job))
-        response.unfinished = sum(
-            1 for p in found if p.status.status.name in ("PENDING", "RUNNING", "PAUSED")
-        )
+        response.unfinished = sum(1 for p in found if p.status.unfinished)
         return response
 
     def GetPoolRebalancePlan(
@@ -145,7 +143,7 @@ class ServiceServicer(service_pb2_grpc.ServiceServicer):
                 for m in plan.moves
             ],
             complete=plan.complete,
-            moved_bytes=sum(m.bytes for m in plan.moves),
+            moved_bytes=plan.moved_bytes,
             drives=[
                 pb.RebalanceDrive(
                     drive_id=d.drive_id,

@@ -2,7 +2,7 @@
 ``auto_balance`` is on) once the spread between its fullest and emptiest
 ONLINE drive reaches the pool's threshold.
 
-It looks every ``interval_seconds`` and when told a pool's setting changed.
+It looks every INTERVAL_SECONDS and when told a pool's setting changed.
 A pool is left alone while a job acts on it, and when no balance move would
 lower its spread (its placement rules allow none): the rebalance would then
 end at once, only to be started again at the next look. Every daemon sharing
@@ -13,7 +13,6 @@ job, and a refusal (TOO_MANY_JOBS, JOB_IN_PROGRESS) waits for the next look.
 from __future__ import annotations
 
 import logging
-import threading
 
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.kinds.pool_rebalance import Balancer, PoolRebalanceSpec, spread_percent
@@ -30,41 +29,11 @@ INTERVAL_SECONDS = 60.0
 
 
 class AutoBalancer:
-    def __init__(
-        self, store: Store, jobs: JobEngine, *, interval_seconds: float = INTERVAL_SECONDS
-    ) -> None:
+    """Run by a :class:`Periodic` every INTERVAL_SECONDS, and when woken."""
+
+    def __init__(self, store: Store, jobs: JobEngine) -> None:
         self._store = store
         self._jobs = jobs
-        self._interval = interval_seconds
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def run(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name="osd-auto-balance", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.scan()
-            except Exception:
-                log.exception("auto-balance: looking at the pools failed")
-            self._wake.wait(self._interval)
-            self._wake.clear()
 
     def due(self) -> list[str]:
         """The pools whose rebalance is due now."""

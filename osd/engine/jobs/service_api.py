@@ -24,6 +24,7 @@ from osd.engine.jobs.kinds.pool_rebalance import (
     Balancer,
     PoolRebalanceSpec,
     missing_copies,
+    spread,
     spread_percent,
 )
 from osd.engine.jobs.models import Job, JobProgress, Started
@@ -152,6 +153,11 @@ class PoolRebalancePlan:
     spread_percent_after: float
     missing_copies: int
 
+    @property
+    def moved_bytes(self) -> int:
+        """The bytes the listed moves copy."""
+        return sum(m.bytes for m in self.moves)
+
 
 # The most moves a preview lists.
 PLAN_PREVIEW_MOVES = 1000
@@ -164,6 +170,15 @@ class PoolRebalanceStatus:
     job: Job | None
     spread_percent: float
     missing_copies: int
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the latest rebalance is still to end."""
+        return self.status in (
+            RebalanceStatus.PENDING,
+            RebalanceStatus.RUNNING,
+            RebalanceStatus.PAUSED,
+        )
 
 
 @dataclass(frozen=True)
@@ -389,8 +404,8 @@ class ServiceEngine:
                     PlannedDrive(d, totals[d][0], totals[d][1], before[d], after[d])
                     for d in sorted(before)
                 ],
-                spread_percent_before=_spread(before, totals),
-                spread_percent_after=_spread(after, totals),
+                spread_percent_before=spread((before[d], totals[d][1]) for d in before),
+                spread_percent_after=spread((after[d], totals[d][1]) for d in after),
                 missing_copies=missing_copies(s, pool),
             )
 
@@ -410,14 +425,6 @@ class ServiceEngine:
     def _drive(s: Session, drive_id: str) -> Drive | None:
         row = s.get(DriveRow, drive_id) if drive_id else None
         return drives_from_rows(s, [row])[0] if row is not None else None
-
-
-def _spread(used: dict[str, int], totals: dict[str, tuple[str, int]]) -> float:
-    """The used fraction of the fullest drive minus the emptiest's, in points."""
-    fractions = [used[d] / totals[d][1] for d in used if totals[d][1]]
-    if len(fractions) < 2:
-        return 0.0
-    return round((max(fractions) - min(fractions)) * 100, 6)
 
 
 def _rebalance_status(job: Job | None) -> RebalanceStatus:

@@ -10,15 +10,21 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Calls ``work`` at start and every ``interval`` seconds after, in a
-    daemon thread; a failure is logged, never raised."""
+    """Calls ``work`` at start and every ``interval`` seconds after, and
+    soon after each :meth:`wake`, in a daemon thread; a failure is logged,
+    never raised."""
 
     def __init__(self, name: str, interval: float, work: Callable[[], object]) -> None:
         self.name = name
         self.interval = interval
         self.work = work
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """Runs ``work`` again now rather than at the next interval."""
+        self._wake.set()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
@@ -26,6 +32,7 @@ class Periodic:
 
     def close(self, timeout: float) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
 
@@ -35,5 +42,5 @@ class Periodic:
                 self.work()
             except Exception as exc:
                 log.warning("%s failed: %s", self.name, exc)
-            if self._stop.wait(self.interval):
-                return
+            self._wake.wait(self.interval)
+            self._wake.clear()

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine.drivers import DriveInfo, DriverError, StorageDriver
 from osd.engine.jobs.models import Started
-from osd.engine.placement.rules import available_state, copies_to_read
+from osd.engine.placement.rules import DEAD_DRIVE_STATES, available_state, copies_to_read
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Allocation, Changed, Created, Page, allocation_of
@@ -610,7 +610,7 @@ class DriveEngine:
                 if state == DriveState.FAILED:
                     volumes, snapshots = repo.make_unavailable(s, row.id)
                     touched = Availability(frozenset(volumes), frozenset(snapshots))
-                elif current in DEAD_STATES:
+                elif current in DEAD_DRIVE_STATES:
                     readmitted = self._readmit(s, row)
                     touched = Availability(
                         frozenset(readmitted.restored_volumes | readmitted.resync_volumes),
@@ -729,7 +729,6 @@ class DriveEngine:
 
 # What an operator may set (SetDriveState), and from which states.
 OPERATOR_STATES = frozenset({DriveState.ONLINE, DriveState.OFFLINE, DriveState.FAILED})
-DEAD_STATES = frozenset({DriveState.EJECTED, DriveState.FAILED})
 STATES_FROM = {
     DriveState.OFFLINE: frozenset({DriveState.ONLINE}),
     DriveState.ONLINE: frozenset({DriveState.OFFLINE, DriveState.EJECTED, DriveState.FAILED}),

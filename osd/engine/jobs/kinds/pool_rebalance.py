@@ -35,6 +35,7 @@ flight.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -124,11 +125,17 @@ def rebuild_needs(
 def spread_percent(s: Session, pool_id: str) -> float:
     """Used fraction of the fullest ONLINE member drive minus the emptiest's, in points."""
     members = pool_repo.effective_drive_ids(s, pool_id)
-    fractions = [
-        d.used_bytes / d.total_bytes
+    return spread(
+        (d.used_bytes, d.total_bytes)
         for d in (s.get(DriveRow, i) for i in members)
-        if d is not None and d.state == DriveState.ONLINE and not d.journal and d.total_bytes
-    ]
+        if d is not None and d.state == DriveState.ONLINE and not d.journal
+    )
+
+
+def spread(drives: Iterable[tuple[int, int]]) -> float:
+    """The used fraction of the fullest of (used, total) drives minus the
+    emptiest's, in percentage points; 0 for fewer than two drives with a size."""
+    fractions = [used / total for used, total in drives if total]
     if len(fractions) < 2:
         return 0.0
     return round((max(fractions) - min(fractions)) * 100, 6)
