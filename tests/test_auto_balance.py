@@ -1,7 +1,8 @@
 """Pools that rebalance by themselves (Pool.auto_balance), over the wire on
 SQLite and PostgreSQL: turned on with UpdatePool, a pool whose spread reaches
 its threshold gets a rebalance, and one that is even, or that no move would
-even out, gets none."""
+even out, gets none. Which pools are due is asked of the daemon's
+auto-balancer itself, so that "none" does not depend on its timer."""
 
 from __future__ import annotations
 

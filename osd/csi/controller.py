@@ -702,14 +702,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
     ) -> csi_pb2.GetSnapshotResponse:
         if not request.snapshot_id:
             raise invalid("snapshot_id", "is required")
-        try:
-            found = self._volumes.InspectSnapshot(
-                volume_pb2.InspectSnapshotRequest(snapshot_id=request.snapshot_id)
-            ).snapshot
-        except grpc.RpcError as err:
-            if err.code() in (NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                raise not_found("snapshot", request.snapshot_id) from None
-            raise
+        found = self._require_snapshot(request.snapshot_id)
         return csi_pb2.GetSnapshotResponse(snapshot=_csi_snapshot(found))
 
     @answers

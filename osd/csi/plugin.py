@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +112,6 @@ class Plugin:
                 Node(client, node_id=self.node_id, max_volumes=options.max_volumes_per_node),
                 self._server,
             )
-        self._stopped = threading.Event()
 
     def start(self) -> None:
         path = Path(self.path)
@@ -132,10 +130,6 @@ class Plugin:
             f" for node {self.node_id}" if self.node_id else "",
         )
 
-    def wait(self) -> None:
-        self._stopped.wait()
-
     def stop(self, grace: float = 5.0) -> None:
         self._server.stop(grace).wait()
         Path(self.path).unlink(missing_ok=True)
-        self._stopped.set()

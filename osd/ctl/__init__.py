@@ -18,7 +18,7 @@ import click
 from osd import config as cfg
 from osd.client import CallError, exit_code
 from osd.ctl import connection, output
-from osd.ctl.build import Failed, follow_job, groups
+from osd.ctl.build import Failed, follow_job, groups, job_exit
 from osd.ctl.commands import GROUPS
 from osd.v1 import job_pb2
 
@@ -61,10 +61,7 @@ def _job_watch() -> click.Command:
                 click.echo(f"osd: {exc}", err=True)
                 raise Failed(10) from None
         click.echo(output.render(job_pb2.InspectJobResponse(job=job), conn.output))
-        if job.state == job_pb2.JOB_STATE_FAILED:
-            raise Failed(12)
-        if job.state == job_pb2.JOB_STATE_CANCELLED:
-            raise Failed(13)
+        job_exit(job)
 
     return connection.options(watch)  # type: ignore[no-any-return]
 

@@ -346,7 +346,7 @@ def make_command(d: Derived) -> click.Command:
                 if job.id:
                     end = follow_job(client, job.id, quiet=False)
                     click.echo(output.render(job_pb2.InspectJobResponse(job=end), conn.output))
-                    _job_exit(end)
+                    job_exit(end)
 
     command = click.Command(d.verb, callback=run, help=_help(d), no_args_is_help=False)
     params: list[Callable[[Any], Any]] = []
@@ -479,7 +479,7 @@ def progress_line(job: job_pb2.Job) -> None:
     print(f"{job.id} {state} {p.percent}%{steps}{note}", file=sys.stderr, flush=True)
 
 
-def _job_exit(job: job_pb2.Job) -> None:
+def job_exit(job: job_pb2.Job) -> None:
     if job.state == job_pb2.JOB_STATE_FAILED:
         raise Failed(EXIT_JOB_FAILED)
     if job.state == job_pb2.JOB_STATE_CANCELLED:

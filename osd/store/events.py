@@ -99,12 +99,6 @@ def since(session: Session, generation: int, kinds: Collection[int], limit: int)
     return list(session.scalars(stmt.order_by(EventRow.seq).limit(limit)))
 
 
-def oldest_generation(session: Session) -> int | None:
-    """The generation of the oldest event kept (None: none kept)."""
-    value = session.scalar(select(func.min(EventRow.generation)))
-    return int(value) if value is not None else None
-
-
 def prune(session: Session, before: datetime) -> int:
     """Forgets the events older than ``before``, noting through which
     generation they are gone."""

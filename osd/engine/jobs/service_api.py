@@ -24,6 +24,7 @@ from osd.engine.jobs.kinds.pool_rebalance import (
     Balancer,
     PoolRebalanceSpec,
     missing_copies,
+    rebuild_needs,
     spread,
     spread_percent,
 )
@@ -406,7 +407,7 @@ class ServiceEngine:
                 ],
                 spread_percent_before=spread((before[d], totals[d][1]) for d in before),
                 spread_percent_after=spread((after[d], totals[d][1]) for d in after),
-                missing_copies=missing_copies(s, pool),
+                missing_copies=len(rebuild_needs(view, volumes, allocs)),
             )
 
     # -- helpers --------------------------------------------------------------------
