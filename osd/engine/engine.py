@@ -45,6 +45,11 @@ RECORD_PRUNE_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
 
+# How long a stopping daemon waits for the store to take its last heartbeat
+# and its stop record: a local store answers in milliseconds.
+STOP_RECORD_SECONDS = 0.25
+
+
 class Engine:
     """Domain operations over one store and one storage driver.
 
@@ -195,9 +200,10 @@ class Engine:
 
     def _close_heartbeat(self, timeout: float) -> None:
         """Stops the heartbeat and records the stop, waiting for the store at
-        most a second (a store that does not answer must not hold the exit: the
-        daemon then looks gone once its heartbeat is old)."""
-        self._heartbeat.close(min(timeout, 1.0))
+        most STOP_RECORD_SECONDS each (a store that does not answer, or one
+        another writer holds, must not hold the exit: the daemon then looks
+        gone once its heartbeat is old)."""
+        self._heartbeat.close(min(timeout, STOP_RECORD_SECONDS))
 
         def record() -> None:
             try:
@@ -207,7 +213,7 @@ class Engine:
 
         done = threading.Thread(target=record, name="osd-stop-record", daemon=True)
         done.start()
-        done.join(min(timeout, 1.0))
+        done.join(min(timeout, STOP_RECORD_SECONDS))
 
     def on_start(self, name: str, step: Callable[[], None], *, everywhere: bool = False) -> None:
         """Runs ``step`` (recovery, starting workers) when the engine starts, in
