@@ -149,6 +149,7 @@ class CopyLoss(IntEnum):
     NODE_OFFLINE = 3
     NODE_MAINTENANCE = 4
     DRIVE_UNAVAILABLE = 5
+    STALE = 6
 
 
 class Access(IntEnum):

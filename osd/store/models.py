@@ -389,6 +389,11 @@ class SnapshotRow(Base):
     owner: Mapped[str] = mapped_column(String(200), nullable=False, default="", index=True)
 
 
+def copies_to_read(v: VolumeRow | SnapshotRow) -> int:
+    """How many available copies (fragments) the data needs to be readable."""
+    return (v.data_fragments or 4) if v.durability_type == DurabilityType.ERASURE else 1
+
+
 class AllocationRow(Base):
     """Bytes reserved on one drive for one copy or fragment of a volume or snapshot.
 
@@ -428,6 +433,12 @@ class AllocationRow(Base):
     )
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     create_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # An UNAVAILABLE copy of a volume that could be written without it: it may
+    # have missed writes, so it never turns ACTIVE again as it is. The repair
+    # controller rebuilds it from a live copy (a resync).
+    stale: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class AttachmentRow(Base):

@@ -8,10 +8,18 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from osd.enums import AllocationState, CoordinatorRole, DriveState, ObjectKind
+from osd.enums import AllocationState, AttachMode, CoordinatorRole, DriveState, ObjectKind
 from osd.store import events, keyset
 from osd.store.jobs import UNFINISHED_STATES
-from osd.store.models import AllocationRow, AttachmentRow, DriveRow, JobRow, NodeRow
+from osd.store.models import (
+    AllocationRow,
+    AttachmentRow,
+    DriveRow,
+    JobRow,
+    NodeRow,
+    VolumeRow,
+    copies_to_read,
+)
 
 # The jobs that still hold their target.
 # The states of drives that serve the data they hold.
@@ -150,9 +158,11 @@ def set_availability(session: Session, node_id: str, available: bool) -> tuple[s
 
     Going unavailable turns every ACTIVE allocation on the node UNAVAILABLE.
     Coming back turns UNAVAILABLE allocations ACTIVE, but only on drives that
-    serve data (ONLINE, SOFT_EJECTING, REPLACING, OFFLINE): those on EJECTED or FAILED
-    drives stay UNAVAILABLE. PENDING and RELEASING allocations belong to a
-    change in progress and are left to it. Used bytes do not change.
+    serve data (ONLINE, SOFT_EJECTING, REPLACING, OFFLINE), and only those that
+    are not stale: a copy that may have missed writes while the node was away
+    stays UNAVAILABLE until the repair controller resyncs it (see
+    :func:`mark_stale`). PENDING and RELEASING allocations belong to a change
+    in progress and are left to it. Used bytes do not change.
 
     Returns the ids of the volumes and of the snapshots whose allocations changed.
     """
@@ -164,6 +174,7 @@ def set_availability(session: Session, node_id: str, available: bool) -> tuple[s
         where = (
             AllocationRow.node_id == node_id,
             AllocationRow.state == AllocationState.UNAVAILABLE,
+            AllocationRow.stale.is_(False),
             AllocationRow.drive_id.in_(serving),
         )
         new_state = AllocationState.ACTIVE
@@ -176,7 +187,8 @@ def set_availability(session: Session, node_id: str, available: bool) -> tuple[s
 def set_allocation_states(
     session: Session, where: tuple[ColumnElement[bool], ...], new_state: AllocationState
 ) -> tuple[set[str], set[str]]:
-    """Sets the state of the allocations ``where`` selects (used bytes do not change).
+    """Sets the state of the allocations ``where`` selects (used bytes do not
+    change), then marks stale the copies this leaves behind (:func:`mark_stale`).
 
     Returns the ids of the volumes and of the snapshots whose allocations changed.
     """
@@ -184,15 +196,70 @@ def set_allocation_states(
         select(AllocationRow.volume_id, AllocationRow.snapshot_id).where(*where)
     ).all()
     if owners:
+        values: dict[str, object] = {"state": new_state}
+        if new_state == AllocationState.ACTIVE:
+            values["stale"] = False
         session.execute(
             update(AllocationRow)
             .where(*where)
-            .values(state=new_state)
+            .values(**values)
             .execution_options(synchronize_session="fetch")
         )
     volumes = {v for v, _ in owners if v is not None}
     snapshots = {s for _, s in owners if s is not None}
+    mark_stale(session, volumes)
     return volumes, snapshots
+
+
+def mark_stale(session: Session, volume_ids: Collection[str]) -> None:
+    """Marks stale the UNAVAILABLE copies of those of ``volume_ids`` that can be
+    written without them: attached read-write somewhere, with enough copies
+    live (ACTIVE, or RELEASING as the source of a move) to be read.
+
+    Called whenever copies turn UNAVAILABLE or ACTIVE and whenever a volume is
+    attached, this keeps one rule: a copy that was away while its volume could
+    be written is stale, and only a resync brings it back. A copy that went
+    away with the last readable ones is not, and serves again when it returns
+    (the copies that stayed longer hold the newest data); nor is one whose
+    volume was not attached read-write meanwhile (a size change and a revert
+    wait for every copy), so a node that reboots under detached volumes is not
+    rebuilt. Snapshots never change, so their copies are never stale."""
+    if not volume_ids:
+        return
+    session.flush()
+    writable = (
+        select(AttachmentRow.volume_id)
+        .where(
+            AttachmentRow.volume_id.in_(volume_ids),
+            AttachmentRow.mode == AttachMode.READ_WRITE,
+        )
+        .distinct()
+    )
+    live = dict(
+        session.execute(
+            select(AllocationRow.volume_id, func.count())
+            .where(
+                AllocationRow.volume_id.in_(writable),
+                AllocationRow.state.in_((AllocationState.ACTIVE, AllocationState.RELEASING)),
+            )
+            .group_by(AllocationRow.volume_id)
+        ).all()
+    )
+    if not live:
+        return
+    rows = session.scalars(select(VolumeRow).where(VolumeRow.id.in_(list(live)))).all()
+    readable = [row.id for row in rows if live[row.id] >= copies_to_read(row)]
+    if readable:
+        session.execute(
+            update(AllocationRow)
+            .where(
+                AllocationRow.volume_id.in_(readable),
+                AllocationRow.state == AllocationState.UNAVAILABLE,
+                AllocationRow.stale.is_(False),
+            )
+            .values(stale=True)
+            .execution_options(synchronize_session="fetch")
+        )
 
 
 def with_role(session: Session, cluster_id: str, role: CoordinatorRole) -> list[NodeRow]:

@@ -296,6 +296,11 @@ class _CopyLossEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CopyLoss.Val
     """
     COPY_LOSS_DRIVE_UNAVAILABLE: _CopyLoss.ValueType  # 5
     """UNAVAILABLE for another reason (its drive is not serving)."""
+    COPY_LOSS_STALE: _CopyLoss.ValueType  # 6
+    """UNAVAILABLE on a node and a drive that serve again: the copy was away
+    while its volume could be written, so it may have missed writes. The
+    repair controller rebuilds it from a live copy (a resync) and deletes it.
+    """
 
 class CopyLoss(_CopyLoss, metaclass=_CopyLossEnumTypeWrapper):
     """Why a copy of a volume is not live."""
@@ -313,6 +318,11 @@ maintenance timeout has passed, or by RepairVolume).
 """
 COPY_LOSS_DRIVE_UNAVAILABLE: CopyLoss.ValueType  # 5
 """UNAVAILABLE for another reason (its drive is not serving)."""
+COPY_LOSS_STALE: CopyLoss.ValueType  # 6
+"""UNAVAILABLE on a node and a drive that serve again: the copy was away
+while its volume could be written, so it may have missed writes. The
+repair controller rebuilds it from a live copy (a resync) and deletes it.
+"""
 Global___CopyLoss: _TypeAlias = CopyLoss  # noqa: Y015
 
 class _SnapshotState:

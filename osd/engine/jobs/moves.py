@@ -49,6 +49,7 @@ from osd.enums import AllocationState, Provisioning
 from osd.errors import FailedPrecondition
 from osd.store import allocations
 from osd.store import jobs as jobs_repo
+from osd.store import nodes as node_repo
 from osd.store import snapshots as snap_repo
 from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 
@@ -258,6 +259,9 @@ def _copy_and_commit(ctx: JobContext[Any, C], move: Move, reservation_id: str) -
             allocations.release(s, res)
             allocations.move(s, source, drive_id=drive.id, node_id=node.id)
             source.state = state
+            source.stale = False  # made from a live copy
+            if source.volume_id:
+                node_repo.mark_stale(s, [source.volume_id])
             source.job_id = None
             if move.source_drive_id:
                 cleanup = (move.source_drive_id, move.replica_id)

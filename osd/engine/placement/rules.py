@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.enums import AllocationState, DriveState, DurabilityType, FailureDomain, NodeState
 from osd.store.models import AllocationRow, DriveRow, NodeRow, SnapshotRow, VolumeRow
+from osd.store.models import copies_to_read as copies_to_read  # the rules' too
 
 # Drives whose allocations serve data, and nodes that serve their drives.
 SERVING_DRIVE_STATES = frozenset(
@@ -70,11 +71,6 @@ def expected_copies(v: VolumeRow | SnapshotRow) -> int:
             1.0,
         )
     )
-
-
-def copies_to_read(v: VolumeRow | SnapshotRow) -> int:
-    """How many available copies (fragments) the data needs to be readable."""
-    return (v.data_fragments or 4) if v.durability_type == DurabilityType.ERASURE else 1
 
 
 @dataclass(frozen=True)

@@ -636,12 +636,13 @@ class DriveEngine:
     @staticmethod
     def _readmit(s: Session, row: DriveRow) -> Readmitted:
         """Takes back the copies of a drive that returned from EJECTED or
-        FAILED. A snapshot's copy never changes, and a volume whose other live
-        copies could not serve its data was not written while the drive was
-        away: their copies on it are live again. A
-        volume that could be read elsewhere may have been written: its copy
-        here stays UNAVAILABLE for the repair controller to rebuild from a
-        live copy (the stale one is deleted then)."""
+        FAILED. A snapshot's copy never changes, and a volume that could not
+        be read without this copy all the while it was away (it is not stale,
+        see :func:`osd.store.nodes.mark_stale`) was not written meanwhile:
+        their copies on it are live again. A volume that could be read
+        elsewhere may have been written: its copy here stays UNAVAILABLE for
+        the repair controller to rebuild from a live copy (the stale one is
+        deleted then)."""
         node = require(s, NodeRow, row.node_id)
         if available_state(node.state, DriveState.ONLINE) != AllocationState.ACTIVE:
             # Its copies would come back with the node, stale ones among them.
@@ -662,14 +663,15 @@ class DriveEngine:
             if volume is None:
                 continue
             elsewhere = repo.live_copies_elsewhere(s, volume.id, row.id)
-            if elsewhere >= copies_to_read(volume):
+            if allocation.stale or elsewhere >= copies_to_read(volume):
                 out.resync_volumes.add(volume.id)
             else:
                 out.restored_volumes.add(volume.id)
                 back.append(allocation)
         for allocation in back:
             allocation.state = AllocationState.ACTIVE
-        s.flush()
+            allocation.stale = False
+        node_repo.mark_stale(s, out.restored_volumes)
         return out
 
     def delete(self, drive_id: str) -> int:

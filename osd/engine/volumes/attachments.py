@@ -56,6 +56,7 @@ from osd.errors import (
     ResourceExhausted,
 )
 from osd.store import attachments as repo
+from osd.store import nodes as node_repo
 from osd.store import volumes as volume_repo
 from osd.store.db import Store
 from osd.store.models import AttachmentRow, NodeRow, VolumeRow, utcnow
@@ -222,7 +223,8 @@ class AttachmentEngine:
             else:
                 row.mode = AttachMode(mode)
                 row.generation = generation
-            s.flush()
+            # Its copies that are away from now on miss what is written.
+            node_repo.mark_stale(s, [volume_id])
             attachment = attachment_of(row)
             address = node_address(node)
             copies = copies_for(s, volume_id, node_id)
@@ -508,7 +510,7 @@ class _ChangePlan:
                         generation=generation,
                     ),
                 )
-        s.flush()
+        node_repo.mark_stale(s, [self.volume.id])
 
 
 def _check_changes(changes: Sequence[AttachmentChange]) -> None:

@@ -4,7 +4,8 @@ how many are live, and which are missing and why.
 A declared copy ``i`` (0 .. declared-1) is live when an allocation of index
 ``i`` is ACTIVE, or RELEASING (the source of a move still serves its data).
 Otherwise it is missing: UNAVAILABLE on a drive or node that does not serve
-(the loss says which), or lost outright when no allocation of that index is
+(the loss says which), UNAVAILABLE and stale on one that serves again (it
+waits for a resync), or lost outright when no allocation of that index is
 left (its drive was forgotten). A PENDING allocation (a reservation of a job
 in progress) is neither.
 """
@@ -14,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from osd.engine.placement.rules import DEAD_DRIVE_STATES, SERVING_NODE_STATES
+from osd.engine.placement.rules import (
+    DEAD_DRIVE_STATES,
+    SERVING_DRIVE_STATES,
+    SERVING_NODE_STATES,
+)
 from osd.engine.volumes import specs
 from osd.engine.volumes.models import Durability
 from osd.enums import AllocationState, CopyLoss, DurabilityType, NodeState, VolumeState
@@ -66,6 +71,10 @@ def loss_of(copy: CopyView) -> CopyLoss:
         return CopyLoss.NODE_MAINTENANCE
     if copy.node_state not in SERVING_NODE_STATES:
         return CopyLoss.NODE_OFFLINE
+    if copy.drive_state in SERVING_DRIVE_STATES:
+        # Back on a node and a drive that serve, and still UNAVAILABLE: it
+        # missed writes while away, and waits for a resync.
+        return CopyLoss.STALE
     return CopyLoss.DRIVE_UNAVAILABLE
 
 

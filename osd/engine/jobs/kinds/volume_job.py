@@ -46,6 +46,7 @@ from osd.enums import AllocationState, FailureDomain, JobState
 from osd.enums import ObjectKind as OK
 from osd.errors import FailedPrecondition
 from osd.store import allocations
+from osd.store import nodes as node_repo
 from osd.store import volumes as vol_repo
 from osd.store.models import AllocationRow, JobRow, VolumeRow
 from osd.store.volumes import DriveView
@@ -203,7 +204,10 @@ def activate(s: Session, alloc: AllocationRow) -> None:
     """Settles an allocation: ACTIVE, or UNAVAILABLE when its drive or node is not serving."""
     drive, node = drive_and_node(s, alloc.drive_id)
     alloc.state = available_state(node.state, drive.state)
+    alloc.stale = False
     alloc.job_id = None
+    if alloc.volume_id:
+        node_repo.mark_stale(s, [alloc.volume_id])
 
 
 def live_ids(s: Session, allocs: Sequence[AllocationRow]) -> set[str]:
