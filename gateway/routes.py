@@ -313,8 +313,12 @@ class Router:
         raise MethodNotAllowed(sorted({route.http_method for route, _ in matched}))
 
 
-def _precedence(route: Route) -> tuple[bool, int]:
-    return (not route.has_verb, -route.literal_count)
+def _precedence(route: Route) -> tuple[bool, int, tuple[bool, ...]]:
+    """Verbs first, then more literal segments, then literals earlier:
+    /v1/clusters/by-name/{name} beats /v1/clusters/{id}/topology, so a cluster
+    named "topology" is still found by name."""
+    segments = route.template.split(":", 1)[0].split("/")
+    return (not route.has_verb, -route.literal_count, tuple("{" in s for s in segments))
 
 
 def _prefix(path: str) -> str:

@@ -196,7 +196,8 @@ def _json_documents(text: str) -> list[str]:
     ("argv", "rc", "says"),
     [
         (["volume", "inspect", "a" * 32], EXIT_CODES[grpc.StatusCode.NOT_FOUND], "NOT_FOUND"),
-        (["volume", "inspect", "nope"], EXIT_CODES[grpc.StatusCode.INVALID_ARGUMENT], "volume_id"),
+        # Not an id, so a name: it needs the cluster it is in.
+        (["volume", "inspect", "nope"], EXIT_CODES[grpc.StatusCode.INVALID_ARGUMENT], "cluster_id"),
         (["volume", "create", "v", "--size", "1x"], 3, "size: '1x' is not a size"),
         (["volume", "create", "v", "--provisioning", "lots"], 2, "--provisioning"),
         (["volume", "create", "v", "--label", "novalue"], 2, "is not KEY=VALUE"),
@@ -299,3 +300,28 @@ def test_a_rebalance_plan_shows_its_moves_and_its_drives_as_tables(
     assert lines[at + 1].split() == ["NODE_ID", "DRIVE_ID", "USED_BYTES_BEFORE", "USED_BYTES_AFTER"]
     assert sorted(line.split()[1] for line in lines[at + 2 : at + 8]) == sorted(drives)
     assert "complete: yes" in lines and not any(line.startswith("drives:") for line in lines)
+
+
+def test_objects_are_named_where_ids_go(sqlite_daemon: RunningDaemon) -> None:
+    d = sqlite_daemon
+    cluster = topology(d)
+    # --cluster-id takes the cluster's name, and the first argument a name.
+    made = ok(d, "volume", "create", "db1", "--size", "1G", "--cluster-id", "c1")["volume"]
+    assert made["cluster_id"] == cluster
+    shown = ok(d, "volume", "inspect", "db1", "--cluster-id", "c1")["volume"]
+    assert shown["id"] == made["id"]
+    assert ok(d, "cluster", "inspect", "c1")["cluster"]["id"] == cluster
+    assert ok(d, "node", "inspect", "n2", "--cluster-id", "c1")["node"]["name"] == "n2"
+    # An update by name changes only what its flags say.
+    grown = ok(d, "volume", "update", "db1", "--cluster-id", "c1", "--size", "2G")["volume"]
+    assert (grown["id"], grown["size_bytes"]) == (made["id"], str(2 << 30))
+    listed = ok(d, "volume", "list", "--cluster-id", "c1")["volumes"]
+    assert [v["name"] for v in listed] == ["db1"]
+    # A name that is not there, and a name without its cluster.
+    rc, _, err = osd(d, "volume", "inspect", "nope", "--cluster-id", "c1")
+    assert rc != 0 and "volume_name" in err
+    rc, _, err = osd(d, "volume", "inspect", "db1")
+    assert rc != 0 and "cluster_id" in err
+    rc, _, err = osd(d, "volume", "list", "--cluster-id", "c9")
+    assert rc != 0 and "cluster_name" in err
+    assert ok(d, "volume", "delete", "db1", "--cluster-id", "c1")["deleted"] is True

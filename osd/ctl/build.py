@@ -2,8 +2,10 @@
 method :data:`osd.ctl.commands.COMMANDS` names, with a flag for each field of
 its request.
 
-* The object's id is the first argument (``osd volume inspect ID``); a
-  create takes the new object's name there (``osd volume create db1``).
+* The object's id is the first argument (``osd volume inspect ID``), or
+  its name (``osd volume inspect db1 --cluster-id c1``: text that is not an
+  id is a name); a create takes the new object's name there (``osd volume
+  create db1``). Every ``--cluster-id`` takes a cluster's name too.
 * A scalar field is ``--field-name VALUE``; a boolean takes ``true`` or
   ``false``; an enum its value without the prefix (``--provisioning thin``);
   a repeated field is repeated; a map is ``--labels KEY=VALUE`` (repeated,
@@ -48,6 +50,8 @@ from osd.ctl.commands import COMMANDS, GROUPS
 from osd.v1 import cluster_pb2, job_pb2
 
 _WELL_KNOWN = ("google.protobuf.FieldMask", "google.protobuf.Timestamp")
+# What an object id looks like: text that does not is taken as a name.
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -214,7 +218,9 @@ def build_request(d: Derived, values: dict[str, Any]) -> Message:
             raise cfg.SettingsError(f"-d: not a {d.request.name}: {exc}") from None
     paths: list[str] = []
     if d.positional is not None and values.get(d.positional.name) is not None:
-        setattr(request, d.positional.name, values[d.positional.name])
+        setattr(
+            request, _addressed(d.positional, values[d.positional.name]), values[d.positional.name]
+        )
     for flag in d.flags:
         given = values.get(flag.param)
         if given is None or given == ():
@@ -250,9 +256,44 @@ def build_request(d: Derived, values: dict[str, Any]) -> Message:
     if d.is_update:
         mask = values.get("update_mask")
         chosen = [p.strip() for p in mask.split(",") if p.strip()] if mask else paths
-        skip = {"expected_generation", "shrink_ok", "yes_i_really_mean_it"}
+        skip = {"expected_generation", "shrink_ok", "yes_i_really_mean_it", *_addressing(d.request)}
         request.update_mask.paths[:] = [p for p in chosen if p not in skip]  # type: ignore[attr-defined]
     return request
+
+
+def _addressed(f: FieldDescriptor, value: str) -> str:
+    """The field an object's positional argument fills: its id field, or the
+    name alternative beside it (``<kind>_name``) when the text is not an id."""
+    oneof = f.containing_oneof
+    if oneof is None or not oneof.name.endswith("_ref") or _ID.fullmatch(value):
+        return f.name
+    others = [o.name for o in oneof.fields if o.name != f.name]
+    return others[0] if others else f.name
+
+
+def _addressing(request: Descriptor) -> set[str]:
+    """The fields that say which object an update changes (its id or name, and
+    the cluster its name is in): never paths of the update."""
+    out: set[str] = set()
+    for oneof in request.oneofs:
+        if oneof.name.endswith("_ref"):
+            out.update(f.name for f in oneof.fields)
+            if "cluster_id" in request.fields_by_name:
+                out.add("cluster_id")
+    return out
+
+
+def resolve_cluster_names(client: Client, request: Message) -> None:
+    """Lets every top-level ``cluster_id`` flag take a cluster's name: a value
+    that is not an id is looked up (InspectCluster by name)."""
+    for f, value in request.ListFields():
+        if f.name != "cluster_id" or not isinstance(value, str) or _ID.fullmatch(value):
+            continue
+        found = client.call(
+            "osd.v1.ClusterService.InspectCluster",
+            cluster_pb2.InspectClusterRequest(cluster_name=value),
+        )
+        setattr(request, f.name, found.cluster.id)  # type: ignore[attr-defined]
 
 
 def _parse_json(message: Message, text: str, hint: str) -> None:
@@ -336,6 +377,7 @@ def make_command(d: Derived) -> click.Command:
         conn = connection.resolve(values, tty=_tty())
         request = build_request(d, values)
         with conn.client() as client:
+            resolve_cluster_names(client, request)
             if d.is_list and values.get("watch"):
                 _watch_list(client, d, request, conn.output)
                 return

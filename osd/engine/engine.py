@@ -20,6 +20,7 @@ from osd.engine.jobs.auto_balance import AutoBalancer
 from osd.engine.jobs.jobs import JobEngine
 from osd.engine.jobs.service_api import ServiceEngine
 from osd.engine.shared.members import Members, new_name
+from osd.engine.shared.names import Names
 from osd.engine.shared.periodic import Periodic
 from osd.engine.topology.availability import Availability, AvailabilityListener
 from osd.engine.topology.clusters import ClusterEngine
@@ -125,6 +126,7 @@ class Engine:
         self.snapshots = SnapshotEngine(store, driver, self.jobs)
         self.attachments = AttachmentEngine(store, driver)
         self.templates = TemplateEngine(store)
+        self.names = Names(store)
         self.on_start(
             "volume and snapshot changes left unfinished",
             lambda: self.volumes.recover(self.members.alive_at_start),

@@ -20,6 +20,7 @@ from osd.server.audit import AuditServicer
 from osd.server.cluster import ClusterServicer
 from osd.server.datastore import DatastoreServicer
 from osd.server.job import JobServicer
+from osd.server.names import by_name
 from osd.server.node import NodeServicer
 from osd.server.pool import PoolServicer
 from osd.server.service import ServiceServicer
@@ -86,5 +87,8 @@ def build_servicer(entry: ServiceEntry, engine: Engine) -> Any:
         return cls()
     if pending:
         cls = type(f"Partial{entry.descriptor.name}", (base,), pending)  # type: ignore[arg-type]
-        return cls(engine)
-    return base(engine)
+        servicer = cls(engine)
+    else:
+        servicer = base(engine)
+    by_name(servicer, entry.descriptor, engine.names)
+    return servicer

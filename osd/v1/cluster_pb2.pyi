@@ -479,17 +479,23 @@ class InspectClusterRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
+    cluster_name: _builtins.str
+    """The cluster's name, instead of cluster_id."""
     def __init__(
         self,
         *,
         cluster_id: _builtins.str = ...,
+        cluster_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_cluster_ref: _TypeAlias = _typing.Literal["cluster_id", "cluster_name"]  # noqa: Y015
+    _WhichOneofArgType_cluster_ref: _TypeAlias = _typing.Literal["cluster_ref", b"cluster_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_cluster_ref) -> _WhichOneofReturnType_cluster_ref | None: ...
 
 Global___InspectClusterRequest: _TypeAlias = InspectClusterRequest  # noqa: Y015
 
@@ -627,6 +633,7 @@ class UpdateClusterRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     BLOCK_FIELD_NUMBER: _builtins.int
@@ -635,6 +642,8 @@ class UpdateClusterRequest(_message.Message):
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
     REPAIR_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
+    cluster_name: _builtins.str
+    """The cluster's name, instead of cluster_id."""
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     block: _builtins.bool
@@ -657,6 +666,7 @@ class UpdateClusterRequest(_message.Message):
         self,
         *,
         cluster_id: _builtins.str = ...,
+        cluster_name: _builtins.str = ...,
         name: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         block: _builtins.bool = ...,
@@ -665,11 +675,13 @@ class UpdateClusterRequest(_message.Message):
         expected_generation: _builtins.int = ...,
         repair: Global___RepairPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref", "repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "file", b"file", "labels", b"labels", "name", b"name", "repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block", b"block", "cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref", "expected_generation", b"expected_generation", "file", b"file", "labels", b"labels", "name", b"name", "repair", b"repair", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_cluster_ref: _TypeAlias = _typing.Literal["cluster_id", "cluster_name"]  # noqa: Y015
+    _WhichOneofArgType_cluster_ref: _TypeAlias = _typing.Literal["cluster_ref", b"cluster_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_cluster_ref) -> _WhichOneofReturnType_cluster_ref | None: ...
 
 Global___UpdateClusterRequest: _TypeAlias = UpdateClusterRequest  # noqa: Y015
 
@@ -701,17 +713,23 @@ class DeleteClusterRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
+    cluster_name: _builtins.str
+    """The cluster's name, instead of cluster_id."""
     def __init__(
         self,
         *,
         cluster_id: _builtins.str = ...,
+        cluster_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "cluster_name", b"cluster_name", "cluster_ref", b"cluster_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_cluster_ref: _TypeAlias = _typing.Literal["cluster_id", "cluster_name"]  # noqa: Y015
+    _WhichOneofArgType_cluster_ref: _TypeAlias = _typing.Literal["cluster_ref", b"cluster_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_cluster_ref) -> _WhichOneofReturnType_cluster_ref | None: ...
 
 Global___DeleteClusterRequest: _TypeAlias = DeleteClusterRequest  # noqa: Y015
 

@@ -100,7 +100,7 @@ class ClusterServiceServicer:
         """Returns one cluster.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
+        Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id or cluster_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,9 +124,9 @@ class ClusterServiceServicer:
         "repair.max_repairs_per_drive".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
-        negative time, or a limit below 1); NOT_FOUND
-        (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
+        Errors: INVALID_ARGUMENT (cluster_id, cluster_name, update_mask, name,
+        labels, repair.*: a negative time, or a limit below 1); NOT_FOUND
+        (cluster_id or cluster_name); ALREADY_EXISTS (name taken); ABORTED (expected_generation
         does not match the cluster's generation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -137,7 +137,7 @@ class ClusterServiceServicer:
         """Deletes an empty cluster.
 
         Role: admin.
-        Errors: NOT_FOUND (cluster_id); FAILED_PRECONDITION (reason
+        Errors: NOT_FOUND (cluster_id or cluster_name); FAILED_PRECONDITION (reason
         CLUSTER_NOT_EMPTY: the message and ErrorInfo metadata name what still
         belongs to the cluster).
         """

@@ -45,7 +45,7 @@ class ClusterServiceStub:
     """Returns one cluster.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
+    Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id or cluster_name).
     """
     ListClusters: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.ListClustersRequest, _cluster_pb2.ListClustersResponse]
     """Lists clusters ordered by name, one page at a time.
@@ -61,16 +61,16 @@ class ClusterServiceStub:
     "repair.max_repairs_per_drive".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
-    negative time, or a limit below 1); NOT_FOUND
-    (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
+    Errors: INVALID_ARGUMENT (cluster_id, cluster_name, update_mask, name,
+    labels, repair.*: a negative time, or a limit below 1); NOT_FOUND
+    (cluster_id or cluster_name); ALREADY_EXISTS (name taken); ABORTED (expected_generation
     does not match the cluster's generation).
     """
     DeleteCluster: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.DeleteClusterRequest, _cluster_pb2.DeleteClusterResponse]
     """Deletes an empty cluster.
 
     Role: admin.
-    Errors: NOT_FOUND (cluster_id); FAILED_PRECONDITION (reason
+    Errors: NOT_FOUND (cluster_id or cluster_name); FAILED_PRECONDITION (reason
     CLUSTER_NOT_EMPTY: the message and ErrorInfo metadata name what still
     belongs to the cluster).
     """
@@ -131,7 +131,7 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     """Returns one cluster.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
+    Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id or cluster_name).
     """
     ListClusters: _aio.UnaryUnaryMultiCallable[_cluster_pb2.ListClustersRequest, _cluster_pb2.ListClustersResponse]  # type: ignore[assignment]
     """Lists clusters ordered by name, one page at a time.
@@ -147,16 +147,16 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     "repair.max_repairs_per_drive".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
-    negative time, or a limit below 1); NOT_FOUND
-    (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
+    Errors: INVALID_ARGUMENT (cluster_id, cluster_name, update_mask, name,
+    labels, repair.*: a negative time, or a limit below 1); NOT_FOUND
+    (cluster_id or cluster_name); ALREADY_EXISTS (name taken); ABORTED (expected_generation
     does not match the cluster's generation).
     """
     DeleteCluster: _aio.UnaryUnaryMultiCallable[_cluster_pb2.DeleteClusterRequest, _cluster_pb2.DeleteClusterResponse]  # type: ignore[assignment]
     """Deletes an empty cluster.
 
     Role: admin.
-    Errors: NOT_FOUND (cluster_id); FAILED_PRECONDITION (reason
+    Errors: NOT_FOUND (cluster_id or cluster_name); FAILED_PRECONDITION (reason
     CLUSTER_NOT_EMPTY: the message and ErrorInfo metadata name what still
     belongs to the cluster).
     """
@@ -226,7 +226,7 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one cluster.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id).
+        Errors: INVALID_ARGUMENT (cluster_id empty); NOT_FOUND (cluster_id or cluster_name).
         """
 
     @_abc_1.abstractmethod
@@ -254,9 +254,9 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         "repair.max_repairs_per_drive".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (update_mask, name, labels, repair.*: a
-        negative time, or a limit below 1); NOT_FOUND
-        (cluster_id); ALREADY_EXISTS (name taken); ABORTED (expected_generation
+        Errors: INVALID_ARGUMENT (cluster_id, cluster_name, update_mask, name,
+        labels, repair.*: a negative time, or a limit below 1); NOT_FOUND
+        (cluster_id or cluster_name); ALREADY_EXISTS (name taken); ABORTED (expected_generation
         does not match the cluster's generation).
         """
 
@@ -269,7 +269,7 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes an empty cluster.
 
         Role: admin.
-        Errors: NOT_FOUND (cluster_id); FAILED_PRECONDITION (reason
+        Errors: NOT_FOUND (cluster_id or cluster_name); FAILED_PRECONDITION (reason
         CLUSTER_NOT_EMPTY: the message and ErrorInfo metadata name what still
         belongs to the cluster).
         """

@@ -459,17 +459,23 @@ class InspectDatastoreRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_ID_FIELD_NUMBER: _builtins.int
+    DATASTORE_NAME_FIELD_NUMBER: _builtins.int
     datastore_id: _builtins.str
+    datastore_name: _builtins.str
+    """The datastore's name, instead of datastore_id."""
     def __init__(
         self,
         *,
         datastore_id: _builtins.str = ...,
+        datastore_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "datastore_name", b"datastore_name", "datastore_ref", b"datastore_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "datastore_name", b"datastore_name", "datastore_ref", b"datastore_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_datastore_ref: _TypeAlias = _typing.Literal["datastore_id", "datastore_name"]  # noqa: Y015
+    _WhichOneofArgType_datastore_ref: _TypeAlias = _typing.Literal["datastore_ref", b"datastore_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_datastore_ref) -> _WhichOneofReturnType_datastore_ref | None: ...
 
 Global___InspectDatastoreRequest: _TypeAlias = InspectDatastoreRequest  # noqa: Y015
 
@@ -555,17 +561,23 @@ class DeleteDatastoreRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASTORE_ID_FIELD_NUMBER: _builtins.int
+    DATASTORE_NAME_FIELD_NUMBER: _builtins.int
     datastore_id: _builtins.str
+    datastore_name: _builtins.str
+    """The datastore's name, instead of datastore_id."""
     def __init__(
         self,
         *,
         datastore_id: _builtins.str = ...,
+        datastore_name: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "datastore_name", b"datastore_name", "datastore_ref", b"datastore_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["datastore_id", b"datastore_id", "datastore_name", b"datastore_name", "datastore_ref", b"datastore_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_datastore_ref: _TypeAlias = _typing.Literal["datastore_id", "datastore_name"]  # noqa: Y015
+    _WhichOneofArgType_datastore_ref: _TypeAlias = _typing.Literal["datastore_ref", b"datastore_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_datastore_ref) -> _WhichOneofReturnType_datastore_ref | None: ...
 
 Global___DeleteDatastoreRequest: _TypeAlias = DeleteDatastoreRequest  # noqa: Y015
 

@@ -159,7 +159,7 @@ class DatastoreServiceServicer:
         """Returns one datastore with its default version.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
+        Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,7 +180,7 @@ class DatastoreServiceServicer:
         """Deletes a datastore that has no versions left.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id);
+        Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name);
         FAILED_PRECONDITION (reason DATASTORE_NOT_EMPTY: ErrorInfo metadata
         "count" is the number of its versions).
         """

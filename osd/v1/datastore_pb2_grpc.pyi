@@ -101,7 +101,7 @@ class DatastoreServiceStub:
     """Returns one datastore with its default version.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
+    Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name).
     """
     ListDatastores: _grpc.UnaryUnaryMultiCallable[_datastore_pb2.ListDatastoresRequest, _datastore_pb2.ListDatastoresResponse]
     """Lists datastores ordered by name, each with its default version, one
@@ -114,7 +114,7 @@ class DatastoreServiceStub:
     """Deletes a datastore that has no versions left.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id);
+    Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name);
     FAILED_PRECONDITION (reason DATASTORE_NOT_EMPTY: ErrorInfo metadata
     "count" is the number of its versions).
     """
@@ -182,7 +182,7 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     """Returns one datastore with its default version.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
+    Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name).
     """
     ListDatastores: _aio.UnaryUnaryMultiCallable[_datastore_pb2.ListDatastoresRequest, _datastore_pb2.ListDatastoresResponse]  # type: ignore[assignment]
     """Lists datastores ordered by name, each with its default version, one
@@ -195,7 +195,7 @@ class DatastoreServiceAsyncStub(DatastoreServiceStub):
     """Deletes a datastore that has no versions left.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id);
+    Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name);
     FAILED_PRECONDITION (reason DATASTORE_NOT_EMPTY: ErrorInfo metadata
     "count" is the number of its versions).
     """
@@ -296,7 +296,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one datastore with its default version.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id).
+        Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name).
         """
 
     @_abc_1.abstractmethod
@@ -321,7 +321,7 @@ class DatastoreServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a datastore that has no versions left.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (datastore_id); NOT_FOUND (datastore_id);
+        Errors: INVALID_ARGUMENT (datastore_id, datastore_name); NOT_FOUND (datastore_id or datastore_name);
         FAILED_PRECONDITION (reason DATASTORE_NOT_EMPTY: ErrorInfo metadata
         "count" is the number of its versions).
         """

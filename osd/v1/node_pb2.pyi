@@ -512,17 +512,29 @@ class InspectNodeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    node_name: _builtins.str
+    """The node's name, instead of node_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster node_name is looked up in: required with it, unused
+    with node_id.
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
+        node_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_node_ref: _TypeAlias = _typing.Literal["node_id", "node_name"]  # noqa: Y015
+    _WhichOneofArgType_node_ref: _TypeAlias = _typing.Literal["node_ref", b"node_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_node_ref) -> _WhichOneofReturnType_node_ref | None: ...
 
 Global___InspectNodeRequest: _TypeAlias = InspectNodeRequest  # noqa: Y015
 
@@ -680,6 +692,8 @@ class UpdateNodeRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     ZONE_FIELD_NUMBER: _builtins.int
     MANAGEMENT_ADDRESSES_FIELD_NUMBER: _builtins.int
@@ -688,6 +702,12 @@ class UpdateNodeRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    node_name: _builtins.str
+    """The node's name, instead of node_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster node_name is looked up in: required with it, unused
+    with node_id.
+    """
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     zone: _builtins.str
@@ -713,6 +733,8 @@ class UpdateNodeRequest(_message.Message):
         self,
         *,
         node_id: _builtins.str = ...,
+        node_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         name: _builtins.str = ...,
         zone: _builtins.str = ...,
         management_addresses: _abc.Iterable[_builtins.str] | None = ...,
@@ -721,11 +743,13 @@ class UpdateNodeRequest(_message.Message):
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_generation", b"expected_generation", "labels", b"labels", "management_addresses", b"management_addresses", "name", b"name", "node_id", b"node_id", "storage_addresses", b"storage_addresses", "update_mask", b"update_mask", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "labels", b"labels", "management_addresses", b"management_addresses", "name", b"name", "node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref", "storage_addresses", b"storage_addresses", "update_mask", b"update_mask", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_node_ref: _TypeAlias = _typing.Literal["node_id", "node_name"]  # noqa: Y015
+    _WhichOneofArgType_node_ref: _TypeAlias = _typing.Literal["node_ref", b"node_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_node_ref) -> _WhichOneofReturnType_node_ref | None: ...
 
 Global___UpdateNodeRequest: _TypeAlias = UpdateNodeRequest  # noqa: Y015
 
@@ -954,17 +978,29 @@ class DeleteNodeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    node_name: _builtins.str
+    """The node's name, instead of node_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster node_name is looked up in: required with it, unused
+    with node_id.
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
+        node_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "node_id", b"node_id", "node_name", b"node_name", "node_ref", b"node_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_node_ref: _TypeAlias = _typing.Literal["node_id", "node_name"]  # noqa: Y015
+    _WhichOneofArgType_node_ref: _TypeAlias = _typing.Literal["node_ref", b"node_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_node_ref) -> _WhichOneofReturnType_node_ref | None: ...
 
 Global___DeleteNodeRequest: _TypeAlias = DeleteNodeRequest  # noqa: Y015
 

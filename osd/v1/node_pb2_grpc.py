@@ -144,7 +144,7 @@ class NodeServiceServicer:
         """Returns one node with its drives and their usage.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -168,8 +168,8 @@ class NodeServiceServicer:
         zone spread of the volumes on it.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (node_id, update_mask, name, zone,
-        management_addresses, storage_addresses, labels); NOT_FOUND (node_id);
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id, update_mask, name, zone,
+        management_addresses, storage_addresses, labels); NOT_FOUND (node_id or node_name);
         ALREADY_EXISTS (reason NODE_EXISTS: name taken; reason
         NODE_ADDRESS_EXISTS); FAILED_PRECONDITION (reason NODE_HAS_ALLOCATIONS:
         zone change on a node that holds allocations); ABORTED (reason
@@ -242,7 +242,7 @@ class NodeServiceServicer:
         """Deletes an empty node: no drives and no attachments.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
         metadata name what remains, e.g. "drives" and "attachments" counts;
         reason JOB_IN_PROGRESS).

@@ -55,7 +55,7 @@ class NodeServiceStub:
     """Returns one node with its drives and their usage.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name).
     """
     ListNodes: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]
     """Lists nodes ordered by cluster and name, one page at a time.
@@ -71,8 +71,8 @@ class NodeServiceStub:
     zone spread of the volumes on it.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (node_id, update_mask, name, zone,
-    management_addresses, storage_addresses, labels); NOT_FOUND (node_id);
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id, update_mask, name, zone,
+    management_addresses, storage_addresses, labels); NOT_FOUND (node_id or node_name);
     ALREADY_EXISTS (reason NODE_EXISTS: name taken; reason
     NODE_ADDRESS_EXISTS); FAILED_PRECONDITION (reason NODE_HAS_ALLOCATIONS:
     zone change on a node that holds allocations); ABORTED (reason
@@ -129,7 +129,7 @@ class NodeServiceStub:
     """Deletes an empty node: no drives and no attachments.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
     metadata name what remains, e.g. "drives" and "attachments" counts;
     reason JOB_IN_PROGRESS).
@@ -286,7 +286,7 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Returns one node with its drives and their usage.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name).
     """
     ListNodes: _aio.UnaryUnaryMultiCallable[_node_pb2.ListNodesRequest, _node_pb2.ListNodesResponse]  # type: ignore[assignment]
     """Lists nodes ordered by cluster and name, one page at a time.
@@ -302,8 +302,8 @@ class NodeServiceAsyncStub(NodeServiceStub):
     zone spread of the volumes on it.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (node_id, update_mask, name, zone,
-    management_addresses, storage_addresses, labels); NOT_FOUND (node_id);
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id, update_mask, name, zone,
+    management_addresses, storage_addresses, labels); NOT_FOUND (node_id or node_name);
     ALREADY_EXISTS (reason NODE_EXISTS: name taken; reason
     NODE_ADDRESS_EXISTS); FAILED_PRECONDITION (reason NODE_HAS_ALLOCATIONS:
     zone change on a node that holds allocations); ABORTED (reason
@@ -360,7 +360,7 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Deletes an empty node: no drives and no attachments.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
+    Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
     metadata name what remains, e.g. "drives" and "attachments" counts;
     reason JOB_IN_PROGRESS).
@@ -526,7 +526,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one node with its drives and their usage.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name).
         """
 
     @_abc_1.abstractmethod
@@ -554,8 +554,8 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         zone spread of the volumes on it.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (node_id, update_mask, name, zone,
-        management_addresses, storage_addresses, labels); NOT_FOUND (node_id);
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id, update_mask, name, zone,
+        management_addresses, storage_addresses, labels); NOT_FOUND (node_id or node_name);
         ALREADY_EXISTS (reason NODE_EXISTS: name taken; reason
         NODE_ADDRESS_EXISTS); FAILED_PRECONDITION (reason NODE_HAS_ALLOCATIONS:
         zone change on a node that holds allocations); ABORTED (reason
@@ -636,7 +636,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes an empty node: no drives and no attachments.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
+        Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
         metadata name what remains, e.g. "drives" and "attachments" counts;
         reason JOB_IN_PROGRESS).

@@ -30,7 +30,7 @@ from osd.v1 import common_pb2 as osd_dot_v1_dot_common__pb2
 from osd.v1 import node_pb2 as osd_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11osd/v1/pool.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\x1a\x11osd/v1/node.proto\"\xb7\x03\n\x04Pool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x06labels\x18\x04 \x03(\x0b\x32\x18.osd.v1.Pool.LabelsEntry\x12\x11\n\tdrive_ids\x18\x05 \x03(\t\x12\x10\n\x08node_ids\x18\x06 \x03(\t\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x14\n\x0cvolume_count\x18\x08 \x01(\x03\x12\x15\n\ractive_job_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0c \x01(\x03\x12\x14\n\x0c\x61uto_balance\x18\r \x01(\x08\x12&\n\x1e\x61uto_balance_threshold_percent\x18\x0e \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x11\x43reatePoolRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tdrive_ids\x18\x03 \x03(\t\x12\x10\n\x08node_ids\x18\x04 \x03(\t\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32%.osd.v1.CreatePoolRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x12\x43reatePoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"%\n\x12InspectPoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"d\n\x13InspectPoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x1d\n\x06\x64rives\x18\x02 \x03(\x0b\x32\r.osd.v1.Drive\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xc6\x01\n\x10ListPoolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x34\n\x06labels\x18\x04 \x03(\x0b\x32$.osd.v1.ListPoolsRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\x11ListPoolsResponse\x12\x1b\n\x05pools\x18\x01 \x03(\x0b\x32\x0c.osd.v1.Pool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xa4\x02\n\x11UpdatePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x06labels\x18\x03 \x03(\x0b\x32%.osd.v1.UpdatePoolRequest.LabelsEntry\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x05 \x01(\x03\x12\x14\n\x0c\x61uto_balance\x18\x06 \x01(\x08\x12&\n\x1e\x61uto_balance_threshold_percent\x18\x07 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x12UpdatePoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"j\n\x15\x41\x64\x64PoolMembersRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tdrive_ids\x18\x02 \x03(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x1b\n\x13\x65xpected_generation\x18\x04 \x01(\x03\"H\n\x16\x41\x64\x64PoolMembersResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"m\n\x18RemovePoolMembersRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tdrive_ids\x18\x02 \x03(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x1b\n\x13\x65xpected_generation\x18\x04 \x01(\x03\"K\n\x19RemovePoolMembersResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"$\n\x11\x44\x65letePoolRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\"(\n\x12\x44\x65letePoolResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\x99\x06\n\x0bPoolService\x12_\n\nCreatePool\x12\x19.osd.v1.CreatePoolRequest\x1a\x1a.osd.v1.CreatePoolResponse\"\x1a\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x0e\"\t/v1/pools:\x01*\x12i\n\x0bInspectPool\x12\x1a.osd.v1.InspectPoolRequest\x1a\x1b.osd.v1.InspectPoolResponse\"!\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/pools/{pool_id}\x12Y\n\tListPools\x12\x18.osd.v1.ListPoolsRequest\x1a\x19.osd.v1.ListPoolsResponse\"\x17\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/pools\x12i\n\nUpdatePool\x12\x19.osd.v1.UpdatePoolRequest\x1a\x1a.osd.v1.UpdatePoolResponse\"$\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x18\x32\x13/v1/pools/{pool_id}:\x01*\x12\x80\x01\n\x0e\x41\x64\x64PoolMembers\x12\x1d.osd.v1.AddPoolMembersRequest\x1a\x1e.osd.v1.AddPoolMembersResponse\"/\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02#\"\x1e/v1/pools/{pool_id}:addMembers:\x01*\x12\x8c\x01\n\x11RemovePoolMembers\x12 .osd.v1.RemovePoolMembersRequest\x1a!.osd.v1.RemovePoolMembersResponse\"2\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02&\"!/v1/pools/{pool_id}:removeMembers:\x01*\x12\x66\n\nDeletePool\x12\x19.osd.v1.DeletePoolRequest\x1a\x1a.osd.v1.DeletePoolResponse\"!\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x15*\x13/v1/pools/{pool_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11osd/v1/pool.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\x1a\x11osd/v1/node.proto\"\xb7\x03\n\x04Pool\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x06labels\x18\x04 \x03(\x0b\x32\x18.osd.v1.Pool.LabelsEntry\x12\x11\n\tdrive_ids\x18\x05 \x03(\t\x12\x10\n\x08node_ids\x18\x06 \x03(\t\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x14\n\x0cvolume_count\x18\x08 \x01(\x03\x12\x15\n\ractive_job_id\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0c \x01(\x03\x12\x14\n\x0c\x61uto_balance\x18\r \x01(\x08\x12&\n\x1e\x61uto_balance_threshold_percent\x18\x0e \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x01\n\x11\x43reatePoolRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tdrive_ids\x18\x03 \x03(\t\x12\x10\n\x08node_ids\x18\x04 \x03(\t\x12\x35\n\x06labels\x18\x05 \x03(\x0b\x32%.osd.v1.CreatePoolRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x12\x43reatePoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\\\n\x12InspectPoolRequest\x12\x11\n\x07pool_id\x18\x01 \x01(\tH\x00\x12\x13\n\tpool_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\n\n\x08pool_ref\"d\n\x13InspectPoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x1d\n\x06\x64rives\x18\x02 \x03(\x0b\x32\r.osd.v1.Drive\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xc6\x01\n\x10ListPoolsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x34\n\x06labels\x18\x04 \x03(\x0b\x32$.osd.v1.ListPoolsRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\x11ListPoolsResponse\x12\x1b\n\x05pools\x18\x01 \x03(\x0b\x32\x0c.osd.v1.Pool\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xdb\x02\n\x11UpdatePoolRequest\x12\x11\n\x07pool_id\x18\x01 \x01(\tH\x00\x12\x13\n\tpool_name\x18\x08 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\t \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x06labels\x18\x03 \x03(\x0b\x32%.osd.v1.UpdatePoolRequest.LabelsEntry\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\x05 \x01(\x03\x12\x14\n\x0c\x61uto_balance\x18\x06 \x01(\x08\x12&\n\x1e\x61uto_balance_threshold_percent\x18\x07 \x01(\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08pool_ref\"D\n\x12UpdatePoolResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"j\n\x15\x41\x64\x64PoolMembersRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tdrive_ids\x18\x02 \x03(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x1b\n\x13\x65xpected_generation\x18\x04 \x01(\x03\"H\n\x16\x41\x64\x64PoolMembersResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"m\n\x18RemovePoolMembersRequest\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12\x11\n\tdrive_ids\x18\x02 \x03(\t\x12\x10\n\x08node_ids\x18\x03 \x03(\t\x12\x1b\n\x13\x65xpected_generation\x18\x04 \x01(\x03\"K\n\x19RemovePoolMembersResponse\x12\x1a\n\x04pool\x18\x01 \x01(\x0b\x32\x0c.osd.v1.Pool\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"[\n\x11\x44\x65letePoolRequest\x12\x11\n\x07pool_id\x18\x01 \x01(\tH\x00\x12\x13\n\tpool_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\n\n\x08pool_ref\"(\n\x12\x44\x65letePoolResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xc4\x07\n\x0bPoolService\x12_\n\nCreatePool\x12\x19.osd.v1.CreatePoolRequest\x1a\x1a.osd.v1.CreatePoolResponse\"\x1a\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02\x0e\"\t/v1/pools:\x01*\x12\xa0\x01\n\x0bInspectPool\x12\x1a.osd.v1.InspectPoolRequest\x1a\x1b.osd.v1.InspectPoolResponse\"X\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02L\x12\x13/v1/pools/{pool_id}Z5\x12\x33/v1/clusters/{cluster_id}/pools/by-name/{pool_name}\x12Y\n\tListPools\x12\x18.osd.v1.ListPoolsRequest\x1a\x19.osd.v1.ListPoolsResponse\"\x17\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/pools\x12\xa3\x01\n\nUpdatePool\x12\x19.osd.v1.UpdatePoolRequest\x1a\x1a.osd.v1.UpdatePoolResponse\"^\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02R2\x13/v1/pools/{pool_id}:\x01*Z823/v1/clusters/{cluster_id}/pools/by-name/{pool_name}:\x01*\x12\x80\x01\n\x0e\x41\x64\x64PoolMembers\x12\x1d.osd.v1.AddPoolMembersRequest\x1a\x1e.osd.v1.AddPoolMembersResponse\"/\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02#\"\x1e/v1/pools/{pool_id}:addMembers:\x01*\x12\x8c\x01\n\x11RemovePoolMembers\x12 .osd.v1.RemovePoolMembersRequest\x1a!.osd.v1.RemovePoolMembersResponse\"2\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02&\"!/v1/pools/{pool_id}:removeMembers:\x01*\x12\x9d\x01\n\nDeletePool\x12\x19.osd.v1.DeletePoolRequest\x1a\x1a.osd.v1.DeletePoolResponse\"X\x82\x80\x19\x02\x08\x03\x82\xd3\xe4\x93\x02L*\x13/v1/pools/{pool_id}Z5*3/v1/clusters/{cluster_id}/pools/by-name/{pool_name}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,17 +48,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POOLSERVICE'].methods_by_name['CreatePool']._loaded_options = None
   _globals['_POOLSERVICE'].methods_by_name['CreatePool']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\016\"\t/v1/pools:\001*'
   _globals['_POOLSERVICE'].methods_by_name['InspectPool']._loaded_options = None
-  _globals['_POOLSERVICE'].methods_by_name['InspectPool']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\025\022\023/v1/pools/{pool_id}'
+  _globals['_POOLSERVICE'].methods_by_name['InspectPool']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002L\022\023/v1/pools/{pool_id}Z5\0223/v1/clusters/{cluster_id}/pools/by-name/{pool_name}'
   _globals['_POOLSERVICE'].methods_by_name['ListPools']._loaded_options = None
   _globals['_POOLSERVICE'].methods_by_name['ListPools']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002\013\022\t/v1/pools'
   _globals['_POOLSERVICE'].methods_by_name['UpdatePool']._loaded_options = None
-  _globals['_POOLSERVICE'].methods_by_name['UpdatePool']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\0302\023/v1/pools/{pool_id}:\001*'
+  _globals['_POOLSERVICE'].methods_by_name['UpdatePool']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002R2\023/v1/pools/{pool_id}:\001*Z823/v1/clusters/{cluster_id}/pools/by-name/{pool_name}:\001*'
   _globals['_POOLSERVICE'].methods_by_name['AddPoolMembers']._loaded_options = None
   _globals['_POOLSERVICE'].methods_by_name['AddPoolMembers']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002#\"\036/v1/pools/{pool_id}:addMembers:\001*'
   _globals['_POOLSERVICE'].methods_by_name['RemovePoolMembers']._loaded_options = None
   _globals['_POOLSERVICE'].methods_by_name['RemovePoolMembers']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002&\"!/v1/pools/{pool_id}:removeMembers:\001*'
   _globals['_POOLSERVICE'].methods_by_name['DeletePool']._loaded_options = None
-  _globals['_POOLSERVICE'].methods_by_name['DeletePool']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002\025*\023/v1/pools/{pool_id}'
+  _globals['_POOLSERVICE'].methods_by_name['DeletePool']._serialized_options = b'\202\200\031\002\010\003\202\323\344\223\002L*\023/v1/pools/{pool_id}Z5*3/v1/clusters/{cluster_id}/pools/by-name/{pool_name}'
   _globals['_POOL']._serialized_start=186
   _globals['_POOL']._serialized_end=625
   _globals['_POOL_LABELSENTRY']._serialized_start=580
@@ -70,33 +70,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPOOLRESPONSE']._serialized_start=822
   _globals['_CREATEPOOLRESPONSE']._serialized_end=907
   _globals['_INSPECTPOOLREQUEST']._serialized_start=909
-  _globals['_INSPECTPOOLREQUEST']._serialized_end=946
-  _globals['_INSPECTPOOLRESPONSE']._serialized_start=948
-  _globals['_INSPECTPOOLRESPONSE']._serialized_end=1048
-  _globals['_LISTPOOLSREQUEST']._serialized_start=1051
-  _globals['_LISTPOOLSREQUEST']._serialized_end=1249
+  _globals['_INSPECTPOOLREQUEST']._serialized_end=1001
+  _globals['_INSPECTPOOLRESPONSE']._serialized_start=1003
+  _globals['_INSPECTPOOLRESPONSE']._serialized_end=1103
+  _globals['_LISTPOOLSREQUEST']._serialized_start=1106
+  _globals['_LISTPOOLSREQUEST']._serialized_end=1304
   _globals['_LISTPOOLSREQUEST_LABELSENTRY']._serialized_start=580
   _globals['_LISTPOOLSREQUEST_LABELSENTRY']._serialized_end=625
-  _globals['_LISTPOOLSRESPONSE']._serialized_start=1251
-  _globals['_LISTPOOLSRESPONSE']._serialized_end=1344
-  _globals['_UPDATEPOOLREQUEST']._serialized_start=1347
-  _globals['_UPDATEPOOLREQUEST']._serialized_end=1639
+  _globals['_LISTPOOLSRESPONSE']._serialized_start=1306
+  _globals['_LISTPOOLSRESPONSE']._serialized_end=1399
+  _globals['_UPDATEPOOLREQUEST']._serialized_start=1402
+  _globals['_UPDATEPOOLREQUEST']._serialized_end=1749
   _globals['_UPDATEPOOLREQUEST_LABELSENTRY']._serialized_start=580
   _globals['_UPDATEPOOLREQUEST_LABELSENTRY']._serialized_end=625
-  _globals['_UPDATEPOOLRESPONSE']._serialized_start=1641
-  _globals['_UPDATEPOOLRESPONSE']._serialized_end=1709
-  _globals['_ADDPOOLMEMBERSREQUEST']._serialized_start=1711
-  _globals['_ADDPOOLMEMBERSREQUEST']._serialized_end=1817
-  _globals['_ADDPOOLMEMBERSRESPONSE']._serialized_start=1819
-  _globals['_ADDPOOLMEMBERSRESPONSE']._serialized_end=1891
-  _globals['_REMOVEPOOLMEMBERSREQUEST']._serialized_start=1893
-  _globals['_REMOVEPOOLMEMBERSREQUEST']._serialized_end=2002
-  _globals['_REMOVEPOOLMEMBERSRESPONSE']._serialized_start=2004
-  _globals['_REMOVEPOOLMEMBERSRESPONSE']._serialized_end=2079
-  _globals['_DELETEPOOLREQUEST']._serialized_start=2081
-  _globals['_DELETEPOOLREQUEST']._serialized_end=2117
-  _globals['_DELETEPOOLRESPONSE']._serialized_start=2119
-  _globals['_DELETEPOOLRESPONSE']._serialized_end=2159
-  _globals['_POOLSERVICE']._serialized_start=2162
-  _globals['_POOLSERVICE']._serialized_end=2955
+  _globals['_UPDATEPOOLRESPONSE']._serialized_start=1751
+  _globals['_UPDATEPOOLRESPONSE']._serialized_end=1819
+  _globals['_ADDPOOLMEMBERSREQUEST']._serialized_start=1821
+  _globals['_ADDPOOLMEMBERSREQUEST']._serialized_end=1927
+  _globals['_ADDPOOLMEMBERSRESPONSE']._serialized_start=1929
+  _globals['_ADDPOOLMEMBERSRESPONSE']._serialized_end=2001
+  _globals['_REMOVEPOOLMEMBERSREQUEST']._serialized_start=2003
+  _globals['_REMOVEPOOLMEMBERSREQUEST']._serialized_end=2112
+  _globals['_REMOVEPOOLMEMBERSRESPONSE']._serialized_start=2114
+  _globals['_REMOVEPOOLMEMBERSRESPONSE']._serialized_end=2189
+  _globals['_DELETEPOOLREQUEST']._serialized_start=2191
+  _globals['_DELETEPOOLREQUEST']._serialized_end=2282
+  _globals['_DELETEPOOLRESPONSE']._serialized_start=2284
+  _globals['_DELETEPOOLRESPONSE']._serialized_end=2324
+  _globals['_POOLSERVICE']._serialized_start=2327
+  _globals['_POOLSERVICE']._serialized_end=3291
 # @@protoc_insertion_point(module_scope)

@@ -224,17 +224,29 @@ class InspectPoolRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_ID_FIELD_NUMBER: _builtins.int
+    POOL_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
+    pool_name: _builtins.str
+    """The pool's name, instead of pool_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster pool_name is looked up in: required with it, unused
+    with pool_id.
+    """
     def __init__(
         self,
         *,
         pool_id: _builtins.str = ...,
+        pool_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_pool_ref: _TypeAlias = _typing.Literal["pool_id", "pool_name"]  # noqa: Y015
+    _WhichOneofArgType_pool_ref: _TypeAlias = _typing.Literal["pool_ref", b"pool_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_pool_ref) -> _WhichOneofReturnType_pool_ref | None: ...
 
 Global___InspectPoolRequest: _TypeAlias = InspectPoolRequest  # noqa: Y015
 
@@ -384,6 +396,8 @@ class UpdatePoolRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     POOL_ID_FIELD_NUMBER: _builtins.int
+    POOL_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
@@ -391,6 +405,12 @@ class UpdatePoolRequest(_message.Message):
     AUTO_BALANCE_FIELD_NUMBER: _builtins.int
     AUTO_BALANCE_THRESHOLD_PERCENT_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
+    pool_name: _builtins.str
+    """The pool's name, instead of pool_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster pool_name is looked up in: required with it, unused
+    with pool_id.
+    """
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     expected_generation: _builtins.int
@@ -412,6 +432,8 @@ class UpdatePoolRequest(_message.Message):
         self,
         *,
         pool_id: _builtins.str = ...,
+        pool_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         name: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
@@ -419,11 +441,13 @@ class UpdatePoolRequest(_message.Message):
         auto_balance: _builtins.bool = ...,
         auto_balance_threshold_percent: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_balance", b"auto_balance", "auto_balance_threshold_percent", b"auto_balance_threshold_percent", "expected_generation", b"expected_generation", "labels", b"labels", "name", b"name", "pool_id", b"pool_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_balance", b"auto_balance", "auto_balance_threshold_percent", b"auto_balance_threshold_percent", "cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "labels", b"labels", "name", b"name", "pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_pool_ref: _TypeAlias = _typing.Literal["pool_id", "pool_name"]  # noqa: Y015
+    _WhichOneofArgType_pool_ref: _TypeAlias = _typing.Literal["pool_ref", b"pool_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_pool_ref) -> _WhichOneofReturnType_pool_ref | None: ...
 
 Global___UpdatePoolRequest: _TypeAlias = UpdatePoolRequest  # noqa: Y015
 
@@ -571,17 +595,29 @@ class DeletePoolRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     POOL_ID_FIELD_NUMBER: _builtins.int
+    POOL_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     pool_id: _builtins.str
+    pool_name: _builtins.str
+    """The pool's name, instead of pool_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster pool_name is looked up in: required with it, unused
+    with pool_id.
+    """
     def __init__(
         self,
         *,
         pool_id: _builtins.str = ...,
+        pool_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pool_id", b"pool_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "pool_id", b"pool_id", "pool_name", b"pool_name", "pool_ref", b"pool_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_pool_ref: _TypeAlias = _typing.Literal["pool_id", "pool_name"]  # noqa: Y015
+    _WhichOneofArgType_pool_ref: _TypeAlias = _typing.Literal["pool_ref", b"pool_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_pool_ref) -> _WhichOneofReturnType_pool_ref | None: ...
 
 Global___DeletePoolRequest: _TypeAlias = DeletePoolRequest  # noqa: Y015
 

@@ -93,7 +93,7 @@ class PoolServiceServicer:
         """Returns one pool with its usage and its member drives.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,7 +114,7 @@ class PoolServiceServicer:
         """Changes the fields named in update_mask: "name", "labels".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (pool_id, update_mask, name, labels); NOT_FOUND
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id, update_mask, name, labels); NOT_FOUND
         (pool_id); ALREADY_EXISTS (reason POOL_EXISTS: name taken); ABORTED
         (reason GENERATION_MISMATCH).
         """
@@ -160,7 +160,7 @@ class PoolServiceServicer:
         Its drives stay as they are.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id);
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name);
         FAILED_PRECONDITION (reason POOL_IN_USE: the message and ErrorInfo
         metadata count the volumes, snapshots and templates that use it; reason
         JOB_IN_PROGRESS: a rebalance runs).

@@ -50,7 +50,7 @@ class PoolServiceStub:
     """Returns one pool with its usage and its member drives.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name).
     """
     ListPools: _grpc.UnaryUnaryMultiCallable[_pool_pb2.ListPoolsRequest, _pool_pb2.ListPoolsResponse]
     """Lists pools ordered by cluster and name, one page at a time.
@@ -63,7 +63,7 @@ class PoolServiceStub:
     """Changes the fields named in update_mask: "name", "labels".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (pool_id, update_mask, name, labels); NOT_FOUND
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id, update_mask, name, labels); NOT_FOUND
     (pool_id); ALREADY_EXISTS (reason POOL_EXISTS: name taken); ABORTED
     (reason GENERATION_MISMATCH).
     """
@@ -97,7 +97,7 @@ class PoolServiceStub:
     Its drives stay as they are.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id);
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name);
     FAILED_PRECONDITION (reason POOL_IN_USE: the message and ErrorInfo
     metadata count the volumes, snapshots and templates that use it; reason
     JOB_IN_PROGRESS: a rebalance runs).
@@ -121,7 +121,7 @@ class PoolServiceAsyncStub(PoolServiceStub):
     """Returns one pool with its usage and its member drives.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name).
     """
     ListPools: _aio.UnaryUnaryMultiCallable[_pool_pb2.ListPoolsRequest, _pool_pb2.ListPoolsResponse]  # type: ignore[assignment]
     """Lists pools ordered by cluster and name, one page at a time.
@@ -134,7 +134,7 @@ class PoolServiceAsyncStub(PoolServiceStub):
     """Changes the fields named in update_mask: "name", "labels".
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (pool_id, update_mask, name, labels); NOT_FOUND
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id, update_mask, name, labels); NOT_FOUND
     (pool_id); ALREADY_EXISTS (reason POOL_EXISTS: name taken); ABORTED
     (reason GENERATION_MISMATCH).
     """
@@ -168,7 +168,7 @@ class PoolServiceAsyncStub(PoolServiceStub):
     Its drives stay as they are.
 
     Role: admin.
-    Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id);
+    Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name);
     FAILED_PRECONDITION (reason POOL_IN_USE: the message and ErrorInfo
     metadata count the volumes, snapshots and templates that use it; reason
     JOB_IN_PROGRESS: a rebalance runs).
@@ -201,7 +201,7 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one pool with its usage and its member drives.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id).
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name).
         """
 
     @_abc_1.abstractmethod
@@ -226,7 +226,7 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
         """Changes the fields named in update_mask: "name", "labels".
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (pool_id, update_mask, name, labels); NOT_FOUND
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id, update_mask, name, labels); NOT_FOUND
         (pool_id); ALREADY_EXISTS (reason POOL_EXISTS: name taken); ABORTED
         (reason GENERATION_MISMATCH).
         """
@@ -278,7 +278,7 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
         Its drives stay as they are.
 
         Role: admin.
-        Errors: INVALID_ARGUMENT (pool_id); NOT_FOUND (pool_id);
+        Errors: INVALID_ARGUMENT (pool_id, pool_name, cluster_id); NOT_FOUND (pool_id or pool_name);
         FAILED_PRECONDITION (reason POOL_IN_USE: the message and ErrorInfo
         metadata count the volumes, snapshots and templates that use it; reason
         JOB_IN_PROGRESS: a rebalance runs).

@@ -253,17 +253,29 @@ class InspectTemplateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
+    template_name: _builtins.str
+    """The template's name, instead of template_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster template_name is looked up in: required with it, unused
+    with template_id.
+    """
     def __init__(
         self,
         *,
         template_id: _builtins.str = ...,
+        template_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_template_ref: _TypeAlias = _typing.Literal["template_id", "template_name"]  # noqa: Y015
+    _WhichOneofArgType_template_ref: _TypeAlias = _typing.Literal["template_ref", b"template_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_template_ref) -> _WhichOneofReturnType_template_ref | None: ...
 
 Global___InspectTemplateRequest: _TypeAlias = InspectTemplateRequest  # noqa: Y015
 
@@ -405,6 +417,8 @@ class UpdateTemplateRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     DURABILITY_FIELD_NUMBER: _builtins.int
@@ -418,6 +432,12 @@ class UpdateTemplateRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
+    template_name: _builtins.str
+    """The template's name, instead of template_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster template_name is looked up in: required with it, unused
+    with template_id.
+    """
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     size_bytes: _builtins.int
@@ -451,6 +471,8 @@ class UpdateTemplateRequest(_message.Message):
         self,
         *,
         template_id: _builtins.str = ...,
+        template_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         name: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         durability: _volume_pb2.Durability | None = ...,
@@ -464,13 +486,18 @@ class UpdateTemplateRequest(_message.Message):
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015
+    _WhichOneofReturnType_template_ref: _TypeAlias = _typing.Literal["template_id", "template_name"]  # noqa: Y015
+    _WhichOneofArgType_template_ref: _TypeAlias = _typing.Literal["template_ref", b"template_ref"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_size_spec) -> _WhichOneofReturnType_size_spec | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_template_ref) -> _WhichOneofReturnType_template_ref | None: ...
 
 Global___UpdateTemplateRequest: _TypeAlias = UpdateTemplateRequest  # noqa: Y015
 
@@ -502,17 +529,29 @@ class DeleteTemplateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
+    template_name: _builtins.str
+    """The template's name, instead of template_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster template_name is looked up in: required with it, unused
+    with template_id.
+    """
     def __init__(
         self,
         *,
         template_id: _builtins.str = ...,
+        template_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_template_ref: _TypeAlias = _typing.Literal["template_id", "template_name"]  # noqa: Y015
+    _WhichOneofArgType_template_ref: _TypeAlias = _typing.Literal["template_ref", b"template_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_template_ref) -> _WhichOneofReturnType_template_ref | None: ...
 
 Global___DeleteTemplateRequest: _TypeAlias = DeleteTemplateRequest  # noqa: Y015
 

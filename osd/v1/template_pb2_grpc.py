@@ -87,7 +87,7 @@ class TemplateServiceServicer:
         """Returns one template.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +111,7 @@ class TemplateServiceServicer:
         unset (or 0) removes that default.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
         placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
         taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
@@ -126,7 +126,7 @@ class TemplateServiceServicer:
         template_id, so it must stay resolvable).
 
         Role: user.
-        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
         is the number of volumes created with it); PERMISSION_DENIED (reason
         ACCESS_DENIED: not its owner).

@@ -61,7 +61,7 @@ class TemplateServiceStub:
     """Returns one template.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name).
     """
     ListTemplates: _grpc.UnaryUnaryMultiCallable[_template_pb2.ListTemplatesRequest, _template_pb2.ListTemplatesResponse]
     """Lists templates ordered by cluster and name, one page at a time.
@@ -77,7 +77,7 @@ class TemplateServiceStub:
     unset (or 0) removes that default.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
     placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
     taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
@@ -88,7 +88,7 @@ class TemplateServiceStub:
     template_id, so it must stay resolvable).
 
     Role: user.
-    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
     is the number of volumes created with it); PERMISSION_DENIED (reason
     ACCESS_DENIED: not its owner).
@@ -116,7 +116,7 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     """Returns one template.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name).
     """
     ListTemplates: _aio.UnaryUnaryMultiCallable[_template_pb2.ListTemplatesRequest, _template_pb2.ListTemplatesResponse]  # type: ignore[assignment]
     """Lists templates ordered by cluster and name, one page at a time.
@@ -132,7 +132,7 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     unset (or 0) removes that default.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
     placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
     taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
@@ -143,7 +143,7 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     template_id, so it must stay resolvable).
 
     Role: user.
-    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
+    Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
     is the number of volumes created with it); PERMISSION_DENIED (reason
     ACCESS_DENIED: not its owner).
@@ -180,7 +180,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one template.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name).
         """
 
     @_abc_1.abstractmethod
@@ -208,7 +208,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         unset (or 0) removes that default.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
         placement.tail_pool_id); ALREADY_EXISTS (reason TEMPLATE_EXISTS: name
         taken); ABORTED (reason GENERATION_MISMATCH: expected_generation does
@@ -225,7 +225,7 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         template_id, so it must stay resolvable).
 
         Role: user.
-        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
+        Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
         is the number of volumes created with it); PERMISSION_DENIED (reason
         ACCESS_DENIED: not its owner).

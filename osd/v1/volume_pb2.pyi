@@ -1255,17 +1255,29 @@ class InspectVolumeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VOLUME_ID_FIELD_NUMBER: _builtins.int
+    VOLUME_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
+    volume_name: _builtins.str
+    """The volume's name, instead of volume_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster volume_name is looked up in: required with it, unused
+    with volume_id.
+    """
     def __init__(
         self,
         *,
         volume_id: _builtins.str = ...,
+        volume_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_volume_ref: _TypeAlias = _typing.Literal["volume_id", "volume_name"]  # noqa: Y015
+    _WhichOneofArgType_volume_ref: _TypeAlias = _typing.Literal["volume_ref", b"volume_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_volume_ref) -> _WhichOneofReturnType_volume_ref | None: ...
 
 Global___InspectVolumeRequest: _TypeAlias = InspectVolumeRequest  # noqa: Y015
 
@@ -1501,6 +1513,8 @@ class UpdateVolumeRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     VOLUME_ID_FIELD_NUMBER: _builtins.int
+    VOLUME_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SIZE_FIELD_NUMBER: _builtins.int
@@ -1518,6 +1532,12 @@ class UpdateVolumeRequest(_message.Message):
     ACL_FIELD_NUMBER: _builtins.int
     YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
+    volume_name: _builtins.str
+    """The volume's name, instead of volume_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster volume_name is looked up in: required with it, unused
+    with volume_id.
+    """
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     size_bytes: _builtins.int
@@ -1578,6 +1598,8 @@ class UpdateVolumeRequest(_message.Message):
         self,
         *,
         volume_id: _builtins.str = ...,
+        volume_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         name: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         size: _builtins.str = ...,
@@ -1595,13 +1617,18 @@ class UpdateVolumeRequest(_message.Message):
         acl: _abc.Iterable[Global___AccessGrant] | None = ...,
         yes_i_really_mean_it: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size", "size_add"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015
+    _WhichOneofReturnType_volume_ref: _TypeAlias = _typing.Literal["volume_id", "volume_name"]  # noqa: Y015
+    _WhichOneofArgType_volume_ref: _TypeAlias = _typing.Literal["volume_ref", b"volume_ref"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_size_spec) -> _WhichOneofReturnType_size_spec | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_volume_ref) -> _WhichOneofReturnType_volume_ref | None: ...
 
 Global___UpdateVolumeRequest: _TypeAlias = UpdateVolumeRequest  # noqa: Y015
 
@@ -1695,21 +1722,33 @@ class DeleteVolumeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VOLUME_ID_FIELD_NUMBER: _builtins.int
+    VOLUME_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     ALLOW_MISSING_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
+    volume_name: _builtins.str
+    """The volume's name, instead of volume_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster volume_name is looked up in: required with it, unused
+    with volume_id.
+    """
     allow_missing: _builtins.bool
     """Answer OK, with deleted false, when the volume does not exist."""
     def __init__(
         self,
         *,
         volume_id: _builtins.str = ...,
+        volume_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         allow_missing: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_missing", b"allow_missing", "cluster_id", b"cluster_id", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_volume_ref: _TypeAlias = _typing.Literal["volume_id", "volume_name"]  # noqa: Y015
+    _WhichOneofArgType_volume_ref: _TypeAlias = _typing.Literal["volume_ref", b"volume_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_volume_ref) -> _WhichOneofReturnType_volume_ref | None: ...
 
 Global___DeleteVolumeRequest: _TypeAlias = DeleteVolumeRequest  # noqa: Y015
 
@@ -1822,17 +1861,29 @@ class InspectSnapshotRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
+    snapshot_name: _builtins.str
+    """The snapshot's name, instead of snapshot_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster snapshot_name is looked up in: required with it, unused
+    with snapshot_id.
+    """
     def __init__(
         self,
         *,
         snapshot_id: _builtins.str = ...,
+        snapshot_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot_id", b"snapshot_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_id", "snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_ref", b"snapshot_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_snapshot_ref) -> _WhichOneofReturnType_snapshot_ref | None: ...
 
 Global___InspectSnapshotRequest: _TypeAlias = InspectSnapshotRequest  # noqa: Y015
 
@@ -1991,12 +2042,20 @@ class UpdateSnapshotRequest(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     IMAGE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
+    snapshot_name: _builtins.str
+    """The snapshot's name, instead of snapshot_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster snapshot_name is looked up in: required with it, unused
+    with snapshot_id.
+    """
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
     image: _builtins.bool
@@ -2014,17 +2073,21 @@ class UpdateSnapshotRequest(_message.Message):
         self,
         *,
         snapshot_id: _builtins.str = ...,
+        snapshot_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
         name: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         image: _builtins.bool = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_generation", b"expected_generation", "image", b"image", "labels", b"labels", "name", b"name", "snapshot_id", b"snapshot_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "expected_generation", b"expected_generation", "image", b"image", "labels", b"labels", "name", b"name", "snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_id", "snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_ref", b"snapshot_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_snapshot_ref) -> _WhichOneofReturnType_snapshot_ref | None: ...
 
 Global___UpdateSnapshotRequest: _TypeAlias = UpdateSnapshotRequest  # noqa: Y015
 
@@ -2056,17 +2119,29 @@ class DeleteSnapshotRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
     snapshot_id: _builtins.str
+    snapshot_name: _builtins.str
+    """The snapshot's name, instead of snapshot_id (with cluster_id)."""
+    cluster_id: _builtins.str
+    """The cluster snapshot_name is looked up in: required with it, unused
+    with snapshot_id.
+    """
     def __init__(
         self,
         *,
         snapshot_id: _builtins.str = ...,
+        snapshot_name: _builtins.str = ...,
+        cluster_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot_id", b"snapshot_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "snapshot_id", b"snapshot_id", "snapshot_name", b"snapshot_name", "snapshot_ref", b"snapshot_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_id", "snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType_snapshot_ref: _TypeAlias = _typing.Literal["snapshot_ref", b"snapshot_ref"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_snapshot_ref) -> _WhichOneofReturnType_snapshot_ref | None: ...
 
 Global___DeleteSnapshotRequest: _TypeAlias = DeleteSnapshotRequest  # noqa: Y015
 

@@ -173,7 +173,7 @@ class VolumeServiceServicer:
         attachments.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id or volume_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,12 +218,12 @@ class VolumeServiceServicer:
         copies.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id; update_mask: unknown path, both
         "durability.replicas" and "placement", or a size change together with
         either of them; name; size_bytes, size, size_add;
         qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
         out of range or the volume is ERASURE; placement.*); NOT_FOUND
-        (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
+        (volume_id or volume_name, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
         (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
         SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
         VOLUME_MOUNTED: a smaller size while the volume's filesystem is
@@ -273,7 +273,7 @@ class VolumeServiceServicer:
         volume that no longer exists answers OK.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id, unless
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id, unless
         allow_missing); FAILED_PRECONDITION (reason VOLUME_ATTACHED: ErrorInfo
         metadata "node_ids" names the nodes it is attached to; reason
         JOB_IN_PROGRESS: cancel the job first).
@@ -308,7 +308,7 @@ class VolumeServiceServicer:
         """Returns one snapshot with the space it uses.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -332,8 +332,8 @@ class VolumeServiceServicer:
         can then boot from.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id, update_mask, name, labels);
-        NOT_FOUND (snapshot_id); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id, update_mask, name, labels);
+        NOT_FOUND (snapshot_id or snapshot_name); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
         taken); FAILED_PRECONDITION (reason SNAPSHOT_IN_USE_AS_IMAGE: image
         cleared while a datastore version uses the snapshot); ABORTED (reason
         GENERATION_MISMATCH).
@@ -346,7 +346,7 @@ class VolumeServiceServicer:
         """Deletes a snapshot and releases the allocations it alone holds.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id);
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
         FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
         from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
         SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,

@@ -101,7 +101,7 @@ class VolumeServiceStub:
     attachments.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id or volume_name).
     """
     ListVolumes: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]
     """Lists volumes ordered by cluster and name, one page at a time.
@@ -134,12 +134,12 @@ class VolumeServiceStub:
     copies.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id; update_mask: unknown path, both
     "durability.replicas" and "placement", or a size change together with
     either of them; name; size_bytes, size, size_add;
     qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
     out of range or the volume is ERASURE; placement.*); NOT_FOUND
-    (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
+    (volume_id or volume_name, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
     (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
     SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
     VOLUME_MOUNTED: a smaller size while the volume's filesystem is
@@ -181,7 +181,7 @@ class VolumeServiceStub:
     volume that no longer exists answers OK.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id, unless
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id, unless
     allow_missing); FAILED_PRECONDITION (reason VOLUME_ATTACHED: ErrorInfo
     metadata "node_ids" names the nodes it is attached to; reason
     JOB_IN_PROGRESS: cancel the job first).
@@ -208,7 +208,7 @@ class VolumeServiceStub:
     """Returns one snapshot with the space it uses.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name).
     """
     ListSnapshots: _grpc.UnaryUnaryMultiCallable[_volume_pb2.ListSnapshotsRequest, _volume_pb2.ListSnapshotsResponse]
     """Lists snapshots, all or of one volume, ordered by cluster and name, one
@@ -224,8 +224,8 @@ class VolumeServiceStub:
     can then boot from.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id, update_mask, name, labels);
-    NOT_FOUND (snapshot_id); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id, update_mask, name, labels);
+    NOT_FOUND (snapshot_id or snapshot_name); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
     taken); FAILED_PRECONDITION (reason SNAPSHOT_IN_USE_AS_IMAGE: image
     cleared while a datastore version uses the snapshot); ABORTED (reason
     GENERATION_MISMATCH).
@@ -234,7 +234,7 @@ class VolumeServiceStub:
     """Deletes a snapshot and releases the allocations it alone holds.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id);
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
     FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
     from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
     SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
@@ -366,7 +366,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     attachments.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id or volume_name).
     """
     ListVolumes: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListVolumesRequest, _volume_pb2.ListVolumesResponse]  # type: ignore[assignment]
     """Lists volumes ordered by cluster and name, one page at a time.
@@ -399,12 +399,12 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     copies.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id; update_mask: unknown path, both
     "durability.replicas" and "placement", or a size change together with
     either of them; name; size_bytes, size, size_add;
     qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
     out of range or the volume is ERASURE; placement.*); NOT_FOUND
-    (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
+    (volume_id or volume_name, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
     (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
     SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
     VOLUME_MOUNTED: a smaller size while the volume's filesystem is
@@ -446,7 +446,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     volume that no longer exists answers OK.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id, unless
+    Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id, unless
     allow_missing); FAILED_PRECONDITION (reason VOLUME_ATTACHED: ErrorInfo
     metadata "node_ids" names the nodes it is attached to; reason
     JOB_IN_PROGRESS: cancel the job first).
@@ -473,7 +473,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Returns one snapshot with the space it uses.
 
     Role: view.
-    Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name).
     """
     ListSnapshots: _aio.UnaryUnaryMultiCallable[_volume_pb2.ListSnapshotsRequest, _volume_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
     """Lists snapshots, all or of one volume, ordered by cluster and name, one
@@ -489,8 +489,8 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     can then boot from.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id, update_mask, name, labels);
-    NOT_FOUND (snapshot_id); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id, update_mask, name, labels);
+    NOT_FOUND (snapshot_id or snapshot_name); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
     taken); FAILED_PRECONDITION (reason SNAPSHOT_IN_USE_AS_IMAGE: image
     cleared while a datastore version uses the snapshot); ABORTED (reason
     GENERATION_MISMATCH).
@@ -499,7 +499,7 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Deletes a snapshot and releases the allocations it alone holds.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id);
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
     FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
     from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
     SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
@@ -640,7 +640,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         attachments.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id).
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id or volume_name).
         """
 
     @_abc_1.abstractmethod
@@ -691,12 +691,12 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         copies.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (volume_id; update_mask: unknown path, both
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id; update_mask: unknown path, both
         "durability.replicas" and "placement", or a size change together with
         either of them; name; size_bytes, size, size_add;
         qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
         out of range or the volume is ERASURE; placement.*); NOT_FOUND
-        (volume_id, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
+        (volume_id or volume_name, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
         (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
         SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
         VOLUME_MOUNTED: a smaller size while the volume's filesystem is
@@ -750,7 +750,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         volume that no longer exists answers OK.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (volume_id); NOT_FOUND (volume_id, unless
+        Errors: INVALID_ARGUMENT (volume_id, volume_name, cluster_id); NOT_FOUND (volume_id, unless
         allow_missing); FAILED_PRECONDITION (reason VOLUME_ATTACHED: ErrorInfo
         metadata "node_ids" names the nodes it is attached to; reason
         JOB_IN_PROGRESS: cancel the job first).
@@ -789,7 +789,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one snapshot with the space it uses.
 
         Role: view.
-        Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id).
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name).
         """
 
     @_abc_1.abstractmethod
@@ -817,8 +817,8 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         can then boot from.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id, update_mask, name, labels);
-        NOT_FOUND (snapshot_id); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id, update_mask, name, labels);
+        NOT_FOUND (snapshot_id or snapshot_name); ALREADY_EXISTS (reason SNAPSHOT_EXISTS: name
         taken); FAILED_PRECONDITION (reason SNAPSHOT_IN_USE_AS_IMAGE: image
         cleared while a datastore version uses the snapshot); ABORTED (reason
         GENERATION_MISMATCH).
@@ -833,7 +833,7 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a snapshot and releases the allocations it alone holds.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id); NOT_FOUND (snapshot_id);
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
         FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
         from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
         SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,

@@ -1,0 +1,76 @@
+"""Objects by name: the id of the cluster, node, pool, template, volume,
+snapshot or datastore a request names instead of giving its id.
+
+Clusters and datastores are named across the store; the others within their
+cluster. A name the caller may not see (a volume or snapshot it has no
+access to) is NOT_FOUND, as if it did not exist, so a name lookup tells no
+more than a read by id would.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from osd.engine.shared import validation as v
+from osd.engine.volumes.access import Visibility
+from osd.errors import FieldViolation, InvalidArgument, NotFound
+from osd.store.db import Store
+from osd.store.models import (
+    Base,
+    ClusterRow,
+    DatastoreRow,
+    NodeRow,
+    PoolRow,
+    SnapshotRow,
+    TemplateRow,
+    VolumeRow,
+)
+
+ROWS: dict[str, type[Base]] = {
+    "cluster": ClusterRow,
+    "datastore": DatastoreRow,
+    "node": NodeRow,
+    "pool": PoolRow,
+    "template": TemplateRow,
+    "volume": VolumeRow,
+    "snapshot": SnapshotRow,
+}
+# Kinds named within their cluster (the others across the store).
+IN_CLUSTER = frozenset({"node", "pool", "template", "volume", "snapshot"})
+
+
+class Names:
+    """Resolves names to ids, for whoever serves a request by name."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def resolve(self, kind: str, name: str, cluster_id: str = "") -> str:
+        """The id of the ``kind`` named ``name`` (in ``cluster_id`` for the kinds
+        named within a cluster). INVALID_ARGUMENT names ``cluster_id`` when it
+        is missing or malformed; NOT_FOUND names ``<kind>_name``."""
+        row_type = ROWS[kind]
+        field = f"{kind}_name"
+        scoped = kind in IN_CLUSTER
+        if scoped:
+            if not cluster_id:
+                raise InvalidArgument.field("cluster_id", f"required with {field}")
+            v.check_id(cluster_id, "cluster_id")
+        table = row_type.__table__
+        query = select(table.c.id).where(table.c.name == name)
+        if scoped:
+            query = query.where(table.c.cluster_id == cluster_id)
+        with self._store.read() as s:
+            found = s.scalar(query)
+            if found is not None and kind in ("volume", "snapshot"):
+                seen = Visibility(s)
+                if not (seen.volume(found) if kind == "volume" else seen.snapshot(found)):
+                    found = None
+        if found is None:
+            where = f" in cluster {cluster_id}" if scoped else ""
+            raise NotFound(
+                f"no {kind} is named {name!r}{where}",
+                metadata={"kind": kind, "field": field, "name": name},
+                violations=(FieldViolation(field, f"no {kind} is named {name!r}{where}"),),
+            )
+        return str(found)
