@@ -715,7 +715,7 @@ class _Builder:
     def query_parameters(self, route: Route) -> list[Schema]:
         if route.body == "*":
             return []
-        skip = set(route.bound_paths())
+        skip = set(route.bound_paths()) | set(route.alternatives())
         if route.body:
             skip.add(route.body)
         out: list[Schema] = []
@@ -761,7 +761,8 @@ class _Builder:
                 mask = route.input_type.fields_by_name[transcode.MASK_FIELD]
                 paths = rules.mask_paths(self.comments.get(mask.full_name))
                 patch = _Patch(paths) if paths else None
-            schema = self.message_schema(route.input_type, skip=route.bound_fields(), patch=patch)
+            skip = route.bound_fields() | frozenset(route.alternatives())
+            schema = self.message_schema(route.input_type, skip=skip, patch=patch)
             if patch is not None:
                 self.mask_schema(schema, patch)
         else:
@@ -956,7 +957,7 @@ def _resources(routes: Sequence[Route]) -> dict[str, str]:
 def _targets(route: Route) -> list[tuple[str, str]]:
     """Where ``route`` takes an id: ("path" | "query" | "body", field name)."""
     out = [("path", v.name) for v in route.variables if len(v.field_path) == 1]
-    bound = route.bound_fields()
+    bound = route.bound_fields() | frozenset(route.alternatives())
     for field in route.input_type.fields:
         if field.name in bound or field.type != FieldDescriptor.TYPE_STRING or field.is_repeated:
             continue

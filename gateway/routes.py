@@ -92,6 +92,26 @@ class Route:
         """Top-level request fields that the path fills whole (``{cluster_id}``)."""
         return frozenset(v.name for v in self.variables if len(v.field_path) == 1)
 
+    def alternatives(self) -> dict[str, str]:
+        """Top-level fields a request on this route may not carry, with why:
+        the other member of a ``<kind>_ref`` oneof (an id or a name) whose
+        member the path fills, and with an id, the ``cluster_id`` that only a
+        name needs."""
+        out: dict[str, str] = {}
+        bound = self.bound_fields()
+        request = self.input_type
+        for oneof in request.oneofs:
+            filled = [f.name for f in oneof.fields if f.name in bound]
+            if not oneof.name.endswith("_ref") or not filled:
+                continue
+            for f in oneof.fields:
+                if f.name not in bound:
+                    out[f.name] = f"not with {filled[0]}, which the path sets"
+            scoped = "cluster_id" in request.fields_by_name and "cluster_id" not in bound
+            if filled[0].endswith("_id") and scoped:
+                out["cluster_id"] = f"only names a cluster for a name, not with {filled[0]}"
+        return out
+
     def bound_paths(self) -> frozenset[str]:
         """Dotted paths of every field the path fills (``cluster_id``, ``shape.id``)."""
         return frozenset(v.name for v in self.variables)

@@ -134,6 +134,9 @@ def _body_json(route: Route, body: bytes) -> dict[str, JSON]:
             problems.add("", f"request body must be a JSON object ({route.input_type.full_name})")
             _raise(problems, Reason.INVALID_FIELD)
         out = check_message(doc, route.input_type, problems)
+        for name, why in route.alternatives().items():
+            if name in out:
+                problems.add(name, why)
     else:
         field = route.input_type.fields_by_name[route.body]
         out = {route.body: check_field(doc, field, problems, route.body)} if doc is not None else {}
@@ -152,6 +155,7 @@ def _query_json(route: Route, params: Iterable[tuple[str, str]]) -> dict[str, JS
     if not params:
         return {}
     taken = {name: "is set by the path" for name in route.bound_paths()}
+    taken.update(route.alternatives())
     if route.body:
         taken[route.body] = "belongs in the request body"
     raw = query_json(params, route.input_type, taken, problems)
@@ -203,7 +207,7 @@ def _derive_mask(route: Route, body: dict[str, JSON]) -> None:
     if not derives_mask(route) or MASK_FIELD in body:
         return
     if route.body == "*":
-        skip = route.bound_fields() | MASK_EXEMPT
+        skip = route.bound_fields() | frozenset(route.alternatives()) | MASK_EXEMPT
         top = {k: v for k, v in body.items() if _proto_name(route.input_type, k) not in skip}
         paths = _leaf_paths(route.input_type, top)
     else:

@@ -49,6 +49,18 @@ def test_volumes_and_snapshots_by_name(rest_daemon: RestDaemon) -> None:
     assert bad.status_code == 400, bad.text
     assert "cluster_id" in bad.text
 
+    # A path that says which volume is not overridden by a name or an id
+    # beside it, in the body or the query.
+    other = http.patch(f"/v1/volumes/{vol_id}", json={"volume_name": "x", "labels": {"a": "b"}})
+    assert other.status_code == 400, other.text
+    assert "volume_name" in other.text
+    other = http.get(f"{base}/data", params={"volume_id": "a" * 32})
+    assert other.status_code == 400, other.text
+    assert "volume_id" in other.text
+    other = http.get(f"/v1/volumes/{vol_id}", params={"cluster_id": cluster_id})
+    assert other.status_code == 400, other.text
+    assert http.get(f"/v1/volumes/{vol_id}").json()["volume"]["labels"] == {}
+
     assert http.delete(f"{base}/data").status_code == 200
     assert http.get(f"/v1/volumes/{vol_id}").status_code == 404
 
