@@ -278,7 +278,7 @@ def test_shell_completion() -> None:
     offered = subprocess.run(
         [sys.executable, "-m", "osd.cli"], capture_output=True, text=True, env=env, check=True
     ).stdout.split()
-    assert offered == ["plain,repair", "plain,revert"]
+    assert offered == ["plain,rebase", "plain,repair", "plain,revert"]
 
 
 def test_a_rebalance_plan_shows_its_moves_and_its_drives_as_tables(

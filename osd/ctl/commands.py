@@ -100,6 +100,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.VolumeService.DeleteVolume": ("volume", "delete"),
     "osd.v1.VolumeService.RevertVolume": ("volume", "revert"),
     "osd.v1.VolumeService.FreezeVolume": ("volume", "freeze"),
+    "osd.v1.VolumeService.RebaseVolume": ("volume", "rebase"),
+    "osd.v1.VolumeService.RebaseSnapshot": ("snapshot", "rebase"),
     "osd.v1.VolumeService.AttachVolume": ("volume", "attach"),
     "osd.v1.VolumeService.DetachVolume": ("volume", "detach"),
     "osd.v1.VolumeService.CreateSnapshot": ("snapshot", "create"),

@@ -196,6 +196,7 @@ def snapshot_to_proto(s: vm.Snapshot) -> pb.Snapshot:
         update_time=convert.timestamp(s.update_time),
         generation=s.generation,
         owner=s.owner,
+        parent_snapshot_id=s.parent_snapshot_id,
     )
 
 
@@ -289,6 +290,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 datastore_version_id=request.datastore_version_id,
                 degraded=request.degraded,
                 repairing=request.repairing,
+                parent_snapshot_id=request.parent_snapshot_id,
             )
         )
         return self._listed.get(
@@ -379,6 +381,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                 labels=dict(request.labels),
                 name_regex=request.name_regex,
                 images_only=request.images_only,
+                parent_snapshot_id=request.parent_snapshot_id,
             )
         )
         return pb.ListSnapshotsResponse(
@@ -416,6 +419,26 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         )
         return pb.RevertVolumeResponse(
             volume=volume_to_proto(result.value), generation=result.generation
+        )
+
+    def RebaseVolume(
+        self, request: pb.RebaseVolumeRequest, context: grpc.ServicerContext
+    ) -> pb.RebaseVolumeResponse:
+        result = self._snapshots.rebase_volume(
+            vm.Rebase(request.volume_id, request.parent_snapshot_id, request.expected_generation)
+        )
+        return pb.RebaseVolumeResponse(
+            volume=volume_to_proto(result.value), generation=result.generation
+        )
+
+    def RebaseSnapshot(
+        self, request: pb.RebaseSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.RebaseSnapshotResponse:
+        result = self._snapshots.rebase_snapshot(
+            vm.Rebase(request.snapshot_id, request.parent_snapshot_id, request.expected_generation)
+        )
+        return pb.RebaseSnapshotResponse(
+            snapshot=snapshot_to_proto(result.value), generation=result.generation
         )
 
     def FreezeVolume(

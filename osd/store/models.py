@@ -387,6 +387,9 @@ class SnapshotRow(Base):
     generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # Its volume's owner (when it was taken, and after each change of owner).
     owner: Mapped[str] = mapped_column(String(200), nullable=False, default="", index=True)
+    # The snapshot its data was taken on top of (its chain's lineage; no
+    # foreign key: deleting a parent links its children to its own parent).
+    parent_snapshot_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
 
 
 def copies_to_read(v: VolumeRow | SnapshotRow) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from osd.enums import ObjectKind, SnapshotState
@@ -74,6 +74,7 @@ class SnapshotFilter:
     volume_id: str = ""
     cluster_id: str = ""
     images_only: bool = False
+    parent_snapshot_id: str = ""
     # Only snapshots this caller (subject, groups) may read; None for all.
     readable_by: tuple[str, frozenset[str]] | None = None
 
@@ -89,6 +90,8 @@ def scan(
         base = base.where(SnapshotRow.volume_id == where.volume_id)
     if where.images_only:
         base = base.where(SnapshotRow.image.is_(True))
+    if where.parent_snapshot_id:
+        base = base.where(SnapshotRow.parent_snapshot_id == where.parent_snapshot_id)
     if where.readable_by is not None:
         base = base.where(grants.readable_snapshots(*where.readable_by))
     while True:
@@ -101,6 +104,17 @@ def scan(
         if len(rows) < batch:
             return
         after = (rows[-1].cluster_id, rows[-1].name)
+
+
+def relink_children(session: Session, snapshot_id: str, parent_id: str | None) -> None:
+    """Gives the snapshots whose parent is ``snapshot_id`` its parent instead:
+    a deleted snapshot's children stay in its chain."""
+    session.execute(
+        update(SnapshotRow)
+        .where(SnapshotRow.parent_snapshot_id == snapshot_id)
+        .values(parent_snapshot_id=parent_id)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def own_bytes(session: Session, snapshot_ids: Sequence[str]) -> dict[str, int]:

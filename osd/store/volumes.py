@@ -69,6 +69,7 @@ class VolumeFilter:
     states: tuple[int, ...] = ()
     template_id: str = ""
     datastore_version_id: str = ""
+    parent_snapshot_id: str = ""
     # Only volumes that may lack a live copy: DEGRADED, DOWN or DATA_LOST, or
     # degraded since a time (the engine checks each copy of these).
     maybe_degraded: bool = False
@@ -122,6 +123,8 @@ def scan(
         base = base.where(VolumeRow.state.in_(list(where.states)))
     if where.template_id:
         base = base.where(VolumeRow.template_id == where.template_id)
+    if where.parent_snapshot_id:
+        base = base.where(VolumeRow.parent_snapshot_id == where.parent_snapshot_id)
     if where.datastore_version_id:
         base = base.where(VolumeRow.datastore_version_id == where.datastore_version_id)
     if where.maybe_degraded:

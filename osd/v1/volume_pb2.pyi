@@ -888,6 +888,7 @@ class Snapshot(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    PARENT_SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id."""
     cluster_id: _builtins.str
@@ -922,6 +923,12 @@ class Snapshot(_message.Message):
     volume's owner. The owner, and whoever may act on its volume (acl,
     public), may act on it.
     """
+    parent_snapshot_id: _builtins.str
+    """The snapshot this one's data was taken on top of: its volume's newest
+    snapshot when it was taken, else the snapshot its volume was cloned
+    from; empty at the root of a chain. Deleting a snapshot links its
+    children to its own parent; RebaseSnapshot changes it.
+    """
     @_builtins.property
     def durability(self) -> Global___Durability: ...
     @_builtins.property
@@ -950,10 +957,11 @@ class Snapshot(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         generation: _builtins.int = ...,
         owner: _builtins.str = ...,
+        parent_snapshot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "durability", b"durability", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_named", b"auto_named", "clone_count", b"clone_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "datastore_version_count", b"datastore_version_count", "durability", b"durability", "generation", b"generation", "id", b"id", "image", b"image", "labels", b"labels", "name", b"name", "owner", b"owner", "size_bytes", b"size_bytes", "space_used_bytes", b"space_used_bytes", "state", b"state", "update_time", b"update_time", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_named", b"auto_named", "clone_count", b"clone_count", "cluster_id", b"cluster_id", "create_time", b"create_time", "datastore_version_count", b"datastore_version_count", "durability", b"durability", "generation", b"generation", "id", b"id", "image", b"image", "labels", b"labels", "name", b"name", "owner", b"owner", "parent_snapshot_id", b"parent_snapshot_id", "size_bytes", b"size_bytes", "space_used_bytes", b"space_used_bytes", "state", b"state", "update_time", b"update_time", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1355,6 +1363,7 @@ class ListVolumesRequest(_message.Message):
     DATASTORE_VERSION_ID_FIELD_NUMBER: _builtins.int
     DEGRADED_FIELD_NUMBER: _builtins.int
     REPAIRING_FIELD_NUMBER: _builtins.int
+    PARENT_SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     cluster_id: _builtins.str
@@ -1377,6 +1386,8 @@ class ListVolumesRequest(_message.Message):
     """
     repairing: _builtins.bool
     """Only volumes with an unfinished JOB_KIND_VOLUME_REPAIR job."""
+    parent_snapshot_id: _builtins.str
+    """Only volumes whose parent_snapshot_id is this snapshot (its clones)."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only volumes that carry every one of these labels with these values."""
@@ -1400,10 +1411,11 @@ class ListVolumesRequest(_message.Message):
         datastore_version_id: _builtins.str = ...,
         degraded: _builtins.bool = ...,
         repairing: _builtins.bool = ...,
+        parent_snapshot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "datastore_version_id", b"datastore_version_id", "degraded", b"degraded", "labels", b"labels", "name_regex", b"name_regex", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "pool_id", b"pool_id", "repairing", b"repairing", "states", b"states", "template_id", b"template_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "datastore_version_id", b"datastore_version_id", "degraded", b"degraded", "labels", b"labels", "name_regex", b"name_regex", "node_id", b"node_id", "page_size", b"page_size", "page_token", b"page_token", "parent_snapshot_id", b"parent_snapshot_id", "pool_id", b"pool_id", "repairing", b"repairing", "states", b"states", "template_id", b"template_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1953,6 +1965,7 @@ class ListSnapshotsRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     NAME_REGEX_FIELD_NUMBER: _builtins.int
     IMAGES_ONLY_FIELD_NUMBER: _builtins.int
+    PARENT_SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
     volume_id: _builtins.str
@@ -1965,6 +1978,11 @@ class ListSnapshotsRequest(_message.Message):
     """
     images_only: _builtins.bool
     """Only snapshots marked as images."""
+    parent_snapshot_id: _builtins.str
+    """Only the children of this snapshot: those whose parent_snapshot_id it
+    is. With a snapshot's parent_snapshot_id, a client walks a chain either
+    way.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Only snapshots that carry every one of these labels with these values."""
@@ -1979,10 +1997,11 @@ class ListSnapshotsRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         name_regex: _builtins.str = ...,
         images_only: _builtins.bool = ...,
+        parent_snapshot_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "images_only", b"images_only", "labels", b"labels", "name_regex", b"name_regex", "page_size", b"page_size", "page_token", b"page_token", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "images_only", b"images_only", "labels", b"labels", "name_regex", b"name_regex", "page_size", b"page_size", "page_token", b"page_token", "parent_snapshot_id", b"parent_snapshot_id", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2213,6 +2232,112 @@ class RevertVolumeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevertVolumeResponse: _TypeAlias = RevertVolumeResponse  # noqa: Y015
+
+@_typing.final
+class RebaseVolumeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    PARENT_SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    parent_snapshot_id: _builtins.str
+    """The new parent: an ancestor of the volume's parent snapshot. Empty: no
+    parent, the volume is independent.
+    """
+    expected_generation: _builtins.int
+    """When non-zero, the change applies only if the volume's generation is
+    this value; otherwise ABORTED.
+    """
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        parent_snapshot_id: _builtins.str = ...,
+        expected_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_generation", b"expected_generation", "parent_snapshot_id", b"parent_snapshot_id", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebaseVolumeRequest: _TypeAlias = RebaseVolumeRequest  # noqa: Y015
+
+@_typing.final
+class RebaseVolumeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def volume(self) -> Global___Volume: ...
+    def __init__(
+        self,
+        *,
+        volume: Global___Volume | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["volume", b"volume"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "volume", b"volume"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebaseVolumeResponse: _TypeAlias = RebaseVolumeResponse  # noqa: Y015
+
+@_typing.final
+class RebaseSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    PARENT_SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    parent_snapshot_id: _builtins.str
+    """The new parent: an ancestor of the snapshot's parent. Empty: no parent."""
+    expected_generation: _builtins.int
+    """When non-zero, the change applies only if the snapshot's generation is
+    this value; otherwise ABORTED.
+    """
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        parent_snapshot_id: _builtins.str = ...,
+        expected_generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_generation", b"expected_generation", "parent_snapshot_id", b"parent_snapshot_id", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebaseSnapshotRequest: _TypeAlias = RebaseSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class RebaseSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def snapshot(self) -> Global___Snapshot: ...
+    def __init__(
+        self,
+        *,
+        snapshot: Global___Snapshot | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebaseSnapshotResponse: _TypeAlias = RebaseSnapshotResponse  # noqa: Y015
 
 @_typing.final
 class FreezeVolumeRequest(_message.Message):

@@ -99,6 +99,16 @@ class VolumeServiceStub:
                 request_serializer=osd_dot_v1_dot_volume__pb2.RevertVolumeRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_volume__pb2.RevertVolumeResponse.FromString,
                 _registered_method=True)
+        self.RebaseVolume = channel.unary_unary(
+                '/osd.v1.VolumeService/RebaseVolume',
+                request_serializer=osd_dot_v1_dot_volume__pb2.RebaseVolumeRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_volume__pb2.RebaseVolumeResponse.FromString,
+                _registered_method=True)
+        self.RebaseSnapshot = channel.unary_unary(
+                '/osd.v1.VolumeService/RebaseSnapshot',
+                request_serializer=osd_dot_v1_dot_volume__pb2.RebaseSnapshotRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_volume__pb2.RebaseSnapshotResponse.FromString,
+                _registered_method=True)
         self.FreezeVolume = channel.unary_unary(
                 '/osd.v1.VolumeService/FreezeVolume',
                 request_serializer=osd_dot_v1_dot_volume__pb2.FreezeVolumeRequest.SerializeToString,
@@ -372,6 +382,40 @@ class VolumeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebaseVolume(self, request, context):
+        """Changes the snapshot a volume depends on (StorPool's VolumeRebase): to
+        an ancestor of its parent snapshot (one higher in its chain), or to none,
+        making it independent. The volume's data does not change (a clone holds
+        its own copy of its parent's data on every driver osd has); what changes
+        is the snapshot it keeps from deletion, so the snapshots between are free
+        to delete. Rebasing onto the parent it has changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (volume_id, parent_snapshot_id); NOT_FOUND
+        (volume_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+        NOT_AN_ANCESTOR: the snapshot is not higher in the volume's chain;
+        reason VOLUME_NOT_AVAILABLE); ABORTED (expected_generation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebaseSnapshot(self, request, context):
+        """Changes a snapshot's parent in its chain (StorPool's SnapshotRebase): to
+        an ancestor of its parent, or to none, making it the root of a chain of
+        its own. Its data does not change (each snapshot holds all of its data
+        on every driver osd has); what changes is the chain that lists walk.
+        Rebasing onto the parent it has changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id, parent_snapshot_id); NOT_FOUND
+        (snapshot_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+        NOT_AN_ANCESTOR); ABORTED (expected_generation).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FreezeVolume(self, request, context):
         """Turns a volume into a snapshot (StorPool's freeze): the volume is gone,
         a READY snapshot holds its data and allocations, and the volume's
@@ -529,6 +573,16 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.RevertVolume,
                     request_deserializer=osd_dot_v1_dot_volume__pb2.RevertVolumeRequest.FromString,
                     response_serializer=osd_dot_v1_dot_volume__pb2.RevertVolumeResponse.SerializeToString,
+            ),
+            'RebaseVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebaseVolume,
+                    request_deserializer=osd_dot_v1_dot_volume__pb2.RebaseVolumeRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_volume__pb2.RebaseVolumeResponse.SerializeToString,
+            ),
+            'RebaseSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebaseSnapshot,
+                    request_deserializer=osd_dot_v1_dot_volume__pb2.RebaseSnapshotRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_volume__pb2.RebaseSnapshotResponse.SerializeToString,
             ),
             'FreezeVolume': grpc.unary_unary_rpc_method_handler(
                     servicer.FreezeVolume,
@@ -907,6 +961,60 @@ class VolumeService:
             '/osd.v1.VolumeService/RevertVolume',
             osd_dot_v1_dot_volume__pb2.RevertVolumeRequest.SerializeToString,
             osd_dot_v1_dot_volume__pb2.RevertVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebaseVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.VolumeService/RebaseVolume',
+            osd_dot_v1_dot_volume__pb2.RebaseVolumeRequest.SerializeToString,
+            osd_dot_v1_dot_volume__pb2.RebaseVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebaseSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.VolumeService/RebaseSnapshot',
+            osd_dot_v1_dot_volume__pb2.RebaseSnapshotRequest.SerializeToString,
+            osd_dot_v1_dot_volume__pb2.RebaseSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

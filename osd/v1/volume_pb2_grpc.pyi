@@ -252,6 +252,32 @@ class VolumeServiceStub:
     INSUFFICIENT_CAPACITY: the snapshot is larger and the drives lack room;
     reason VOLUME_NOT_AVAILABLE; reason JOB_IN_PROGRESS).
     """
+    RebaseVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.RebaseVolumeRequest, _volume_pb2.RebaseVolumeResponse]
+    """Changes the snapshot a volume depends on (StorPool's VolumeRebase): to
+    an ancestor of its parent snapshot (one higher in its chain), or to none,
+    making it independent. The volume's data does not change (a clone holds
+    its own copy of its parent's data on every driver osd has); what changes
+    is the snapshot it keeps from deletion, so the snapshots between are free
+    to delete. Rebasing onto the parent it has changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (volume_id, parent_snapshot_id); NOT_FOUND
+    (volume_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+    NOT_AN_ANCESTOR: the snapshot is not higher in the volume's chain;
+    reason VOLUME_NOT_AVAILABLE); ABORTED (expected_generation).
+    """
+    RebaseSnapshot: _grpc.UnaryUnaryMultiCallable[_volume_pb2.RebaseSnapshotRequest, _volume_pb2.RebaseSnapshotResponse]
+    """Changes a snapshot's parent in its chain (StorPool's SnapshotRebase): to
+    an ancestor of its parent, or to none, making it the root of a chain of
+    its own. Its data does not change (each snapshot holds all of its data
+    on every driver osd has); what changes is the chain that lists walk.
+    Rebasing onto the parent it has changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id, parent_snapshot_id); NOT_FOUND
+    (snapshot_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+    NOT_AN_ANCESTOR); ABORTED (expected_generation).
+    """
     FreezeVolume: _grpc.UnaryUnaryMultiCallable[_volume_pb2.FreezeVolumeRequest, _volume_pb2.FreezeVolumeResponse]
     """Turns a volume into a snapshot (StorPool's freeze): the volume is gone,
     a READY snapshot holds its data and allocations, and the volume's
@@ -516,6 +542,32 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     CONFIRMATION_REQUIRED; reason VOLUME_ATTACHED; reason
     INSUFFICIENT_CAPACITY: the snapshot is larger and the drives lack room;
     reason VOLUME_NOT_AVAILABLE; reason JOB_IN_PROGRESS).
+    """
+    RebaseVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.RebaseVolumeRequest, _volume_pb2.RebaseVolumeResponse]  # type: ignore[assignment]
+    """Changes the snapshot a volume depends on (StorPool's VolumeRebase): to
+    an ancestor of its parent snapshot (one higher in its chain), or to none,
+    making it independent. The volume's data does not change (a clone holds
+    its own copy of its parent's data on every driver osd has); what changes
+    is the snapshot it keeps from deletion, so the snapshots between are free
+    to delete. Rebasing onto the parent it has changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (volume_id, parent_snapshot_id); NOT_FOUND
+    (volume_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+    NOT_AN_ANCESTOR: the snapshot is not higher in the volume's chain;
+    reason VOLUME_NOT_AVAILABLE); ABORTED (expected_generation).
+    """
+    RebaseSnapshot: _aio.UnaryUnaryMultiCallable[_volume_pb2.RebaseSnapshotRequest, _volume_pb2.RebaseSnapshotResponse]  # type: ignore[assignment]
+    """Changes a snapshot's parent in its chain (StorPool's SnapshotRebase): to
+    an ancestor of its parent, or to none, making it the root of a chain of
+    its own. Its data does not change (each snapshot holds all of its data
+    on every driver osd has); what changes is the chain that lists walk.
+    Rebasing onto the parent it has changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id, parent_snapshot_id); NOT_FOUND
+    (snapshot_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+    NOT_AN_ANCESTOR); ABORTED (expected_generation).
     """
     FreezeVolume: _aio.UnaryUnaryMultiCallable[_volume_pb2.FreezeVolumeRequest, _volume_pb2.FreezeVolumeResponse]  # type: ignore[assignment]
     """Turns a volume into a snapshot (StorPool's freeze): the volume is gone,
@@ -856,6 +908,44 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         CONFIRMATION_REQUIRED; reason VOLUME_ATTACHED; reason
         INSUFFICIENT_CAPACITY: the snapshot is larger and the drives lack room;
         reason VOLUME_NOT_AVAILABLE; reason JOB_IN_PROGRESS).
+        """
+
+    @_abc_1.abstractmethod
+    def RebaseVolume(
+        self,
+        request: _volume_pb2.RebaseVolumeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.RebaseVolumeResponse, _abc.Awaitable[_volume_pb2.RebaseVolumeResponse]]:
+        """Changes the snapshot a volume depends on (StorPool's VolumeRebase): to
+        an ancestor of its parent snapshot (one higher in its chain), or to none,
+        making it independent. The volume's data does not change (a clone holds
+        its own copy of its parent's data on every driver osd has); what changes
+        is the snapshot it keeps from deletion, so the snapshots between are free
+        to delete. Rebasing onto the parent it has changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (volume_id, parent_snapshot_id); NOT_FOUND
+        (volume_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+        NOT_AN_ANCESTOR: the snapshot is not higher in the volume's chain;
+        reason VOLUME_NOT_AVAILABLE); ABORTED (expected_generation).
+        """
+
+    @_abc_1.abstractmethod
+    def RebaseSnapshot(
+        self,
+        request: _volume_pb2.RebaseSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.RebaseSnapshotResponse, _abc.Awaitable[_volume_pb2.RebaseSnapshotResponse]]:
+        """Changes a snapshot's parent in its chain (StorPool's SnapshotRebase): to
+        an ancestor of its parent, or to none, making it the root of a chain of
+        its own. Its data does not change (each snapshot holds all of its data
+        on every driver osd has); what changes is the chain that lists walk.
+        Rebasing onto the parent it has changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id, parent_snapshot_id); NOT_FOUND
+        (snapshot_id, parent_snapshot_id); FAILED_PRECONDITION (reason
+        NOT_AN_ANCESTOR); ABORTED (expected_generation).
         """
 
     @_abc_1.abstractmethod

@@ -206,6 +206,7 @@ class Snapshot:
     update_time: datetime
     generation: int
     owner: str = ""
+    parent_snapshot_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ class VolumeQuery:
     datastore_version_id: str = ""
     degraded: bool = False
     repairing: bool = False
+    parent_snapshot_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -321,6 +323,16 @@ class SnapshotQuery:
     labels: dict[str, str] = field(default_factory=dict)
     name_regex: str = ""
     images_only: bool = False
+    parent_snapshot_id: str = ""
+
+
+@dataclass(frozen=True)
+class Rebase:
+    """A new parent for a volume or a snapshot (``object_id``); empty for none."""
+
+    object_id: str
+    parent_snapshot_id: str = ""
+    expected_generation: int = 0
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from osd.engine.jobs.kinds.snapshot_copy import SnapshotCopyRequest, copy_job_of
 from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Changed, Page, allocation_of
-from osd.engine.shared.rows import check_generation, stamp
+from osd.engine.shared.rows import Unchanged, check_generation, stamp
 from osd.engine.volumes import access
 from osd.engine.volumes import phases as volume_phases
 from osd.engine.volumes.guards import (
@@ -39,6 +39,7 @@ from osd.engine.volumes.models import (
     CreatedSnapshot,
     CreateSnapshot,
     FreezeVolume,
+    Rebase,
     Snapshot,
     SnapshotDetail,
     SnapshotQuery,
@@ -122,6 +123,7 @@ class SnapshotEngine:
                 if not name:
                     name = _auto_name(s, volume, generation)
                 row = _new_row(volume, snapshot_id, name, labels, generation, not spec.name)
+                row.parent_snapshot_id = _chain_top(s, volume)
                 row.op_owner = self._store.owner
                 repo.add(s, row)
                 if full_copy:
@@ -175,10 +177,16 @@ class SnapshotEngine:
             v.check_id(query.volume_id, "volume_id")
         if query.cluster_id:
             v.check_id(query.cluster_id, "cluster_id")
+        if query.parent_snapshot_id:
+            v.check_id(query.parent_snapshot_id, "parent_snapshot_id")
         pattern = v.compile_regex(query.name_regex, "name_regex")
         wanted = v.check_labels(query.labels).items()
         where = repo.SnapshotFilter(
-            query.volume_id, query.cluster_id, query.images_only, access.list_filter()
+            query.volume_id,
+            query.cluster_id,
+            query.images_only,
+            query.parent_snapshot_id,
+            access.list_filter(),
         )
 
         def keep(row: SnapshotRow) -> bool:
@@ -268,7 +276,63 @@ class SnapshotEngine:
                     volume_phases.mark(own, AllocationState.RELEASING, None)
                 row.state = SnapshotState.DELETING
                 row.op_owner = self._store.owner
+                repo.relink_children(s, row.id, row.parent_snapshot_id)
         return volume_phases.finish_snapshot_delete(self._store, self._driver, snapshot_id)
+
+    # -- rebase ----------------------------------------------------------------
+
+    def rebase_volume(self, change: Rebase) -> Changed[Volume]:
+        """Makes the volume depend on an ancestor of its parent snapshot, or on
+        none. Its data does not change: a clone holds its own copy."""
+        v.check_id(change.object_id, "volume_id")
+        if change.parent_snapshot_id:
+            v.check_id(change.parent_snapshot_id, "parent_snapshot_id")
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                volume = get_volume(s, change.object_id)
+                access.require_volume(s, volume, Access.WRITE)
+                check_generation("volume", volume.id, volume.generation, change.expected_generation)
+                current = volume.parent_snapshot_id
+                new = _rebased(s, current, change.parent_snapshot_id, volume.name)
+                if new == current:
+                    raise Unchanged(volume_from(s, volume), generation - 1)
+                # A clone still being filled reads its parent: not while it is.
+                require_serving(volume)
+                require_no_job(volume)
+                volume.parent_snapshot_id = new
+                stamp(volume, generation)
+                s.flush()
+                return Changed(volume_from(s, volume), generation)
+        except Unchanged as same:
+            return Changed(same.value, same.generation)
+
+    def rebase_snapshot(self, change: Rebase) -> Changed[Snapshot]:
+        """Makes the snapshot's parent an ancestor of its parent, or none."""
+        v.check_id(change.object_id, "snapshot_id")
+        if change.parent_snapshot_id:
+            v.check_id(change.parent_snapshot_id, "parent_snapshot_id")
+        try:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                row = get_snapshot(s, change.object_id)
+                access.require_snapshot(s, row, Access.WRITE)
+                check_generation("snapshot", row.id, row.generation, change.expected_generation)
+                new = _rebased(s, row.parent_snapshot_id, change.parent_snapshot_id, row.name)
+                if new == row.parent_snapshot_id:
+                    raise Unchanged(snapshot_from(s, row), generation - 1)
+                if row.state != SnapshotState.READY:
+                    raise FailedPrecondition(
+                        f"snapshot {row.name} ({row.id}) is {SnapshotState(row.state).name}",
+                        reason="SNAPSHOT_NOT_READY",
+                        metadata={"snapshot_id": row.id},
+                    )
+                row.parent_snapshot_id = new
+                stamp(row, generation)
+                s.flush()
+                return Changed(snapshot_from(s, row), generation)
+        except Unchanged as same:
+            return Changed(same.value, same.generation)
 
     # -- revert and freeze -----------------------------------------------------
 
@@ -361,6 +425,7 @@ class SnapshotEngine:
                 row = _new_row(
                     volume, snapshot_id, name, labels or dict(volume.labels), generation, False
                 )
+                row.parent_snapshot_id = _chain_top(s, volume)
                 row.op_owner = self._store.owner
                 repo.add(s, row)
                 volume.state = VolumeState.DELETING
@@ -409,6 +474,45 @@ def _new_row(
         generation=generation,
         owner=volume.owner,
     )
+
+
+def _chain_top(s: Session, volume: VolumeRow) -> str | None:
+    """The parent of a snapshot taken of ``volume`` now: its newest READY
+    snapshot, else the snapshot it was cloned from (None at a chain's root)."""
+    newest = volume_phases.heir_of(s, volume.id)
+    return newest.id if newest is not None else volume.parent_snapshot_id
+
+
+def _rebased(s: Session, current: str | None, wanted: str, name: str) -> str | None:
+    """The new parent of ``name`` (whose parent is ``current``) when it asks
+    for ``wanted``: one of its parent's ancestors (the parent included), or
+    None for no parent."""
+    if not wanted:
+        return None
+    chain = ancestors(s, current)
+    if wanted in chain:
+        return wanted
+    target = get_snapshot(s, wanted, "parent_snapshot_id")
+    raise FailedPrecondition(
+        f"snapshot {target.name} ({target.id}) is not higher in the chain of {name}: "
+        + (
+            f"its ancestors are {', '.join(chain)}"
+            if chain
+            else "it has no parent; it can only stay independent"
+        ),
+        reason="NOT_AN_ANCESTOR",
+        metadata={"parent_snapshot_id": wanted},
+    )
+
+
+def ancestors(s: Session, snapshot_id: str | None) -> list[str]:
+    """``snapshot_id`` and the snapshots above it in its chain, nearest first."""
+    out: list[str] = []
+    while snapshot_id and snapshot_id not in out:
+        out.append(snapshot_id)
+        row = s.get(SnapshotRow, snapshot_id)
+        snapshot_id = row.parent_snapshot_id if row is not None else None
+    return out
 
 
 def _auto_name(s: Session, volume: VolumeRow, generation: int) -> str:

@@ -197,6 +197,7 @@ def snapshots_of(session: Session, rows: Sequence[SnapshotRow]) -> list[Snapshot
                 update_time=r.update_time,
                 generation=r.generation,
                 owner=r.owner,
+                parent_snapshot_id=r.parent_snapshot_id or "",
             )
         )
     return out

@@ -285,7 +285,14 @@ class VolumeEngine:
         size = paging.page_size(query.page_size)
         pages = paging.pager(self._store.page_key, "volume", query)
         after = pages.after_pair(query.page_token, "c", "n")
-        for name in ("cluster_id", "pool_id", "node_id", "template_id", "datastore_version_id"):
+        for name in (
+            "cluster_id",
+            "pool_id",
+            "node_id",
+            "template_id",
+            "datastore_version_id",
+            "parent_snapshot_id",
+        ):
             value = getattr(query, name)
             if value:
                 v.check_id(value, name)
@@ -301,6 +308,7 @@ class VolumeEngine:
             states=tuple(query.states),
             template_id=query.template_id,
             datastore_version_id=query.datastore_version_id,
+            parent_snapshot_id=query.parent_snapshot_id,
             maybe_degraded=query.degraded,
             readable_by=access.list_filter(),
         )
