@@ -27,7 +27,8 @@ from osd.client import Client
 from osd.csi import capabilities as caps
 from osd.csi.errors import CsiError, answers, invalid, not_found
 from osd.csi.v1 import csi_pb2, csi_pb2_grpc
-from osd.engine.drivers.local import mount_table
+from osd.engine.drivers.base import DriverError
+from osd.engine.drivers.local import grow_ext4_offline, make_filesystem, mount_table, run_command
 from osd.v1 import node_pb2, volume_pb2
 
 NodeRPC = csi_pb2.NodeServiceCapability.RPC
@@ -43,15 +44,9 @@ ZONE_KEY = "osd.dev/zone"
 
 def _run(*argv: str, what: str) -> str:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-    except FileNotFoundError:
-        raise CsiError(grpc.StatusCode.INTERNAL, f"{what}: {argv[0]} is not installed") from None
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise CsiError(
-            grpc.StatusCode.INTERNAL, f"{what}: {detail[-1] if detail else argv[0] + ' failed'}"
-        )
-    return done.stdout
+        return run_command(*argv, what=what)
+    except DriverError as exc:
+        raise CsiError(grpc.StatusCode.INTERNAL, str(exc)) from None
 
 
 def _mounted(path: str) -> tuple[str, str] | None:
@@ -75,39 +70,18 @@ def _has_filesystem(device: str) -> str:
     return done.stdout.strip()
 
 
-def _mkfs(filesystem: str, device: str) -> None:
-    argv = (
-        ["mkfs.xfs", "-f", "-q", device]
-        if filesystem == "xfs"
-        else ["mkfs.ext4", "-F", "-q", device]
-    )
-    _run(*argv, what=f"making {filesystem} on {device}")
+def _mkfs(filesystem: str, device: str, volume_id: str) -> None:
+    try:
+        make_filesystem(filesystem, device, volume_id)
+    except DriverError as exc:
+        raise CsiError(grpc.StatusCode.INTERNAL, str(exc)) from None
 
 
 def _grow_ext4(device: str) -> None:
-    """Grows an unmounted ext4 filesystem that is smaller than its device (a
-    volume made larger than its source, or grown while unstaged), checked
-    first as resize2fs asks."""
-    head = _run("dumpe2fs", "-h", device, what=f"reading the filesystem on {device}")
-    fields = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in head.splitlines())
-    )
     try:
-        fs_bytes = int(fields["Block count"]) * int(fields["Block size"])
-    except (KeyError, ValueError):
-        return
-    with open(device, "rb") as f:
-        device_bytes = f.seek(0, os.SEEK_END)
-    if device_bytes - fs_bytes < int(fields["Block size"]):
-        return
-    done = subprocess.run(["e2fsck", "-f", "-p", device], capture_output=True, text=True)
-    if done.returncode not in (0, 1):  # 1: errors corrected
-        raise CsiError(
-            grpc.StatusCode.INTERNAL,
-            f"checking the filesystem on {device} before growing it failed: "
-            + (done.stdout + done.stderr).strip()[-300:],
-        )
-    _run("resize2fs", device, what=f"growing the filesystem on {device}")
+        grow_ext4_offline(device)
+    except DriverError as exc:
+        raise CsiError(grpc.StatusCode.INTERNAL, str(exc)) from None
 
 
 class Node(csi_pb2_grpc.NodeServicer):
@@ -197,7 +171,7 @@ class Node(csi_pb2_grpc.NodeServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     f"volume {request.volume_id} holds no filesystem, and is attached read-only",
                 )
-            _mkfs(filesystem, device)
+            _mkfs(filesystem, device, request.volume_id)
         elif present != filesystem:
             raise CsiError(
                 grpc.StatusCode.FAILED_PRECONDITION,

@@ -101,7 +101,9 @@ class _Attachment:
     mount_options: list[str] = field(default_factory=list)
 
 
-def _run(*argv: str, what: str, retryable: bool = False) -> str:
+def run_command(*argv: str, what: str, retryable: bool = False) -> str:
+    """Runs a host command (at most ten minutes); DriverError says ``what``
+    failed, with the command's last line of output."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     except FileNotFoundError as exc:
@@ -557,7 +559,7 @@ class LocalDriver:
                     drive.loop_device = device = _loop_for(device_path)
                 mounted = _mounted_from(drive.root)
                 if mounted is None:
-                    _mkfs(self.filesystem, device, drive_id)
+                    make_filesystem(self.filesystem, device, drive_id)
             self._drives[drive_id] = drive
             self._mount(drive_id, drive)
             self._save()
@@ -586,7 +588,9 @@ class LocalDriver:
                     drive.loop_device = device
                     self._save()
             root.mkdir(parents=True, exist_ok=True)
-            _run("mount", device, str(root), what=f"mounting drive {drive_id}", retryable=True)
+            run_command(
+                "mount", device, str(root), what=f"mounting drive {drive_id}", retryable=True
+            )
         marker = root / MARKER
         if marker.exists():
             owner = marker.read_text().strip()
@@ -611,11 +615,15 @@ class LocalDriver:
                 (root / MARKER).unlink(missing_ok=True)
             else:
                 if _mounted_from(drive.root) is not None:
-                    _run("umount", drive.root, what=f"unmounting drive {drive_id}", retryable=True)
+                    run_command(
+                        "umount", drive.root, what=f"unmounting drive {drive_id}", retryable=True
+                    )
                 if drive.kind == "image":
                     for device, (backing, _ro) in loop_devices().items():
                         if backing == str(Path(device_path).resolve()):
-                            _run("losetup", "-d", device, what="releasing the image's loop device")
+                            run_command(
+                                "losetup", "-d", device, what="releasing the image's loop device"
+                            )
                 with contextlib.suppress(OSError):
                     root.rmdir()
             del self._drives[drive_id]
@@ -711,7 +719,7 @@ class LocalDriver:
                 raise _storage_error(f"resizing replica {replica_id}", exc) from exc
             for a in self._attachments.values():
                 if a.file == str(path):
-                    _run("losetup", "-c", a.device, what="refreshing the loop device's size")
+                    run_command("losetup", "-c", a.device, what="refreshing the loop device's size")
                     if a.mount_path and not a.read_only:
                         try:
                             _grow_filesystem(a)
@@ -908,9 +916,9 @@ class LocalDriver:
                 # Another mode, copy or mount: set up again.
                 self._release(volume_id, have)
             if mount is not None and not _has_signature(str(path)):
-                _mkfs(mount.filesystem, str(path), volume_id)
+                make_filesystem(mount.filesystem, str(path), volume_id)
             argv = ["losetup", "--find", "--show"] + (["--read-only"] if read_only else [])
-            device = _run(*argv, str(path), what=f"attaching volume {volume_id}").strip()
+            device = run_command(*argv, str(path), what=f"attaching volume {volume_id}").strip()
             others = [[d, r] for d, r in copies if str(self._replica_path(d, r)) != str(path)]
             record = _Attachment(
                 node_address,
@@ -949,10 +957,12 @@ class LocalDriver:
         copies then take its bytes. A failure leaves the record, so the
         detach is repeated."""
         if have.mount_path and _mounted_from(have.mount_path) == have.device:
-            _run("umount", have.mount_path, what=f"unmounting volume {volume_id}", retryable=True)
+            run_command(
+                "umount", have.mount_path, what=f"unmounting volume {volume_id}", retryable=True
+            )
         found = loop_devices().get(have.device)
         if found is not None and found[0] == have.file:
-            _run("losetup", "-d", have.device, what=f"detaching volume {volume_id}")
+            run_command("losetup", "-d", have.device, what=f"detaching volume {volume_id}")
         if not have.read_only:
             # Written through one copy: the others take its bytes now.
             for drive_id, replica_id in have.copies:
@@ -1021,7 +1031,7 @@ class LocalDriver:
             for device, (backing, _ro) in loop_devices().items():
                 if backing.startswith(roots) and device not in known:
                     log.warning("removing orphan loop device %s over %s", device, backing)
-                    _run("losetup", "-d", device, what="removing an orphan loop device")
+                    run_command("losetup", "-d", device, what="removing an orphan loop device")
         return out
 
 
@@ -1058,12 +1068,14 @@ def _loop_for(image: str) -> str:
     for device, (backing, _ro) in loop_devices().items():
         if backing == resolved:
             return device
-    return _run(
+    return run_command(
         "losetup", "--find", "--show", resolved, what=f"setting up {image}", retryable=True
     ).strip()
 
 
-def _mkfs(filesystem: str, device: str, owner_id: str) -> None:
+def make_filesystem(filesystem: str, device: str, owner_id: str) -> None:
+    """Makes a volume's filesystem (labelled after its owner; xfs with
+    reflink), for the driver and for the CSI node plugin alike."""
     label = f"osd-{owner_id[:8]}"
     if filesystem == "xfs":
         argv = ["mkfs.xfs", "-f", "-q", "-m", "reflink=1", "-L", label, device]
@@ -1073,7 +1085,7 @@ def _mkfs(filesystem: str, device: str, owner_id: str) -> None:
         argv = ["mkfs.ext4", "-F", "-q", "-L", label, device]
     else:
         raise DriverError(f"osd makes no {filesystem} filesystem")
-    _run(*argv, what=f"making a {filesystem} filesystem on {device}")
+    run_command(*argv, what=f"making a {filesystem} filesystem on {device}")
 
 
 def _resolve(path: str) -> str:
@@ -1099,19 +1111,19 @@ def _mount_volume(a: _Attachment) -> None:
     except OSError as exc:
         raise DriverError(f"cannot make the mount point {a.mount_path}: {exc.strerror}") from exc
     if a.filesystem == "ext4" and not a.read_only:
-        _grow_ext4_offline(a.device)
+        grow_ext4_offline(a.device)
     options = [*a.mount_options, *(["ro"] if a.read_only else [])]
     argv = ["mount", "-t", a.filesystem] + (["-o", ",".join(options)] if options else [])
-    _run(*argv, a.device, a.mount_path, what=f"mounting {a.device} at {a.mount_path}")
+    run_command(*argv, a.device, a.mount_path, what=f"mounting {a.device} at {a.mount_path}")
     if not a.read_only:
         _grow_filesystem(a)
 
 
-def _grow_ext4_offline(device: str) -> None:
+def grow_ext4_offline(device: str) -> None:
     """Grows an unmounted ext4 filesystem that is smaller than its device (a
     volume grown while it was not mounted, or where online growth was not
     allowed): checked first, as resize2fs requires."""
-    out = _run("dumpe2fs", "-h", device, what=f"reading the filesystem on {device}")
+    out = run_command("dumpe2fs", "-h", device, what=f"reading the filesystem on {device}")
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     try:
         fs_bytes = int(fields["Block count"]) * int(fields["Block size"])
@@ -1129,12 +1141,12 @@ def _grow_ext4_offline(device: str) -> None:
     )
     if checked.returncode not in (0, 1):  # 1: errors found and corrected
         raise DriverError(f"checking the filesystem on {device}: {checked.stdout.strip()[-300:]}")
-    _run("resize2fs", device, what=f"growing the filesystem on {device}")
+    run_command("resize2fs", device, what=f"growing the filesystem on {device}")
 
 
 def _grow_filesystem(a: _Attachment) -> None:
     """Grows a mounted filesystem, online, to the size of its device."""
     if a.filesystem == "ext4":
-        _run("resize2fs", a.device, what=f"growing the filesystem at {a.mount_path}")
+        run_command("resize2fs", a.device, what=f"growing the filesystem at {a.mount_path}")
     elif a.filesystem == "xfs":
-        _run("xfs_growfs", a.mount_path, what=f"growing the filesystem at {a.mount_path}")
+        run_command("xfs_growfs", a.mount_path, what=f"growing the filesystem at {a.mount_path}")
