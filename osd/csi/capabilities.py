@@ -17,6 +17,10 @@ from osd.csi.v1 import csi_pb2
 from osd.v1 import volume_pb2
 
 Mode = csi_pb2.VolumeCapability.AccessMode.Mode
+# The topology segment the plugin reports and takes: a node's zone, under the
+# same key as the label placement selects zones by (osd.store.nodes.ZONE_LABEL).
+ZONE_KEY = "osd.dev/zone"
+
 READ_ONLY_MODES = {
     csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_READER_ONLY,
     csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_READER_ONLY,

@@ -39,8 +39,6 @@ from osd.csi.errors import CsiError, answers, from_daemon, invalid, not_found
 from osd.csi.v1 import csi_pb2, csi_pb2_grpc
 from osd.v1 import common_pb2, job_pb2, node_pb2, volume_pb2
 
-ZONE_KEY = "osd.dev/zone"
-NODE_SELECTOR_ZONE = "osd.dev/zone"
 DEFAULT_SIZE = 1 << 30
 SIZE_UNIT = 1 << 20  # sizes are rounded up to whole MiB where the range allows
 MIN_SIZE = 512
@@ -330,7 +328,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
                 continue
             attempt = volume_pb2.CreateVolumeRequest()
             attempt.CopyFrom(base)
-            attempt.placement.node_selector[NODE_SELECTOR_ZONE] = zone
+            attempt.placement.node_selector[caps.ZONE_KEY] = zone
             try:
                 return self._volumes.CreateVolume(attempt).volume  # type: ignore[no-any-return]
             except grpc.RpcError as err:
@@ -389,7 +387,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         """The volume as ListVolumes shows it, with the zones it is reached from."""
         out = self._listed_volume(volume)
         for zone in sorted(self._zones_of(volume.id)):
-            out.accessible_topology.add(segments={ZONE_KEY: zone})
+            out.accessible_topology.add(segments={caps.ZONE_KEY: zone})
         return out
 
     @answers
@@ -572,7 +570,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         for zone in sorted(
             {a.zone for a in found.allocations if a.state == common_pb2.ALLOCATION_STATE_ACTIVE}
         ):
-            out.volume.accessible_topology.add(segments={ZONE_KEY: zone})
+            out.volume.accessible_topology.add(segments={caps.ZONE_KEY: zone})
         out.status.published_node_ids.extend(a.node_id for a in found.attachments)
         out.status.volume_condition.CopyFrom(_condition(found.volume))
         return out
@@ -586,7 +584,7 @@ class Controller(csi_pb2_grpc.ControllerServicer):
         except CsiError:
             return csi_pb2.GetCapacityResponse(available_capacity=0)
         cluster_id = request.parameters.get("clusterId", self._cluster_id)
-        zone = request.accessible_topology.segments.get(ZONE_KEY, "")
+        zone = request.accessible_topology.segments.get(caps.ZONE_KEY, "")
         try:
             copies = max(1, int(request.parameters.get("replicas", "1")))
         except ValueError:
@@ -827,11 +825,11 @@ def _zones(topologies: Iterable[csi_pb2.Topology]) -> list[str]:
     zones: list[str] = []
     for t in topologies:
         for key in t.segments:
-            if key != ZONE_KEY:
+            if key != caps.ZONE_KEY:
                 raise invalid(
-                    "accessibility_requirements", f"segment key {key!r} is not {ZONE_KEY}"
+                    "accessibility_requirements", f"segment key {key!r} is not {caps.ZONE_KEY}"
                 )
-        zone = t.segments.get(ZONE_KEY, "")
+        zone = t.segments.get(caps.ZONE_KEY, "")
         if zone and zone not in zones:
             zones.append(zone)
     return zones

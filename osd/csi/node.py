@@ -39,7 +39,6 @@ CAPABILITIES = [
     NodeRPC.VOLUME_CONDITION,
     NodeRPC.SINGLE_NODE_MULTI_WRITER,
 ]
-ZONE_KEY = "osd.dev/zone"
 
 
 def _run(*argv: str, what: str) -> str:
@@ -372,5 +371,5 @@ class Node(csi_pb2_grpc.NodeServicer):
         node = self._nodes.InspectNode(node_pb2.InspectNodeRequest(node_id=self._node_id)).node
         out = csi_pb2.NodeGetInfoResponse(node_id=node.id, max_volumes_per_node=self._max_volumes)
         if node.zone:
-            out.accessible_topology.segments[ZONE_KEY] = node.zone
+            out.accessible_topology.segments[caps.ZONE_KEY] = node.zone
         return out
