@@ -297,6 +297,8 @@ class UpdateVolume:
     expected_generation: int = 0
     # yes_i_really_mean_it: a replica count of 1 loses redundancy on purpose.
     confirmed: bool = False
+    # The template the volume is recorded as made from ("": none).
+    template_id: str | None = None
 
 
 @dataclass(frozen=True)
