@@ -124,7 +124,7 @@ class Engine:
         self.volumes = VolumeEngine(store, driver, self.jobs)
         self.snapshots = SnapshotEngine(store, driver, self.jobs)
         self.attachments = AttachmentEngine(store, driver)
-        self.templates = TemplateEngine(store)
+        self.templates = TemplateEngine(store, self.volumes)
         self.on_start(
             "volume and snapshot changes left unfinished",
             lambda: self.volumes.recover(self.members.alive_at_start),

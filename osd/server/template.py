@@ -14,6 +14,7 @@ from osd.engine.shared.sizes import SizeSpec
 from osd.engine.volumes import models as vm
 from osd.engine.volumes.templates import UPDATABLE
 from osd.server import convert
+from osd.server.job import job_to_proto
 from osd.server.volume import (
     durability_from_proto,
     durability_to_proto,
@@ -50,6 +51,19 @@ def template_to_proto(t: vm.Template) -> pb.Template:
     if t.qos is not None:
         msg.qos.CopyFrom(qos_to_proto(t.qos))
     return msg
+
+
+def propagation_to_proto(p: vm.Propagation) -> pb.TemplatePropagation:
+    return pb.TemplatePropagation(
+        updated_volume_ids=p.updated_volume_ids,
+        jobs=[job_to_proto(j) for j in p.jobs],
+        refused=[
+            pb.PropagationRefusal(volume_id=r.volume_id, reason=r.reason, message=r.message)
+            for r in p.refused
+        ],
+        unchanged_count=p.unchanged_count,
+        hidden_count=p.hidden_count,
+    )
 
 
 class TemplateServicer(template_pb2_grpc.TemplateServiceServicer):
@@ -146,11 +160,16 @@ class TemplateServicer(template_pb2_grpc.TemplateServiceServicer):
                 snapshot_factor=request.snapshot_factor,
                 kind=request.kind,
                 expected_generation=request.expected_generation,
+                propagate=request.propagate,
+                confirmed=request.yes_i_really_mean_it,
             )
         )
-        return pb.UpdateTemplateResponse(
+        response = pb.UpdateTemplateResponse(
             template=template_to_proto(result.value), generation=result.generation
         )
+        if result.propagation is not None:
+            response.propagation.CopyFrom(propagation_to_proto(result.propagation))
+        return response
 
     def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext

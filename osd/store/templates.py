@@ -50,7 +50,7 @@ def scan(
 
 
 def volume_counts(session: Session, template_ids: Sequence[str]) -> dict[str, int]:
-    """How many volumes were created with each template."""
+    """How many volumes each template is the template of."""
     if not template_ids:
         return {}
     rows = session.execute(
@@ -59,3 +59,12 @@ def volume_counts(session: Session, template_ids: Sequence[str]) -> dict[str, in
         .group_by(VolumeRow.template_id)
     ).all()
     return {tid: int(n) for tid, n in rows if tid is not None}
+
+
+def volumes_of(session: Session, template_id: str) -> list[VolumeRow]:
+    """The volumes whose template is ``template_id``, by name."""
+    return list(
+        session.scalars(
+            select(VolumeRow).where(VolumeRow.template_id == template_id).order_by(VolumeRow.name)
+        )
+    )

@@ -26,10 +26,11 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
+from osd.v1 import job_pb2 as osd_dot_v1_dot_job__pb2
 from osd.v1 import volume_pb2 as osd_dot_v1_dot_volume__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xf4\x03\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"P\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xe7\x04\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x10osd/v1/job.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xa5\x04\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x12\x11\n\tpropagate\x18\x0e \x01(\x08\x12\x1c\n\x14yes_i_really_mean_it\x18\x0f \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"\x82\x01\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\x0bpropagation\x18\x03 \x01(\x0b\x32\x1b.osd.v1.TemplatePropagation\"\xa8\x01\n\x13TemplatePropagation\x12\x1a\n\x12updated_volume_ids\x18\x01 \x03(\t\x12\x19\n\x04jobs\x18\x02 \x03(\x0b\x32\x0b.osd.v1.Job\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.osd.v1.PropagationRefusal\x12\x17\n\x0funchanged_count\x18\x04 \x01(\x03\x12\x14\n\x0chidden_count\x18\x05 \x01(\x03\"H\n\x12PropagationRefusal\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xe7\x04\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,36 +55,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002 2\033/v1/templates/{template_id}:\001*'
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002\035*\033/v1/templates/{template_id}'
-  _globals['_TEMPLATE']._serialized_start=171
-  _globals['_TEMPLATE']._serialized_end=702
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=657
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=702
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=705
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1151
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1153
-  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1250
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1252
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1297
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1299
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1380
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1383
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1589
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1591
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1696
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1699
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2199
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2201
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2281
-  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2283
-  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2327
-  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2329
-  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2373
-  _globals['_TEMPLATESERVICE']._serialized_start=2376
-  _globals['_TEMPLATESERVICE']._serialized_end=2991
+  _globals['_TEMPLATE']._serialized_start=189
+  _globals['_TEMPLATE']._serialized_end=720
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=675
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=720
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=723
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1169
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=675
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=720
+  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1171
+  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1268
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1270
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1315
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1317
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1398
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1401
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1607
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=675
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=720
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1609
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1714
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1717
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2266
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=675
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=720
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2269
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2399
+  _globals['_TEMPLATEPROPAGATION']._serialized_start=2402
+  _globals['_TEMPLATEPROPAGATION']._serialized_end=2570
+  _globals['_PROPAGATIONREFUSAL']._serialized_start=2572
+  _globals['_PROPAGATIONREFUSAL']._serialized_end=2644
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2646
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2690
+  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2692
+  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2736
+  _globals['_TEMPLATESERVICE']._serialized_start=2739
+  _globals['_TEMPLATESERVICE']._serialized_end=3354
 # @@protoc_insertion_point(module_scope)

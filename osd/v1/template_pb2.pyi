@@ -5,8 +5,11 @@ TemplateService: volume templates (StorPool's), named sets of defaults for
 durability, placement, QoS, size, provisioning and kind. A volume created
 with a template takes the template's value for every field the create
 request leaves unset. Templates belong to a cluster, since their placement
-names its pools. Changing a template affects volumes created afterwards
-only; existing volumes keep their settings.
+names its pools. A volume records the template it was made from
+(Volume.template_id); UpdateVolume can move it to another template of its
+cluster, or detach it, which changes only that record. Changing a
+template affects volumes created afterwards; existing volumes keep their
+settings unless the change is propagated (UpdateTemplate's `propagate`).
 
 Every caller may read and use every template. A template belongs to the
 subject that created it: its owner, and callers with role admin, may
@@ -20,6 +23,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from osd.v1 import job_pb2 as _job_pb2
 from osd.v1 import volume_pb2 as _volume_pb2
 import builtins as _builtins
 import sys
@@ -89,7 +93,7 @@ class Template(_message.Message):
     """0: no default reserve."""
     kind: _volume_pb2.VolumeKind.ValueType
     volume_count: _builtins.int
-    """Volumes created with this template."""
+    """Volumes whose template this is."""
     generation: _builtins.int
     """The store generation of this template's last change."""
     owner: _builtins.str
@@ -417,6 +421,8 @@ class UpdateTemplateRequest(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    PROPAGATE_FIELD_NUMBER: _builtins.int
+    YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     name: _builtins.str
     """New values; only the fields named in update_mask are read."""
@@ -431,6 +437,14 @@ class UpdateTemplateRequest(_message.Message):
     expected_generation: _builtins.int
     """When non-zero, the update applies only if the template's generation is
     this value; otherwise ABORTED.
+    """
+    propagate: _builtins.bool
+    """Also apply the changed "qos", "durability" and "placement" to the
+    volumes whose template this is (see UpdateTemplate).
+    """
+    yes_i_really_mean_it: _builtins.bool
+    """With propagate: confirms that a durability of one copy may leave
+    REPLICATE volumes a single copy (their other copies are released).
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -463,10 +477,12 @@ class UpdateTemplateRequest(_message.Message):
         kind: _volume_pb2.VolumeKind.ValueType = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
+        propagate: _builtins.bool = ...,
+        yes_i_really_mean_it: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "propagate", b"propagate", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "update_mask", b"update_mask", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015
@@ -480,22 +496,110 @@ class UpdateTemplateResponse(_message.Message):
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    PROPAGATION_FIELD_NUMBER: _builtins.int
     generation: _builtins.int
     @_builtins.property
     def template(self) -> Global___Template: ...
+    @_builtins.property
+    def propagation(self) -> Global___TemplatePropagation:
+        """What propagate did; empty without it."""
+
     def __init__(
         self,
         *,
         template: Global___Template | None = ...,
         generation: _builtins.int = ...,
+        propagation: Global___TemplatePropagation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["propagation", b"propagation", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "propagation", b"propagation", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTemplateResponse: _TypeAlias = UpdateTemplateResponse  # noqa: Y015
+
+@_typing.final
+class TemplatePropagation(_message.Message):
+    """What a propagated template change did to the volumes whose template it
+    is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATED_VOLUME_IDS_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    HIDDEN_COUNT_FIELD_NUMBER: _builtins.int
+    unchanged_count: _builtins.int
+    """Volumes that already had the values."""
+    hidden_count: _builtins.int
+    """Volumes the caller may not read: neither changed nor named."""
+    @_builtins.property
+    def updated_volume_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The volumes changed (at once, or by a job in `jobs`)."""
+
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs started: JOB_KIND_VOLUME_REPLICA_CHANGE or
+        JOB_KIND_VOLUME_MOVE, one per volume at most.
+        """
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropagationRefusal]:
+        """The volumes left as they were because UpdateVolume would refuse the
+        change.
+        """
+
+    def __init__(
+        self,
+        *,
+        updated_volume_ids: _abc.Iterable[_builtins.str] | None = ...,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+        refused: _abc.Iterable[Global___PropagationRefusal] | None = ...,
+        unchanged_count: _builtins.int = ...,
+        hidden_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hidden_count", b"hidden_count", "jobs", b"jobs", "refused", b"refused", "unchanged_count", b"unchanged_count", "updated_volume_ids", b"updated_volume_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplatePropagation: _TypeAlias = TemplatePropagation  # noqa: Y015
+
+@_typing.final
+class PropagationRefusal(_message.Message):
+    """A volume a propagated change left alone, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    reason: _builtins.str
+    """The reason UpdateVolume gives for the refusal, e.g. JOB_IN_PROGRESS,
+    CONFIRMATION_REQUIRED, VOLUME_NOT_AVAILABLE, TAIL_POOL,
+    PLACEMENT_IMPOSSIBLE, INVALID_ARGUMENT, or ACCESS_DENIED.
+    """
+    message: _builtins.str
+    """The refusal's message."""
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PropagationRefusal: _TypeAlias = PropagationRefusal  # noqa: Y015
 
 @_typing.final
 class DeleteTemplateRequest(_message.Message):

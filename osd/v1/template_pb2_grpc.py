@@ -110,6 +110,24 @@ class TemplateServiceServicer:
         "provisioning", "snapshot_factor", "kind". A path whose new value is
         unset (or 0) removes that default.
 
+        With propagate (StorPool's), the new values of "qos", "durability" and
+        "placement" that the template sets are also applied to every volume
+        whose template this is, each through UpdateVolume's own rules: QoS
+        changes at once; a durability whose copy count differs from a
+        REPLICATE or single-copy volume's starts a
+        JOB_KIND_VOLUME_REPLICA_CHANGE job (a single copy, which releases the
+        others, only with yes_i_really_mean_it); a placement the volume's copies
+        do not obey starts a JOB_KIND_VOLUME_MOVE job. A removed default, and
+        the other fields (sizes, provisioning, snapshot factor, kind, which a
+        volume cannot take without rewriting its data, and the template's own
+        name and labels), are not propagated; none of the propagated fields
+        applies to snapshots, which keep theirs. A volume is changed whole or
+        not at all: one that UpdateVolume would refuse (a job in progress, a
+        confirmation missing, both a copy count and a placement to change, an
+        ERASURE layout, CREATING or DELETING) is left as it was and reported
+        in propagation.refused; the others are changed. A refused template
+        change changes no volume.
+
         Role: user.
         Errors: INVALID_ARGUMENT (template_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
@@ -122,14 +140,15 @@ class TemplateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTemplate(self, request, context):
-        """Deletes a template that no volume was created with (volumes keep their
-        template_id, so it must stay resolvable).
+        """Deletes a template that no volume has (volumes keep their template_id,
+        so it must stay resolvable; UpdateVolume with an empty template_id
+        detaches one).
 
         Role: user.
         Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-        is the number of volumes created with it); PERMISSION_DENIED (reason
-        ACCESS_DENIED: not its owner).
+        is the number of volumes whose template it is); PERMISSION_DENIED
+        (reason ACCESS_DENIED: not its owner).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -418,6 +418,37 @@ class UpdateTemplate:
     snapshot_factor: float = 0.0
     kind: int = 0
     expected_generation: int = 0
+    # Apply the changed qos, durability and placement to the template's volumes.
+    propagate: bool = False
+    # yes_i_really_mean_it: a propagated single copy may drop redundancy.
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A volume a propagated template change left alone: UpdateVolume's refusal."""
+
+    volume_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """What a propagated template change did to the template's volumes."""
+
+    updated_volume_ids: list[str] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    unchanged_count: int = 0
+    hidden_count: int = 0
+
+
+@dataclass(frozen=True)
+class ChangedTemplate(Changed[Template]):
+    """An update's result, with what its propagation did (None without it)."""
+
+    propagation: Propagation | None = None
 
 
 @dataclass(frozen=True)

@@ -387,6 +387,24 @@ class VolumeEngine:
         with self._store.read() as s:
             return ChangedVolume(volume_from(s, row), generation)
 
+    def update_in(
+        self, s: Session, row: VolumeRow, change: UpdateVolume, generation: int
+    ) -> Job | None:
+        """Applies ``change`` (no size change) to ``row`` inside the caller's write
+        transaction (a template's propagated change), with update's checks and
+        effects; returns the job it recorded, if any (wake_jobs starts it once
+        the transaction commits). Raises as update would."""
+        if change.size is not None or change.size_add is not None:
+            raise ValueError("update_in changes no size")
+        _check_update(change)
+        self._check_update_access(s, row, change)
+        if row.state in (VolumeState.CREATING, VolumeState.DELETING):
+            raise not_available(row)
+        return self._apply(s, row, change, None, generation)
+
+    def wake_jobs(self) -> None:
+        self._jobs.wake()
+
     def _apply(
         self, s: Session, row: VolumeRow, change: UpdateVolume, size: int | None, generation: int
     ) -> Job | None:
