@@ -14,11 +14,11 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 
 from osd import cli
 from osd.enums import JobKind, ObjectKind
-from osd.store.models import AllocationRow, VolumeRow
+from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 from osd.v1 import job_pb2 as jpb
 from osd.v1 import template_pb2 as tpb
 from osd.v1 import template_pb2_grpc, volume_pb2_grpc
@@ -26,7 +26,7 @@ from osd.v1 import volume_pb2 as pb
 from tests.conftest import Database, RunningDaemon, running_daemon
 from tests.factories import make_cluster, make_job_row, make_pool, make_topology
 from tests.test_jobs import wait_job
-from tests.volume_helpers import NONE, fails, generation, mask, replicated, templates, volumes
+from tests.volume_helpers import GIB, NONE, fails, generation, mask, replicated, templates, volumes
 
 
 @dataclass
@@ -357,6 +357,104 @@ def test_a_volumes_template_must_exist_in_its_cluster(w: World) -> None:
     assert got.template_id == a.template_id and got.qos.iops_limit == 1000
 
 
+# -- status ---------------------------------------------------------------------------
+
+
+def _allocated(w: World, volume_ids: list[str]) -> int:
+    with w.d.store.read() as s:
+        snaps = select(SnapshotRow.id).where(SnapshotRow.volume_id.in_(volume_ids))
+        return int(
+            s.scalar(
+                select(func.coalesce(func.sum(AllocationRow.bytes), 0)).where(
+                    or_(
+                        AllocationRow.volume_id.in_(volume_ids),
+                        AllocationRow.snapshot_id.in_(snaps),
+                    )
+                )
+            )
+            or 0
+        )
+
+
+def test_template_status_counts_what_was_made_and_the_room_left(w: World) -> None:
+    pool = make_pool(w.d.store, w.cluster_id, "p", node_ids=w.nodes[:2])
+    gold = w.template(placement=pb.Placement(pool_id=pool))
+    empty = w.template("empty", durability=replicated(3), snapshot_factor=2.0)
+    a, b = w.volume("a", gold.id), w.volume("b", gold.id, size="2G")
+    w.volume("alone", durability=replicated(2))
+    w.v.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=a.id, name="snap"))
+
+    st = w.t.GetTemplateStatus(tpb.GetTemplateStatusRequest(template_id=gold.id))
+    assert st.generation == generation(w.d)
+    s = st.status
+    assert (s.template_id, s.name, s.volume_count, s.snapshot_count) == (gold.id, "gold", 2, 1)
+    assert s.logical_bytes == (1 + 2 + 1) * GIB
+    assert s.allocated_bytes == _allocated(w, [a.id, b.id]) >= (1 + 2) * 2 * GIB
+    summary = w.v.GetCapacitySummary(pb.GetCapacitySummaryRequest(cluster_id=w.cluster_id))
+    (cluster,) = summary.clusters
+    (pool_cap,) = cluster.pools
+    assert s.capacity == pool_cap.capacity and s.available_bytes == pool_cap.available_bytes
+    assert s.capacity.total_bytes == 4 * 100 * GIB  # two nodes of two drives
+    assert not s.HasField("tail_capacity") and s.tail_available_bytes == 0
+    assert s.volume_available_bytes == s.available_bytes // 2 // 512 * 512
+
+    whole = w.t.GetClusterTemplateStatus(
+        tpb.GetClusterTemplateStatusRequest(cluster_id=w.cluster_id)
+    )
+    assert [x.name for x in whole.statuses] == ["empty", "gold"] and whole.generation > 0
+    e = whole.statuses[0]
+    assert (e.template_id, e.volume_count, e.snapshot_count) == (empty.id, 0, 0)
+    assert (e.logical_bytes, e.allocated_bytes) == (0, 0)
+    assert e.capacity == cluster.capacity and e.available_bytes == cluster.available_bytes
+    # Three copies, each twice its share.
+    assert e.volume_available_bytes == int(e.available_bytes // 3 / 2) // 512 * 512
+    assert whole.statuses[1] == s
+
+
+def test_a_tail_pool_has_its_own_figures(w: World) -> None:
+    head = make_pool(w.d.store, w.cluster_id, "head", node_ids=w.nodes[:2])
+    tail = make_pool(w.d.store, w.cluster_id, "tail", drive_ids=w.drives[4:5])
+    t = w.template(
+        durability=replicated(3), placement=pb.Placement(pool_id=head, tail_pool_id=tail)
+    )
+    s = w.t.GetTemplateStatus(tpb.GetTemplateStatusRequest(template_id=t.id)).status
+    assert s.tail_capacity.total_bytes == 100 * GIB
+    assert s.tail_available_bytes == 100 * GIB
+    # Two copies in the head pool (400 GiB free), the last in the tail (100 GiB).
+    assert s.volume_available_bytes == 100 * GIB
+
+
+def test_status_refusals(w: World) -> None:
+    for call, request, code, field in (
+        (
+            w.t.GetTemplateStatus,
+            tpb.GetTemplateStatusRequest(template_id="ab" * 16),
+            grpc.StatusCode.NOT_FOUND,
+            "template_id",
+        ),
+        (
+            w.t.GetTemplateStatus,
+            tpb.GetTemplateStatusRequest(template_id="x"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "template_id",
+        ),
+        (
+            w.t.GetClusterTemplateStatus,
+            tpb.GetClusterTemplateStatusRequest(cluster_id="ab" * 16),
+            grpc.StatusCode.NOT_FOUND,
+            "cluster_id",
+        ),
+        (
+            w.t.GetClusterTemplateStatus,
+            tpb.GetClusterTemplateStatusRequest(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "cluster_id",
+        ),
+    ):
+        err = fails(call, request)
+        assert (err.code, list(err.fields)) == (code, [field])
+
+
 # -- REST and the CLI -------------------------------------------------------------------
 
 
@@ -374,7 +472,7 @@ def rest(database: Database) -> Iterator[Rest]:
             yield Rest(World(d, cluster_id, nodes, drives), c)
 
 
-def test_rest_propagates_and_detaches(rest: Rest) -> None:
+def test_rest_propagates_detaches_and_reports_status(rest: Rest) -> None:
     w, http = rest.w, rest.http
     t = w.template()
     a = w.volume("a", t.id)
@@ -397,12 +495,22 @@ def test_rest_propagates_and_detaches(rest: Rest) -> None:
     assert [(x["volume_id"], x["reason"]) for x in refused] == [(a.id, "CONFIRMATION_REQUIRED")]
     assert w.copies(a.id) == 2
 
+    r = http.get(f"/v1/templates/{t.id}/status")
+    assert r.status_code == 200, r.text
+    status = r.json()["status"]
+    assert (status["template_id"], status["volume_count"]) == (t.id, "1")
+    assert int(r.json()["generation"]) == generation(w.d)
+    r = http.get(f"/v1/clusters/{w.cluster_id}/templateStatus")
+    assert r.status_code == 200, r.text
+    assert [x["name"] for x in r.json()["statuses"]] == ["gold"]
+    assert http.get(f"/v1/clusters/{'ab' * 16}/templateStatus").status_code == 404
+
     r = http.patch(f"/v1/volumes/{a.id}", json={"template_id": "nope"})
     assert r.status_code == 400, r.text
     r = http.patch(f"/v1/volumes/{a.id}", json={"template_id": ""})
     assert r.status_code == 200, r.text
     assert r.json()["volume"]["template_id"] == ""
-    assert w.get(a.id).template_id == ""
+    assert http.get(f"/v1/templates/{t.id}/status").json()["status"]["volume_count"] == "0"
 
 
 def _osd(d: RunningDaemon, *argv: str) -> Any:
@@ -414,12 +522,16 @@ def _osd(d: RunningDaemon, *argv: str) -> Any:
     return json.loads(out.getvalue())
 
 
-def test_cli_propagates_and_detaches(w: World) -> None:
+def test_cli_propagates_and_reports_status(w: World) -> None:
     t = w.template()
     a = w.volume("a", t.id)
     out = _osd(w.d, "template", "update", t.id, "--qos-iops-limit", "321", "--propagate", "true")
     assert out["propagation"]["updated_volume_ids"] == [a.id]
     assert w.get(a.id).qos.iops_limit == 321
+    status = _osd(w.d, "template", "status", t.id)["status"]
+    assert (status["name"], status["volume_count"]) == ("gold", "1")
+    whole = _osd(w.d, "cluster", "template-status", w.cluster_id)
+    assert [x["template_id"] for x in whole["statuses"]] == [t.id]
     moved = _osd(w.d, "volume", "update", a.id, "--template-id", "", "--update-mask", "template_id")
     assert moved["volume"]["id"] == a.id and moved["volume"].get("template_id", "") == ""
     assert w.get(a.id).template_id == ""

@@ -66,6 +66,24 @@ def propagation_to_proto(p: vm.Propagation) -> pb.TemplatePropagation:
     )
 
 
+def status_to_proto(t: vm.TemplateStatus) -> pb.TemplateStatus:
+    msg = pb.TemplateStatus(
+        template_id=t.template_id,
+        name=t.name,
+        volume_count=t.volume_count,
+        snapshot_count=t.snapshot_count,
+        logical_bytes=t.logical_bytes,
+        allocated_bytes=t.allocated_bytes,
+        capacity=convert.capacity(t.capacity),
+        available_bytes=t.available_bytes,
+        tail_available_bytes=t.tail_available_bytes,
+        volume_available_bytes=t.volume_available_bytes,
+    )
+    if t.tail_capacity is not None:
+        msg.tail_capacity.CopyFrom(convert.capacity(t.tail_capacity))
+    return msg
+
+
 class TemplateServicer(template_pb2_grpc.TemplateServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._templates = engine.templates
@@ -175,3 +193,19 @@ class TemplateServicer(template_pb2_grpc.TemplateServiceServicer):
         self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
     ) -> pb.DeleteTemplateResponse:
         return pb.DeleteTemplateResponse(generation=self._templates.delete(request.template_id))
+
+    def GetTemplateStatus(
+        self, request: pb.GetTemplateStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetTemplateStatusResponse:
+        return pb.GetTemplateStatusResponse(
+            status=status_to_proto(self._templates.status(request.template_id))
+        )
+
+    def GetClusterTemplateStatus(
+        self, request: pb.GetClusterTemplateStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetClusterTemplateStatusResponse:
+        return pb.GetClusterTemplateStatusResponse(
+            statuses=[
+                status_to_proto(t) for t in self._templates.cluster_status(request.cluster_id)
+            ]
+        )

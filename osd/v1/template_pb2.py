@@ -26,11 +26,12 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
+from osd.v1 import common_pb2 as osd_dot_v1_dot_common__pb2
 from osd.v1 import job_pb2 as osd_dot_v1_dot_job__pb2
 from osd.v1 import volume_pb2 as osd_dot_v1_dot_volume__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x10osd/v1/job.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xa5\x04\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x12\x11\n\tpropagate\x18\x0e \x01(\x08\x12\x1c\n\x14yes_i_really_mean_it\x18\x0f \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"\x82\x01\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\x0bpropagation\x18\x03 \x01(\x0b\x32\x1b.osd.v1.TemplatePropagation\"\xa8\x01\n\x13TemplatePropagation\x12\x1a\n\x12updated_volume_ids\x18\x01 \x03(\t\x12\x19\n\x04jobs\x18\x02 \x03(\x0b\x32\x0b.osd.v1.Job\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.osd.v1.PropagationRefusal\x12\x17\n\x0funchanged_count\x18\x04 \x01(\x03\x12\x14\n\x0chidden_count\x18\x05 \x01(\x03\"H\n\x12PropagationRefusal\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xe7\x04\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\x1a\x10osd/v1/job.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"-\n\x16InspectTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xa5\x04\n\x15UpdateTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x12\x11\n\tpropagate\x18\x0e \x01(\x08\x12\x1c\n\x14yes_i_really_mean_it\x18\x0f \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_spec\"\x82\x01\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\x0bpropagation\x18\x03 \x01(\x0b\x32\x1b.osd.v1.TemplatePropagation\"\xa8\x01\n\x13TemplatePropagation\x12\x1a\n\x12updated_volume_ids\x18\x01 \x03(\t\x12\x19\n\x04jobs\x18\x02 \x03(\x0b\x32\x0b.osd.v1.Job\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.osd.v1.PropagationRefusal\x12\x17\n\x0funchanged_count\x18\x04 \x01(\x03\x12\x14\n\x0chidden_count\x18\x05 \x01(\x03\"H\n\x12PropagationRefusal\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\",\n\x15\x44\x65leteTemplateRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"/\n\x18GetTemplateStatusRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"W\n\x19GetTemplateStatusResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.osd.v1.TemplateStatus\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"5\n\x1fGetClusterTemplateStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"`\n GetClusterTemplateStatusResponse\x12(\n\x08statuses\x18\x01 \x03(\x0b\x32\x16.osd.v1.TemplateStatus\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xb5\x02\n\x0eTemplateStatus\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cvolume_count\x18\x03 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x04 \x01(\x03\x12\x15\n\rlogical_bytes\x18\x05 \x01(\x03\x12\x17\n\x0f\x61llocated_bytes\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x17\n\x0f\x61vailable_bytes\x18\x08 \x01(\x03\x12\'\n\rtail_capacity\x18\t \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x1c\n\x14tail_available_bytes\x18\n \x01(\x03\x12\x1e\n\x16volume_available_bytes\x18\x0b \x01(\x03\x32\x9c\x07\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12}\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\")\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/templates/{template_id}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12}\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\",\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02 2\x1b/v1/templates/{template_id}:\x01*\x12z\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\")\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/templates/{template_id}\x12\x8a\x01\n\x11GetTemplateStatus\x12 .osd.v1.GetTemplateStatusRequest\x1a!.osd.v1.GetTemplateStatusResponse\"0\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/templates/{template_id}/status\x12\xa5\x01\n\x18GetClusterTemplateStatus\x12\'.osd.v1.GetClusterTemplateStatusRequest\x1a(.osd.v1.GetClusterTemplateStatusResponse\"6\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02*\x12(/v1/clusters/{cluster_id}/templateStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,40 +56,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002 2\033/v1/templates/{template_id}:\001*'
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002\035*\033/v1/templates/{template_id}'
-  _globals['_TEMPLATE']._serialized_start=189
-  _globals['_TEMPLATE']._serialized_end=720
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=675
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=720
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=723
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1169
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=675
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=720
-  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1171
-  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1268
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1270
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1315
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1317
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1398
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1401
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1607
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=675
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=720
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1609
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1714
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1717
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2266
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=675
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=720
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2269
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2399
-  _globals['_TEMPLATEPROPAGATION']._serialized_start=2402
-  _globals['_TEMPLATEPROPAGATION']._serialized_end=2570
-  _globals['_PROPAGATIONREFUSAL']._serialized_start=2572
-  _globals['_PROPAGATIONREFUSAL']._serialized_end=2644
-  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2646
-  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2690
-  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2692
-  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2736
-  _globals['_TEMPLATESERVICE']._serialized_start=2739
-  _globals['_TEMPLATESERVICE']._serialized_end=3354
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetTemplateStatus']._loaded_options = None
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetTemplateStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002$\022\"/v1/templates/{template_id}/status'
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetClusterTemplateStatus']._loaded_options = None
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetClusterTemplateStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002*\022(/v1/clusters/{cluster_id}/templateStatus'
+  _globals['_TEMPLATE']._serialized_start=210
+  _globals['_TEMPLATE']._serialized_end=741
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=696
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=741
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=744
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1190
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1192
+  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1289
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1291
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1336
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1338
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1419
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1422
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1628
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1630
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1735
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1738
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2287
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2290
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2420
+  _globals['_TEMPLATEPROPAGATION']._serialized_start=2423
+  _globals['_TEMPLATEPROPAGATION']._serialized_end=2591
+  _globals['_PROPAGATIONREFUSAL']._serialized_start=2593
+  _globals['_PROPAGATIONREFUSAL']._serialized_end=2665
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2667
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2711
+  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2713
+  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2757
+  _globals['_GETTEMPLATESTATUSREQUEST']._serialized_start=2759
+  _globals['_GETTEMPLATESTATUSREQUEST']._serialized_end=2806
+  _globals['_GETTEMPLATESTATUSRESPONSE']._serialized_start=2808
+  _globals['_GETTEMPLATESTATUSRESPONSE']._serialized_end=2895
+  _globals['_GETCLUSTERTEMPLATESTATUSREQUEST']._serialized_start=2897
+  _globals['_GETCLUSTERTEMPLATESTATUSREQUEST']._serialized_end=2950
+  _globals['_GETCLUSTERTEMPLATESTATUSRESPONSE']._serialized_start=2952
+  _globals['_GETCLUSTERTEMPLATESTATUSRESPONSE']._serialized_end=3048
+  _globals['_TEMPLATESTATUS']._serialized_start=3051
+  _globals['_TEMPLATESTATUS']._serialized_end=3360
+  _globals['_TEMPLATESERVICE']._serialized_start=3363
+  _globals['_TEMPLATESERVICE']._serialized_end=4287
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from osd.v1 import common_pb2 as _common_pb2
 from osd.v1 import job_pb2 as _job_pb2
 from osd.v1 import volume_pb2 as _volume_pb2
 import builtins as _builtins
@@ -638,3 +639,170 @@ class DeleteTemplateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteTemplateResponse: _TypeAlias = DeleteTemplateResponse  # noqa: Y015
+
+@_typing.final
+class GetTemplateStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTemplateStatusRequest: _TypeAlias = GetTemplateStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetTemplateStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
+    @_builtins.property
+    def status(self) -> Global___TemplateStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___TemplateStatus | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTemplateStatusResponse: _TypeAlias = GetTemplateStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetClusterTemplateStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTemplateStatusRequest: _TypeAlias = GetClusterTemplateStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetClusterTemplateStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateStatus]:
+        """One per template of the cluster, by name."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___TemplateStatus] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTemplateStatusResponse: _TypeAlias = GetClusterTemplateStatusResponse  # noqa: Y015
+
+@_typing.final
+class TemplateStatus(_message.Message):
+    """What a template holds and the room for more (StorPool's
+    VolumeTemplatesStatus).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VOLUME_COUNT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COUNT_FIELD_NUMBER: _builtins.int
+    LOGICAL_BYTES_FIELD_NUMBER: _builtins.int
+    ALLOCATED_BYTES_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    TAIL_CAPACITY_FIELD_NUMBER: _builtins.int
+    TAIL_AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    VOLUME_AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    name: _builtins.str
+    volume_count: _builtins.int
+    """Volumes whose template this is."""
+    snapshot_count: _builtins.int
+    """Snapshots of those volumes."""
+    logical_bytes: _builtins.int
+    """The sizes of those volumes and snapshots, added up: what they provision."""
+    allocated_bytes: _builtins.int
+    """The bytes their allocations hold on drives, over every copy and
+    fragment.
+    """
+    available_bytes: _builtins.int
+    """Free bytes on those drives."""
+    tail_available_bytes: _builtins.int
+    volume_available_bytes: _builtins.int
+    """The most data new volumes of the template could hold in all, given its
+    durability (one copy when it sets none), tail pool and snapshot factor:
+    the free bytes divided among copies or fragments. An upper bound: the
+    failure domain and the free space of each drive may allow less.
+    """
+    @_builtins.property
+    def capacity(self) -> _common_pb2.Capacity:
+        """The drives a new volume of the template may be placed on: its
+        placement's pool's members, else the cluster's drives; those that can
+        take data (ONLINE data drives of ONLINE nodes).
+        """
+
+    @_builtins.property
+    def tail_capacity(self) -> _common_pb2.Capacity:
+        """The placement's tail pool's, when it names one (else unset and 0)."""
+
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        volume_count: _builtins.int = ...,
+        snapshot_count: _builtins.int = ...,
+        logical_bytes: _builtins.int = ...,
+        allocated_bytes: _builtins.int = ...,
+        capacity: _common_pb2.Capacity | None = ...,
+        available_bytes: _builtins.int = ...,
+        tail_capacity: _common_pb2.Capacity | None = ...,
+        tail_available_bytes: _builtins.int = ...,
+        volume_available_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "tail_capacity", b"tail_capacity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated_bytes", b"allocated_bytes", "available_bytes", b"available_bytes", "capacity", b"capacity", "logical_bytes", b"logical_bytes", "name", b"name", "snapshot_count", b"snapshot_count", "tail_available_bytes", b"tail_available_bytes", "tail_capacity", b"tail_capacity", "template_id", b"template_id", "volume_available_bytes", b"volume_available_bytes", "volume_count", b"volume_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateStatus: _TypeAlias = TemplateStatus  # noqa: Y015

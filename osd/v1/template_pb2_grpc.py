@@ -59,6 +59,16 @@ class TemplateServiceStub:
                 request_serializer=osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.FromString,
                 _registered_method=True)
+        self.GetTemplateStatus = channel.unary_unary(
+                '/osd.v1.TemplateService/GetTemplateStatus',
+                request_serializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.FromString,
+                _registered_method=True)
+        self.GetClusterTemplateStatus = channel.unary_unary(
+                '/osd.v1.TemplateService/GetClusterTemplateStatus',
+                request_serializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.FromString,
+                _registered_method=True)
 
 
 class TemplateServiceServicer:
@@ -154,6 +164,27 @@ class TemplateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTemplateStatus(self, request, context):
+        """Returns what was made from a template and the room its placement has
+        left for more (StorPool's template status).
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterTemplateStatus(self, request, context):
+        """Returns the status of every template of a cluster, ordered by name.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TemplateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +212,16 @@ def add_TemplateServiceServicer_to_server(servicer, server):
                     servicer.DeleteTemplate,
                     request_deserializer=osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.FromString,
                     response_serializer=osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.SerializeToString,
+            ),
+            'GetTemplateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTemplateStatus,
+                    request_deserializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.SerializeToString,
+            ),
+            'GetClusterTemplateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterTemplateStatus,
+                    request_deserializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +359,60 @@ class TemplateService:
             '/osd.v1.TemplateService/DeleteTemplate',
             osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.SerializeToString,
             osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTemplateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.TemplateService/GetTemplateStatus',
+            osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.SerializeToString,
+            osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterTemplateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.TemplateService/GetClusterTemplateStatus',
+            osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.SerializeToString,
+            osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -115,6 +115,19 @@ class TemplateServiceStub:
     is the number of volumes whose template it is); PERMISSION_DENIED
     (reason ACCESS_DENIED: not its owner).
     """
+    GetTemplateStatus: _grpc.UnaryUnaryMultiCallable[_template_pb2.GetTemplateStatusRequest, _template_pb2.GetTemplateStatusResponse]
+    """Returns what was made from a template and the room its placement has
+    left for more (StorPool's template status).
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    """
+    GetClusterTemplateStatus: _grpc.UnaryUnaryMultiCallable[_template_pb2.GetClusterTemplateStatusRequest, _template_pb2.GetClusterTemplateStatusResponse]
+    """Returns the status of every template of a cluster, ordered by name.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
+    """
 
 @_typing.type_check_only
 class TemplateServiceAsyncStub(TemplateServiceStub):
@@ -188,6 +201,19 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
     is the number of volumes whose template it is); PERMISSION_DENIED
     (reason ACCESS_DENIED: not its owner).
+    """
+    GetTemplateStatus: _aio.UnaryUnaryMultiCallable[_template_pb2.GetTemplateStatusRequest, _template_pb2.GetTemplateStatusResponse]  # type: ignore[assignment]
+    """Returns what was made from a template and the room its placement has
+    left for more (StorPool's template status).
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    """
+    GetClusterTemplateStatus: _aio.UnaryUnaryMultiCallable[_template_pb2.GetClusterTemplateStatusRequest, _template_pb2.GetClusterTemplateStatusResponse]  # type: ignore[assignment]
+    """Returns the status of every template of a cluster, ordered by name.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
 
 class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -289,6 +315,31 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
         is the number of volumes whose template it is); PERMISSION_DENIED
         (reason ACCESS_DENIED: not its owner).
+        """
+
+    @_abc_1.abstractmethod
+    def GetTemplateStatus(
+        self,
+        request: _template_pb2.GetTemplateStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_template_pb2.GetTemplateStatusResponse, _abc.Awaitable[_template_pb2.GetTemplateStatusResponse]]:
+        """Returns what was made from a template and the room its placement has
+        left for more (StorPool's template status).
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterTemplateStatus(
+        self,
+        request: _template_pb2.GetClusterTemplateStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_template_pb2.GetClusterTemplateStatusResponse, _abc.Awaitable[_template_pb2.GetClusterTemplateStatusResponse]]:
+        """Returns the status of every template of a cluster, ordered by name.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
 
 def add_TemplateServiceServicer_to_server(servicer: TemplateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

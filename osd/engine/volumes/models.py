@@ -452,6 +452,23 @@ class ChangedTemplate(Changed[Template]):
 
 
 @dataclass(frozen=True)
+class TemplateStatus:
+    """What was made from a template, and the room its placement leaves."""
+
+    template_id: str
+    name: str
+    volume_count: int
+    snapshot_count: int
+    logical_bytes: int
+    allocated_bytes: int
+    capacity: Capacity
+    available_bytes: int
+    tail_capacity: Capacity | None
+    tail_available_bytes: int
+    volume_available_bytes: int
+
+
+@dataclass(frozen=True)
 class PoolCapacity:
     pool_id: str
     pool_name: str

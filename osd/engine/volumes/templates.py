@@ -5,12 +5,14 @@ provisioning or kind 0) are not defaults: a volume created with it falls back
 to the built-in defaults for them. Changing a template affects volumes
 created afterwards, and, when the change is propagated, the QoS, durability
 and placement of the volumes whose template it is, each through the volume
-engine's own update (see TemplateEngine.update).
+engine's own update (see TemplateEngine.update). The template status counts
+what was made from a template and the room its placement leaves.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
-from osd.engine.shared.models import Created, Page
+from osd.engine.shared.models import Capacity, Created, Page
 from osd.engine.shared.rows import check_generation, require
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.volumes import access, specs
@@ -33,6 +35,7 @@ from osd.engine.volumes.models import (
     Refusal,
     Template,
     TemplateQuery,
+    TemplateStatus,
     UpdateTemplate,
     UpdateVolume,
 )
@@ -450,6 +453,23 @@ class TemplateEngine:
             hidden_count=hidden,
         )
 
+    # -- status ----------------------------------------------------------------
+
+    def status(self, template_id: str) -> TemplateStatus:
+        v.check_id(template_id, "template_id")
+        with self._store.read() as s:
+            row = require(s, TemplateRow, template_id)
+            return _statuses(s, row.cluster_id, [row])[0]
+
+    def cluster_status(self, cluster_id: str) -> Sequence[TemplateStatus]:
+        if not cluster_id:
+            raise InvalidArgument.field("cluster_id", "is required")
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            if cluster_repo.get(s, cluster_id) is None:
+                raise NotFound.object("cluster", "cluster_id", cluster_id)
+            return _statuses(s, cluster_id, repo.of_cluster(s, cluster_id))
+
     def delete(self, template_id: str) -> int:
         v.check_id(template_id, "template_id")
         with self._store.write() as s:
@@ -515,3 +535,52 @@ def _volume_change(
         placement=placement,
         confirmed=confirmed,
     )
+
+
+def _statuses(s: Session, cluster_id: str, rows: list[TemplateRow]) -> list[TemplateStatus]:
+    """The status of each of ``rows`` (templates of ``cluster_id``), in order."""
+    usage = repo.usage(s, [r.id for r in rows])
+    cluster = volume_repo.cluster_space(s, cluster_id).get(cluster_id, (0, 0, 0))
+    pools = volume_repo.pool_space(s, cluster_id)
+    out = []
+    for row in rows:
+        d = _defaults_of(row)
+        p = d.placement or Placement()
+        total, used, available = pools.get(p.pool_id, (0, 0, 0)) if p.pool_id else cluster
+        tail = pools.get(p.tail_pool_id, (0, 0, 0)) if p.tail_pool_id else None
+        u = usage[row.id]
+        out.append(
+            TemplateStatus(
+                template_id=row.id,
+                name=row.name,
+                volume_count=u.volumes,
+                snapshot_count=u.snapshots,
+                logical_bytes=u.logical_bytes,
+                allocated_bytes=u.allocated_bytes,
+                capacity=Capacity(total, used),
+                available_bytes=available,
+                tail_capacity=Capacity(tail[0], tail[1]) if tail is not None else None,
+                tail_available_bytes=tail[2] if tail is not None else 0,
+                volume_available_bytes=_room(
+                    d.durability, d.snapshot_factor, available, tail[2] if tail else None
+                ),
+            )
+        )
+    return out
+
+
+def _room(
+    durability: Durability | None, factor: float, available: int, tail_available: int | None
+) -> int:
+    """The most data new volumes of a layout fit in ``available`` free bytes (and
+    ``tail_available`` on a tail pool, for the last copy), whole sectors."""
+    d = durability or specs.NONE
+    if d.type == DurabilityType.ERASURE:
+        raw = available * d.data_fragments // (d.data_fragments + d.redundancy_fragments)
+    elif d.type == DurabilityType.REPLICATE and tail_available is not None:
+        raw = min(available // max(d.replicas - 1, 1), tail_available)
+    else:
+        raw = available // specs.copies(d)
+    if factor > 1:
+        raw = int(raw / factor)
+    return max(raw - raw % 512, 0)
