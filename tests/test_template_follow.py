@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from osd.v1 import job_pb2 as jpb
 from osd.v1 import template_pb2 as tpb
 from osd.v1 import template_pb2_grpc, volume_pb2_grpc
 from osd.v1 import volume_pb2 as pb
+from tests import auth_helpers
 from tests.conftest import Database, RunningDaemon, running_daemon
 from tests.factories import make_cluster, make_job_row, make_pool, make_topology
 from tests.test_jobs import wait_job
@@ -535,3 +537,61 @@ def test_cli_propagates_and_reports_status(w: World) -> None:
     moved = _osd(w.d, "volume", "update", a.id, "--template-id", "", "--update-mask", "template_id")
     assert moved["volume"]["id"] == a.id and moved["volume"].get("template_id", "") == ""
     assert w.get(a.id).template_id == ""
+
+
+# -- with authentication on ---------------------------------------------------------------
+
+
+@pytest.fixture
+def authed(database: Database, tmp_path: Path) -> Iterator[auth_helpers.World]:
+    keys = auth_helpers.make_keys(tmp_path)
+    with auth_helpers.auth_world(database, keys, tmp_path) as world:
+        yield world
+
+
+def test_a_propagated_change_reaches_only_volumes_the_caller_may_change(
+    authed: auth_helpers.World,
+) -> None:
+    def as_(subject: str) -> list[tuple[str, str]]:
+        token = auth_helpers.token(authed.keys, roles=["user"], subject=subject)
+        return list(auth_helpers.bearer(token).items())
+
+    alice, bob = as_("alice"), as_("bob")
+    t_stub = template_pb2_grpc.TemplateServiceStub(authed.daemon.channel)
+    v_stub = volume_pb2_grpc.VolumeServiceStub(authed.daemon.channel)
+    t = t_stub.CreateTemplate(
+        tpb.CreateTemplateRequest(
+            cluster_id=authed.cluster_id, name="shared", qos=pb.Qos(iops_limit=100)
+        ),
+        metadata=alice,
+    ).template
+
+    def made(name: str, who: list[tuple[str, str]]) -> pb.Volume:
+        req = pb.CreateVolumeRequest(
+            cluster_id=authed.cluster_id, name=name, size="1G", template_id=t.id
+        )
+        return v_stub.CreateVolume(req, metadata=who).volume
+
+    mine, hidden, seen = made("mine", alice), made("hidden", bob), made("seen", bob)
+    v_stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=seen.id,
+            acl=[pb.AccessGrant(user="alice", access=pb.ACCESS_READ)],
+            update_mask=mask("acl"),
+        ),
+        metadata=bob,
+    )
+    p = t_stub.UpdateTemplate(
+        tpb.UpdateTemplateRequest(
+            template_id=t.id, qos=pb.Qos(iops_limit=200), update_mask=mask("qos"), propagate=True
+        ),
+        metadata=alice,
+    ).propagation
+    assert list(p.updated_volume_ids) == [mine.id]
+    assert [(r.volume_id, r.reason) for r in p.refused] == [(seen.id, "ACCESS_DENIED")]
+    assert p.hidden_count == 1 and hidden.id not in str(p)
+    for vol, limit in ((mine, 200), (hidden, 100), (seen, 100)):
+        got = v_stub.InspectVolume(
+            pb.InspectVolumeRequest(volume_id=vol.id), metadata=bob if vol is not mine else alice
+        )
+        assert got.volume.qos.iops_limit == limit
