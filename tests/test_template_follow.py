@@ -222,6 +222,29 @@ def test_a_placement_the_copies_obey_is_recorded_without_a_job(w: World) -> None
     assert w.get(a.id).placement.pool_id == pool
 
 
+def test_a_copy_count_and_a_placement_at_once_are_refused_per_volume(w: World) -> None:
+    pool = make_pool(w.d.store, w.cluster_id, "all", node_ids=w.nodes)
+    t = w.template()
+    a = w.volume("a", t.id)
+    p = propagate(
+        w,
+        t.id,
+        "durability",
+        "placement",
+        durability=replicated(3),
+        placement=pb.Placement(pool_id=pool),
+    ).propagation
+    assert [(r.volume_id, r.reason) for r in p.refused] == [(a.id, "INVALID_ARGUMENT")]
+    assert "not both" in p.refused[0].message
+    got = w.get(a.id)
+    assert (got.durability.replicas, got.placement.pool_id) == (2, "")
+    # One at a time, each goes through.
+    first = propagate(w, t.id, "placement", placement=pb.Placement(pool_id=pool)).propagation
+    second = propagate(w, t.id, "durability", durability=replicated(3)).propagation
+    assert list(first.updated_volume_ids) == list(second.updated_volume_ids) == [a.id]
+    assert len(second.jobs) == 1
+
+
 def test_an_erasure_layout_is_refused_per_volume(w: World) -> None:
     t = w.template()
     a = w.volume("a", t.id)
