@@ -17,7 +17,8 @@ the body is one field). An object is walked into, so ``{"qos": {"iops_limit":
 "2000"}}`` names ``qos.iops_limit`` and leaves the rest of ``qos`` alone;
 maps, lists, well-known types and empty objects are leaves. Left out are the
 path variables and the request-only flags (``expected_generation``, the
-precondition common.proto defines for every update, and ``shrink_ok``),
+precondition common.proto defines for every update, ``shrink_ok``,
+``yes_i_really_mean_it`` and ``propagate``),
 which say how to update, not what. Give ``update_mask`` explicitly to send
 anything else.
 
@@ -54,7 +55,7 @@ from gateway.routes import Route
 
 MASK_FIELD = "update_mask"
 # Request fields that qualify an update rather than name a field to change.
-MASK_EXEMPT = frozenset({"expected_generation", "shrink_ok", "yes_i_really_mean_it"})
+MASK_EXEMPT = frozenset({"expected_generation", "shrink_ok", "yes_i_really_mean_it", "propagate"})
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -256,7 +256,13 @@ def build_request(d: Derived, values: dict[str, Any]) -> Message:
     if d.is_update:
         mask = values.get("update_mask")
         chosen = [p.strip() for p in mask.split(",") if p.strip()] if mask else paths
-        skip = {"expected_generation", "shrink_ok", "yes_i_really_mean_it", *_addressing(d.request)}
+        skip = {
+            "expected_generation",
+            "shrink_ok",
+            "yes_i_really_mean_it",
+            "propagate",
+            *_addressing(d.request),
+        }
         request.update_mask.paths[:] = [p for p in chosen if p not in skip]  # type: ignore[attr-defined]
     return request
 

@@ -91,6 +91,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.TemplateService.ListTemplates": ("template", "list"),
     "osd.v1.TemplateService.UpdateTemplate": ("template", "update"),
     "osd.v1.TemplateService.DeleteTemplate": ("template", "delete"),
+    "osd.v1.TemplateService.GetTemplateStatus": ("template", "status"),
+    "osd.v1.TemplateService.GetClusterTemplateStatus": ("cluster", "template-status"),
     "osd.v1.VolumeService.CreateVolume": ("volume", "create"),
     "osd.v1.VolumeService.InspectVolume": ("volume", "inspect"),
     "osd.v1.VolumeService.ListVolumes": ("volume", "list"),

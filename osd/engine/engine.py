@@ -125,7 +125,7 @@ class Engine:
         self.volumes = VolumeEngine(store, driver, self.jobs)
         self.snapshots = SnapshotEngine(store, driver, self.jobs)
         self.attachments = AttachmentEngine(store, driver)
-        self.templates = TemplateEngine(store)
+        self.templates = TemplateEngine(store, self.volumes)
         self.names = Names(store)
         self.on_start(
             "volume and snapshot changes left unfinished",

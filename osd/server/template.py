@@ -14,6 +14,7 @@ from osd.engine.shared.sizes import SizeSpec
 from osd.engine.volumes import models as vm
 from osd.engine.volumes.templates import UPDATABLE
 from osd.server import convert
+from osd.server.job import job_to_proto
 from osd.server.volume import (
     durability_from_proto,
     durability_to_proto,
@@ -49,6 +50,37 @@ def template_to_proto(t: vm.Template) -> pb.Template:
         msg.placement.CopyFrom(placement_to_proto(t.placement))
     if t.qos is not None:
         msg.qos.CopyFrom(qos_to_proto(t.qos))
+    return msg
+
+
+def propagation_to_proto(p: vm.Propagation) -> pb.TemplatePropagation:
+    return pb.TemplatePropagation(
+        updated_volume_ids=p.updated_volume_ids,
+        jobs=[job_to_proto(j) for j in p.jobs],
+        refused=[
+            pb.PropagationRefusal(volume_id=r.volume_id, reason=r.reason, message=r.message)
+            for r in p.refused
+        ],
+        unchanged_count=p.unchanged_count,
+        hidden_count=p.hidden_count,
+    )
+
+
+def status_to_proto(t: vm.TemplateStatus) -> pb.TemplateStatus:
+    msg = pb.TemplateStatus(
+        template_id=t.template_id,
+        name=t.name,
+        volume_count=t.volume_count,
+        snapshot_count=t.snapshot_count,
+        logical_bytes=t.logical_bytes,
+        allocated_bytes=t.allocated_bytes,
+        capacity=convert.capacity(t.capacity),
+        available_bytes=t.available_bytes,
+        tail_available_bytes=t.tail_available_bytes,
+        volume_available_bytes=t.volume_available_bytes,
+    )
+    if t.tail_capacity is not None:
+        msg.tail_capacity.CopyFrom(convert.capacity(t.tail_capacity))
     return msg
 
 
@@ -146,13 +178,34 @@ class TemplateServicer(template_pb2_grpc.TemplateServiceServicer):
                 snapshot_factor=request.snapshot_factor,
                 kind=request.kind,
                 expected_generation=request.expected_generation,
+                propagate=request.propagate,
+                confirmed=request.yes_i_really_mean_it,
             )
         )
-        return pb.UpdateTemplateResponse(
+        response = pb.UpdateTemplateResponse(
             template=template_to_proto(result.value), generation=result.generation
         )
+        if result.propagation is not None:
+            response.propagation.CopyFrom(propagation_to_proto(result.propagation))
+        return response
 
     def DeleteTemplate(
         self, request: pb.DeleteTemplateRequest, context: grpc.ServicerContext
     ) -> pb.DeleteTemplateResponse:
         return pb.DeleteTemplateResponse(generation=self._templates.delete(request.template_id))
+
+    def GetTemplateStatus(
+        self, request: pb.GetTemplateStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetTemplateStatusResponse:
+        return pb.GetTemplateStatusResponse(
+            status=status_to_proto(self._templates.status(request.template_id))
+        )
+
+    def GetClusterTemplateStatus(
+        self, request: pb.GetClusterTemplateStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetClusterTemplateStatusResponse:
+        return pb.GetClusterTemplateStatusResponse(
+            statuses=[
+                status_to_proto(t) for t in self._templates.cluster_status(request.cluster_id)
+            ]
+        )

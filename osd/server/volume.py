@@ -32,6 +32,7 @@ UPDATABLE = (
     "owner",
     "public",
     "acl",
+    "template_id",
 )
 SNAPSHOT_UPDATABLE = ("name", "labels", "image")
 
@@ -576,4 +577,5 @@ def update_volume_from_proto(request: pb.UpdateVolumeRequest) -> vm.UpdateVolume
         shrink_ok=request.shrink_ok,
         expected_generation=request.expected_generation,
         confirmed=request.yes_i_really_mean_it,
+        template_id=request.template_id if "template_id" in paths else None,
     )

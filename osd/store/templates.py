@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from osd.store import keyset
-from osd.store.models import TemplateRow, VolumeRow
+from osd.store.models import AllocationRow, SnapshotRow, TemplateRow, VolumeRow
 
 
 def get(session: Session, template_id: str) -> TemplateRow | None:
@@ -50,7 +51,7 @@ def scan(
 
 
 def volume_counts(session: Session, template_ids: Sequence[str]) -> dict[str, int]:
-    """How many volumes were created with each template."""
+    """How many volumes each template is the template of."""
     if not template_ids:
         return {}
     rows = session.execute(
@@ -59,3 +60,79 @@ def volume_counts(session: Session, template_ids: Sequence[str]) -> dict[str, in
         .group_by(VolumeRow.template_id)
     ).all()
     return {tid: int(n) for tid, n in rows if tid is not None}
+
+
+def volumes_of(session: Session, template_id: str) -> list[VolumeRow]:
+    """The volumes whose template is ``template_id``, by name."""
+    return list(
+        session.scalars(
+            select(VolumeRow).where(VolumeRow.template_id == template_id).order_by(VolumeRow.name)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the volumes of a template, and their snapshots, hold."""
+
+    volumes: int = 0
+    snapshots: int = 0
+    logical_bytes: int = 0
+    allocated_bytes: int = 0
+
+
+def usage(session: Session, template_ids: Sequence[str]) -> dict[str, Usage]:
+    """Per template: its volumes and their snapshots, counted, their sizes
+    summed, and the bytes their allocations hold (four grouped queries)."""
+    if not template_ids:
+        return {}
+    ids = list(template_ids)
+    tid = VolumeRow.template_id
+    volumes = {
+        t: (int(n), int(b))
+        for t, n, b in session.execute(
+            select(tid, func.count(), func.coalesce(func.sum(VolumeRow.size_bytes), 0))
+            .where(tid.in_(ids))
+            .group_by(tid)
+        )
+    }
+    snapshots = {
+        t: (int(n), int(b))
+        for t, n, b in session.execute(
+            select(tid, func.count(), func.coalesce(func.sum(SnapshotRow.size_bytes), 0))
+            .join(SnapshotRow, SnapshotRow.volume_id == VolumeRow.id)
+            .where(tid.in_(ids))
+            .group_by(tid)
+        )
+    }
+    allocated: dict[str, int] = {}
+    for stmt in (
+        select(tid, func.coalesce(func.sum(AllocationRow.bytes), 0))
+        .join(AllocationRow, AllocationRow.volume_id == VolumeRow.id)
+        .where(tid.in_(ids))
+        .group_by(tid),
+        select(tid, func.coalesce(func.sum(AllocationRow.bytes), 0))
+        .join(SnapshotRow, SnapshotRow.volume_id == VolumeRow.id)
+        .join(AllocationRow, AllocationRow.snapshot_id == SnapshotRow.id)
+        .where(tid.in_(ids))
+        .group_by(tid),
+    ):
+        for t, b in session.execute(stmt):
+            allocated[str(t)] = allocated.get(str(t), 0) + int(b)
+    out = {}
+    for t in ids:
+        nv, bv = volumes.get(t, (0, 0))
+        ns, bs = snapshots.get(t, (0, 0))
+        out[t] = Usage(nv, ns, bv + bs, allocated.get(t, 0))
+    return out
+
+
+def of_cluster(session: Session, cluster_id: str) -> list[TemplateRow]:
+    """A cluster's templates, by name."""
+    return list(
+        session.scalars(
+            select(TemplateRow)
+            .where(TemplateRow.cluster_id == cluster_id)
+            .order_by(TemplateRow.name)
+        )
+    )

@@ -26,10 +26,12 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from osd.v1 import auth_pb2 as osd_dot_v1_dot_auth__pb2
+from osd.v1 import common_pb2 as osd_dot_v1_dot_common__pb2
+from osd.v1 import job_pb2 as osd_dot_v1_dot_job__pb2
 from osd.v1 import volume_pb2 as osd_dot_v1_dot_volume__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"l\n\x16InspectTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\x0e\n\x0ctemplate_ref\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xb3\x04\n\x15UpdateTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x0e \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x0f \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x01\x12\x0e\n\x04size\x18\x08 \x01(\tH\x01\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0ctemplate_refB\x0b\n\tsize_spec\"P\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"k\n\x15\x44\x65leteTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\x0e\n\x0ctemplate_ref\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x32\xaa\x06\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12\xbc\x01\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\"h\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\\\x12\x1b/v1/templates/{template_id}Z=\x12;/v1/clusters/{cluster_id}/templates/by-name/{template_name}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12\xbf\x01\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\"n\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x62\x32\x1b/v1/templates/{template_id}:\x01*Z@2;/v1/clusters/{cluster_id}/templates/by-name/{template_name}:\x01*\x12\xb9\x01\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\"h\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\\*\x1b/v1/templates/{template_id}Z=*;/v1/clusters/{cluster_id}/templates/by-name/{template_name}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15osd/v1/template.proto\x12\x06osd.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11osd/v1/auth.proto\x1a\x13osd/v1/common.proto\x1a\x10osd/v1/job.proto\x1a\x13osd/v1/volume.proto\"\x93\x04\n\x08Template\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.osd.v1.Template.LabelsEntry\x12&\n\ndurability\x18\x05 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x06 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x07 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x12\n\nsize_bytes\x18\x08 \x01(\x03\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12\x14\n\x0cvolume_count\x18\x0c \x01(\x03\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ngeneration\x18\x0f \x01(\x03\x12\r\n\x05owner\x18\x10 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbe\x03\n\x15\x43reateTemplateRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.CreateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x00\x12\x0e\n\x04size\x18\x08 \x01(\tH\x00\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x1c\n\x0fsnapshot_factor\x18\n \x01(\x01H\x01\x88\x01\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tsize_specB\x12\n\x10_snapshot_factor\"a\n\x16\x43reateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"l\n\x16InspectTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\x0e\n\x0ctemplate_ref\"Q\n\x17InspectTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xce\x01\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncluster_id\x18\x03 \x01(\t\x12\x38\n\x06labels\x18\x04 \x03(\x0b\x32(.osd.v1.ListTemplatesRequest.LabelsEntry\x12\x12\n\nname_regex\x18\x05 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"i\n\x15ListTemplatesResponse\x12#\n\ttemplates\x18\x01 \x03(\x0b\x32\x10.osd.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ngeneration\x18\x03 \x01(\x03\"\xe4\x04\n\x15UpdateTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x0e \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x0f \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x39\n\x06labels\x18\x03 \x03(\x0b\x32).osd.v1.UpdateTemplateRequest.LabelsEntry\x12&\n\ndurability\x18\x04 \x01(\x0b\x32\x12.osd.v1.Durability\x12$\n\tplacement\x18\x05 \x01(\x0b\x32\x11.osd.v1.Placement\x12\x18\n\x03qos\x18\x06 \x01(\x0b\x32\x0b.osd.v1.Qos\x12\x14\n\nsize_bytes\x18\x07 \x01(\x03H\x01\x12\x0e\n\x04size\x18\x08 \x01(\tH\x01\x12*\n\x0cprovisioning\x18\t \x01(\x0e\x32\x14.osd.v1.Provisioning\x12\x17\n\x0fsnapshot_factor\x18\n \x01(\x01\x12 \n\x04kind\x18\x0b \x01(\x0e\x32\x12.osd.v1.VolumeKind\x12/\n\x0bupdate_mask\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x1b\n\x13\x65xpected_generation\x18\r \x01(\x03\x12\x11\n\tpropagate\x18\x10 \x01(\x08\x12\x1c\n\x14yes_i_really_mean_it\x18\x11 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0ctemplate_refB\x0b\n\tsize_spec\"\x82\x01\n\x16UpdateTemplateResponse\x12\"\n\x08template\x18\x01 \x01(\x0b\x32\x10.osd.v1.Template\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x30\n\x0bpropagation\x18\x03 \x01(\x0b\x32\x1b.osd.v1.TemplatePropagation\"\xa8\x01\n\x13TemplatePropagation\x12\x1a\n\x12updated_volume_ids\x18\x01 \x03(\t\x12\x19\n\x04jobs\x18\x02 \x03(\x0b\x32\x0b.osd.v1.Job\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.osd.v1.PropagationRefusal\x12\x17\n\x0funchanged_count\x18\x04 \x01(\x03\x12\x14\n\x0chidden_count\x18\x05 \x01(\x03\"H\n\x12PropagationRefusal\x12\x11\n\tvolume_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"k\n\x15\x44\x65leteTemplateRequest\x12\x15\n\x0btemplate_id\x18\x01 \x01(\tH\x00\x12\x17\n\rtemplate_name\x18\x02 \x01(\tH\x00\x12\x12\n\ncluster_id\x18\x03 \x01(\tB\x0e\n\x0ctemplate_ref\",\n\x16\x44\x65leteTemplateResponse\x12\x12\n\ngeneration\x18\x01 \x01(\x03\"/\n\x18GetTemplateStatusRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"W\n\x19GetTemplateStatusResponse\x12&\n\x06status\x18\x01 \x01(\x0b\x32\x16.osd.v1.TemplateStatus\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"5\n\x1fGetClusterTemplateStatusRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\"`\n GetClusterTemplateStatusResponse\x12(\n\x08statuses\x18\x01 \x03(\x0b\x32\x16.osd.v1.TemplateStatus\x12\x12\n\ngeneration\x18\x02 \x01(\x03\"\xb5\x02\n\x0eTemplateStatus\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cvolume_count\x18\x03 \x01(\x03\x12\x16\n\x0esnapshot_count\x18\x04 \x01(\x03\x12\x15\n\rlogical_bytes\x18\x05 \x01(\x03\x12\x17\n\x0f\x61llocated_bytes\x18\x06 \x01(\x03\x12\"\n\x08\x63\x61pacity\x18\x07 \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x17\n\x0f\x61vailable_bytes\x18\x08 \x01(\x03\x12\'\n\rtail_capacity\x18\t \x01(\x0b\x32\x10.osd.v1.Capacity\x12\x1c\n\x14tail_available_bytes\x18\n \x01(\x03\x12\x1e\n\x16volume_available_bytes\x18\x0b \x01(\x03\x32\xdf\x08\n\x0fTemplateService\x12o\n\x0e\x43reateTemplate\x12\x1d.osd.v1.CreateTemplateRequest\x1a\x1e.osd.v1.CreateTemplateResponse\"\x1e\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x12\"\r/v1/templates:\x01*\x12\xbc\x01\n\x0fInspectTemplate\x12\x1e.osd.v1.InspectTemplateRequest\x1a\x1f.osd.v1.InspectTemplateResponse\"h\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\\\x12\x1b/v1/templates/{template_id}Z=\x12;/v1/clusters/{cluster_id}/templates/by-name/{template_name}\x12i\n\rListTemplates\x12\x1c.osd.v1.ListTemplatesRequest\x1a\x1d.osd.v1.ListTemplatesResponse\"\x1b\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12\xbf\x01\n\x0eUpdateTemplate\x12\x1d.osd.v1.UpdateTemplateRequest\x1a\x1e.osd.v1.UpdateTemplateResponse\"n\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\x62\x32\x1b/v1/templates/{template_id}:\x01*Z@2;/v1/clusters/{cluster_id}/templates/by-name/{template_name}:\x01*\x12\xb9\x01\n\x0e\x44\x65leteTemplate\x12\x1d.osd.v1.DeleteTemplateRequest\x1a\x1e.osd.v1.DeleteTemplateResponse\"h\x82\x80\x19\x02\x08\x02\x82\xd3\xe4\x93\x02\\*\x1b/v1/templates/{template_id}Z=*;/v1/clusters/{cluster_id}/templates/by-name/{template_name}\x12\x8a\x01\n\x11GetTemplateStatus\x12 .osd.v1.GetTemplateStatusRequest\x1a!.osd.v1.GetTemplateStatusResponse\"0\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02$\x12\"/v1/templates/{template_id}/status\x12\xa5\x01\n\x18GetClusterTemplateStatus\x12\'.osd.v1.GetClusterTemplateStatusRequest\x1a(.osd.v1.GetClusterTemplateStatusResponse\"6\x82\x80\x19\x02\x08\x01\x82\xd3\xe4\x93\x02*\x12(/v1/clusters/{cluster_id}/templateStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,36 +56,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATESERVICE'].methods_by_name['UpdateTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002b2\033/v1/templates/{template_id}:\001*Z@2;/v1/clusters/{cluster_id}/templates/by-name/{template_name}:\001*'
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['DeleteTemplate']._serialized_options = b'\202\200\031\002\010\002\202\323\344\223\002\\*\033/v1/templates/{template_id}Z=*;/v1/clusters/{cluster_id}/templates/by-name/{template_name}'
-  _globals['_TEMPLATE']._serialized_start=171
-  _globals['_TEMPLATE']._serialized_end=702
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=657
-  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=702
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=705
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1151
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1153
-  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1250
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1252
-  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1360
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1362
-  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1443
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1446
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1652
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1654
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1759
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1762
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2325
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=657
-  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=702
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2327
-  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2407
-  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2409
-  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2516
-  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2518
-  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2562
-  _globals['_TEMPLATESERVICE']._serialized_start=2565
-  _globals['_TEMPLATESERVICE']._serialized_end=3375
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetTemplateStatus']._loaded_options = None
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetTemplateStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002$\022\"/v1/templates/{template_id}/status'
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetClusterTemplateStatus']._loaded_options = None
+  _globals['_TEMPLATESERVICE'].methods_by_name['GetClusterTemplateStatus']._serialized_options = b'\202\200\031\002\010\001\202\323\344\223\002*\022(/v1/clusters/{cluster_id}/templateStatus'
+  _globals['_TEMPLATE']._serialized_start=210
+  _globals['_TEMPLATE']._serialized_end=741
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_start=696
+  _globals['_TEMPLATE_LABELSENTRY']._serialized_end=741
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=744
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1190
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_CREATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_CREATETEMPLATERESPONSE']._serialized_start=1192
+  _globals['_CREATETEMPLATERESPONSE']._serialized_end=1289
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_start=1291
+  _globals['_INSPECTTEMPLATEREQUEST']._serialized_end=1399
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_start=1401
+  _globals['_INSPECTTEMPLATERESPONSE']._serialized_end=1482
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1485
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1691
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_LISTTEMPLATESREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1693
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1798
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1801
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=2413
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_start=696
+  _globals['_UPDATETEMPLATEREQUEST_LABELSENTRY']._serialized_end=741
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_start=2416
+  _globals['_UPDATETEMPLATERESPONSE']._serialized_end=2546
+  _globals['_TEMPLATEPROPAGATION']._serialized_start=2549
+  _globals['_TEMPLATEPROPAGATION']._serialized_end=2717
+  _globals['_PROPAGATIONREFUSAL']._serialized_start=2719
+  _globals['_PROPAGATIONREFUSAL']._serialized_end=2791
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=2793
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2900
+  _globals['_DELETETEMPLATERESPONSE']._serialized_start=2902
+  _globals['_DELETETEMPLATERESPONSE']._serialized_end=2946
+  _globals['_GETTEMPLATESTATUSREQUEST']._serialized_start=2948
+  _globals['_GETTEMPLATESTATUSREQUEST']._serialized_end=2995
+  _globals['_GETTEMPLATESTATUSRESPONSE']._serialized_start=2997
+  _globals['_GETTEMPLATESTATUSRESPONSE']._serialized_end=3084
+  _globals['_GETCLUSTERTEMPLATESTATUSREQUEST']._serialized_start=3086
+  _globals['_GETCLUSTERTEMPLATESTATUSREQUEST']._serialized_end=3139
+  _globals['_GETCLUSTERTEMPLATESTATUSRESPONSE']._serialized_start=3141
+  _globals['_GETCLUSTERTEMPLATESTATUSRESPONSE']._serialized_end=3237
+  _globals['_TEMPLATESTATUS']._serialized_start=3240
+  _globals['_TEMPLATESTATUS']._serialized_end=3549
+  _globals['_TEMPLATESERVICE']._serialized_start=3552
+  _globals['_TEMPLATESERVICE']._serialized_end=4671
 # @@protoc_insertion_point(module_scope)

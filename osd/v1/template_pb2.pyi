@@ -5,8 +5,11 @@ TemplateService: volume templates (StorPool's), named sets of defaults for
 durability, placement, QoS, size, provisioning and kind. A volume created
 with a template takes the template's value for every field the create
 request leaves unset. Templates belong to a cluster, since their placement
-names its pools. Changing a template affects volumes created afterwards
-only; existing volumes keep their settings.
+names its pools. A volume records the template it was made from
+(Volume.template_id); UpdateVolume can move it to another template of its
+cluster, or detach it, which changes only that record. Changing a
+template affects volumes created afterwards; existing volumes keep their
+settings unless the change is propagated (UpdateTemplate's `propagate`).
 
 Every caller may read and use every template. A template belongs to the
 subject that created it: its owner, and callers with role admin, may
@@ -20,6 +23,8 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from osd.v1 import common_pb2 as _common_pb2
+from osd.v1 import job_pb2 as _job_pb2
 from osd.v1 import volume_pb2 as _volume_pb2
 import builtins as _builtins
 import sys
@@ -89,7 +94,7 @@ class Template(_message.Message):
     """0: no default reserve."""
     kind: _volume_pb2.VolumeKind.ValueType
     volume_count: _builtins.int
-    """Volumes created with this template."""
+    """Volumes whose template this is."""
     generation: _builtins.int
     """The store generation of this template's last change."""
     owner: _builtins.str
@@ -431,6 +436,8 @@ class UpdateTemplateRequest(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     EXPECTED_GENERATION_FIELD_NUMBER: _builtins.int
+    PROPAGATE_FIELD_NUMBER: _builtins.int
+    YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
     template_id: _builtins.str
     template_name: _builtins.str
     """The template's name, instead of template_id (with cluster_id)."""
@@ -451,6 +458,14 @@ class UpdateTemplateRequest(_message.Message):
     expected_generation: _builtins.int
     """When non-zero, the update applies only if the template's generation is
     this value; otherwise ABORTED.
+    """
+    propagate: _builtins.bool
+    """Also apply the changed "qos", "durability" and "placement" to the
+    volumes whose template this is (see UpdateTemplate).
+    """
+    yes_i_really_mean_it: _builtins.bool
+    """With propagate: confirms that a durability of one copy may leave
+    REPLICATE volumes a single copy (their other copies are released).
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
@@ -485,10 +500,12 @@ class UpdateTemplateRequest(_message.Message):
         kind: _volume_pb2.VolumeKind.ValueType = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
         expected_generation: _builtins.int = ...,
+        propagate: _builtins.bool = ...,
+        yes_i_really_mean_it: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "kind", b"kind", "labels", b"labels", "name", b"name", "placement", b"placement", "propagate", b"propagate", "provisioning", b"provisioning", "qos", b"qos", "size", b"size", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "snapshot_factor", b"snapshot_factor", "template_id", b"template_id", "template_name", b"template_name", "template_ref", b"template_ref", "update_mask", b"update_mask", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015
@@ -507,22 +524,110 @@ class UpdateTemplateResponse(_message.Message):
 
     TEMPLATE_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    PROPAGATION_FIELD_NUMBER: _builtins.int
     generation: _builtins.int
     @_builtins.property
     def template(self) -> Global___Template: ...
+    @_builtins.property
+    def propagation(self) -> Global___TemplatePropagation:
+        """What propagate did; empty without it."""
+
     def __init__(
         self,
         *,
         template: Global___Template | None = ...,
         generation: _builtins.int = ...,
+        propagation: Global___TemplatePropagation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["template", b"template"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["propagation", b"propagation", "template", b"template"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "template", b"template"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "propagation", b"propagation", "template", b"template"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateTemplateResponse: _TypeAlias = UpdateTemplateResponse  # noqa: Y015
+
+@_typing.final
+class TemplatePropagation(_message.Message):
+    """What a propagated template change did to the volumes whose template it
+    is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATED_VOLUME_IDS_FIELD_NUMBER: _builtins.int
+    JOBS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_COUNT_FIELD_NUMBER: _builtins.int
+    HIDDEN_COUNT_FIELD_NUMBER: _builtins.int
+    unchanged_count: _builtins.int
+    """Volumes that already had the values."""
+    hidden_count: _builtins.int
+    """Volumes the caller may not read: neither changed nor named."""
+    @_builtins.property
+    def updated_volume_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The volumes changed (at once, or by a job in `jobs`)."""
+
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
+        """The jobs started: JOB_KIND_VOLUME_REPLICA_CHANGE or
+        JOB_KIND_VOLUME_MOVE, one per volume at most.
+        """
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropagationRefusal]:
+        """The volumes left as they were because UpdateVolume would refuse the
+        change.
+        """
+
+    def __init__(
+        self,
+        *,
+        updated_volume_ids: _abc.Iterable[_builtins.str] | None = ...,
+        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
+        refused: _abc.Iterable[Global___PropagationRefusal] | None = ...,
+        unchanged_count: _builtins.int = ...,
+        hidden_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hidden_count", b"hidden_count", "jobs", b"jobs", "refused", b"refused", "unchanged_count", b"unchanged_count", "updated_volume_ids", b"updated_volume_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplatePropagation: _TypeAlias = TemplatePropagation  # noqa: Y015
+
+@_typing.final
+class PropagationRefusal(_message.Message):
+    """A volume a propagated change left alone, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    reason: _builtins.str
+    """The reason UpdateVolume gives for the refusal, e.g. JOB_IN_PROGRESS,
+    CONFIRMATION_REQUIRED, VOLUME_NOT_AVAILABLE, TAIL_POOL,
+    PLACEMENT_IMPOSSIBLE, INVALID_ARGUMENT, or ACCESS_DENIED.
+    """
+    message: _builtins.str
+    """The refusal's message."""
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PropagationRefusal: _TypeAlias = PropagationRefusal  # noqa: Y015
 
 @_typing.final
 class DeleteTemplateRequest(_message.Message):
@@ -573,3 +678,170 @@ class DeleteTemplateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteTemplateResponse: _TypeAlias = DeleteTemplateResponse  # noqa: Y015
+
+@_typing.final
+class GetTemplateStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["template_id", b"template_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTemplateStatusRequest: _TypeAlias = GetTemplateStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetTemplateStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
+    @_builtins.property
+    def status(self) -> Global___TemplateStatus: ...
+    def __init__(
+        self,
+        *,
+        status: Global___TemplateStatus | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTemplateStatusResponse: _TypeAlias = GetTemplateStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetClusterTemplateStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLUSTER_ID_FIELD_NUMBER: _builtins.int
+    cluster_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        cluster_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cluster_id", b"cluster_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTemplateStatusRequest: _TypeAlias = GetClusterTemplateStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetClusterTemplateStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    """The store's generation this answer reflects: every change up to it
+    is in it (WaitForGeneration waits for one).
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___TemplateStatus]:
+        """One per template of the cluster, by name."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___TemplateStatus] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetClusterTemplateStatusResponse: _TypeAlias = GetClusterTemplateStatusResponse  # noqa: Y015
+
+@_typing.final
+class TemplateStatus(_message.Message):
+    """What a template holds and the room for more (StorPool's
+    VolumeTemplatesStatus).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VOLUME_COUNT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COUNT_FIELD_NUMBER: _builtins.int
+    LOGICAL_BYTES_FIELD_NUMBER: _builtins.int
+    ALLOCATED_BYTES_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    TAIL_CAPACITY_FIELD_NUMBER: _builtins.int
+    TAIL_AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    VOLUME_AVAILABLE_BYTES_FIELD_NUMBER: _builtins.int
+    template_id: _builtins.str
+    name: _builtins.str
+    volume_count: _builtins.int
+    """Volumes whose template this is."""
+    snapshot_count: _builtins.int
+    """Snapshots of those volumes."""
+    logical_bytes: _builtins.int
+    """The sizes of those volumes and snapshots, added up: what they provision."""
+    allocated_bytes: _builtins.int
+    """The bytes their allocations hold on drives, over every copy and
+    fragment.
+    """
+    available_bytes: _builtins.int
+    """Free bytes on those drives."""
+    tail_available_bytes: _builtins.int
+    volume_available_bytes: _builtins.int
+    """The most data new volumes of the template could hold in all, given its
+    durability (one copy when it sets none), tail pool and snapshot factor:
+    the free bytes divided among copies or fragments. An upper bound: the
+    failure domain and the free space of each drive may allow less.
+    """
+    @_builtins.property
+    def capacity(self) -> _common_pb2.Capacity:
+        """The drives a new volume of the template may be placed on: its
+        placement's pool's members, else the cluster's drives; those that can
+        take data (ONLINE data drives of ONLINE nodes).
+        """
+
+    @_builtins.property
+    def tail_capacity(self) -> _common_pb2.Capacity:
+        """The placement's tail pool's, when it names one (else unset and 0)."""
+
+    def __init__(
+        self,
+        *,
+        template_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        volume_count: _builtins.int = ...,
+        snapshot_count: _builtins.int = ...,
+        logical_bytes: _builtins.int = ...,
+        allocated_bytes: _builtins.int = ...,
+        capacity: _common_pb2.Capacity | None = ...,
+        available_bytes: _builtins.int = ...,
+        tail_capacity: _common_pb2.Capacity | None = ...,
+        tail_available_bytes: _builtins.int = ...,
+        volume_available_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "tail_capacity", b"tail_capacity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated_bytes", b"allocated_bytes", "available_bytes", b"available_bytes", "capacity", b"capacity", "logical_bytes", b"logical_bytes", "name", b"name", "snapshot_count", b"snapshot_count", "tail_available_bytes", b"tail_available_bytes", "tail_capacity", b"tail_capacity", "template_id", b"template_id", "volume_available_bytes", b"volume_available_bytes", "volume_count", b"volume_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TemplateStatus: _TypeAlias = TemplateStatus  # noqa: Y015

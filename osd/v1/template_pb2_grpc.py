@@ -59,6 +59,16 @@ class TemplateServiceStub:
                 request_serializer=osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.FromString,
                 _registered_method=True)
+        self.GetTemplateStatus = channel.unary_unary(
+                '/osd.v1.TemplateService/GetTemplateStatus',
+                request_serializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.FromString,
+                _registered_method=True)
+        self.GetClusterTemplateStatus = channel.unary_unary(
+                '/osd.v1.TemplateService/GetClusterTemplateStatus',
+                request_serializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.FromString,
+                _registered_method=True)
 
 
 class TemplateServiceServicer:
@@ -110,6 +120,24 @@ class TemplateServiceServicer:
         "provisioning", "snapshot_factor", "kind". A path whose new value is
         unset (or 0) removes that default.
 
+        With propagate (StorPool's), the new values of "qos", "durability" and
+        "placement" that the template sets are also applied to every volume
+        whose template this is, each through UpdateVolume's own rules: QoS
+        changes at once; a durability whose copy count differs from a
+        REPLICATE or single-copy volume's starts a
+        JOB_KIND_VOLUME_REPLICA_CHANGE job (a single copy, which releases the
+        others, only with yes_i_really_mean_it); a placement the volume's copies
+        do not obey starts a JOB_KIND_VOLUME_MOVE job. A removed default, and
+        the other fields (sizes, provisioning, snapshot factor, kind, which a
+        volume cannot take without rewriting its data, and the template's own
+        name and labels), are not propagated; none of the propagated fields
+        applies to snapshots, which keep theirs. A volume is changed whole or
+        not at all: one that UpdateVolume would refuse (a job in progress, a
+        confirmation missing, both a copy count and a placement to change, an
+        ERASURE layout, CREATING or DELETING) is left as it was and reported
+        in propagation.refused; the others are changed. A refused template
+        change changes no volume.
+
         Role: user.
         Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
@@ -122,14 +150,36 @@ class TemplateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteTemplate(self, request, context):
-        """Deletes a template that no volume was created with (volumes keep their
-        template_id, so it must stay resolvable).
+        """Deletes a template that no volume has (volumes keep their template_id,
+        so it must stay resolvable; UpdateVolume with an empty template_id
+        detaches one).
 
         Role: user.
         Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-        is the number of volumes created with it); PERMISSION_DENIED (reason
-        ACCESS_DENIED: not its owner).
+        is the number of volumes whose template it is); PERMISSION_DENIED
+        (reason ACCESS_DENIED: not its owner).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTemplateStatus(self, request, context):
+        """Returns what was made from a template and the room its placement has
+        left for more (StorPool's template status).
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetClusterTemplateStatus(self, request, context):
+        """Returns the status of every template of a cluster, ordered by name.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +212,16 @@ def add_TemplateServiceServicer_to_server(servicer, server):
                     servicer.DeleteTemplate,
                     request_deserializer=osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.FromString,
                     response_serializer=osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.SerializeToString,
+            ),
+            'GetTemplateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTemplateStatus,
+                    request_deserializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.SerializeToString,
+            ),
+            'GetClusterTemplateStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetClusterTemplateStatus,
+                    request_deserializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -299,6 +359,60 @@ class TemplateService:
             '/osd.v1.TemplateService/DeleteTemplate',
             osd_dot_v1_dot_template__pb2.DeleteTemplateRequest.SerializeToString,
             osd_dot_v1_dot_template__pb2.DeleteTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTemplateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.TemplateService/GetTemplateStatus',
+            osd_dot_v1_dot_template__pb2.GetTemplateStatusRequest.SerializeToString,
+            osd_dot_v1_dot_template__pb2.GetTemplateStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetClusterTemplateStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.TemplateService/GetClusterTemplateStatus',
+            osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusRequest.SerializeToString,
+            osd_dot_v1_dot_template__pb2.GetClusterTemplateStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

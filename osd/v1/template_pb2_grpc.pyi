@@ -5,8 +5,11 @@ TemplateService: volume templates (StorPool's), named sets of defaults for
 durability, placement, QoS, size, provisioning and kind. A volume created
 with a template takes the template's value for every field the create
 request leaves unset. Templates belong to a cluster, since their placement
-names its pools. Changing a template affects volumes created afterwards
-only; existing volumes keep their settings.
+names its pools. A volume records the template it was made from
+(Volume.template_id); UpdateVolume can move it to another template of its
+cluster, or detach it, which changes only that record. Changing a
+template affects volumes created afterwards; existing volumes keep their
+settings unless the change is propagated (UpdateTemplate's `propagate`).
 
 Every caller may read and use every template. A template belongs to the
 subject that created it: its owner, and callers with role admin, may
@@ -76,6 +79,24 @@ class TemplateServiceStub:
     "provisioning", "snapshot_factor", "kind". A path whose new value is
     unset (or 0) removes that default.
 
+    With propagate (StorPool's), the new values of "qos", "durability" and
+    "placement" that the template sets are also applied to every volume
+    whose template this is, each through UpdateVolume's own rules: QoS
+    changes at once; a durability whose copy count differs from a
+    REPLICATE or single-copy volume's starts a
+    JOB_KIND_VOLUME_REPLICA_CHANGE job (a single copy, which releases the
+    others, only with yes_i_really_mean_it); a placement the volume's copies
+    do not obey starts a JOB_KIND_VOLUME_MOVE job. A removed default, and
+    the other fields (sizes, provisioning, snapshot factor, kind, which a
+    volume cannot take without rewriting its data, and the template's own
+    name and labels), are not propagated; none of the propagated fields
+    applies to snapshots, which keep theirs. A volume is changed whole or
+    not at all: one that UpdateVolume would refuse (a job in progress, a
+    confirmation missing, both a copy count and a placement to change, an
+    ERASURE layout, CREATING or DELETING) is left as it was and reported
+    in propagation.refused; the others are changed. A refused template
+    change changes no volume.
+
     Role: user.
     Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
@@ -84,14 +105,28 @@ class TemplateServiceStub:
     not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
     """
     DeleteTemplate: _grpc.UnaryUnaryMultiCallable[_template_pb2.DeleteTemplateRequest, _template_pb2.DeleteTemplateResponse]
-    """Deletes a template that no volume was created with (volumes keep their
-    template_id, so it must stay resolvable).
+    """Deletes a template that no volume has (volumes keep their template_id,
+    so it must stay resolvable; UpdateVolume with an empty template_id
+    detaches one).
 
     Role: user.
     Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-    is the number of volumes created with it); PERMISSION_DENIED (reason
-    ACCESS_DENIED: not its owner).
+    is the number of volumes whose template it is); PERMISSION_DENIED
+    (reason ACCESS_DENIED: not its owner).
+    """
+    GetTemplateStatus: _grpc.UnaryUnaryMultiCallable[_template_pb2.GetTemplateStatusRequest, _template_pb2.GetTemplateStatusResponse]
+    """Returns what was made from a template and the room its placement has
+    left for more (StorPool's template status).
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    """
+    GetClusterTemplateStatus: _grpc.UnaryUnaryMultiCallable[_template_pb2.GetClusterTemplateStatusRequest, _template_pb2.GetClusterTemplateStatusResponse]
+    """Returns the status of every template of a cluster, ordered by name.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
 
 @_typing.type_check_only
@@ -131,6 +166,24 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     "provisioning", "snapshot_factor", "kind". A path whose new value is
     unset (or 0) removes that default.
 
+    With propagate (StorPool's), the new values of "qos", "durability" and
+    "placement" that the template sets are also applied to every volume
+    whose template this is, each through UpdateVolume's own rules: QoS
+    changes at once; a durability whose copy count differs from a
+    REPLICATE or single-copy volume's starts a
+    JOB_KIND_VOLUME_REPLICA_CHANGE job (a single copy, which releases the
+    others, only with yes_i_really_mean_it); a placement the volume's copies
+    do not obey starts a JOB_KIND_VOLUME_MOVE job. A removed default, and
+    the other fields (sizes, provisioning, snapshot factor, kind, which a
+    volume cannot take without rewriting its data, and the template's own
+    name and labels), are not propagated; none of the propagated fields
+    applies to snapshots, which keep theirs. A volume is changed whole or
+    not at all: one that UpdateVolume would refuse (a job in progress, a
+    confirmation missing, both a copy count and a placement to change, an
+    ERASURE layout, CREATING or DELETING) is left as it was and reported
+    in propagation.refused; the others are changed. A refused template
+    change changes no volume.
+
     Role: user.
     Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
     CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
@@ -139,14 +192,28 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     not match); PERMISSION_DENIED (reason ACCESS_DENIED: not its owner).
     """
     DeleteTemplate: _aio.UnaryUnaryMultiCallable[_template_pb2.DeleteTemplateRequest, _template_pb2.DeleteTemplateResponse]  # type: ignore[assignment]
-    """Deletes a template that no volume was created with (volumes keep their
-    template_id, so it must stay resolvable).
+    """Deletes a template that no volume has (volumes keep their template_id,
+    so it must stay resolvable; UpdateVolume with an empty template_id
+    detaches one).
 
     Role: user.
     Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
     FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-    is the number of volumes created with it); PERMISSION_DENIED (reason
-    ACCESS_DENIED: not its owner).
+    is the number of volumes whose template it is); PERMISSION_DENIED
+    (reason ACCESS_DENIED: not its owner).
+    """
+    GetTemplateStatus: _aio.UnaryUnaryMultiCallable[_template_pb2.GetTemplateStatusRequest, _template_pb2.GetTemplateStatusResponse]  # type: ignore[assignment]
+    """Returns what was made from a template and the room its placement has
+    left for more (StorPool's template status).
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+    """
+    GetClusterTemplateStatus: _aio.UnaryUnaryMultiCallable[_template_pb2.GetClusterTemplateStatusRequest, _template_pb2.GetClusterTemplateStatusResponse]  # type: ignore[assignment]
+    """Returns the status of every template of a cluster, ordered by name.
+
+    Role: view.
+    Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
     """
 
 class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -207,6 +274,24 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         "provisioning", "snapshot_factor", "kind". A path whose new value is
         unset (or 0) removes that default.
 
+        With propagate (StorPool's), the new values of "qos", "durability" and
+        "placement" that the template sets are also applied to every volume
+        whose template this is, each through UpdateVolume's own rules: QoS
+        changes at once; a durability whose copy count differs from a
+        REPLICATE or single-copy volume's starts a
+        JOB_KIND_VOLUME_REPLICA_CHANGE job (a single copy, which releases the
+        others, only with yes_i_really_mean_it); a placement the volume's copies
+        do not obey starts a JOB_KIND_VOLUME_MOVE job. A removed default, and
+        the other fields (sizes, provisioning, snapshot factor, kind, which a
+        volume cannot take without rewriting its data, and the template's own
+        name and labels), are not propagated; none of the propagated fields
+        applies to snapshots, which keep theirs. A volume is changed whole or
+        not at all: one that UpdateVolume would refuse (a job in progress, a
+        confirmation missing, both a copy count and a placement to change, an
+        ERASURE layout, CREATING or DELETING) is left as it was and reported
+        in propagation.refused; the others are changed. A refused template
+        change changes no volume.
+
         Role: user.
         Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id, update_mask, and the fields as in
         CreateTemplate); NOT_FOUND (template_id, placement.pool_id,
@@ -221,14 +306,40 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _template_pb2.DeleteTemplateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_template_pb2.DeleteTemplateResponse, _abc.Awaitable[_template_pb2.DeleteTemplateResponse]]:
-        """Deletes a template that no volume was created with (volumes keep their
-        template_id, so it must stay resolvable).
+        """Deletes a template that no volume has (volumes keep their template_id,
+        so it must stay resolvable; UpdateVolume with an empty template_id
+        detaches one).
 
         Role: user.
         Errors: INVALID_ARGUMENT (template_id, template_name, cluster_id); NOT_FOUND (template_id or template_name);
         FAILED_PRECONDITION (reason TEMPLATE_IN_USE: ErrorInfo metadata "count"
-        is the number of volumes created with it); PERMISSION_DENIED (reason
-        ACCESS_DENIED: not its owner).
+        is the number of volumes whose template it is); PERMISSION_DENIED
+        (reason ACCESS_DENIED: not its owner).
+        """
+
+    @_abc_1.abstractmethod
+    def GetTemplateStatus(
+        self,
+        request: _template_pb2.GetTemplateStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_template_pb2.GetTemplateStatusResponse, _abc.Awaitable[_template_pb2.GetTemplateStatusResponse]]:
+        """Returns what was made from a template and the room its placement has
+        left for more (StorPool's template status).
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (template_id); NOT_FOUND (template_id).
+        """
+
+    @_abc_1.abstractmethod
+    def GetClusterTemplateStatus(
+        self,
+        request: _template_pb2.GetClusterTemplateStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_template_pb2.GetClusterTemplateStatusResponse, _abc.Awaitable[_template_pb2.GetClusterTemplateStatusResponse]]:
+        """Returns the status of every template of a cluster, ordered by name.
+
+        Role: view.
+        Errors: INVALID_ARGUMENT (cluster_id); NOT_FOUND (cluster_id).
         """
 
 def add_TemplateServiceServicer_to_server(servicer: TemplateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -658,7 +658,9 @@ class Volume(_message.Message):
     its share, to make room for snapshots; 0 means no reserve.
     """
     template_id: _builtins.str
-    """The template it was created with; empty if none."""
+    """The template it was created with, or the one UpdateVolume gave it
+    since; empty if none.
+    """
     parent_snapshot_id: _builtins.str
     """The snapshot it depends on (for clones, also of a datastore image); that
     snapshot cannot be deleted while this volume exists.
@@ -1543,6 +1545,7 @@ class UpdateVolumeRequest(_message.Message):
     PUBLIC_FIELD_NUMBER: _builtins.int
     ACL_FIELD_NUMBER: _builtins.int
     YES_I_REALLY_MEAN_IT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_ID_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     volume_name: _builtins.str
     """The volume's name, instead of volume_id (with cluster_id)."""
@@ -1581,6 +1584,10 @@ class UpdateVolumeRequest(_message.Message):
     """Confirms an update that loses redundancy on purpose: durability.replicas
     1 on a REPLICATE volume, which keeps one copy and releases the others.
     """
+    template_id: _builtins.str
+    """The template the volume is recorded as made from: one of its cluster,
+    or empty for none. Only the record changes (see UpdateVolume).
+    """
     @_builtins.property
     def qos(self) -> Global___Qos: ...
     @_builtins.property
@@ -1597,7 +1604,7 @@ class UpdateVolumeRequest(_message.Message):
         "size_add", "qos",
         "qos.iops_limit", "qos.bandwidth_limit_bytes", "labels",
         "multi_attach", "durability.replicas", "placement", "owner", "public",
-        "acl". At most one of the size paths.
+        "acl", "template_id". At most one of the size paths.
         """
 
     @_builtins.property
@@ -1628,10 +1635,11 @@ class UpdateVolumeRequest(_message.Message):
         public: _builtins.bool = ...,
         acl: _abc.Iterable[Global___AccessGrant] | None = ...,
         yes_i_really_mean_it: _builtins.bool = ...,
+        template_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["durability", b"durability", "placement", b"placement", "qos", b"qos", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "update_mask", b"update_mask", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acl", b"acl", "cluster_id", b"cluster_id", "durability", b"durability", "expected_generation", b"expected_generation", "labels", b"labels", "multi_attach", b"multi_attach", "name", b"name", "owner", b"owner", "placement", b"placement", "public", b"public", "qos", b"qos", "shrink_ok", b"shrink_ok", "size", b"size", "size_add", b"size_add", "size_bytes", b"size_bytes", "size_spec", b"size_spec", "template_id", b"template_id", "update_mask", b"update_mask", "volume_id", b"volume_id", "volume_name", b"volume_name", "volume_ref", b"volume_ref", "yes_i_really_mean_it", b"yes_i_really_mean_it"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_size_spec: _TypeAlias = _typing.Literal["size_bytes", "size", "size_add"]  # noqa: Y015
     _WhichOneofArgType_size_spec: _TypeAlias = _typing.Literal["size_spec", b"size_spec"]  # noqa: Y015

@@ -217,8 +217,12 @@ class VolumeServiceServicer:
         "size" (grow; shrink only with shrink_ok) or "size_add" (grow by a
         delta), "qos" (or "qos.iops_limit",
         "qos.bandwidth_limit_bytes"), "labels", "multi_attach",
-        "durability.replicas" and "placement". Name,
-        size, QoS, labels and multi_attach change within the call. A replica
+        "durability.replicas", "placement" and "template_id". Name,
+        size, QoS, labels, multi_attach and template_id change within the
+        call. A new template_id (empty: none) changes only which template the
+        volume is recorded as made from (what the template's propagated
+        changes and its status count): none of the template's values is
+        applied (UpdateTemplate with propagate applies them). A replica
         count change starts a JOB_KIND_VOLUME_REPLICA_CHANGE job that adds or
         removes copies: a REPLICATE volume takes 2 to 5, or 1 with
         yes_i_really_mean_it (it becomes a single copy, durability NONE), and a
@@ -232,9 +236,11 @@ class VolumeServiceServicer:
         "durability.replicas" and "placement", or a size change together with
         either of them; name; size_bytes, size, size_add;
         qos.iops_limit, qos.bandwidth_limit_bytes; labels; durability.replicas:
-        out of range or the volume is ERASURE; placement.*); NOT_FOUND
-        (volume_id or volume_name, placement.pool_id, placement.tail_pool_id); ALREADY_EXISTS
-        (reason VOLUME_EXISTS: name taken); FAILED_PRECONDITION (reason
+        out of range or the volume is ERASURE; placement.*; template_id: not an
+        id, or a template of another cluster); NOT_FOUND
+        (volume_id or volume_name, placement.pool_id, placement.tail_pool_id,
+        template_id); ALREADY_EXISTS (reason VOLUME_EXISTS: name taken);
+        FAILED_PRECONDITION (reason
         SHRINK_NOT_ALLOWED: a smaller size without shrink_ok; reason
         VOLUME_MOUNTED: a smaller size while the volume's filesystem is
         mounted on a node (a mounted filesystem grows online, never shrinks);

@@ -299,6 +299,8 @@ class UpdateVolume:
     expected_generation: int = 0
     # yes_i_really_mean_it: a replica count of 1 loses redundancy on purpose.
     confirmed: bool = False
+    # The template the volume is recorded as made from ("": none).
+    template_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -428,6 +430,54 @@ class UpdateTemplate:
     snapshot_factor: float = 0.0
     kind: int = 0
     expected_generation: int = 0
+    # Apply the changed qos, durability and placement to the template's volumes.
+    propagate: bool = False
+    # yes_i_really_mean_it: a propagated single copy may drop redundancy.
+    confirmed: bool = False
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A volume a propagated template change left alone: UpdateVolume's refusal."""
+
+    volume_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """What a propagated template change did to the template's volumes."""
+
+    updated_volume_ids: list[str] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    unchanged_count: int = 0
+    hidden_count: int = 0
+
+
+@dataclass(frozen=True)
+class ChangedTemplate(Changed[Template]):
+    """An update's result, with what its propagation did (None without it)."""
+
+    propagation: Propagation | None = None
+
+
+@dataclass(frozen=True)
+class TemplateStatus:
+    """What was made from a template, and the room its placement leaves."""
+
+    template_id: str
+    name: str
+    volume_count: int
+    snapshot_count: int
+    logical_bytes: int
+    allocated_bytes: int
+    capacity: Capacity
+    available_bytes: int
+    tail_capacity: Capacity | None
+    tail_available_bytes: int
+    volume_available_bytes: int
 
 
 @dataclass(frozen=True)

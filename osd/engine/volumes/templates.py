@@ -3,32 +3,43 @@
 A template's unset fields (no durability, placement or QoS; size, factor,
 provisioning or kind 0) are not defaults: a volume created with it falls back
 to the built-in defaults for them. Changing a template affects volumes
-created afterwards only.
+created afterwards, and, when the change is propagated, the QoS, durability
+and placement of the volumes whose template it is, each through the volume
+engine's own update (see TemplateEngine.update). The template status counts
+what was made from a template and the room its placement leaves.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osd.engine.shared import paging
 from osd.engine.shared import validation as v
-from osd.engine.shared.models import Changed, Created, Page
+from osd.engine.shared.models import Capacity, Created, Page
 from osd.engine.shared.rows import check_generation, require
 from osd.engine.shared.sizes import spec_violation
 from osd.engine.volumes import access, specs
 from osd.engine.volumes.models import (
+    ChangedTemplate,
     CreateTemplate,
     Durability,
     Placement,
+    Propagation,
     Qos,
+    Refusal,
     Template,
     TemplateQuery,
+    TemplateStatus,
     UpdateTemplate,
+    UpdateVolume,
 )
+from osd.engine.volumes.views import placement_of
 from osd.enums import DurabilityType
 from osd.errors import (
     AlreadyExists,
@@ -36,14 +47,18 @@ from osd.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    OsdError,
     PermissionDenied,
 )
 from osd.store import clusters as cluster_repo
 from osd.store import templates as repo
 from osd.store import volumes as volume_repo
 from osd.store.db import Store
-from osd.store.models import TemplateRow, utcnow
+from osd.store.models import TemplateRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
+
+if TYPE_CHECKING:
+    from osd.engine.volumes.volumes import VolumeEngine
 
 UPDATABLE = frozenset(
     {
@@ -59,6 +74,8 @@ UPDATABLE = frozenset(
         "kind",
     }
 )
+# The paths a propagated change applies to the template's volumes.
+PROPAGATED = ("qos", "durability", "placement")
 
 
 @dataclass(frozen=True)
@@ -193,8 +210,9 @@ def _check_defaults(
 
 
 class TemplateEngine:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, volumes: VolumeEngine | None = None) -> None:
         self._store = store
+        self._volumes = volumes
 
     def create(self, spec: CreateTemplate) -> Created[Template]:
         out: list[FieldViolation] = []
@@ -310,7 +328,7 @@ class TemplateEngine:
             counts = repo.volume_counts(s, [r.id for r in rows])
             return Page([_to_domain(r, counts.get(r.id, 0)) for r in rows], token)
 
-    def update(self, change: UpdateTemplate) -> Changed[Template]:
+    def update(self, change: UpdateTemplate) -> ChangedTemplate:
         v.check_id(change.template_id, "template_id")
         paths = change.paths
         if {"size", "size_bytes"} <= paths:
@@ -369,13 +387,88 @@ class TemplateEngine:
                 row.update_time = utcnow()
                 row.generation = generation
                 s.flush()
-                return Changed(
-                    _to_domain(row, repo.volume_counts(s, [row.id]).get(row.id, 0)), generation
+                propagation = None
+                if change.propagate:
+                    propagation = self._propagate(
+                        s, row, merged, paths, change.confirmed, generation
+                    )
+                done = ChangedTemplate(
+                    _to_domain(row, repo.volume_counts(s, [row.id]).get(row.id, 0)),
+                    generation,
+                    propagation,
                 )
         except IntegrityError:
             raise AlreadyExists(
                 f"template {change.name!r} already exists", reason="TEMPLATE_EXISTS"
             ) from None
+        propagation = done.propagation
+        if propagation is not None and propagation.jobs and self._volumes is not None:
+            self._volumes.wake_jobs()
+        return done
+
+    def _propagate(
+        self,
+        s: Session,
+        row: TemplateRow,
+        d: _Defaults,
+        paths: frozenset[str],
+        confirmed: bool,
+        generation: int,
+    ) -> Propagation:
+        """Applies the changed QoS, durability and placement the template sets to
+        its volumes, each through the volume engine's update in a savepoint of
+        this transaction: a volume it refuses is left whole and reported."""
+        if self._volumes is None:
+            raise RuntimeError("this template engine was made without a volume engine")
+        wanted = {p for p in PROPAGATED if p in paths and getattr(d, p) is not None}
+        out = Propagation()
+        if not wanted:
+            return out
+        unchanged = hidden = 0
+        for vol in repo.volumes_of(s, row.id):
+            if not access.may_read_volume(s, vol):
+                hidden += 1
+                continue
+            change = _volume_change(vol, d, wanted, confirmed)
+            if change is None:
+                unchanged += 1
+                continue
+            if isinstance(change, Refusal):
+                out.refused.append(change)
+                continue
+            try:
+                with s.begin_nested():
+                    job = self._volumes.update_in(s, vol, change, generation)
+            except OsdError as refused:
+                out.refused.append(Refusal(vol.id, refused.reason, refused.message))
+                continue
+            out.updated_volume_ids.append(vol.id)
+            if job is not None:
+                out.jobs.append(job)
+        return Propagation(
+            out.updated_volume_ids,
+            out.jobs,
+            out.refused,
+            unchanged_count=unchanged,
+            hidden_count=hidden,
+        )
+
+    # -- status ----------------------------------------------------------------
+
+    def status(self, template_id: str) -> TemplateStatus:
+        v.check_id(template_id, "template_id")
+        with self._store.read() as s:
+            row = require(s, TemplateRow, template_id)
+            return _statuses(s, row.cluster_id, [row])[0]
+
+    def cluster_status(self, cluster_id: str) -> Sequence[TemplateStatus]:
+        if not cluster_id:
+            raise InvalidArgument.field("cluster_id", "is required")
+        v.check_id(cluster_id, "cluster_id")
+        with self._store.read() as s:
+            if cluster_repo.get(s, cluster_id) is None:
+                raise NotFound.object("cluster", "cluster_id", cluster_id)
+            return _statuses(s, cluster_id, repo.of_cluster(s, cluster_id))
 
     def delete(self, template_id: str) -> int:
         v.check_id(template_id, "template_id")
@@ -386,10 +479,108 @@ class TemplateEngine:
             count = repo.volume_counts(s, [row.id]).get(row.id, 0)
             if count:
                 raise FailedPrecondition(
-                    f"template {row.name} ({row.id}) was used to create {count} volume(s) "
-                    "that still exist",
+                    f"template {row.name} ({row.id}) is the template of {count} volume(s)",
                     reason="TEMPLATE_IN_USE",
                     metadata={"count": str(count), "template_id": row.id},
                 )
             repo.remove(s, template_id)
             return generation
+
+
+def _volume_change(
+    vol: VolumeRow, d: _Defaults, wanted: set[str], confirmed: bool
+) -> UpdateVolume | Refusal | None:
+    """The UpdateVolume that gives ``vol`` the template's ``wanted`` values, with
+    only the fields that differ; None when none does; a Refusal for an ERASURE
+    layout, which no volume update can give."""
+    iops = bandwidth = replicas = None
+    placement = None
+    qos = d.qos if "qos" in wanted else None
+    if qos is not None and (vol.qos_iops_limit, vol.qos_bandwidth_limit_bytes) != (
+        qos.iops_limit,
+        qos.bandwidth_limit_bytes,
+    ):
+        iops, bandwidth = qos.iops_limit, qos.bandwidth_limit_bytes
+    if "durability" in wanted and d.durability is not None:
+        dur = d.durability
+        if dur.type == DurabilityType.ERASURE:
+            same = (vol.durability_type, vol.data_fragments, vol.redundancy_fragments) == (
+                dur.type,
+                dur.data_fragments,
+                dur.redundancy_fragments,
+            )
+            if not same:
+                return Refusal(
+                    vol.id,
+                    "INVALID_ARGUMENT",
+                    "durability: an existing volume's layout cannot become ERASURE or "
+                    "change its fragments; only a REPLICATE or single-copy volume's copy "
+                    "count can change",
+                )
+        else:
+            count = dur.replicas if dur.type == DurabilityType.REPLICATE else 1
+            current = vol.replicas if vol.durability_type == DurabilityType.REPLICATE else 1
+            if vol.durability_type == DurabilityType.ERASURE or count != current:
+                replicas = count
+    wanted_place = d.placement if "placement" in wanted else None
+    if wanted_place is not None and specs.normalize_placement(wanted_place) != placement_of(vol):
+        placement = wanted_place
+    if iops is None and replicas is None and placement is None:
+        return None
+    return UpdateVolume(
+        volume_id=vol.id,
+        iops_limit=iops,
+        bandwidth_limit_bytes=bandwidth,
+        replicas=replicas,
+        placement=placement,
+        confirmed=confirmed,
+    )
+
+
+def _statuses(s: Session, cluster_id: str, rows: list[TemplateRow]) -> list[TemplateStatus]:
+    """The status of each of ``rows`` (templates of ``cluster_id``), in order."""
+    usage = repo.usage(s, [r.id for r in rows])
+    cluster = volume_repo.cluster_space(s, cluster_id).get(cluster_id, (0, 0, 0))
+    pools = volume_repo.pool_space(s, cluster_id)
+    out = []
+    for row in rows:
+        d = _defaults_of(row)
+        p = d.placement or Placement()
+        total, used, available = pools.get(p.pool_id, (0, 0, 0)) if p.pool_id else cluster
+        tail = pools.get(p.tail_pool_id, (0, 0, 0)) if p.tail_pool_id else None
+        u = usage[row.id]
+        out.append(
+            TemplateStatus(
+                template_id=row.id,
+                name=row.name,
+                volume_count=u.volumes,
+                snapshot_count=u.snapshots,
+                logical_bytes=u.logical_bytes,
+                allocated_bytes=u.allocated_bytes,
+                capacity=Capacity(total, used),
+                available_bytes=available,
+                tail_capacity=Capacity(tail[0], tail[1]) if tail is not None else None,
+                tail_available_bytes=tail[2] if tail is not None else 0,
+                volume_available_bytes=_room(
+                    d.durability, d.snapshot_factor, available, tail[2] if tail else None
+                ),
+            )
+        )
+    return out
+
+
+def _room(
+    durability: Durability | None, factor: float, available: int, tail_available: int | None
+) -> int:
+    """The most data new volumes of a layout fit in ``available`` free bytes (and
+    ``tail_available`` on a tail pool, for the last copy), whole sectors."""
+    d = durability or specs.NONE
+    if d.type == DurabilityType.ERASURE:
+        raw = available * d.data_fragments // (d.data_fragments + d.redundancy_fragments)
+    elif d.type == DurabilityType.REPLICATE and tail_available is not None:
+        raw = min(available // max(d.replicas - 1, 1), tail_available)
+    else:
+        raw = available // specs.copies(d)
+    if factor > 1:
+        raw = int(raw / factor)
+    return max(raw - raw % 512, 0)

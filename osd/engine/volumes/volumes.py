@@ -87,6 +87,7 @@ from osd.store import attachments as attach_repo
 from osd.store import grants as grant_repo
 from osd.store import jobs as job_repo
 from osd.store import snapshots as snap_repo
+from osd.store import templates as template_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
 from osd.store.models import AllocationRow, VolumeRow, utcnow
@@ -351,32 +352,7 @@ class VolumeEngine:
                 if change.size_add is not None:
                     size = _grown(row, change.size_add)
                 restore = _restorer(row)
-                self._rename(s, row, change.name)
-                if change.multi_attach is False and row.multi_attach:
-                    _refuse_several_writers(s, row)
-                job = self._start_job(s, row, change, size, generation)
-                if change.iops_limit is not None:
-                    row.qos_iops_limit = change.iops_limit
-                if change.bandwidth_limit_bytes is not None:
-                    row.qos_bandwidth_limit_bytes = change.bandwidth_limit_bytes
-                if change.labels is not None:
-                    row.labels = dict(change.labels)
-                if change.multi_attach is not None:
-                    row.multi_attach = change.multi_attach
-                if change.owner is not None and change.owner != row.owner:
-                    # A snapshot belongs to its volume's owner: the old owner
-                    # keeps no admin access to them.
-                    for snap in snap_repo.of_volume(s, row.id):
-                        snap.owner = change.owner
-                        stamp(snap, generation)
-                    row.owner = change.owner
-                if change.public is not None:
-                    row.public = change.public
-                if change.acl is not None:
-                    grant_repo.replace(
-                        s, row.id, [(g.kind, g.name, int(g.access)) for g in change.acl]
-                    )
-                stamp(row, generation)
+                job = self._apply(s, row, change, size, generation)
                 done: ChangedVolume | None = None
                 work: list[tuple[str, str, int]] = []
                 if size is None or size == row.size_bytes:
@@ -418,6 +394,58 @@ class VolumeEngine:
         )
         with self._store.read() as s:
             return ChangedVolume(volume_from(s, row), generation)
+
+    def update_in(
+        self, s: Session, row: VolumeRow, change: UpdateVolume, generation: int
+    ) -> Job | None:
+        """Applies ``change`` (no size change) to ``row`` inside the caller's write
+        transaction (a template's propagated change), with update's checks and
+        effects; returns the job it recorded, if any (wake_jobs starts it once
+        the transaction commits). Raises as update would."""
+        if change.size is not None or change.size_add is not None:
+            raise ValueError("update_in changes no size")
+        _check_update(change)
+        self._check_update_access(s, row, change)
+        if row.state in (VolumeState.CREATING, VolumeState.DELETING):
+            raise not_available(row)
+        return self._apply(s, row, change, None, generation)
+
+    def wake_jobs(self) -> None:
+        self._jobs.wake()
+
+    def _apply(
+        self, s: Session, row: VolumeRow, change: UpdateVolume, size: int | None, generation: int
+    ) -> Job | None:
+        """Every change but the size's, and the job the update starts, if any."""
+        self._rename(s, row, change.name)
+        if change.multi_attach is False and row.multi_attach:
+            _refuse_several_writers(s, row)
+        if change.template_id is not None:
+            _check_template(s, row, change.template_id)
+        job = self._start_job(s, row, change, size, generation)
+        if change.iops_limit is not None:
+            row.qos_iops_limit = change.iops_limit
+        if change.bandwidth_limit_bytes is not None:
+            row.qos_bandwidth_limit_bytes = change.bandwidth_limit_bytes
+        if change.labels is not None:
+            row.labels = dict(change.labels)
+        if change.multi_attach is not None:
+            row.multi_attach = change.multi_attach
+        if change.template_id is not None:
+            row.template_id = change.template_id or None
+        if change.owner is not None and change.owner != row.owner:
+            # A snapshot belongs to its volume's owner: the old owner
+            # keeps no admin access to them.
+            for snap in snap_repo.of_volume(s, row.id):
+                snap.owner = change.owner
+                stamp(snap, generation)
+            row.owner = change.owner
+        if change.public is not None:
+            row.public = change.public
+        if change.acl is not None:
+            grant_repo.replace(s, row.id, [(g.kind, g.name, int(g.access)) for g in change.acl])
+        stamp(row, generation)
+        return job
 
     @staticmethod
     def _check_update_access(s: Session, row: VolumeRow, change: UpdateVolume) -> None:
@@ -587,9 +615,24 @@ def _check_update(change: UpdateVolume) -> int | None:
             out.append(bad)
     if change.acl is not None:
         out += access.acl_violations(change.acl)
+    if change.template_id and not v.ID_RE.fullmatch(change.template_id):
+        out.append(FieldViolation("template_id", f"{change.template_id[:80]!r} is not an id"))
     if out:
         raise InvalidArgument.fields(out)
     return size
+
+
+def _check_template(s: Session, row: VolumeRow, template_id: str) -> None:
+    """A template a volume may be recorded as made from: one of its cluster ("": none)."""
+    if not template_id:
+        return
+    template = template_repo.get(s, template_id)
+    if template is None:
+        raise NotFound.object("template", "template_id", template_id)
+    if template.cluster_id != row.cluster_id:
+        raise InvalidArgument.field(
+            "template_id", f"template {template_id} is in another cluster than the volume"
+        )
 
 
 def _grown(row: VolumeRow, size_add: str) -> int:
@@ -622,6 +665,7 @@ _RESTORED = (
     "placement",
     "pool_id",
     "tail_pool_id",
+    "template_id",
 )
 
 
