@@ -107,6 +107,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.VolumeService.ListSnapshots": ("snapshot", "list"),
     "osd.v1.VolumeService.UpdateSnapshot": ("snapshot", "update"),
     "osd.v1.VolumeService.DeleteSnapshot": ("snapshot", "delete"),
+    "osd.v1.VolumeService.AttachSnapshot": ("snapshot", "attach"),
+    "osd.v1.VolumeService.DetachSnapshot": ("snapshot", "detach"),
     "osd.v1.VolumeService.ListAttachments": ("attachment", "list"),
     "osd.v1.VolumeService.ReassignAttachments": ("attachment", "reassign"),
 }

@@ -239,12 +239,14 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteNode(self, request, context):
-        """Deletes an empty node: no drives and no attachments.
+        """Deletes an empty node: no drives and no attachments (of volumes or of
+        snapshots).
 
         Role: admin.
         Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-        metadata name what remains, e.g. "drives" and "attachments" counts;
+        metadata name what remains, e.g. "drives", "attachments" and
+        "snapshot_attachments" counts;
         reason JOB_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -126,12 +126,14 @@ class NodeServiceStub:
     (reason TOO_MANY_JOBS).
     """
     DeleteNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteNodeRequest, _node_pb2.DeleteNodeResponse]
-    """Deletes an empty node: no drives and no attachments.
+    """Deletes an empty node: no drives and no attachments (of volumes or of
+    snapshots).
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-    metadata name what remains, e.g. "drives" and "attachments" counts;
+    metadata name what remains, e.g. "drives", "attachments" and
+    "snapshot_attachments" counts;
     reason JOB_IN_PROGRESS).
     """
     CreateDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.CreateDriveRequest, _node_pb2.CreateDriveResponse]
@@ -357,12 +359,14 @@ class NodeServiceAsyncStub(NodeServiceStub):
     (reason TOO_MANY_JOBS).
     """
     DeleteNode: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteNodeRequest, _node_pb2.DeleteNodeResponse]  # type: ignore[assignment]
-    """Deletes an empty node: no drives and no attachments.
+    """Deletes an empty node: no drives and no attachments (of volumes or of
+    snapshots).
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-    metadata name what remains, e.g. "drives" and "attachments" counts;
+    metadata name what remains, e.g. "drives", "attachments" and
+    "snapshot_attachments" counts;
     reason JOB_IN_PROGRESS).
     """
     CreateDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.CreateDriveRequest, _node_pb2.CreateDriveResponse]  # type: ignore[assignment]
@@ -633,12 +637,14 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _node_pb2.DeleteNodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.DeleteNodeResponse, _abc.Awaitable[_node_pb2.DeleteNodeResponse]]:
-        """Deletes an empty node: no drives and no attachments.
+        """Deletes an empty node: no drives and no attachments (of volumes or of
+        snapshots).
 
         Role: admin.
         Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-        metadata name what remains, e.g. "drives" and "attachments" counts;
+        metadata name what remains, e.g. "drives", "attachments" and
+        "snapshot_attachments" counts;
         reason JOB_IN_PROGRESS).
         """
 

@@ -179,6 +179,17 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class SnapshotAttachment:
+    """A snapshot attached to a node, read-only."""
+
+    snapshot_id: str
+    node_id: str
+    device_path: str
+    attach_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
 class VolumeDetail:
     """A volume with its allocations (by index) and its attachments."""
 
@@ -212,6 +223,7 @@ class Snapshot:
 class SnapshotDetail:
     snapshot: Snapshot
     allocations: list[Allocation]
+    attachments: list[SnapshotAttachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -349,6 +361,13 @@ class Attached:
 @dataclass(frozen=True)
 class Detached:
     node_ids: list[str]
+    generation: int
+
+
+@dataclass(frozen=True)
+class SnapshotAttached:
+    attachment: SnapshotAttachment
+    attached: bool
     generation: int
 
 
