@@ -59,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.NodeService.UpdateNodeLabels": ("node", "label"),
     "osd.v1.NodeService.SetNodeState": ("node", "set-state"),
     "osd.v1.NodeService.DrainNode": ("node", "drain"),
+    "osd.v1.NodeService.FlushNode": ("node", "flush"),
+    "osd.v1.NodeService.ReadyNode": ("node", "ready"),
     "osd.v1.NodeService.DeleteNode": ("node", "delete"),
     "osd.v1.NodeService.CreateDrive": ("drive", "create"),
     "osd.v1.NodeService.InspectDrive": ("drive", "inspect"),

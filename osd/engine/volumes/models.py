@@ -372,6 +372,36 @@ class SnapshotAttached:
 
 
 @dataclass(frozen=True)
+class AttachmentMove:
+    """An attachment a flush or a ready moved between nodes."""
+
+    volume_id: str
+    from_node_id: str
+    to_node_id: str
+    mode: AttachMode
+
+
+@dataclass(frozen=True)
+class AttachmentNotMoved:
+    """An attachment a flush or a ready left where it is, and why."""
+
+    volume_id: str
+    node_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AttachmentsMoved:
+    """What a flush or a ready did: the node after it, what moved, what did not."""
+
+    node_id: str
+    moved: list[AttachmentMove]
+    not_moved: list[AttachmentNotMoved]
+    generation: int
+
+
+@dataclass(frozen=True)
 class AttachmentQuery:
     page_size: int = 0
     page_token: str = ""
