@@ -69,6 +69,7 @@ ENUM_COLUMNS: dict[tuple[str, str], type[IntEnum]] = {
     ("snapshots", "state"): enums.SnapshotState,
     ("allocations", "state"): enums.AllocationState,
     ("attachments", "mode"): enums.AttachMode,
+    ("flush_moves", "mode"): enums.AttachMode,
     ("jobs", "kind"): enums.JobKind,
     ("jobs", "target_kind"): enums.ObjectKind,
     ("jobs", "state"): enums.JobState,

@@ -21,6 +21,7 @@ from osd.store.models import (
     AttachmentRow,
     Base,
     DriveRow,
+    FlushMoveRow,
     JobRow,
     NodeRow,
     SnapshotRow,
@@ -151,6 +152,16 @@ def one_row_of_each(store: Store) -> dict[type[Base], Any]:
                 generation=1,
             )
         )
+        s.add(
+            FlushMoveRow(
+                volume_id=volume_id,
+                node_id=nodes[0],
+                target_node_id=nodes[0],
+                mode=AttachMode.READ_WRITE,
+                move_time=utcnow(),
+                generation=1,
+            )
+        )
     return {
         NodeRow: nodes[0],
         DriveRow: drives[0],
@@ -158,6 +169,7 @@ def one_row_of_each(store: Store) -> dict[type[Base], Any]:
         SnapshotRow: snapshot_id,
         AllocationRow: allocation_id,
         AttachmentRow: (volume_id, nodes[0]),
+        FlushMoveRow: (volume_id, nodes[0]),
         JobRow: job_id,
     }
 

@@ -59,6 +59,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.NodeService.UpdateNodeLabels": ("node", "label"),
     "osd.v1.NodeService.SetNodeState": ("node", "set-state"),
     "osd.v1.NodeService.DrainNode": ("node", "drain"),
+    "osd.v1.NodeService.FlushNode": ("node", "flush"),
+    "osd.v1.NodeService.ReadyNode": ("node", "ready"),
     "osd.v1.NodeService.DeleteNode": ("node", "delete"),
     "osd.v1.NodeService.CreateDrive": ("drive", "create"),
     "osd.v1.NodeService.InspectDrive": ("drive", "inspect"),
@@ -111,6 +113,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "osd.v1.VolumeService.ListSnapshots": ("snapshot", "list"),
     "osd.v1.VolumeService.UpdateSnapshot": ("snapshot", "update"),
     "osd.v1.VolumeService.DeleteSnapshot": ("snapshot", "delete"),
+    "osd.v1.VolumeService.AttachSnapshot": ("snapshot", "attach"),
+    "osd.v1.VolumeService.DetachSnapshot": ("snapshot", "detach"),
     "osd.v1.VolumeService.ListAttachments": ("attachment", "list"),
     "osd.v1.VolumeService.ReassignAttachments": ("attachment", "reassign"),
 }

@@ -30,6 +30,7 @@ from osd.engine.topology.models import RepairPolicy
 from osd.engine.topology.nodes import NodeEngine
 from osd.engine.topology.pools import PoolEngine
 from osd.engine.volumes.attachments import AttachmentEngine
+from osd.engine.volumes.flush import FlushEngine
 from osd.engine.volumes.repair import RepairController
 from osd.engine.volumes.snapshots import SnapshotEngine
 from osd.engine.volumes.templates import TemplateEngine
@@ -125,6 +126,7 @@ class Engine:
         self.volumes = VolumeEngine(store, driver, self.jobs)
         self.snapshots = SnapshotEngine(store, driver, self.jobs)
         self.attachments = AttachmentEngine(store, driver)
+        self.flush = FlushEngine(store, driver)
         self.templates = TemplateEngine(store, self.volumes)
         self.names = Names(store)
         self.on_start(

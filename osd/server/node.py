@@ -10,10 +10,11 @@ import grpc
 
 from osd.engine.engine import Engine
 from osd.engine.topology import models as t
+from osd.engine.volumes import models as vm
 from osd.server import convert
 from osd.server.job import job_to_proto
 from osd.v1 import node_pb2 as pb
-from osd.v1 import node_pb2_grpc
+from osd.v1 import node_pb2_grpc, volume_pb2
 
 NODE_UPDATABLE = ("name", "zone", "management_addresses", "storage_addresses", "labels")
 DRIVE_UPDATABLE = ("description", "labels")
@@ -63,10 +64,26 @@ def drive_to_proto(d: t.Drive) -> pb.Drive:
     )
 
 
+def move_to_proto(m: vm.AttachmentMove) -> pb.AttachmentMove:
+    return pb.AttachmentMove(
+        volume_id=m.volume_id,
+        from_node_id=m.from_node_id,
+        to_node_id=m.to_node_id,
+        mode=volume_pb2.AttachMode.ValueType(m.mode),
+    )
+
+
+def not_moved_to_proto(n: vm.AttachmentNotMoved) -> pb.AttachmentNotMoved:
+    return pb.AttachmentNotMoved(
+        volume_id=n.volume_id, node_id=n.node_id, reason=n.reason, message=n.message
+    )
+
+
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self._nodes = engine.nodes
         self._drives = engine.drives
+        self._flush = engine.flush
 
     # -- nodes -----------------------------------------------------------
 
@@ -174,6 +191,28 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return pb.DrainNodeResponse(
             node=node_to_proto(result.node),
             job=job_to_proto(result.job),
+            generation=result.generation,
+        )
+
+    def FlushNode(
+        self, request: pb.FlushNodeRequest, context: grpc.ServicerContext
+    ) -> pb.FlushNodeResponse:
+        result = self._flush.flush(request.node_id)
+        return pb.FlushNodeResponse(
+            node=node_to_proto(self._nodes.inspect(request.node_id).node),
+            moved=[move_to_proto(m) for m in result.moved],
+            not_moved=[not_moved_to_proto(n) for n in result.not_moved],
+            generation=result.generation,
+        )
+
+    def ReadyNode(
+        self, request: pb.ReadyNodeRequest, context: grpc.ServicerContext
+    ) -> pb.ReadyNodeResponse:
+        result = self._flush.ready(request.node_id)
+        return pb.ReadyNodeResponse(
+            node=node_to_proto(self._nodes.inspect(request.node_id).node),
+            returned=[move_to_proto(m) for m in result.moved],
+            not_returned=[not_moved_to_proto(n) for n in result.not_moved],
             generation=result.generation,
         )
 

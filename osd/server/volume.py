@@ -178,6 +178,16 @@ def attachment_to_proto(a: vm.Attachment) -> pb.Attachment:
     )
 
 
+def snapshot_attachment_to_proto(a: vm.SnapshotAttachment) -> pb.SnapshotAttachment:
+    return pb.SnapshotAttachment(
+        snapshot_id=a.snapshot_id,
+        node_id=a.node_id,
+        device_path=a.device_path,
+        attach_time=convert.timestamp(a.attach_time),
+        generation=a.generation,
+    )
+
+
 def snapshot_to_proto(s: vm.Snapshot) -> pb.Snapshot:
     return pb.Snapshot(
         id=s.id,
@@ -368,6 +378,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         return pb.InspectSnapshotResponse(
             snapshot=snapshot_to_proto(detail.snapshot),
             allocations=[convert.allocation(a) for a in detail.allocations],
+            attachments=[snapshot_attachment_to_proto(a) for a in detail.attachments],
         )
 
     def ListSnapshots(
@@ -477,6 +488,26 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
     ) -> pb.DetachVolumeResponse:
         result = self._attachments.detach(request.volume_id, request.node_id, request.force)
         return pb.DetachVolumeResponse(
+            detached_node_ids=result.node_ids, generation=result.generation
+        )
+
+    def AttachSnapshot(
+        self, request: pb.AttachSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.AttachSnapshotResponse:
+        result = self._attachments.attach_snapshot(request.snapshot_id, request.node_id)
+        return pb.AttachSnapshotResponse(
+            attachment=snapshot_attachment_to_proto(result.attachment),
+            attached=result.attached,
+            generation=result.generation,
+        )
+
+    def DetachSnapshot(
+        self, request: pb.DetachSnapshotRequest, context: grpc.ServicerContext
+    ) -> pb.DetachSnapshotResponse:
+        result = self._attachments.detach_snapshot(
+            request.snapshot_id, request.node_id, request.force
+        )
+        return pb.DetachSnapshotResponse(
             detached_node_ids=result.node_ids, generation=result.generation
         )
 

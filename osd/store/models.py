@@ -466,6 +466,38 @@ class AttachmentRow(Base):
     )
 
 
+class SnapshotAttachmentRow(Base):
+    """A snapshot attached to a node, always read-only."""
+
+    __tablename__ = "snapshot_attachments"
+
+    snapshot_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("nodes.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    device_path: Mapped[str] = mapped_column(String(255), nullable=False)
+    attach_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class FlushMoveRow(Base):
+    """An attachment a node's flush moved off it (``node_id``) onto
+    ``target_node_id``: what ReadyNode takes back. Written in the transaction
+    that moves the attachment's record, so no move is ever unrecorded. No
+    foreign keys: a record whose volume or node is gone is dropped when read."""
+
+    __tablename__ = "flush_moves"
+
+    volume_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    target_node_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    mode: Mapped[AttachMode] = mapped_column(IntEnumType(AttachMode), nullable=False)
+    move_time: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    generation: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class JobRow(Base):
     """A persistent unit of long-running work.
 

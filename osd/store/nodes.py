@@ -17,6 +17,7 @@ from osd.store.models import (
     DriveRow,
     JobRow,
     NodeRow,
+    SnapshotAttachmentRow,
     VolumeRow,
     copies_to_read,
 )
@@ -120,7 +121,12 @@ def usage(session: Session, node_ids: Collection[str]) -> dict[str, NodeUsage]:
 def belongings(session: Session, node_id: str) -> dict[str, int]:
     """What still ties a node down: its drives, allocations and attachments."""
 
-    def count(model: type[DriveRow] | type[AllocationRow] | type[AttachmentRow]) -> int:
+    def count(
+        model: type[DriveRow]
+        | type[AllocationRow]
+        | type[AttachmentRow]
+        | type[SnapshotAttachmentRow],
+    ) -> int:
         return (
             session.scalar(select(func.count()).select_from(model).where(model.node_id == node_id))
             or 0
@@ -130,6 +136,7 @@ def belongings(session: Session, node_id: str) -> dict[str, int]:
         "drives": count(DriveRow),
         "allocations": count(AllocationRow),
         "attachments": count(AttachmentRow),
+        "snapshot_attachments": count(SnapshotAttachmentRow),
     }
 
 

@@ -20,6 +20,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from osd.v1 import common_pb2 as _common_pb2
 from osd.v1 import job_pb2 as _job_pb2
+from osd.v1 import volume_pb2 as _volume_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -117,7 +118,7 @@ class _DomainStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DomainSta
     """Accepts new attachments."""
     DOMAIN_STATE_FLUSH: _DomainState.ValueType  # 2
     """Being emptied of consumers: takes no new attachments; existing ones stay
-    until detached or reassigned elsewhere.
+    until detached or reassigned elsewhere (FlushNode moves them).
     """
 
 class DomainState(_DomainState, metaclass=_DomainStateEnumTypeWrapper):
@@ -130,7 +131,7 @@ DOMAIN_STATE_READY: DomainState.ValueType  # 1
 """Accepts new attachments."""
 DOMAIN_STATE_FLUSH: DomainState.ValueType  # 2
 """Being emptied of consumers: takes no new attachments; existing ones stay
-until detached or reassigned elsewhere.
+until detached or reassigned elsewhere (FlushNode moves them).
 """
 Global___DomainState: _TypeAlias = DomainState  # noqa: Y015
 
@@ -972,6 +973,178 @@ class DrainNodeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainNodeResponse: _TypeAlias = DrainNodeResponse  # noqa: Y015
+
+@_typing.final
+class FlushNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlushNodeRequest: _TypeAlias = FlushNodeRequest  # noqa: Y015
+
+@_typing.final
+class AttachmentMove(_message.Message):
+    """A volume attachment that FlushNode or ReadyNode moved between nodes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    FROM_NODE_ID_FIELD_NUMBER: _builtins.int
+    TO_NODE_ID_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    from_node_id: _builtins.str
+    to_node_id: _builtins.str
+    mode: _volume_pb2.AttachMode.ValueType
+    """Its mode, the same on both nodes."""
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        from_node_id: _builtins.str = ...,
+        to_node_id: _builtins.str = ...,
+        mode: _volume_pb2.AttachMode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_node_id", b"from_node_id", "mode", b"mode", "to_node_id", b"to_node_id", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachmentMove: _TypeAlias = AttachmentMove  # noqa: Y015
+
+@_typing.final
+class AttachmentNotMoved(_message.Message):
+    """A volume attachment that FlushNode or ReadyNode did not move, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    node_id: _builtins.str
+    """The node that holds it; empty when no node does."""
+    reason: _builtins.str
+    """Why, in the words of an ErrorInfo reason, e.g. NO_TARGET_NODE."""
+    message: _builtins.str
+    """Why, for people."""
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "node_id", b"node_id", "reason", b"reason", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachmentNotMoved: _TypeAlias = AttachmentNotMoved  # noqa: Y015
+
+@_typing.final
+class FlushNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    NOT_MOVED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def node(self) -> Global___Node: ...
+    @_builtins.property
+    def moved(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentMove]:
+        """The attachments moved off the node."""
+
+    @_builtins.property
+    def not_moved(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentNotMoved]:
+        """The attachments left on it."""
+
+    def __init__(
+        self,
+        *,
+        node: Global___Node | None = ...,
+        moved: _abc.Iterable[Global___AttachmentMove] | None = ...,
+        not_moved: _abc.Iterable[Global___AttachmentNotMoved] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "moved", b"moved", "node", b"node", "not_moved", b"not_moved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FlushNodeResponse: _TypeAlias = FlushNodeResponse  # noqa: Y015
+
+@_typing.final
+class ReadyNodeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadyNodeRequest: _TypeAlias = ReadyNodeRequest  # noqa: Y015
+
+@_typing.final
+class ReadyNodeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_FIELD_NUMBER: _builtins.int
+    RETURNED_FIELD_NUMBER: _builtins.int
+    NOT_RETURNED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def node(self) -> Global___Node: ...
+    @_builtins.property
+    def returned(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentMove]:
+        """The attachments that came back to the node."""
+
+    @_builtins.property
+    def not_returned(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttachmentNotMoved]:
+        """The flushed attachments that did not."""
+
+    def __init__(
+        self,
+        *,
+        node: Global___Node | None = ...,
+        returned: _abc.Iterable[Global___AttachmentMove] | None = ...,
+        not_returned: _abc.Iterable[Global___AttachmentNotMoved] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["generation", b"generation", "node", b"node", "not_returned", b"not_returned", "returned", b"returned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadyNodeResponse: _TypeAlias = ReadyNodeResponse  # noqa: Y015
 
 @_typing.final
 class DeleteNodeRequest(_message.Message):

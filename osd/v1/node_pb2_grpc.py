@@ -69,6 +69,16 @@ class NodeServiceStub:
                 request_serializer=osd_dot_v1_dot_node__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_node__pb2.DrainNodeResponse.FromString,
                 _registered_method=True)
+        self.FlushNode = channel.unary_unary(
+                '/osd.v1.NodeService/FlushNode',
+                request_serializer=osd_dot_v1_dot_node__pb2.FlushNodeRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_node__pb2.FlushNodeResponse.FromString,
+                _registered_method=True)
+        self.ReadyNode = channel.unary_unary(
+                '/osd.v1.NodeService/ReadyNode',
+                request_serializer=osd_dot_v1_dot_node__pb2.ReadyNodeRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_node__pb2.ReadyNodeResponse.FromString,
+                _registered_method=True)
         self.DeleteNode = channel.unary_unary(
                 '/osd.v1.NodeService/DeleteNode',
                 request_serializer=osd_dot_v1_dot_node__pb2.DeleteNodeRequest.SerializeToString,
@@ -238,13 +248,55 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FlushNode(self, request, context):
+        """Flushes a node (PVC's domain flush): its domain state becomes FLUSH, so
+        it takes no new attachments, and each volume attached to it moves to
+        another node of the cluster that is ONLINE and READY and does not hold
+        the volume, in the node's zone when one there can take it, with the
+        same mode and mount. A move detaches from the node before it attaches
+        on the other, so a volume is never READ_WRITE on two nodes; each move
+        is recorded with where it came from, for ReadyNode to take it back.
+        The response names what moved and what did not, and why (reason
+        NO_TARGET_NODE: no node can take it; VOLUME_NOT_AVAILABLE; JOB_IN_PROGRESS;
+        DEVICE_BUSY: the device is open on the node; DRIVER_FAILED): those stay
+        attached to the node, and flushing again tries them again. Flushing a
+        node that is FLUSH and holds no volume attachment changes nothing.
+        Snapshot attachments stay where they are.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadyNode(self, request, context):
+        """Readies a node (PVC's domain ready): its domain state becomes READY,
+        and the volume attachments its flush moved off come back, each still
+        attached where the flush put it, with the mode it has there. The
+        response names what came back and what did not: reason
+        ATTACHMENT_GONE (the volume was detached, moved again or deleted since:
+        its record is dropped), or NODE_NOT_ONLINE, VOLUME_NOT_AVAILABLE,
+        DEVICE_BUSY, DRIVER_FAILED, TOO_MANY_ATTACHMENTS (kept, and readying
+        again tries again). Readying a node that is READY with nothing to take
+        back changes nothing.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteNode(self, request, context):
-        """Deletes an empty node: no drives and no attachments.
+        """Deletes an empty node: no drives and no attachments (of volumes or of
+        snapshots). The records of what its flush moved off go with it.
 
         Role: admin.
         Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-        metadata name what remains, e.g. "drives" and "attachments" counts;
+        metadata name what remains, e.g. "drives", "attachments" and
+        "snapshot_attachments" counts;
         reason JOB_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -456,6 +508,16 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=osd_dot_v1_dot_node__pb2.DrainNodeRequest.FromString,
                     response_serializer=osd_dot_v1_dot_node__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'FlushNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.FlushNode,
+                    request_deserializer=osd_dot_v1_dot_node__pb2.FlushNodeRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_node__pb2.FlushNodeResponse.SerializeToString,
+            ),
+            'ReadyNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadyNode,
+                    request_deserializer=osd_dot_v1_dot_node__pb2.ReadyNodeRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_node__pb2.ReadyNodeResponse.SerializeToString,
             ),
             'DeleteNode': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteNode,
@@ -697,6 +759,60 @@ class NodeService:
             '/osd.v1.NodeService/DrainNode',
             osd_dot_v1_dot_node__pb2.DrainNodeRequest.SerializeToString,
             osd_dot_v1_dot_node__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FlushNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.NodeService/FlushNode',
+            osd_dot_v1_dot_node__pb2.FlushNodeRequest.SerializeToString,
+            osd_dot_v1_dot_node__pb2.FlushNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadyNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.NodeService/ReadyNode',
+            osd_dot_v1_dot_node__pb2.ReadyNodeRequest.SerializeToString,
+            osd_dot_v1_dot_node__pb2.ReadyNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -125,13 +125,47 @@ class NodeServiceStub:
     metadata naming a volume; reason JOB_IN_PROGRESS); RESOURCE_EXHAUSTED
     (reason TOO_MANY_JOBS).
     """
+    FlushNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.FlushNodeRequest, _node_pb2.FlushNodeResponse]
+    """Flushes a node (PVC's domain flush): its domain state becomes FLUSH, so
+    it takes no new attachments, and each volume attached to it moves to
+    another node of the cluster that is ONLINE and READY and does not hold
+    the volume, in the node's zone when one there can take it, with the
+    same mode and mount. A move detaches from the node before it attaches
+    on the other, so a volume is never READ_WRITE on two nodes; each move
+    is recorded with where it came from, for ReadyNode to take it back.
+    The response names what moved and what did not, and why (reason
+    NO_TARGET_NODE: no node can take it; VOLUME_NOT_AVAILABLE; JOB_IN_PROGRESS;
+    DEVICE_BUSY: the device is open on the node; DRIVER_FAILED): those stay
+    attached to the node, and flushing again tries them again. Flushing a
+    node that is FLUSH and holds no volume attachment changes nothing.
+    Snapshot attachments stay where they are.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    """
+    ReadyNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.ReadyNodeRequest, _node_pb2.ReadyNodeResponse]
+    """Readies a node (PVC's domain ready): its domain state becomes READY,
+    and the volume attachments its flush moved off come back, each still
+    attached where the flush put it, with the mode it has there. The
+    response names what came back and what did not: reason
+    ATTACHMENT_GONE (the volume was detached, moved again or deleted since:
+    its record is dropped), or NODE_NOT_ONLINE, VOLUME_NOT_AVAILABLE,
+    DEVICE_BUSY, DRIVER_FAILED, TOO_MANY_ATTACHMENTS (kept, and readying
+    again tries again). Readying a node that is READY with nothing to take
+    back changes nothing.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    """
     DeleteNode: _grpc.UnaryUnaryMultiCallable[_node_pb2.DeleteNodeRequest, _node_pb2.DeleteNodeResponse]
-    """Deletes an empty node: no drives and no attachments.
+    """Deletes an empty node: no drives and no attachments (of volumes or of
+    snapshots). The records of what its flush moved off go with it.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-    metadata name what remains, e.g. "drives" and "attachments" counts;
+    metadata name what remains, e.g. "drives", "attachments" and
+    "snapshot_attachments" counts;
     reason JOB_IN_PROGRESS).
     """
     CreateDrive: _grpc.UnaryUnaryMultiCallable[_node_pb2.CreateDriveRequest, _node_pb2.CreateDriveResponse]
@@ -356,13 +390,47 @@ class NodeServiceAsyncStub(NodeServiceStub):
     metadata naming a volume; reason JOB_IN_PROGRESS); RESOURCE_EXHAUSTED
     (reason TOO_MANY_JOBS).
     """
+    FlushNode: _aio.UnaryUnaryMultiCallable[_node_pb2.FlushNodeRequest, _node_pb2.FlushNodeResponse]  # type: ignore[assignment]
+    """Flushes a node (PVC's domain flush): its domain state becomes FLUSH, so
+    it takes no new attachments, and each volume attached to it moves to
+    another node of the cluster that is ONLINE and READY and does not hold
+    the volume, in the node's zone when one there can take it, with the
+    same mode and mount. A move detaches from the node before it attaches
+    on the other, so a volume is never READ_WRITE on two nodes; each move
+    is recorded with where it came from, for ReadyNode to take it back.
+    The response names what moved and what did not, and why (reason
+    NO_TARGET_NODE: no node can take it; VOLUME_NOT_AVAILABLE; JOB_IN_PROGRESS;
+    DEVICE_BUSY: the device is open on the node; DRIVER_FAILED): those stay
+    attached to the node, and flushing again tries them again. Flushing a
+    node that is FLUSH and holds no volume attachment changes nothing.
+    Snapshot attachments stay where they are.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    """
+    ReadyNode: _aio.UnaryUnaryMultiCallable[_node_pb2.ReadyNodeRequest, _node_pb2.ReadyNodeResponse]  # type: ignore[assignment]
+    """Readies a node (PVC's domain ready): its domain state becomes READY,
+    and the volume attachments its flush moved off come back, each still
+    attached where the flush put it, with the mode it has there. The
+    response names what came back and what did not: reason
+    ATTACHMENT_GONE (the volume was detached, moved again or deleted since:
+    its record is dropped), or NODE_NOT_ONLINE, VOLUME_NOT_AVAILABLE,
+    DEVICE_BUSY, DRIVER_FAILED, TOO_MANY_ATTACHMENTS (kept, and readying
+    again tries again). Readying a node that is READY with nothing to take
+    back changes nothing.
+
+    Role: admin.
+    Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+    """
     DeleteNode: _aio.UnaryUnaryMultiCallable[_node_pb2.DeleteNodeRequest, _node_pb2.DeleteNodeResponse]  # type: ignore[assignment]
-    """Deletes an empty node: no drives and no attachments.
+    """Deletes an empty node: no drives and no attachments (of volumes or of
+    snapshots). The records of what its flush moved off go with it.
 
     Role: admin.
     Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
     FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-    metadata name what remains, e.g. "drives" and "attachments" counts;
+    metadata name what remains, e.g. "drives", "attachments" and
+    "snapshot_attachments" counts;
     reason JOB_IN_PROGRESS).
     """
     CreateDrive: _aio.UnaryUnaryMultiCallable[_node_pb2.CreateDriveRequest, _node_pb2.CreateDriveResponse]  # type: ignore[assignment]
@@ -628,17 +696,63 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def FlushNode(
+        self,
+        request: _node_pb2.FlushNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.FlushNodeResponse, _abc.Awaitable[_node_pb2.FlushNodeResponse]]:
+        """Flushes a node (PVC's domain flush): its domain state becomes FLUSH, so
+        it takes no new attachments, and each volume attached to it moves to
+        another node of the cluster that is ONLINE and READY and does not hold
+        the volume, in the node's zone when one there can take it, with the
+        same mode and mount. A move detaches from the node before it attaches
+        on the other, so a volume is never READ_WRITE on two nodes; each move
+        is recorded with where it came from, for ReadyNode to take it back.
+        The response names what moved and what did not, and why (reason
+        NO_TARGET_NODE: no node can take it; VOLUME_NOT_AVAILABLE; JOB_IN_PROGRESS;
+        DEVICE_BUSY: the device is open on the node; DRIVER_FAILED): those stay
+        attached to the node, and flushing again tries them again. Flushing a
+        node that is FLUSH and holds no volume attachment changes nothing.
+        Snapshot attachments stay where they are.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        """
+
+    @_abc_1.abstractmethod
+    def ReadyNode(
+        self,
+        request: _node_pb2.ReadyNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ReadyNodeResponse, _abc.Awaitable[_node_pb2.ReadyNodeResponse]]:
+        """Readies a node (PVC's domain ready): its domain state becomes READY,
+        and the volume attachments its flush moved off come back, each still
+        attached where the flush put it, with the mode it has there. The
+        response names what came back and what did not: reason
+        ATTACHMENT_GONE (the volume was detached, moved again or deleted since:
+        its record is dropped), or NODE_NOT_ONLINE, VOLUME_NOT_AVAILABLE,
+        DEVICE_BUSY, DRIVER_FAILED, TOO_MANY_ATTACHMENTS (kept, and readying
+        again tries again). Readying a node that is READY with nothing to take
+        back changes nothing.
+
+        Role: admin.
+        Errors: INVALID_ARGUMENT (node_id); NOT_FOUND (node_id).
+        """
+
+    @_abc_1.abstractmethod
     def DeleteNode(
         self,
         request: _node_pb2.DeleteNodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_node_pb2.DeleteNodeResponse, _abc.Awaitable[_node_pb2.DeleteNodeResponse]]:
-        """Deletes an empty node: no drives and no attachments.
+        """Deletes an empty node: no drives and no attachments (of volumes or of
+        snapshots). The records of what its flush moved off go with it.
 
         Role: admin.
         Errors: INVALID_ARGUMENT (node_id, node_name, cluster_id); NOT_FOUND (node_id or node_name);
         FAILED_PRECONDITION (reason NODE_NOT_EMPTY: the message and ErrorInfo
-        metadata name what remains, e.g. "drives" and "attachments" counts;
+        metadata name what remains, e.g. "drives", "attachments" and
+        "snapshot_attachments" counts;
         reason JOB_IN_PROGRESS).
         """
 

@@ -1019,6 +1019,42 @@ class Attachment(_message.Message):
 Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
 
 @_typing.final
+class SnapshotAttachment(_message.Message):
+    """A snapshot attached to a node, read-only."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_PATH_FIELD_NUMBER: _builtins.int
+    ATTACH_TIME_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    node_id: _builtins.str
+    device_path: _builtins.str
+    """The read-only device the driver exposes on the node."""
+    generation: _builtins.int
+    """The store generation of this attachment's last change."""
+    @_builtins.property
+    def attach_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        device_path: _builtins.str = ...,
+        attach_time: _timestamp_pb2.Timestamp | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attach_time", b"attach_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attach_time", b"attach_time", "device_path", b"device_path", "generation", b"generation", "node_id", b"node_id", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotAttachment: _TypeAlias = SnapshotAttachment  # noqa: Y015
+
+@_typing.final
 class PoolCapacity(_message.Message):
     """Capacity of one pool."""
 
@@ -1914,6 +1950,7 @@ class InspectSnapshotResponse(_message.Message):
     SNAPSHOT_FIELD_NUMBER: _builtins.int
     ALLOCATIONS_FIELD_NUMBER: _builtins.int
     GENERATION_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     generation: _builtins.int
     """The store's generation this answer reflects: every change up to it
     is in it (WaitForGeneration waits for one).
@@ -1927,16 +1964,21 @@ class InspectSnapshotResponse(_message.Message):
         volume's allocations.
         """
 
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotAttachment]:
+        """The nodes the snapshot is attached to (read-only), ordered by node."""
+
     def __init__(
         self,
         *,
         snapshot: Global___Snapshot | None = ...,
         allocations: _abc.Iterable[_common_pb2.Allocation] | None = ...,
         generation: _builtins.int = ...,
+        attachments: _abc.Iterable[Global___SnapshotAttachment] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "generation", b"generation", "snapshot", b"snapshot"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "attachments", b"attachments", "generation", b"generation", "snapshot", b"snapshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2538,6 +2580,108 @@ class DetachVolumeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DetachVolumeResponse: _TypeAlias = DetachVolumeResponse  # noqa: Y015
+
+@_typing.final
+class AttachSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    node_id: _builtins.str
+    """Required."""
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachSnapshotRequest: _TypeAlias = AttachSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class AttachSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTACHMENT_FIELD_NUMBER: _builtins.int
+    ATTACHED_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    attached: _builtins.bool
+    """False when the snapshot was already attached to the node."""
+    generation: _builtins.int
+    @_builtins.property
+    def attachment(self) -> Global___SnapshotAttachment: ...
+    def __init__(
+        self,
+        *,
+        attachment: Global___SnapshotAttachment | None = ...,
+        attached: _builtins.bool = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attached", b"attached", "attachment", b"attachment", "generation", b"generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachSnapshotResponse: _TypeAlias = AttachSnapshotResponse  # noqa: Y015
+
+@_typing.final
+class DetachSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    node_id: _builtins.str
+    """Empty: detach from every node."""
+    force: _builtins.bool
+    """Detach even when the device is open on the node."""
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        force: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["force", b"force", "node_id", b"node_id", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachSnapshotRequest: _TypeAlias = DetachSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class DetachSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DETACHED_NODE_IDS_FIELD_NUMBER: _builtins.int
+    GENERATION_FIELD_NUMBER: _builtins.int
+    generation: _builtins.int
+    @_builtins.property
+    def detached_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The nodes it was detached from; empty when it was not attached."""
+
+    def __init__(
+        self,
+        *,
+        detached_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        generation: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detached_node_ids", b"detached_node_ids", "generation", b"generation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetachSnapshotResponse: _TypeAlias = DetachSnapshotResponse  # noqa: Y015
 
 @_typing.final
 class ListAttachmentsRequest(_message.Message):

@@ -124,6 +124,16 @@ class VolumeServiceStub:
                 request_serializer=osd_dot_v1_dot_volume__pb2.DetachVolumeRequest.SerializeToString,
                 response_deserializer=osd_dot_v1_dot_volume__pb2.DetachVolumeResponse.FromString,
                 _registered_method=True)
+        self.AttachSnapshot = channel.unary_unary(
+                '/osd.v1.VolumeService/AttachSnapshot',
+                request_serializer=osd_dot_v1_dot_volume__pb2.AttachSnapshotRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_volume__pb2.AttachSnapshotResponse.FromString,
+                _registered_method=True)
+        self.DetachSnapshot = channel.unary_unary(
+                '/osd.v1.VolumeService/DetachSnapshot',
+                request_serializer=osd_dot_v1_dot_volume__pb2.DetachSnapshotRequest.SerializeToString,
+                response_deserializer=osd_dot_v1_dot_volume__pb2.DetachSnapshotResponse.FromString,
+                _registered_method=True)
         self.ListAttachments = channel.unary_unary(
                 '/osd.v1.VolumeService/ListAttachments',
                 request_serializer=osd_dot_v1_dot_volume__pb2.ListAttachmentsRequest.SerializeToString,
@@ -362,8 +372,10 @@ class VolumeServiceServicer:
         """Deletes a snapshot and releases the allocations it alone holds.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
-        FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND
+        (snapshot_id or snapshot_name); FAILED_PRECONDITION (reason
+        SNAPSHOT_ATTACHED: ErrorInfo metadata "node_ids" names the nodes it is
+        attached to; detach it first; reason SNAPSHOT_HAS_CLONES: volumes were cloned
         from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
         SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
         metadata "datastore_version_ids").
@@ -473,6 +485,40 @@ class VolumeServiceServicer:
 
         Role: user.
         Errors: INVALID_ARGUMENT (volume_id, node_id); NOT_FOUND (volume_id,
+        node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
+        the device open on the node; retry with force to detach anyway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachSnapshot(self, request, context):
+        """Attaches a snapshot to a node, read-only (as StorPool attaches
+        snapshots): the node reads the snapshot's data as it was taken. There is
+        no mode: a snapshot is never written. Idempotent: attaching it again to
+        the same node returns the existing attachment. An attached snapshot
+        cannot be deleted.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id; node_id: a node of another
+        cluster); NOT_FOUND (snapshot_id, node_id); FAILED_PRECONDITION (reason
+        SNAPSHOT_NOT_READY: the snapshot is being taken or deleted; reason
+        SNAPSHOT_NOT_AVAILABLE: no copy that holds it is available; reason
+        NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is FLUSH;
+        reason NO_NODE_AGENT: no daemon acts for the node's storage here);
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetachSnapshot(self, request, context):
+        """Detaches a snapshot from one node, or from every node when node_id is
+        empty. Idempotent: detaching a snapshot that is not attached there
+        succeeds and changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id, node_id); NOT_FOUND (snapshot_id,
         node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
         the device open on the node; retry with force to detach anyway).
         """
@@ -604,6 +650,16 @@ def add_VolumeServiceServicer_to_server(servicer, server):
                     servicer.DetachVolume,
                     request_deserializer=osd_dot_v1_dot_volume__pb2.DetachVolumeRequest.FromString,
                     response_serializer=osd_dot_v1_dot_volume__pb2.DetachVolumeResponse.SerializeToString,
+            ),
+            'AttachSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.AttachSnapshot,
+                    request_deserializer=osd_dot_v1_dot_volume__pb2.AttachSnapshotRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_volume__pb2.AttachSnapshotResponse.SerializeToString,
+            ),
+            'DetachSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetachSnapshot,
+                    request_deserializer=osd_dot_v1_dot_volume__pb2.DetachSnapshotRequest.FromString,
+                    response_serializer=osd_dot_v1_dot_volume__pb2.DetachSnapshotResponse.SerializeToString,
             ),
             'ListAttachments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAttachments,
@@ -1102,6 +1158,60 @@ class VolumeService:
             '/osd.v1.VolumeService/DetachVolume',
             osd_dot_v1_dot_volume__pb2.DetachVolumeRequest.SerializeToString,
             osd_dot_v1_dot_volume__pb2.DetachVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.VolumeService/AttachSnapshot',
+            osd_dot_v1_dot_volume__pb2.AttachSnapshotRequest.SerializeToString,
+            osd_dot_v1_dot_volume__pb2.AttachSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetachSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/osd.v1.VolumeService/DetachSnapshot',
+            osd_dot_v1_dot_volume__pb2.DetachSnapshotRequest.SerializeToString,
+            osd_dot_v1_dot_volume__pb2.DetachSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

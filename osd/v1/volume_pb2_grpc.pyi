@@ -240,8 +240,10 @@ class VolumeServiceStub:
     """Deletes a snapshot and releases the allocations it alone holds.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
-    FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND
+    (snapshot_id or snapshot_name); FAILED_PRECONDITION (reason
+    SNAPSHOT_ATTACHED: ErrorInfo metadata "node_ids" names the nodes it is
+    attached to; detach it first; reason SNAPSHOT_HAS_CLONES: volumes were cloned
     from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
     SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
     metadata "datastore_version_ids").
@@ -327,6 +329,32 @@ class VolumeServiceStub:
 
     Role: user.
     Errors: INVALID_ARGUMENT (volume_id, node_id); NOT_FOUND (volume_id,
+    node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
+    the device open on the node; retry with force to detach anyway).
+    """
+    AttachSnapshot: _grpc.UnaryUnaryMultiCallable[_volume_pb2.AttachSnapshotRequest, _volume_pb2.AttachSnapshotResponse]
+    """Attaches a snapshot to a node, read-only (as StorPool attaches
+    snapshots): the node reads the snapshot's data as it was taken. There is
+    no mode: a snapshot is never written. Idempotent: attaching it again to
+    the same node returns the existing attachment. An attached snapshot
+    cannot be deleted.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id; node_id: a node of another
+    cluster); NOT_FOUND (snapshot_id, node_id); FAILED_PRECONDITION (reason
+    SNAPSHOT_NOT_READY: the snapshot is being taken or deleted; reason
+    SNAPSHOT_NOT_AVAILABLE: no copy that holds it is available; reason
+    NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is FLUSH;
+    reason NO_NODE_AGENT: no daemon acts for the node's storage here);
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS).
+    """
+    DetachSnapshot: _grpc.UnaryUnaryMultiCallable[_volume_pb2.DetachSnapshotRequest, _volume_pb2.DetachSnapshotResponse]
+    """Detaches a snapshot from one node, or from every node when node_id is
+    empty. Idempotent: detaching a snapshot that is not attached there
+    succeeds and changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id, node_id); NOT_FOUND (snapshot_id,
     node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
     the device open on the node; retry with force to detach anyway).
     """
@@ -537,8 +565,10 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
     """Deletes a snapshot and releases the allocations it alone holds.
 
     Role: user.
-    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
-    FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
+    Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND
+    (snapshot_id or snapshot_name); FAILED_PRECONDITION (reason
+    SNAPSHOT_ATTACHED: ErrorInfo metadata "node_ids" names the nodes it is
+    attached to; detach it first; reason SNAPSHOT_HAS_CLONES: volumes were cloned
     from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
     SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
     metadata "datastore_version_ids").
@@ -624,6 +654,32 @@ class VolumeServiceAsyncStub(VolumeServiceStub):
 
     Role: user.
     Errors: INVALID_ARGUMENT (volume_id, node_id); NOT_FOUND (volume_id,
+    node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
+    the device open on the node; retry with force to detach anyway).
+    """
+    AttachSnapshot: _aio.UnaryUnaryMultiCallable[_volume_pb2.AttachSnapshotRequest, _volume_pb2.AttachSnapshotResponse]  # type: ignore[assignment]
+    """Attaches a snapshot to a node, read-only (as StorPool attaches
+    snapshots): the node reads the snapshot's data as it was taken. There is
+    no mode: a snapshot is never written. Idempotent: attaching it again to
+    the same node returns the existing attachment. An attached snapshot
+    cannot be deleted.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id; node_id: a node of another
+    cluster); NOT_FOUND (snapshot_id, node_id); FAILED_PRECONDITION (reason
+    SNAPSHOT_NOT_READY: the snapshot is being taken or deleted; reason
+    SNAPSHOT_NOT_AVAILABLE: no copy that holds it is available; reason
+    NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is FLUSH;
+    reason NO_NODE_AGENT: no daemon acts for the node's storage here);
+    RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS).
+    """
+    DetachSnapshot: _aio.UnaryUnaryMultiCallable[_volume_pb2.DetachSnapshotRequest, _volume_pb2.DetachSnapshotResponse]  # type: ignore[assignment]
+    """Detaches a snapshot from one node, or from every node when node_id is
+    empty. Idempotent: detaching a snapshot that is not attached there
+    succeeds and changes nothing.
+
+    Role: user.
+    Errors: INVALID_ARGUMENT (snapshot_id, node_id); NOT_FOUND (snapshot_id,
     node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
     the device open on the node; retry with force to detach anyway).
     """
@@ -903,8 +959,10 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Deletes a snapshot and releases the allocations it alone holds.
 
         Role: user.
-        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND (snapshot_id or snapshot_name);
-        FAILED_PRECONDITION (reason SNAPSHOT_HAS_CLONES: volumes were cloned
+        Errors: INVALID_ARGUMENT (snapshot_id, snapshot_name, cluster_id); NOT_FOUND
+        (snapshot_id or snapshot_name); FAILED_PRECONDITION (reason
+        SNAPSHOT_ATTACHED: ErrorInfo metadata "node_ids" names the nodes it is
+        attached to; detach it first; reason SNAPSHOT_HAS_CLONES: volumes were cloned
         from it, ErrorInfo metadata "count" and up to 10 "volume_ids"; reason
         SNAPSHOT_IN_USE_AS_IMAGE: a datastore version uses it as its image,
         metadata "datastore_version_ids").
@@ -1026,6 +1084,44 @@ class VolumeServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Role: user.
         Errors: INVALID_ARGUMENT (volume_id, node_id); NOT_FOUND (volume_id,
+        node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
+        the device open on the node; retry with force to detach anyway).
+        """
+
+    @_abc_1.abstractmethod
+    def AttachSnapshot(
+        self,
+        request: _volume_pb2.AttachSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.AttachSnapshotResponse, _abc.Awaitable[_volume_pb2.AttachSnapshotResponse]]:
+        """Attaches a snapshot to a node, read-only (as StorPool attaches
+        snapshots): the node reads the snapshot's data as it was taken. There is
+        no mode: a snapshot is never written. Idempotent: attaching it again to
+        the same node returns the existing attachment. An attached snapshot
+        cannot be deleted.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id; node_id: a node of another
+        cluster); NOT_FOUND (snapshot_id, node_id); FAILED_PRECONDITION (reason
+        SNAPSHOT_NOT_READY: the snapshot is being taken or deleted; reason
+        SNAPSHOT_NOT_AVAILABLE: no copy that holds it is available; reason
+        NODE_NOT_ONLINE; reason NODE_FLUSHING: the node's domain state is FLUSH;
+        reason NO_NODE_AGENT: no daemon acts for the node's storage here);
+        RESOURCE_EXHAUSTED (reason TOO_MANY_ATTACHMENTS).
+        """
+
+    @_abc_1.abstractmethod
+    def DetachSnapshot(
+        self,
+        request: _volume_pb2.DetachSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_volume_pb2.DetachSnapshotResponse, _abc.Awaitable[_volume_pb2.DetachSnapshotResponse]]:
+        """Detaches a snapshot from one node, or from every node when node_id is
+        empty. Idempotent: detaching a snapshot that is not attached there
+        succeeds and changes nothing.
+
+        Role: user.
+        Errors: INVALID_ARGUMENT (snapshot_id, node_id); NOT_FOUND (snapshot_id,
         node_id); FAILED_PRECONDITION (reason DEVICE_BUSY: the driver reports
         the device open on the node; retry with force to detach anyway).
         """

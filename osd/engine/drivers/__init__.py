@@ -13,6 +13,7 @@ from osd.engine.drivers.base import (
     NoAgent,
     Refused,
     ReplicaOps,
+    SnapshotAttachmentOps,
     SnapshotOps,
     StorageDriver,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "NoAgent",
     "Refused",
     "ReplicaOps",
+    "SnapshotAttachmentOps",
     "SnapshotOps",
     "StorageDriver",
 ]

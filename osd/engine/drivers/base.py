@@ -217,7 +217,26 @@ class AttachmentOps(Protocol):
 
 
 @runtime_checkable
-class StorageDriver(DriveOps, ReplicaOps, SnapshotOps, AttachmentOps, Protocol):
+class SnapshotAttachmentOps(Protocol):
+    def attach_snapshot(
+        self, node_address: str, snapshot_id: str, copies: Sequence[CopyRef]
+    ) -> str:
+        """Makes a snapshot readable on a node, read-only, and answers its
+        device path there. ``copies`` are the live copies that hold the
+        snapshot, those on the node first. Attaching again answers the same
+        device."""
+        ...
+
+    def detach_snapshot(self, node_address: str, snapshot_id: str) -> None:
+        """Takes a snapshot's device off a node; one that is not there is not
+        an error."""
+        ...
+
+
+@runtime_checkable
+class StorageDriver(
+    DriveOps, ReplicaOps, SnapshotOps, AttachmentOps, SnapshotAttachmentOps, Protocol
+):
     """Everything the engine needs from storage."""
 
     name: str

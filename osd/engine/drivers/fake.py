@@ -91,6 +91,8 @@ class FakeState:
     replicas: dict[tuple[str, str], int] = field(default_factory=_Tracked)
     snapshots: dict[tuple[str, str], str] = field(default_factory=_Tracked)
     attachments: dict[tuple[str, str], bool] = field(default_factory=_Tracked)
+    # (node address, snapshot id) -> the drive whose copy the device reads.
+    snapshot_attachments: dict[tuple[str, str], str] = field(default_factory=_Tracked)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +100,7 @@ class FakeState:
             "replicas": [[*k, v] for k, v in self.replicas.items()],
             "snapshots": [[*k, v] for k, v in self.snapshots.items()],
             "attachments": [[*k, v] for k, v in self.attachments.items()],
+            "snapshot_attachments": [[*k, v] for k, v in self.snapshot_attachments.items()],
         }
 
     @classmethod
@@ -107,6 +110,9 @@ class FakeState:
             replicas=_Tracked({(a, b): int(v) for a, b, v in data.get("replicas", [])}),
             snapshots=_Tracked({(a, b): str(v) for a, b, v in data.get("snapshots", [])}),
             attachments=_Tracked({(a, b): bool(v) for a, b, v in data.get("attachments", [])}),
+            snapshot_attachments=_Tracked(
+                {(a, b): str(v) for a, b, v in data.get("snapshot_attachments", [])}
+            ),
         )
 
 
@@ -117,6 +123,7 @@ _TABLES = {
     "replicas": ("value",),
     "snapshots": ("value",),
     "attachments": ("value",),
+    "snapshot_attachments": ("value",),
 }
 
 
@@ -162,6 +169,8 @@ class _StateFile:
             state.snapshots[(a, b)] = str(v)
         for a, b, v in self.db.execute("SELECT * FROM attachments"):
             state.attachments[(a, b)] = bool(v)
+        for a, b, v in self.db.execute("SELECT * FROM snapshot_attachments"):
+            state.snapshot_attachments[(a, b)] = str(v)
         for table in _TABLES:
             getattr(state, table).take_dirty()
         return state
@@ -591,4 +600,29 @@ class FakeDriver:
         with self._lock:
             self._enter("detach", node_address=node_address, volume_id=volume_id)
             self.state.attachments.pop((node_address, volume_id), None)
+            self._save()
+
+    def attach_snapshot(
+        self, node_address: str, snapshot_id: str, copies: Sequence[CopyRef]
+    ) -> str:
+        self._pass("attach_snapshot")
+        with self._lock:
+            self._enter(
+                "attach_snapshot",
+                node_address=node_address,
+                snapshot_id=snapshot_id,
+                copies=list(copies),
+            )
+            held = [d for d, _ in copies if (d, snapshot_id) in self.state.snapshots]
+            if not held:
+                raise DriverError(f"no copy named holds snapshot {snapshot_id}")
+            self.state.snapshot_attachments[(node_address, snapshot_id)] = held[0]
+            self._save()
+        return f"/dev/osd/snapshots/{snapshot_id}"
+
+    def detach_snapshot(self, node_address: str, snapshot_id: str) -> None:
+        self._pass("detach_snapshot")
+        with self._lock:
+            self._enter("detach_snapshot", node_address=node_address, snapshot_id=snapshot_id)
+            self.state.snapshot_attachments.pop((node_address, snapshot_id), None)
             self._save()

@@ -380,6 +380,13 @@ def sync_file(source: Path, target: Path) -> None:
         os.close(src)
 
 
+@dataclass
+class _SnapshotAttachment:
+    node_address: str
+    device: str
+    file: str
+
+
 class LocalDriver:
     """Volumes as files on this host's drives; see the module docstring."""
 
@@ -408,6 +415,8 @@ class LocalDriver:
         self._lock = threading.RLock()
         self._drives: dict[str, _Drive] = {}
         self._attachments: dict[str, _Attachment] = {}
+        # Snapshots attached read-only, by snapshot id.
+        self._snapshot_attachments: dict[str, _SnapshotAttachment] = {}
         # Whether each drive's filesystem shares blocks (found once per run).
         self._shares: dict[str, bool] = {}
         self._load()
@@ -425,11 +434,15 @@ class LocalDriver:
         data = json.loads(self._state_file.read_text())
         self._drives = {k: _Drive(**v) for k, v in data.get("drives", {}).items()}
         self._attachments = {k: _Attachment(**v) for k, v in data.get("attachments", {}).items()}
+        self._snapshot_attachments = {
+            k: _SnapshotAttachment(**v) for k, v in data.get("snapshot_attachments", {}).items()
+        }
 
     def _save(self) -> None:
         data = {
             "drives": {k: asdict(v) for k, v in self._drives.items()},
             "attachments": {k: asdict(v) for k, v in self._attachments.items()},
+            "snapshot_attachments": {k: asdict(v) for k, v in self._snapshot_attachments.items()},
         }
         part = self._state_file.with_suffix(".part")
         with open(part, "w", encoding="utf-8") as f:
@@ -999,6 +1012,88 @@ class LocalDriver:
             have = self._attachments.get(volume_id)
             if have is not None:
                 self._release(volume_id, have)
+
+    def attach_snapshot(
+        self, node_address: str, snapshot_id: str, copies: Sequence[CopyRef]
+    ) -> str:
+        """A read-only loop device over the snapshot's file on the first copy
+        of this host that holds it."""
+        self._require_here(node_address)
+        with self._lock:
+            have = self._snapshot_attachments.get(snapshot_id)
+            if have is not None:
+                if loop_devices().get(have.device) == (have.file, True):
+                    return have.device
+                self._release_snapshot(snapshot_id, have)
+            path = self._snapshot_file(snapshot_id, copies)
+            device = run_command(
+                "losetup",
+                "--find",
+                "--show",
+                "--read-only",
+                str(path),
+                what=f"attaching snapshot {snapshot_id}",
+            ).strip()
+            self._snapshot_attachments[snapshot_id] = _SnapshotAttachment(
+                node_address, device, str(path)
+            )
+            self._save()
+            return device
+
+    def _snapshot_file(self, snapshot_id: str, copies: Sequence[CopyRef]) -> Path:
+        here = False
+        for drive_id, replica_id in copies:
+            if drive_id not in self._drives:
+                continue
+            here = True
+            path = self._snapshot_dir(drive_id, replica_id) / snapshot_id
+            if path.exists():
+                return path
+        if here:
+            raise DriverError(f"snapshot {snapshot_id} is missing on this host's drives")
+        raise NoAgent(f"snapshot {snapshot_id} has no copy on a drive of this host")
+
+    def _release_snapshot(self, snapshot_id: str, have: _SnapshotAttachment) -> None:
+        found = loop_devices().get(have.device)
+        if found is not None and found[0] == have.file:
+            run_command("losetup", "-d", have.device, what=f"detaching snapshot {snapshot_id}")
+        del self._snapshot_attachments[snapshot_id]
+        self._save()
+
+    def detach_snapshot(self, node_address: str, snapshot_id: str) -> None:
+        self._require_here(node_address)
+        with self._lock:
+            have = self._snapshot_attachments.get(snapshot_id)
+            if have is not None:
+                self._release_snapshot(snapshot_id, have)
+
+    def restore_snapshot_attachments(
+        self, wanted: Sequence[tuple[str, str, Sequence[CopyRef]]]
+    ) -> dict[str, str]:
+        """Makes the snapshots' loop devices match the snapshot attachments the
+        store records, ``(node_address, snapshot_id, copies)`` each: a missing
+        device is set up again, one no longer recorded is removed. Answers
+        each restored snapshot's device."""
+        out: dict[str, str] = {}
+        with self._lock:
+            keep: set[str] = set()
+            for node_address, snapshot_id, copies in wanted:
+                if node_address.lower() not in self.here:
+                    continue
+                keep.add(snapshot_id)
+                try:
+                    out[snapshot_id] = self.attach_snapshot(node_address, snapshot_id, copies)
+                except DriverError as exc:
+                    log.error("restoring the attachment of snapshot %s: %s", snapshot_id, exc)
+            for snapshot_id in sorted(set(self._snapshot_attachments) - keep):
+                have = self._snapshot_attachments[snapshot_id]
+                self.detach_snapshot(have.node_address, snapshot_id)
+        return out
+
+    def snapshot_device_of(self, snapshot_id: str) -> str | None:
+        with self._lock:
+            have = self._snapshot_attachments.get(snapshot_id)
+            return have.device if have is not None else None
 
     def device_of(self, volume_id: str) -> str | None:
         with self._lock:

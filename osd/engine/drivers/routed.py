@@ -60,6 +60,8 @@ ROUTES: dict[str, tuple[str, str]] = {
     "copy_snapshots": ("drive", "target_drive_id"),
     "attach": ("address", "node_address"),
     "detach": ("address", "node_address"),
+    "attach_snapshot": ("address", "node_address"),
+    "detach_snapshot": ("address", "node_address"),
 }
 # Whether any daemon is an agent is asked at most this often.
 AGENTS_CHECK_SECONDS = 1.0

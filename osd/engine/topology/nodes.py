@@ -33,6 +33,7 @@ from osd.engine.topology.models import (
 from osd.engine.topology.views import drives_from_rows, nodes_from_rows
 from osd.enums import CoordinatorRole, DomainState, NodeState
 from osd.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from osd.store import attachments as attachment_repo
 from osd.store import clusters as cluster_repo
 from osd.store import drives as drive_repo
 from osd.store import nodes as repo
@@ -459,6 +460,7 @@ class NodeEngine:
                     metadata={k: str(n) for k, n in remaining.items()},
                 )
             pool_repo.drop_node(s, node_id)
+            attachment_repo.forget_flush_moves_of_node(s, node_id)
             repo.remove(s, node_id)
             return generation
 

@@ -28,7 +28,7 @@ from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page
 from osd.engine.shared.phased import best_effort, driver_failed
 from osd.engine.volumes import access
-from osd.engine.volumes.guards import get_volume, require_serving
+from osd.engine.volumes.guards import get_snapshot, get_volume, require_serving
 from osd.engine.volumes.models import (
     Attached,
     Attachment,
@@ -36,8 +36,10 @@ from osd.engine.volumes.models import (
     AttachmentQuery,
     Detached,
     Reassigned,
+    SnapshotAttached,
 )
-from osd.engine.volumes.views import attachment_of
+from osd.engine.volumes.phases import snapshot_copies
+from osd.engine.volumes.views import attachment_of, snapshot_attachment_of
 from osd.enums import (
     Access,
     AllocationState,
@@ -45,6 +47,7 @@ from osd.enums import (
     DomainState,
     Filesystem,
     NodeState,
+    SnapshotState,
     VolumeKind,
 )
 from osd.errors import (
@@ -59,7 +62,15 @@ from osd.store import attachments as repo
 from osd.store import nodes as node_repo
 from osd.store import volumes as volume_repo
 from osd.store.db import Store
-from osd.store.models import AttachmentRow, NodeRow, VolumeRow, utcnow
+from osd.store.models import (
+    AttachmentRow,
+    DriveRow,
+    NodeRow,
+    SnapshotAttachmentRow,
+    SnapshotRow,
+    VolumeRow,
+    utcnow,
+)
 from osd.store.state import bump_generation, current_generation
 
 log = logging.getLogger(__name__)
@@ -136,6 +147,20 @@ def _same_mount(row: AttachmentRow, path: str, options: Sequence[str]) -> bool:
     return row.mount_path == path and list(row.mount_options) == list(options)
 
 
+def snapshot_device_path(snapshot_id: str) -> str:
+    return f"/dev/osd/snapshots/{snapshot_id}"
+
+
+def snapshot_copies_for(s: Session, snap: SnapshotRow, node_id: str) -> list[CopyRef]:
+    """The live copies that hold a snapshot's data, those on ``node_id`` first."""
+    copies = snapshot_copies(s, snap)
+    drives = [d for d, _ in copies]
+    on = set(
+        s.scalars(select(DriveRow.id).where(DriveRow.id.in_(drives), DriveRow.node_id == node_id))
+    )
+    return sorted(copies, key=lambda c: c[0] not in on)
+
+
 def copies_for(s: Session, volume_id: str, node_id: str) -> list[CopyRef]:
     """The volume's live copies for the driver, those on ``node_id`` first."""
     live = [a for a in volume_repo.allocations(s, volume_id) if a.state == AllocationState.ACTIVE]
@@ -198,7 +223,7 @@ class AttachmentEngine:
                     reason="JOB_IN_PROGRESS",
                     metadata={"job_id": job.id, "volume_id": volume.id},
                 )
-            _check_node(s, node, new=row is None)
+            check_node(s, node, new=row is None)
             if mode == AttachMode.READ_WRITE and not volume.multi_attach:
                 writers = [
                     a.node_id
@@ -260,10 +285,12 @@ class AttachmentEngine:
             return generation
 
     def restore(self) -> None:
-        """After a restart, makes the driver's devices match the attachments
-        the store records (a driver that keeps none has nothing to do)."""
+        """After a restart, makes the driver's devices match the attachments,
+        of volumes and of snapshots, the store records (a driver that keeps
+        none has nothing to do)."""
         restore = getattr(self._driver, "restore_attachments", None)
         if restore is None:
+            self._restore_snapshots()
             return
         wanted: list[tuple[str, str, bool, list[CopyRef], Mount | None]] = []
         recorded: dict[str, tuple[str, str]] = {}  # volume -> (node, device)
@@ -286,6 +313,31 @@ class AttachmentEngine:
             node_id, was = recorded[volume_id]
             if device != was:
                 self._record_device(volume_id, node_id, device)
+        self._restore_snapshots()
+
+    def _restore_snapshots(self) -> None:
+        restore = getattr(self._driver, "restore_snapshot_attachments", None)
+        if restore is None:
+            return
+        wanted: list[tuple[str, str, list[CopyRef]]] = []
+        recorded: dict[str, tuple[str, str]] = {}  # snapshot -> (node, device)
+        with self._store.read() as s:
+            for row in s.scalars(select(SnapshotAttachmentRow)):
+                node = s.get_one(NodeRow, row.node_id)
+                snap = s.get_one(SnapshotRow, row.snapshot_id)
+                copies = snapshot_copies_for(s, snap, row.node_id)
+                wanted.append((node_address(node), row.snapshot_id, copies))
+                recorded[row.snapshot_id] = (row.node_id, row.device_path)
+        devices: dict[str, str] = restore(wanted)
+        for snapshot_id, device in devices.items():
+            node_id, was = recorded[snapshot_id]
+            if device == was:
+                continue
+            with self._store.write() as s:
+                found = repo.snapshot_attachment(s, snapshot_id, node_id)
+                if found is not None:
+                    found.device_path = device
+                    found.generation = bump_generation(s)
 
     # -- detach ----------------------------------------------------------------
 
@@ -324,6 +376,112 @@ class AttachmentEngine:
                     repo.remove(s, volume_id, target)
         if busy is not None:
             raise _busy(volume_id, busy[0], busy[1])
+        return Detached(detached, generation)
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def attach_snapshot(self, snapshot_id: str, node_id: str) -> SnapshotAttached:
+        """Attaches a snapshot to a node, read-only: its data as it was taken."""
+        v.check_id(snapshot_id, "snapshot_id")
+        v.check_id(node_id, "node_id")
+        with self._store.read() as s:
+            snap = get_snapshot(s, snapshot_id)
+            access.require_snapshot(s, snap, Access.WRITE)
+            row = repo.snapshot_attachment(s, snapshot_id, node_id)
+            if row is not None:
+                return SnapshotAttached(snapshot_attachment_of(row), False, current_generation(s))
+        with self._store.write() as s:
+            generation = bump_generation(s)
+            snap = get_snapshot(s, snapshot_id)
+            access.require_snapshot(s, snap, Access.WRITE)
+            node = _snapshot_node(s, node_id, snap)
+            row = repo.snapshot_attachment(s, snapshot_id, node_id)
+            if row is not None:
+                return SnapshotAttached(snapshot_attachment_of(row), False, generation)
+            if snap.state != SnapshotState.READY:
+                raise FailedPrecondition(
+                    f"snapshot {snap.name} ({snap.id}) is {SnapshotState(snap.state).name}, "
+                    "not READY",
+                    reason="SNAPSHOT_NOT_READY",
+                    metadata={"snapshot_id": snap.id},
+                )
+            check_node(s, node, new=True, count=False)
+            held = repo.count_on_node(s, node_id) + repo.count_snapshots_on_node(s, node_id)
+            if held >= MAX_ATTACHMENTS_PER_NODE:
+                raise _too_many(node_id)
+            copies = snapshot_copies_for(s, snap, node_id)
+            if not copies:
+                raise FailedPrecondition(
+                    f"snapshot {snap.name} ({snap.id}) has no copy available to read",
+                    reason="SNAPSHOT_NOT_AVAILABLE",
+                    metadata={"snapshot_id": snap.id},
+                )
+            row = SnapshotAttachmentRow(
+                snapshot_id=snapshot_id,
+                node_id=node_id,
+                device_path=snapshot_device_path(snapshot_id),
+                attach_time=utcnow(),
+                generation=generation,
+            )
+            s.add(row)
+            s.flush()
+            attachment = snapshot_attachment_of(row)
+            address = node_address(node)
+        try:
+            device = self._driver.attach_snapshot(address, snapshot_id, copies)
+        except DriverError as exc:
+            with self._store.write() as s:
+                bump_generation(s)
+                repo.remove_snapshot_attachment(s, snapshot_id, node_id)
+            raise driver_failed("attaching the snapshot failed and was rolled back", exc) from exc
+        if device and device != attachment.device_path:
+            with self._store.write() as s:
+                found = repo.snapshot_attachment(s, snapshot_id, node_id)
+                if found is not None:
+                    generation = bump_generation(s)
+                    found.device_path = device
+                    found.generation = generation
+                    attachment = snapshot_attachment_of(found)
+        return SnapshotAttached(attachment, True, generation)
+
+    def detach_snapshot(self, snapshot_id: str, node_id: str = "", force: bool = False) -> Detached:
+        """Detaches a snapshot from one node, or from every node."""
+        v.check_id(snapshot_id, "snapshot_id")
+        if node_id:
+            v.check_id(node_id, "node_id")
+        with self._store.read() as s:
+            access.require_snapshot(s, get_snapshot(s, snapshot_id), Access.WRITE)
+            if node_id:
+                if s.get(NodeRow, node_id) is None:
+                    raise NotFound.object("node", "node_id", node_id)
+                found = repo.snapshot_attachment(s, snapshot_id, node_id)
+                rows = [found] if found is not None else []
+            else:
+                rows = repo.of_snapshot(s, snapshot_id)
+            targets = [(r.node_id, node_address(s.get_one(NodeRow, r.node_id))) for r in rows]
+            if not targets:
+                return Detached([], current_generation(s))
+        detached: list[str] = []
+        busy: tuple[str, DriverError] | None = None
+        for target, address in targets:
+            try:
+                self._driver.detach_snapshot(address, snapshot_id)
+            except DriverError as exc:
+                if not force:
+                    busy = (target, exc)
+                    break
+                log.warning("forced detach of snapshot %s from %s: %s", snapshot_id, target, exc)
+            detached.append(target)
+        generation = 0
+        if detached:
+            with self._store.write() as s:
+                generation = bump_generation(s)
+                for target in detached:
+                    repo.remove_snapshot_attachment(s, snapshot_id, target)
+        if busy is not None:
+            error = _busy(snapshot_id, busy[0], busy[1])
+            error.metadata["snapshot_id"] = error.metadata.pop("volume_id")
+            raise error
         return Detached(detached, generation)
 
     # -- list ------------------------------------------------------------------
@@ -589,7 +747,7 @@ def _plan(s: Session, index: int, c: AttachmentChange) -> _ChangePlan:
         if plan.attaching:
             require_serving(volume)
         for node_id in sorted(plan.attaching):
-            _check_node(s, nodes[node_id], new=node_id in plan.added, count=False)
+            check_node(s, nodes[node_id], new=node_id in plan.added, count=False)
         writers = sorted(n for n, m in after.items() if m == AttachMode.READ_WRITE)
         if len(writers) > 1 and not volume.multi_attach:
             raise _conflict(volume, writers[0])
@@ -627,7 +785,18 @@ def _node(s: Session, node_id: str, field_name: str, volume: VolumeRow) -> NodeR
     return node
 
 
-def _check_node(s: Session, node: NodeRow, *, new: bool, count: bool = True) -> None:
+def _snapshot_node(s: Session, node_id: str, snap: SnapshotRow) -> NodeRow:
+    node = s.get(NodeRow, node_id)
+    if node is None:
+        raise NotFound.object("node", "node_id", node_id)
+    if node.cluster_id != snap.cluster_id:
+        raise InvalidArgument.field(
+            "node_id", f"node {node.name} ({node_id}) is in another cluster than the snapshot"
+        )
+    return node
+
+
+def check_node(s: Session, node: NodeRow, *, new: bool, count: bool = True) -> None:
     if node.state != NodeState.ONLINE:
         raise FailedPrecondition(
             f"node {node.name} ({node.id}) is {NodeState(node.state).name}, not ONLINE",

@@ -179,6 +179,17 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class SnapshotAttachment:
+    """A snapshot attached to a node, read-only."""
+
+    snapshot_id: str
+    node_id: str
+    device_path: str
+    attach_time: datetime
+    generation: int
+
+
+@dataclass(frozen=True)
 class VolumeDetail:
     """A volume with its allocations (by index) and its attachments."""
 
@@ -213,6 +224,7 @@ class Snapshot:
 class SnapshotDetail:
     snapshot: Snapshot
     allocations: list[Allocation]
+    attachments: list[SnapshotAttachment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -363,6 +375,43 @@ class Attached:
 @dataclass(frozen=True)
 class Detached:
     node_ids: list[str]
+    generation: int
+
+
+@dataclass(frozen=True)
+class SnapshotAttached:
+    attachment: SnapshotAttachment
+    attached: bool
+    generation: int
+
+
+@dataclass(frozen=True)
+class AttachmentMove:
+    """An attachment a flush or a ready moved between nodes."""
+
+    volume_id: str
+    from_node_id: str
+    to_node_id: str
+    mode: AttachMode
+
+
+@dataclass(frozen=True)
+class AttachmentNotMoved:
+    """An attachment a flush or a ready left where it is, and why."""
+
+    volume_id: str
+    node_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AttachmentsMoved:
+    """What a flush or a ready did: the node after it, what moved, what did not."""
+
+    node_id: str
+    moved: list[AttachmentMove]
+    not_moved: list[AttachmentNotMoved]
     generation: int
 
 

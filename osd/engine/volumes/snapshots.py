@@ -46,9 +46,15 @@ from osd.engine.volumes.models import (
     UpdateSnapshot,
     Volume,
 )
-from osd.engine.volumes.views import snapshot_from, snapshots_of, volume_from
+from osd.engine.volumes.views import (
+    snapshot_attachment_of,
+    snapshot_from,
+    snapshots_of,
+    volume_from,
+)
 from osd.enums import Access, AllocationState, JobKind, SnapshotState, VolumeState
 from osd.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from osd.store import attachments as attach_repo
 from osd.store import snapshots as repo
 from osd.store import volumes as volume_repo
 from osd.store.datastores import version_ids_using_snapshot
@@ -167,6 +173,9 @@ class SnapshotEngine:
                     allocation_of(a, zone)
                     for a, zone in volume_repo.allocations_with_zone(s, snapshot_id=snapshot_id)
                 ],
+                attachments=[
+                    snapshot_attachment_of(a) for a in attach_repo.of_snapshot(s, snapshot_id)
+                ],
             )
 
     def list(self, query: SnapshotQuery) -> Page[Snapshot]:
@@ -253,6 +262,15 @@ class SnapshotEngine:
                     metadata={"snapshot_id": row.id, **({"job_id": job.id} if job else {})},
                 )
             if row.state != SnapshotState.DELETING:
+                held = attach_repo.of_snapshot(s, row.id)
+                if held:
+                    nodes = [a.node_id for a in held]
+                    raise FailedPrecondition(
+                        f"snapshot {row.name} ({row.id}) is attached to {len(nodes)} node(s); "
+                        "detach it first",
+                        reason="SNAPSHOT_ATTACHED",
+                        metadata={"node_ids": ",".join(nodes), "snapshot_id": row.id},
+                    )
                 clones = repo.clone_counts(s, [row.id]).get(row.id, 0)
                 seen = access.Visibility(s)
                 if clones:

@@ -17,6 +17,7 @@ from osd.engine.volumes.models import (
     Placement,
     Qos,
     Snapshot,
+    SnapshotAttachment,
     Source,
     Usage,
     Volume,
@@ -35,7 +36,7 @@ from osd.enums import (
 from osd.store import grants as grant_repo
 from osd.store import snapshots as snap_repo
 from osd.store import volumes as repo
-from osd.store.models import AttachmentRow, SnapshotRow, VolumeRow
+from osd.store.models import AttachmentRow, SnapshotAttachmentRow, SnapshotRow, VolumeRow
 
 
 def durability_of(row: VolumeRow | SnapshotRow) -> Durability:
@@ -156,6 +157,16 @@ def attachment_of(row: AttachmentRow) -> Attachment:
         generation=row.generation,
         mount_path=row.mount_path,
         mount_options=tuple(row.mount_options),
+    )
+
+
+def snapshot_attachment_of(row: SnapshotAttachmentRow) -> SnapshotAttachment:
+    return SnapshotAttachment(
+        snapshot_id=row.snapshot_id,
+        node_id=row.node_id,
+        device_path=row.device_path,
+        attach_time=row.attach_time,
+        generation=row.generation,
     )
 
 
