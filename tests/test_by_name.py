@@ -189,3 +189,17 @@ def test_wrong_names_are_refused_naming_the_field_and_change_nothing(
     err = fails(cstub.InspectCluster, cpb.InspectClusterRequest(cluster_name="c9"))
     assert (err.code, list(err.fields)) == (grpc.StatusCode.NOT_FOUND, ["cluster_name"])
     assert generation(daemon) == before
+
+
+def test_a_name_outside_the_name_rule_is_refused_naming_the_field(daemon: RunningDaemon) -> None:
+    # NUL, too long, reserved: refused before any lookup, on both stores.
+    cluster_id, _nodes, _drives = make_topology(daemon.store, zones=3)
+    stub = volumes(daemon)
+    for name in ("a\x00b", "x" * 201, "list", "a b"):
+        err = fails(
+            stub.InspectVolume, pb.InspectVolumeRequest(volume_name=name, cluster_id=cluster_id)
+        )
+        assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["volume_name"])
+    dstub = datastore_pb2_grpc.DatastoreServiceStub(daemon.channel)
+    err = fails(dstub.InspectDatastore, dpb.InspectDatastoreRequest(datastore_name="a\x00b"))
+    assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["datastore_name"])

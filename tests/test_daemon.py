@@ -373,7 +373,7 @@ def test_cli_against_a_live_daemon(sqlite_daemon: RunningDaemon) -> None:
     assert [c["name"] for c in listed["clusters"]] == ["cli-made"]
     updated = run("cluster", "update", cluster_id, "--file", "false", *endpoint)
     assert json.loads(updated.stdout)["cluster"].get("file", False) is False
-    bad = run("cluster", "inspect", "nope", *endpoint)
+    bad = run("cluster", "inspect", "no such name!", *endpoint)
     # A failed call exits with its status's class (osd.client.EXIT_CODES).
     assert bad.returncode == 3 and "INVALID_ARGUMENT" in bad.stderr
     assert run("cluster", "delete", cluster_id, *endpoint).returncode == 0

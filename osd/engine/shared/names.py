@@ -51,6 +51,9 @@ class Names:
         is missing or malformed; NOT_FOUND names ``<kind>_name``."""
         row_type = ROWS[kind]
         field = f"{kind}_name"
+        # No object has a name outside the name rule, and a store may refuse
+        # to compare with one (PostgreSQL takes no NUL in text).
+        v.check_name(name, field)
         scoped = kind in IN_CLUSTER
         if scoped:
             if not cluster_id:
