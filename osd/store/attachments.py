@@ -3,7 +3,7 @@ the attachments a node's flush moved off it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session
@@ -33,6 +33,18 @@ def count_on_node(session: Session, node_id: str) -> int:
         )
         or 0
     )
+
+
+def counts_on_nodes(session: Session, node_ids: Sequence[str]) -> dict[str, int]:
+    """How many volume attachments each of ``node_ids`` holds (absent: none)."""
+    if not node_ids:
+        return {}
+    rows = session.execute(
+        select(AttachmentRow.node_id, func.count())
+        .where(AttachmentRow.node_id.in_(list(node_ids)))
+        .group_by(AttachmentRow.node_id)
+    )
+    return {node_id: int(n) for node_id, n in rows}
 
 
 def add(session: Session, row: AttachmentRow) -> None:

@@ -1090,11 +1090,6 @@ class LocalDriver:
                 self.detach_snapshot(have.node_address, snapshot_id)
         return out
 
-    def snapshot_device_of(self, snapshot_id: str) -> str | None:
-        with self._lock:
-            have = self._snapshot_attachments.get(snapshot_id)
-            return have.device if have is not None else None
-
     def device_of(self, volume_id: str) -> str | None:
         with self._lock:
             have = self._attachments.get(volume_id)

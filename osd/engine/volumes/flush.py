@@ -30,7 +30,7 @@ from osd.engine.drivers import DriverError, Mount, StorageDriver
 from osd.engine.jobs.kinds.snapshot_copy import copying
 from osd.engine.shared import validation as v
 from osd.engine.shared.phased import best_effort
-from osd.engine.shared.rows import Unchanged
+from osd.engine.shared.rows import Unchanged, require
 from osd.engine.volumes.attachments import (
     MAX_ATTACHMENTS_PER_NODE,
     check_node,
@@ -41,7 +41,7 @@ from osd.engine.volumes.attachments import (
 from osd.engine.volumes.guards import require_serving
 from osd.engine.volumes.models import AttachmentMove, AttachmentNotMoved, AttachmentsMoved
 from osd.enums import AttachMode, DomainState, NodeState
-from osd.errors import FailedPrecondition, NotFound
+from osd.errors import FailedPrecondition
 from osd.store import attachments as repo
 from osd.store import nodes as node_repo
 from osd.store.db import Store
@@ -110,12 +110,12 @@ class FlushEngine:
         """Sets the node's domain state, when it has another (NOT_FOUND when
         there is no such node)."""
         with self._store.read() as s:
-            if _get(s, node_id).domain_state == domain:
+            if require(s, NodeRow, node_id).domain_state == domain:
                 return
         try:
             with self._store.write() as s:
                 generation = bump_generation(s)
-                node = _get(s, node_id)
+                node = require(s, NodeRow, node_id)
                 if node.domain_state == domain:
                     raise Unchanged(None, generation - 1)
                 node.domain_state = domain
@@ -370,13 +370,6 @@ class FlushEngine:
             return AttachmentsMoved(node_id, moved, not_moved, current_generation(s))
 
 
-def _get(s: Session, node_id: str) -> NodeRow:
-    node = s.get(NodeRow, node_id)
-    if node is None:
-        raise NotFound.object("node", "node_id", node_id)
-    return node
-
-
 def _not_moved(volume_id: str, node_id: str, exc: FailedPrecondition) -> AttachmentNotMoved:
     return AttachmentNotMoved(volume_id, node_id, exc.reason or "FAILED_PRECONDITION", str(exc))
 
@@ -386,13 +379,15 @@ def _pick_target(s: Session, node: NodeRow, volume_id: str) -> NodeRow | None:
     holding the volume already and below the attachment limit; the same
     zone first, then the fewest attachments, then by name."""
     holding = {r.node_id for r in repo.of_volume(s, volume_id)}
+    nodes = node_repo.of_cluster(s, node.cluster_id)
+    counts = repo.counts_on_nodes(s, [n.id for n in nodes])
     best: tuple[tuple[bool, int, str], NodeRow] | None = None
-    for other in node_repo.of_cluster(s, node.cluster_id):
+    for other in nodes:
         if other.id == node.id or other.id in holding:
             continue
         if other.state != NodeState.ONLINE or other.domain_state != DomainState.READY:
             continue
-        count = repo.count_on_node(s, other.id)
+        count = counts.get(other.id, 0)
         if count >= MAX_ATTACHMENTS_PER_NODE:
             continue
         key = (other.zone != node.zone, count, other.name)

@@ -54,7 +54,7 @@ from osd.store import clusters as cluster_repo
 from osd.store import templates as repo
 from osd.store import volumes as volume_repo
 from osd.store.db import Store
-from osd.store.models import TemplateRow, VolumeRow, utcnow
+from osd.store.models import ClusterRow, TemplateRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 if TYPE_CHECKING:
@@ -462,12 +462,9 @@ class TemplateEngine:
             return _statuses(s, row.cluster_id, [row])[0]
 
     def cluster_status(self, cluster_id: str) -> Sequence[TemplateStatus]:
-        if not cluster_id:
-            raise InvalidArgument.field("cluster_id", "is required")
         v.check_id(cluster_id, "cluster_id")
         with self._store.read() as s:
-            if cluster_repo.get(s, cluster_id) is None:
-                raise NotFound.object("cluster", "cluster_id", cluster_id)
+            require(s, ClusterRow, cluster_id)
             return _statuses(s, cluster_id, repo.of_cluster(s, cluster_id))
 
     def delete(self, template_id: str) -> int:

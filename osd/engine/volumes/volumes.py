@@ -27,7 +27,7 @@ from osd.engine.shared import paging, pending, phased
 from osd.engine.shared import validation as v
 from osd.engine.shared.models import Page, allocation_of
 from osd.engine.shared.refusals import confirmation_required
-from osd.engine.shared.rows import check_generation, stamp
+from osd.engine.shared.rows import check_generation, require, stamp
 from osd.engine.shared.sizes import bytes_violation, spec_violation, text_violation
 from osd.engine.topology.availability import Availability
 from osd.engine.volumes import access, capacity, specs
@@ -87,10 +87,9 @@ from osd.store import attachments as attach_repo
 from osd.store import grants as grant_repo
 from osd.store import jobs as job_repo
 from osd.store import snapshots as snap_repo
-from osd.store import templates as template_repo
 from osd.store import volumes as repo
 from osd.store.db import Store
-from osd.store.models import AllocationRow, VolumeRow, utcnow
+from osd.store.models import AllocationRow, TemplateRow, VolumeRow, utcnow
 from osd.store.state import bump_generation, current_generation
 
 if TYPE_CHECKING:
@@ -626,9 +625,7 @@ def _check_template(s: Session, row: VolumeRow, template_id: str) -> None:
     """A template a volume may be recorded as made from: one of its cluster ("": none)."""
     if not template_id:
         return
-    template = template_repo.get(s, template_id)
-    if template is None:
-        raise NotFound.object("template", "template_id", template_id)
+    template = require(s, TemplateRow, template_id)
     if template.cluster_id != row.cluster_id:
         raise InvalidArgument.field(
             "template_id", f"template {template_id} is in another cluster than the volume"
