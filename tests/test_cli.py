@@ -324,4 +324,27 @@ def test_objects_are_named_where_ids_go(sqlite_daemon: RunningDaemon) -> None:
     assert rc != 0 and "cluster_id" in err
     rc, _, err = osd(d, "volume", "list", "--cluster-id", "c9")
     assert rc != 0 and "cluster_name" in err
+    # Every id takes a name, as an argument or a flag, in the --cluster-id named.
+    attached = ok(
+        d,
+        "volume",
+        "attach",
+        "db1",
+        "--cluster-id",
+        "c1",
+        "--node-id",
+        "n2",
+        "--mode",
+        "read-write",
+    )
+    assert attached["attachment"]["node_id"] == shown_node(d, "n2")
+    snap = ok(d, "snapshot", "create", "s1", "--volume-id", "db1", "--cluster-id", "c1")
+    assert snap["snapshot"]["volume_id"] == made["id"]
+    rc, _, err = osd(d, "volume", "detach", "db1")
+    assert rc == 2 and "--cluster-id" in err
+    ok(d, "volume", "detach", "db1", "--cluster-id", "c1")
     assert ok(d, "volume", "delete", "db1", "--cluster-id", "c1")["deleted"] is True
+
+
+def shown_node(d: RunningDaemon, name: str) -> str:
+    return str(ok(d, "node", "inspect", name, "--cluster-id", "c1")["node"]["id"])

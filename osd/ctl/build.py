@@ -5,7 +5,9 @@ its request.
 * The object's id is the first argument (``osd volume inspect ID``), or
   its name (``osd volume inspect db1 --cluster-id c1``: text that is not an
   id is a name); a create takes the new object's name there (``osd volume
-  create db1``). Every ``--cluster-id`` takes a cluster's name too.
+  create db1``). Every id, as an argument or a flag (``--node-id n1``),
+  takes a name too, looked up in the cluster ``--cluster-id`` names (an id
+  or a name).
 * A scalar field is ``--field-name VALUE``; a boolean takes ``true`` or
   ``false``; an enum its value without the prefix (``--provisioning thin``);
   a repeated field is repeated; a map is ``--labels KEY=VALUE`` (repeated,
@@ -289,17 +291,57 @@ def _addressing(request: Descriptor) -> set[str]:
     return out
 
 
-def resolve_cluster_names(client: Client, request: Message) -> None:
-    """Lets every top-level ``cluster_id`` flag take a cluster's name: a value
-    that is not an id is looked up (InspectCluster by name)."""
-    for f, value in request.ListFields():
-        if f.name != "cluster_id" or not isinstance(value, str) or _ID.fullmatch(value):
-            continue
-        found = client.call(
-            "osd.v1.ClusterService.InspectCluster",
-            cluster_pb2.InspectClusterRequest(cluster_name=value),
-        )
-        setattr(request, f.name, found.cluster.id)  # type: ignore[attr-defined]
+# Kinds an id flag may name instead: kind -> (its service, named within a cluster).
+_NAMED = {
+    "cluster": ("ClusterService", False),
+    "datastore": ("DatastoreService", False),
+    "node": ("NodeService", True),
+    "pool": ("PoolService", True),
+    "template": ("TemplateService", True),
+    "volume": ("VolumeService", True),
+    "snapshot": ("VolumeService", True),
+}
+
+
+def _named_kind(field_name: str) -> str | None:
+    """The kind an id field names (``volume_id``, ``parent_snapshot_id``), if
+    its objects have names."""
+    for kind in _NAMED:
+        if field_name == f"{kind}_id" or field_name.endswith(f"_{kind}_id"):
+            return kind
+    return None
+
+
+def resolve_names(client: Client, request: Message, cluster: str = "") -> None:
+    """Lets every id the command was given be a name: a value of an id field
+    (top level, or one message down) that is not an id is looked up with the
+    kind's Inspect by name. Names within a cluster are looked up in the
+    request's ``cluster_id`` (itself resolved first), else in ``cluster``
+    (the command's --cluster-id when its request has no such field)."""
+    if "cluster_id" in request.DESCRIPTOR.fields_by_name:
+        cluster = request.cluster_id  # type: ignore[attr-defined]
+    scope = _lookup(client, "cluster", cluster, "")
+    inner = [v for f, v in request.ListFields() if _kind(f) == "message"]
+    for message in [request, *inner]:
+        for f, value in message.ListFields():
+            kind = _named_kind(f.name)
+            if kind is not None and isinstance(value, str):
+                setattr(message, f.name, _lookup(client, kind, value, scope))
+
+
+def _lookup(client: Client, kind: str, value: str, scope: str) -> str:
+    """``value`` when it is an id (or empty), else the id of the ``kind`` it names."""
+    if not value or _ID.fullmatch(value):
+        return value
+    service, scoped = _NAMED[kind]
+    if scoped and not scope:
+        raise click.UsageError(f"{value!r} is not an id; name its cluster with --cluster-id")
+    noun = kind.capitalize()
+    found = client.call(
+        f"{service}.Inspect{noun}",
+        {f"{kind}_name": value, **({"cluster_id": scope} if scoped else {})},
+    )
+    return str(getattr(found, kind).id)
 
 
 def _parse_json(message: Message, text: str, hint: str) -> None:
@@ -383,7 +425,7 @@ def make_command(d: Derived) -> click.Command:
         conn = connection.resolve(values, tty=_tty())
         request = build_request(d, values)
         with conn.client() as client:
-            resolve_cluster_names(client, request)
+            resolve_names(client, request, values.get("lookup_cluster_id") or "")
             if d.is_list and values.get("watch"):
                 _watch_list(client, d, request, conn.output)
                 return
@@ -403,6 +445,18 @@ def make_command(d: Derived) -> click.Command:
             click.argument(d.positional.name, required=False, metavar=d.positional.name.upper())
         )
     params += [_option(f) for f in d.flags]
+    if "cluster_id" not in d.request.fields_by_name and any(
+        _NAMED.get(k or "", ("", False))[1] for k in (_named_kind(f.name) for f in d.request.fields)
+    ):
+        params.append(
+            click.option(
+                "--cluster-id",
+                "lookup_cluster_id",
+                default=None,
+                metavar="CLUSTER",
+                help="the cluster (id or name) in which names given for ids are looked up",
+            )
+        )
     params.append(
         click.option(
             "-d",
