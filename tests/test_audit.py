@@ -4,13 +4,17 @@ recorded, how admins list it, and that it keeps no secret."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2
 
+from osd.engine.access.audit import GroupWriter
 from osd.v1 import audit_pb2, pool_pb2
 from tests.auth_helpers import (
     OK,
@@ -197,3 +201,57 @@ def test_a_flood_of_anonymous_calls_is_folded_into_counted_records(w: World, wir
     for _ in range(5):
         assert wire(w, create_cluster("x"), who(w, "dan", "view")).code == PERMISSION_DENIED
     assert len(records(wire, w, subject="dan")) == 5
+
+
+def test_calls_ending_together_are_each_recorded(w: World, wire: Wire) -> None:
+    """Records of concurrent calls share write transactions; none is lost."""
+    callers = [who(w, f"u{i}", "view") for i in range(24)]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        codes = list(pool.map(lambda h: wire(w, create_cluster("crowd"), h).code, callers))
+    assert codes == [PERMISSION_DENIED] * 24
+    got = records(wire, w, method="osd.v1.ClusterService/CreateCluster", page_size=100)
+    assert sorted(r["subject"] for r in got) == sorted(f"u{i}" for i in range(24))
+    assert len({r["request_id"] for r in got}) == 24
+
+
+def test_a_group_write_answers_every_caller_of_its_batch() -> None:
+    """While one write runs, the callers that come are written in one batch;
+    a failed write raises in each caller of its batch, and the next goes on."""
+    started, release = threading.Event(), threading.Event()
+    batches: list[list[int]] = []
+
+    def write(items: list[int]) -> None:
+        batches.append(items)
+        if len(batches) == 1:
+            started.set()
+            release.wait(5)
+        if 13 in items:
+            raise RuntimeError("store down")
+
+    writer: GroupWriter[int] = GroupWriter(write)
+    outcomes: dict[int, str] = {}
+
+    def submit(item: int) -> None:
+        try:
+            writer.submit(item)
+            outcomes[item] = "ok"
+        except RuntimeError as exc:
+            outcomes[item] = str(exc)
+
+    first = threading.Thread(target=submit, args=(0,))
+    first.start()
+    assert started.wait(5)
+    waiting = [threading.Thread(target=submit, args=(i,)) for i in (11, 12, 13)]
+    for t in waiting:
+        t.start()
+    deadline = time.monotonic() + 5
+    while len(writer._queue) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *waiting]:
+        t.join(5)
+    assert batches[0] == [0]
+    assert sorted(batches[1]) == [11, 12, 13]
+    assert outcomes == {0: "ok", 11: "store down", 12: "store down", 13: "store down"}
+    submit(20)
+    assert outcomes[20] == "ok" and batches[-1] == [20]

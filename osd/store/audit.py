@@ -13,11 +13,18 @@ from osd.store import keyset
 from osd.store.models import AuditRow, AuditTargetRow
 
 
-def add(session: Session, row: AuditRow, target_ids: Sequence[str]) -> None:
-    session.add(row)
+def add(session: Session, records: Sequence[tuple[AuditRow, Sequence[str]]]) -> None:
+    """Inserts ``records``, each a row with the ids it targets, in two
+    statements for the lot."""
+    session.add_all([row for row, _ in records])
     session.flush()
-    for target in dict.fromkeys(target_ids):
-        session.add(AuditTargetRow(record_id=row.id, target_id=target))
+    session.add_all(
+        [
+            AuditTargetRow(record_id=row.id, target_id=target)
+            for row, target_ids in records
+            for target in dict.fromkeys(target_ids)
+        ]
+    )
     session.flush()
 
 

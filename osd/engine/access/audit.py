@@ -6,9 +6,13 @@ it was refused UNAUTHENTICATED or PERMISSION_DENIED. Each record is also one
 JSON line on the "osd.audit" logger. Credentials never reach a record: the
 caller is kept as subject, roles, issuer and how it authenticated.
 
-Records are written after the call, in a transaction of their own: a record
-that cannot be written (the store is closing or down) is logged and dropped,
-never turned into a failure of a call that has already happened.
+Records are written after the call, in a transaction of their own, and the
+call answers once its record is stored. Calls that end together share that
+transaction (a group commit, :class:`GroupWriter`): under load, one write
+stores the records of every call that ended while the last was being
+written. A record that cannot be written (the store is closing or down) is
+logged and dropped, never turned into a failure of a call that has already
+happened.
 
 Anyone who reaches the port can make UNAUTHENTICATED refusals, so they cannot
 be allowed to fill the store: they are recorded one by one up to a rate
@@ -27,9 +31,10 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Generic, TypeVar
 
 from osd.engine.shared import paging
 from osd.engine.shared.models import Page
@@ -40,6 +45,7 @@ from osd.store.db import Store
 from osd.store.models import AuditRow
 
 log = logging.getLogger("osd.audit")
+T = TypeVar("T")
 
 # grpc.StatusCode values by number: OK 0 ... UNAUTHENTICATED 16.
 CODE_NAMES = [
@@ -154,6 +160,68 @@ class _Bucket:
         return True
 
 
+class _Slot(Generic[T]):
+    """One caller's item in a :class:`GroupWriter`, and what became of it."""
+
+    __slots__ = ("error", "item", "lead", "ready")
+
+    def __init__(self, item: T) -> None:
+        self.item = item
+        self.ready = threading.Event()
+        self.lead = False  # this caller writes the next batch
+        self.error: BaseException | None = None
+
+
+class GroupWriter(Generic[T]):
+    """Writes items in batches, each caller waiting until its item is written.
+
+    The first caller writes; callers that come meanwhile queue, and when the
+    write ends the first of them writes the whole queue in one batch, and so
+    on. A caller waits for at most one write before its own, and one write
+    stands for as many callers as ended during the last.
+    """
+
+    def __init__(self, write: Callable[[list[T]], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self._queue: list[_Slot[T]] = []
+        self._busy = False
+
+    def submit(self, item: T) -> None:
+        """Returns once ``item`` is written; raises what its batch's write raised."""
+        slot = _Slot(item)
+        with self._lock:
+            self._queue.append(slot)
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            slot.ready.wait()
+            if not slot.lead:
+                if slot.error is not None:
+                    raise slot.error
+                return
+        with self._lock:
+            batch, self._queue = self._queue, []
+        error: BaseException | None = None
+        try:
+            self._write([s.item for s in batch])
+        except BaseException as exc:  # the callers waiting on it must hear of it
+            error = exc
+        for other in batch:
+            if other is not slot:
+                other.error = error
+                other.ready.set()
+        with self._lock:
+            if self._queue:
+                nxt = self._queue[0]
+                nxt.lead = True
+                nxt.ready.set()
+            else:
+                self._busy = False
+        if error is not None:
+            raise error
+
+
 class AuditLog:
     def __init__(
         self,
@@ -170,6 +238,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._bucket = _Bucket(unauthenticated_per_second, unauthenticated_burst)
         self._folded: dict[str, int] = {}
+        self._writer: GroupWriter[tuple[AuditRow, Sequence[str]]] = GroupWriter(self._store_batch)
 
     def limit_unauthenticated(self, per_second: float, burst: int) -> None:
         """Sets how many UNAUTHENTICATED refusals are recorded one by one."""
@@ -240,10 +309,13 @@ class AuditLog:
             count=entry.count,
         )
         try:
-            with self.store.write() as s:
-                repo.add(s, row, entry.target_ids[:MAX_TARGETS])
+            self._writer.submit((row, entry.target_ids[:MAX_TARGETS]))
         except Exception as exc:
             log.warning("audit record of %s not stored: %s", entry.request_id, exc)
+
+    def _store_batch(self, records: list[tuple[AuditRow, Sequence[str]]]) -> None:
+        with self.store.write() as s:
+            repo.add(s, records)
 
     # -- reading -------------------------------------------------------------------
 
