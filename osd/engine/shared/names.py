@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from osd.engine.access.principal import current
 from osd.engine.shared import validation as v
 from osd.engine.volumes.access import Visibility
 from osd.errors import FieldViolation, InvalidArgument, NotFound
@@ -63,9 +64,12 @@ class Names:
         query = select(table.c.id).where(table.c.name == name)
         if scoped:
             query = query.where(table.c.cluster_id == cluster_id)
-        with self._store.read() as s:
-            found = s.scalar(query)
-            if found is not None and kind in ("volume", "snapshot"):
+        # Which id has the name is the same for every caller: kept while the
+        # store's generation stands still. Whether this caller may see it is
+        # asked after (no query for an admin).
+        found = self._store.kept((f"{kind} named", cluster_id, name), lambda s, _: s.scalar(query))
+        if found is not None and kind in ("volume", "snapshot") and not current().is_admin:
+            with self._store.read() as s:
                 seen = Visibility(s)
                 if not (seen.volume(found) if kind == "volume" else seen.snapshot(found)):
                     found = None
