@@ -31,6 +31,13 @@ def of_volumes(session: Session, volume_ids: Collection[str]) -> dict[str, list[
 def replace(session: Session, volume_id: str, grants: Sequence[tuple[str, str, int]]) -> None:
     """Sets the volume's access list to ``grants`` of (kind, name, access)."""
     session.execute(delete(VolumeGrantRow).where(VolumeGrantRow.volume_id == volume_id))
+    add(session, volume_id, grants)
+
+
+def add(session: Session, volume_id: str, grants: Sequence[tuple[str, str, int]]) -> None:
+    """Gives a new volume, which has none yet, the access list ``grants``."""
+    if not grants:
+        return
     for kind, name, access in grants:
         session.add(
             VolumeGrantRow(volume_id=volume_id, grantee_kind=kind, grantee=name, access=access)

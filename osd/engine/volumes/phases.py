@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -44,6 +45,7 @@ from osd.store.db import Store
 from osd.store.models import AllocationRow, SnapshotRow, VolumeRow
 from osd.store.state import bump_generation, current_generation
 
+T = TypeVar("T")
 Work = list[tuple[str, str]]  # (drive id, replica id = allocation id)
 
 
@@ -165,10 +167,14 @@ def run_create(
     volume_id: str,
     work: list[tuple[str, str, int]],
     fill: Fill,
-) -> tuple[VolumeRow, int]:
+    answer: Callable[[Session, VolumeRow], T],
+) -> tuple[T, int]:
     """Phases 2 and 3 of a create: every copy on its drive and the volume UP,
     its allocations ACTIVE; or no copy and no volume. A volume cloned from a
-    snapshot has each copy filled with the snapshot's data (see :class:`Fill`)."""
+    snapshot has each copy filled with the snapshot's data (see :class:`Fill`).
+
+    Gives what ``answer`` makes of the volume's row in the finishing
+    transaction, with the generation of the change."""
     make = _make(driver, fill)
     return phased.run(
         store,
@@ -180,7 +186,7 @@ def run_create(
             )
             for drive_id, replica_id, nbytes in work
         ],
-        finish=lambda s, generation: _finish_create(s, generation, volume_id),
+        finish=lambda s, generation: _finish_create(s, generation, volume_id, answer),
         rollback=lambda: undo_create(store, driver, volume_id, []),
         failed=phased.failing("creating the volume failed and was rolled back"),
     )
@@ -201,7 +207,12 @@ def undo_create(store: Store, driver: StorageDriver, volume_id: str, done: Work)
     log.info("volume %s: create rolled back", volume_id)
 
 
-def _finish_create(s: Session, generation: int, volume_id: str) -> tuple[VolumeRow, int]:
+def _finish_create(
+    s: Session,
+    generation: int,
+    volume_id: str,
+    answer: Callable[[Session, VolumeRow], T],
+) -> tuple[T, int]:
     row = repo.get(s, volume_id)
     if row is None:
         raise Unavailable(
@@ -213,7 +224,7 @@ def _finish_create(s: Session, generation: int, volume_id: str) -> tuple[VolumeR
         row.state = VolumeState.UP
         stamp(row, generation)
     s.flush()
-    return row, generation
+    return answer(s, row), generation
 
 
 # -- delete ----------------------------------------------------------------------

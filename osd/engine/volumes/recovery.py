@@ -206,7 +206,7 @@ def _finish_create(store: Store, driver: StorageDriver, volume_id: str) -> None:
             for a in repo.allocations(s, volume_id)
         ]
         fill = volume_phases.fill_of(s, row)
-    volume_phases.run_create(store, driver, volume_id, work, fill)
+    volume_phases.run_create(store, driver, volume_id, work, fill, lambda _s, row: row)
     log.info("volume %s: interrupted create finished", volume_id)
 
 

@@ -191,7 +191,7 @@ class VolumeEngine:
                 row.op_owner = self._store.owner
                 repo.add(s, row)
                 fill = volume_phases.fill_of(s, row)
-                grant_repo.replace(s, volume_id, plan.ownership.grants)
+                grant_repo.add(s, volume_id, plan.ownership.grants)
                 reserve = specs.reserved_sizes(
                     plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
                 )
@@ -217,9 +217,11 @@ class VolumeEngine:
                 if existing is None:
                     raise
                 return self._existing(s, existing, plan)
-        row, generation = volume_phases.run_create(self._store, self._driver, volume_id, work, fill)
-        with self._store.read() as s:
-            return CreatedVolume(volume_from(s, row), True, generation)
+        # The answer is read in the transaction that finishes the create.
+        volume, generation = volume_phases.run_create(
+            self._store, self._driver, volume_id, work, fill, volume_from
+        )
+        return CreatedVolume(volume, True, generation)
 
     def _create_copy(self, checked: volume_create.Checked) -> CreatedVolume:
         """A copy of another volume: the new volume CREATING and its VOLUME_COPY job,

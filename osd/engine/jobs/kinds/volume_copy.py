@@ -167,7 +167,7 @@ class VolumeCopy(VolumeJob[VolumeCopyRequest, VolumeCopySpec]):
         picks = volume_create.place(s, plan)
         row = volume_create.new_row(plan, volume_id, job.generation)
         vol_repo.add(s, row)
-        grant_repo.replace(s, row.id, plan.ownership.grants)
+        grant_repo.add(s, row.id, plan.ownership.grants)
         reserve_sizes = specs.reserved_sizes(
             plan.size_bytes, plan.durability, plan.snapshot_factor, plan.provisioning
         )
