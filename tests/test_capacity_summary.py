@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from sqlalchemy import Engine, event, select, update
+from google.protobuf import field_mask_pb2
+from sqlalchemy import Engine, delete, event, func, select, update
 
 from osd.engine.shared.allocation_math import allocation_sizes
 from osd.engine.shared.models import Capacity
@@ -492,3 +493,72 @@ def test_an_unknown_or_malformed_cluster_id_is_refused(daemon: RunningDaemon) ->
     assert (err.code, list(err.fields)) == (grpc.StatusCode.NOT_FOUND, ["cluster_id"])
     err = fails(stub.GetCapacitySummary, pb.GetCapacitySummaryRequest(cluster_id="nope"))
     assert (err.code, list(err.fields)) == (grpc.StatusCode.INVALID_ARGUMENT, ["cluster_id"])
+
+
+# -- the layout counts the store keeps ----------------------------------------------
+
+
+def counted_layouts(store: Store) -> dict[str, list[tuple[Any, int]]]:
+    with store.read() as s:
+        kept = cluster_repo.volume_layout_counts(s)
+    return {cid: sorted(layouts) for cid, layouts in kept.items()}
+
+
+def grouped_layouts(store: Store) -> dict[str, list[tuple[Any, int]]]:
+    """The same, grouped from the volumes themselves."""
+    v = VolumeRow
+    layout = (
+        v.size_bytes,
+        v.durability_type,
+        v.replicas,
+        v.data_fragments,
+        v.redundancy_fragments,
+        v.snapshot_factor,
+    )
+    out: dict[str, list[tuple[Any, int]]] = {}
+    with store.read() as s:
+        for cid, *key, n in s.execute(
+            select(v.cluster_id, *layout, func.count()).group_by(v.cluster_id, *layout)
+        ):
+            out.setdefault(cid, []).append(((*(int(k) for k in key[:5]), key[5]), int(n)))
+    return {cid: sorted(layouts) for cid, layouts in out.items()}
+
+
+def test_the_layout_counts_follow_every_change_of_a_volume(daemon: RunningDaemon) -> None:
+    """The summary reads counts kept by the store, not the volumes: every
+    create, resize, change of durability, delete and statement made outside
+    the engine keeps them equal to what grouping the volumes gives."""
+    store = daemon.store
+    stub = volumes(daemon)
+    cid, _nodes, _drives = make_topology(store)
+    other, _, _ = make_topology(store, cluster_name="other")
+
+    def same() -> None:
+        assert counted_layouts(store) == grouped_layouts(store)
+
+    made = [create(stub, cid, f"v{i}", size="1G") for i in range(4)]
+    create(stub, other, "w", size="1G")
+    create(stub, cid, "two", size="2G", replicas=2)
+    same()
+    counts = [n for _layout, n in counted_layouts(store)[cid]]
+    assert sorted(counts) == [1, 4]  # four volumes share a layout
+
+    stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=made[0].id, size="3G", update_mask=field_mask_pb2.FieldMask(paths=["size"])
+        )
+    )
+    same()
+    set_volume(store, made[1].id, snapshot_factor=1.5, replicas=2)
+    set_volume(store, made[2].id, cluster_id=other)  # no call does this; a statement may
+    same()
+    for v in made:
+        stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id=v.id))
+    same()
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(delete(AllocationRow))
+        s.execute(delete(VolumeRow))
+    assert counted_layouts(store) == {}
+    [emptied] = summary(daemon, cid).clusters
+    assert emptied.volume_count == 0

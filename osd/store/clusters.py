@@ -19,6 +19,7 @@ from osd.store.models import (
     PoolRow,
     SnapshotRow,
     TemplateRow,
+    VolumeLayoutCountRow,
     VolumeRow,
 )
 from osd.store.pools import takes_data
@@ -140,21 +141,22 @@ def volume_layout_counts(
 ) -> dict[str, list[tuple[Layout, int]]]:
     """Per cluster (only ``cluster_id`` when given): each distinct
     :func:`volume_layouts` tuple (size, durability type, replicas, data,
-    redundancy, snapshot factor) with how many of its volumes have it, in one
-    grouped query. Clusters without volumes are absent."""
-    layout = (
-        VolumeRow.size_bytes,
-        VolumeRow.durability_type,
-        VolumeRow.replicas,
-        VolumeRow.data_fragments,
-        VolumeRow.redundancy_fragments,
-        VolumeRow.snapshot_factor,
-    )
-    stmt = select(VolumeRow.cluster_id, *layout, func.count()).group_by(
-        VolumeRow.cluster_id, *layout
-    )
+    redundancy, snapshot factor) with how many of its volumes have it, from
+    the counts the store keeps (:class:`VolumeLayoutCountRow`), not a scan
+    of the volumes. Clusters without volumes are absent."""
+    c = VolumeLayoutCountRow
+    stmt = select(
+        c.cluster_id,
+        c.size_bytes,
+        c.durability_type,
+        c.replicas,
+        c.data_fragments,
+        c.redundancy_fragments,
+        c.snapshot_factor,
+        c.count,
+    ).where(c.count > 0)
     if cluster_id:
-        stmt = stmt.where(VolumeRow.cluster_id == cluster_id)
+        stmt = stmt.where(c.cluster_id == cluster_id)
     out: dict[str, list[tuple[Layout, int]]] = {}
     for cid, size, durability, replicas, data, redundancy, factor, count in session.execute(stmt):
         key: Layout = (size, durability, replicas, data, redundancy, factor)

@@ -625,6 +625,25 @@ class AuditTargetRow(Base):
     target_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
 
 
+class VolumeLayoutCountRow(Base):
+    """How many volumes of a cluster have one layout (size, durability and
+    snapshot factor), for the capacity figures without a scan of the
+    volumes. Kept by triggers on ``volumes`` (migration 0020), so every
+    change of a volume, whatever statement makes it, is counted in its own
+    transaction; a layout no volume has any longer has no row."""
+
+    __tablename__ = "volume_layout_counts"
+
+    cluster_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    durability_type: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replicas: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data_fragments: Mapped[int] = mapped_column(Integer, primary_key=True)
+    redundancy_fragments: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_factor: Mapped[float] = mapped_column(Float, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
 class DaemonRow(Base):
     """A daemon process that shares the store: registered when it starts, its
     heartbeat renewed while it runs, ``stop_time`` set when it stops cleanly.
