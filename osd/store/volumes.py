@@ -387,18 +387,12 @@ def copy_views(session: Session, volume_ids: Collection[str]) -> dict[str, list[
         .where(AllocationRow.volume_id.in_(list(volume_ids)))
         .order_by(AllocationRow.index, AllocationRow.id)
     ).all()
+    # The states load as their enums (IntEnumType).
     for aid, vid, index, state, nbytes, drive_id, drive_state, node_id, node_state in rows:
-        out.setdefault(str(vid), []).append(
+        volume_id = str(vid)
+        out.setdefault(volume_id, []).append(
             CopyView(
-                aid,
-                str(vid),
-                index,
-                AllocationState(state),
-                nbytes,
-                drive_id,
-                DriveState(drive_state),
-                node_id,
-                NodeState(node_state),
+                aid, volume_id, index, state, nbytes, drive_id, drive_state, node_id, node_state
             )
         )
     return out
