@@ -165,3 +165,63 @@ def test_a_filter_that_turns_most_rows_down_pages_by_a_bounded_scan(
             break
         none.page_token = page.next_page_token
     assert calls == 5  # 45 rows, 10 turned down a call
+
+
+def test_the_degraded_filter_reads_copies_in_batches_and_finds_every_match(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub, monkeypatch: Any
+) -> None:
+    """ListVolumes(degraded) checks the copies of the scanned volumes a batch
+    at a time, ahead of the page: across batches, a scan budget that ends
+    pages early and tokens followed, it lists exactly the volumes that lack
+    a live copy, each once, in order."""
+    from sqlalchemy import update
+
+    from osd.engine.shared import paging
+    from osd.engine.volumes import volumes as volume_engine
+    from osd.enums import AllocationState, VolumeState
+    from osd.store.state import bump_generation
+    from tests.factories import make_cluster, make_drive, make_node, make_volume
+
+    monkeypatch.setattr(paging, "SCAN_BUDGET", 2)
+    monkeypatch.setattr(volume_engine, "DEGRADED_BATCH", 16)
+    store = daemon.store
+    cluster_id = make_cluster(store)
+    drives = [
+        make_drive(store, make_node(store, cluster_id, f"n{z}", f"z{z}"), "/dev/sdb")
+        for z in range(3)
+    ]
+    made = [make_volume(store, cluster_id, drives, name=f"v{i:03d}") for i in range(100)]
+    lacking = {made[i] for i in range(0, 100, 9)}
+    with store.write() as s:
+        bump_generation(s)
+        for volume_id in lacking:
+            first = s.scalars(
+                select(AllocationRow.id)
+                .where(AllocationRow.volume_id == volume_id)
+                .order_by(AllocationRow.index)
+            ).first()
+            s.execute(
+                update(AllocationRow)
+                .where(AllocationRow.id == first)
+                .values(state=AllocationState.UNAVAILABLE)
+            )
+        # DEGRADED as stored, every copy live all the same: a candidate turned down.
+        s.execute(
+            update(VolumeRow)
+            .where(VolumeRow.id.in_([made[i] for i in range(4, 100, 9)] + sorted(lacking)))
+            .values(state=VolumeState.DEGRADED)
+        )
+    request = pb.ListVolumesRequest(cluster_id=cluster_id, degraded=True, page_size=4)
+    listed: list[str] = []
+    calls = 0
+    while True:
+        calls += 1
+        page = stub.ListVolumes(request)
+        listed += [v.id for v in page.volumes]
+        assert all(v.missing_copies for v in page.volumes)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert listed == [m for m in made if m in lacking]
+    # Scanned, one lacking a copy and one not by turns: two turned down end a page.
+    assert calls >= 6

@@ -11,8 +11,9 @@ recorded in the transaction of the call that asks for them.
 from __future__ import annotations
 
 import functools
+import itertools
 import uuid
-from collections.abc import Callable, ItemsView
+from collections.abc import Callable, ItemsView, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
@@ -553,9 +554,21 @@ class VolumeEngine:
 # -- helpers -------------------------------------------------------------------
 
 
-def _degraded(s: Session, row: VolumeRow) -> bool:
-    """Whether a volume lacks a live copy (ListVolumes' ``degraded``)."""
-    return health_of(row, repo.copy_views(s, [row.id]).get(row.id, [])).degraded
+# Rows of a scan whose copies are read together (ListVolumes' ``degraded``).
+DEGRADED_BATCH = 64
+
+
+def _noting_degraded(
+    s: Session, rows: Iterable[VolumeRow], degraded: set[str]
+) -> Iterator[VolumeRow]:
+    """``rows`` as they come, having put in ``degraded`` the ids of those
+    that lack a live copy: the copies of each batch of rows read in one
+    query, not one per row."""
+    it = iter(rows)
+    while batch := list(itertools.islice(it, DEGRADED_BATCH)):
+        views = repo.copy_views(s, [r.id for r in batch])
+        degraded.update(r.id for r in batch if health_of(r, views.get(r.id, [])).degraded)
+        yield from batch
 
 
 def availability_state(row: VolumeRow, allocs: list[AllocationRow]) -> VolumeState:
@@ -804,17 +817,22 @@ def _page(
         else set()
     )
 
+    degraded: set[str] = set()
+
     def keep(row: VolumeRow) -> bool:
         if pattern is not None and not pattern.search(row.name):
             return False
         if query.repairing and row.id not in repairing:
             return False
-        if query.degraded and not _degraded(s, row):
+        if query.degraded and row.id not in degraded:
             return False
         return wanted <= row.labels.items()
 
+    scanned: Iterable[VolumeRow] = repo.scan(s, where, after, size + 1)
+    if query.degraded:
+        scanned = _noting_degraded(s, scanned, degraded)
     rows, token = pages.take(
-        repo.scan(s, where, after, size + 1),
+        scanned,
         size,
         keep,
         lambda row: {"c": row.cluster_id, "n": row.name},
