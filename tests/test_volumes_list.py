@@ -142,7 +142,8 @@ def test_a_filter_that_turns_most_rows_down_pages_by_a_bounded_scan(
     cluster_id = make_cluster(daemon.store)
     for i in range(45):
         make_volume_row(daemon.store, cluster_id, f"v{i:03d}", labels={"k": str(i % 20)})
-    request = pb.ListVolumesRequest(cluster_id=cluster_id, labels={"k": "7"}, page_size=100)
+    # A pattern is matched here, row by row: the budget bounds each call.
+    request = pb.ListVolumesRequest(cluster_id=cluster_id, name_regex="^v0[02]7$", page_size=100)
     pages = []
     while True:
         page = stub.ListVolumes(request)
@@ -150,10 +151,16 @@ def test_a_filter_that_turns_most_rows_down_pages_by_a_bounded_scan(
         if not page.next_page_token:
             break
         request.page_token = page.next_page_token
-    # The labels k=7 are on v007 and v027 alone.
     assert [n for p in pages for n in p] == ["v007", "v027"]
     assert len(pages) >= 4  # 43 rows turned down, 10 a call
     assert [] in pages  # a page may be empty and still lead on
+    # Labels are matched by the database: no row is turned down here, and
+    # one call finds the labels k=7 on v007 and v027 alone.
+    by_label = stub.ListVolumes(
+        pb.ListVolumesRequest(cluster_id=cluster_id, labels={"k": "7"}, page_size=100)
+    )
+    assert [v.name for v in by_label.volumes] == ["v007", "v027"]
+    assert by_label.next_page_token == ""
     # A filter matching nothing ends, page by page, with an empty token.
     none = pb.ListVolumesRequest(cluster_id=cluster_id, name_regex="^nothing", page_size=5)
     calls = 0
@@ -225,3 +232,26 @@ def test_the_degraded_filter_reads_copies_in_batches_and_finds_every_match(
     assert listed == [m for m in made if m in lacking]
     # Scanned, one lacking a copy and one not by turns: two turned down end a page.
     assert calls >= 6
+
+
+def test_labels_with_dots_slashes_and_colons_filter_in_the_database(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub
+) -> None:
+    from tests.factories import make_cluster, make_volume_row
+
+    cluster_id = make_cluster(daemon.store)
+    make_volume_row(
+        daemon.store, cluster_id, "a", labels={"app.kubernetes.io/name": "db", "team:x": "a b"}
+    )
+    make_volume_row(daemon.store, cluster_id, "b", labels={"app.kubernetes.io/name": "web"})
+    make_volume_row(daemon.store, cluster_id, "c", labels={"app": "db"})
+
+    def names(**labels: str) -> list[str]:
+        request = pb.ListVolumesRequest(cluster_id=cluster_id, labels=labels)
+        return [v.name for v in stub.ListVolumes(request).volumes]
+
+    assert names(**{"app.kubernetes.io/name": "db"}) == ["a"]
+    assert names(**{"app.kubernetes.io/name": "db", "team:x": "a b"}) == ["a"]
+    assert names(**{"app.kubernetes.io/name": "db", "team:x": "a"}) == []
+    assert names(app="db") == ["c"]
+    assert names(**{"app.kubernetes.io": "db"}) == []  # a key, not a path

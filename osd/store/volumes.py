@@ -75,6 +75,8 @@ class VolumeFilter:
     maybe_degraded: bool = False
     # Only volumes this caller (subject, groups) may read; None for all.
     readable_by: tuple[str, frozenset[str]] | None = None
+    # Only volumes with each of these (key, value) labels.
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 def _usage_columns() -> tuple[Any, Any, Any]:
@@ -138,6 +140,10 @@ def scan(
         )
     if where.readable_by is not None:
         base = base.where(grants.readable_volumes(*where.readable_by))
+    for key, value in where.labels:
+        # In the database (json_extract, ->>): a row turned down there is
+        # never loaded, its labels never decoded.
+        base = base.where(VolumeRow.labels[key].as_string() == value)
     while True:
         stmt = base
         if after is not None:

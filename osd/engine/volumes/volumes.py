@@ -314,6 +314,7 @@ class VolumeEngine:
             parent_snapshot_id=query.parent_snapshot_id,
             maybe_degraded=query.degraded,
             readable_by=access.list_filter(),
+            labels=tuple(sorted(wanted)),
         )
         key = (
             "volumes",
