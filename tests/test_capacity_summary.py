@@ -562,3 +562,21 @@ def test_the_layout_counts_follow_every_change_of_a_volume(daemon: RunningDaemon
     assert counted_layouts(store) == {}
     [emptied] = summary(daemon, cid).clusters
     assert emptied.volume_count == 0
+
+
+def test_the_migration_counts_the_volumes_a_store_already_holds(daemon: RunningDaemon) -> None:
+    from osd.store import migrate
+
+    store = daemon.store
+    stub = volumes(daemon)
+    cid, _nodes, _drives = make_topology(store)
+    for i in range(3):
+        create(stub, cid, f"v{i}", size="1G")
+    create(stub, cid, "big", size="3G", replicas=2)
+    migrate.downgrade(store.engine, "0019")  # no counts, no triggers
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(update(VolumeRow).where(VolumeRow.name == "v0").values(size_bytes=2 * GIB))
+    migrate.upgrade(store.engine)
+    assert counted_layouts(store) == grouped_layouts(store)
+    assert sorted(n for _layout, n in counted_layouts(store)[cid]) == [1, 1, 2]
