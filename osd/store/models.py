@@ -412,6 +412,10 @@ class AllocationRow(Base):
         CheckConstraint(
             "(volume_id IS NULL) <> (snapshot_id IS NULL)", name="ck_allocations_one_owner"
         ),
+        # A volume list filtered by node asks, volume by volume, for a copy on
+        # the node: both columns, so that no planner seeks by node alone and
+        # reads every copy the node holds for each volume (migration 0020).
+        Index("ix_allocations_volume_node", "volume_id", "node_id"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
