@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from osd.store.clusters import volume_layout_counts
 from osd.store.db import Store
 from osd.v1 import volume_pb2
 from tests.conftest import Database, _pg_admin_url, running_daemon
@@ -118,6 +119,16 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(tmp_path: Path, new_postg
     done = osd_db("import", "--database-url", back, str(tmp_path / "postgres.json"))
     assert done.returncode == 0, done.stderr
     assert exported(back, tmp_path, "back.json") == original
+    # The counts the store derives are not moved, but made again by the import.
+    assert "volume_layout_counts" not in original["tables"]
+    for url in (first, new_postgres, back):
+        store = Store(url)
+        try:
+            with store.read() as s:
+                kept = volume_layout_counts(s)
+        finally:
+            store.close()
+        assert sum(n for layouts in kept.values() for _layout, n in layouts) == 3
 
     # The imported store serves: the daemon reads it as its own.
     with running_daemon(Database("sqlite", back)) as d:
