@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from osd.store.clusters import volume_layout_counts
 from osd.store.db import Store
+from osd.store.models import VolumeLabelRow
 from osd.v1 import volume_pb2
 from tests.conftest import Database, _pg_admin_url, running_daemon
 from tests.factories import make_topology
@@ -121,14 +122,22 @@ def test_a_store_goes_to_postgresql_and_back_unchanged(tmp_path: Path, new_postg
     assert exported(back, tmp_path, "back.json") == original
     # The counts the store derives are not moved, but made again by the import.
     assert "volume_layout_counts" not in original["tables"]
+    assert "volume_labels" not in original["tables"]
+    labelled = sorted(
+        (v["id"], key, value, v["cluster_id"], v["name"])
+        for v in original["tables"]["volumes"]
+        for key, value in v["labels"].items()
+    )
     for url in (first, new_postgres, back):
         store = Store(url)
         try:
             with store.read() as s:
                 kept = volume_layout_counts(s)
+                indexed = sorted(tuple(r) for r in s.execute(select(VolumeLabelRow.__table__)))
         finally:
             store.close()
         assert sum(n for layouts in kept.values() for _layout, n in layouts) == 3
+        assert indexed == labelled != []
 
     # The imported store serves: the daemon reads it as its own.
     with running_daemon(Database("sqlite", back)) as d:

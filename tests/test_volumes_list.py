@@ -255,3 +255,198 @@ def test_labels_with_dots_slashes_and_colons_filter_in_the_database(
     assert names(**{"app.kubernetes.io/name": "db", "team:x": "a"}) == []
     assert names(app="db") == ["c"]
     assert names(**{"app.kubernetes.io": "db"}) == []  # a key, not a path
+
+
+# -- the label index the store keeps (volume_labels) -----------------------------------
+
+
+def indexed_labels(store: Any) -> list[tuple[str, str, str, str, str]]:
+    """The label rows the triggers keep."""
+    from osd.store.models import VolumeLabelRow as L
+
+    with store.read() as s:
+        rows = s.execute(select(L.volume_id, L.key, L.value, L.cluster_id, L.name)).all()
+    return sorted(tuple(r) for r in rows)  # type: ignore[misc]
+
+
+def labels_of_volumes(store: Any) -> list[tuple[str, str, str, str, str]]:
+    """The same, from the volumes' own labels."""
+    with store.read() as s:
+        rows = s.scalars(select(VolumeRow)).all()
+        return sorted(
+            (v.id, k, val, v.cluster_id, v.name) for v in rows for k, val in v.labels.items()
+        )
+
+
+def test_the_label_index_follows_every_change_of_a_volume(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub, topo: Topology
+) -> None:
+    """Labels, names and clusters changed over the wire or by any statement
+    are in the index in the same transaction; a list by label reads it, in
+    page order."""
+    from google.protobuf import field_mask_pb2
+    from sqlalchemy import delete, update
+
+    from osd.store.state import bump_generation
+    from tests.factories import make_cluster, make_volume_row
+
+    store = daemon.store
+    cluster_id, _nodes, _drives = topo
+
+    def same() -> None:
+        assert indexed_labels(store) == labels_of_volumes(store)
+
+    made = [
+        create(stub, cluster_id, f"v{i}", labels={"app": "db" if i % 2 else "web", "n": str(i)})
+        for i in range(5)
+    ]
+    plain = create(stub, cluster_id, "plain")
+    same()
+    assert len(indexed_labels(store)) == 10
+    stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=made[0].id,
+            labels={"app": "db", "tier": "gold"},
+            update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+        )
+    )
+    stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=made[1].id,
+            name="a-first",
+            update_mask=field_mask_pb2.FieldMask(paths=["name"]),
+        )
+    )
+    stub.UpdateVolume(
+        pb.UpdateVolumeRequest(
+            volume_id=plain.id,
+            labels={"app": "db"},
+            update_mask=field_mask_pb2.FieldMask(paths=["labels"]),
+        )
+    )
+    same()
+
+    def names(page_size: int = 2, **request: Any) -> list[str]:
+        out: list[str] = []
+        token = ""
+        while True:
+            page = stub.ListVolumes(
+                pb.ListVolumesRequest(page_size=page_size, page_token=token, **request)
+            )
+            out += [v.name for v in page.volumes]
+            token = page.next_page_token
+            if not token:
+                return out
+
+    # In (cluster, name) order, the renamed one first, page after page.
+    assert names(labels={"app": "db"}) == ["a-first", "plain", "v0", "v3"]
+    assert names(labels={"app": "db"}, cluster_id=cluster_id) == ["a-first", "plain", "v0", "v3"]
+    assert names(labels={"app": "db", "tier": "gold"}) == ["v0"]
+    assert names(labels={"n": "4"}) == ["v4"]
+    assert names(labels={"n": "0"}) == []  # replaced by the update
+
+    # Another cluster's volumes sort after or before by cluster id, and
+    # statements that bypass the engine are indexed too.
+    other = make_cluster(store, "other")
+    row = make_volume_row(store, other, "x", labels={"app": "db"})
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(update(VolumeRow).where(VolumeRow.id == made[2].id).values(labels={"app": "db"}))
+        s.execute(update(VolumeRow).where(VolumeRow.id == made[3].id).values(labels={}))
+    same()
+    expected = ["a-first", "plain", "v0", "v2"]
+    expected = [*expected, "x"] if cluster_id < other else ["x", *expected]
+    assert names(labels={"app": "db"}) == expected
+    assert names(page_size=1, labels={"app": "db"}, cluster_id=other) == ["x"]
+
+    for v in made[:2]:
+        stub.DeleteVolume(pb.DeleteVolumeRequest(volume_id=v.id))
+    same()
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(delete(VolumeRow).where(VolumeRow.id == row))
+    same()
+    assert names(labels={"app": "db"}) == ["plain", "v2"]
+
+
+def test_the_migration_indexes_the_labels_a_store_already_holds(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub, topo: Topology
+) -> None:
+    from sqlalchemy import update
+
+    from osd.store import migrate
+    from osd.store.state import bump_generation
+
+    store = daemon.store
+    cluster_id, _nodes, _drives = topo
+    first = create(stub, cluster_id, "one", labels={"app": "db"})
+    create(stub, cluster_id, "two", labels={"app": "web", "env": "prod"})
+    migrate.downgrade(store.engine, "0020")  # no label table, no triggers
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(update(VolumeRow).where(VolumeRow.id == first.id).values(labels={"app": "web"}))
+    migrate.upgrade(store.engine)
+    assert indexed_labels(store) == labels_of_volumes(store)
+    assert len(indexed_labels(store)) == 3
+    listed = stub.ListVolumes(pb.ListVolumesRequest(labels={"app": "web"})).volumes
+    assert [v.name for v in listed] == ["one", "two"]
+
+
+def test_the_repairing_filter_reads_the_volumes_under_repair_in_order(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub
+) -> None:
+    """Unfinished VOLUME_REPAIR jobs name the volumes; a finished repair or
+    another kind of job does not count; pages and the cluster filter hold."""
+    from osd.enums import JobKind, JobState, ObjectKind
+    from tests.factories import make_cluster, make_job_row, make_volume_row
+
+    store = daemon.store
+    one = make_cluster(store, "one")
+    two = make_cluster(store, "two")
+    ids = {
+        (cid, name): make_volume_row(store, cid, name)
+        for cid in (one, two)
+        for name in ("a", "b", "c", "d", "e")
+    }
+
+    def job(
+        cid: str,
+        name: str,
+        *,
+        kind: JobKind = JobKind.VOLUME_REPAIR,
+        state: JobState = JobState.PAUSED,
+    ) -> None:
+        make_job_row(
+            store,
+            cid,
+            ids[cid, name],
+            kind=int(kind),
+            target_kind=int(ObjectKind.VOLUME),
+            state=int(state),
+        )
+
+    for name in ("e", "b", "d"):
+        job(one, name)
+    job(two, "c", state=JobState.RUNNING)
+    job(two, "a", state=JobState.DONE)  # finished
+    job(two, "b", kind=JobKind.VOLUME_MOVE)  # not a repair
+
+    def listed(page_size: int, cluster_id: str = "") -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        token = ""
+        while True:
+            page = stub.ListVolumes(
+                pb.ListVolumesRequest(
+                    repairing=True, page_size=page_size, page_token=token, cluster_id=cluster_id
+                )
+            )
+            out += [(v.cluster_id, v.name) for v in page.volumes]
+            token = page.next_page_token
+            if not token:
+                return out
+
+    everything = sorted([(one, "b"), (one, "d"), (one, "e"), (two, "c")])
+    assert listed(100) == everything
+    assert listed(1) == everything
+    assert listed(2, one) == [(one, "b"), (one, "d"), (one, "e")]
+    assert listed(1, two) == [(two, "c")]

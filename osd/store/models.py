@@ -648,6 +648,23 @@ class VolumeLayoutCountRow(Base):
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
+class VolumeLabelRow(Base):
+    """One label of a volume, with the volume's list order (cluster id,
+    name), so that a list filtered by a label walks the index of that label
+    in page order and reads only the volumes that carry it. Kept by triggers
+    on ``volumes`` (migration 0021), like :class:`VolumeLayoutCountRow`; the
+    volume's ``labels`` stays what the API reads."""
+
+    __tablename__ = "volume_labels"
+    __table_args__ = (Index("ix_volume_labels_key_value", "key", "value", "cluster_id", "name"),)
+
+    volume_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(String(253), nullable=False)
+    cluster_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+
+
 class DaemonRow(Base):
     """A daemon process that shares the store: registered when it starts, its
     heartbeat renewed while it runs, ``stop_time`` set when it stops cleanly.

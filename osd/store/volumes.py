@@ -26,6 +26,7 @@ from osd.store.models import (
     NodeRow,
     PoolRow,
     SnapshotRow,
+    VolumeLabelRow,
     VolumeRow,
 )
 
@@ -77,6 +78,8 @@ class VolumeFilter:
     readable_by: tuple[str, frozenset[str]] | None = None
     # Only volumes with each of these (key, value) labels.
     labels: tuple[tuple[str, str], ...] = ()
+    # Only volumes an unfinished VOLUME_REPAIR job works on.
+    repairing: bool = False
 
 
 def _usage_columns() -> tuple[Any, Any, Any]:
@@ -107,9 +110,34 @@ def scan(
     """Volumes in (cluster id, name) order after ``after``, ``batch`` rows at a
     time. (Their usage is read for the page alone, by :func:`usage_counts`:
     rows the engine's own filters turn down cost no counting.)"""
-    base = select(VolumeRow).order_by(VolumeRow.cluster_id, VolumeRow.name).limit(batch)
-    if where.cluster_id:
-        base = base.where(VolumeRow.cluster_id == where.cluster_id)
+    # The list's order, (cluster id, name): the volume's own columns, or with
+    # a label asked for, the copies its label rows hold, so that the walk is
+    # down that label's index and reads only the volumes that carry it.
+    cluster: Any = VolumeRow.cluster_id
+    name: Any = VolumeRow.name
+    base = select(VolumeRow)
+    labels = list(where.labels)
+    if labels:
+        key, value = labels.pop(0)
+        label = VolumeLabelRow
+        cluster, name = label.cluster_id, label.name
+        base = base.join(label, label.volume_id == VolumeRow.id).where(
+            label.key == key, label.value == value
+        )
+    base = base.order_by(cluster, name).limit(batch)
+    if where.repairing:
+        # The volumes under repair are the few ids the unfinished jobs name,
+        # read by primary key and sorted: the cluster is asked of the jobs
+        # (a repair's cluster is its volume's), as a cluster on the volumes
+        # would have SQLite walk the whole cluster for them.
+        repairs = select(JobRow.target_id).where(
+            JobRow.kind == JobKind.VOLUME_REPAIR, JobRow.state.in_(UNFINISHED_STATES)
+        )
+        if where.cluster_id:
+            repairs = repairs.where(JobRow.cluster_id == where.cluster_id)
+        base = base.where(VolumeRow.id.in_(repairs))
+    elif where.cluster_id:
+        base = base.where(cluster == where.cluster_id)
     if where.pool_id:
         base = base.where(
             (VolumeRow.pool_id == where.pool_id) | (VolumeRow.tail_pool_id == where.pool_id)
@@ -140,18 +168,18 @@ def scan(
         )
     if where.readable_by is not None:
         base = base.where(grants.readable_volumes(*where.readable_by))
-    for key, value in where.labels:
-        # In the database (json_extract, ->>): a row turned down there is
-        # never loaded, its labels never decoded.
+    for key, value in labels:
+        # Any label past the first, in the database too (json_extract, ->>):
+        # a row turned down there is never loaded, its labels never decoded.
         base = base.where(VolumeRow.labels[key].as_string() == value)
     while True:
         stmt = base
         if after is not None:
             c, n = after
             if where.cluster_id:
-                stmt = stmt.where(VolumeRow.name > n)
+                stmt = stmt.where(name > n)
             else:
-                stmt = stmt.where(keyset.after(VolumeRow.cluster_id, VolumeRow.name, (c, n)))
+                stmt = stmt.where(keyset.after(cluster, name, (c, n)))
         rows = list(session.scalars(stmt))
         yield from rows
         if len(rows) < batch:

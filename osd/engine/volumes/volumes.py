@@ -315,6 +315,7 @@ class VolumeEngine:
             maybe_degraded=query.degraded,
             readable_by=access.list_filter(),
             labels=tuple(sorted(wanted)),
+            repairing=query.repairing,
         )
         key = (
             "volumes",
@@ -807,26 +808,15 @@ def _page(
 ) -> Page[Volume]:
     """One page of volumes as stored, for every caller the filter ``where``
     (with its visibility) stands for."""
-    repairing = (
-        {
-            j.target_id
-            for j in repo.unfinished_jobs_of_kind(
-                s, JobKind.VOLUME_REPAIR, cluster_id=query.cluster_id
-            )
-        }
-        if query.repairing
-        else set()
-    )
-
     degraded: set[str] = set()
 
     def keep(row: VolumeRow) -> bool:
         if pattern is not None and not pattern.search(row.name):
             return False
-        if query.repairing and row.id not in repairing:
-            return False
         if query.degraded and row.id not in degraded:
             return False
+        if query.cluster_id and row.cluster_id != query.cluster_id:
+            return False  # asked of the repairs alone when repairing (see repo.scan)
         return wanted <= row.labels.items()
 
     scanned: Iterable[VolumeRow] = repo.scan(s, where, after, size + 1)

@@ -1,0 +1,119 @@
+"""Volume labels in a table of their own, indexed by (key, value) in the
+volume list's order and kept by triggers, so that ListVolumes filtered by a
+label reads the volumes that carry it instead of every volume.
+
+Revision ID: 0021
+Revises: 0020
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0021"
+down_revision = "0020"
+branch_labels = None
+depends_on = None
+
+TRIGGERS = ("volume_labels_insert", "volume_labels_delete", "volume_labels_update")
+COLUMNS = "volume_id, key, value, cluster_id, name"
+
+
+def _sqlite_rows(row: str) -> str:
+    """The label rows of the volume ``row`` (NEW, or a table alias). Labels
+    are a JSON object; anything else stored there has no labels to index."""
+    return (
+        f"SELECT {row}.id, l.key, l.value, {row}.cluster_id, {row}.name "
+        f"FROM json_each(CASE WHEN json_type({row}.labels) = 'object' "
+        f"THEN {row}.labels ELSE '{{}}' END) AS l"
+    )
+
+
+def _postgres_rows(row: str) -> str:
+    return (
+        f"SELECT {row}.id, l.key, l.value, {row}.cluster_id, {row}.name "
+        f"FROM json_each_text(CASE WHEN json_typeof({row}.labels) = 'object' "
+        f"THEN {row}.labels ELSE '{{}}'::json END) AS l"
+    )
+
+
+def upgrade() -> None:
+    op.create_table(
+        "volume_labels",
+        sa.Column("volume_id", sa.String(32), primary_key=True),
+        sa.Column("key", sa.String(63), primary_key=True),
+        sa.Column("value", sa.String(253), nullable=False),
+        sa.Column("cluster_id", sa.String(32), nullable=False),
+        sa.Column("name", sa.String(200), nullable=False),
+    )
+    op.create_index(
+        "ix_volume_labels_key_value", "volume_labels", ["key", "value", "cluster_id", "name"]
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"""
+            CREATE FUNCTION volume_labels_keep() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                    DELETE FROM volume_labels WHERE volume_id = OLD.id;
+                END IF;
+                IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                    INSERT INTO volume_labels ({COLUMNS}) {_postgres_rows("NEW")};
+                END IF;
+                RETURN NULL;
+            END
+            $$ LANGUAGE plpgsql
+            """
+        )
+        op.execute(
+            "CREATE TRIGGER volume_labels_insert AFTER INSERT ON volumes "
+            "FOR EACH ROW EXECUTE FUNCTION volume_labels_keep()"
+        )
+        op.execute(
+            "CREATE TRIGGER volume_labels_delete AFTER DELETE ON volumes "
+            "FOR EACH ROW EXECUTE FUNCTION volume_labels_keep()"
+        )
+        # json has no equality: its text is compared.
+        op.execute(
+            "CREATE TRIGGER volume_labels_update AFTER UPDATE ON volumes FOR EACH ROW "
+            "WHEN (OLD.labels::text IS DISTINCT FROM NEW.labels::text "
+            "OR OLD.cluster_id IS DISTINCT FROM NEW.cluster_id "
+            "OR OLD.name IS DISTINCT FROM NEW.name) "
+            "EXECUTE FUNCTION volume_labels_keep()"
+        )
+        op.execute(
+            f"INSERT INTO volume_labels ({COLUMNS}) "
+            f"SELECT v.id, l.key, l.value, v.cluster_id, v.name FROM volumes v "
+            f"CROSS JOIN LATERAL json_each_text(CASE WHEN json_typeof(v.labels) = 'object' "
+            f"THEN v.labels ELSE '{{}}'::json END) AS l"
+        )
+    else:
+        insert = f"INSERT INTO volume_labels ({COLUMNS}) {_sqlite_rows('NEW')}"
+        remove = "DELETE FROM volume_labels WHERE volume_id = OLD.id"
+        after = "CREATE TRIGGER volume_labels_{} AFTER {} ON volumes BEGIN {}; END"
+        op.execute(after.format("insert", "INSERT", insert))
+        op.execute(after.format("delete", "DELETE", remove))
+        op.execute(
+            "CREATE TRIGGER volume_labels_update AFTER UPDATE ON volumes "
+            "WHEN OLD.labels IS NOT NEW.labels OR OLD.cluster_id IS NOT NEW.cluster_id "
+            "OR OLD.name IS NOT NEW.name "
+            f"BEGIN {remove}; {insert}; END"
+        )
+        op.execute(
+            f"INSERT INTO volume_labels ({COLUMNS}) "
+            f"SELECT v.id, l.key, l.value, v.cluster_id, v.name FROM volumes v, "
+            f"json_each(CASE WHEN json_type(v.labels) = 'object' "
+            f"THEN v.labels ELSE '{{}}' END) AS l"
+        )
+
+
+def downgrade() -> None:
+    pg = op.get_bind().dialect.name == "postgresql"
+    for name in TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON volumes" if pg else ""))
+    if pg:
+        op.execute("DROP FUNCTION IF EXISTS volume_labels_keep()")
+    op.drop_index("ix_volume_labels_key_value", "volume_labels")
+    op.drop_table("volume_labels")
