@@ -82,13 +82,8 @@ class VolumeFilter:
     repairing: bool = False
 
 
-def _usage_columns() -> tuple[Any, Any, Any]:
-    """Per volume row: allocated bytes, attachments, snapshots (correlated)."""
-    allocated = (
-        select(func.coalesce(func.sum(AllocationRow.bytes), 0))
-        .where(AllocationRow.volume_id == VolumeRow.id)
-        .scalar_subquery()
-    )
+def _count_columns() -> tuple[Any, Any]:
+    """Per volume row: attachments and snapshots (correlated)."""
     attached = (
         select(func.count())
         .select_from(AttachmentRow)
@@ -101,15 +96,16 @@ def _usage_columns() -> tuple[Any, Any, Any]:
         .where(SnapshotRow.volume_id == VolumeRow.id)
         .scalar_subquery()
     )
-    return allocated, attached, snapshots
+    return attached, snapshots
 
 
 def scan(
     session: Session, where: VolumeFilter, after: tuple[str, str] | None, batch: int
 ) -> Iterator[VolumeRow]:
     """Volumes in (cluster id, name) order after ``after``, ``batch`` rows at a
-    time. (Their usage is read for the page alone, by :func:`usage_counts`:
-    rows the engine's own filters turn down cost no counting.)"""
+    time. (Their usage is read for the page alone, by :func:`copy_views` and
+    :func:`attachment_and_snapshot_counts`: rows the engine's own filters
+    turn down cost no counting.)"""
     # The list's order, (cluster id, name): the volume's own columns, or with
     # a label asked for, the copies its label rows hold, so that the walk is
     # down that label's index and reads only the volumes that carry it.
@@ -187,14 +183,19 @@ def scan(
         after = (rows[-1].cluster_id, rows[-1].name)
 
 
-def usage_counts(session: Session, volume_ids: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """Per volume: (allocated bytes, attachments, snapshots), in one query."""
+def attachment_and_snapshot_counts(
+    session: Session, volume_ids: Sequence[str]
+) -> dict[str, tuple[int, int]]:
+    """Per volume: (attachments, snapshots), in one query. (Its allocated
+    bytes are its copy views', :func:`copy_views`.)"""
     if not volume_ids:
         return {}
-    rows = session.execute(
-        select(VolumeRow.id, *_usage_columns()).where(VolumeRow.id.in_(list(volume_ids)))
-    ).all()
-    return {vid: (int(a), int(n), int(k)) for vid, a, n, k in rows}
+    attached, snapshots = _count_columns()
+    # On the connection: a select of columns needs none of the ORM's work.
+    rows = session.connection().execute(
+        select(VolumeRow.id, attached, snapshots).where(VolumeRow.id.in_(list(volume_ids)))
+    )
+    return {vid: (int(n), int(k)) for vid, n, k in rows}
 
 
 # -- allocations ---------------------------------------------------------------
@@ -404,23 +405,28 @@ def copy_views(session: Session, volume_ids: Collection[str]) -> dict[str, list[
     out: dict[str, list[CopyView]] = {v: [] for v in volume_ids}
     if not volume_ids:
         return out
-    rows = session.execute(
-        select(
-            AllocationRow.id,
-            AllocationRow.volume_id,
-            AllocationRow.index,
-            AllocationRow.state,
-            AllocationRow.bytes,
-            AllocationRow.drive_id,
-            DriveRow.state,
-            AllocationRow.node_id,
-            NodeRow.state,
+    # On the connection: a select of columns needs none of the ORM's work.
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                AllocationRow.id,
+                AllocationRow.volume_id,
+                AllocationRow.index,
+                AllocationRow.state,
+                AllocationRow.bytes,
+                AllocationRow.drive_id,
+                DriveRow.state,
+                AllocationRow.node_id,
+                NodeRow.state,
+            )
+            .join(DriveRow, DriveRow.id == AllocationRow.drive_id)
+            .join(NodeRow, NodeRow.id == AllocationRow.node_id)
+            .where(AllocationRow.volume_id.in_(list(volume_ids)))
+            .order_by(AllocationRow.index, AllocationRow.id)
         )
-        .join(DriveRow, DriveRow.id == AllocationRow.drive_id)
-        .join(NodeRow, NodeRow.id == AllocationRow.node_id)
-        .where(AllocationRow.volume_id.in_(list(volume_ids)))
-        .order_by(AllocationRow.index, AllocationRow.id)
-    ).all()
+        .all()
+    )
     # The states load as their enums (IntEnumType).
     for aid, vid, index, state, nbytes, drive_id, drive_state, node_id, node_state in rows:
         volume_id = str(vid)

@@ -106,10 +106,16 @@ def durability_copies(row: VolumeRow) -> int:
     return specs.copies(durability_of(row))
 
 
-def copies_of(session: Session, rows: Sequence[VolumeRow]) -> dict[str, Copies]:
-    """The copies of each of ``rows``: declared, live, missing, and the repair job."""
+def copies_of(
+    session: Session,
+    rows: Sequence[VolumeRow],
+    views: dict[str, list[repo.CopyView]] | None = None,
+) -> dict[str, Copies]:
+    """The copies of each of ``rows``: declared, live, missing, and the repair
+    job; ``views``, their copy views when already read."""
     ids = [r.id for r in rows]
-    views = repo.copy_views(session, ids)
+    if views is None:
+        views = repo.copy_views(session, ids)
     repairs = {
         j.target_id: j.id
         for j in repo.unfinished_jobs_of_kind(session, JobKind.VOLUME_REPAIR, target_ids=ids)
@@ -133,11 +139,19 @@ def copies_of(session: Session, rows: Sequence[VolumeRow]) -> dict[str, Copies]:
 def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
     """Volumes with their usage, counts and copies, in a few queries for the lot."""
     ids = [r.id for r in rows]
-    stats = repo.usage_counts(session, ids)
-    copies = copies_of(session, rows)
+    views = repo.copy_views(session, ids)
+    counts = repo.attachment_and_snapshot_counts(session, ids)
+    copies = copies_of(session, rows, views)
     acls = acls_of(session, ids)
     return [
-        volume_of(r, *stats.get(r.id, (0, 0, 0)), copies.get(r.id), acls.get(r.id, ()))
+        volume_of(
+            r,
+            # Every allocation of a volume is one of its copy views.
+            sum(c.nbytes for c in views.get(r.id, ())),
+            *counts.get(r.id, (0, 0)),
+            copies.get(r.id),
+            acls.get(r.id, ()),
+        )
         for r in rows
     ]
 
