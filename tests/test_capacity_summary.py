@@ -580,3 +580,81 @@ def test_the_migration_counts_the_volumes_a_store_already_holds(daemon: RunningD
     migrate.upgrade(store.engine)
     assert counted_layouts(store) == grouped_layouts(store)
     assert sorted(n for _layout, n in counted_layouts(store)[cid]) == [1, 1, 2]
+
+
+# -- the snapshot counts the store keeps ----------------------------------------------
+
+
+def counted_snapshots(store: Store) -> dict[str, int]:
+    from osd.store.models import SnapshotCountRow
+
+    with store.read() as s:
+        return {
+            c: int(n)
+            for c, n in s.execute(select(SnapshotCountRow.cluster_id, SnapshotCountRow.count))
+        }
+
+
+def grouped_snapshots(store: Store) -> dict[str, int]:
+    from osd.store.models import SnapshotRow
+
+    with store.read() as s:
+        return {
+            c: int(n)
+            for c, n in s.execute(
+                select(SnapshotRow.cluster_id, func.count()).group_by(SnapshotRow.cluster_id)
+            )
+        }
+
+
+def test_the_snapshot_counts_follow_every_snapshot(daemon: RunningDaemon) -> None:
+    """Status and summary read per-cluster snapshot counts kept by the store:
+    snapshots made and deleted over the wire or by any statement keep them
+    equal to a count of the snapshots."""
+    from osd.store.models import SnapshotRow
+    from osd.v1 import cluster_pb2, cluster_pb2_grpc
+    from tests.factories import make_snapshot
+
+    store = daemon.store
+    stub = volumes(daemon)
+    clusters = cluster_pb2_grpc.ClusterServiceStub(daemon.channel)
+    cid, _nodes, _drives = make_topology(store)
+    other, _, _ = make_topology(store, cluster_name="other")
+
+    def shown(cluster_id: str) -> tuple[int, int]:
+        status = clusters.GetClusterStatus(
+            cluster_pb2.GetClusterStatusRequest(cluster_id=cluster_id)
+        )
+        [cap] = summary(daemon, cluster_id).clusters
+        return status.snapshot_count, cap.snapshot_count
+
+    vol = create(stub, cid, "v", size="1G")
+    made = [
+        stub.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=vol.id, name=f"s{i}")).snapshot
+        for i in range(3)
+    ]
+    assert counted_snapshots(store) == grouped_snapshots(store) == {cid: 3}
+    assert shown(cid) == (3, 3) and shown(other) == (0, 0)
+    status = clusters.GetClusterStatus(cluster_pb2.GetClusterStatusRequest(cluster_id=cid))
+    assert (status.volume_count, status.node_count) == (1, 3)
+    stub.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=made[0].id))
+    raw = make_snapshot(store, other, "gone-volume", "image")
+    assert counted_snapshots(store) == grouped_snapshots(store) == {cid: 2, other: 1}
+    assert shown(cid) == (2, 2) and shown(other) == (1, 1)
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(update(SnapshotRow).where(SnapshotRow.id == raw).values(cluster_id=cid))
+    assert counted_snapshots(store) == grouped_snapshots(store) == {cid: 3}
+    with store.write() as s:
+        bump_generation(s)
+        s.execute(delete(SnapshotRow).where(SnapshotRow.id == raw))
+    assert counted_snapshots(store) == grouped_snapshots(store) == {cid: 2}
+    assert shown(other) == (0, 0)
+
+    # The migration counts the snapshots a store already holds.
+    from osd.store import migrate
+
+    migrate.downgrade(store.engine, "0020")
+    make_snapshot(store, other, "gone-volume", "made-before")
+    migrate.upgrade(store.engine)
+    assert counted_snapshots(store) == grouped_snapshots(store) == {cid: 2, other: 1}

@@ -17,6 +17,7 @@ from osd.store.models import (
     JobRow,
     NodeRow,
     PoolRow,
+    SnapshotCountRow,
     SnapshotRow,
     TemplateRow,
     VolumeLayoutCountRow,
@@ -98,6 +99,41 @@ def belongings(session: Session, cluster_id: str) -> dict[str, int]:
         or 0
     )
     return counts
+
+
+def status_counts(session: Session, cluster_id: str) -> dict[str, int]:
+    """The counts a cluster's status shows, in one statement: its nodes,
+    drives and pools, and its volumes and snapshots from the counts the
+    store keeps (:class:`VolumeLayoutCountRow`, :class:`SnapshotCountRow`)
+    rather than a count of every one."""
+
+    def counted(model: type[Any]) -> Any:
+        return (
+            select(func.count())
+            .select_from(model)
+            .where(model.cluster_id == cluster_id)
+            .scalar_subquery()
+        )
+
+    c = VolumeLayoutCountRow
+    volumes = (
+        select(func.coalesce(func.sum(c.count), 0))
+        .where(c.cluster_id == cluster_id)
+        .scalar_subquery()
+    )
+    snapshots = (
+        select(func.coalesce(func.sum(SnapshotCountRow.count), 0))
+        .where(SnapshotCountRow.cluster_id == cluster_id)
+        .scalar_subquery()
+    )
+    row = (
+        session.connection()
+        .execute(select(counted(NodeRow), counted(DriveRow), counted(PoolRow), snapshots, volumes))
+        .one()
+    )
+    return dict(
+        zip(("nodes", "drives", "pools", "snapshots", "volumes"), map(int, row), strict=True)
+    )
 
 
 def capacity(session: Session, cluster_id: str) -> tuple[int, int]:

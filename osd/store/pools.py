@@ -15,6 +15,7 @@ drives that take data.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, delete, func, select, union
 from sqlalchemy.orm import Session
@@ -67,10 +68,11 @@ def effective_drive_ids_select(pool_id: str) -> Select[tuple[str]]:
     return select(u.c.drive_id)
 
 
-def effective_members_select(cluster_id: str = "") -> Select[tuple[str, str]]:
+def effective_members_select(cluster_id: Any = None) -> Select[tuple[str, str]]:
     """(pool id, drive id) for every member drive of every pool (of the
-    pools of ``cluster_id`` when given): :func:`effective_drive_ids_select`
-    for all those pools at once, each pair once, to use as a subquery."""
+    pools of ``cluster_id``, a value or a bound parameter, when not None):
+    :func:`effective_drive_ids_select` for all those pools at once, each
+    pair once, to use as a subquery."""
     alone = (
         select(PoolDriveRow.pool_id.label("pool_id"), PoolDriveRow.drive_id.label("drive_id"))
         .join(DriveRow, DriveRow.id == PoolDriveRow.drive_id)
@@ -81,7 +83,7 @@ def effective_members_select(cluster_id: str = "") -> Select[tuple[str, str]]:
         .join(PoolNodeRow, PoolNodeRow.node_id == DriveRow.node_id)
         .where(DriveRow.journal.is_(False), DriveRow.state != DriveState.EJECTED)
     )
-    if cluster_id:
+    if cluster_id is not None:
         alone = alone.join(PoolRow, PoolRow.id == PoolDriveRow.pool_id).where(
             PoolRow.cluster_id == cluster_id
         )

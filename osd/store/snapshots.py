@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, true, update
 from sqlalchemy.orm import Session
 
 from osd.enums import ObjectKind, SnapshotState
@@ -89,7 +89,9 @@ def scan(
     if where.volume_id:
         base = base.where(SnapshotRow.volume_id == where.volume_id)
     if where.images_only:
-        base = base.where(SnapshotRow.image.is_(True))
+        # "= true", not "IS true": SQLite takes the partial index
+        # ix_snapshots_images only for the words of its own condition.
+        base = base.where(SnapshotRow.image == true())
     if where.parent_snapshot_id:
         base = base.where(SnapshotRow.parent_snapshot_id == where.parent_snapshot_id)
     if where.readable_by is not None:

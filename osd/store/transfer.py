@@ -36,7 +36,7 @@ class TransferError(Exception):
 
 # Tables the store derives from others as it writes them (by triggers): not
 # moved, but made again as the rows they count are imported.
-DERIVED = frozenset({"volume_layout_counts", "volume_labels"})
+DERIVED = frozenset({"volume_layout_counts", "volume_labels", "snapshot_counts"})
 
 
 def _tables() -> list[Table]:

@@ -6,11 +6,12 @@ this module reads them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, or_, select
+from sqlalchemy import Select, String, bindparam, case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from osd.enums import AllocationState, DriveState, JobKind, NodeState, ObjectKind, VolumeState
@@ -25,6 +26,7 @@ from osd.store.models import (
     JobRow,
     NodeRow,
     PoolRow,
+    SnapshotCountRow,
     SnapshotRow,
     VolumeLabelRow,
     VolumeRow,
@@ -506,10 +508,17 @@ def repair_reserved_bytes(session: Session, cluster_id: str) -> int:
 # statement each, with the same filters; only ``cluster_id`` when given.
 
 
-def cluster_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
-    """Per cluster: (total, used) as :func:`osd.store.clusters.capacity` counts
-    them and :func:`available_bytes`, over the drives that take data. Clusters
-    without such drives are absent."""
+# Built once, per whether a cluster is asked for (its id a bound parameter):
+# building these statements cost more than running them.
+CLUSTER_ID = bindparam("cluster_id", type_=String)
+
+
+def _for(cluster_id: str) -> dict[str, str]:
+    return {"cluster_id": cluster_id} if cluster_id else {}
+
+
+@functools.cache
+def _cluster_space_stmt(by_cluster: bool) -> Select[Any]:
     stmt = (
         select(
             DriveRow.cluster_id,
@@ -521,23 +530,26 @@ def cluster_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int
         .where(pools.takes_data())
         .group_by(DriveRow.cluster_id)
     )
-    if cluster_id:
-        stmt = stmt.where(DriveRow.cluster_id == cluster_id)
-    return {cid: (int(t), int(u), int(a)) for cid, t, u, a in session.execute(stmt)}
+    return stmt.where(DriveRow.cluster_id == CLUSTER_ID) if by_cluster else stmt
 
 
-def pool_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
-    """Per pool: (total, used) as :func:`osd.store.pools.capacity` counts them
-    (member drives that take data, whatever their cluster) and
-    :func:`available_bytes` of the pool's cluster within its members. Pools
-    without such members are absent."""
-    members = pools.effective_members_select(cluster_id).subquery()
+def cluster_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
+    """Per cluster: (total, used) as :func:`osd.store.clusters.capacity` counts
+    them and :func:`available_bytes`, over the drives that take data. Clusters
+    without such drives are absent."""
+    rows = session.connection().execute(_cluster_space_stmt(bool(cluster_id)), _for(cluster_id))
+    return {cid: (int(t), int(u), int(a)) for cid, t, u, a in rows}
+
+
+@functools.cache
+def _pool_space_stmt(by_cluster: bool) -> Select[Any]:
+    members = pools.effective_members_select(CLUSTER_ID if by_cluster else None).subquery()
     free = DriveRow.total_bytes - DriveRow.used_bytes
     available = func.coalesce(
         func.sum(case(((DriveRow.cluster_id == PoolRow.cluster_id) & (free > 0), free), else_=0)),
         0,
     )
-    stmt = (
+    return (
         select(
             members.c.pool_id,
             func.coalesce(func.sum(DriveRow.total_bytes), 0),
@@ -551,7 +563,15 @@ def pool_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, i
         .where(pools.takes_data())
         .group_by(members.c.pool_id)
     )
-    return {pid: (int(t), int(u), int(a)) for pid, t, u, a in session.execute(stmt)}
+
+
+def pool_space(session: Session, cluster_id: str = "") -> dict[str, tuple[int, int, int]]:
+    """Per pool: (total, used) as :func:`osd.store.pools.capacity` counts them
+    (member drives that take data, whatever their cluster) and
+    :func:`available_bytes` of the pool's cluster within its members. Pools
+    without such members are absent."""
+    rows = session.connection().execute(_pool_space_stmt(bool(cluster_id)), _for(cluster_id))
+    return {pid: (int(t), int(u), int(a)) for pid, t, u, a in rows}
 
 
 def pool_rows_by_cluster(session: Session, cluster_id: str = "") -> dict[str, list[PoolRow]]:
@@ -566,16 +586,16 @@ def pool_rows_by_cluster(session: Session, cluster_id: str = "") -> dict[str, li
 
 
 def snapshot_totals(session: Session, cluster_id: str = "") -> dict[str, int]:
-    """Per cluster: :func:`snapshot_total`. Clusters without snapshots are absent."""
-    stmt = select(SnapshotRow.cluster_id, func.count()).group_by(SnapshotRow.cluster_id)
+    """Per cluster: how many snapshots it holds, from the counts the store
+    keeps (:class:`SnapshotCountRow`). Clusters without snapshots are absent."""
+    stmt = select(SnapshotCountRow.cluster_id, SnapshotCountRow.count)
     if cluster_id:
-        stmt = stmt.where(SnapshotRow.cluster_id == cluster_id)
-    return {cid: int(n) for cid, n in session.execute(stmt)}
+        stmt = stmt.where(SnapshotCountRow.cluster_id == cluster_id)
+    return {cid: int(n) for cid, n in session.connection().execute(stmt) if n > 0}
 
 
-def repair_reserved_by_cluster(session: Session, cluster_id: str = "") -> dict[str, int]:
-    """Per cluster: :func:`repair_reserved_bytes`. Clusters without such
-    reservations are absent."""
+@functools.cache
+def _repair_reserved_stmt(by_cluster: bool) -> Select[str, int]:
     stmt = (
         select(JobRow.cluster_id, func.coalesce(func.sum(AllocationRow.bytes), 0))
         .join(JobRow, JobRow.id == AllocationRow.job_id)
@@ -586,6 +606,11 @@ def repair_reserved_by_cluster(session: Session, cluster_id: str = "") -> dict[s
         )
         .group_by(JobRow.cluster_id)
     )
-    if cluster_id:
-        stmt = stmt.where(JobRow.cluster_id == cluster_id)
-    return {cid: int(n) for cid, n in session.execute(stmt)}
+    return stmt.where(JobRow.cluster_id == CLUSTER_ID) if by_cluster else stmt
+
+
+def repair_reserved_by_cluster(session: Session, cluster_id: str = "") -> dict[str, int]:
+    """Per cluster: :func:`repair_reserved_bytes`. Clusters without such
+    reservations are absent."""
+    rows = session.connection().execute(_repair_reserved_stmt(bool(cluster_id)), _for(cluster_id))
+    return {cid: int(n) for cid, n in rows}

@@ -306,7 +306,7 @@ class ClusterEngine:
 
     def _status(self, s: Session, cluster_id: str, generation: int) -> ClusterStatus:
         cluster = self._domain(require(s, ClusterRow, cluster_id))
-        counts = repo.belongings(s, cluster_id)
+        counts = repo.status_counts(s, cluster_id)
         total, used = repo.capacity(s, cluster_id)
         layouts = repo.volume_layout_counts(s, cluster_id).get(cluster_id, [])
         return ClusterStatus(

@@ -1,6 +1,9 @@
 """Volume labels in a table of their own, indexed by (key, value) in the
 volume list's order and kept by triggers, so that ListVolumes filtered by a
-label reads the volumes that carry it instead of every volume.
+label reads the volumes that carry it instead of every volume; and a
+partial index of the image snapshots in list order, for ListSnapshots
+images_only; and how many snapshots each cluster holds, kept by triggers,
+for the status and capacity figures without a count of every snapshot.
 
 Revision ID: 0021
 Revises: 0020
@@ -18,6 +21,15 @@ branch_labels = None
 depends_on = None
 
 TRIGGERS = ("volume_labels_insert", "volume_labels_delete", "volume_labels_update")
+SNAPSHOT_TRIGGERS = ("snapshot_counts_insert", "snapshot_counts_delete", "snapshot_counts_update")
+COUNT_SNAPSHOT = (
+    "INSERT INTO snapshot_counts (cluster_id, count) VALUES (NEW.cluster_id, 1) "
+    "ON CONFLICT (cluster_id) DO UPDATE SET count = snapshot_counts.count + 1"
+)
+UNCOUNT_SNAPSHOT = (
+    "UPDATE snapshot_counts SET count = count - 1 WHERE cluster_id = OLD.cluster_id",
+    "DELETE FROM snapshot_counts WHERE cluster_id = OLD.cluster_id AND count <= 0",
+)
 COLUMNS = "volume_id, key, value, cluster_id, name"
 
 
@@ -40,6 +52,14 @@ def _postgres_rows(row: str) -> str:
 
 
 def upgrade() -> None:
+    _count_snapshots(op.get_bind().dialect.name == "postgresql")
+    op.create_index(
+        "ix_snapshots_images",
+        "snapshots",
+        ["cluster_id", "name"],
+        sqlite_where=sa.text("image = 1"),
+        postgresql_where=sa.text("image = true"),
+    )
     op.create_table(
         "volume_labels",
         sa.Column("volume_id", sa.String(32), primary_key=True),
@@ -109,11 +129,67 @@ def upgrade() -> None:
         )
 
 
+def _count_snapshots(pg: bool) -> None:
+    op.create_table(
+        "snapshot_counts",
+        sa.Column("cluster_id", sa.String(32), primary_key=True),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+    )
+    if pg:
+        op.execute(
+            f"""
+            CREATE FUNCTION snapshot_counts_keep() RETURNS trigger AS $$
+            BEGIN
+                IF TG_OP IN ('DELETE', 'UPDATE') THEN
+                    {"; ".join(UNCOUNT_SNAPSHOT)};
+                END IF;
+                IF TG_OP IN ('INSERT', 'UPDATE') THEN
+                    {COUNT_SNAPSHOT};
+                END IF;
+                RETURN NULL;
+            END
+            $$ LANGUAGE plpgsql
+            """
+        )
+        for name, event in (("insert", "INSERT"), ("delete", "DELETE")):
+            op.execute(
+                f"CREATE TRIGGER snapshot_counts_{name} AFTER {event} ON snapshots "
+                f"FOR EACH ROW EXECUTE FUNCTION snapshot_counts_keep()"
+            )
+        op.execute(
+            "CREATE TRIGGER snapshot_counts_update AFTER UPDATE ON snapshots FOR EACH ROW "
+            "WHEN (OLD.cluster_id IS DISTINCT FROM NEW.cluster_id) "
+            "EXECUTE FUNCTION snapshot_counts_keep()"
+        )
+    else:
+        uncount = "; ".join(UNCOUNT_SNAPSHOT)
+        op.execute(
+            f"CREATE TRIGGER snapshot_counts_insert AFTER INSERT ON snapshots "
+            f"BEGIN {COUNT_SNAPSHOT}; END"
+        )
+        op.execute(
+            f"CREATE TRIGGER snapshot_counts_delete AFTER DELETE ON snapshots BEGIN {uncount}; END"
+        )
+        op.execute(
+            f"CREATE TRIGGER snapshot_counts_update AFTER UPDATE ON snapshots "
+            f"WHEN OLD.cluster_id IS NOT NEW.cluster_id BEGIN {uncount}; {COUNT_SNAPSHOT}; END"
+        )
+    op.execute(
+        "INSERT INTO snapshot_counts (cluster_id, count) "
+        "SELECT cluster_id, count(*) FROM snapshots GROUP BY cluster_id"
+    )
+
+
 def downgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
     for name in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON volumes" if pg else ""))
+    for name in SNAPSHOT_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON snapshots" if pg else ""))
     if pg:
         op.execute("DROP FUNCTION IF EXISTS volume_labels_keep()")
+        op.execute("DROP FUNCTION IF EXISTS snapshot_counts_keep()")
+    op.drop_table("snapshot_counts")
     op.drop_index("ix_volume_labels_key_value", "volume_labels")
     op.drop_table("volume_labels")
+    op.drop_index("ix_snapshots_images", "snapshots")
