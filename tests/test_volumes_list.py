@@ -450,3 +450,88 @@ def test_the_repairing_filter_reads_the_volumes_under_repair_in_order(
     assert listed(1) == everything
     assert listed(2, one) == [(one, "b"), (one, "d"), (one, "e")]
     assert listed(1, two) == [(two, "c")]
+
+
+# -- volumes built once and shown again while what they show is unchanged ---------------
+
+
+def test_a_volume_shown_again_follows_every_change_of_what_it_shows(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub, topo: Topology
+) -> None:
+    """A volume is built again only when its row, copies, counts, access list
+    or repair changed (osd.engine.volumes.views): each of those, changed by a
+    statement that leaves the volume's own generation alone, shows at once in
+    the list and in InspectVolume."""
+    from sqlalchemy import insert, update
+
+    from osd.enums import AllocationState, DriveState, JobKind, ObjectKind
+    from osd.store.models import DriveRow, VolumeGrantRow
+    from osd.store.state import bump_generation
+    from tests.factories import make_job_row
+
+    store = daemon.store
+    cluster_id, nodes, _drives = topo
+    vol = create(stub, cluster_id, "shown", labels={"app": "db"})
+    create(stub, cluster_id, "other")
+
+    def shown() -> tuple[pb.Volume, pb.Volume]:
+        listed = {v.name: v for v in stub.ListVolumes(pb.ListVolumesRequest()).volumes}
+        inspected = stub.InspectVolume(pb.InspectVolumeRequest(volume_id=vol.id)).volume
+        return listed["shown"], inspected
+
+    def change(*statements: Any) -> tuple[pb.Volume, pb.Volume]:
+        with store.write() as s:
+            bump_generation(s)
+            for statement in statements:
+                s.execute(statement)
+        return shown()
+
+    first, _ = shown()
+    assert first.live_copies == 3 and first.generation == vol.generation
+
+    for v in change(update(VolumeRow).where(VolumeRow.id == vol.id).values(stored_bytes=12345)):
+        assert v.usage.stored_bytes == 12345 and v.generation == vol.generation
+    for v in change(
+        update(VolumeRow).where(VolumeRow.id == vol.id).values(labels={"app": "web", "k": "v"})
+    ):
+        assert dict(v.labels) == {"app": "web", "k": "v"}
+    with store.read() as s:
+        [copy0] = s.scalars(
+            select(AllocationRow).where(AllocationRow.volume_id == vol.id, AllocationRow.index == 0)
+        ).all()
+    for v in change(
+        update(DriveRow).where(DriveRow.id == copy0.drive_id).values(state=DriveState.FAILED),
+        update(AllocationRow)
+        .where(AllocationRow.id == copy0.id)
+        .values(state=AllocationState.UNAVAILABLE),
+    ):
+        assert v.live_copies == 2
+        assert [m.allocation_id for m in v.missing_copies] == [copy0.id]
+    for v in change(update(AllocationRow).where(AllocationRow.id == copy0.id).values(bytes=1)):
+        assert v.usage.allocated_bytes == sum(
+            a.bytes
+            for a in stub.InspectVolume(pb.InspectVolumeRequest(volume_id=vol.id)).allocations
+        )
+    for v in change(
+        insert(VolumeGrantRow).values(
+            volume_id=vol.id, grantee_kind="user", grantee="ann", access=1
+        )
+    ):
+        assert [(g.user, g.access) for g in v.acl] == [("ann", 1)]
+    job = make_job_row(
+        store,
+        cluster_id,
+        vol.id,
+        kind=int(JobKind.VOLUME_REPAIR),
+        target_kind=int(ObjectKind.VOLUME),
+    )
+    for v in shown():
+        assert v.repair_job_id == job
+    stub.AttachVolume(
+        pb.AttachVolumeRequest(volume_id=vol.id, node_id=nodes[0], mode=pb.ATTACH_MODE_READ_WRITE)
+    )
+    stub.CreateSnapshot(pb.CreateSnapshotRequest(volume_id=vol.id, name="snap"))
+    for v in shown():
+        assert (v.attachment_count, v.snapshot_count) == (1, 1)
+    # Nothing of it changed: the same answer.
+    assert shown() == shown()

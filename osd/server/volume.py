@@ -237,6 +237,7 @@ def _capacity_to_proto(c: vm.ClusterCapacity) -> pb.ClusterCapacity:
 # Responses kept besides those of InspectVolume (see convert.ResponseMemo).
 SUMMARIES_KEPT = 64
 PAGES_KEPT = 8
+VOLUMES_KEPT = 2048
 
 
 class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
@@ -254,6 +255,15 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         self._listed: convert.ResponseMemo[pb.ListVolumesResponse] = convert.ResponseMemo(
             PAGES_KEPT
         )
+        # Each volume's message, for as long as the engine hands back the
+        # same volume (it does while the volume and what it shows are as
+        # they were, see osd.engine.volumes.views): a page read after a
+        # change elsewhere converts only the volumes that changed.
+        self._converted: convert.ResponseMemo[pb.Volume] = convert.ResponseMemo(VOLUMES_KEPT)
+
+    def _volume(self, v: vm.Volume) -> pb.Volume:
+        """``v`` as a message (a copy goes into each response that holds it)."""
+        return self._converted.get(v.id, v, lambda: volume_to_proto(v))
 
     # -- volumes ---------------------------------------------------------------
 
@@ -278,7 +288,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
             detail.volume.id,
             detail,
             lambda: pb.InspectVolumeResponse(
-                volume=volume_to_proto(detail.volume),
+                volume=self._volume(detail.volume),
                 allocations=[convert.allocation(a) for a in detail.allocations],
                 attachments=[attachment_to_proto(a) for a in detail.attachments],
             ),
@@ -308,7 +318,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
             id(page),
             page,
             lambda: pb.ListVolumesResponse(
-                volumes=[volume_to_proto(v) for v in page.items],
+                volumes=[self._volume(v) for v in page.items],
                 next_page_token=page.next_page_token,
             ),
         )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from osd.engine.volumes import specs
@@ -106,54 +110,113 @@ def durability_copies(row: VolumeRow) -> int:
     return specs.copies(durability_of(row))
 
 
-def copies_of(
-    session: Session,
-    rows: Sequence[VolumeRow],
-    views: dict[str, list[repo.CopyView]] | None = None,
-) -> dict[str, Copies]:
-    """The copies of each of ``rows``: declared, live, missing, and the repair
-    job; ``views``, their copy views when already read."""
+def _copies(row: VolumeRow, views: Sequence[repo.CopyView], repair_job_id: str) -> Copies:
+    """The copies of ``row`` (its copy views ``views``): declared, live,
+    missing, and the repair job."""
+    h = health_of(row, views)
+    return Copies(
+        declared=h.declared,
+        live=h.live,
+        missing=tuple(
+            MissingCopy(m.index, m.loss, m.allocation_id, m.drive_id, m.node_id) for m in h.missing
+        ),
+        repair_job_id=repair_job_id,
+        degraded_time=row.degraded_time,
+    )
+
+
+# The attributes of a volume row that volume_of reads (every column).
+_COLUMNS = tuple(attr.key for attr in sa_inspect(VolumeRow).column_attrs)
+# Some 3 KB a volume, and as much again for its message in the servicer.
+BUILT_KEPT = 2048
+
+
+class _Built:
+    """The volume last built for each volume id, with what it was built from.
+
+    :func:`volume_of` is a function of its row's columns, its copy views,
+    counts, access list and repair job alone: when a read finds all of them
+    equal to what a volume was built from, that volume is the answer again.
+    So a page read after a change elsewhere in the store builds only the
+    volumes that changed. Volumes are only read once built, so threads share
+    them."""
+
+    def __init__(self, max_entries: int = BUILT_KEPT) -> None:
+        self._max = max_entries
+        self._entries: dict[str, tuple[tuple[Any, ...], Volume]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, row: VolumeRow, rest: tuple[Any, ...], build: Callable[[], Volume]) -> Volume:
+        loaded = vars(row)
+        try:
+            inputs = (tuple(loaded[c] for c in _COLUMNS), rest)
+        except KeyError:  # a column not loaded (expired): built, not kept
+            return build()
+        entry = self._entries.get(row.id)
+        if entry is not None and entry[0] == inputs:
+            with self._lock:  # the least recently shown goes first
+                if self._entries.get(row.id) is entry:
+                    del self._entries[row.id]
+                    self._entries[row.id] = entry
+            return entry[1]
+        volume = build()
+        # Copies of what may change in place (labels, placement), so that the
+        # inputs kept stay what the volume was built from.
+        kept = (tuple(_frozen(v) for v in inputs[0]), rest)
+        with self._lock:
+            self._entries.pop(row.id, None)
+            self._entries[row.id] = (kept, volume)
+            while len(self._entries) > self._max:
+                del self._entries[next(iter(self._entries))]
+        return volume
+
+
+def _frozen(value: Any) -> Any:
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
+_built = _Built()
+
+
+def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
+    """Volumes with their usage, counts and copies, in a few queries for the
+    lot; a volume whose row and related rows are as they were when it was
+    last built is not built again (see :class:`_Built`)."""
     ids = [r.id for r in rows]
-    if views is None:
-        views = repo.copy_views(session, ids)
+    views = repo.copy_views(session, ids)
+    counts = repo.attachment_and_snapshot_counts(session, ids)
     repairs = {
         j.target_id: j.id
         for j in repo.unfinished_jobs_of_kind(session, JobKind.VOLUME_REPAIR, target_ids=ids)
     }
-    out: dict[str, Copies] = {}
-    for r in rows:
-        h = health_of(r, views.get(r.id, []))
-        out[r.id] = Copies(
-            declared=h.declared,
-            live=h.live,
-            missing=tuple(
-                MissingCopy(m.index, m.loss, m.allocation_id, m.drive_id, m.node_id)
-                for m in h.missing
-            ),
-            repair_job_id=repairs.get(r.id, ""),
-            degraded_time=r.degraded_time,
-        )
-    return out
-
-
-def volumes_of(session: Session, rows: Sequence[VolumeRow]) -> list[Volume]:
-    """Volumes with their usage, counts and copies, in a few queries for the lot."""
-    ids = [r.id for r in rows]
-    views = repo.copy_views(session, ids)
-    counts = repo.attachment_and_snapshot_counts(session, ids)
-    copies = copies_of(session, rows, views)
     acls = acls_of(session, ids)
-    return [
-        volume_of(
-            r,
-            # Every allocation of a volume is one of its copy views.
-            sum(c.nbytes for c in views.get(r.id, ())),
-            *counts.get(r.id, (0, 0)),
-            copies.get(r.id),
-            acls.get(r.id, ()),
-        )
-        for r in rows
-    ]
+    out: list[Volume] = []
+    for r in rows:
+        mine = views.get(r.id, [])
+        attached, snapshots = counts.get(r.id, (0, 0))
+        acl = acls.get(r.id, ())
+        repair = repairs.get(r.id, "")
+
+        def build(
+            r: VolumeRow = r,
+            mine: list[repo.CopyView] = mine,
+            attached: int = attached,
+            snapshots: int = snapshots,
+            acl: tuple[Grant, ...] = acl,
+            repair: str = repair,
+        ) -> Volume:
+            return volume_of(
+                r,
+                # Every allocation of a volume is one of its copy views.
+                sum(c.nbytes for c in mine),
+                attached,
+                snapshots,
+                _copies(r, mine, repair),
+                acl,
+            )
+
+        out.append(_built.get(r, (tuple(mine), attached, snapshots, acl, repair), build))
+    return out
 
 
 def volume_from(session: Session, row: VolumeRow) -> Volume:
