@@ -535,3 +535,48 @@ def test_a_volume_shown_again_follows_every_change_of_what_it_shows(
         assert (v.attachment_count, v.snapshot_count) == (1, 1)
     # Nothing of it changed: the same answer.
     assert shown() == shown()
+
+
+def test_a_name_regex_pages_with_labels_and_clusters(
+    daemon: RunningDaemon, stub: volume_pb2_grpc.VolumeServiceStub
+) -> None:
+    """A name filter reads keys and loads the rows it keeps: with a label, a
+    cluster and small pages, the pages hold what a filter of every volume
+    gives, in list order."""
+    from tests.factories import make_cluster, make_volume_row
+
+    store = daemon.store
+    one = make_cluster(store, "one")
+    two = make_cluster(store, "two")
+    every: list[tuple[str, str, str]] = []
+    for cid in (one, two):
+        for i in range(12):
+            name = f"{'db' if i % 3 else 'web'}-{i:02d}"
+            tier = "gold" if i % 2 else "silver"
+            make_volume_row(store, cid, name, labels={"tier": tier})
+            every.append((cid, name, tier))
+
+    def listed(**request: Any) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        token = ""
+        while True:
+            page = stub.ListVolumes(pb.ListVolumesRequest(page_size=2, page_token=token, **request))
+            out += [(v.cluster_id, v.name) for v in page.volumes]
+            token = page.next_page_token
+            if not token:
+                return out
+
+    def expected(cluster: str = "", tier: str = "") -> list[tuple[str, str]]:
+        return sorted(
+            (c, n)
+            for c, n, t in every
+            if n.startswith("db-") and (not cluster or c == cluster) and (not tier or t == tier)
+        )
+
+    assert listed(name_regex="^db-") == expected()
+    assert listed(name_regex="^db-", labels={"tier": "gold"}) == expected(tier="gold")
+    assert listed(name_regex="^db-", cluster_id=two) == expected(cluster=two)
+    assert listed(name_regex="^db-", cluster_id=one, labels={"tier": "silver"}) == expected(
+        cluster=one, tier="silver"
+    )
+    assert listed(name_regex="^nothing") == []

@@ -274,6 +274,12 @@ class VolumeRow(Base):
         UniqueConstraint("cluster_id", "name", name="uq_volumes_cluster_name"),
         # A list filtered by state seeks its page (migration 0011).
         Index("ix_volumes_cluster_state_name", "cluster_id", "state", "name"),
+        # A list filtered by one of these, in any cluster, reads its page in
+        # list order instead of sorting every match (migration 0021).
+        Index("ix_volumes_state_order", "state", "cluster_id", "name"),
+        Index("ix_volumes_template_order", "template_id", "cluster_id", "name"),
+        Index("ix_volumes_parent_snapshot_order", "parent_snapshot_id", "cluster_id", "name"),
+        Index("ix_volumes_datastore_version_order", "datastore_version_id", "cluster_id", "name"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -302,24 +308,21 @@ class VolumeRow(Base):
     qos_bandwidth_limit_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
     template_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True, index=True
+        String(32), ForeignKey("templates.id", ondelete="RESTRICT"), nullable=True
     )
     # Which VolumeSource field was set (SourceKind.NONE when none was).
     source_kind: Mapped[SourceKind] = mapped_column(IntEnumType(SourceKind), nullable=False)
     source_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     parent_snapshot_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=True, index=True
+        String(32), ForeignKey("snapshots.id", ondelete="RESTRICT"), nullable=True
     )
     datastore_version_id: Mapped[str | None] = mapped_column(
-        String(32),
-        ForeignKey("datastore_versions.id", ondelete="RESTRICT"),
-        nullable=True,
-        index=True,
+        String(32), ForeignKey("datastore_versions.id", ondelete="RESTRICT"), nullable=True
     )
     multi_attach: Mapped[bool] = mapped_column(Boolean, nullable=False)
     # A FILE volume's Filesystem; 0 for a BLOCK volume.
     filesystem: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
-    state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False, index=True)
+    state: Mapped[VolumeState] = mapped_column(IntEnumType(VolumeState), nullable=False)
     stored_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     active_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The daemon (DaemonRow.id) that runs the change in phases the volume is

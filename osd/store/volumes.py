@@ -7,7 +7,7 @@ this module reads them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,12 +108,55 @@ def scan(
     time. (Their usage is read for the page alone, by :func:`copy_views` and
     :func:`attachment_and_snapshot_counts`: rows the engine's own filters
     turn down cost no counting.)"""
+    return _scan(where, after, batch, select(VolumeRow), session.scalars)
+
+
+@dataclass(frozen=True)
+class VolumeKey:
+    """A volume's id and place in the list, all a filter on its name needs."""
+
+    id: str
+    cluster_id: str
+    name: str
+
+
+def scan_keys(
+    session: Session, where: VolumeFilter, after: tuple[str, str] | None, batch: int
+) -> Iterator[VolumeKey]:
+    """What :func:`scan` gives, as keys alone: for a filter the engine
+    applies to names, which then loads the rows it keeps (:func:`rows_of`)
+    rather than every row it looks at."""
+    keys = select(VolumeRow.id, VolumeRow.cluster_id, VolumeRow.name)
+
+    def run(stmt: Any) -> list[VolumeKey]:
+        return [VolumeKey(*row) for row in session.connection().execute(stmt).all()]
+
+    return _scan(where, after, batch, keys, run)
+
+
+def rows_of(session: Session, keys: Sequence[VolumeKey]) -> list[VolumeRow]:
+    """The rows of ``keys``, in their order (those gone since, left out)."""
+    if not keys:
+        return []
+    found = {
+        r.id: r
+        for r in session.scalars(select(VolumeRow).where(VolumeRow.id.in_([k.id for k in keys])))
+    }
+    return [found[k.id] for k in keys if k.id in found]
+
+
+def _scan(
+    where: VolumeFilter,
+    after: tuple[str, str] | None,
+    batch: int,
+    base: Any,
+    run: Callable[[Any], Iterable[Any]],
+) -> Iterator[Any]:
     # The list's order, (cluster id, name): the volume's own columns, or with
     # a label asked for, the copies its label rows hold, so that the walk is
     # down that label's index and reads only the volumes that carry it.
     cluster: Any = VolumeRow.cluster_id
     name: Any = VolumeRow.name
-    base = select(VolumeRow)
     labels = list(where.labels)
     if labels:
         key, value = labels.pop(0)
@@ -178,7 +221,7 @@ def scan(
                 stmt = stmt.where(name > n)
             else:
                 stmt = stmt.where(keyset.after(cluster, name, (c, n)))
-        rows = list(session.scalars(stmt))
+        rows = list(run(stmt))
         yield from rows
         if len(rows) < batch:
             return

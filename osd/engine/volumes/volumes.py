@@ -819,6 +819,23 @@ def _page(
             return False  # asked of the repairs alone when repairing (see repo.scan)
         return wanted <= row.labels.items()
 
+    if pattern is not None and not query.degraded:
+        # Names alone decide: the scan reads keys, and only the rows kept
+        # are loaded (the database has matched labels and the rest).
+        match = pattern
+
+        def named(key: repo.VolumeKey) -> bool:
+            if query.cluster_id and key.cluster_id != query.cluster_id:
+                return False  # as keep() says
+            return bool(match.search(key.name))
+
+        keys, token = pages.take(
+            repo.scan_keys(s, where, after, size + 1),
+            size,
+            named,
+            lambda key: {"c": key.cluster_id, "n": key.name},
+        )
+        return Page(volumes_of(s, repo.rows_of(s, keys)), token)
     scanned: Iterable[VolumeRow] = repo.scan(s, where, after, size + 1)
     if query.degraded:
         scanned = _noting_degraded(s, scanned, degraded)

@@ -2,8 +2,11 @@
 volume list's order and kept by triggers, so that ListVolumes filtered by a
 label reads the volumes that carry it instead of every volume; and a
 partial index of the image snapshots in list order, for ListSnapshots
-images_only; and how many snapshots each cluster holds, kept by triggers,
-for the status and capacity figures without a count of every snapshot.
+images_only; how many snapshots each cluster holds, kept by triggers, for
+the status and capacity figures without a count of every snapshot; and the
+volumes' indexes of state, template, parent snapshot and datastore version
+extended by the list order (cluster, name), so that a list filtered by one
+of them reads its page instead of sorting every match.
 
 Revision ID: 0021
 Revises: 0020
@@ -31,6 +34,16 @@ UNCOUNT_SNAPSHOT = (
     "DELETE FROM snapshot_counts WHERE cluster_id = OLD.cluster_id AND count <= 0",
 )
 COLUMNS = "volume_id, key, value, cluster_id, name"
+# The single-column index each ordered one replaces (the column's own name).
+ORDERED = {
+    "ix_volumes_state": ("ix_volumes_state_order", "state"),
+    "ix_volumes_template_id": ("ix_volumes_template_order", "template_id"),
+    "ix_volumes_parent_snapshot_id": ("ix_volumes_parent_snapshot_order", "parent_snapshot_id"),
+    "ix_volumes_datastore_version_id": (
+        "ix_volumes_datastore_version_order",
+        "datastore_version_id",
+    ),
+}
 
 
 def _sqlite_rows(row: str) -> str:
@@ -53,6 +66,9 @@ def _postgres_rows(row: str) -> str:
 
 def upgrade() -> None:
     _count_snapshots(op.get_bind().dialect.name == "postgresql")
+    for old, (new, column) in ORDERED.items():
+        op.create_index(new, "volumes", [column, "cluster_id", "name"])
+        op.drop_index(old, "volumes")
     op.create_index(
         "ix_snapshots_images",
         "snapshots",
@@ -182,6 +198,9 @@ def _count_snapshots(pg: bool) -> None:
 
 def downgrade() -> None:
     pg = op.get_bind().dialect.name == "postgresql"
+    for old, (new, column) in ORDERED.items():
+        op.create_index(old, "volumes", [column])
+        op.drop_index(new, "volumes")
     for name in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON volumes" if pg else ""))
     for name in SNAPSHOT_TRIGGERS:
