@@ -6,7 +6,10 @@ images_only; how many snapshots each cluster holds, kept by triggers, for
 the status and capacity figures without a count of every snapshot; and the
 volumes' indexes of state, template, parent snapshot and datastore version
 extended by the list order (cluster, name), so that a list filtered by one
-of them reads its page instead of sorting every match.
+of them reads its page instead of sorting every match; likewise the jobs
+in their list's order (newest first) and a node's attachments by volume;
+and a partial index of the volumes that may lack a live copy, in list
+order, for the degraded list.
 
 Revision ID: 0021
 Revises: 0020
@@ -34,6 +37,8 @@ UNCOUNT_SNAPSHOT = (
     "DELETE FROM snapshot_counts WHERE cluster_id = OLD.cluster_id AND count <= 0",
 )
 COLUMNS = "volume_id, key, value, cluster_id, name"
+# DEGRADED, DOWN or DATA_LOST, or degraded since a time (osd.store.models).
+MAYBE_DEGRADED = "state IN (3, 4, 5) OR degraded_time IS NOT NULL"
 # The single-column index each ordered one replaces (the column's own name).
 ORDERED = {
     "ix_volumes_state": ("ix_volumes_state_order", "state"),
@@ -69,6 +74,16 @@ def upgrade() -> None:
     for old, (new, column) in ORDERED.items():
         op.create_index(new, "volumes", [column, "cluster_id", "name"])
         op.drop_index(old, "volumes")
+    op.create_index("ix_jobs_create_time_id", "jobs", ["create_time", "id"])
+    op.create_index(
+        "ix_volumes_maybe_degraded",
+        "volumes",
+        ["cluster_id", "name"],
+        sqlite_where=sa.text(MAYBE_DEGRADED),
+        postgresql_where=sa.text(MAYBE_DEGRADED),
+    )
+    op.create_index("ix_attachments_node_volume", "attachments", ["node_id", "volume_id"])
+    op.drop_index("ix_attachments_node_id", "attachments")
     op.create_index(
         "ix_snapshots_images",
         "snapshots",
@@ -201,6 +216,10 @@ def downgrade() -> None:
     for old, (new, column) in ORDERED.items():
         op.create_index(old, "volumes", [column])
         op.drop_index(new, "volumes")
+    op.create_index("ix_attachments_node_id", "attachments", ["node_id"])
+    op.drop_index("ix_attachments_node_volume", "attachments")
+    op.drop_index("ix_jobs_create_time_id", "jobs")
+    op.drop_index("ix_volumes_maybe_degraded", "volumes")
     for name in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name}" + (" ON volumes" if pg else ""))
     for name in SNAPSHOT_TRIGGERS:
