@@ -62,6 +62,10 @@ def of_cluster(session: Session, cluster_id: str) -> list[NodeRow]:
     )
 
 
+def ids_of_cluster(session: Session, cluster_id: str) -> list[str]:
+    return list(session.scalars(select(NodeRow.id).where(NodeRow.cluster_id == cluster_id)))
+
+
 def add(session: Session, row: NodeRow) -> None:
     session.add(row)
     session.flush()

@@ -257,10 +257,9 @@ class ClusterEngine:
         stopped cleanly and the agents of other clusters' nodes, then the
         cluster's drives."""
         v.check_id(cluster_id, "cluster_id")
-        with self._store.read() as s:
-            require(s, ClusterRow, cluster_id)
-            nodes = {n.id for n in node_repo.of_cluster(s, cluster_id)}
-            drives = drive_repo.of_cluster(s, cluster_id)
+        nodes, drives = self._store.kept(
+            ("cluster-services", cluster_id), lambda s, _: self._service_rows(s, cluster_id)
+        )
         out: tuple[ServiceHealth, ...] = tuple(
             ServiceHealth(
                 kind=ServiceKind.NODE_AGENT if d.node_id else ServiceKind.DAEMON,
@@ -273,18 +272,26 @@ class ClusterEngine:
             for d in daemons
             if d.state != DaemonState.STOPPED and (not d.node_id or d.node_id in nodes)
         )
-        out += tuple(
+        return out + drives
+
+    def _service_rows(
+        self, s: Session, cluster_id: str
+    ) -> tuple[frozenset[str], tuple[ServiceHealth, ...]]:
+        """The cluster's node ids and the health of its drives, as stored."""
+        require(s, ClusterRow, cluster_id)
+        nodes = frozenset(node_repo.ids_of_cluster(s, cluster_id))
+        drives = tuple(
             ServiceHealth(
                 kind=ServiceKind.DRIVE,
-                name=row.id,
-                node_id=row.node_id,
-                up=row.state == DriveState.ONLINE,
-                state=f"DRIVE_STATE_{DriveState(row.state).name}",
-                address=row.device_path,
+                name=drive_id,
+                node_id=node_id,
+                up=state == DriveState.ONLINE,
+                state=f"DRIVE_STATE_{DriveState(state).name}",
+                address=device_path,
             )
-            for row in drives
+            for drive_id, node_id, state, device_path in drive_repo.states_of_cluster(s, cluster_id)
         )
-        return out
+        return nodes, drives
 
     def topology(self, cluster_id: str) -> Topology:
         v.check_id(cluster_id, "cluster_id")
