@@ -408,7 +408,11 @@ class SnapshotRow(Base):
     redundancy_fragments: Mapped[int] = mapped_column(Integer, nullable=False)
     labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
     image: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    state: Mapped[SnapshotState] = mapped_column(IntEnumType(SnapshotState), nullable=False)
+    # Indexed (migration 0022): each heartbeat looks for snapshots left
+    # CREATING or DELETING, the few a crash leaves, not every snapshot.
+    state: Mapped[SnapshotState] = mapped_column(
+        IntEnumType(SnapshotState), nullable=False, index=True
+    )
     space_used_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     # What storage measured the snapshot holds alone (None where the driver
     # does not measure); see osd.engine.volumes.usage.
