@@ -129,7 +129,9 @@ def test_qos_and_copies_follow_the_template_to_its_volumes_only(w: World) -> Non
         durability=replicated(3),
     )
     p = resp.propagation
-    assert resp.generation == generation(w.d) > before
+    # The replica jobs the call started may already have written by now,
+    # so the store may be past the generation the change committed at.
+    assert before < resp.generation <= generation(w.d)
     assert list(p.updated_volume_ids) == [a.id, b.id]
     assert list(p.refused) == [] and p.unchanged_count == 0 and p.hidden_count == 0
     assert sorted(j.target.id for j in p.jobs) == sorted([a.id, b.id])
